@@ -1,0 +1,86 @@
+"""What a caller asks of the engine, and the knobs an operator sets.
+
+Kept free of any HTTP or database notion: the service and the local
+``upscale`` command build these from their own inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+OutputFormat = Literal["png", "jpg", "webp"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpg", "webp")
+SCALES: tuple[int, ...] = (2, 4, 8)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (honours CPU affinity and cgroup pinning)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Pixel limits checked from the header, before any pixel is decoded."""
+
+    #: Largest accepted input (width x height). 50 MP, like imgproxy's default.
+    max_source_pixels: int = 50_000_000
+    #: Largest output we agree to write (width x height after scaling).
+    max_output_pixels: int = 1_000_000_000
+    #: Longest accepted edge of an input, whatever its area.
+    max_source_edge: int = 30_000
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Encoder effort: as decisive for throughput as the network itself."""
+
+    #: zlib level for PNG. 6 costs ~3x the time of 1 on a 4096^2 output for a
+    #: few percent of size; see bench/README.md.
+    png_compression: int = 6
+    #: Default quality for lossy formats when the request gives none.
+    jpeg_quality: int = 92
+    webp_quality: int = 90
+    #: libwebp effort 0..6.
+    webp_effort: int = 4
+    #: Background that transparent pixels are flattened on for JPEG output.
+    jpeg_background: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Operator settings for inference."""
+
+    #: ncnn threads per network call; default: every core this process may use.
+    threads: int = field(default_factory=available_cores)
+    #: Use a Vulkan GPU when ncnn sees one. Off forces the CPU.
+    use_gpu: bool = True
+    #: Edge of a tile's core (before overlap), in input pixels. Memory per tile
+    #: grows with its square; overlap overhead shrinks as it grows.
+    tile_size: int = 256
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    model: str
+    scale: int = 4
+    output_format: OutputFormat = "jpg"
+    #: 1..100 for jpg/webp (higher is better); for png, ignored (lossless).
+    quality: int | None = None
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    width: int
+    height: int
+    size_bytes: int
+    output_format: OutputFormat
+    #: What the source was, for the record.
+    source_width: int
+    source_height: int
