@@ -1,0 +1,260 @@
+"""Client image files -> planes, refusing bad input before it costs anything.
+
+Order of checks, cheapest first: the file's first bytes (empty? which type?),
+then the header as libvips reads it (dimensions against the limits), and only
+then the pixels. A PNG of a hundred kilobytes can claim 30000x30000 pixels and
+libvips opens it without complaint, so the pixel count is checked from the
+header, before a single row is decoded.
+
+Choices worth knowing:
+
+* **Loader by sniffed type.** The JPEG, PNG or WebP loader is called by name
+  for the type the magic bytes show, so libvips never guesses a format, and a
+  file whose bytes disagree with its declared type is refused.
+* **Strict decoding.** Loaders run with ``fail_on="error"``: a truncated or
+  corrupt file fails instead of being silently padded with grey, which would
+  be upscaled and charged as if it were the client's picture.
+* **Animated images: first frame only.** Outputs are still images (PNG, JPEG,
+  WebP without animation), and upscaling every frame would multiply the cost
+  by the frame count. An animated WebP gives its first frame; libvips reads a
+  PNG's default image (the IDAT), which for an APNG is the frame viewers that
+  do not animate show. ``SourceImage.pages`` says how many frames there were.
+* **Samples in 16 bits.** 8-bit samples become ``x * 257`` (0..255 onto
+  0..65535 exactly); 16-bit PNGs keep their precision through every pass.
+* **Grey is widened to RGB.** Networks take three channels, so grey (and grey
+  with alpha) is replicated to three bands; ``is_grey`` makes the encoder
+  write grey again.
+* **CMYK becomes sRGB** (JPEG only), through the embedded profile or
+  libvips's built-in CMYK profile; the CMYK profile is then dropped since it
+  no longer describes the pixels.
+* **Upright pixels.** EXIF orientation is applied while decoding, so every
+  later step works on the image as it is meant to be seen; the encoder resets
+  the tag to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyvips
+
+from upscayl_cloud.engine import sniff
+from upscayl_cloud.engine.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    UnsupportedImageTypeError,
+)
+from upscayl_cloud.engine.options import ImageLimits
+from upscayl_cloud.engine.planeio import load_plane, new_plane_path, save_plane
+from upscayl_cloud.engine.planes import Plane
+
+_LOADERS = {sniff.JPEG: "jpegload", sniff.PNG: "pngload", sniff.WEBP: "webpload"}
+_NAMES = {sniff.JPEG: "JPEG", sniff.PNG: "PNG", sniff.WEBP: "WebP"}
+#: EXIF orientations that rotate by 90 or 270 degrees, swapping width and height.
+_TRANSPOSING = frozenset({5, 6, 7, 8})
+#: ICC colour-space signatures (header bytes 16..20) the encoder can attach.
+ICC_RGB = b"RGB "
+ICC_GREY = b"GRAY"
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """What the header says, before any pixel is decoded."""
+
+    #: As displayed: after EXIF orientation (a 90 degree rotation swaps them).
+    width: int
+    height: int
+    #: Sniffed from the bytes, never taken from the client.
+    mime_type: str
+    has_alpha: bool
+    is_grey: bool
+    sixteen_bit: bool
+    #: Frames in the file; only the first is decoded.
+    pages: int
+
+
+@dataclass
+class DecodedImage:
+    """Planes of a decoded source, plus what the encoder needs to write it back."""
+
+    #: 3 bands, upright, grey replicated, CMYK converted to sRGB.
+    color: Plane
+    #: 1 band when the source has alpha.
+    alpha: Plane | None
+    source: SourceImage
+    #: The source's colour profile, kept only when it describes ``color``'s
+    #: values (RGB, or grey for a grey source).
+    icc_profile: bytes | None
+    #: The source's EXIF block, kept only when libvips could parse it.
+    exif: bytes | None
+
+
+def probe(path: Path, limits: ImageLimits, declared_type: str | None = None) -> SourceImage:
+    """Check a client file from its first bytes and header; decode nothing.
+
+    Raises InvalidImageError (empty, not an image, truncated header, type
+    mismatch), UnsupportedImageTypeError (an image of another kind) or
+    ImageTooLargeError (over ``limits``)."""
+    _image, source = _open(Path(path), limits, declared_type)
+    return source
+
+
+def decode(
+    path: Path, workdir: Path, limits: ImageLimits, declared_type: str | None = None
+) -> DecodedImage:
+    """Decode a client file into planes under ``workdir``.
+
+    Probes first (see :func:`probe`). Any libvips failure while reading the
+    client's bytes is an InvalidImageError: those bytes are the only thing
+    that differs between a file that decodes and one that does not."""
+    image, source = _open(Path(path), limits, declared_type)
+    orientation = _orientation(image)
+    cmyk = image.interpretation == "cmyk"
+    icc = None if cmyk else _icc_profile(image, ICC_GREY if source.is_grey else ICC_RGB)
+    exif = _exif(image)
+    pixels = _widen(image, source)
+    if orientation == 1 and not source.has_alpha:
+        color = _decode_into(pixels, new_plane_path(workdir, "color"), source)
+        return DecodedImage(color, None, source, icc, exif)
+
+    # Rotating needs random access and splitting off alpha would read the
+    # file twice, while the loader streams once from top to bottom: stage the
+    # pixels in a plane, then rotate and split from that plane.
+    staged = _decode_into(pixels, new_plane_path(workdir, "staged"), source)
+    try:
+        upright = load_plane(staged).copy()
+        upright.set_type(pyvips.GValue.gint_type, "orientation", orientation)
+        upright = upright.autorot()
+        color = save_plane(upright.extract_band(0, n=3), new_plane_path(workdir, "color"))
+        alpha = None
+        if source.has_alpha:
+            alpha = save_plane(upright.extract_band(3), new_plane_path(workdir, "alpha"))
+    finally:
+        staged.path.unlink(missing_ok=True)
+    return DecodedImage(color, alpha, source, icc, exif)
+
+
+def _open(
+    path: Path, limits: ImageLimits, declared_type: str | None
+) -> tuple[pyvips.Image, SourceImage]:
+    with open(path, "rb") as handle:
+        head = handle.read(sniff.HEAD_BYTES)
+    if not head:
+        raise InvalidImageError("The file is empty.")
+    mime_type = sniff.sniff_mime_type(head)
+    if mime_type is None:
+        other = sniff.other_image_kind(head)
+        if other is not None:
+            raise UnsupportedImageTypeError(
+                f"{other} images are not supported: send a JPEG, PNG or WebP image."
+            )
+        raise InvalidImageError("The file is not a JPEG, PNG or WebP image.")
+    if declared_type is not None and sniff.normalize_mime_type(declared_type) != mime_type:
+        raise InvalidImageError(
+            f"The file was declared as {declared_type} but its content is {mime_type}."
+        )
+    name = _NAMES[mime_type]
+    try:
+        image = pyvips.Operation.call(
+            _LOADERS[mime_type], str(path), access="sequential", fail_on="error"
+        )
+    except pyvips.Error as err:
+        raise InvalidImageError(
+            f"The {name} header could not be read: the file is truncated or corrupt."
+        ) from err
+
+    width, height = image.width, image.height
+    if max(width, height) > limits.max_source_edge:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} pixels; no edge may exceed "
+            f"{limits.max_source_edge} pixels."
+        )
+    if width * height > limits.max_source_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {limits.max_source_pixels:,} pixels."
+        )
+    if image.format not in ("uchar", "ushort"):
+        raise UnsupportedImageTypeError(
+            f"{name} images with {image.format} samples are not supported."
+        )
+    has_alpha = bool(image.hasalpha())
+    colour_bands = image.bands - int(has_alpha)
+    cmyk = image.interpretation == "cmyk" and image.bands == 4
+    if colour_bands not in (1, 3) and not cmyk:
+        raise UnsupportedImageTypeError(
+            f"{name} images with {image.bands} bands ({image.interpretation}) are not supported."
+        )
+    if _orientation(image) in _TRANSPOSING:
+        width, height = height, width
+    pages = image.get("n-pages") if image.get_typeof("n-pages") else 1
+    source = SourceImage(
+        width=width,
+        height=height,
+        mime_type=mime_type,
+        has_alpha=has_alpha,
+        is_grey=colour_bands == 1,
+        sixteen_bit=image.format == "ushort",
+        pages=max(1, int(pages)),
+    )
+    return image, source
+
+
+def _widen(image: pyvips.Image, source: SourceImage) -> pyvips.Image:
+    """The lazy pipeline from the loader to 3 (+1 alpha) ushort bands."""
+    if image.interpretation == "cmyk":
+        # depth=16 keeps the conversion's precision instead of rounding to 8 bits.
+        return image.icc_transform("srgb", input_profile="cmyk", embedded=True, depth=16)
+    if image.format == "uchar":
+        image = (image.cast("ushort") * 257).cast("ushort")
+    if source.is_grey:
+        grey = image.extract_band(0)
+        bands = [grey, grey]
+        if source.has_alpha:
+            bands.append(image.extract_band(1))
+        image = grey.bandjoin(bands)
+    return image.copy(interpretation="rgb16")
+
+
+def _decode_into(pixels: pyvips.Image, path: Path, source: SourceImage) -> Plane:
+    try:
+        return save_plane(pixels, path)
+    except pyvips.Error as err:
+        path.unlink(missing_ok=True)
+        name = _NAMES[source.mime_type]
+        raise InvalidImageError(
+            f"The {name} image could not be decoded: the file is truncated or corrupt."
+        ) from err
+
+
+def _orientation(image: pyvips.Image) -> int:
+    if not image.get_typeof("orientation"):
+        return 1
+    value = int(image.get("orientation"))
+    return value if 1 <= value <= 8 else 1
+
+
+def _icc_profile(image: pyvips.Image, colour_space: bytes) -> bytes | None:
+    """The embedded profile if it is structurally sound and describes
+    ``colour_space``; a profile that does not would make every viewer
+    misread the output's colours, and a malformed one could fail the encoder
+    after all the upscaling work is done."""
+    if not image.get_typeof("icc-profile-data"):
+        return None
+    profile = bytes(image.get("icc-profile-data"))
+    if len(profile) < 128 or profile[36:40] != b"acsp":
+        return None
+    if int.from_bytes(profile[:4], "big") != len(profile) or profile[16:20] != colour_space:
+        return None
+    return profile
+
+
+def _exif(image: pyvips.Image) -> bytes | None:
+    """The EXIF block, if libvips parsed it (it sets ``exif-ifd*`` fields
+    then); a block it cannot parse would be copied blind into the output."""
+    if not image.get_typeof("exif-data"):
+        return None
+    if not any(field.startswith("exif-ifd") for field in image.get_fields()):
+        return None
+    return bytes(image.get("exif-data"))
