@@ -87,7 +87,15 @@ def resize(plane: Plane, width: int, height: int, destination: Path) -> Plane:
         return save_plane(source, destination)
     hscale = width / plane.width
     vscale = height / plane.height
-    resized = source.resize(hscale, vscale=vscale, kernel=RESIZE_KERNEL)
+    # In float: libvips's integer path uses fixed-point weights that shift
+    # flat 16-bit areas by up to ~10/65535. Casting back clips lanczos's
+    # overshoot to 0..65535; +0.5 rounds, since the cast truncates.
+    resized = (
+        source.cast("float")
+        .resize(hscale, vscale=vscale, kernel=RESIZE_KERNEL)
+        .linear(1.0, 0.5)
+        .cast("ushort")
+    )
     if (resized.width, resized.height) != (width, height):
         raise RuntimeError(
             f"libvips resized {plane.width}x{plane.height} to {resized.width}x{resized.height}, "

@@ -1,0 +1,439 @@
+"""Image files in and out of planes, on real files written by libvips."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+from skimage import data
+
+from upscayl_cloud.engine import imageio, planeio
+from upscayl_cloud.engine.errors import (
+    EngineError,
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidOptionError,
+    UnsupportedImageTypeError,
+)
+from upscayl_cloud.engine.options import EncodeSettings, ImageLimits
+from upscayl_cloud.engine.planes import Plane
+
+LIMITS = ImageLimits()
+SETTINGS = EncodeSettings()
+
+# Small crops keep the whole file fast; coffee is not symmetric, so a wrong
+# rotation or flip cannot go unnoticed.
+COFFEE = data.coffee()[100:148, 200:272]  # 72 x 48, RGB uint8
+ASTRONAUT = data.astronaut()[:64, :64]
+
+
+def vips_image(array: np.ndarray, **metadata: int) -> pyvips.Image:
+    array = array if array.ndim == 3 else array[:, :, None]
+    image = pyvips.Image.new_from_array(np.ascontiguousarray(array))
+    if array.dtype == np.uint16:
+        image = image.copy(interpretation="rgb16" if array.shape[2] >= 3 else "grey16")
+    elif array.shape[2] <= 2:
+        image = image.copy(interpretation="b-w")
+    else:
+        image = image.copy(interpretation="srgb")
+    for name, value in metadata.items():
+        image.set_type(pyvips.GValue.gint_type, name.replace("_", "-"), value)
+    return image
+
+
+def write(path: Path, array: np.ndarray, **options: object) -> Path:
+    metadata = {k: options.pop(k) for k in ("orientation", "page_height") if k in options}
+    image = vips_image(array, **metadata)
+    {".png": image.pngsave, ".jpg": image.jpegsave, ".webp": image.webpsave}[path.suffix](
+        str(path), **options
+    )
+    return path
+
+
+def load(path: Path) -> pyvips.Image:
+    return pyvips.Image.new_from_file(str(path))
+
+
+def pixels(path: Path) -> np.ndarray:
+    image = load(path)
+    return image.numpy().reshape(image.height, image.width, image.bands)
+
+
+def round_trip(
+    tmp_path: Path,
+    source: Path,
+    fmt: str = "png",
+    quality: int | None = None,
+    settings: EncodeSettings = SETTINGS,
+) -> Path:
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    out = tmp_path / f"out.{fmt}"
+    size = imageio.encode(decoded.color, decoded.alpha, decoded, out, fmt, quality, settings)
+    assert size == out.stat().st_size > 0
+    return out
+
+
+# -- sniffing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("suffix", "mime"), [(".jpg", "image/jpeg"), (".png", "image/png"), (".webp", "image/webp")]
+)
+def test_sniff_recognises_accepted_types(tmp_path, suffix, mime):
+    path = write(tmp_path / f"a{suffix}", ASTRONAUT)
+    assert imageio.sniff_mime_type(path.read_bytes()[:32]) == mime
+
+
+@pytest.mark.parametrize(
+    "head", [b"", b"GIF89a\x01\x00", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"hello world", b"\xff\xd8"]
+)
+def test_sniff_rejects_everything_else(head):
+    assert imageio.sniff_mime_type(head) is None
+
+
+# -- refusing bad input -----------------------------------------------------
+
+
+def test_empty_file_is_invalid(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidImageError, match="empty"):
+        imageio.probe(path, LIMITS)
+
+
+def test_text_named_png_is_invalid(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not an image\n" * 10)
+    with pytest.raises(InvalidImageError):
+        imageio.decode(path, tmp_path, LIMITS)
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".gif", "GIF"), (".tif", "TIFF")])
+def test_other_image_kinds_are_unsupported(tmp_path, suffix, kind):
+    path = tmp_path / f"image{suffix}"
+    vips_image(ASTRONAUT).write_to_file(str(path))
+    with pytest.raises(UnsupportedImageTypeError, match=kind):
+        imageio.decode(path, tmp_path, LIMITS)
+
+
+def test_declared_type_must_match_the_bytes(tmp_path):
+    path = write(tmp_path / "a.png", ASTRONAUT)
+    with pytest.raises(InvalidImageError, match=r"image/jpeg.*image/png"):
+        imageio.probe(path, LIMITS, declared_type="image/jpeg")
+    assert imageio.probe(path, LIMITS, declared_type="IMAGE/PNG").mime_type == "image/png"
+    jpeg = write(tmp_path / "a.jpg", ASTRONAUT)
+    assert imageio.probe(jpeg, LIMITS, declared_type="image/jpg").mime_type == "image/jpeg"
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_image_is_invalid(tmp_path, suffix):
+    whole = write(tmp_path / f"whole{suffix}", data.coffee()[:200, :200]).read_bytes()
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InvalidImageError, match="truncated or corrupt"):
+        imageio.decode(path, tmp_path, LIMITS)
+    assert not list(tmp_path.glob("*.u16")), "a failed decode leaves no plane behind"
+
+
+def test_truncated_header_is_invalid(tmp_path):
+    whole = write(tmp_path / "whole.png", ASTRONAUT).read_bytes()
+    path = tmp_path / "cut.png"
+    path.write_bytes(whole[:20])
+    with pytest.raises(InvalidImageError):
+        imageio.probe(path, LIMITS)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_no_mangled_file_leaks_a_libvips_error(tmp_path, suffix):
+    whole = write(tmp_path / f"whole{suffix}", COFFEE).read_bytes()
+    rng = np.random.default_rng(7)
+    for cut in np.linspace(1, len(whole) - 1, 8).astype(int):
+        for mangled in (whole[:cut], _flip_bytes(whole, cut, rng)):
+            path = tmp_path / f"mangled{suffix}"
+            path.write_bytes(mangled)
+            try:
+                imageio.decode(path, tmp_path, LIMITS)
+            except EngineError as err:
+                assert err.client_error
+            # Anything else (pyvips.Error included) fails the test.
+
+
+def _flip_bytes(whole: bytes, at: int, rng: np.random.Generator) -> bytes:
+    mangled = bytearray(whole)
+    for offset in range(at, min(at + 16, len(whole))):
+        mangled[offset] = int(rng.integers(256))
+    return bytes(mangled)
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    path = write(tmp_path / "bomb.png", np.zeros((16, 16, 3), np.uint8))
+    _patch_png_size(path, 30000, 30000)
+    with pytest.raises(ImageTooLargeError, match=r"30000x30000 = 900,000,000 pixels"):
+        imageio.probe(path, LIMITS)
+    with pytest.raises(ImageTooLargeError):
+        imageio.decode(path, tmp_path, LIMITS)
+
+
+def _patch_png_size(path: Path, width: int, height: int) -> None:
+    """Rewrite IHDR's size fields (and its CRC) without touching the pixel data."""
+    raw = bytearray(path.read_bytes())
+    assert raw[12:16] == b"IHDR"
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    path.write_bytes(bytes(raw))
+
+
+def test_source_limits_are_enforced(tmp_path):
+    path = write(tmp_path / "a.png", ASTRONAUT)
+    with pytest.raises(ImageTooLargeError, match="4,096 pixels; the limit is 4,000"):
+        imageio.probe(path, ImageLimits(max_source_pixels=4000))
+    with pytest.raises(ImageTooLargeError, match="no edge may exceed 63"):
+        imageio.probe(path, ImageLimits(max_source_edge=63))
+
+
+# -- probe ------------------------------------------------------------------
+
+
+def test_probe_reports_the_header(tmp_path):
+    rgba = np.dstack([COFFEE, np.full(COFFEE.shape[:2], 200, np.uint8)])
+    source = imageio.probe(write(tmp_path / "a.png", rgba), LIMITS)
+    assert source == imageio.SourceImage(72, 48, "image/png", True, False, False, 1)
+    grey16 = imageio.probe(write(tmp_path / "g.png", np.zeros((5, 7), np.uint16)), LIMITS)
+    assert (grey16.width, grey16.height, grey16.is_grey, grey16.sixteen_bit) == (7, 5, True, True)
+    assert not grey16.has_alpha
+
+
+def test_animated_webp_gives_its_first_frame(tmp_path):
+    frames = [np.full((20, 30, 3), value, np.uint8) for value in (10, 100, 200)]
+    path = write(tmp_path / "anim.webp", np.concatenate(frames), page_height=20, lossless=True)
+    decoded = imageio.decode(path, tmp_path, LIMITS)
+    assert decoded.source.pages == 3
+    assert (decoded.color.width, decoded.color.height) == (30, 20)
+    assert np.all(decoded.color.read_all() == 10 * 257)
+
+
+# -- decode -> encode round trips -------------------------------------------
+
+
+def test_rgb_png_round_trip_is_exact(tmp_path):
+    source = write(tmp_path / "in.png", COFFEE)
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert decoded.alpha is None
+    assert np.array_equal(decoded.color.read_all(), COFFEE.astype(np.uint16) * 257)
+    assert np.array_equal(pixels(round_trip(tmp_path, source)), COFFEE)
+
+
+def test_rgba_png_keeps_alpha_exactly(tmp_path):
+    alpha = np.tile(np.arange(72, dtype=np.uint8) * 3, (48, 1))
+    rgba = np.dstack([COFFEE, alpha])
+    out = round_trip(tmp_path, write(tmp_path / "in.png", rgba))
+    assert np.array_equal(pixels(out), rgba)
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".png", "png"), (".jpg", "jpg")])
+def test_grey_source_gives_grey_output(tmp_path, suffix, fmt):
+    grey = data.camera()[200:260, 200:280]
+    decoded = imageio.decode(write(tmp_path / f"in{suffix}", grey), tmp_path, LIMITS)
+    assert decoded.source.is_grey and decoded.color.bands == 3
+    out = tmp_path / f"out.{fmt}"
+    imageio.encode(decoded.color, None, decoded, out, fmt, 95, SETTINGS)
+    assert load(out).bands == 1
+    if fmt == "png":
+        assert np.array_equal(pixels(out)[:, :, 0], grey)
+
+
+def test_grey_with_alpha_stays_grey_with_alpha(tmp_path):
+    grey_alpha = np.dstack([data.camera()[:30, :40], np.full((30, 40), 99, np.uint8)])
+    out = round_trip(tmp_path, write(tmp_path / "in.png", grey_alpha))
+    assert np.array_equal(pixels(out), grey_alpha)
+
+
+def test_sixteen_bit_png_round_trip_keeps_every_value(tmp_path):
+    rng = np.random.default_rng(1)
+    deep = rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16)
+    source = write(tmp_path / "in.png", deep)
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert decoded.source.sixteen_bit
+    assert np.array_equal(decoded.color.read_all(), deep)
+    out = round_trip(tmp_path, source)
+    assert load(out).format == "ushort"
+    assert np.array_equal(pixels(out), deep)
+    webp = round_trip(tmp_path, source, "webp", quality=100)
+    assert load(webp).format == "uchar"
+
+
+def test_sixteen_bit_grey_gives_sixteen_bit_grey(tmp_path):
+    ramp = (np.arange(40 * 30, dtype=np.uint16) * 50).reshape(30, 40)
+    out = round_trip(tmp_path, write(tmp_path / "in.png", ramp))
+    assert (load(out).bands, load(out).format) == (1, "ushort")
+    assert np.array_equal(pixels(out)[:, :, 0], ramp)
+
+
+# What a viewer shows for each EXIF orientation of the stored pixels.
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_and_reset(tmp_path, orientation):
+    rgba = np.dstack([COFFEE, np.tile(np.arange(72, dtype=np.uint8), (48, 1))])
+    source = write(tmp_path / "in.png", rgba, orientation=orientation)
+    expected = UPRIGHT[orientation](rgba)
+    assert imageio.probe(source, LIMITS).width == expected.shape[1]
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert decoded.exif is not None
+    out = round_trip(tmp_path, source)
+    assert np.array_equal(pixels(out), expected)
+    assert load(out).get("orientation") == 1
+
+
+def test_exif_orientation_6_jpeg(tmp_path):
+    source = write(tmp_path / "in.jpg", COFFEE, orientation=6, Q=98)
+    out = round_trip(tmp_path, source, "jpg", quality=98)
+    got = pixels(out).astype(int)
+    assert got.shape == (72, 48, 3)
+    right = np.abs(got - np.rot90(COFFEE, -1)).mean()
+    wrong = np.abs(got - np.rot90(COFFEE, 1)).mean()
+    assert right < 3 < wrong
+    assert load(out).get("orientation") == 1
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_icc_profile_is_kept(tmp_path, fmt):
+    p3 = vips_image(COFFEE).icc_transform("p3", input_profile="srgb")
+    profile = p3.get("icc-profile-data")
+    source = tmp_path / "in.jpg"
+    p3.jpegsave(str(source))
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert decoded.icc_profile == profile
+    out = round_trip(tmp_path, source, fmt)
+    assert load(out).get("icc-profile-data") == profile
+
+
+def test_cmyk_jpeg_becomes_srgb(tmp_path):
+    source = tmp_path / "cmyk.jpg"
+    vips_image(COFFEE).icc_transform("cmyk", input_profile="srgb").jpegsave(str(source), Q=98)
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert decoded.color.bands == 3 and decoded.icc_profile is None
+    out = round_trip(tmp_path, source)
+    assert load(out).bands == 3
+    # CMYK's gamut is smaller than sRGB's: close, not equal.
+    assert np.abs(pixels(out).astype(int) - COFFEE).mean() < 12
+
+
+def test_jpeg_flattens_alpha_on_the_background(tmp_path):
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:, :, 0] = 255
+    rgba[:, 16:, 3] = 255  # left half transparent, right half opaque red
+    source = write(tmp_path / "in.png", rgba)
+    for background in [(255, 255, 255), (0, 0, 255)]:
+        settings = EncodeSettings(jpeg_background=background)
+        got = pixels(round_trip(tmp_path, source, "jpg", quality=100, settings=settings))
+        assert got.shape == (32, 32, 3)
+        assert np.abs(got[:, :12].astype(int) - background).max() <= 3
+        assert np.abs(got[:, 20:].astype(int) - (255, 0, 0)).max() <= 3
+
+
+def test_webp_keeps_alpha(tmp_path):
+    rgba = np.dstack([COFFEE, np.full(COFFEE.shape[:2], 128, np.uint8)])
+    out = round_trip(tmp_path, write(tmp_path / "in.png", rgba), "webp", quality=90)
+    assert load(out).bands == 4
+
+
+def test_quality_is_validated_and_used(tmp_path):
+    source = write(tmp_path / "in.png", data.coffee()[:128, :128])
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    for bad in (0, 101):
+        with pytest.raises(InvalidOptionError, match="between 1 and 100"):
+            imageio.encode(decoded.color, None, decoded, tmp_path / "x.jpg", "jpg", bad, SETTINGS)
+    assert not (tmp_path / "x.jpg").exists()
+    sizes = [
+        imageio.encode(decoded.color, None, decoded, tmp_path / "x.jpg", "jpg", q, SETTINGS)
+        for q in (10, 95)
+    ]
+    assert sizes[0] < sizes[1]
+
+
+def test_failed_write_leaves_nothing_at_the_destination(tmp_path):
+    destination = tmp_path / "result.png"
+    destination.write_bytes(b"previous result")
+
+    def half_then_crash(path: str) -> None:
+        Path(path).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        planeio.save_atomically(half_then_crash, destination)
+    assert destination.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
+
+
+def test_deleted_planes_are_not_kept_open(tmp_path):
+    source = write(tmp_path / "in.png", np.dstack([COFFEE, COFFEE[:, :, :1]]))
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    imageio.encode(decoded.color, decoded.alpha, decoded, tmp_path / "o.png", "png", None, SETTINGS)
+    for plane in tmp_path.glob("*.u16"):
+        plane.unlink()
+    fds = Path("/proc/self/fd")
+    if fds.exists():
+        targets = [os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink()]
+        assert not [t for t in targets if t.startswith(str(tmp_path))]
+
+
+# -- output limits, resize, thumbnails --------------------------------------
+
+
+def test_check_output_size():
+    imageio.check_output_size(16383, 16383, "webp", LIMITS)
+    imageio.check_output_size(65535, 100, "jpg", LIMITS)
+    imageio.check_output_size(100_000, 100, "png", LIMITS)
+    with pytest.raises(ImageTooLargeError, match=r"WebP.*16384x100.*smaller scale, or PNG"):
+        imageio.check_output_size(16384, 100, "webp", LIMITS)
+    with pytest.raises(ImageTooLargeError, match="JPEG"):
+        imageio.check_output_size(100, 65536, "jpg", LIMITS)
+    with pytest.raises(ImageTooLargeError, match="smaller scale"):
+        imageio.check_output_size(1000, 1000, "png", ImageLimits(max_output_pixels=999_999))
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [((40, 24), (20, 12)), ((90, 45), (80, 40)), ((37, 11), (111, 33))]
+)
+@pytest.mark.parametrize("bands", [1, 3])
+def test_resize_gives_exact_dimensions(tmp_path, source, target, bands):
+    flat = np.full((source[1], source[0], bands), 40000, np.uint16)
+    plane = Plane.from_array(tmp_path / "in.u16", flat)
+    resized = imageio.resize(plane, *target, tmp_path / "out.u16")
+    assert (resized.width, resized.height, resized.bands) == (*target, bands)
+    assert resized.path.stat().st_size == resized.nbytes
+    assert np.all(resized.read_all() == 40000)
+
+
+def test_resize_keeps_the_picture(tmp_path):
+    big = np.kron(COFFEE, np.ones((4, 4, 1), np.uint8)).astype(np.uint16) * 257
+    plane = Plane.from_array(tmp_path / "in.u16", big)
+    half = imageio.resize(plane, 144, 96, tmp_path / "out.u16").read_all().astype(int)
+    small = np.kron(COFFEE, np.ones((2, 2, 1), np.uint8)).astype(int) * 257
+    assert np.abs(half - small).mean() < 0.02 * 65535
+
+
+@pytest.mark.parametrize(("size", "expected"), [((600, 300), (256, 128)), ((100, 50), (100, 50))])
+def test_thumbnail_long_edge(tmp_path, size, expected):
+    source = tmp_path / "result.png"
+    vips_image(data.astronaut()).resize(size[0] / 512, vscale=size[1] / 512).pngsave(str(source))
+    thumb = tmp_path / "thumb.webp"
+    assert imageio.make_thumbnail(source, thumb) == expected
+    assert imageio.sniff_mime_type(thumb.read_bytes()[:32]) == "image/webp"
+    assert (load(thumb).width, load(thumb).height) == expected
