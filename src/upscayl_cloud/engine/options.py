@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 OutputFormat = Literal["png", "jpg", "webp"]
@@ -62,6 +63,9 @@ class EngineSettings:
     #: Edge of a tile's core (before overlap), in input pixels. Memory per tile
     #: grows with its square; overlap overhead shrinks as it grows.
     tile_size: int = 256
+    #: Where intermediate planes go (they can be several times the output's
+    #: size); None: the system's temporary directory.
+    work_dir: Path | None = None
     limits: ImageLimits = field(default_factory=ImageLimits)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
 

@@ -122,3 +122,12 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
     done = 0
     while done < len(view):
         done += os.pwrite(fd, view[done:], offset + done)
+
+
+def extrema(plane: Plane, rows_per_read: int = 256) -> tuple[int, int]:
+    """Smallest and largest sample, reading a strip of rows at a time."""
+    low, high = MAX_VALUE, 0
+    for y0 in range(0, plane.height, rows_per_read):
+        strip = plane.read(0, y0, plane.width, min(plane.height, y0 + rows_per_read))
+        low, high = min(low, int(strip.min())), max(high, int(strip.max()))
+    return low, high

@@ -1,0 +1,25 @@
+"""The ``upscayl-cloud`` command: one Typer app, one module per command group.
+
+Every command honours ``UPSCAYL_DATA_DIR`` (default ``./data``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from upscayl_cloud.cli import upscale
+
+app = typer.Typer(
+    name="upscayl-cloud",
+    help="Self-hostable Upscayl Cloud API: AI image upscaling as a service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Self-hostable Upscayl Cloud API: AI image upscaling as a service."""
+
+
+upscale.register(app)

@@ -1,0 +1,109 @@
+"""One network pass over a whole plane, tile by tile.
+
+Memory holds one tile at a time whatever the image size: tiles are read from
+the source plane and written to the destination plane on disk. Planes with
+one band (alpha) go through the network as three equal channels and come
+back as their mean, so alpha is upscaled by the network, as Real-ESRGAN does.
+
+Real-CUGAN's squeeze-excitation blocks average over their whole input, so a
+tile alone would get other colours than the whole image. Like the upstream
+program's "sync gap" mode, the global means (blobs ``gap0..gap3``) are first
+gathered over every tile, one stage at a time, and then injected into each
+tile's final run, so tiles agree with each other and with the untiled image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from upscayl_cloud.engine.errors import CancelledError
+from upscayl_cloud.engine.geometry import Tile, TileRule, mirror_indices, plan_tiles
+from upscayl_cloud.engine.planes import Plane, to_float, to_samples
+from upscayl_cloud.engine.runner import NetworkRunner
+
+TileDone = Callable[[], None]
+ShouldCancel = Callable[[], bool]
+
+
+def tile_rule(runner: NetworkRunner) -> TileRule:
+    spec = runner.spec
+    return TileRule(spec.scale, spec.context, spec.align, spec.tile_pad)
+
+
+def syncs_global_pools(runner: NetworkRunner, tiles: list[Tile]) -> bool:
+    return bool(runner.spec.global_pools) and len(tiles) > 1
+
+
+def count_calls(runner: NetworkRunner, width: int, height: int, tile_size: int) -> int:
+    """Network calls one pass makes (for progress): tiles, times the sync stages."""
+    tiles = plan_tiles(width, height, tile_size, tile_rule(runner))
+    stages = 1 + (len(runner.spec.global_pools) if syncs_global_pools(runner, tiles) else 0)
+    return len(tiles) * stages
+
+
+def upscale_plane(
+    runner: NetworkRunner,
+    source: Plane,
+    destination: Path,
+    tile_size: int,
+    on_call: TileDone | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> Plane:
+    """Run ``runner`` over ``source`` and write the result to a new plane."""
+    scale = runner.spec.scale
+    out = Plane.create(destination, source.width * scale, source.height * scale, source.bands)
+    tiles = plan_tiles(source.width, source.height, tile_size, tile_rule(runner))
+
+    def call(run: Callable[[], np.ndarray]) -> np.ndarray:
+        if should_cancel is not None and should_cancel():
+            raise CancelledError("the task was cancelled")
+        result = run()
+        if on_call is not None:
+            on_call()
+        return result
+
+    injected: dict[str, np.ndarray] = {}
+    if syncs_global_pools(runner, tiles):
+        for blob in runner.spec.global_pools:
+            total = None
+            for tile in tiles:
+                chw = _network_input(source, tile)
+                means = call(lambda chw=chw, blob=blob: runner.extract(chw, blob, injected))
+                weighted = means * (tile.core.width * tile.core.height)
+                total = weighted if total is None else total + weighted
+            injected[blob] = total / (source.width * source.height)
+
+    for tile in tiles:
+        chw = _network_input(source, tile)
+        result = call(lambda chw=chw: runner.run(chw, injected))
+        keep = result[:, tile.keep.y0 : tile.keep.y1, tile.keep.x0 : tile.keep.x1]
+        out.write(tile.target.x0, tile.target.y0, _from_network(keep, source.bands))
+    return out
+
+
+def _network_input(plane: Plane, tile: Tile) -> np.ndarray:
+    """The tile's source rectangle as a ``3 x h x w`` float blob, mirrored
+    where it reaches outside the image."""
+    s = tile.source
+    inside = s.x0 >= 0 and s.y0 >= 0 and s.x1 <= plane.width and s.y1 <= plane.height
+    if inside:
+        pixels = plane.read(s.x0, s.y0, s.x1, s.y1)
+    else:
+        rows = mirror_indices(s.y0, s.y1, plane.height)
+        cols = mirror_indices(s.x0, s.x1, plane.width)
+        box = plane.read(min(cols), min(rows), max(cols) + 1, max(rows) + 1)
+        pixels = box[np.ix_([r - min(rows) for r in rows], [c - min(cols) for c in cols])]
+    chw = to_float(pixels).transpose(2, 0, 1)
+    if plane.bands == 1:
+        chw = np.repeat(chw, 3, axis=0)
+    return np.ascontiguousarray(chw)
+
+
+def _from_network(chw: np.ndarray, bands: int) -> np.ndarray:
+    if bands == 1:
+        # Clip each channel before averaging, as each is an image of its own.
+        chw = np.clip(chw, 0.0, 1.0).mean(axis=0, keepdims=True)
+    return to_samples(chw.transpose(1, 2, 0))

@@ -1,0 +1,46 @@
+"""An independent, untiled run of a network with the plain ``ncnn`` API.
+
+Written from the upstream conventions (RGB in 0..1, mirrored context for the
+unpadded networks), without the engine's runner, geometry or planes, so the
+engine's tiled results can be checked against it.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import distribution
+
+import ncnn
+import numpy as np
+
+from upscayl_cloud.engine.networks import NETWORKS
+
+
+def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` floats in 0..1 -> the network's ``sH x sW x 3`` output, clipped."""
+    spec = NETWORKS[key]
+    dist = distribution(spec.distribution)
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.load_param(str(dist.locate_file(spec.stem + ".param")))
+    net.load_model(str(dist.locate_file(spec.stem + ".bin")))
+    h, w = rgb.shape[:2]
+    c, a = spec.context, spec.align
+    pad_h, pad_w = math.ceil(h / a) * a - h, math.ceil(w / a) * a - w
+    padded = np.pad(rgb, ((c, c + pad_h), (c, c + pad_w), (0, 0)), mode="reflect")
+    chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
+    mat = ncnn.Mat(chw)
+    with net.create_extractor() as ex:
+        ex.input(spec.input_blob, mat)
+        status, out = ex.extract(spec.output_blob)
+        assert status == 0
+        result = np.array(out, copy=True)
+    s = spec.scale
+    if spec.nearest_residual:
+        result += np.repeat(np.repeat(chw[:, c : c + h, c : c + w], s, axis=1), s, axis=2)
+    return np.clip(result.transpose(1, 2, 0)[: s * h, : s * w], 0.0, 1.0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
+    mse = float(np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)

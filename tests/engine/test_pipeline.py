@@ -1,0 +1,223 @@
+"""Whole pipelines, every model: decode -> passes -> resize -> encode."""
+
+import numpy as np
+import pytest
+import pyvips
+
+from tests.engine.reference import plain_ncnn
+from upscayl_cloud.engine.catalog import MODELS, Run, get_model
+from upscayl_cloud.engine.errors import (
+    CancelledError,
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidOptionError,
+    UnknownModelError,
+)
+from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
+from upscayl_cloud.engine.pipeline import upscale_file
+
+HEAVY = {"upscayl-standard-4x", "digital-art-4x", "texture-boost-4x"}
+SETTINGS = EngineSettings(threads=2, use_gpu=False)
+
+
+def _write(path, pixels: np.ndarray, **save_options):
+    image = pyvips.Image.new_from_array(pixels)
+    if pixels.dtype == np.uint16:
+        image = image.copy(interpretation="rgb16" if pixels.shape[2] >= 3 else "grey16")
+    image.write_to_file(str(path), **save_options)
+    return path
+
+
+def _read(path) -> np.ndarray:
+    return pyvips.Image.new_from_file(str(path)).numpy()
+
+
+def _tiny(photo, model: str) -> np.ndarray:
+    size = (16, 20) if model in HEAVY else (36, 44)
+    return np.round(photo[120 : 120 + size[0], 220 : 220 + size[1]] * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_4x_equals_plain_ncnn_runs_of_the_same_networks(model, photo, tmp_path):
+    """The engine's result is the model's networks run by plain ncnn on the same
+    pixels, within 1/255: no step of ours (planes, tiles, context, encoding)
+    changes what the networks compute."""
+    pixels = _tiny(photo, model)
+    source = _write(tmp_path / "in.png", pixels)
+    result = upscale_file(
+        source, tmp_path / "out.png", UpscaleRequest(model, 4, "png"), settings=SETTINGS
+    )
+    expected = pixels.astype(np.float32) / 255
+    for step in get_model(model).plan(4):
+        assert isinstance(step, Run)
+        expected = plain_ncnn(step.network, expected)
+    produced = _read(tmp_path / "out.png")
+    assert (result.width, result.height) == (pixels.shape[1] * 4, pixels.shape[0] * 4)
+    assert produced.shape == expected.shape
+    assert np.abs(produced.astype(int) - np.round(expected * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("scale", [2, 8])
+def test_output_is_exactly_scale_times_input(model, scale, photo, tmp_path):
+    pixels = _tiny(photo, model)[:13, :11] if model in HEAVY else _tiny(photo, model)[:21, :27]
+    source = _write(tmp_path / "in.png", pixels)
+    request = UpscaleRequest(model, scale, "png")
+    result = upscale_file(source, tmp_path / "out.png", request, settings=SETTINGS)
+    h, w = pixels.shape[:2]
+    assert (result.width, result.height) == (w * scale, h * scale)
+    assert _read(tmp_path / "out.png").shape == (h * scale, w * scale, 3)
+
+
+def test_tiled_pipeline_equals_untiled(photo, tmp_path):
+    pixels = np.round(photo[:90, :130] * 255).astype(np.uint8)
+    source = _write(tmp_path / "in.png", pixels)
+    request = UpscaleRequest("quick-clear-4x", 4, "png")
+    upscale_file(source, tmp_path / "whole.png", request, settings=SETTINGS)
+    tiled = EngineSettings(threads=2, use_gpu=False, tile_size=32)
+    upscale_file(source, tmp_path / "tiled.png", request, settings=tiled)
+    diff = np.abs(_read(tmp_path / "whole.png").astype(int) - _read(tmp_path / "tiled.png"))
+    assert diff.max() <= 2
+
+
+def test_alpha_is_upscaled_by_the_network(photo, tmp_path):
+    rgb = np.round(photo[100:132, 200:240] * 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:32, 0:40]
+    alpha = np.clip((xx * 7 + yy * 3) % 256, 0, 255).astype(np.uint8)
+    source = _write(tmp_path / "in.png", np.dstack([rgb, alpha]))
+    upscale_file(
+        source, tmp_path / "out.png", UpscaleRequest("quick-clear-4x", 4, "png"), settings=SETTINGS
+    )
+    out = _read(tmp_path / "out.png")
+    assert out.shape == (128, 160, 4)
+    grey3 = np.repeat((alpha.astype(np.float32) / 255)[:, :, None], 3, axis=2)
+    expected = plain_ncnn("realesr-animevideov3-x4", grey3).mean(axis=2)
+    assert np.abs(out[:, :, 3].astype(int) - np.round(expected * 255)).max() <= 1
+
+
+def test_opaque_alpha_stays_opaque_without_a_network_pass(photo, tmp_path):
+    rgb = np.round(photo[100:132, 200:240] * 255).astype(np.uint8)
+    source = _write(tmp_path / "in.png", np.dstack([rgb, np.full((32, 40), 255, np.uint8)]))
+    calls = []
+    upscale_file(
+        source,
+        tmp_path / "out.png",
+        UpscaleRequest("quick-clear-4x", 4, "png"),
+        settings=SETTINGS,
+        progress=calls.append,
+    )
+    out = _read(tmp_path / "out.png")
+    assert out.shape[2] == 4 and (out[:, :, 3] == 255).all()
+
+
+def test_grey_and_16_bit_sources_keep_their_kind(photo, tmp_path):
+    grey = np.round(photo[100:130, 200:236, 1] * 255).astype(np.uint8)[:, :, None]
+    _write(tmp_path / "grey.png", grey)
+    upscale_file(
+        tmp_path / "grey.png",
+        tmp_path / "grey-out.png",
+        UpscaleRequest("quick-clear-4x", 2, "png"),
+        settings=SETTINGS,
+    )
+    out = pyvips.Image.new_from_file(str(tmp_path / "grey-out.png"))
+    assert (out.bands, out.width, out.height) == (1, 72, 60)
+
+    deep = np.round(photo[100:130, 200:236] * 65535).astype(np.uint16)
+    _write(tmp_path / "deep.png", deep)
+    upscale_file(
+        tmp_path / "deep.png",
+        tmp_path / "deep-out.png",
+        UpscaleRequest("quick-clear-4x", 2, "png"),
+        settings=SETTINGS,
+    )
+    out = pyvips.Image.new_from_file(str(tmp_path / "deep-out.png"))
+    assert out.format == "ushort" and (out.width, out.height) == (72, 60)
+    expected = plain_ncnn("realesr-animevideov3-x2", deep.astype(np.float32) / 65535)
+    assert np.abs(out.numpy().astype(float) / 65535 - expected).max() < 2 / 65535 * 257
+
+
+def test_exif_orientation_is_applied(photo, tmp_path):
+    pixels = np.round(photo[100:130, 200:240] * 255).astype(np.uint8)
+    image = pyvips.Image.new_from_array(pixels).copy()
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    image.jpegsave(str(tmp_path / "rotated.jpg"), Q=95)
+    result = upscale_file(
+        tmp_path / "rotated.jpg",
+        tmp_path / "out.png",
+        UpscaleRequest("quick-clear-4x", 2, "png"),
+        settings=SETTINGS,
+    )
+    assert (result.width, result.height) == (60, 80)
+
+
+def test_progress_counts_every_tile_of_every_pass(photo, tmp_path):
+    pixels = np.round(photo[:70, :100] * 255).astype(np.uint8)
+    source = _write(tmp_path / "in.png", pixels)
+    seen: list[float] = []
+    settings = EngineSettings(threads=2, use_gpu=False, tile_size=32)
+    upscale_file(
+        source,
+        tmp_path / "out.png",
+        UpscaleRequest("quick-clear-4x", 8, "png"),
+        settings=settings,
+        progress=seen.append,
+    )
+    # 8x = 4x pass on 100x70 (4x3 tiles of 32) then 2x pass on 400x280 (13x9 tiles).
+    assert len(seen) == 12 + 117 + 1
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_cancel_stops_between_tiles_and_leaves_no_output(photo, tmp_path):
+    source = _write(tmp_path / "in.png", np.round(photo[:80, :80] * 255).astype(np.uint8))
+    settings = EngineSettings(threads=2, use_gpu=False, tile_size=32, work_dir=tmp_path / "work")
+    (tmp_path / "work").mkdir()
+    with pytest.raises(CancelledError):
+        upscale_file(
+            source,
+            tmp_path / "out.png",
+            UpscaleRequest("quick-clear-4x", 4, "png"),
+            settings=settings,
+            should_cancel=lambda: True,
+        )
+    assert not (tmp_path / "out.png").exists()
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (UpscaleRequest("no-such-model", 4, "png"), UnknownModelError),
+        (UpscaleRequest("quick-clear-4x", 3, "png"), InvalidOptionError),
+        (UpscaleRequest("quick-clear-4x", 4, "gif"), InvalidOptionError),  # type: ignore[arg-type]
+        (UpscaleRequest("quick-clear-4x", 4, "jpg", quality=0), InvalidOptionError),
+    ],
+)
+def test_bad_requests_are_refused(request_, error, photo, tmp_path):
+    source = _write(tmp_path / "in.png", np.round(photo[:20, :20] * 255).astype(np.uint8))
+    with pytest.raises(error):
+        upscale_file(source, tmp_path / "out.png", request_, settings=SETTINGS)
+
+
+def test_bad_files_are_refused(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InvalidImageError):
+        upscale_file(
+            tmp_path / "empty.png",
+            tmp_path / "out.png",
+            UpscaleRequest("quick-clear-4x"),
+            settings=SETTINGS,
+        )
+
+
+def test_an_impossible_output_fails_before_any_work(tmp_path):
+    pyvips.Image.black(5000, 10).pngsave(str(tmp_path / "wide.png"))
+    calls: list[float] = []
+    with pytest.raises(ImageTooLargeError, match="16383"):
+        upscale_file(
+            tmp_path / "wide.png",
+            tmp_path / "out.webp",
+            UpscaleRequest("quick-clear-4x", 4, "webp"),
+            settings=SETTINGS,
+            progress=calls.append,
+        )
+    assert calls == []
