@@ -1,0 +1,1 @@
+"""HTTP only: routes per spec tag, auth, errors, rate limits, schemas."""

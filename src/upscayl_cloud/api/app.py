@@ -1,0 +1,73 @@
+"""The composition root of the HTTP service: builds everything in lifespan.
+
+Nothing is created at import time (settings, database engine, storage,
+workers), so tests can build several apps with different settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from upscayl_cloud.api import errors
+from upscayl_cloud.api.ratelimit import RateLimits
+from upscayl_cloud.api.routes import history, objects, ops, tasks, uploads
+from upscayl_cloud.config import Settings, StorageBackend, get_settings
+from upscayl_cloud.services.context import build_context
+from upscayl_cloud.services.metrics import Metrics
+from upscayl_cloud.services.sweeper import Sweeper
+from upscayl_cloud.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "API for Upscayl Cloud - An AI-powered image upscaling service. Use this API to upscale "
+    "images, check processing status, and manage uploads."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = build_context(settings)
+        app.state.ctx = ctx
+        app.state.rate_limits = RateLimits(settings)
+        app.state.metrics = Metrics(ctx)
+        pool = WorkerPool(ctx, settings.workers, app.state.metrics) if settings.workers else None
+        app.state.workers = pool
+        sweeper = Sweeper(ctx)
+        sweeper.start()
+        if pool is not None:
+            pool.start()
+        try:
+            yield
+        finally:
+            sweeper.stop()
+            if pool is not None:
+                pool.stop(timeout=5)
+            ctx.db.dispose()
+
+    app = FastAPI(
+        title="Upscayl Cloud API",
+        description=DESCRIPTION,
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "Upload", "description": "File upload operations"},
+            {"name": "Tasks", "description": "Image processing task operations"},
+            {"name": "History", "description": "Historical data operations"},
+        ],
+    )
+    errors.install(app)
+    app.include_router(uploads.router)
+    app.include_router(history.router)
+    app.include_router(tasks.router)
+    app.include_router(ops.router)
+    if settings.storage_backend is StorageBackend.local:
+        app.include_router(objects.router)
+    return app

@@ -1,0 +1,224 @@
+"""Reading start-task's multipart/form-data: fields, the direct file, ``files``.
+
+``files`` is accepted as one JSON array in one part, or one JSON object per
+repeated part (both are seen in the wild). The body is counted while it
+streams in, so an oversized upload is cut off at the limit rather than
+spooled to disk whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.types import Message
+
+from upscayl_cloud.config import Settings
+from upscayl_cloud.services.errors import (
+    BadRequestError,
+    FileSizeExceededError,
+    InvalidFileTypeError,
+    MissingFieldsError,
+)
+from upscayl_cloud.services.imagecheck import sniff
+from upscayl_cloud.services.tasks import TaskOptions
+
+#: Room for the form's other fields and part headers beyond the file itself.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+_MAX_JSON_PART_BYTES = 1024 * 1024
+
+_ENUM = {
+    "model": [
+        "upscayl-standard-4x",
+        "upscayl-lite-4x",
+        "clear-boost-4x",
+        "crystal-plus-4x",
+        "digital-art-4x",
+        "digital-art-plus-4x",
+        "natural-max-4x",
+        "natural-plus-4x",
+        "nature-boost-4x",
+        "pure-boost-4x",
+        "quick-clear-4x",
+        "texture-boost-4x",
+    ],
+}
+
+#: The spec's request body for start-task, served as-is in our OpenAPI document.
+START_TASK_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "description": "Array of previously uploaded files to process",
+                        "items": {
+                            "type": "object",
+                            "required": ["fileName", "fileType", "fileSize"],
+                            "properties": {
+                                "fileName": {"type": "string"},
+                                "fileType": {
+                                    "type": "string",
+                                    "enum": ["image/jpeg", "image/png", "image/webp"],
+                                },
+                                "fileSize": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": 104857600,
+                                },
+                                "originalFileName": {"type": "string"},
+                                "createdAt": {"type": "integer", "format": "int64"},
+                                "expiresAt": {"type": "integer", "format": "int64"},
+                            },
+                        },
+                    },
+                    "file": {"type": "string", "format": "binary"},
+                    "enhanceFace": {"type": "boolean", "default": False},
+                    "model": {"type": "string", "enum": _ENUM["model"]},
+                    "scale": {"type": "string", "enum": ["2", "4", "8"]},
+                    "saveImageAs": {
+                        "type": "string",
+                        "enum": ["png", "jpg", "webp"],
+                        "default": "jpg",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+class _CountingReceive:
+    """Wraps the ASGI receive callable and stops the body past ``limit`` bytes."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._receive = request.receive
+        self._limit = limit
+        self._seen = 0
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._limit:
+                raise FileSizeExceededError()
+        return message
+
+
+@dataclass
+class DirectFile:
+    upload: UploadFile
+    filename: str
+    mime_type: str
+
+    def chunks(self) -> Iterator[bytes]:
+        self.upload.file.seek(0)
+        return iter(lambda: self.upload.file.read(1 << 20), b"")
+
+
+@dataclass
+class StartTaskForm:
+    options: TaskOptions
+    files: list[Any] = field(default_factory=list)
+    direct: DirectFile | None = None
+    _uploads: list[UploadFile] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for upload in self._uploads:
+            await upload.close()
+
+
+def _text(value: str | UploadFile, name: str) -> str:
+    if isinstance(value, UploadFile):
+        raise BadRequestError(f"{name} must be a plain form field")
+    return value
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise BadRequestError(f"{name} must be true or false")
+
+
+async def _json_part(value: str | UploadFile) -> Any:
+    if isinstance(value, UploadFile):
+        raw = await value.read(_MAX_JSON_PART_BYTES + 1)
+        if len(raw) > _MAX_JSON_PART_BYTES:
+            raise BadRequestError("files part too large")
+        value = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise BadRequestError("files must be JSON: an array, or one object per part") from exc
+
+
+async def parse_start_task(request: Request, settings: Settings) -> StartTaskForm:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise BadRequestError("start-task expects multipart/form-data")
+    limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise FileSizeExceededError()
+    limited = Request(request.scope, receive=_CountingReceive(request, limit))
+    try:
+        form = await limited.form(max_files=2, max_fields=settings.max_files_per_task + 10)
+    except FileSizeExceededError:
+        raise
+    except Exception as exc:  # malformed multipart
+        raise BadRequestError(f"Malformed multipart body: {exc}") from exc
+    uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    result = StartTaskForm(options=TaskOptions(), _uploads=uploads)
+    try:
+        values = {
+            "model": form.get("model"),
+            "scale": form.get("scale"),
+            "saveImageAs": form.get("saveImageAs"),
+            "enhanceFace": form.get("enhanceFace"),
+        }
+        options = {k: _text(v, k) for k, v in values.items() if v is not None}
+        result.options = TaskOptions(
+            model=options.get("model", "upscayl-standard-4x"),
+            scale=options.get("scale", "4"),
+            save_image_as=options.get("saveImageAs", "jpg"),
+            enhance_face=_bool(options["enhanceFace"], "enhanceFace")
+            if "enhanceFace" in options
+            else False,
+        )
+        result.options.validate()
+        for part in form.getlist("files"):
+            parsed = await _json_part(part)
+            if isinstance(parsed, list):
+                result.files.extend(parsed)
+            else:
+                result.files.append(parsed)
+        direct = form.getlist("file")
+        if len(direct) > 1:
+            raise BadRequestError("Send one file per task in 'file'; use 'files' for a batch")
+        if direct and result.files:
+            raise BadRequestError("Send either 'file' or 'files', not both")
+        if direct:
+            upload = direct[0]
+            if not isinstance(upload, UploadFile):
+                raise BadRequestError("file must be a file part")
+            head = await upload.read(64)
+            mime = sniff(head)
+            if mime is None:
+                raise InvalidFileTypeError()
+            result.direct = DirectFile(upload, upload.filename or "", mime)
+        elif not result.files:
+            raise MissingFieldsError("Required fields missing: file or files")
+    except BaseException:
+        await result.close()
+        raise
+    return result

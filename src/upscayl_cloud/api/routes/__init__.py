@@ -1,0 +1,23 @@
+"""One router per spec tag, plus signed object links and operations endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from upscayl_cloud.api.schemas import ErrorBody
+
+_DESCRIPTIONS = {
+    400: "Invalid request parameters",
+    401: "Authentication failed or API key missing",
+    402: "Insufficient credits",
+    403: "Invalid or expired link",
+    404: "Requested resource not found",
+    410: "Link expired",
+    429: "Rate limit exceeded",
+    500: "Internal server error occurred",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an operation can answer."""
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}

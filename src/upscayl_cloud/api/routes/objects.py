@@ -1,0 +1,73 @@
+"""The local store's signed links: PUT uploads (and parts), GET downloads.
+
+Only mounted with the local backend; with S3 the links point at S3 itself.
+Not part of the spec's operations (clients follow URLs they were given), so
+hidden from the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from upscayl_cloud.api.deps import ContextDep
+from upscayl_cloud.services import objects
+from upscayl_cloud.services.errors import FileSizeExceededError
+from upscayl_cloud.storage.local import LINK_PATH
+
+router = APIRouter(include_in_schema=False)
+_SPOOL_BYTES = 8 * 1024 * 1024
+_MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+}
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+@router.put(LINK_PATH + "{key:path}")
+async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
+    grant = objects.authorize_put(
+        ctx,
+        key,
+        request.query_params,
+        request.headers.get("content-type"),
+        _content_length(request),
+    )
+    # Spool (bounded) while counting, so the cap holds even without Content-Length.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > grant.max_length:
+                raise FileSizeExceededError("The body is larger than the link allows")
+            spool.write(chunk)
+        spool.seek(0)
+
+        def chunks() -> Iterator[bytes]:
+            return iter(lambda: spool.read(1 << 20), b"")
+
+        etag = await run_in_threadpool(objects.store_put, ctx, grant, chunks())
+    headers = {"ETag": etag} if etag else {}
+    return Response(status_code=200, headers=headers)
+
+
+@router.get(LINK_PATH + "{key:path}")
+def get_object(key: str, request: Request, ctx: ContextDep) -> Response:
+    download = objects.open_download(ctx, key, request.query_params)
+    ext = download.path.suffix.lstrip(".").lower()
+    return FileResponse(
+        download.path,
+        media_type=_MEDIA_TYPES.get(ext, "application/octet-stream"),
+        filename=download.download_name,
+        content_disposition_type="attachment" if download.download_name else "inline",
+    )

@@ -1,0 +1,49 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from upscayl_cloud.api.deps import ContextDep
+from upscayl_cloud.api.errors import error_response
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """The process answers: nothing more is checked."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(request: Request, ctx: ContextDep) -> Any:
+    """Database reachable, storage folder writable, workers alive."""
+    checks: dict[str, bool] = {}
+    try:
+        with ctx.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    try:
+        ctx.storage.write_stream("health/probe", iter([b"ok"]), 16)
+        checks["storage"] = True
+    except Exception:
+        checks["storage"] = False
+    pool = getattr(request.app.state, "workers", None)
+    checks["workers"] = pool is None or pool.alive()
+    if all(checks.values()):
+        return {"status": "ready", "checks": checks}
+    failing = ", ".join(name for name, ok in checks.items() if not ok)
+    return error_response(503, "NOT_READY", f"Not ready: {failing}")
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,193 @@
+# ruff: noqa: N815  (field names are the spec's camelCase JSON names)
+"""Request and response bodies, field for field from the spec.
+
+Request fields are strict (no "5" for 5, no "true" for true): the spec says
+integer and boolean, and accepting other types would hide client bugs. Every
+JSON body is accepted both at the top level (as the spec describes) and
+wrapped in ``{"data": {...}}`` (as Upscayl's published examples send it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+FileType = Literal["image/jpeg", "image/png", "image/webp"]
+ModelName = Literal[
+    "upscayl-standard-4x",
+    "upscayl-lite-4x",
+    "clear-boost-4x",
+    "crystal-plus-4x",
+    "digital-art-4x",
+    "digital-art-plus-4x",
+    "natural-max-4x",
+    "natural-plus-4x",
+    "nature-boost-4x",
+    "pure-boost-4x",
+    "quick-clear-4x",
+    "texture-boost-4x",
+]
+TaskState = Literal["pending", "processing", "completed", "failed"]
+OutputFormat = Literal["png", "jpg", "webp"]
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap_data(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"data"} and isinstance(value["data"], dict):
+            return value["data"]
+        return value
+
+
+# -- requests -------------------------------------------------------------------
+class UploadUrlCreate(_Body):
+    originalFileName: StrictStr = Field(min_length=1, max_length=255)
+    fileType: FileType
+    fileSize: StrictInt = Field(ge=1, le=104_857_600)
+    #: Extension (docs/api.md): ask for (true) or refuse (false) multipart URLs;
+    #: unset, files from ``multipart_threshold_bytes`` up get them.
+    multipart: StrictBool | None = None
+
+
+class TaskStatusQuery(_Body):
+    taskId: StrictStr = Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})
+
+
+class HistoryQuery(_Body):
+    timestampOffset: StrictInt | None = None
+    batch: StrictBool | None = None
+    failed: StrictBool | None = None
+    limit: StrictInt = Field(default=20, ge=1, le=100)
+    processed: TaskState | None = None
+
+
+class CompletedPartIn(BaseModel):
+    PartNumber: StrictInt = Field(ge=1)
+    ETag: StrictStr
+
+
+class MultipartCompletion(BaseModel):
+    uploadId: StrictStr
+    key: StrictStr
+    parts: list[CompletedPartIn] = Field(min_length=1)
+
+
+class MultipartCompletionCreate(BaseModel):
+    """The spec wraps this body in ``data``; the bare form is accepted too."""
+
+    model_config = ConfigDict(extra="ignore")
+    data: MultipartCompletion
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "data" not in value and "uploadId" in value:
+            return {"data": value}
+        return value
+
+
+# -- responses ------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+
+
+class PartUrl(BaseModel):
+    partNumber: int
+    uploadURL: str
+
+
+class UploadUrlData(BaseModel):
+    uploadURL: str
+    fileName: str
+    fileType: str | None = None
+    fileSize: int | None = None
+    originalFileName: str | None = None
+    createdAt: int | None = None
+    expiresAt: int
+    uploadId: str | None = None
+    key: str | None = None
+    partSize: int | None = None
+    parts: list[PartUrl] | None = None
+
+
+class UploadUrlPublic(BaseModel):
+    status: Literal["success"] = "success"
+    data: UploadUrlData
+
+
+class Dimensions(BaseModel):
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
+class ProcessedFile(BaseModel):
+    fileName: str | None = None
+    fileType: str | None = None
+    path: str | None = None
+    createdAt: int | None = None
+    expiresAt: int | None = None
+    originalFileName: str | None = None
+    fileSize: int | None = None
+    downloadLink: str | None = None
+    thumbnailLink: str | None = None
+    finalFileSize: int | None = None
+    processedFileName: str | None = None
+    dimensions: Dimensions | None = None
+
+
+class TaskData(BaseModel):
+    taskId: str | None = None
+    createdAt: int | None = None
+    batchMode: bool | None = None
+    enhanceFace: bool | None = None
+    error: str | None = None
+    files: list[ProcessedFile] | None = None
+    model: ModelName | None = None
+    progress: str | None = None
+    scale: str | None = None
+    status: TaskState | None = None
+    saveImageAs: OutputFormat | None = None
+    creditsDeducted: bool | None = None
+    deductedCredits: int | None = None
+
+
+class TaskStatusPublic(BaseModel):
+    status: Literal["success"] = "success"
+    data: TaskData
+
+
+class Pagination(BaseModel):
+    total: int
+    hasMore: bool
+    nextOffset: int | None = None
+
+
+class HistoryPublic(BaseModel):
+    status: Literal["success"] = "success"
+    pagination: Pagination
+    data: list[TaskData]
+
+
+class TaskStarted(BaseModel):
+    taskId: str = Field(json_schema_extra={"format": "uuid"})
+    message: str
+
+
+class TaskStartedPublic(BaseModel):
+    status: Literal["success"] = "success"
+    data: TaskStarted
+
+
+class MultipartDone(BaseModel):
+    status: Literal["success"] = "success"
+
+
+class MultipartDonePublic(BaseModel):
+    status: Literal["success"] = "success"
+    data: MultipartDone

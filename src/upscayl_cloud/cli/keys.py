@@ -1,0 +1,118 @@
+"""``upscayl-cloud keys create|list|revoke`` and ``upscayl-cloud credits add``.
+
+``keys create`` prints the new key alone on its last line (or JSON with
+``--json``) so scripts can capture it; it is never shown again.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from upscayl_cloud.config import get_settings
+from upscayl_cloud.services import keys as key_service
+from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.services.errors import ServiceError
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+credits_app = typer.Typer(help="Manage credits.", no_args_is_help=True)
+
+
+def _context() -> Context:
+    return build_context(get_settings())
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _info_dict(info: key_service.KeyInfo) -> dict[str, object]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "prefix": info.prefix,
+        "accountId": info.account_id,
+        "credits": info.credits,
+        "createdAt": info.created_at,
+        "revokedAt": info.revoked_at,
+    }
+
+
+def _fail(exc: ServiceError) -> None:
+    typer.echo(f"error: {exc.public_message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="Label for the key (and its account).")],
+    credits: Annotated[int, typer.Option("--credits", min=0, help="Starting credits.")] = 0,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Add a key to this existing account id.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a key. The key is printed once, alone on the last line."""
+    ctx = _context()
+    try:
+        key, info = key_service.create_key(ctx, name, credits, account)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps({"key": key, **_info_dict(info)}))
+        return
+    typer.echo(
+        f"Created key {info.prefix}... for account {info.account_id} ({info.credits} credits)"
+    )
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List keys (their prefixes only: keys themselves are not stored)."""
+    infos = key_service.list_keys(_context())
+    if as_json:
+        typer.echo(json.dumps([_info_dict(i) for i in infos]))
+        return
+    for info in infos:
+        state = "revoked " + _when(info.revoked_at) if info.revoked_at else "active"
+        typer.echo(
+            f"{info.id}  {info.prefix}...  {info.name!r}  account={info.account_id}  "
+            f"credits={info.credits}  created={_when(info.created_at)}  {state}"
+        )
+
+
+@keys_app.command("revoke")
+def revoke(ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key.")]) -> None:
+    """Revoke a key: it stops working at once."""
+    try:
+        info = key_service.revoke_key(_context(), ident)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"Revoked key {info.id} ({info.prefix}...)")
+
+
+@credits_app.command("add")
+def add(
+    ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key.")],
+    amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove).")],
+) -> None:
+    """Add credits to the account behind a key."""
+    try:
+        info = key_service.add_credits(_context(), ident, amount)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"Account {info.account_id} now has {info.credits} credits")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(credits_app, name="credits")

@@ -1,0 +1,166 @@
+"""Every setting of the service, typed, in one place.
+
+Read from ``UPSCAYL_*`` environment variables (and an optional ``.env`` file).
+Nothing here has to be set: ``upscayl-cloud serve`` runs with the defaults,
+keeping its database, objects and server secret under ``UPSCAYL_DATA_DIR``.
+The same settings select the scale-out stack later (PostgreSQL URL, S3), so
+code never changes between the two. ``docs/configuration.md`` lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The spec's ``x-rateLimit`` per operation: requests per hour per key.
+SPEC_RATE_LIMITS: dict[str, str] = {
+    "get-upload-url": "100/hour",
+    "get-upscayl-history": "100/hour",
+    "get-task-status": "100/hour",
+    "start-task": "50/hour",
+    "complete-multipart-upload": "50/hour",
+}
+
+MIB = 1024 * 1024
+
+
+class StorageBackend(StrEnum):
+    local = "local"
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Field names map to ``UPSCAYL_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="UPSCAYL_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # -- where things live -------------------------------------------------
+    #: Root of everything the embedded stack writes (database, objects, secret).
+    data_dir: Path = Path("./data")
+    #: SQLAlchemy URL; empty means ``sqlite:///<data_dir>/upscayl.db``.
+    database_url: str = ""
+    storage_backend: StorageBackend = StorageBackend.local
+    #: Folder of the local object store; empty means ``<data_dir>/objects``.
+    storage_dir: Path | None = None
+    #: Base URL put in signed links (e.g. behind a proxy). Empty: taken from
+    #: the request that asks for the link.
+    public_url: str = ""
+
+    # -- secrets ------------------------------------------------------------
+    #: Comma-separated HMAC secrets. The first signs; all verify (rotation).
+    #: Empty: a random one is created once in ``<data_dir>/secret.key``.
+    secret_keys: str = ""
+
+    # -- HTTP ---------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    # -- credits --------------------------------------------------------------
+    #: Price of one image, reserved at start-task and captured on success.
+    credits_per_image: int = Field(default=1, ge=0)
+    #: Credits of the key created on the first start of ``serve``.
+    first_key_credits: int = Field(default=100, ge=0)
+
+    # -- rate limits ------------------------------------------------------------
+    rate_limits_enabled: bool = True
+    #: Per-operation overrides as JSON, e.g. ``{"start-task": "5/minute"}``.
+    #: Operations not named keep the spec's ``x-rateLimit``.
+    rate_limits: dict[str, str] = Field(default_factory=dict)
+
+    # -- uploads ------------------------------------------------------------------
+    #: Largest accepted image, as in the spec (100 MB).
+    max_upload_bytes: int = Field(default=104_857_600, ge=1)
+    #: How long a pre-signed upload URL stays valid.
+    upload_url_ttl_seconds: int = Field(default=3600, ge=1)
+    #: Uploaded originals are deleted this long after upload.
+    upload_retention_seconds: int = Field(default=24 * 3600, ge=1)
+    #: Uploads at least this large also get multipart URLs (see docs/api.md).
+    multipart_threshold_bytes: int = Field(default=64 * MIB, ge=1)
+    #: Part size offered for multipart uploads; S3's minimum is 5 MiB.
+    multipart_part_bytes: int = Field(default=8 * MIB, ge=5 * MIB)
+    #: Most files one start-task may name (a batch).
+    max_files_per_task: int = Field(default=50, ge=1)
+    #: Largest accepted source image, width x height, read from the header.
+    max_source_pixels: int = Field(default=50_000_000, ge=1)
+
+    # -- results ------------------------------------------------------------------
+    #: Results and thumbnails are deleted this long after the task completes.
+    result_retention_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    #: Lifetime of a download or thumbnail link handed out by get-task-status
+    #: (never beyond the object's own expiry).
+    download_url_ttl_seconds: int = Field(default=3600, ge=1)
+    thumbnail_long_edge: int = Field(default=256, ge=16)
+
+    # -- workers and the queue ---------------------------------------------------
+    #: Worker threads inside ``serve``; 0 runs an API-only process.
+    workers: int = Field(default=1, ge=0)
+    #: ncnn threads per worker; 0 shares this machine's cores between workers.
+    engine_threads: int = Field(default=0, ge=0)
+    #: Use a Vulkan GPU when one is present.
+    engine_use_gpu: bool = True
+    #: A claimed task whose lease is not renewed within this time is taken
+    #: over by another worker. Progress writes renew it.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    #: A task is tried at most this many times (worker deaths included).
+    max_attempts: int = Field(default=3, ge=1)
+    #: How often an idle worker looks for work.
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+
+    # -- housekeeping --------------------------------------------------------------
+    #: Interval of the sweeper (expired objects) and reaper (lost tasks).
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    #: Create a key and print it on the first start of ``serve``.
+    create_first_key: bool = True
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    # -- derived -------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'upscayl.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "objects").resolve()
+
+    def rate_limit_for(self, operation: str) -> str:
+        return self.rate_limits.get(operation, SPEC_RATE_LIMITS[operation])
+
+    def signing_secrets(self) -> list[bytes]:
+        """The HMAC secrets, newest first; creates a persistent one if none is set.
+
+        A secret generated per process would invalidate every stored key and
+        link on restart, so the default one lives in the data directory.
+        """
+        given = [s.strip() for s in self.secret_keys.split(",") if s.strip()]
+        if given:
+            return [s.encode() for s in given]
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process won the race
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+        return [path.read_text().strip().encode()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Tables, connections and migrations: the only room that knows the schema."""

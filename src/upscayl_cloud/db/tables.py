@@ -1,0 +1,139 @@
+"""The tables, as SQLAlchemy Core metadata shared by the code and Alembic.
+
+Core rather than the ORM: the queue relies on exact, guarded UPDATE
+statements, and Core keeps those visible. Times are integer Unix
+milliseconds everywhere (the spec's unit; and SQLite 3.40 has no reliable
+sub-second clock function), so the same columns work on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    #: Spendable credits; a reservation has already been taken out of it.
+    Column("credits", BigInteger, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    #: createdAt of this account's newest task: tasks get strictly increasing
+    #: timestamps per account, so history paging by timestamp never skips one.
+    Column("last_task_at", BigInteger, nullable=False, default=0),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    #: The first characters of the key, for people to recognise it in lists.
+    Column("prefix", String(16), nullable=False),
+    #: HMAC-SHA256(server secret, key), hex. The key itself is never stored.
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    #: The generated fileName handed to the client; also the object's name.
+    Column("file_name", String(300), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("original_file_name", String(255), nullable=False),
+    Column("file_type", String(40), nullable=False),
+    Column("file_size", BigInteger, nullable=False),
+    Column("storage_key", String(500), nullable=False),
+    #: S3-style multipart upload id, when one was offered.
+    Column("multipart_id", String(64), nullable=True, unique=True),
+    Column("part_size", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    #: When the upload URL stops working.
+    Column("url_expires_at", BigInteger, nullable=False),
+    #: When the original is deleted (retention).
+    Column("expires_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    Index("ix_uploads_account_id", "account_id"),
+    Index("ix_uploads_expires_at", "expires_at"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    #: pending -> processing -> completed | failed
+    Column("status", String(16), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("scale", Integer, nullable=False),
+    Column("save_image_as", String(8), nullable=False),
+    Column("enhance_face", Boolean, nullable=False),
+    Column("batch_mode", Boolean, nullable=False),
+    #: Percent done, 0..100, written by the worker as tiles finish.
+    Column("progress", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    #: Claims so far. Every worker write is guarded by ``attempts = :mine``.
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(100), nullable=True),
+    #: Unix ms; 0 when nobody holds the task. NOT NULL so comparisons never
+    #: meet a NULL.
+    Column("lease_until", BigInteger, nullable=False, default=0),
+    Column("credits_reserved", BigInteger, nullable=False),
+    Column("credits_charged", BigInteger, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    Index("ix_tasks_account_id_created_at", "account_id", "created_at"),
+    Index("ix_tasks_status_lease_until", "status", "lease_until"),
+)
+
+task_files = Table(
+    "task_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(36), ForeignKey("tasks.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("file_name", String(300), nullable=False),
+    Column("original_file_name", String(255), nullable=False),
+    Column("file_type", String(40), nullable=False),
+    Column("file_size", BigInteger, nullable=False),
+    Column("source_key", String(500), nullable=False),
+    #: pending | completed | failed
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("error", Text, nullable=True),
+    Column("result_key", String(500), nullable=True),
+    Column("thumbnail_key", String(500), nullable=True),
+    Column("processed_file_name", String(300), nullable=True),
+    Column("result_type", String(40), nullable=True),
+    Column("final_file_size", BigInteger, nullable=True),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("deleted_at", BigInteger, nullable=True),
+    Index("ix_task_files_task_id", "task_id"),
+    Index("ix_task_files_expires_at", "expires_at"),
+)

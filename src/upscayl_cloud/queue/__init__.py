@@ -1,0 +1,1 @@
+"""The task table as a queue: claims with leases, guarded writes, reaping."""

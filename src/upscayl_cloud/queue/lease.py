@@ -1,0 +1,111 @@
+"""Claiming tasks with a lease, and the guard on every later write.
+
+The rules measured in ARCHITECTURE.md: one atomic statement claims a pending
+task *or* one whose lease expired (its worker died), bumping ``attempts``;
+every later write is conditioned on ``attempts`` still being the claimer's,
+so a worker that lost its lease can never overwrite its successor. On SQLite
+the claim runs in a ``BEGIN IMMEDIATE`` transaction (see ``db/engine.py``);
+on PostgreSQL the sub-select takes ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, or_, select, update
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import tasks
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: str
+    attempt: int
+
+
+def _claimable(now: int, max_attempts: int) -> object:
+    return and_(
+        or_(
+            tasks.c.status == "pending",
+            and_(tasks.c.status == "processing", tasks.c.lease_until < now),
+        ),
+        tasks.c.attempts < max_attempts,
+    )
+
+
+def claim(db: Engine, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
+    """Take the oldest available task, or None when there is nothing to do."""
+    now = now_ms()
+    candidate = (
+        select(tasks.c.id)
+        .where(_claimable(now, max_attempts))
+        .order_by(tasks.c.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    with db.begin() as conn:
+        row = conn.execute(
+            update(tasks)
+            .where(tasks.c.id == candidate)
+            .values(
+                status="processing",
+                attempts=tasks.c.attempts + 1,
+                lease_owner=owner,
+                lease_until=now + int(lease_seconds * 1000),
+                updated_at=now,
+            )
+            .returning(tasks.c.id, tasks.c.attempts)
+        ).first()
+    return Claim(row.id, row.attempts) if row else None
+
+
+def guarded(task_id: str, attempt: int) -> object:
+    """WHERE clause of every write by the holder of ``attempt``."""
+    return and_(tasks.c.id == task_id, tasks.c.attempts == attempt, tasks.c.status == "processing")
+
+
+def renew(db: Engine, claim: Claim, lease_seconds: float, progress: int | None = None) -> bool:
+    """Extend the lease (and record progress); False when the task was lost."""
+    now = now_ms()
+    values: dict[str, int] = {"lease_until": now + int(lease_seconds * 1000), "updated_at": now}
+    if progress is not None:
+        values["progress"] = progress
+    with db.begin() as conn:
+        result = conn.execute(
+            update(tasks).where(guarded(claim.task_id, claim.attempt)).values(values)
+        )
+    return result.rowcount == 1
+
+
+def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | None) -> bool:
+    """Move a held task to its final status inside the caller's transaction."""
+    now = now_ms()
+    result = conn.execute(
+        update(tasks)
+        .where(guarded(claim.task_id, claim.attempt))
+        .values(
+            status=status,
+            error=error,
+            progress=100 if status == "completed" else tasks.c.progress,
+            lease_owner=None,
+            lease_until=0,
+            updated_at=now,
+            finished_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+def lost_beyond_retry(conn: Connection, max_attempts: int) -> list[tuple[str, int]]:
+    """Tasks whose last allowed attempt's worker vanished: (id, attempts)."""
+    now = now_ms()
+    rows = conn.execute(
+        select(tasks.c.id, tasks.c.attempts).where(
+            tasks.c.status == "processing",
+            tasks.c.lease_until < now,
+            tasks.c.attempts >= max_attempts,
+        )
+    ).all()
+    return [(row.id, row.attempts) for row in rows]

@@ -1,0 +1,1 @@
+"""The use cases; HTTP-free. Routes and the CLI call these, never the tables."""

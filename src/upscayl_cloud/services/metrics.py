@@ -1,0 +1,50 @@
+"""Prometheus metrics: tasks by status and queue depth (read from the
+database at scrape time, so every replica reports the same truth) and
+processing seconds per model (observed by the workers of this process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from upscayl_cloud.db.tables import tasks
+from upscayl_cloud.services.context import Context
+
+STATUSES = ("pending", "processing", "completed", "failed")
+
+
+class _TaskCollector(Collector):
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._ctx.db.begin() as conn:
+            counts = dict(
+                conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status)).all()
+            )
+        by_status = GaugeMetricFamily("upscayl_tasks", "Tasks by status", labels=["status"])
+        for status in STATUSES:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+        yield GaugeMetricFamily(
+            "upscayl_queue_depth", "Tasks waiting for a worker", value=counts.get("pending", 0)
+        )
+
+
+class Metrics:
+    """One registry per service instance (tests build several in one process)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_TaskCollector(ctx))
+        self.processing_seconds = Histogram(
+            "upscayl_processing_seconds",
+            "Seconds spent upscaling one file, by model",
+            labelnames=["model"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )

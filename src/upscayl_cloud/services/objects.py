@@ -1,0 +1,132 @@
+"""Answering the local store's signed links: the part S3 plays in scale-out.
+
+Checks, in order: the signature (method, key, expiry, type, length, part),
+then the expiry, then the request's own type and size. Upload links that
+fail any check are refused with 403. A download link past its expiry answers
+410: by then the object is due for deletion, and a stale file is never sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import (
+    BadRequestError,
+    FileSizeExceededError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+)
+from upscayl_cloud.storage.base import MultipartError, ObjectMissingError, ObjectTooLargeError
+from upscayl_cloud.storage.local import LocalStorage
+from upscayl_cloud.storage.signing import LinkClaims, LinkExpiredError, SignatureError
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    download_name: str | None
+
+
+def _local(ctx: Context) -> LocalStorage:
+    if not isinstance(ctx.storage, LocalStorage):
+        raise NotFoundError()
+    return ctx.storage
+
+
+def _int(query: Mapping[str, str], name: str) -> int:
+    try:
+        return int(query.get(name, ""))
+    except ValueError as exc:
+        raise ForbiddenError() from exc
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class PutGrant:
+    """What a verified PUT link allows: one object, or one part of a multipart upload."""
+
+    key: str
+    max_length: int
+    upload_id: str = ""
+    part_number: int = 0
+
+    @property
+    def is_part(self) -> bool:
+        return bool(self.upload_id)
+
+
+def authorize_put(
+    ctx: Context,
+    key: str,
+    query: Mapping[str, str],
+    content_type: str | None,
+    content_length: int | None,
+) -> PutGrant:
+    """Check a PUT link before a single byte of its body is read."""
+    storage = _local(ctx)
+    part_number = _int(query, "partNumber") if "partNumber" in query else 0
+    upload_id = query.get("uploadId", "")
+    is_part = bool(part_number or upload_id)
+    claims = LinkClaims(
+        method="PUT",
+        key=key,
+        expires_at_ms=_int(query, "expires"),
+        content_type="" if is_part else _media_type(content_type),
+        max_length=_int(query, "length"),
+        upload_id=upload_id,
+        part_number=part_number,
+    )
+    try:
+        storage.signer.verify(claims, query.get("signature", ""), now_ms())
+    except (SignatureError, LinkExpiredError) as exc:
+        raise ForbiddenError() from exc
+    if content_length is not None and content_length > claims.max_length:
+        raise ForbiddenError("The body is larger than the link allows")
+    if not is_part and content_length is not None and content_length != claims.max_length:
+        raise ForbiddenError("The body's size differs from the size the link was issued for")
+    return PutGrant(key, claims.max_length, upload_id, part_number)
+
+
+def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str | None:
+    """Store the body of an authorised PUT; returns the ETag of a multipart part."""
+    storage = _local(ctx)
+    try:
+        if grant.is_part:
+            return storage.write_part(grant.upload_id, grant.part_number, chunks, grant.max_length)
+        size = storage.write_stream(grant.key, chunks, grant.max_length)
+    except ObjectTooLargeError as exc:
+        raise FileSizeExceededError("The body is larger than the link allows") from exc
+    except MultipartError as exc:
+        raise BadRequestError(str(exc)) from exc
+    if size != grant.max_length:
+        storage.delete(grant.key)
+        raise ForbiddenError("The body's size differs from the size the link was issued for")
+    return None
+
+
+def open_download(ctx: Context, key: str, query: Mapping[str, str]) -> Download:
+    """The file behind a signed GET link."""
+    storage = _local(ctx)
+    name = query.get("name") or None
+    claims = LinkClaims("GET", key, _int(query, "expires"), name or "")
+    try:
+        storage.signer.verify(claims, query.get("signature", ""), now_ms())
+    except SignatureError as exc:
+        raise ForbiddenError() from exc
+    except LinkExpiredError as exc:
+        raise GoneError() from exc
+    try:
+        path = storage.path_of(key)
+    except ObjectMissingError as exc:
+        raise NotFoundError() from exc
+    if not path.is_file():
+        raise NotFoundError("The file is no longer available")
+    return Download(path=path, download_name=name)

@@ -1,0 +1,109 @@
+"""Recording a task's outcome together with its credit settlement.
+
+One transaction, guarded by the claimer's attempt number: the file results,
+the final status, and the credits (captured for files that succeeded,
+released for files that failed). A worker that lost its lease commits
+nothing, so a crash or a retry can never charge twice.
+
+A batch with a bad file does not die: every file is tried, the good ones are
+delivered and charged, the bad ones are listed in ``error`` and refunded.
+The task is ``completed`` when at least one file succeeded, else ``failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, update
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import accounts, task_files, tasks
+from upscayl_cloud.queue.lease import Claim, lock_for_finish, lost_beyond_retry
+from upscayl_cloud.services.context import Context
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    file_id: int
+    ok: bool
+    error: str | None = None
+    result_key: str | None = None
+    thumbnail_key: str | None = None
+    processed_file_name: str | None = None
+    result_type: str | None = None
+    final_file_size: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+def _settle(conn: Connection, task_id: str, charged: int) -> None:
+    """Capture ``charged`` of the reservation and give the rest back."""
+    task = conn.execute(
+        select(tasks.c.account_id, tasks.c.credits_reserved).where(tasks.c.id == task_id)
+    ).one()
+    refund = task.credits_reserved - charged
+    conn.execute(update(tasks).where(tasks.c.id == task_id).values(credits_charged=charged))
+    if refund:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == task.account_id)
+            .values(credits=accounts.c.credits + refund)
+        )
+
+
+def finish_task(
+    ctx: Context, claim: Claim, outcomes: list[FileOutcome], names: dict[int, str]
+) -> bool:
+    """Record every file's outcome; False (and nothing written) if the lease was lost."""
+    succeeded = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    status = "completed" if succeeded else "failed"
+    error = None
+    if failed:
+        details = "; ".join(f"{names[o.file_id]}: {o.error}" for o in failed)
+        error = f"{len(failed)} of {len(outcomes)} files failed: {details}"
+    now = now_ms()
+    retention = ctx.settings.result_retention_seconds * 1000
+    with ctx.db.begin() as conn:
+        if not lock_for_finish(conn, claim, status, error):
+            return False
+        for outcome in outcomes:
+            values = {
+                "status": "completed" if outcome.ok else "failed",
+                "error": outcome.error,
+                "result_key": outcome.result_key,
+                "thumbnail_key": outcome.thumbnail_key,
+                "processed_file_name": outcome.processed_file_name,
+                "result_type": outcome.result_type,
+                "final_file_size": outcome.final_file_size,
+                "width": outcome.width,
+                "height": outcome.height,
+                "completed_at": now if outcome.ok else None,
+                "expires_at": now + retention if outcome.ok else None,
+            }
+            conn.execute(
+                update(task_files).where(task_files.c.id == outcome.file_id).values(values)
+            )
+        _settle(conn, claim.task_id, ctx.settings.credits_per_image * len(succeeded))
+    return True
+
+
+def fail_task(ctx: Context, claim: Claim, error: str) -> bool:
+    """Fail a held task as a whole and release its whole reservation."""
+    with ctx.db.begin() as conn:
+        if not lock_for_finish(conn, claim, "failed", error):
+            return False
+        _settle(conn, claim.task_id, 0)
+    return True
+
+
+def reap_lost(ctx: Context) -> int:
+    """Fail tasks whose workers died on their last allowed attempt; returns how many."""
+    with ctx.db.begin() as conn:
+        lost = lost_beyond_retry(conn, ctx.settings.max_attempts)
+    reaped = 0
+    for task_id, attempts in lost:
+        message = f"Processing was interrupted {attempts} times; giving up"
+        if fail_task(ctx, Claim(task_id, attempts), message):
+            reaped += 1
+    return reaped

@@ -1,0 +1,126 @@
+"""Reporting tasks: one task's status, and an account's history page by page.
+
+History is newest first. ``timestampOffset`` is an exclusive upper bound on
+``createdAt``: a page holds tasks created strictly before it, and
+``nextOffset`` is the ``createdAt`` of the page's last (oldest) task. Task
+timestamps are strictly increasing per account (see ``services/tasks.py``),
+so following ``nextOffset`` visits every task exactly once, even while new
+tasks arrive (they are newer than any offset already handed out).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import NotFoundError
+from upscayl_cloud.services.keys import Principal
+
+RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+
+
+def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
+    """Every ProcessedFile field, with fresh signed links capped at the object's expiry."""
+    link_expiry = min(row.expires_at, now_ms() + ctx.settings.download_url_ttl_seconds * 1000)
+    return {
+        "fileName": row.file_name,
+        "fileType": row.file_type,
+        "path": row.result_key,
+        "createdAt": row.completed_at,
+        "expiresAt": row.expires_at,
+        "originalFileName": row.original_file_name,
+        "fileSize": row.file_size,
+        "downloadLink": ctx.storage.presign_get(
+            base_url, row.result_key, link_expiry, row.processed_file_name
+        ),
+        "thumbnailLink": ctx.storage.presign_get(base_url, row.thumbnail_key, link_expiry),
+        "finalFileSize": row.final_file_size,
+        "processedFileName": row.processed_file_name,
+        "dimensions": {"width": row.width, "height": row.height},
+    }
+
+
+def _files(ctx: Context, conn: Connection, base_url: str, task_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(task_files)
+        .where(task_files.c.task_id == task_id, task_files.c.status == "completed")
+        .order_by(task_files.c.position)
+    ).all()
+    return [_processed_file(ctx, base_url, row) for row in rows]
+
+
+def _task_dict(ctx: Context, conn: Connection, base_url: str, task: Row) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "taskId": task.id,
+        "createdAt": task.created_at,
+        "batchMode": bool(task.batch_mode),
+        "enhanceFace": bool(task.enhance_face),
+        "files": _files(ctx, conn, base_url, task.id),
+        "model": task.model,
+        "progress": str(task.progress),
+        "scale": str(task.scale),
+        "status": task.status,
+        "saveImageAs": task.save_image_as,
+        "creditsDeducted": task.credits_charged > 0,
+        "deductedCredits": task.credits_charged,
+    }
+    if task.error:
+        data["error"] = task.error
+    return data
+
+
+def task_status(ctx: Context, principal: Principal, base_url: str, task_id: str) -> dict[str, Any]:
+    with ctx.db.begin() as conn:
+        task = conn.execute(
+            select(tasks).where(tasks.c.id == task_id, tasks.c.account_id == principal.account_id)
+        ).first()
+        if task is None:
+            raise NotFoundError("Task not found")
+        return _task_dict(ctx, conn, base_url, task)
+
+
+def history(
+    ctx: Context,
+    principal: Principal,
+    base_url: str,
+    *,
+    timestamp_offset: int | None = None,
+    batch: bool | None = None,
+    failed: bool | None = None,
+    status: str | None = None,
+    limit: int = 20,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page of the caller's tasks and its pagination block."""
+    conditions = [tasks.c.account_id == principal.account_id]
+    if batch is not None:
+        conditions.append(tasks.c.batch_mode == batch)
+    if failed is True:
+        conditions.append(tasks.c.status == "failed")
+    elif failed is False:
+        conditions.append(tasks.c.status != "failed")
+    if status is not None:
+        conditions.append(tasks.c.status == status)
+    page_conditions = list(conditions)
+    if timestamp_offset is not None:
+        page_conditions.append(tasks.c.created_at < timestamp_offset)
+    with ctx.db.begin() as conn:
+        total = conn.execute(
+            select(func.count()).select_from(tasks).where(*conditions)
+        ).scalar_one()
+        rows = conn.execute(
+            select(tasks)
+            .where(*page_conditions)
+            .order_by(tasks.c.created_at.desc(), tasks.c.id.desc())
+            .limit(limit + 1)
+        ).all()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        items = [_task_dict(ctx, conn, base_url, row) for row in rows]
+    pagination: dict[str, Any] = {"total": int(total), "hasMore": has_more}
+    if has_more and rows:
+        pagination["nextOffset"] = rows[-1].created_at
+    return items, pagination

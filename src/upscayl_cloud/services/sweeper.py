@@ -1,0 +1,96 @@
+"""Retention: delete what has expired, and fail tasks that were lost for good.
+
+Originals expire ``upload_retention_seconds`` after upload (24 h by default),
+results ``result_retention_seconds`` after completion. Rows stay (history
+still lists the task) but are marked deleted, and links to them answer 410
+or 404: a stale file is never served. Originals still needed by a queued
+task are kept until it finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, select, update
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import task_files, tasks, uploads
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.results import reap_lost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    uploads_deleted: int
+    results_deleted: int
+    tasks_reaped: int
+
+
+def sweep(ctx: Context) -> SweepReport:
+    """One pass over everything past its expiry."""
+    now = now_ms()
+    in_use = exists().where(
+        and_(
+            task_files.c.source_key == uploads.c.storage_key,
+            task_files.c.task_id == tasks.c.id,
+            tasks.c.status.in_(("pending", "processing")),
+        )
+    )
+    with ctx.db.begin() as conn:
+        expired_uploads = conn.execute(
+            select(uploads.c.file_name, uploads.c.storage_key, uploads.c.multipart_id).where(
+                uploads.c.deleted_at.is_(None), uploads.c.expires_at < now, ~in_use
+            )
+        ).all()
+        expired_results = conn.execute(
+            select(task_files.c.id, task_files.c.result_key, task_files.c.thumbnail_key).where(
+                task_files.c.deleted_at.is_(None),
+                task_files.c.expires_at.is_not(None),
+                task_files.c.expires_at < now,
+            )
+        ).all()
+    for row in expired_uploads:
+        ctx.storage.delete(row.storage_key)
+        if row.multipart_id:
+            ctx.storage.abort_multipart(row.storage_key, row.multipart_id)
+        with ctx.db.begin() as conn:
+            conn.execute(
+                update(uploads).where(uploads.c.file_name == row.file_name).values(deleted_at=now)
+            )
+    for row in expired_results:
+        for key in (row.result_key, row.thumbnail_key):
+            if key:
+                ctx.storage.delete(key)
+        with ctx.db.begin() as conn:
+            conn.execute(update(task_files).where(task_files.c.id == row.id).values(deleted_at=now))
+    return SweepReport(len(expired_uploads), len(expired_results), reap_lost(ctx))
+
+
+class Sweeper:
+    """Runs :func:`sweep` every ``sweep_interval_seconds`` on a daemon thread."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                report = sweep(self._ctx)
+                if any((report.uploads_deleted, report.results_deleted, report.tasks_reaped)):
+                    log.info("sweep: %s", report)
+            except Exception:
+                log.exception("sweep failed; retrying next interval")
+            self._stop.wait(self._ctx.settings.sweep_interval_seconds)

@@ -1,0 +1,217 @@
+"""Starting a task: check every file, then reserve credits and enqueue at once.
+
+Every file is checked before anything is charged. Reservation, the task row
+(which *is* the queue entry) and its file rows are written in one
+transaction, so there is never a charged task without a row, or a row
+without its reservation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import (
+    BadRequestError,
+    FileSizeExceededError,
+    InsufficientCreditsError,
+    InvalidFileTypeError,
+    MissingFieldsError,
+)
+from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, HEAD_BYTES, inspect
+from upscayl_cloud.services.keys import Principal
+
+#: The spec's model enum.
+MODEL_NAMES: tuple[str, ...] = (
+    "upscayl-standard-4x",
+    "upscayl-lite-4x",
+    "clear-boost-4x",
+    "crystal-plus-4x",
+    "digital-art-4x",
+    "digital-art-plus-4x",
+    "natural-max-4x",
+    "natural-plus-4x",
+    "nature-boost-4x",
+    "pure-boost-4x",
+    "quick-clear-4x",
+    "texture-boost-4x",
+)
+SCALES = ("2", "4", "8")
+OUTPUT_FORMATS = ("png", "jpg", "webp")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    model: str = "upscayl-standard-4x"
+    scale: str = "4"
+    save_image_as: str = "jpg"
+    enhance_face: bool = False
+
+    def validate(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise BadRequestError(f"Unknown model {self.model!r}; use one of the spec's models")
+        if self.scale not in SCALES:
+            raise BadRequestError("scale must be one of '2', '4', '8'")
+        if self.save_image_as not in OUTPUT_FORMATS:
+            raise BadRequestError("saveImageAs must be one of png, jpg, webp")
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    file_name: str
+    original_file_name: str
+    file_type: str
+    file_size: int
+    source_key: str
+
+
+def _label(entry: dict[str, Any], index: int) -> str:
+    name = entry.get("fileName")
+    return f"File {name!r}" if isinstance(name, str) and name else f"files[{index}]"
+
+
+def check_file(ctx: Context, principal: Principal, entry: Any, index: int) -> CheckedFile:
+    """One previously uploaded file, checked for ownership, expiry, type and limits."""
+    if not isinstance(entry, dict):
+        raise BadRequestError(f"files[{index}] must be an object with fileName")
+    label = _label(entry, index)
+    file_name = entry.get("fileName")
+    if not isinstance(file_name, str) or not file_name:
+        raise MissingFieldsError(f"Required fields missing: files[{index}].fileName")
+    declared_type = entry.get("fileType")
+    if declared_type is not None and declared_type not in ALLOWED_TYPES:
+        raise InvalidFileTypeError(f"{label}: unsupported file type. Allowed: JPEG, PNG, WEBP")
+    declared_size = entry.get("fileSize")
+    if declared_size is not None and (
+        not isinstance(declared_size, int) or isinstance(declared_size, bool)
+    ):
+        raise BadRequestError(f"{label}: fileSize must be an integer")
+    if isinstance(declared_size, int) and declared_size > ctx.settings.max_upload_bytes:
+        raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
+    with ctx.db.begin() as conn:
+        row = conn.execute(
+            select(uploads).where(
+                uploads.c.file_name == file_name,
+                uploads.c.account_id == principal.account_id,
+                uploads.c.deleted_at.is_(None),
+            )
+        ).first()
+    # Someone else's upload is reported exactly like a missing one.
+    if row is None:
+        raise BadRequestError(f"{label}: no such uploaded file")
+    if now_ms() > row.expires_at:
+        raise BadRequestError(f"{label}: the upload has expired; upload it again")
+    if declared_type is not None and declared_type != row.file_type:
+        raise InvalidFileTypeError(
+            f"{label}: declared {declared_type}, uploaded as {row.file_type}"
+        )
+    size = ctx.storage.size(row.storage_key)
+    if size is None:
+        raise BadRequestError(f"{label}: the file has not been uploaded yet")
+    if size > ctx.settings.max_upload_bytes:
+        raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
+    if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
+        raise BadRequestError(f"{label}: the stored file has {size} bytes, not the declared size")
+    info = inspect(ctx.storage.read_head(row.storage_key, HEAD_BYTES))
+    if info is None:
+        raise InvalidFileTypeError(f"{label}: not a JPEG, PNG or WebP image")
+    if info.mime_type != row.file_type:
+        raise InvalidFileTypeError(f"{label}: the file is {info.mime_type}, not {row.file_type}")
+    if info.width is not None and info.height is not None:
+        if info.width < 1 or info.height < 1:
+            raise BadRequestError(f"{label}: the image header gives no size")
+        if info.width * info.height > ctx.settings.max_source_pixels:
+            raise BadRequestError(
+                f"{label}: {info.width}x{info.height} pixels exceeds the limit of "
+                f"{ctx.settings.max_source_pixels} pixels"
+            )
+    return CheckedFile(
+        file_name=row.file_name,
+        original_file_name=row.original_file_name,
+        file_type=row.file_type,
+        file_size=size,
+        source_key=row.storage_key,
+    )
+
+
+def _next_created_at(conn: Connection, account_id: str, now: int) -> int:
+    """A timestamp strictly after this account's previous task (see history paging)."""
+    last = conn.execute(
+        select(accounts.c.last_task_at).where(accounts.c.id == account_id)
+    ).scalar_one()
+    created = max(now, int(last) + 1)
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(last_task_at=created))
+    return created
+
+
+def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
+    """Check the files, reserve their price and enqueue the task; returns its id."""
+    options.validate()
+    if not entries:
+        raise MissingFieldsError("Required fields missing: file or files")
+    if len(entries) > ctx.settings.max_files_per_task:
+        raise BadRequestError(f"At most {ctx.settings.max_files_per_task} files per task")
+    checked = [check_file(ctx, principal, entry, i) for i, entry in enumerate(entries)]
+    cost = ctx.settings.credits_per_image * len(checked)
+    task_id = str(uuid.uuid4())
+    now = now_ms()
+    with ctx.db.begin() as conn:
+        reserved = conn.execute(
+            update(accounts)
+            .where(accounts.c.id == principal.account_id, accounts.c.credits >= cost)
+            .values(credits=accounts.c.credits - cost)
+        )
+        if reserved.rowcount != 1:
+            raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+        created = _next_created_at(conn, principal.account_id, now)
+        conn.execute(
+            insert(tasks).values(
+                id=task_id,
+                account_id=principal.account_id,
+                status="pending",
+                model=options.model,
+                scale=int(options.scale),
+                save_image_as=options.save_image_as,
+                enhance_face=options.enhance_face,
+                batch_mode=len(checked) > 1,
+                progress=0,
+                attempts=0,
+                lease_until=0,
+                credits_reserved=cost,
+                credits_charged=0,
+                created_at=created,
+                updated_at=created,
+            )
+        )
+        conn.execute(
+            insert(task_files),
+            [
+                {
+                    "task_id": task_id,
+                    "position": position,
+                    "file_name": f.file_name,
+                    "original_file_name": f.original_file_name,
+                    "file_type": f.file_type,
+                    "file_size": f.file_size,
+                    "source_key": f.source_key,
+                    "status": "pending",
+                }
+                for position, f in enumerate(checked)
+            ],
+        )
+    return task_id
+
+
+def queue_depth(ctx: Context) -> int:
+    with ctx.db.begin() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(tasks).where(tasks.c.status == "pending")
+            ).scalar_one()
+        )

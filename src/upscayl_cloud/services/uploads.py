@@ -1,0 +1,222 @@
+"""Issuing upload links, receiving direct uploads, completing multipart uploads.
+
+An upload is a row (owner, declared type and size, expiry) plus an object
+under a generated key ``uploads/<account>/<fileName>``. The client's file
+name is kept only as a label: it never becomes part of a path unsanitised.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import uploads
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import (
+    BadRequestError,
+    FileSizeExceededError,
+    InvalidFileTypeError,
+    NotFoundError,
+)
+from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, EXTENSIONS
+from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.storage.base import (
+    MAX_PARTS,
+    CompletedPart,
+    MultipartError,
+    ObjectTooLargeError,
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class PartLink:
+    part_number: int
+    upload_url: str
+
+
+@dataclass(frozen=True)
+class UploadLink:
+    upload_url: str
+    file_name: str
+    file_type: str
+    file_size: int
+    original_file_name: str
+    created_at: int
+    expires_at: int
+    #: Present when a multipart upload was offered (see docs/api.md).
+    upload_id: str | None = None
+    key: str | None = None
+    part_size: int | None = None
+    parts: tuple[PartLink, ...] = ()
+
+
+def generated_file_name(original: str, file_type: str) -> str:
+    """``<random>-<sanitised original>``: unique, safe as a path segment."""
+    stem = _UNSAFE.sub("-", original.rsplit("/", 1)[-1]).strip(".-")[:80]
+    if not stem:
+        stem = f"image.{EXTENSIONS.get(file_type, 'bin')}"
+    return f"{uuid.uuid4().hex[:12]}-{stem}"
+
+
+def storage_key(account_id: str, file_name: str) -> str:
+    return f"uploads/{account_id}/{file_name}"
+
+
+def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
+    if file_type not in ALLOWED_TYPES:
+        raise InvalidFileTypeError()
+    if file_size > ctx.settings.max_upload_bytes:
+        raise FileSizeExceededError(
+            f"File size exceeds maximum limit of {ctx.settings.max_upload_bytes} bytes"
+        )
+    if file_size < 1:
+        raise BadRequestError("fileSize must be at least 1 byte")
+
+
+def request_upload(
+    ctx: Context,
+    principal: Principal,
+    base_url: str,
+    original_file_name: str,
+    file_type: str,
+    file_size: int,
+    multipart: bool | None = None,
+) -> UploadLink:
+    """A signed PUT link for a new upload; multipart links too when large or asked."""
+    check_declared(ctx, file_type, file_size)
+    settings = ctx.settings
+    now = now_ms()
+    url_expires = now + settings.upload_url_ttl_seconds * 1000
+    file_name = generated_file_name(original_file_name, file_type)
+    key = storage_key(principal.account_id, file_name)
+    url = ctx.storage.presign_put(base_url, key, file_type, file_size, url_expires)
+    use_multipart = (
+        multipart if multipart is not None else file_size >= settings.multipart_threshold_bytes
+    )
+    upload_id = part_size = None
+    parts: tuple[PartLink, ...] = ()
+    if use_multipart:
+        part_size = max(settings.multipart_part_bytes, math.ceil(file_size / MAX_PARTS))
+        upload_id = ctx.storage.create_multipart(key)
+        count = max(1, math.ceil(file_size / part_size))
+        parts = tuple(
+            PartLink(
+                n, ctx.storage.presign_part(base_url, key, upload_id, n, part_size, url_expires)
+            )
+            for n in range(1, count + 1)
+        )
+    with ctx.db.begin() as conn:
+        conn.execute(
+            insert(uploads).values(
+                file_name=file_name,
+                account_id=principal.account_id,
+                original_file_name=original_file_name,
+                file_type=file_type,
+                file_size=file_size,
+                storage_key=key,
+                multipart_id=upload_id,
+                part_size=part_size,
+                created_at=now,
+                url_expires_at=url_expires,
+                expires_at=now + settings.upload_retention_seconds * 1000,
+                deleted_at=None,
+            )
+        )
+    return UploadLink(
+        upload_url=url,
+        file_name=file_name,
+        file_type=file_type,
+        file_size=file_size,
+        original_file_name=original_file_name,
+        created_at=now,
+        expires_at=url_expires,
+        upload_id=upload_id,
+        key=key if upload_id else None,
+        part_size=part_size,
+        parts=parts,
+    )
+
+
+def complete_multipart(
+    ctx: Context, principal: Principal, upload_id: str, key: str, parts: list[CompletedPart]
+) -> None:
+    """Join the parts of the caller's multipart upload into its object."""
+    with ctx.db.begin() as conn:
+        row = conn.execute(
+            select(uploads).where(
+                uploads.c.multipart_id == upload_id,
+                uploads.c.account_id == principal.account_id,
+                uploads.c.deleted_at.is_(None),
+            )
+        ).first()
+    # Another account's upload reads exactly like one that does not exist.
+    if row is None or row.storage_key != key:
+        raise NotFoundError("No such multipart upload")
+    if now_ms() > row.expires_at:
+        raise NotFoundError("No such multipart upload")
+    try:
+        size = ctx.storage.complete_multipart(key, upload_id, parts)
+    except MultipartError as exc:
+        raise BadRequestError(f"Cannot complete multipart upload: {exc}") from exc
+    if size != row.file_size:
+        ctx.storage.delete(key)
+        raise BadRequestError(
+            f"Cannot complete multipart upload: the parts hold {size} bytes, "
+            f"{row.file_size} were declared"
+        )
+
+
+def save_direct(
+    ctx: Context,
+    principal: Principal,
+    original_file_name: str,
+    file_type: str,
+    chunks: Iterator[bytes],
+) -> str:
+    """Store a file sent inside start-task as an upload; returns its fileName."""
+    now = now_ms()
+    file_name = generated_file_name(original_file_name or "image", file_type)
+    key = storage_key(principal.account_id, file_name)
+    try:
+        size = ctx.storage.write_stream(key, chunks, ctx.settings.max_upload_bytes)
+    except ObjectTooLargeError as exc:
+        raise FileSizeExceededError() from exc
+    if size == 0:
+        ctx.storage.delete(key)
+        raise BadRequestError("The file is empty")
+    with ctx.db.begin() as conn:
+        conn.execute(
+            insert(uploads).values(
+                file_name=file_name,
+                account_id=principal.account_id,
+                original_file_name=(original_file_name or file_name)[:255],
+                file_type=file_type,
+                file_size=size,
+                storage_key=key,
+                created_at=now,
+                url_expires_at=now,
+                expires_at=now + ctx.settings.upload_retention_seconds * 1000,
+                deleted_at=None,
+            )
+        )
+    return file_name
+
+
+def discard(ctx: Context, principal: Principal, file_name: str) -> None:
+    """Forget a direct upload whose task was refused (nothing was charged)."""
+    key = storage_key(principal.account_id, file_name)
+    ctx.storage.delete(key)
+    with ctx.db.begin() as conn:
+        conn.execute(
+            update(uploads)
+            .where(uploads.c.file_name == file_name, uploads.c.account_id == principal.account_id)
+            .values(deleted_at=now_ms())
+        )

@@ -1,0 +1,206 @@
+"""Objects as files in a folder; the service itself serves the signed links.
+
+Writes go to a temporary file and are renamed into place, so a reader never
+sees half an object and a crash leaves no truncated one behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from upscayl_cloud.storage.base import (
+    MAX_PARTS,
+    MIN_PART_BYTES,
+    CompletedPart,
+    MultipartError,
+    ObjectMissingError,
+    ObjectTooLargeError,
+)
+from upscayl_cloud.storage.signing import LinkClaims, Signer
+
+#: Where the service answers signed links (see api/routes/objects.py).
+LINK_PATH = "/objects/"
+_MULTIPART_DIR = ".multipart"
+
+
+class LocalStorage:
+    def __init__(self, root: Path, signing_secrets: list[bytes]) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.signer = Signer(signing_secrets)
+
+    # -- paths ------------------------------------------------------------------
+    def path_of(self, key: str) -> Path:
+        """The file of ``key``; refuses keys that would leave the root."""
+        if not key or key.startswith("/") or "\\" in key:
+            raise ObjectMissingError(key)
+        parts = key.split("/")
+        if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+            raise ObjectMissingError(key)
+        return self.root.joinpath(*parts)
+
+    def _part_path(self, upload_id: str, part_number: int) -> Path:
+        if not upload_id.isalnum():
+            raise MultipartError("unknown upload id")
+        return self.root / _MULTIPART_DIR / upload_id / f"{part_number:05d}"
+
+    def _write_atomic(self, target: Path, chunks: Iterator[bytes], max_bytes: int) -> int:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise ObjectTooLargeError(f"more than {max_bytes} bytes")
+                    handle.write(chunk)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return written
+
+    # -- objects ------------------------------------------------------------------
+    def write_stream(self, key: str, chunks: Iterator[bytes], max_bytes: int) -> int:
+        return self._write_atomic(self.path_of(key), chunks, max_bytes)
+
+    def put_file(self, key: str, source: Path) -> int:
+        with source.open("rb") as handle:
+            return self.write_stream(key, iter(lambda: handle.read(1 << 20), b""), 1 << 62)
+
+    def download_to(self, key: str, destination: Path) -> None:
+        path = self.path_of(key)
+        if not path.is_file():
+            raise ObjectMissingError(key)
+        shutil.copyfile(path, destination)
+
+    def read_head(self, key: str, length: int) -> bytes:
+        try:
+            with self.path_of(key).open("rb") as handle:
+                return handle.read(length)
+        except FileNotFoundError as exc:
+            raise ObjectMissingError(key) from exc
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path_of(key).stat().st_size
+        except (FileNotFoundError, ObjectMissingError):
+            return None
+
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path_of(prefix.rstrip("/")), ignore_errors=True)
+
+    # -- links ----------------------------------------------------------------------
+    def _link(self, base_url: str, claims: LinkClaims, extra: dict[str, str]) -> str:
+        query = {
+            "method": claims.method,
+            "expires": str(claims.expires_at_ms),
+            **extra,
+            "signature": self.signer.sign(claims),
+        }
+        return f"{base_url}{LINK_PATH}{quote(claims.key)}?{urlencode(query)}"
+
+    def presign_put(
+        self, base_url: str, key: str, content_type: str, max_length: int, expires_at_ms: int
+    ) -> str:
+        claims = LinkClaims("PUT", key, expires_at_ms, content_type, max_length)
+        return self._link(base_url, claims, {"type": content_type, "length": str(max_length)})
+
+    def presign_get(
+        self, base_url: str, key: str, expires_at_ms: int, download_name: str | None = None
+    ) -> str:
+        claims = LinkClaims("GET", key, expires_at_ms, download_name or "")
+        extra = {"name": download_name} if download_name else {}
+        return self._link(base_url, claims, extra)
+
+    # -- multipart ------------------------------------------------------------------
+    def create_multipart(self, key: str) -> str:
+        self.path_of(key)  # validates the key
+        upload_id = secrets.token_hex(16)
+        (self.root / _MULTIPART_DIR / upload_id).mkdir(parents=True)
+        return upload_id
+
+    def presign_part(
+        self,
+        base_url: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        max_length: int,
+        expires_at_ms: int,
+    ) -> str:
+        claims = LinkClaims("PUT", key, expires_at_ms, "", max_length, upload_id, part_number)
+        extra = {"length": str(max_length), "uploadId": upload_id, "partNumber": str(part_number)}
+        return self._link(base_url, claims, extra)
+
+    def write_part(
+        self, upload_id: str, part_number: int, chunks: Iterator[bytes], max_bytes: int
+    ) -> str:
+        """Store one part; returns its ETag (the MD5 of its bytes, quoted, as S3 does)."""
+        if not 1 <= part_number <= MAX_PARTS:
+            raise MultipartError("part number out of range")
+        path = self._part_path(upload_id, part_number)
+        if not path.parent.is_dir():
+            raise MultipartError("unknown or finished upload id")
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def hashed() -> Iterator[bytes]:
+            for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
+        self._write_atomic(path, hashed(), max_bytes)
+        return f'"{digest.hexdigest()}"'
+
+    def _etag_of(self, path: Path) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[CompletedPart]) -> int:
+        folder = self._part_path(upload_id, 1).parent
+        if not folder.is_dir():
+            raise MultipartError("unknown or already completed upload id")
+        if not parts:
+            raise MultipartError("no parts given")
+        numbers = [part.part_number for part in parts]
+        if numbers != sorted(set(numbers)):
+            raise MultipartError("parts must be listed in ascending order without repeats")
+        paths: list[Path] = []
+        for index, part in enumerate(parts):
+            path = self._part_path(upload_id, part.part_number)
+            if not path.is_file():
+                raise MultipartError(f"part {part.part_number} was not uploaded")
+            if self._etag_of(path) != part.etag.strip().strip('"'):
+                raise MultipartError(f"part {part.part_number}: ETag does not match")
+            if index < len(parts) - 1 and path.stat().st_size < MIN_PART_BYTES:
+                raise MultipartError(
+                    f"part {part.part_number} is smaller than 5 MiB and is not the last part"
+                )
+            paths.append(path)
+
+        def joined() -> Iterator[bytes]:
+            for path in paths:
+                with path.open("rb") as handle:
+                    yield from iter(lambda h=handle: h.read(1 << 20), b"")
+
+        size = self.write_stream(key, joined(), 1 << 62)
+        shutil.rmtree(folder, ignore_errors=True)
+        return size
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        if upload_id.isalnum():
+            shutil.rmtree(self.root / _MULTIPART_DIR / upload_id, ignore_errors=True)

@@ -1,0 +1,254 @@
+"""Claim a task -> fetch inputs -> engine -> store outputs -> record result.
+
+Workers are threads inside ``serve`` (ncnn releases the GIL, so they run in
+parallel). A heartbeat renews the lease while a file is processed; if the
+renewal fails (the lease was lost to another worker) the engine is asked to
+stop and nothing is recorded. Outputs go under a per-attempt key, so a
+dead attempt's leftovers never mix with the one that completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.queue.lease import Claim, claim, renew
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.metrics import Metrics
+from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
+
+log = logging.getLogger(__name__)
+
+RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+INTERNAL_FILE_ERROR = "An internal error occurred while processing this file"
+
+
+class LeaseLostError(Exception):
+    """Another worker owns the task now; stop without writing anything."""
+
+
+def engine_settings(ctx: Context) -> object:
+    from upscayl_cloud.engine.options import EngineSettings, ImageLimits, available_cores
+
+    settings = ctx.settings
+    threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
+    work = settings.data_dir / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return EngineSettings(
+        threads=threads,
+        use_gpu=settings.engine_use_gpu,
+        work_dir=work,
+        limits=ImageLimits(max_source_pixels=settings.max_source_pixels),
+    )
+
+
+class Heartbeat:
+    """Renews the lease with the latest progress until stopped, on its own thread."""
+
+    def __init__(self, ctx: Context, held: Claim) -> None:
+        self._ctx = ctx
+        self._claim = held
+        self._stop = threading.Event()
+        self.progress = 0
+        self.lost = False
+        self._interval = min(1.0, ctx.settings.lease_seconds / 3)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        written = -1
+        while not self._stop.wait(self._interval):
+            progress = self.progress
+            try:
+                ok = renew(
+                    self._ctx.db,
+                    self._claim,
+                    self._ctx.settings.lease_seconds,
+                    progress if progress != written else None,
+                )
+            except Exception:  # a busy database: try again next beat
+                log.warning("lease renewal failed for task %s", self._claim.task_id)
+                continue
+            if not ok:
+                self.lost = True
+                return
+            written = progress
+
+
+@dataclass(frozen=True)
+class _Task:
+    account_id: str
+    model: str
+    scale: int
+    save_image_as: str
+
+
+def processed_name(original: str, scale: int, model: str, ext: str) -> str:
+    """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``."""
+    stem = Path(original).stem or "image"
+    return f"{stem}_upscayl_{scale}x_{model}.{ext}"
+
+
+def process(ctx: Context, held: Claim, metrics: Metrics | None = None) -> bool:
+    """Run one claimed task to its end; False when the lease was lost on the way."""
+    from upscayl_cloud.engine.errors import CancelledError, EngineError
+    from upscayl_cloud.engine.imageio import make_thumbnail
+    from upscayl_cloud.engine.options import UpscaleRequest
+    from upscayl_cloud.engine.pipeline import upscale_file
+
+    with ctx.db.begin() as conn:
+        row = conn.execute(select(tasks).where(tasks.c.id == held.task_id)).one()
+        files = conn.execute(
+            select(task_files)
+            .where(task_files.c.task_id == held.task_id)
+            .order_by(task_files.c.position)
+        ).all()
+    task = _Task(row.account_id, row.model, row.scale, row.save_image_as)
+    prefix = f"{task.account_id}/{held.task_id}/{held.attempt}"
+    request = UpscaleRequest(model=task.model, scale=task.scale, output_format=task.save_image_as)
+    settings = engine_settings(ctx)
+    outcomes: list[FileOutcome] = []
+    with Heartbeat(ctx, held) as beat, tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+
+        def report(fraction: float, index: int) -> None:
+            beat.progress = min(99, int(100 * (index + fraction) / len(files)))
+
+        for index, item in enumerate(files):
+            source = Path(tmp) / f"{index}-source"
+            result = Path(tmp) / f"{index}.{task.save_image_as}"
+            thumb = Path(tmp) / f"{index}-thumb.webp"
+            started = time.monotonic()
+            try:
+                ctx.storage.download_to(item.source_key, source)
+                done = upscale_file(
+                    source,
+                    result,
+                    request,
+                    settings=settings,
+                    progress=lambda f, i=index: report(f, i),
+                    declared_type=item.file_type,
+                    should_cancel=lambda: beat.lost,
+                )
+                make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
+            except CancelledError as exc:
+                raise LeaseLostError(held.task_id) from exc
+            except EngineError as exc:
+                if not exc.client_error:
+                    log.error("task %s file %d: %s", held.task_id, index, exc.code)
+                message = exc.public_message if exc.client_error else INTERNAL_FILE_ERROR
+                outcomes.append(FileOutcome(item.id, ok=False, error=message))
+                continue
+            except Exception:
+                if beat.lost:
+                    raise LeaseLostError(held.task_id) from None
+                log.exception("task %s file %d failed", held.task_id, index)
+                outcomes.append(FileOutcome(item.id, ok=False, error=INTERNAL_FILE_ERROR))
+                continue
+            if metrics is not None:
+                metrics.processing_seconds.labels(task.model).observe(time.monotonic() - started)
+            ext = task.save_image_as
+            result_key = f"results/{prefix}/{index}.{ext}"
+            thumb_key = f"thumbs/{prefix}/{index}.webp"
+            size = ctx.storage.put_file(result_key, result)
+            ctx.storage.put_file(thumb_key, thumb)
+            outcomes.append(
+                FileOutcome(
+                    item.id,
+                    ok=True,
+                    result_key=result_key,
+                    thumbnail_key=thumb_key,
+                    processed_file_name=processed_name(
+                        item.original_file_name, task.scale, task.model, ext
+                    ),
+                    result_type=RESULT_TYPES[ext],
+                    final_file_size=size,
+                    width=done.width,
+                    height=done.height,
+                )
+            )
+            report(0.0, index + 1)
+        if beat.lost:
+            raise LeaseLostError(held.task_id)
+    names = {item.id: repr(item.original_file_name) for item in files}
+    return finish_task(ctx, held, outcomes, names)
+
+
+def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
+    for root in ("results", "thumbs"):
+        ctx.storage.delete_prefix(f"{root}/{account_id}/{held.task_id}/{held.attempt}")
+
+
+def handle(ctx: Context, held: Claim, metrics: Metrics | None = None) -> None:
+    """Process a claim, cleaning up after lost leases and unexpected failures."""
+    with ctx.db.begin() as conn:
+        account_id = conn.execute(
+            select(tasks.c.account_id).where(tasks.c.id == held.task_id)
+        ).scalar_one()
+    try:
+        recorded = process(ctx, held, metrics)
+    except LeaseLostError:
+        recorded = False
+        log.warning("task %s attempt %d lost its lease", held.task_id, held.attempt)
+    except Exception:
+        log.exception("task %s attempt %d crashed", held.task_id, held.attempt)
+        recorded = fail_task(ctx, held, "An internal error occurred while processing the task")
+    if not recorded:
+        _discard_attempt(ctx, account_id, held)
+        return
+    for earlier in range(1, held.attempt):
+        _discard_attempt(ctx, account_id, Claim(held.task_id, earlier))
+
+
+class WorkerPool:
+    """``count`` worker threads that claim and process tasks until stopped."""
+
+    def __init__(self, ctx: Context, count: int, metrics: Metrics | None = None) -> None:
+        self._ctx = ctx
+        self._metrics = metrics
+        self._stop = threading.Event()
+        base = f"{socket.gethostname()}:{os.getpid()}"
+        self._threads = [
+            threading.Thread(target=self._run, args=(f"{base}:{n}",), daemon=True, name=f"w{n}")
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+    def _run(self, owner: str) -> None:
+        settings = self._ctx.settings
+        while not self._stop.is_set():
+            try:
+                held = claim(self._ctx.db, owner, settings.lease_seconds, settings.max_attempts)
+            except Exception:
+                log.exception("claim failed")
+                held = None
+            if held is None:
+                self._stop.wait(settings.poll_interval_seconds)
+                continue
+            handle(self._ctx, held, self._metrics)
