@@ -113,12 +113,27 @@ def test_text_named_png_is_invalid(tmp_path):
         imageio.decode(path, tmp_path, LIMITS)
 
 
-@pytest.mark.parametrize(("suffix", "kind"), [(".gif", "GIF"), (".tif", "TIFF")])
+@pytest.mark.parametrize(
+    ("suffix", "kind"), [(".gif", "GIF"), (".tif", "TIFF"), (".v", "not a JPEG, PNG or WebP")]
+)
 def test_other_image_kinds_are_unsupported(tmp_path, suffix, kind):
     path = tmp_path / f"image{suffix}"
     vips_image(ASTRONAUT).write_to_file(str(path))
-    with pytest.raises(UnsupportedImageTypeError, match=kind):
+    # A kind we know gets "unsupported"; a kind we do not, "invalid".
+    error = InvalidImageError if suffix == ".v" else UnsupportedImageTypeError
+    with pytest.raises(error, match=kind):
         imageio.decode(path, tmp_path, LIMITS)
+
+
+def test_text_starting_like_a_bmp_is_not_called_one(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("BMW 320d service history, 2019 to 2024\n")
+    with pytest.raises(InvalidImageError):
+        imageio.probe(path, LIMITS)
+    bmp = tmp_path / "image.bmp"
+    bmp.write_bytes(b"BM" + bytes(12) + (40).to_bytes(4, "little") + bytes(40))
+    with pytest.raises(UnsupportedImageTypeError, match="BMP"):
+        imageio.probe(bmp, LIMITS)
 
 
 def test_declared_type_must_match_the_bytes(tmp_path):
@@ -130,7 +145,7 @@ def test_declared_type_must_match_the_bytes(tmp_path):
     assert imageio.probe(jpeg, LIMITS, declared_type="image/jpg").mime_type == "image/jpeg"
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
 def test_truncated_image_is_invalid(tmp_path, suffix):
     whole = write(tmp_path / f"whole{suffix}", data.coffee()[:200, :200]).read_bytes()
     path = tmp_path / f"cut{suffix}"
@@ -397,6 +412,8 @@ def test_deleted_planes_are_not_kept_open(tmp_path):
 
 
 def test_check_output_size():
+    with pytest.raises(InvalidOptionError):
+        imageio.check_output_size(10, 10, "gif", LIMITS)
     imageio.check_output_size(16383, 16383, "webp", LIMITS)
     imageio.check_output_size(65535, 100, "jpg", LIMITS)
     imageio.check_output_size(100_000, 100, "png", LIMITS)

@@ -245,7 +245,8 @@ def _icc_profile(image: pyvips.Image, colour_space: bytes) -> bytes | None:
     profile = bytes(image.get("icc-profile-data"))
     if len(profile) < 128 or profile[36:40] != b"acsp":
         return None
-    if int.from_bytes(profile[:4], "big") != len(profile) or profile[16:20] != colour_space:
+    declared_size = int.from_bytes(profile[:4], "big")
+    if not 128 <= declared_size <= len(profile) or profile[16:20] != colour_space:
         return None
     return profile
 

@@ -27,7 +27,12 @@ import pyvips
 
 from upscayl_cloud.engine.decode import ICC_GREY, ICC_RGB, DecodedImage
 from upscayl_cloud.engine.errors import ImageTooLargeError, InvalidOptionError
-from upscayl_cloud.engine.options import EncodeSettings, ImageLimits, OutputFormat
+from upscayl_cloud.engine.options import (
+    OUTPUT_FORMATS,
+    EncodeSettings,
+    ImageLimits,
+    OutputFormat,
+)
 from upscayl_cloud.engine.planeio import load_plane, save_atomically
 from upscayl_cloud.engine.planes import MAX_VALUE, Plane
 
@@ -42,6 +47,7 @@ THUMBNAIL_QUALITY = 80
 
 def check_output_size(width: int, height: int, fmt: OutputFormat, limits: ImageLimits) -> None:
     """Refuse, before any work, an output the limits or the format cannot hold."""
+    _check_format(fmt)
     if width < 1 or height < 1:
         raise ValueError(f"output size {width}x{height} is not positive")
     if width * height > limits.max_output_pixels:
@@ -65,8 +71,7 @@ def encode(
 
     ``image`` is the decoded source, whose depth, greyness and metadata the
     output follows. The file appears at ``destination`` whole or not at all."""
-    if fmt not in ("png", "jpg", "webp"):
-        raise InvalidOptionError(f"Unknown output format {fmt!r}: choose png, jpg or webp.")
+    _check_format(fmt)
     if quality is not None and not 1 <= quality <= 100:
         raise InvalidOptionError(f"Quality must be between 1 and 100, not {quality}.")
     if color.bands != 3:
@@ -122,6 +127,11 @@ def make_thumbnail(source: Path, destination: Path, long_edge: int = 256) -> tup
         destination,
     )
     return thumb.width, thumb.height
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in OUTPUT_FORMATS:
+        raise InvalidOptionError(f"Unknown output format {fmt!r}: choose png, jpg or webp.")
 
 
 def _check_format_edge(width: int, height: int, fmt: OutputFormat) -> None:

@@ -34,7 +34,6 @@ _OTHER_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
     (b"II+\x00", "BigTIFF"),
     (b"MM\x00+", "BigTIFF"),
-    (b"BM", "BMP"),
     (b"\x00\x00\x01\x00", "ICO"),
     (b"8BPS", "PSD"),
     (b"\xff\x0a", "JPEG XL"),
@@ -46,6 +45,8 @@ _OTHER_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "PDF"),
     (b"SIMPLE  =", "FITS"),
 )
+
+_BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 # ISO base media file brands (HEIF, AVIF): "ftyp" at offset 4, brand after it.
 _FTYP_BRANDS = {
@@ -80,6 +81,9 @@ def other_image_kind(head: bytes) -> str | None:
     for magic, name in _OTHER_IMAGE_MAGIC:
         if head.startswith(magic):
             return name
+    # "BM" alone would catch text; the DIB header's size field pins it down.
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
+        return "BMP"
     if head[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(head[8:12], "ISO media (HEIF/AVIF/video)")
     if b"<svg" in head.lower():
