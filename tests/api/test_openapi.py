@@ -1,0 +1,79 @@
+"""Every path, field and enum of the seed spec is in the served OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+
+from support.context import SPEC_PATH
+
+Doc = dict[str, Any]
+
+
+def _resolve(doc: Doc, schema: Any) -> Any:
+    while isinstance(schema, dict) and "$ref" in schema:
+        node: Any = doc
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _walk(doc: Doc, schema: Any, where: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(field path, enum or None) for every property reachable from ``schema``."""
+    schema = _resolve(doc, schema)
+    if not isinstance(schema, dict) or depth > 12:
+        return
+    if "enum" in schema:
+        yield where, frozenset(map(str, schema["enum"]))
+    if "const" in schema:  # pydantic writes a one-value enum as const
+        yield where, frozenset([str(schema["const"])])
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key, []):
+            yield from _walk(doc, sub, where, depth + 1)
+    if "items" in schema:
+        yield from _walk(doc, schema["items"], where + "[]", depth + 1)
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{where}.{name}", None
+        yield from _walk(doc, sub, f"{where}.{name}", depth + 1)
+
+
+def _facts(doc: Doc) -> tuple[set[str], dict[str, set[str]]]:
+    fields: set[str] = set()
+    enums: dict[str, set[str]] = {}
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            base = f"{method.upper()} {path}"
+            fields.add(base)
+            sources = []
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                sources.append((f"{base} request {media}", content.get("schema")))
+            for status, response in op.get("responses", {}).items():
+                response = _resolve(doc, response)
+                for content in response.get("content", {}).values():
+                    sources.append((f"{base} {status}", content.get("schema")))
+            for where, schema in sources:
+                fields.add(where)
+                for field, enum in _walk(doc, schema, where):
+                    fields.add(field)
+                    if enum is not None:
+                        enums.setdefault(field, set()).update(enum)
+    return fields, enums
+
+
+def test_served_document_covers_the_seed_spec(client: TestClient) -> None:
+    seed = yaml.safe_load(SPEC_PATH.read_text())
+    served = client.get("/openapi.json").json()
+    seed_fields, seed_enums = _facts(seed)
+    served_fields, served_enums = _facts(served)
+    assert sorted(seed_fields - served_fields) == []
+    for field, values in seed_enums.items():
+        assert values <= served_enums.get(field, set()), field
+    assert served["components"]["securitySchemes"]["ApiKeyAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }

@@ -1,0 +1,46 @@
+"""Rate limits per key and per operation, with their headers."""
+
+from __future__ import annotations
+
+from support.app import client_for
+from support.context import make_settings, new_principal
+from upscayl_cloud.api.ratelimit import RateLimits
+
+
+def test_limit_is_per_key_and_operation(tmp_path) -> None:
+    settings = make_settings(tmp_path, rate_limits={"get-upscayl-history": "2/minute"})
+    with client_for(settings) as client:
+        ctx = client.app.state.ctx
+        first, second = new_principal(ctx)[0], new_principal(ctx, name="b")[0]
+        ok = [
+            client.post("/get-upscayl-history", json={}, headers={"X-API-Key": first})
+            for _ in range(2)
+        ]
+        assert [r.status_code for r in ok] == [200, 200]
+        assert ok[1].headers["X-RateLimit-Remaining"] == "0"
+        assert ok[1].headers["RateLimit-Policy"] == '"get-upscayl-history";q=2;w=60'
+        refused = client.post("/get-upscayl-history", json={}, headers={"X-API-Key": first})
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "RATE_LIMIT_EXCEEDED"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["X-RateLimit-Limit"] == "2"
+        other_key = client.post("/get-upscayl-history", json={}, headers={"X-API-Key": second})
+        assert other_key.status_code == 200
+        other_op = client.post(
+            "/get-task-status",
+            json={"taskId": "00000000-0000-4000-8000-000000000000"},
+            headers={"X-API-Key": first},
+        )
+        assert other_op.status_code == 404
+
+
+def test_spec_defaults(tmp_path) -> None:
+    limits = RateLimits(make_settings(tmp_path))
+    headers, refusal = limits.check("start-task", "k")
+    assert refusal is None and headers["X-RateLimit-Limit"] == "50"
+    assert limits.check("get-upload-url", "k")[0]["X-RateLimit-Limit"] == "100"
+
+
+def test_can_be_disabled(tmp_path) -> None:
+    limits = RateLimits(make_settings(tmp_path, rate_limits_enabled=False))
+    assert limits.check("start-task", "k") == ({}, None)

@@ -1,0 +1,62 @@
+"""``keys`` and ``credits`` commands through Typer, on a real data directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from support.context import make_settings
+from upscayl_cloud.cli import keys as keys_cli
+from upscayl_cloud.cli import serve as serve_cli
+from upscayl_cloud.config import get_settings
+from upscayl_cloud.services import keys
+from upscayl_cloud.services.context import build_context
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("UPSCAYL_SECRET_KEYS", "cli-secret")
+    get_settings.cache_clear()
+    cli = typer.Typer()
+    keys_cli.register(cli)
+    serve_cli.register(cli)
+    yield cli
+    get_settings.cache_clear()
+
+
+def test_create_prints_key_alone_on_last_line(app: typer.Typer) -> None:
+    result = CliRunner().invoke(app, ["keys", "create", "--name", "alice", "--credits", "7"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    ctx = build_context(get_settings())
+    assert keys.authenticate(ctx, key).account_id
+    listed = CliRunner().invoke(app, ["keys", "list"])
+    assert "alice" in listed.output and key[:10] in listed.output and key not in listed.output
+
+
+def test_json_revoke_and_credits(app: typer.Typer) -> None:
+    runner = CliRunner()
+    created = json.loads(runner.invoke(app, ["keys", "create", "--name", "b", "--json"]).output)
+    assert created["credits"] == 0 and created["key"].startswith("uc_")
+    added = runner.invoke(app, ["credits", "add", created["prefix"], "12"])
+    assert "12 credits" in added.output
+    revoked = runner.invoke(app, ["keys", "revoke", created["id"]])
+    assert revoked.exit_code == 0
+    listing = json.loads(runner.invoke(app, ["keys", "list", "--json"]).output)
+    assert listing[0]["revokedAt"] is not None
+    missing = runner.invoke(app, ["keys", "revoke", "nope"])
+    assert missing.exit_code == 1
+
+
+def test_first_start_creates_one_key_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "d", first_key_credits=42)
+    key = serve_cli.first_start_key(settings)
+    assert key is not None and key.startswith("uc_")
+    assert serve_cli.first_start_key(settings) is None
+    ctx = build_context(settings)
+    assert keys.account_credits(ctx, keys.authenticate(ctx, key).account_id) == 42

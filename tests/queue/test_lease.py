@@ -1,0 +1,65 @@
+"""The lease queue's rules, on real SQLite with real threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import select, update
+
+from support.tasks import queued_task
+from upscayl_cloud.db.tables import tasks
+from upscayl_cloud.queue.lease import Claim, claim, renew
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.keys import Principal
+
+
+def test_claim_takes_oldest_pending_and_bumps_attempts(ctx: Context, principal: Principal) -> None:
+    first = queued_task(ctx, principal)
+    second = queued_task(ctx, principal)
+    a = claim(ctx.db, "w1", 30, 3)
+    b = claim(ctx.db, "w2", 30, 3)
+    assert (a.task_id, a.attempt) == (first, 1)
+    assert (b.task_id, b.attempt) == (second, 1)
+    assert claim(ctx.db, "w3", 30, 3) is None
+
+
+def test_concurrent_claims_never_share_a_task(ctx: Context, principal: Principal) -> None:
+    ids = {queued_task(ctx, principal) for _ in range(8)}
+    got: list[Claim] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        while (held := claim(ctx.db, name, 30, 3)) is not None:
+            with lock:
+                got.append(held)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(c.task_id for c in got) == sorted(ids)
+
+
+def test_expired_lease_is_reclaimed_and_old_holder_is_fenced(
+    ctx: Context, principal: Principal
+) -> None:
+    task_id = queued_task(ctx, principal)
+    old = claim(ctx.db, "dead", 0.05, 3)
+    assert claim(ctx.db, "w2", 30, 3) is None  # lease still valid
+    time.sleep(0.1)
+    new = claim(ctx.db, "w2", 30, 3)
+    assert new == Claim(task_id, 2)
+    assert renew(ctx.db, old, 30, progress=50) is False  # guarded by attempts
+    assert renew(ctx.db, new, 30, progress=40) is True
+    with ctx.db.begin() as conn:
+        row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+    assert (row.progress, row.lease_owner, row.attempts) == (40, "w2", 2)
+
+
+def test_retry_limit_stops_claims(ctx: Context, principal: Principal) -> None:
+    task_id = queued_task(ctx, principal)
+    with ctx.db.begin() as conn:
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(attempts=3))
+    assert claim(ctx.db, "w", 30, 3) is None

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from upscayl_cloud.db.tables import api_keys
+from upscayl_cloud.services import keys
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import NotFoundError, UnauthorizedError
+
+
+def test_key_is_stored_only_as_a_digest(ctx: Context) -> None:
+    key, info = keys.create_key(ctx, "alice", 5)
+    assert key.startswith("uc_") and len(key) > 40
+    with ctx.db.begin() as conn:
+        row = conn.execute(select(api_keys)).one()
+    assert key not in {str(v) for v in row}
+    assert row.digest != key and len(row.digest) == 64
+    assert info.credits == 5 and info.prefix == key[:10]
+
+
+def test_authenticate(ctx: Context) -> None:
+    key, info = keys.create_key(ctx, "alice")
+    principal = keys.authenticate(ctx, key)
+    assert principal.account_id == info.account_id and principal.key_id == info.id
+    for bad in (None, "", key + "x", "uc_nope", "x" * 500):
+        with pytest.raises(UnauthorizedError):
+            keys.authenticate(ctx, bad)
+
+
+def test_revoked_key_stops_working(ctx: Context) -> None:
+    key, info = keys.create_key(ctx, "alice")
+    keys.revoke_key(ctx, info.prefix)
+    with pytest.raises(UnauthorizedError):
+        keys.authenticate(ctx, key)
+
+
+def test_second_key_shares_the_account_and_credits(ctx: Context) -> None:
+    _key, first = keys.create_key(ctx, "alice", 3)
+    _key2, second = keys.create_key(ctx, "alice-ci", 2, account_id=first.account_id)
+    assert second.account_id == first.account_id and second.credits == 5
+    with pytest.raises(NotFoundError):
+        keys.create_key(ctx, "x", account_id="missing")
+
+
+def test_add_credits_by_key_id_prefix_or_key(ctx: Context) -> None:
+    key, info = keys.create_key(ctx, "alice", 1)
+    assert keys.add_credits(ctx, info.id, 2).credits == 3
+    assert keys.add_credits(ctx, info.prefix, 2).credits == 5
+    assert keys.add_credits(ctx, key, 2).credits == 7
+    with pytest.raises(NotFoundError):
+        keys.add_credits(ctx, "nobody", 1)

@@ -1,0 +1,95 @@
+"""The local backend against the storage contract, on a real folder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from upscayl_cloud.storage.base import (
+    MIN_PART_BYTES,
+    CompletedPart,
+    MultipartError,
+    ObjectMissingError,
+    ObjectStorage,
+    ObjectTooLargeError,
+)
+from upscayl_cloud.storage.local import LocalStorage
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "objects", [b"secret"])
+
+
+def test_conforms_to_the_protocol(store: LocalStorage) -> None:
+    assert isinstance(store, ObjectStorage)
+
+
+def test_write_read_delete(store: LocalStorage, tmp_path: Path) -> None:
+    assert store.write_stream("a/b/c.png", iter([b"12", b"34"]), 10) == 4
+    assert store.size("a/b/c.png") == 4
+    assert store.read_head("a/b/c.png", 3) == b"123"
+    store.download_to("a/b/c.png", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"1234"
+    store.delete("a/b/c.png")
+    assert store.size("a/b/c.png") is None
+    with pytest.raises(ObjectMissingError):
+        store.read_head("a/b/c.png", 1)
+
+
+def test_size_cap_leaves_nothing_behind(store: LocalStorage) -> None:
+    with pytest.raises(ObjectTooLargeError):
+        store.write_stream("k", iter([b"x" * 6, b"x" * 6]), 10)
+    assert store.size("k") is None
+    assert not [p for p in store.root.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a/../../b", "a//b", ".multipart/x"])
+def test_keys_cannot_leave_the_root(store: LocalStorage, key: str) -> None:
+    with pytest.raises(ObjectMissingError):
+        store.path_of(key)
+
+
+def test_delete_prefix(store: LocalStorage) -> None:
+    store.write_stream("r/t/1/0.png", iter([b"a"]), 5)
+    store.write_stream("r/t/2/0.png", iter([b"b"]), 5)
+    store.delete_prefix("r/t/1")
+    assert store.size("r/t/1/0.png") is None
+    assert store.size("r/t/2/0.png") == 1
+
+
+def _part(store: LocalStorage, upload_id: str, n: int, data: bytes) -> CompletedPart:
+    etag = store.write_part(upload_id, n, iter([data]), len(data))
+    assert etag == f'"{hashlib.md5(data).hexdigest()}"'
+    return CompletedPart(n, etag)
+
+
+def test_multipart_joins_parts_in_order(store: LocalStorage) -> None:
+    upload_id = store.create_multipart("up/file.png")
+    first = b"a" * MIN_PART_BYTES
+    parts = [_part(store, upload_id, 1, first), _part(store, upload_id, 2, b"tail")]
+    assert store.complete_multipart("up/file.png", upload_id, parts) == MIN_PART_BYTES + 4
+    assert store.read_head("up/file.png", 1) == b"a"
+    with pytest.raises(MultipartError):  # finished uploads cannot complete twice
+        store.complete_multipart("up/file.png", upload_id, parts)
+
+
+def test_multipart_refusals(store: LocalStorage) -> None:
+    upload_id = store.create_multipart("up/f")
+    small = _part(store, upload_id, 1, b"small")
+    last = _part(store, upload_id, 2, b"last")
+    with pytest.raises(MultipartError, match="5 MiB"):
+        store.complete_multipart("up/f", upload_id, [small, last])
+    with pytest.raises(MultipartError, match="ascending"):
+        store.complete_multipart("up/f", upload_id, [last, small])
+    with pytest.raises(MultipartError, match="ETag"):
+        store.complete_multipart("up/f", upload_id, [CompletedPart(1, '"0000"')])
+    with pytest.raises(MultipartError, match="not uploaded"):
+        store.complete_multipart("up/f", upload_id, [CompletedPart(3, '"0000"')])
+    with pytest.raises(MultipartError):
+        store.complete_multipart("up/f", "nosuchid", [small])
+    store.abort_multipart("up/f", upload_id)
+    with pytest.raises(MultipartError):
+        store.write_part(upload_id, 1, iter([b"x"]), 10)

@@ -1,0 +1,1 @@
+"""Helpers shared by the service's tests (not tests themselves)."""

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
+
+
+def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=None)
+    assert settings.data_dir == Path("./data")
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'data' / 'upscayl.db'}"
+    assert settings.resolved_storage_dir == tmp_path / "data" / "objects"
+    assert settings.rate_limit_for("start-task") == SPEC_RATE_LIMITS["start-task"] == "50/hour"
+    assert settings.credits_per_image == 1
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("UPSCAYL_WORKERS", "3")
+    monkeypatch.setenv("UPSCAYL_RATE_LIMITS", '{"start-task": "5/minute"}')
+    settings = Settings(_env_file=None)
+    assert settings.data_dir == tmp_path / "d"
+    assert settings.workers == 3
+    assert settings.rate_limit_for("start-task") == "5/minute"
+    assert settings.rate_limit_for("get-task-status") == "100/hour"
+
+
+def test_invalid_values_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, workers=-1)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, multipart_part_bytes=1024)
+
+
+def test_generated_secret_persists(tmp_path: Path) -> None:
+    first = Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
+    second = Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
+    assert first == second and len(first[0]) >= 32
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_secret_rotation_list(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, secret_keys="new, old")
+    assert settings.signing_secrets() == [b"new", b"old"]
