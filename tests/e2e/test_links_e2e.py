@@ -1,0 +1,87 @@
+"""Signed links: tampered ones are refused with 403, expired uploads with 403,
+expired downloads with 410; the size cap holds while the body streams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from support.client import ApiClient, file_entry, make_client
+from support.images import png_bytes
+from support.server import Server
+
+
+def _with(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | changes
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _status(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]
+
+
+def test_tampered_upload_links_are_403(client: ApiClient) -> None:
+    data = png_bytes()
+    link = client.upload_url("a.png", "image/png", len(data))
+    url = link["uploadURL"]
+    png = {"content-type": "image/png"}
+    forged = [
+        httpx.put(_with(url, signature="0" * 64), content=data, headers=png),
+        httpx.put(
+            _with(url, expires=str(int(time.time() * 1000) + 10**9)), content=data, headers=png
+        ),
+        httpx.put(_with(url, length=str(len(data) + 5)), content=data + b"12345", headers=png),
+        httpx.put(url.replace("/uploads/", "/results/"), content=data, headers=png),
+        httpx.put(url, content=data, headers={"content-type": "image/jpeg"}),
+        httpx.put(url, content=data + b"extra", headers=png),
+        httpx.get(url),
+    ]
+    for response in forged:
+        assert _status(response) == (403, "FORBIDDEN"), response.request
+    assert httpx.put(url, content=data, headers=png).status_code == 200
+
+
+def test_oversized_chunked_body_is_cut_off(client: ApiClient) -> None:
+    data = png_bytes()
+    link = client.upload_url("a.png", "image/png", len(data))
+
+    def body() -> Iterator[bytes]:  # no Content-Length: the cap must hold while streaming
+        yield data
+        yield b"x" * 100_000
+
+    response = httpx.put(link["uploadURL"], content=body(), headers={"content-type": "image/png"})
+    assert _status(response) == (400, "FILE_SIZE_EXCEEDED")
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(
+        tmp_path_factory.mktemp("short") / "data",
+        workers=1,
+        upload_url_ttl_seconds=1,
+        download_url_ttl_seconds=2,
+    ).start()
+    yield running
+    running.stop()
+
+
+def test_expired_links_are_refused(short_lived: Server) -> None:
+    api = make_client(short_lived)
+    data = png_bytes(16, 16)
+    stale = api.upload_url("late.png", "image/png", len(data))
+    link = api.upload("ok.png", data)
+    task = api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"]
+    done = api.wait(task["taskId"])
+    download = done["files"][0]["downloadLink"]
+    assert httpx.get(download).status_code == 200
+    time.sleep(2.2)
+    late = httpx.put(stale["uploadURL"], content=data, headers={"content-type": "image/png"})
+    assert _status(late) == (403, "FORBIDDEN")
+    assert _status(httpx.get(download)) == (410, "GONE")
+    fresh = api.status(task["taskId"])["files"][0]["downloadLink"]
+    assert httpx.get(fresh).status_code == 200  # a new status call signs new links

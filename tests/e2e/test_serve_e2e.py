@@ -1,0 +1,43 @@
+"""``serve`` with zero configuration, and the operations endpoints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from support.client import ApiClient, file_entry, make_client
+from support.images import png_bytes
+from support.server import Server
+
+
+def test_first_start_prints_a_working_key_once(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", workers=0, first_key_credits=7).start()
+    try:
+        found = re.search(r"X-API-Key: (uc_\S+)", server.log())
+        assert found and server.url.replace("http://", "") in server.log()
+        api = ApiClient(server.url, found.group(1))
+        assert api.post("/get-upscayl-history").status_code == 200
+    finally:
+        server.stop()
+    again = Server(tmp_path / "data", workers=0).start()
+    try:
+        assert len(re.findall(r"X-API-Key:", again.log())) == 1
+        assert (tmp_path / "data" / "upscayl.db").exists()
+    finally:
+        again.stop()
+
+
+def test_health_ready_and_metrics(server: Server) -> None:
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["workers"] is True
+    api = make_client(server)
+    link = api.upload("m.png", png_bytes(16, 16))
+    task = api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"]
+    api.wait(task["taskId"])
+    text = httpx.get(server.url + "/metrics").text
+    assert 'upscayl_tasks{status="completed"}' in text
+    assert "upscayl_queue_depth" in text
+    assert 'upscayl_processing_seconds_count{model="quick-clear-4x"}' in text

@@ -1,0 +1,115 @@
+"""A real ``upscayl-cloud serve`` in a subprocess on a free loopback port.
+
+The e2e tests talk to it over real HTTP, share its data directory (to create
+keys and inspect rows directly) and can SIGKILL it like a crashed machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from support.context import make_settings
+from upscayl_cloud.services.context import Context, build_context
+
+_BOOT = (
+    "import sys; from upscayl_cloud.cli.serve import serve; "
+    "serve(host='127.0.0.1', port=int(sys.argv[1]), workers=int(sys.argv[2]))"
+)
+SECRET = "e2e-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, workers: int = 1, **env: object) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.env = {f"UPSCAYL_{k.upper()}": str(v) for k, v in env.items()}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.port = 0
+        self._ctx: Context | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ctx(self) -> Context:
+        """A context on the same data directory (the server's database and objects)."""
+        if self._ctx is None:
+            settings = make_settings(self.data_dir, secret_keys=SECRET, **self._typed_env())
+            self._ctx = build_context(settings)
+        return self._ctx
+
+    def _typed_env(self) -> dict[str, object]:
+        keep = ("credits_per_image", "max_attempts", "lease_seconds")
+        return {
+            k[len("UPSCAYL_") :].lower(): v
+            for k, v in self.env.items()
+            if k[len("UPSCAYL_") :].lower() in keep
+        }
+
+    def start(self, timeout: float = 60) -> Server:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "UPSCAYL_DATA_DIR": str(self.data_dir),
+            "UPSCAYL_SECRET_KEYS": SECRET,
+            "UPSCAYL_ENGINE_USE_GPU": "false",
+            "UPSCAYL_POLL_INTERVAL_SECONDS": "0.2",
+            **self.env,
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT, str(self.port), str(self.workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole server process group: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._ctx is not None:
+            self._ctx.db.dispose()
+            self._ctx = None
