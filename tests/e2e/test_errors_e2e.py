@@ -74,8 +74,6 @@ def test_not_found(client: ApiClient) -> None:
     missing = {"taskId": "00000000-0000-4000-8000-000000000000"}
     assert _error(client.post("/get-task-status", missing)) == (404, "NOT_FOUND")
     assert _error(client.http.get("/no-such-route")) == (404, "NOT_FOUND")
-    body = {"uploadId": "abc", "key": "uploads/x", "parts": [{"PartNumber": 1, "ETag": "x"}]}
-    assert _error(client.post("/complete-multipart-upload", body)) == (404, "NOT_FOUND")
 
 
 def test_insufficient_credits(server: Server) -> None:
@@ -103,6 +101,10 @@ def test_multipart_completion_refusals_are_400(client: ApiClient) -> None:
     assert "ascending" in complete(wrong_order).json()["message"]
     wrong_etag = [{"PartNumber": 1, "ETag": '"deadbeef"'}, {"PartNumber": 2, "ETag": etags[1]}]
     assert "ETag" in complete(wrong_etag).json()["message"]
+    unknown = {"uploadId": "abc", "key": "uploads/x", "parts": [{"PartNumber": 1, "ETag": "x"}]}
+    refused = client.post("/complete-multipart-upload", unknown)
+    assert _error(refused) == (400, "BAD_REQUEST")  # the spec gives this operation no 404
+    assert "No such multipart upload" in refused.json()["message"]
     only_last = [{"PartNumber": 2, "ETag": etags[1]}]
     assert _error(complete(only_last)) == (400, "BAD_REQUEST")  # size differs from declared
 

@@ -85,3 +85,11 @@ def test_expired_links_are_refused(short_lived: Server) -> None:
     assert _status(httpx.get(download)) == (410, "GONE")
     fresh = api.status(task["taskId"])["files"][0]["downloadLink"]
     assert httpx.get(fresh).status_code == 200  # a new status call signs new links
+
+
+def test_signatures_never_reach_the_access_log(client: ApiClient, server: Server) -> None:
+    link = client.upload("logged.png", png_bytes())
+    signature = dict(parse_qsl(urlsplit(link["uploadURL"]).query))["signature"]
+    assert "/objects/uploads/" in server.log()
+    assert signature not in server.log()
+    assert client.http.headers["X-API-Key"] not in server.log()

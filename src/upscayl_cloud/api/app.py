@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from upscayl_cloud.api import errors
+from upscayl_cloud.api import errors, redact
 from upscayl_cloud.api.ratelimit import RateLimits
 from upscayl_cloud.api.routes import history, objects, ops, tasks, uploads
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact.install()
         ctx = build_context(settings)
         app.state.ctx = ctx
         app.state.rate_limits = RateLimits(settings)

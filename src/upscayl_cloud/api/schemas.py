@@ -30,6 +30,7 @@ ModelName = Literal[
 ]
 TaskState = Literal["pending", "processing", "completed", "failed"]
 OutputFormat = Literal["png", "jpg", "webp"]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
@@ -59,7 +60,7 @@ class TaskStatusQuery(_Body):
 
 
 class HistoryQuery(_Body):
-    timestampOffset: StrictInt | None = None
+    timestampOffset: StrictInt | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     batch: StrictBool | None = None
     failed: StrictBool | None = None
     limit: StrictInt = Field(default=20, ge=1, le=100)
@@ -67,7 +68,7 @@ class HistoryQuery(_Body):
 
 
 class CompletedPartIn(BaseModel):
-    PartNumber: StrictInt = Field(ge=1)
+    PartNumber: StrictInt = Field(ge=1, le=10_000)
     ETag: StrictStr
 
 

@@ -22,7 +22,6 @@ from upscayl_cloud.services.errors import (
     BadRequestError,
     FileSizeExceededError,
     InvalidFileTypeError,
-    NotFoundError,
 )
 from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, EXTENSIONS
 from upscayl_cloud.services.keys import Principal
@@ -157,11 +156,10 @@ def complete_multipart(
                 uploads.c.deleted_at.is_(None),
             )
         ).first()
-    # Another account's upload reads exactly like one that does not exist.
-    if row is None or row.storage_key != key:
-        raise NotFoundError("No such multipart upload")
-    if now_ms() > row.expires_at:
-        raise NotFoundError("No such multipart upload")
+    # Another account's upload reads exactly like one that does not exist. The
+    # spec gives this operation no 404, so "no such upload" is a 400 here.
+    if row is None or row.storage_key != key or now_ms() > row.expires_at:
+        raise BadRequestError("No such multipart upload (check uploadId and key)")
     try:
         size = ctx.storage.complete_multipart(key, upload_id, parts)
     except MultipartError as exc:

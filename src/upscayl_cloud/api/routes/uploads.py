@@ -69,7 +69,7 @@ def get_upload_url(
     operation_id="completeMultipartUpload",
     summary="Complete Multipart Upload",
     response_model=MultipartDonePublic,
-    responses=error_responses(400, 401, 404, 429, 500),
+    responses=error_responses(400, 401, 429, 500),
     openapi_extra={"x-rateLimit": {"requests": 50, "period": "1 hour"}},
 )
 def complete_multipart_upload(
