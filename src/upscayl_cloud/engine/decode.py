@@ -113,15 +113,14 @@ def decode(
     cmyk = image.interpretation == "cmyk"
     icc = None if cmyk else _icc_profile(image, ICC_GREY if source.is_grey else ICC_RGB)
     exif = _exif(image)
-    pixels = _widen(image, source)
     if orientation == 1 and not source.has_alpha:
-        color = _decode_into(pixels, new_plane_path(workdir, "color"), source)
+        color = _decode_into(image, source, new_plane_path(workdir, "color"))
         return DecodedImage(color, None, source, icc, exif)
 
     # Rotating needs random access and splitting off alpha would read the
     # file twice, while the loader streams once from top to bottom: stage the
     # pixels in a plane, then rotate and split from that plane.
-    staged = _decode_into(pixels, new_plane_path(workdir, "staged"), source)
+    staged = _decode_into(image, source, new_plane_path(workdir, "staged"))
     try:
         upright = load_plane(staged).copy()
         upright.set_type(pyvips.GValue.gint_type, "orientation", orientation)
@@ -217,9 +216,10 @@ def _widen(image: pyvips.Image, source: SourceImage) -> pyvips.Image:
     return image.copy(interpretation="rgb16")
 
 
-def _decode_into(pixels: pyvips.Image, path: Path, source: SourceImage) -> Plane:
+def _decode_into(image: pyvips.Image, source: SourceImage, path: Path) -> Plane:
+    """Stream the loader's pixels, widened, into a plane at ``path``."""
     try:
-        return save_plane(pixels, path)
+        return save_plane(_widen(image, source), path)
     except pyvips.Error as err:
         path.unlink(missing_ok=True)
         name = _NAMES[source.mime_type]
