@@ -8,7 +8,7 @@ from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.planes import Plane, to_float
 from upscayl_cloud.engine.runner import load_network
-from upscayl_cloud.engine.tiling import upscale_plane
+from upscayl_cloud.engine.tiling import auto_tile_size, upscale_plane
 from upscayl_cloud.engine.weights import locate
 
 ALL = sorted(NETWORKS)
@@ -94,3 +94,15 @@ def test_impossible_geometry_is_refused_before_ncnn_sees_it(key, size):
     runner = load_network(key, 2, False)
     with pytest.raises(ValueError, match="cannot take"):
         runner.run(np.zeros((3, size, size), np.float32))
+
+
+@pytest.mark.parametrize("key", ALL)
+@pytest.mark.parametrize("memory_mb", [256, 3072])
+def test_automatic_tiles_fit_the_memory_budget(key, memory_mb):
+    runner = load_network(key, 2, False)
+    core = auto_tile_size(runner, memory_mb)
+    spec = runner.spec
+    source = core + 2 * max(spec.tile_pad, spec.context)
+    assert core % spec.align == 0 and core >= 32
+    if core > 32:
+        assert source * source * spec.kib_per_pixel <= memory_mb * 1024

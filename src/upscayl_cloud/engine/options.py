@@ -60,9 +60,14 @@ class EngineSettings:
     threads: int = field(default_factory=available_cores)
     #: Use a Vulkan GPU when ncnn sees one. Off forces the CPU.
     use_gpu: bool = True
-    #: Edge of a tile's core (before overlap), in input pixels. Memory per tile
-    #: grows with its square; overlap overhead shrinks as it grows.
-    tile_size: int = 256
+    #: Edge of a tile's core (before overlap), in input pixels; None: the
+    #: largest tile whose inference fits ``tile_memory_mb`` for each network.
+    #: Memory grows with a tile's area; the overlap's extra work shrinks.
+    tile_size: int | None = None
+    #: Memory one network call may take when the tile size is automatic.
+    #: ncnn needs ~56 KiB per input pixel for the RRDB networks and 3-24 KiB
+    #: for the others (measured, docs/models.md).
+    tile_memory_mb: int = 3072
     #: Where intermediate planes go (they can be several times the output's
     #: size); None: the system's temporary directory.
     work_dir: Path | None = None

@@ -26,8 +26,8 @@ from upscayl_cloud.engine.options import (
     UpscaleResult,
 )
 from upscayl_cloud.engine.planes import Plane, extrema
-from upscayl_cloud.engine.runner import load_network
-from upscayl_cloud.engine.tiling import count_calls, upscale_plane
+from upscayl_cloud.engine.runner import NetworkRunner, load_network
+from upscayl_cloud.engine.tiling import auto_tile_size, count_calls, upscale_plane
 
 Progress = Callable[[float], None]
 ShouldCancel = Callable[[], bool]
@@ -128,11 +128,16 @@ def _count_calls(job: _Job, width: int, height: int) -> int:
     for step in job.steps:
         if isinstance(step, Run):
             runner = load_network(step.network, job.settings.threads, job.settings.use_gpu)
-            calls += count_calls(runner, width, height, job.settings.tile_size)
+            calls += count_calls(runner, width, height, _tile_size(job, runner))
             width, height = width * runner.spec.scale, height * runner.spec.scale
         else:
             width, height = width // step.factor, height // step.factor
     return calls
+
+
+def _tile_size(job: _Job, runner: NetworkRunner) -> int:
+    settings = job.settings
+    return settings.tile_size or auto_tile_size(runner, settings.tile_memory_mb)
 
 
 def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> Plane:
@@ -145,7 +150,7 @@ def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> P
                 runner,
                 plane,
                 target,
-                job.settings.tile_size,
+                _tile_size(job, runner),
                 on_call=job.call_done,
                 should_cancel=job.should_cancel,
             )

@@ -9,8 +9,10 @@ precision, and let 16-bit sources go through without being truncated.
 
 Reads and writes use ``pread``/``pwrite`` rather than ``mmap`` on purpose:
 mapped file pages count towards the process's resident set and would make
-memory grow with the image. libvips reads and writes the same files
-(``rawload``/``rawsave``) with its own windowed access.
+memory grow with the image. libvips reads the same files with ``rawload``,
+which does map the whole file: while it decodes, resizes or encodes, the
+resident size grows by the plane's size in *clean, file-backed* pages that
+the kernel can drop at any time, while anonymous memory stays flat.
 """
 
 from __future__ import annotations

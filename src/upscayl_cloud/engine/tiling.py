@@ -14,6 +14,7 @@ tile's final run, so tiles agree with each other and with the untiled image.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,19 @@ from upscayl_cloud.engine.runner import NetworkRunner
 
 TileDone = Callable[[], None]
 ShouldCancel = Callable[[], bool]
+
+
+def auto_tile_size(runner: NetworkRunner, memory_mb: int) -> int:
+    """The largest tile core whose network call fits in ``memory_mb``.
+
+    Memory is per source pixel, so the overlap (or context) counts against
+    the budget; never below 32 pixels of core, where overlap would dominate.
+    """
+    spec = runner.spec
+    source_edge = math.isqrt(memory_mb * 1024 // max(1, spec.kib_per_pixel))
+    margin = 2 * max(spec.tile_pad, spec.context)
+    core = max(32, source_edge - margin)
+    return core - core % spec.align
 
 
 def tile_rule(runner: NetworkRunner) -> TileRule:
