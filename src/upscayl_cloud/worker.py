@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from upscayl_cloud.db.tables import task_files, tasks
-from upscayl_cloud.queue.lease import Claim, claim, renew
+from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
@@ -34,6 +34,10 @@ INTERNAL_FILE_ERROR = "An internal error occurred while processing this file"
 
 class LeaseLostError(Exception):
     """Another worker owns the task now; stop without writing anything."""
+
+
+class ShutdownError(Exception):
+    """The pool is stopping: hand the task back instead of finishing it."""
 
 
 def engine_settings(ctx: Context) -> object:
@@ -105,8 +109,14 @@ def processed_name(original: str, scale: int, model: str, ext: str) -> str:
     return f"{stem}_upscayl_{scale}x_{model}.{ext}"
 
 
-def process(ctx: Context, held: Claim, metrics: Metrics | None = None) -> bool:
+def process(
+    ctx: Context,
+    held: Claim,
+    metrics: Metrics | None = None,
+    stopping: threading.Event | None = None,
+) -> bool:
     """Run one claimed task to its end; False when the lease was lost on the way."""
+    stopping = stopping or threading.Event()
     from upscayl_cloud.engine.errors import CancelledError, EngineError
     from upscayl_cloud.engine.imageio import make_thumbnail
     from upscayl_cloud.engine.options import UpscaleRequest
@@ -143,10 +153,12 @@ def process(ctx: Context, held: Claim, metrics: Metrics | None = None) -> bool:
                     settings=settings,
                     progress=lambda f, i=index: report(f, i),
                     declared_type=item.file_type,
-                    should_cancel=lambda: beat.lost,
+                    should_cancel=lambda: beat.lost or stopping.is_set(),
                 )
                 make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
             except CancelledError as exc:
+                if stopping.is_set():
+                    raise ShutdownError(held.task_id) from exc
                 raise LeaseLostError(held.task_id) from exc
             except EngineError as exc:
                 if not exc.client_error:
@@ -194,14 +206,23 @@ def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
         ctx.storage.delete_prefix(f"{root}/{account_id}/{held.task_id}/{held.attempt}")
 
 
-def handle(ctx: Context, held: Claim, metrics: Metrics | None = None) -> None:
+def handle(
+    ctx: Context,
+    held: Claim,
+    metrics: Metrics | None = None,
+    stopping: threading.Event | None = None,
+) -> None:
     """Process a claim, cleaning up after lost leases and unexpected failures."""
     with ctx.db.begin() as conn:
         account_id = conn.execute(
             select(tasks.c.account_id).where(tasks.c.id == held.task_id)
         ).scalar_one()
     try:
-        recorded = process(ctx, held, metrics)
+        recorded = process(ctx, held, metrics, stopping)
+    except ShutdownError:
+        recorded = False
+        release(ctx.db, held)
+        log.info("task %s handed back to the queue on shutdown", held.task_id)
     except LeaseLostError:
         recorded = False
         log.warning("task %s attempt %d lost its lease", held.task_id, held.attempt)
@@ -251,4 +272,4 @@ class WorkerPool:
             if held is None:
                 self._stop.wait(settings.poll_interval_seconds)
                 continue
-            handle(self._ctx, held, self._metrics)
+            handle(self._ctx, held, self._metrics, self._stop)

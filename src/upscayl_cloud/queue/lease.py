@@ -79,6 +79,18 @@ def renew(db: Engine, claim: Claim, lease_seconds: float, progress: int | None =
     return result.rowcount == 1
 
 
+def release(db: Engine, claim: Claim) -> bool:
+    """Hand a held task back to the queue at once (clean shutdown), keeping its
+    attempt count so the retry limit still bounds it."""
+    with db.begin() as conn:
+        result = conn.execute(
+            update(tasks)
+            .where(guarded(claim.task_id, claim.attempt))
+            .values(status="pending", lease_owner=None, lease_until=0, updated_at=now_ms())
+        )
+    return result.rowcount == 1
+
+
 def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | None) -> bool:
     """Move a held task to its final status inside the caller's transaction."""
     now = now_ms()

@@ -1,0 +1,62 @@
+"""The worker with the real engine on tiny images, against real SQLite and files."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from support.images import png_bytes
+from support.tasks import queued_task, uploaded
+from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.queue.lease import claim
+from upscayl_cloud.services import keys
+from upscayl_cloud.services import tasks as task_service
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.tasks import TaskOptions
+from upscayl_cloud.worker import WorkerPool, handle, processed_name
+
+
+def _task(ctx: Context, task_id: str) -> object:
+    with ctx.db.begin() as conn:
+        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+
+
+def test_processed_name_follows_upscayl() -> None:
+    assert processed_name("cat.photo.png", 4, "quick-clear-4x", "jpg") == (
+        "cat.photo_upscayl_4x_quick-clear-4x.jpg"
+    )
+
+
+def test_handle_processes_and_records_everything(ctx: Context, principal: Principal) -> None:
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    held = claim(ctx.db, "w", 30, 3)
+    handle(ctx, held)
+    row = _task(ctx, task_id)
+    assert (row.status, row.progress, row.credits_charged) == ("completed", 100, 1)
+    with ctx.db.begin() as conn:
+        item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
+    assert (item.width, item.height, item.result_type) == (48, 48, "image/png")
+    assert ctx.storage.size(item.result_key) == item.final_file_size
+    assert ctx.storage.read_head(item.thumbnail_key, 12)[8:12] == b"WEBP"
+    assert keys.account_credits(ctx, principal.account_id) == 9
+
+
+def test_stopping_pool_hands_the_task_back(ctx: Context, principal: Principal) -> None:
+    name = uploaded(ctx, principal, png_bytes(128, 128))
+    options = TaskOptions(model="quick-clear-4x", scale="8")
+    task_id = task_service.start_task(ctx, principal, options, [{"fileName": name}])
+    pool = WorkerPool(ctx, 1)
+    pool.start()
+    deadline = time.monotonic() + 30
+    while _task(ctx, task_id).status != "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pool.stop(timeout=30)
+    row = _task(ctx, task_id)
+    assert (row.status, row.attempts, row.lease_until) == ("pending", 1, 0)
+    assert not (ctx.settings.resolved_storage_dir / "results").exists() or not any(
+        (ctx.settings.resolved_storage_dir / "results").rglob("*.jpg")
+    )
+    assert keys.account_credits(ctx, principal.account_id) == 9  # still reserved
