@@ -124,6 +124,9 @@ def atomic_destination(destination: Path) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates 0600; a result is an ordinary file for whoever
+        # serves or reads it next.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, destination)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""``upscayl-cloud upscale`` on real files, through the real command."""
+
+import numpy as np
+import pytest
+import pyvips
+from skimage import data
+from typer.testing import CliRunner
+
+from upscayl_cloud.cli import app
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return data.chelsea().astype(np.float32) / 255.0
+
+
+def _photo(path, photo, size=(24, 30)):
+    pixels = np.round(photo[100 : 100 + size[0], 200 : 200 + size[1]] * 255).astype(np.uint8)
+    pyvips.Image.new_from_array(pixels).write_to_file(str(path))
+    return path
+
+
+def test_upscales_files_into_the_output_folder(tmp_path, photo):
+    first = _photo(tmp_path / "a.png", photo)
+    second = _photo(tmp_path / "b.jpg", photo, size=(20, 16))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "upscale",
+            str(first),
+            str(second),
+            "-m",
+            "quick-clear-4x",
+            "-s",
+            "2",
+            "-f",
+            "webp",
+            "-q",
+            "80",
+            "-o",
+            str(out),
+            "--cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    a = pyvips.Image.new_from_file(str(out / "a_upscayl_2x_quick-clear-4x.webp"))
+    b = pyvips.Image.new_from_file(str(out / "b_upscayl_2x_quick-clear-4x.webp"))
+    assert (a.width, a.height) == (60, 48)
+    assert (b.width, b.height) == (32, 40)
+    assert (out / "a_upscayl_2x_quick-clear-4x.webp").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_bad_file_is_reported_and_the_rest_still_done(tmp_path, photo):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a png")
+    good = _photo(tmp_path / "good.png", photo)
+    result = CliRunner().invoke(
+        app, ["upscale", str(bad), str(good), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
+    assert result.exit_code == 1
+    assert "bad.png" in result.output
+    assert (tmp_path / "good_upscayl_2x_quick-clear-4x.png").is_file()
+    assert not (tmp_path / "bad_upscayl_2x_quick-clear-4x.png").exists()
+
+
+def test_unknown_model_is_a_usage_error(tmp_path, photo):
+    good = _photo(tmp_path / "good.png", photo)
+    result = CliRunner().invoke(app, ["upscale", str(good), "-m", "no-such-model"])
+    assert result.exit_code == 2
