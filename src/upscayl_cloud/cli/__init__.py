@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from upscayl_cloud.cli import upscale
+from upscayl_cloud.cli import keys, serve, upscale
 
 app = typer.Typer(
     name="upscayl-cloud",
@@ -22,4 +22,6 @@ def main() -> None:
     """Self-hostable Upscayl Cloud API: AI image upscaling as a service."""
 
 
+serve.register(app)
+keys.register(app)
 upscale.register(app)
