@@ -67,7 +67,7 @@ def pipeline_seconds(model: str, source: Path, out: Path, settings: EngineSettin
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     settings = EngineSettings(use_gpu=False)
     print(
@@ -86,6 +86,7 @@ def main() -> None:
             pyvips.Image.new_from_array(pixels).pngsave(str(source))
             # Warm both paths (network loading, first-call allocations).
             pipeline_seconds(model, source, work / "out.png", settings)
+            plain_seconds(model, pixels)
             plain, piped = [], []
             for _ in range(args.repeats):
                 plain.append(plain_seconds(model, pixels))

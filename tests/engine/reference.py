@@ -8,6 +8,7 @@ engine's tiled results can be checked against it.
 from __future__ import annotations
 
 import math
+from functools import cache
 from importlib.metadata import distribution
 
 import ncnn
@@ -19,11 +20,7 @@ from upscayl_cloud.engine.networks import NETWORKS
 def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     """``H x W x 3`` floats in 0..1 -> the network's ``sH x sW x 3`` output, clipped."""
     spec = NETWORKS[key]
-    dist = distribution(spec.distribution)
-    net = ncnn.Net()
-    net.opt.use_vulkan_compute = False
-    net.load_param(str(dist.locate_file(spec.stem + ".param")))
-    net.load_model(str(dist.locate_file(spec.stem + ".bin")))
+    net = _net(key)
     h, w = rgb.shape[:2]
     c, a = spec.context, spec.align
     pad_h, pad_w = math.ceil(h / a) * a - h, math.ceil(w / a) * a - w
@@ -39,6 +36,17 @@ def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     if spec.nearest_residual:
         result += np.repeat(np.repeat(chw[:, c : c + h, c : c + w], s, axis=1), s, axis=2)
     return np.clip(result.transpose(1, 2, 0)[: s * h, : s * w], 0.0, 1.0)
+
+
+@cache
+def _net(key: str) -> ncnn.Net:
+    spec = NETWORKS[key]
+    dist = distribution(spec.distribution)
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.load_param(str(dist.locate_file(spec.stem + ".param")))
+    net.load_model(str(dist.locate_file(spec.stem + ".bin")))
+    return net
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
