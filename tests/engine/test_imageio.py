@@ -414,7 +414,11 @@ def test_deleted_planes_are_not_kept_open(tmp_path):
 def test_check_output_size():
     with pytest.raises(InvalidOptionError):
         imageio.check_output_size(10, 10, "gif", LIMITS)
-    imageio.check_output_size(16383, 16383, "webp", LIMITS)
+    imageio.check_output_size(16383, 6000, "webp", LIMITS)
+    with pytest.raises(ImageTooLargeError, match=r"WebP limit.*png or jpg"):
+        imageio.check_output_size(16383, 16383, "webp", LIMITS)
+    roomy = ImageLimits(max_webp_output_pixels=300_000_000)
+    imageio.check_output_size(16383, 16383, "webp", roomy)
     imageio.check_output_size(65535, 100, "jpg", LIMITS)
     imageio.check_output_size(100_000, 100, "png", LIMITS)
     with pytest.raises(ImageTooLargeError, match=r"WebP.*16384x100.*smaller scale, or PNG"):

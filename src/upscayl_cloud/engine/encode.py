@@ -55,6 +55,11 @@ def check_output_size(width: int, height: int, fmt: OutputFormat, limits: ImageL
             f"The output would be {width}x{height} = {width * height:,} pixels, above the limit "
             f"of {limits.max_output_pixels:,}: choose a smaller scale or a smaller image."
         )
+    if fmt == "webp" and width * height > limits.max_webp_output_pixels:
+        raise ImageTooLargeError(
+            f"A WebP output of {width}x{height} pixels is above this server's WebP limit of "
+            f"{limits.max_webp_output_pixels:,} pixels: choose png or jpg, or a smaller scale."
+        )
     _check_format_edge(width, height, fmt)
 
 
