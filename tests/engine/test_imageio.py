@@ -458,3 +458,12 @@ def test_thumbnail_long_edge(tmp_path, size, expected):
     assert imageio.make_thumbnail(source, thumb) == expected
     assert imageio.sniff_mime_type(thumb.read_bytes()[:32]) == "image/webp"
     assert (load(thumb).width, load(thumb).height) == expected
+
+
+def test_a_failed_write_is_a_server_error_not_a_bad_image(tmp_path):
+    """Our work directory failing (here: gone) must not be blamed on the image."""
+    source = tmp_path / "ok.png"
+    pyvips.Image.black(8, 8).pngsave(str(source))
+    with pytest.raises(OSError) as caught:
+        imageio.decode(source, tmp_path / "no-such-folder", LIMITS)
+    assert not isinstance(caught.value, EngineError)

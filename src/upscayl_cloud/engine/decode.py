@@ -34,6 +34,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,10 +223,20 @@ def _decode_into(image: pyvips.Image, source: SourceImage, path: Path) -> Plane:
         return save_plane(_widen(image, source), path)
     except pyvips.Error as err:
         path.unlink(missing_ok=True)
+        if _write_failed(err):
+            # Our disk, not their bytes: a server error, not a 4xx.
+            raise OSError(errno.EIO, f"could not write a decoded plane: {err.detail}") from err
         name = _NAMES[source.mime_type]
         raise InvalidImageError(
             f"The {name} image could not be decoded: the file is truncated or corrupt."
         ) from err
+
+
+def _write_failed(err: pyvips.Error) -> bool:
+    """Decoding writes only into our own work directory, so a failed write
+    (full disk, quota, a vanished folder) is ours; libvips says so in words."""
+    text = f"{err.message} {err.detail}".lower()
+    return any(words in text for words in ("unable to open for write", "write error"))
 
 
 def _orientation(image: pyvips.Image) -> int:
