@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from support.context import REPO_ROOT
-
 from upscayl_cloud.config import Settings
 
 
