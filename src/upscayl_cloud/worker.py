@@ -23,6 +23,7 @@ from sqlalchemy import select
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
 
@@ -41,7 +42,7 @@ class ShutdownError(Exception):
 
 
 def engine_settings(ctx: Context) -> object:
-    from upscayl_cloud.engine.options import EngineSettings, ImageLimits, available_cores
+    from upscayl_cloud.engine.options import EngineSettings, available_cores
 
     settings = ctx.settings
     threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
@@ -51,7 +52,7 @@ def engine_settings(ctx: Context) -> object:
         threads=threads,
         use_gpu=settings.engine_use_gpu,
         work_dir=work,
-        limits=ImageLimits(max_source_pixels=settings.max_source_pixels),
+        limits=image_limits(settings),
     )
 
 

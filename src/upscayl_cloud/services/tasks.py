@@ -26,6 +26,7 @@ from upscayl_cloud.services.errors import (
 )
 from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, HEAD_BYTES, inspect
 from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.limits import image_limits, output_problem
 
 #: The spec's model enum.
 MODEL_NAMES: tuple[str, ...] = (
@@ -76,8 +77,11 @@ def _label(entry: dict[str, Any], index: int) -> str:
     return f"File {name!r}" if isinstance(name, str) and name else f"files[{index}]"
 
 
-def check_file(ctx: Context, principal: Principal, entry: Any, index: int) -> CheckedFile:
+def check_file(
+    ctx: Context, principal: Principal, options: TaskOptions, entry: Any, index: int
+) -> CheckedFile:
     """One previously uploaded file, checked for ownership, expiry, type and limits."""
+    limits = image_limits(ctx.settings)
     if not isinstance(entry, dict):
         raise BadRequestError(f"files[{index}] must be an object with fileName")
     label = _label(entry, index)
@@ -126,11 +130,11 @@ def check_file(ctx: Context, principal: Principal, entry: Any, index: int) -> Ch
     if info.width is not None and info.height is not None:
         if info.width < 1 or info.height < 1:
             raise BadRequestError(f"{label}: the image header gives no size")
-        if info.width * info.height > ctx.settings.max_source_pixels:
-            raise BadRequestError(
-                f"{label}: {info.width}x{info.height} pixels exceeds the limit of "
-                f"{ctx.settings.max_source_pixels} pixels"
-            )
+        problem = output_problem(
+            info.width, info.height, int(options.scale), options.save_image_as, limits
+        )
+        if problem is not None:
+            raise BadRequestError(f"{label}: {problem}")
     return CheckedFile(
         file_name=row.file_name,
         original_file_name=row.original_file_name,
@@ -157,7 +161,7 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
         raise MissingFieldsError("Required fields missing: file or files")
     if len(entries) > ctx.settings.max_files_per_task:
         raise BadRequestError(f"At most {ctx.settings.max_files_per_task} files per task")
-    checked = [check_file(ctx, principal, entry, i) for i, entry in enumerate(entries)]
+    checked = [check_file(ctx, principal, options, e, i) for i, e in enumerate(entries)]
     cost = ctx.settings.credits_per_image * len(checked)
     task_id = str(uuid.uuid4())
     now = now_ms()
