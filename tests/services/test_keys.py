@@ -6,7 +6,7 @@ from sqlalchemy import select
 from upscayl_cloud.db.tables import api_keys
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import Context
-from upscayl_cloud.services.errors import NotFoundError, UnauthorizedError
+from upscayl_cloud.services.errors import BadRequestError, NotFoundError, UnauthorizedError
 
 
 def test_key_is_stored_only_as_a_digest(ctx: Context) -> None:
@@ -50,3 +50,6 @@ def test_add_credits_by_key_id_prefix_or_key(ctx: Context) -> None:
     assert keys.add_credits(ctx, key, 2).credits == 7
     with pytest.raises(NotFoundError):
         keys.add_credits(ctx, "nobody", 1)
+    assert keys.add_credits(ctx, info.id, -7).credits == 0
+    with pytest.raises(BadRequestError):
+        keys.add_credits(ctx, info.id, -1)

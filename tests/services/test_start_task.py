@@ -105,3 +105,29 @@ def test_created_at_strictly_increases_per_account(ctx: Context, principal: Prin
     with ctx.db.begin() as conn:
         stamps = [r.created_at for r in conn.execute(select(tasks.c.created_at)).all()]
     assert len(set(stamps)) == 5
+
+
+def test_concurrent_start_tasks_never_overdraw(ctx: Context) -> None:
+    import threading
+
+    _key, who = new_principal(ctx, credits=5)
+    name = _upload(ctx, who, png_bytes())
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        try:
+            task_service.start_task(ctx, who, TaskOptions(), [{"fileName": name}])
+            result = "ok"
+        except InsufficientCreditsError:
+            result = "402"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=start) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["402"] * 5 + ["ok"] * 5
+    assert keys.account_credits(ctx, who.account_id) == 0

@@ -104,7 +104,7 @@ def add(
     ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key.")],
     amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove).")],
 ) -> None:
-    """Add credits to the account behind a key."""
+    """Add credits to the account behind a key (negative: remove, never below 0)."""
     try:
         info = key_service.add_credits(_context(), ident, amount)
     except ServiceError as exc:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, insert, select, update
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, api_keys
 from upscayl_cloud.services.context import Context
-from upscayl_cloud.services.errors import NotFoundError, UnauthorizedError
+from upscayl_cloud.services.errors import BadRequestError, NotFoundError, UnauthorizedError
 
 KEY_PREFIX = "uc_"
 
@@ -159,7 +159,14 @@ def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
     key_id = resolve_key_id(ctx, ident)
     info = get_key(ctx, key_id)
     with ctx.db.begin() as conn:
-        _add(conn, info.account_id, amount)
+        # Conditional, so a removal can never take an account below zero.
+        changed = conn.execute(
+            update(accounts)
+            .where(accounts.c.id == info.account_id, accounts.c.credits + amount >= 0)
+            .values(credits=accounts.c.credits + amount)
+        )
+    if changed.rowcount != 1:
+        raise BadRequestError(f"The account has only {info.credits} credits")
     return get_key(ctx, key_id)
 
 
