@@ -1,6 +1,6 @@
 """Property-based conformance: the seed spec's own schemathesis cases against a
 running server. No 5xx, and every response matches the spec (status code,
-content type, headers, body schema).
+content type, headers, body schema), and no operation works without a key.
 
 Positive and negative data, ~20 examples per operation and mode, to keep the
 suite quick. The "data accepted/rejected" checks are left out on purpose:
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
+    ignored_auth,
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
@@ -30,6 +31,7 @@ from support.server import Server
 
 CHECKS = [
     not_a_server_error,
+    ignored_auth,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
