@@ -63,3 +63,21 @@ def test_retry_limit_stops_claims(ctx: Context, principal: Principal) -> None:
     with ctx.db.begin() as conn:
         conn.execute(update(tasks).where(tasks.c.id == task_id).values(attempts=3))
     assert claim(ctx.db, "w", 30, 3) is None
+
+
+def test_claim_compiles_for_postgresql_with_skip_locked() -> None:
+    """The same statement serves PostgreSQL: its sub-select skips locked rows."""
+    from sqlalchemy import select as select_
+    from sqlalchemy.dialects import postgresql
+
+    from upscayl_cloud.queue.lease import _claimable
+
+    statement = (
+        select_(tasks.c.id)
+        .where(_claimable(0, 3))
+        .order_by(tasks.c.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    sql = str(statement.compile(dialect=postgresql.dialect()))
+    assert "FOR UPDATE SKIP LOCKED" in sql

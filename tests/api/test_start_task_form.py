@@ -1,0 +1,74 @@
+"""start-task's form variants, through the real app: ``files`` as one JSON array
+part or as one JSON object per repeated part, and a direct ``file``."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+
+from support.context import new_principal
+from support.images import png_bytes
+
+
+def _upload(client: TestClient, key: str, data: bytes) -> dict:
+    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data)}
+    link = client.post("/get-upload-url", json=body, headers={"X-API-Key": key}).json()["data"]
+    put = client.put(link["uploadURL"], content=data, headers={"content-type": "image/png"})
+    assert put.status_code == 200, put.text
+    return {k: link[k] for k in ("fileName", "fileType", "fileSize")}
+
+
+def _status(client: TestClient, key: str, task_id: str) -> dict:
+    body = {"taskId": task_id}
+    return client.post("/get-task-status", json=body, headers={"X-API-Key": key}).json()["data"]
+
+
+def test_files_as_array_or_repeated_parts(client: TestClient) -> None:
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    entries = [_upload(client, key, png_bytes()) for _ in range(3)]
+    as_array = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps(entries[:2]), "application/json"))],
+        data={"model": "quick-clear-4x"},
+        headers={"X-API-Key": key},
+    )
+    repeated = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps(e), "application/json")) for e in entries],
+        headers={"X-API-Key": key},
+    )
+    as_file_part = client.post(
+        "/start-task",
+        files=[("files", ("files.json", json.dumps(entries[:1]), "application/json"))],
+        headers={"X-API-Key": key},
+    )
+    for response in (as_array, repeated, as_file_part):
+        assert response.status_code == 200, response.text
+    first = _status(client, key, as_array.json()["data"]["taskId"])
+    assert (first["batchMode"], first["model"], first["status"]) == (
+        True,
+        "quick-clear-4x",
+        "pending",
+    )
+    second = _status(client, key, repeated.json()["data"]["taskId"])
+    assert (second["model"], second["scale"], second["saveImageAs"]) == (
+        "upscayl-standard-4x",
+        "4",
+        "jpg",
+    )
+    assert _status(client, key, as_file_part.json()["data"]["taskId"])["batchMode"] is False
+
+
+def test_file_and_files_together_are_refused(client: TestClient) -> None:
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    entry = _upload(client, key, png_bytes())
+    response = client.post(
+        "/start-task",
+        files=[
+            ("files", (None, json.dumps([entry]), "application/json")),
+            ("file", ("a.png", png_bytes(), "image/png")),
+        ],
+        headers={"X-API-Key": key},
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "BAD_REQUEST")
