@@ -131,3 +131,23 @@ def test_concurrent_start_tasks_never_overdraw(ctx: Context) -> None:
         thread.join()
     assert sorted(outcomes) == ["402"] * 5 + ["ok"] * 5
     assert keys.account_credits(ctx, who.account_id) == 0
+
+
+def test_concurrent_starts_get_distinct_timestamps(ctx: Context) -> None:
+    import threading
+
+    _key, who = new_principal(ctx, credits=20)
+    name = _upload(ctx, who, png_bytes())
+    threads = [
+        threading.Thread(
+            target=task_service.start_task, args=(ctx, who, TaskOptions(), [{"fileName": name}])
+        )
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with ctx.db.begin() as conn:
+        stamps = [r.created_at for r in conn.execute(select(tasks.c.created_at)).all()]
+    assert len(stamps) == 8 and len(set(stamps)) == 8

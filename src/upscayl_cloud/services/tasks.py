@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
@@ -145,13 +145,18 @@ def check_file(
 
 
 def _next_created_at(conn: Connection, account_id: str, now: int) -> int:
-    """A timestamp strictly after this account's previous task (see history paging)."""
-    last = conn.execute(
-        select(accounts.c.last_task_at).where(accounts.c.id == account_id)
+    """A timestamp strictly after this account's previous task (see history paging).
+
+    One UPDATE ... RETURNING, so concurrent starts serialise on the account row
+    on PostgreSQL too (a read-then-write would hand two tasks the same stamp).
+    """
+    following = accounts.c.last_task_at + 1
+    return conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(last_task_at=case((following > now, following), else_=now))
+        .returning(accounts.c.last_task_at)
     ).scalar_one()
-    created = max(now, int(last) + 1)
-    conn.execute(update(accounts).where(accounts.c.id == account_id).values(last_task_at=created))
-    return created
 
 
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:

@@ -1,0 +1,66 @@
+"""A throwaway PostgreSQL server for running the same tests on the scale-out
+database. Used only where the ``postgres`` binaries and ``psycopg`` exist;
+elsewhere the PostgreSQL variants of the tests are skipped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from support.server import free_port
+
+
+def available() -> str | None:
+    """Why PostgreSQL tests cannot run here, or None when they can."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg is not installed"
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl) are not on PATH"
+    return None
+
+
+class Postgres:
+    """initdb + pg_ctl in a temporary folder, on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="upscayl-pg-"))
+        self.port = free_port()
+        # PostgreSQL refuses to run as root; drop to nobody when we are root.
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "nobody")
+            self._as = ["runuser", "-u", "nobody", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> Postgres:
+        data = str(self.folder / "db")
+        self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+        options = f"-k {self.folder} -p {self.port} -h 127.0.0.1 -F"
+        self._run(
+            "pg_ctl", "-D", data, "-o", options, "-l", str(self.folder / "log"), "-w", "start"
+        )
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.folder / "db"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def new_database(self) -> str:
+        """A fresh empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        base = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
