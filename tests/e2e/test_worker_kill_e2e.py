@@ -15,9 +15,12 @@ from upscayl_cloud.db.tables import tasks
 from upscayl_cloud.services.keys import account_credits, authenticate
 
 
-def test_killed_worker_task_completes_once_and_charges_once(tmp_path: Path) -> None:
+def test_killed_worker_task_completes_once_and_charges_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """On SQLite and, where available, PostgreSQL (``database_url`` fixture)."""
     data_dir = tmp_path / "data"
-    env = {"lease_seconds": 2, "engine_threads": 2}
+    env = {"lease_seconds": 2, "engine_threads": 2, "database_url": database_url}
     first = Server(data_dir, workers=1, **env).start()
     try:
         api = make_client(first, credits=5)

@@ -55,7 +55,7 @@ class Server:
         return self._ctx
 
     def _typed_env(self) -> dict[str, object]:
-        keep = ("credits_per_image", "max_attempts", "lease_seconds")
+        keep = ("credits_per_image", "max_attempts", "lease_seconds", "database_url")
         return {
             k[len("UPSCAYL_") :].lower(): v
             for k, v in self.env.items()
