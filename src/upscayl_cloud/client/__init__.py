@@ -1,0 +1,47 @@
+"""Python client of the Upscayl Cloud API (this server, or any that follows the spec).
+
+>>> from upscayl_cloud.client import upscale
+>>> report = upscale(["photos/"], recursive=True, model="quick-clear-4x", out_dir="big/")
+
+Low level: :class:`Client` / :class:`AsyncClient`, one method per operation.
+Base URL and key come from arguments or ``UPSCAYL_URL`` / ``UPSCAYL_API_KEY``.
+See ``docs/client.md``.
+"""
+
+from upscayl_cloud.client._core import FORMATS, MODELS, SCALES, RetryEvent, RetryPolicy
+from upscayl_cloud.client.aio import AsyncClient
+from upscayl_cloud.client.batch import FileResult, UpscaleReport, upscale
+from upscayl_cloud.client.errors import (
+    ApiError,
+    ConnectionFailedError,
+    RateLimitedError,
+    StartUncertainError,
+    TaskFailedError,
+    UpscaylError,
+    WaitTimeoutError,
+)
+from upscayl_cloud.client.polling import PollSchedule
+from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.uploads import upload_file
+
+__all__ = [
+    "FORMATS",
+    "MODELS",
+    "SCALES",
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "ConnectionFailedError",
+    "FileResult",
+    "PollSchedule",
+    "RateLimitedError",
+    "RetryEvent",
+    "RetryPolicy",
+    "StartUncertainError",
+    "TaskFailedError",
+    "UpscaleReport",
+    "UpscaylError",
+    "WaitTimeoutError",
+    "upload_file",
+    "upscale",
+]

@@ -1,0 +1,238 @@
+"""What the sync and async clients share: settings, retry decisions, request shapes.
+
+Everything here is free of I/O so that ``sync.py`` and ``aio.py`` differ only in
+``await``: both build the same requests, classify the same failures and parse
+the same bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: The spec's model enum (``quick-clear-4x`` is the fastest, ``upscayl-standard-4x``
+#: the server's default).
+MODELS: tuple[str, ...] = (
+    "upscayl-standard-4x",
+    "upscayl-lite-4x",
+    "clear-boost-4x",
+    "crystal-plus-4x",
+    "digital-art-4x",
+    "digital-art-plus-4x",
+    "natural-max-4x",
+    "natural-plus-4x",
+    "nature-boost-4x",
+    "pure-boost-4x",
+    "quick-clear-4x",
+    "texture-boost-4x",
+)
+SCALES: tuple[str, ...] = ("2", "4", "8")
+FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
+FINISHED = frozenset({"completed", "failed"})
+
+
+def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
+    """Arguments win over ``UPSCAYL_URL`` / ``UPSCAYL_API_KEY``; a key is required."""
+    url = (base_url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key or os.environ.get("UPSCAYL_API_KEY")
+    if not key:
+        raise UpscaylError("MISSING_API_KEY", "pass api_key or set UPSCAYL_API_KEY")
+    return url, key
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up.
+
+    Delays are "full jitter" exponential backoff (uniform in ``[0, base·2^n]``,
+    capped) so that many clients failing together do not come back together. A
+    429 waits its ``Retry-After`` (plus a little jitter) unless that is longer
+    than ``max_retry_after``: an hourly limit is better reported than slept on.
+    """
+
+    attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    max_retry_after: float = 120.0
+    retry_after_jitter: float = 0.25
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+    def rate_limit_wait(self, retry_after: float | None, attempt: int) -> float | None:
+        """Seconds to wait after a 429, or None when it is not worth waiting."""
+        if retry_after is None:
+            return self.backoff(attempt + 2)
+        if retry_after > self.max_retry_after:
+            return None
+        return retry_after + random.uniform(0, self.retry_after_jitter)
+
+
+#: Transport failures raised before the request was complete on the wire: the
+#: server cannot have acted on it, so even start-task may be sent again.
+NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API operation: where, what, and whether repeating it is harmless."""
+
+    path: str
+    json: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    files: list[tuple[str, tuple[str | None, bytes | str, str]]] | None = None
+    #: False for start-task: the server may have queued (and charged) it already.
+    idempotent: bool = True
+
+
+def retryable_status(status: int, idempotent: bool) -> bool:
+    """5xx may have been half-done, so only idempotent calls repeat them; a 503
+    (nothing was accepted: overloaded or not ready) repeats for every call."""
+    if status == 503:
+        return True
+    return idempotent and status in (500, 502, 504)
+
+
+def retry_after_of(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def error_of(response: httpx.Response) -> ApiError:
+    """The spec's ``{"error", "message"}`` as an exception (any body shape tolerated)."""
+    code, message = f"HTTP_{response.status_code}", response.reason_phrase or "error"
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error") or code)
+        message = str(body.get("message") or message)
+    kind = RateLimitedError if response.status_code == 429 else ApiError
+    return kind(code, message, response.status_code, retry_after_of(response))
+
+
+def payload(response: httpx.Response) -> dict[str, Any]:
+    if response.is_success:
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ApiError("BAD_RESPONSE", "the server answered with a non-object", 200)
+        return body
+    raise error_of(response)
+
+
+def upload_url_call(name: str, file_type: str, size: int, multipart: bool | None = None) -> Call:
+    body: dict[str, Any] = {"originalFileName": name, "fileType": file_type, "fileSize": size}
+    if multipart is not None:
+        body["multipart"] = multipart  # our server's extension; others ignore it
+    # Repeating it only leaves an unused upload record that expires on its own.
+    return Call("/get-upload-url", json=body)
+
+
+def start_task_call(
+    files: list[dict[str, Any]] | None,
+    file: tuple[str, bytes] | None,
+    model: str | None,
+    scale: str | int | None,
+    save_image_as: str | None,
+    enhance_face: bool | None,
+) -> Call:
+    """The spec's multipart form: ``files`` as one JSON array part, or one ``file``."""
+    if (files is None) == (file is None):
+        raise ValueError("give exactly one of files (uploaded) or file (direct)")
+    fields = {
+        "model": model,
+        "scale": None if scale is None else str(scale),
+        "saveImageAs": save_image_as,
+        "enhanceFace": None if enhance_face is None else str(enhance_face).lower(),
+    }
+    data = {k: v for k, v in fields.items() if v is not None}
+    parts: list[tuple[str, tuple[str | None, bytes | str, str]]]
+    if files is not None:
+        parts = [("files", (None, json.dumps(files), "application/json"))]
+    else:
+        assert file is not None
+        parts = [("file", (file[0], file[1], "application/octet-stream"))]
+    return Call("/start-task", data=data, files=parts, idempotent=False)
+
+
+def history_call(
+    timestamp_offset: int | None = None,
+    batch: bool | None = None,
+    failed: bool | None = None,
+    limit: int | None = None,
+    processed: str | None = None,
+) -> Call:
+    fields = {
+        "timestampOffset": timestamp_offset,
+        "batch": batch,
+        "failed": failed,
+        "limit": limit,
+        "processed": processed,
+    }
+    return Call("/get-upscayl-history", json={k: v for k, v in fields.items() if v is not None})
+
+
+def complete_call(upload_id: str, key: str, parts: list[tuple[int, str]]) -> Call:
+    listed = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(parts)]
+    return Call(
+        "/complete-multipart-upload",
+        json={"data": {"uploadId": upload_id, "key": key, "parts": listed}},
+    )
+
+
+def transport_delay(
+    policy: RetryPolicy, attempt: int, idempotent: bool, exc: Exception
+) -> float | None:
+    """A request that never fully left may always be repeated; one that may have
+    been read by the server only when repeating it is harmless."""
+    if isinstance(exc, NOT_SENT) or idempotent:
+        return policy.backoff(attempt)
+    return None
+
+
+def status_delay(
+    policy: RetryPolicy, attempt: int, idempotent: bool, response: httpx.Response
+) -> float | None:
+    """A 429 was refused before any work (rate limits are checked first), so
+    every call waits it out; other statuses follow :func:`retryable_status`."""
+    if response.status_code == 429:
+        return policy.rate_limit_wait(retry_after_of(response), attempt)
+    if retryable_status(response.status_code, idempotent):
+        return policy.backoff(attempt)
+    return None
+
+
+def ambiguous(exc: Exception | None, response: httpx.Response | None) -> bool:
+    """Whether a failed attempt may nevertheless have been carried out."""
+    if exc is not None:
+        return not isinstance(exc, NOT_SENT)
+    return response is not None and response.status_code in (500, 502, 504)
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """Passed to ``on_retry`` hooks: what failed, and how long we wait before again."""
+
+    path: str
+    attempt: int
+    delay: float
+    status_code: int | None
+    reason: str

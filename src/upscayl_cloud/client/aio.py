@@ -1,0 +1,194 @@
+"""The asyncio client: the same operations and retry rules as :class:`Client`.
+
+For applications that already run an event loop (web backends, bots). It
+shares request building and retry decisions with the sync client
+(``_core``), so the two cannot drift apart; only sending and sleeping differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from upscayl_cloud.client import _core
+from upscayl_cloud.client._core import Call, RetryEvent, RetryPolicy
+from upscayl_cloud.client.errors import (
+    ConnectionFailedError,
+    StartUncertainError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from upscayl_cloud.client.polling import PollSchedule
+
+
+class AsyncClient:
+    """Asynchronous Upscayl Cloud client; use ``async with AsyncClient(...) as c``."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        poll: PollSchedule | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        self.base_url, self._key = _core.resolve(base_url, api_key)
+        self.retry = retry or RetryPolicy()
+        self.poll = poll or PollSchedule()
+        self.on_retry = on_retry
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _attempts(
+        self, label: str, idempotent: bool, send: Callable[[], Any]
+    ) -> tuple[httpx.Response, bool]:
+        """As ``Client._attempts``: send until a final answer."""
+        maybe_done = False
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                response: httpx.Response = await send()
+            except httpx.TransportError as exc:
+                delay = _core.transport_delay(self.retry, attempt, idempotent, exc)
+                if delay is None:
+                    raise StartUncertainError(
+                        f"{label}: {exc!r} after the request was sent; check the history "
+                        "before starting it again"
+                    ) from exc
+                if last:
+                    raise ConnectionFailedError(f"{label}: {exc!r}") from exc
+                maybe_done = maybe_done or _core.ambiguous(exc, None)
+                await self._wait(RetryEvent(label, attempt, delay, None, repr(exc)))
+                continue
+            if response.is_success:
+                return response, maybe_done
+            delay = _core.status_delay(self.retry, attempt, idempotent, response)
+            if delay is None or last:
+                return response, maybe_done
+            maybe_done = maybe_done or _core.ambiguous(None, response)
+            reason = _core.error_of(response).code
+            await self._wait(RetryEvent(label, attempt, delay, response.status_code, reason))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _wait(self, event: RetryEvent) -> None:
+        if self.on_retry is not None:
+            self.on_retry(event)
+        await asyncio.sleep(event.delay)
+
+    def _post(self, call: Call) -> Any:
+        return self._http.post(
+            self.base_url + call.path,
+            headers={"X-API-Key": self._key},
+            json=call.json,
+            data=call.data,
+            files=call.files,
+        )
+
+    async def _call(self, call: Call) -> dict[str, Any]:
+        response, _ = await self._attempts(call.path, call.idempotent, lambda: self._post(call))
+        return _core.payload(response)
+
+    async def get_upload_url(
+        self, name: str, file_type: str, size: int, multipart: bool | None = None
+    ) -> dict[str, Any]:
+        body = await self._call(_core.upload_url_call(name, file_type, size, multipart))
+        return body["data"]
+
+    async def put_upload(
+        self, url: str, content: bytes, content_type: str | None = None
+    ) -> str | None:
+        """PUT bytes to a signed URL (a whole upload or one part); returns the ETag."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        response, _ = await self._attempts(
+            "PUT upload", True, lambda: self._http.put(url, content=content, headers=headers)
+        )
+        if not response.is_success:
+            raise _core.error_of(response)
+        return response.headers.get("etag")
+
+    async def complete_multipart_upload(
+        self, upload_id: str, key: str, parts: list[tuple[int, str]]
+    ) -> None:
+        call = _core.complete_call(upload_id, key, parts)
+        response, maybe_done = await self._attempts(call.path, True, lambda: self._post(call))
+        if response.status_code == 400 and maybe_done:
+            return
+        _core.payload(response)
+
+    async def start_task(
+        self,
+        files: list[dict[str, Any]] | None = None,
+        *,
+        file: tuple[str, bytes] | None = None,
+        model: str | None = None,
+        scale: str | int | None = None,
+        save_image_as: str | None = None,
+        enhance_face: bool | None = None,
+    ) -> str:
+        call = _core.start_task_call(files, file, model, scale, save_image_as, enhance_face)
+        return str((await self._call(call))["data"]["taskId"])
+
+    async def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return (await self._call(Call("/get-task-status", json={"taskId": task_id})))["data"]
+
+    async def get_history(self, **filters: Any) -> dict[str, Any]:
+        return await self._call(_core.history_call(**filters))
+
+    async def iter_history(
+        self, max_items: int | None = None, **filters: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        seen = 0
+        offset = filters.pop("timestamp_offset", None)
+        while True:
+            page = await self.get_history(timestamp_offset=offset, **filters)
+            for item in page["data"]:
+                if max_items is not None and seen >= max_items:
+                    return
+                seen += 1
+                yield item
+            pagination = page.get("pagination") or {}
+            if not pagination.get("hasMore") or pagination.get("nextOffset") is None:
+                return
+            offset = pagination["nextOffset"]
+
+    async def wait(
+        self, task_id: str, timeout: float | None = None, raise_on_failure: bool = False
+    ) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for delay in self.poll.delays():
+            data = await self.get_task_status(task_id)
+            if data.get("status") in _core.FINISHED:
+                if raise_on_failure and data["status"] == "failed":
+                    raise TaskFailedError(task_id, str(data.get("error") or "task failed"))
+                return data
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise WaitTimeoutError(task_id, timeout or 0)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def download(self, url: str, dest: Path) -> Path:
+        """GET a signed link into ``dest`` (written whole, then renamed into place)."""
+        response, _ = await self._attempts("GET download", True, lambda: self._http.get(url))
+        if not response.is_success:
+            raise _core.error_of(response)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.part")
+        partial.write_bytes(response.content)
+        os.replace(partial, dest)
+        return dest

@@ -1,0 +1,262 @@
+"""``upscale(paths, ...)``: local images in, upscaled files out, in one call.
+
+The steps users would otherwise write themselves, with their failure modes:
+collect images (skipping what is not one, with a reason), upload them (parts
+in parallel, resumable), start as few tasks as possible (one batch per
+``batch_size`` files), poll with backoff, download each result next to its
+source or into ``out_dir``. One bad file never sinks the others: a batch the
+server refuses as a whole is split into single-file tasks so that only the
+culprit fails, and everything that failed is reported with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from upscayl_cloud.client.errors import ApiError, UpscaylError
+from upscayl_cloud.client.files import Skipped, Source, collect
+from upscayl_cloud.client.polling import percent
+from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
+
+#: Statuses of a whole-batch refusal that may be one file's fault (split and retry).
+_SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
+
+
+@dataclass
+class FileResult:
+    """What happened to one input: ``done``, ``failed`` or ``skipped``."""
+
+    source: Path
+    status: str
+    reason: str | None = None
+    output: Path | None = None
+    thumbnail: Path | None = None
+    task_id: str | None = None
+
+
+@dataclass
+class UpscaleReport:
+    results: list[FileResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Reporter(Protocol):
+    """Progress hooks (the CLI draws rich bars with them); all optional to act on."""
+
+    def uploading(self, total_bytes: int) -> None: ...
+    def uploaded(self, delta: int) -> None: ...
+    def processing(self, task_id: str, files: int, percent: float) -> None: ...
+    def finished(self, result: FileResult) -> None: ...
+
+
+class _Quiet:
+    def uploading(self, total_bytes: int) -> None: ...
+    def uploaded(self, delta: int) -> None: ...
+    def processing(self, task_id: str, files: int, percent: float) -> None: ...
+    def finished(self, result: FileResult) -> None: ...
+
+
+@dataclass
+class _Task:
+    task_id: str
+    sources: dict[str, Source]  # upload fileName -> source
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def upscale(
+    paths: Iterable[Path | str],
+    *,
+    model: str | None = None,
+    scale: str | int | None = None,
+    fmt: str | None = None,
+    face: bool = False,
+    out_dir: Path | str | None = None,
+    recursive: bool = False,
+    thumbnails: bool = False,
+    client: Client | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    batch_size: int = 50,
+    upload_workers: int = 4,
+    multipart_threshold: int = MULTIPART_THRESHOLD_BYTES,
+    reporter: Reporter | None = None,
+) -> UpscaleReport:
+    """Upscale images and folders; returns one :class:`FileResult` per input file.
+
+    Options left as None take the server's defaults (``upscayl-standard-4x``,
+    ``4``, ``jpg``). Results are named by the server (``processedFileName``)
+    and written next to each source, or below ``out_dir`` keeping each file's
+    place inside the folder it was found in.
+    """
+    own = client is None
+    api = client or Client(base_url, api_key)
+    report, hooks = UpscaleReport(), reporter or _Quiet()
+    named = {Path(p) for p in paths}
+    found = collect(named, recursive)
+    target = Path(out_dir) if out_dir is not None else None
+    try:
+        sources = [item for item in found if isinstance(item, Source)]
+        for item in found:
+            if isinstance(item, Skipped):
+                # A file named explicitly failed; one met in a folder is merely skipped.
+                status = "failed" if item.path in named else "skipped"
+                _finish(report, hooks, FileResult(item.path, status, item.reason))
+        hooks.uploading(sum(s.size for s in sources))
+        uploaded = _upload_all(api, sources, upload_workers, multipart_threshold, hooks, report)
+        options = {
+            "model": model,
+            "scale": scale,
+            "save_image_as": fmt,
+            "enhance_face": True if face else None,
+        }
+        tasks: list[_Task] = []
+        for start in range(0, len(uploaded), max(1, batch_size)):
+            tasks += _start(api, uploaded[start : start + batch_size], options, hooks, report)
+        _poll(api, tasks, hooks)
+        for task in tasks:
+            _collect(api, task, target, thumbnails, hooks, report)
+    finally:
+        if own:
+            api.close()
+    return report
+
+
+def _finish(report: UpscaleReport, hooks: Reporter, result: FileResult) -> None:
+    report.results.append(result)
+    hooks.finished(result)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UpscaylError):
+        return f"{exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _upload_all(
+    api: Client,
+    sources: list[Source],
+    workers: int,
+    threshold: int,
+    hooks: Reporter,
+    report: UpscaleReport,
+) -> list[tuple[Source, dict[str, Any]]]:
+    """Upload every source (a few at a time); failures are reported, not raised."""
+
+    def one(source: Source) -> dict[str, Any] | Exception:
+        try:
+            return upload_file(
+                api,
+                source.path,
+                file_type=source.mime_type,
+                multipart_threshold=threshold,
+                on_bytes=hooks.uploaded,
+            )
+        except (UpscaylError, OSError) as exc:
+            return exc
+
+    uploaded = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for source, outcome in zip(sources, pool.map(one, sources), strict=True):
+            if isinstance(outcome, Exception):
+                reason = f"upload failed: {_reason(outcome)}"
+                _finish(report, hooks, FileResult(source.path, "failed", reason))
+            else:
+                uploaded.append((source, outcome))
+    return uploaded
+
+
+def _start(
+    api: Client,
+    batch: list[tuple[Source, dict[str, Any]]],
+    options: dict[str, Any],
+    hooks: Reporter,
+    report: UpscaleReport,
+) -> list[_Task]:
+    """One task for the batch; if refused for a reason one file may cause, one per file."""
+    try:
+        task_id = api.start_task([entry for _, entry in batch], **options)
+    except ApiError as exc:
+        if len(batch) > 1 and exc.code in _SPLIT_CODES:
+            return [t for pair in batch for t in _start(api, [pair], options, hooks, report)]
+        for source, _entry in batch:
+            _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
+        return []
+    except UpscaylError as exc:
+        for source, _entry in batch:
+            _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
+        return []
+    return [_Task(task_id, {entry["fileName"]: source for source, entry in batch})]
+
+
+def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
+    """Round-robin polling of every running task on the client's schedule."""
+    running = list(tasks)
+    for delay in api.poll.delays():
+        for task in list(running):
+            try:
+                task.status = api.get_task_status(task.task_id)
+            except UpscaylError as exc:
+                task.status = {"status": "failed", "error": f"status unknown: {_reason(exc)}"}
+            hooks.processing(task.task_id, len(task.sources), percent(task.status))
+            if task.status.get("status") in ("completed", "failed"):
+                running.remove(task)
+        if not running:
+            return
+        time.sleep(delay)
+
+
+def _collect(
+    api: Client,
+    task: _Task,
+    out_dir: Path | None,
+    thumbnails: bool,
+    hooks: Reporter,
+    report: UpscaleReport,
+) -> None:
+    """Download the delivered files; the rest failed with the task's own error."""
+    delivered = {f.get("fileName"): f for f in task.status.get("files") or []}
+    error = str(task.status.get("error") or f"task {task.status.get('status', 'failed')}")
+    for file_name, source in task.sources.items():
+        entry = delivered.get(file_name)
+        if entry is None:
+            _finish(report, hooks, FileResult(source.path, "failed", error, task_id=task.task_id))
+            continue
+        folder = (out_dir / source.relative.parent) if out_dir else source.path.parent
+        name = str(entry.get("processedFileName") or f"{source.path.stem}_upscayl")
+        result = FileResult(source.path, "done", task_id=task.task_id)
+        try:
+            result.output = _fetch(api, task, file_name, "downloadLink", folder / name)
+            if thumbnails:
+                thumb = folder / f"{Path(name).stem}_thumb.webp"
+                result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
+        except (UpscaylError, OSError) as exc:
+            result.status, result.reason = "failed", f"download failed: {_reason(exc)}"
+        _finish(report, hooks, result)
+
+
+def _fetch(api: Client, task: _Task, file_name: str, link: str, dest: Path) -> Path:
+    """Download one link; an expired (410) or refused (403) link is re-signed once
+    by asking for the status again (every status call signs fresh links)."""
+    for fresh in (False, True):
+        if fresh:
+            task.status = api.get_task_status(task.task_id)
+        entry = next(f for f in task.status.get("files") or [] if f.get("fileName") == file_name)
+        try:
+            return api.download(str(entry[link]), dest)
+        except ApiError as exc:
+            if fresh or exc.status_code not in (403, 410):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,72 @@
+"""Exceptions of the client: every failure a caller can meet, with the spec's code.
+
+Callers branch on ``code`` (the spec's ``error`` field, e.g. ``INSUFFICIENT_CREDITS``)
+rather than on HTTP statuses or message text, so the server's error body is kept
+whole. Failures that never reached a server response get codes of our own
+(``CONNECTION_ERROR``, ``START_UNCERTAIN``, ``TASK_FAILED``, ``TIMEOUT``) so that
+one ``except UpscaylError`` covers everything.
+"""
+
+from __future__ import annotations
+
+
+class UpscaylError(Exception):
+    """Base of every client error: a machine-readable ``code`` and a human ``message``."""
+
+    def __init__(self, code: str, message: str, status_code: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status_code = status_code
+
+
+class ApiError(UpscaylError):
+    """The server answered with an error body (``{"error": CODE, "message": ...}``)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status_code: int,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(code, message, status_code)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(ApiError):
+    """429 that we did not (or could no longer) wait out; ``retry_after`` says how long."""
+
+
+class ConnectionFailedError(UpscaylError):
+    """No usable response after every retry (refused, reset, timed out)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("CONNECTION_ERROR", message)
+
+
+class StartUncertainError(UpscaylError):
+    """start-task may or may not have been accepted, so it was not retried.
+
+    Retrying blindly could queue (and charge) the same work twice; the caller
+    should look at ``get-upscayl-history`` before trying again.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("START_UNCERTAIN", message)
+
+
+class TaskFailedError(UpscaylError):
+    """A task ended ``failed``; ``message`` is the task's own ``error``."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        super().__init__("TASK_FAILED", message)
+        self.task_id = task_id
+
+
+class WaitTimeoutError(UpscaylError):
+    """A task was still running when the caller's deadline passed (it keeps running)."""
+
+    def __init__(self, task_id: str, seconds: float) -> None:
+        super().__init__("TIMEOUT", f"task {task_id} not finished after {seconds:.0f} s")
+        self.task_id = task_id

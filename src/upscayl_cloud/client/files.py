@@ -1,0 +1,85 @@
+"""Finding the images to send: walk folders, recognise images by their bytes.
+
+The server sniffs types from magic bytes and refuses a mismatch, so we do the
+same before uploading anything: a ``.png`` that is really a text file is
+skipped here with a reason instead of costing an upload and a failed batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: State files of interrupted uploads live next to their sources; never send them.
+STATE_SUFFIX = ".upscayl-upload.json"
+
+
+def sniff(head: bytes) -> str | None:
+    """The MIME type the server will accept this file as, or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+@dataclass(frozen=True)
+class Source:
+    """An image to upscale; ``relative`` keeps its place below a folder argument."""
+
+    path: Path
+    relative: Path
+    mime_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+def inspect(path: Path, relative: Path) -> Source | Skipped:
+    """Open the file and read its head: unreadable, empty and non-images are skipped."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+        size = path.stat().st_size
+    except OSError as exc:
+        return Skipped(path, f"unreadable: {exc.strerror or exc}")
+    if size == 0:
+        return Skipped(path, "empty file")
+    mime = sniff(head)
+    if mime is None:
+        return Skipped(path, "not a JPEG, PNG or WebP image")
+    return Source(path, relative, mime, size)
+
+
+def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Skipped]:
+    """Expand arguments into files in a stable order; folders only with ``recursive``
+    (their direct files are always taken), hidden files and upload state skipped."""
+    found: list[Source | Skipped] = []
+    seen: set[Path] = set()
+    for arg in paths:
+        if arg.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for path in sorted(arg.glob(pattern)):
+                if path.is_dir() or any(p.startswith(".") for p in path.relative_to(arg).parts):
+                    continue
+                _add(found, seen, path, path.relative_to(arg))
+        elif arg.exists() or arg.is_symlink():
+            _add(found, seen, arg, Path(arg.name))
+        else:
+            found.append(Skipped(arg, "no such file or folder"))
+    return found
+
+
+def _add(found: list[Source | Skipped], seen: set[Path], path: Path, relative: Path) -> None:
+    key = path.resolve()
+    if key in seen or path.name.endswith(STATE_SUFFIX):
+        return
+    seen.add(key)
+    found.append(inspect(path, relative))

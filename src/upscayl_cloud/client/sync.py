@@ -1,0 +1,242 @@
+"""The blocking client: one method per operation of the spec, retries built in.
+
+API calls carry ``X-API-Key``; the signed upload and download links are
+fetched *without* it, since they may point at another host (S3) that has no
+business seeing the key.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from upscayl_cloud.client import _core
+from upscayl_cloud.client._core import Call, RetryEvent, RetryPolicy
+from upscayl_cloud.client.errors import (
+    ConnectionFailedError,
+    StartUncertainError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from upscayl_cloud.client.polling import PollSchedule
+
+Content = bytes | Callable[[], Iterable[bytes]]
+
+
+class Client:
+    """Synchronous Upscayl Cloud client (thread-safe: parts upload in parallel)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        poll: PollSchedule | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+    ) -> None:
+        self.base_url, self._key = _core.resolve(base_url, api_key)
+        self.retry = retry or RetryPolicy()
+        self.poll = poll or PollSchedule()
+        self.on_retry = on_retry
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the retry loop ------------------------------------------------------
+
+    def _attempts(
+        self, label: str, idempotent: bool, send: Callable[[], httpx.Response]
+    ) -> tuple[httpx.Response, bool]:
+        """Send until a final answer; returns it and whether an earlier attempt
+        may already have been carried out (see ``_core.ambiguous``)."""
+        maybe_done = False
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                response = send()
+            except httpx.TransportError as exc:
+                delay = _core.transport_delay(self.retry, attempt, idempotent, exc)
+                if delay is None:
+                    raise StartUncertainError(
+                        f"{label}: {exc!r} after the request was sent; check the history "
+                        "before starting it again"
+                    ) from exc
+                if last:
+                    raise ConnectionFailedError(f"{label}: {exc!r}") from exc
+                maybe_done = maybe_done or _core.ambiguous(exc, None)
+                self._wait(RetryEvent(label, attempt, delay, None, repr(exc)))
+                continue
+            if response.is_success:
+                return response, maybe_done
+            delay = _core.status_delay(self.retry, attempt, idempotent, response)
+            if delay is None or last:
+                return response, maybe_done
+            maybe_done = maybe_done or _core.ambiguous(None, response)
+            reason = _core.error_of(response).code
+            self._wait(RetryEvent(label, attempt, delay, response.status_code, reason))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, event: RetryEvent) -> None:
+        if self.on_retry is not None:
+            self.on_retry(event)
+        time.sleep(event.delay)
+
+    def _post(self, call: Call) -> httpx.Response:
+        return self._http.post(
+            self.base_url + call.path,
+            headers={"X-API-Key": self._key},
+            json=call.json,
+            data=call.data,
+            files=call.files,
+        )
+
+    def _call(self, call: Call) -> dict[str, Any]:
+        response, _ = self._attempts(call.path, call.idempotent, lambda: self._post(call))
+        return _core.payload(response)
+
+    # -- operations ----------------------------------------------------------
+
+    def get_upload_url(
+        self, name: str, file_type: str, size: int, multipart: bool | None = None
+    ) -> dict[str, Any]:
+        """A pre-signed upload (and, for multipart, its parts' URLs): ``data`` of the answer."""
+        body = self._call(_core.upload_url_call(name, file_type, size, multipart))
+        return body["data"]
+
+    def put_upload(
+        self, url: str, content: Content, size: int, content_type: str | None = None
+    ) -> str | None:
+        """PUT bytes (or a re-openable chunk source) to a signed URL; returns the ETag.
+
+        ``content`` may be a function returning chunks so that a retry re-reads
+        the file instead of holding it in memory.
+        """
+        headers = {"Content-Length": str(size)}
+        if content_type:
+            headers["Content-Type"] = content_type
+
+        def send() -> httpx.Response:
+            body = content if isinstance(content, bytes) else iter(content())
+            return self._http.put(url, content=body, headers=headers)
+
+        response, _ = self._attempts("PUT upload", True, send)
+        if not response.is_success:
+            raise _core.error_of(response)
+        return response.headers.get("etag")
+
+    def complete_multipart_upload(
+        self, upload_id: str, key: str, parts: list[tuple[int, str]]
+    ) -> None:
+        """Join uploaded parts ``[(number, etag), ...]`` into the object.
+
+        Completing twice answers 400 ("already completed"): if an earlier attempt
+        may have gone through, that 400 is taken as success; start-task still
+        checks that the object exists.
+        """
+        call = _core.complete_call(upload_id, key, parts)
+        response, maybe_done = self._attempts(call.path, True, lambda: self._post(call))
+        if response.status_code == 400 and maybe_done:
+            return
+        _core.payload(response)
+
+    def start_task(
+        self,
+        files: list[dict[str, Any]] | None = None,
+        *,
+        file: tuple[str, bytes] | None = None,
+        model: str | None = None,
+        scale: str | int | None = None,
+        save_image_as: str | None = None,
+        enhance_face: bool | None = None,
+    ) -> str:
+        """Queue a task over uploaded ``files`` (or one direct ``file``); returns its id.
+
+        Never repeated once the server may have read it (see ``docs/client.md``).
+        """
+        call = _core.start_task_call(files, file, model, scale, save_image_as, enhance_face)
+        body = self._call(call)
+        return str(body["data"]["taskId"])
+
+    def get_task_status(self, task_id: str) -> dict[str, Any]:
+        return self._call(Call("/get-task-status", json={"taskId": task_id}))["data"]
+
+    def get_history(self, **filters: Any) -> dict[str, Any]:
+        """One page: ``{"data": [...], "pagination": {...}}``. Filters as in the spec
+        (``timestamp_offset``, ``batch``, ``failed``, ``limit``, ``processed``)."""
+        return self._call(_core.history_call(**filters))
+
+    def iter_history(
+        self, max_items: int | None = None, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching task, newest first, following ``nextOffset`` page by page."""
+        seen = 0
+        offset = filters.pop("timestamp_offset", None)
+        while True:
+            page = self.get_history(timestamp_offset=offset, **filters)
+            for item in page["data"]:
+                if max_items is not None and seen >= max_items:
+                    return
+                seen += 1
+                yield item
+            pagination = page.get("pagination") or {}
+            if not pagination.get("hasMore") or pagination.get("nextOffset") is None:
+                return
+            offset = pagination["nextOffset"]
+
+    def wait(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+        raise_on_failure: bool = False,
+    ) -> dict[str, Any]:
+        """Poll (with backoff) until the task is completed or failed; returns its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for delay in self.poll.delays():
+            data = self.get_task_status(task_id)
+            if on_status is not None:
+                on_status(data)
+            if data.get("status") in _core.FINISHED:
+                if raise_on_failure and data["status"] == "failed":
+                    raise TaskFailedError(task_id, str(data.get("error") or "task failed"))
+                return data
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise WaitTimeoutError(task_id, timeout or 0)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def download(self, url: str, dest: Path) -> Path:
+        """GET a signed link into ``dest`` atomically (a partial file never appears)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.part")
+
+        def send() -> httpx.Response:
+            with self._http.stream("GET", url) as response:
+                if response.is_success:
+                    with partial.open("wb") as out:
+                        for chunk in response.iter_bytes(1 << 20):
+                            out.write(chunk)
+                else:
+                    response.read()
+                return response
+
+        response, _ = self._attempts("GET download", True, send)
+        if not response.is_success:
+            partial.unlink(missing_ok=True)
+            raise _core.error_of(response)
+        os.replace(partial, dest)
+        return dest

@@ -1,0 +1,213 @@
+"""Uploading a file through pre-signed URLs: one PUT, or parallel parts that resume.
+
+A multipart upload writes a small JSON state file next to its source
+(``.<name>.upscayl-upload.json``) holding the upload's id, its parts' URLs and
+the ETag of every part already stored. Run the same upload again after an
+interruption (crash, Ctrl-C, lost network) and only the missing parts are sent,
+as long as the part URLs have not expired and the file is unchanged (same
+size and modification time). The state file is removed once the upload is
+complete; one that no longer matches is ignored and replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from upscayl_cloud.client.errors import ApiError
+from upscayl_cloud.client.files import STATE_SUFFIX, sniff
+from upscayl_cloud.client.sync import Client
+
+#: Ask for multipart from this size on (the server's own default threshold).
+MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
+#: State older than this margin before its URLs expire is not worth resuming.
+_EXPIRY_MARGIN_MS = 60_000
+_CHUNK = 1 << 20
+_STATE_VERSION = 1
+
+BytesHook = Callable[[int], None]
+
+
+def state_path(source: Path) -> Path:
+    return source.with_name(f".{source.name}{STATE_SUFFIX}")
+
+
+def uploaded_entry(link: dict[str, Any]) -> dict[str, Any]:
+    """The ``files`` item that start-task expects for an upload."""
+    return {key: link[key] for key in ("fileName", "fileType", "fileSize") if key in link}
+
+
+def _chunks(
+    path: Path, offset: int, length: int, on_bytes: BytesHook | None
+) -> Callable[[], Iterator[bytes]]:
+    """A re-openable reader of ``length`` bytes at ``offset``; a retry re-reads the
+    range and takes back the progress it had reported."""
+    reported = 0
+
+    def read() -> Iterator[bytes]:
+        nonlocal reported
+        if on_bytes is not None and reported:
+            on_bytes(-reported)
+        reported = 0
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            left = length
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{path} shrank while it was being uploaded")
+                left -= len(chunk)
+                reported += len(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield chunk
+
+    return read
+
+
+class _State:
+    """The resumable state of one multipart upload, saved after every part."""
+
+    def __init__(self, source: Path, base_url: str, link: dict[str, Any]) -> None:
+        stat = source.stat()
+        self.path = state_path(source)
+        self.base_url = base_url
+        self.size, self.mtime_ns = stat.st_size, stat.st_mtime_ns
+        self.link = link
+        self.etags: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, source: Path, base_url: str) -> _State | None:
+        """The saved state, if it still describes this file on this server."""
+        try:
+            saved = json.loads(state_path(source).read_text())
+            stat = source.stat()
+            fresh = saved["link"]["expiresAt"] > time.time() * 1000 + _EXPIRY_MARGIN_MS
+            if (
+                saved.get("version") != _STATE_VERSION
+                or saved["baseUrl"] != base_url
+                or (saved["size"], saved["mtimeNs"]) != (stat.st_size, stat.st_mtime_ns)
+                or not fresh
+            ):
+                return None
+            state = cls(source, base_url, saved["link"])
+            state.etags = {int(n): str(etag) for n, etag in saved["etags"].items()}
+            return state
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def record(self, number: int, etag: str) -> None:
+        with self._lock:
+            self.etags[number] = etag
+            self.save()
+
+    def save(self) -> None:
+        """Write atomically; an unwritable folder only costs resumability."""
+        body = {
+            "version": _STATE_VERSION,
+            "baseUrl": self.base_url,
+            "size": self.size,
+            "mtimeNs": self.mtime_ns,
+            "link": self.link,
+            "etags": {str(n): etag for n, etag in sorted(self.etags.items())},
+        }
+        temp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            temp.write_text(json.dumps(body))
+            os.replace(temp, self.path)
+        except OSError:
+            pass
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def upload_file(
+    client: Client,
+    path: Path,
+    *,
+    file_type: str | None = None,
+    multipart_threshold: int = MULTIPART_THRESHOLD_BYTES,
+    part_workers: int = 4,
+    on_bytes: BytesHook | None = None,
+    on_part: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Upload ``path``; returns the ``files`` entry for start-task.
+
+    Multipart is asked for from ``multipart_threshold`` bytes on, and used
+    whenever the server offers it (it may have a lower threshold of its own).
+    ``on_bytes`` receives byte deltas (negative when a retried range restarts);
+    ``on_part`` is called after each part's ETag has been saved.
+    """
+    size = path.stat().st_size
+    if file_type is None:
+        with path.open("rb") as handle:
+            file_type = sniff(handle.read(16)) or "application/octet-stream"
+    wants_multipart = size >= multipart_threshold
+    if wants_multipart:
+        state = _State.load(path, client.base_url)
+        if state is not None:
+            try:
+                return _send_parts(client, path, state, part_workers, on_bytes, on_part)
+            except ApiError as exc:
+                if exc.status_code not in (400, 403, 404, 410):
+                    raise
+                state.discard()  # the server forgot it (expired, swept): start over
+    link = client.get_upload_url(path.name, file_type, size, multipart=wants_multipart or None)
+    if link.get("uploadId") and link.get("parts"):
+        state = _State(path, client.base_url, link)
+        state.save()
+        return _send_parts(client, path, state, part_workers, on_bytes, on_part)
+    client.put_upload(link["uploadURL"], _chunks(path, 0, size, on_bytes), size, file_type)
+    return uploaded_entry(link)
+
+
+def _send_parts(
+    client: Client,
+    path: Path,
+    state: _State,
+    workers: int,
+    on_bytes: BytesHook | None,
+    on_part: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    link = state.link
+    part_size, size = int(link["partSize"]), int(link["fileSize"])
+    done_bytes = sum(_part_length(n, part_size, size) for n in state.etags)
+    if on_bytes is not None and done_bytes:
+        on_bytes(done_bytes)
+    todo = [p for p in link["parts"] if int(p["partNumber"]) not in state.etags]
+
+    def send(part: dict[str, Any]) -> None:
+        number = int(part["partNumber"])
+        length = _part_length(number, part_size, size)
+        reader = _chunks(path, (number - 1) * part_size, length, on_bytes)
+        etag = client.put_upload(part["uploadURL"], reader, length)
+        if not etag:
+            raise ApiError("BAD_RESPONSE", f"part {number} was stored without an ETag", 200)
+        state.record(number, etag)
+        if on_part is not None:
+            on_part(number)
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(send, part) for part in todo]
+            finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in finished if f.exception() is not None]
+            if failed:
+                for future in futures:
+                    future.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+    client.complete_multipart_upload(link["uploadId"], link["key"], sorted(state.etags.items()))
+    state.discard()
+    return uploaded_entry(link)
+
+
+def _part_length(number: int, part_size: int, size: int) -> int:
+    return max(0, min(part_size, size - (number - 1) * part_size))

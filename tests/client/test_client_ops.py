@@ -1,0 +1,102 @@
+"""Every operation of the low-level clients (sync and async) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from support.context import new_principal
+from support.server import Server
+from tests.client.helpers import FAST, QUICK_POLL, dimensions, image_bytes, write_image
+from upscayl_cloud.client import ApiError, AsyncClient, Client, UpscaylError, upload_file
+
+
+def test_presigned_upload_start_wait_download(client: Client, tmp_path: Path) -> None:
+    source = write_image(tmp_path / "cat.png", 24, 16)
+    entry = upload_file(client, source)
+    assert entry["fileType"] == "image/png" and entry["fileSize"] == source.stat().st_size
+    task_id = client.start_task([entry], model=FAST, scale=2, save_image_as="png")
+    seen: list[str] = []
+    done = client.wait(task_id, timeout=60, on_status=lambda d: seen.append(d["status"]))
+    assert done["status"] == "completed" and seen[-1] == "completed"
+    assert client.get_task_status(task_id)["progress"] == "100"
+    [result] = done["files"]
+    out = client.download(result["downloadLink"], tmp_path / "out" / result["processedFileName"])
+    assert dimensions(out) == (48, 32)
+    thumb = client.download(result["thumbnailLink"], tmp_path / "thumb.webp")
+    assert thumb.read_bytes()[8:12] == b"WEBP"
+
+
+def test_direct_file_and_face_flag(client: Client, tmp_path: Path) -> None:
+    data = image_bytes(20, 20, ".jpg")
+    task_id = client.start_task(file=("face.jpg", data), model=FAST, enhance_face=True)
+    done = client.wait(task_id, timeout=60, raise_on_failure=True)
+    assert done["enhanceFace"] is True and done["saveImageAs"] == "jpg"
+    assert done["files"][0]["originalFileName"] == "face.jpg"
+
+
+def test_history_pages_and_filters(client: Client) -> None:
+    ids = [client.start_task(file=(f"{n}.png", image_bytes(16, 16)), model=FAST) for n in "ab"]
+    for task_id in ids:
+        client.wait(task_id, timeout=60)
+    page = client.get_history(limit=1)
+    assert page["pagination"]["total"] == 2 and page["pagination"]["hasMore"] is True
+    assert [item["status"] for item in client.iter_history(limit=1)] == ["completed"] * 2
+    assert len(list(client.iter_history(max_items=1))) == 1
+    assert list(client.iter_history(failed=True)) == []
+
+
+def test_errors_carry_the_spec_code_and_message(server: Server, client: Client) -> None:
+    with pytest.raises(ApiError) as missing:
+        client.get_task_status("30a89e69-c702-4247-9905-f0a53dfa45ab")
+    assert (missing.value.code, missing.value.status_code) == ("NOT_FOUND", 404)
+    with pytest.raises(ApiError) as bad_type:
+        client.get_upload_url("a.gif", "image/gif", 10)
+    assert bad_type.value.code == "INVALID_FILE_TYPE" and "JPEG" in bad_type.value.message
+    with Client(server.url, "uc_not-a-key") as stranger, pytest.raises(ApiError) as denied:
+        stranger.get_history()
+    assert (denied.value.code, denied.value.status_code) == ("UNAUTHORIZED", 401)
+
+
+def test_key_and_url_from_environment(
+    server: Server, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSCAYL_URL", server.url + "/")
+    monkeypatch.setenv("UPSCAYL_API_KEY", api_key)
+    with Client() as api:
+        assert api.base_url == server.url
+        assert api.get_history()["data"] == []
+    monkeypatch.delenv("UPSCAYL_API_KEY")
+    with pytest.raises(UpscaylError) as missing:
+        Client()
+    assert missing.value.code == "MISSING_API_KEY"
+
+
+def test_insufficient_credits(server: Server) -> None:
+    key = new_principal(server.ctx, credits=0)[0]
+    with Client(server.url, key) as broke, pytest.raises(ApiError) as refused:
+        broke.start_task(file=("x.png", image_bytes(16, 16)), model=FAST)
+    assert (refused.value.code, refused.value.status_code) == ("INSUFFICIENT_CREDITS", 402)
+
+
+def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Path) -> None:
+    data = image_bytes(16, 24)
+
+    async def flow() -> None:
+        async with AsyncClient(server.url, api_key, poll=QUICK_POLL) as api:
+            link = await api.get_upload_url("a.png", "image/png", len(data))
+            await api.put_upload(link["uploadURL"], data, "image/png")
+            entry = {k: link[k] for k in ("fileName", "fileType", "fileSize")}
+            task_id = await api.start_task([entry], model=FAST, scale="2", save_image_as="png")
+            done = await api.wait(task_id, timeout=60, raise_on_failure=True)
+            assert (await api.get_task_status(task_id))["status"] == "completed"
+            out = await api.download(done["files"][0]["downloadLink"], tmp_path / "a.png")
+            assert dimensions(out) == (32, 48)
+            assert [t["taskId"] async for t in api.iter_history(limit=1)] == [task_id]
+            with pytest.raises(ApiError) as missing:
+                await api.get_task_status("30a89e69-c702-4247-9905-f0a53dfa45ab")
+            assert missing.value.code == "NOT_FOUND"
+
+    asyncio.run(flow())
