@@ -54,13 +54,29 @@ _MULTIPART_MESSAGES = {
     "EntityTooSmall": "a part other than the last is smaller than 5 MiB",
     "NoSuchUpload": "unknown, aborted or already completed upload id",
     "MalformedXML": "the parts list is malformed or empty",
-    "InvalidArgument": "a part number is out of range (1 to 10000)",
+    "InvalidArgument": "the parts list is invalid (part numbers run from 1 to 10000)",
 }
 
 
 def redact_url(url: str) -> str:
     """The URL without its signature and credential, safe for a log line."""
     return _SIGNATURE.sub(r"\1[redacted]", url)
+
+
+class _HideSignatures(logging.Filter):
+    """botocore.auth logs every signature it computes at DEBUG, presigned
+    links' included; such a signature is a credential until the link expires."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Signature"):
+            record.msg, record.args = "Signature: [redacted]", ()
+        return True
+
+
+def _hide_signatures() -> None:
+    auth_log = logging.getLogger("botocore.auth")
+    if not any(isinstance(f, _HideSignatures) for f in auth_log.filters):
+        auth_log.addFilter(_HideSignatures())
 
 
 def make_client(
@@ -72,10 +88,12 @@ def make_client(
 ) -> BaseClient:
     """A thread-safe S3 client, built once by the composition root.
 
-    Checksums only "when required": boto3 >= 1.36 otherwise adds CRC32
+    Also keeps botocore's DEBUG log from printing signatures. Checksums
+    only "when required": boto3 >= 1.36 otherwise adds CRC32
     trailers that several S3-compatible stores do not accept. Path-style
     addressing suits SeaweedFS and MinIO; AWS prefers ``virtual``.
     """
+    _hide_signatures()
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": addressing_style},
@@ -112,8 +130,9 @@ def _content_type(key: str) -> str:
 
 
 def _disposition(name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact UTF-8 name."""
     fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", name) or "download"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class S3Storage:
@@ -133,6 +152,7 @@ class S3Storage:
         presign_client: BaseClient | None = None,
         part_bytes: int = 8 * _MIB,
     ) -> None:
+        _hide_signatures()  # whoever built the clients
         self.client = client
         self.bucket = bucket
         self._presigner = presign_client or client

@@ -1,0 +1,83 @@
+"""What only the S3 backend has: the store's headers, a public endpoint for
+links, SigV4's limits, and links that never reach a log (on SeaweedFS)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from upscayl_cloud.storage.s3 import MAX_PRESIGN_SECONDS, S3Storage, make_client, redact_url
+
+
+def _in(seconds: float) -> int:
+    return int((time.time() + seconds) * 1000)
+
+
+def _query(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+@pytest.fixture
+def key() -> str:
+    return f"{uuid.uuid4().hex}/results/0.png"
+
+
+def test_signed_links_never_reach_the_logs(
+    s3_storage: S3Storage, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        links = [
+            s3_storage.presign_put("", key, "image/png", 4, _in(60)),
+            s3_storage.presign_get("", key, _in(60), "a.png"),
+            s3_storage.presign_part("", key, s3_storage.create_multipart(key), 1, 10, _in(60)),
+        ]
+    signatures = [_query(link)["X-Amz-Signature"] for link in links]
+    assert all(signature not in caplog.text for signature in signatures)
+    assert all(
+        signature not in redact_url(link) for signature, link in zip(signatures, links, strict=True)
+    )
+
+
+def test_objects_keep_their_type_and_download_name(
+    s3_storage: S3Storage, key: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "0.png"
+    source.write_bytes(b"\x89PNG")
+    s3_storage.put_file(key, source)
+    response = httpx.get(s3_storage.presign_get("", key, _in(60), "chat 4\u00d7.png"))
+    assert response.headers["content-type"] == "image/png"
+    disposition = response.headers["content-disposition"]
+    assert 'filename="chat 4_.png"' in disposition
+    assert "filename*=UTF-8''chat%204%C3%97.png" in disposition
+
+
+def test_links_can_name_a_public_endpoint(
+    s3_storage: S3Storage, seaweedfs: dict[str, str], key: str
+) -> None:
+    """The service may reach the store at one address and clients at another;
+    SigV4 signs the host, so links must be signed for the clients' address."""
+    public = seaweedfs["UPSCAYL_S3_ENDPOINT_URL"].replace("127.0.0.1", "localhost")
+    signer = make_client(
+        public,
+        seaweedfs["UPSCAYL_S3_REGION"],
+        seaweedfs["UPSCAYL_S3_ACCESS_KEY_ID"],
+        seaweedfs["UPSCAYL_S3_SECRET_ACCESS_KEY"],
+    )
+    store = S3Storage(s3_storage.client, s3_storage.bucket, presign_client=signer)
+    url = store.presign_put("", key, "image/png", 4, _in(60))
+    assert urlsplit(url).hostname == "localhost"
+    assert httpx.put(url, content=b"\x89PNG", headers={"content-type": "image/png"}).is_success
+    assert store.size(key) == 4
+
+
+def test_link_lifetimes_stay_within_sigv4_limits(s3_storage: S3Storage, key: str) -> None:
+    month = s3_storage.presign_get("", key, _in(30 * 24 * 3600))
+    assert _query(month)["X-Amz-Expires"] == str(MAX_PRESIGN_SECONDS)
+    past = s3_storage.presign_get("", key, _in(-60))
+    assert _query(past)["X-Amz-Expires"] == "1"
