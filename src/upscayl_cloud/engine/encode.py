@@ -109,7 +109,10 @@ def encode(
     def save(path: str) -> None:
         if fmt == "png":
             pixels.pngsave(
-                path, compression=settings.png_compression, bitdepth=16 if sixteen_bit else 8
+                path,
+                compression=settings.png_compression,
+                filter=settings.png_filter,
+                bitdepth=16 if sixteen_bit else 8,
             )
         elif fmt == "jpg":
             pixels.jpegsave(path, Q=quality or settings.jpeg_quality)
