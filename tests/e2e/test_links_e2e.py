@@ -93,3 +93,33 @@ def test_signatures_never_reach_the_access_log(client: ApiClient, server: Server
     assert "/objects/uploads/" in server.log()
     assert signature not in server.log()
     assert client.http.headers["X-API-Key"] not in server.log()
+
+
+def test_retention_sweeps_results_and_originals(tmp_path_factory: pytest.TempPathFactory) -> None:
+    server = Server(
+        tmp_path_factory.mktemp("retention") / "data",
+        workers=1,
+        result_retention_seconds=2,
+        upload_retention_seconds=2,
+        sweep_interval_seconds=0.3,
+    ).start()
+    try:
+        api = make_client(server)
+        link = api.upload("keep.png", png_bytes(16, 16))
+        task = api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"]
+        done = api.wait(task["taskId"])
+        entry = done["files"][0]
+        objects = server.data_dir / "objects"
+        result_path = objects / entry["path"]
+        assert result_path.exists()
+        assert entry["expiresAt"] - entry["createdAt"] == 2000
+        time.sleep(3)
+        assert not result_path.exists()  # swept
+        assert not list((objects / "uploads").rglob("*.png"))  # original swept too
+        assert _status(httpx.get(entry["downloadLink"])) == (410, "GONE")
+        again = api.status(task["taskId"])["files"][0]
+        assert httpx.get(again["downloadLink"]).status_code in (404, 410)
+        refused = api.start([file_entry(link)], model="quick-clear-4x")
+        assert refused.status_code == 400  # the original is gone
+    finally:
+        server.stop()
