@@ -15,6 +15,8 @@
 #   Lance are off.
 # - The access and secret keys are random per start and live only in
 #   STATE_DIR (mode 600): nothing secret is ever committed.
+# - SEAWEEDFS_BUCKET (default "upscayl") is created at start. The output does
+#   not switch the service to S3 by itself: set UPSCAYL_STORAGE_BACKEND=s3 too.
 # - SEAWEEDFS_WATCH_PID=<pid>: SeaweedFS is also stopped when that process
 #   dies, so a killed test run leaves no server behind.
 set -euo pipefail
@@ -23,6 +25,7 @@ cmd=${1:-}
 state=${2:-${SEAWEEDFS_STATE_DIR:-.seaweedfs}}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
+bucket=${SEAWEEDFS_BUCKET:-upscayl}
 
 find_weed() {
     if [[ -n ${WEED:-} ]]; then echo "$WEED"
@@ -79,7 +82,8 @@ EOF
             -filer.port="${p[4]}" -filer.port.grpc="${p[5]}" \
             -s3.port="${p[6]}" -s3.port.grpc="${p[7]}" \
             -admin.port="${p[8]}" -admin.port.grpc="${p[9]}" \
-            -filer.localSocket="$data/filer.sock" -s3.localSocket="$data/s3.sock"
+            -filer.localSocket="$data/filer.sock" -s3.localSocket="$data/s3.sock" \
+            -bucket="$bucket"
     ) >"$state/weed.log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$state/pid"
@@ -123,6 +127,7 @@ export UPSCAYL_S3_ACCESS_KEY_ID=$access
 export UPSCAYL_S3_SECRET_ACCESS_KEY=$secret
 export UPSCAYL_S3_REGION=us-east-1
 export UPSCAYL_S3_ADDRESSING_STYLE=path
+export UPSCAYL_S3_BUCKET=$bucket
 EOF
     print_env
 }

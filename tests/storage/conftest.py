@@ -58,6 +58,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "PYTHON": sys.executable,
         # Stops SeaweedFS even if this test process is killed outright.
         "SEAWEEDFS_WATCH_PID": str(os.getpid()),
+        "SEAWEEDFS_BUCKET": BUCKET,
     }
     try:
         started = subprocess.run(

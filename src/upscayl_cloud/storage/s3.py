@@ -199,11 +199,9 @@ class S3Storage:
                     buffer += chunk
                     while len(buffer) >= part_bytes:
                         upload_id = upload_id or self.create_multipart(key)
-                        parts.append(
-                            self._put_part(
-                                key, upload_id, len(parts) + 1, bytes(buffer[:part_bytes])
-                            )
-                        )
+                        with memoryview(buffer) as view:  # one copy, not two
+                            body = bytes(view[:part_bytes])
+                        parts.append(self._put_part(key, upload_id, len(parts) + 1, body))
                         del buffer[:part_bytes]
                 if upload_id is None:
                     self.client.put_object(
