@@ -104,7 +104,7 @@ def upscale(
     own = client is None
     api = client or Client(base_url, api_key)
     report, hooks = UpscaleReport(), reporter or _Quiet()
-    named = {Path(p) for p in paths}
+    named = [Path(p) for p in paths]
     found = collect(named, recursive)
     target = Path(out_dir) if out_dir is not None else None
     try:

@@ -151,15 +151,25 @@ def upload_file(
         with path.open("rb") as handle:
             file_type = sniff(handle.read(16)) or "application/octet-stream"
     wants_multipart = size >= multipart_threshold
-    if wants_multipart:
-        state = _State.load(path, client.base_url)
-        if state is not None:
-            try:
-                return _send_parts(client, path, state, part_workers, on_bytes, on_part)
-            except ApiError as exc:
-                if exc.status_code not in (400, 403, 404, 410):
-                    raise
-                state.discard()  # the server forgot it (expired, swept): start over
+    # Resume whatever was started, even if the server (not us) chose multipart.
+    state = _State.load(path, client.base_url)
+    if state is not None:
+        counted = 0
+
+        def count(delta: int) -> None:
+            nonlocal counted
+            counted += delta
+            if on_bytes is not None:
+                on_bytes(delta)
+
+        try:
+            return _send_parts(client, path, state, part_workers, count, on_part)
+        except ApiError as exc:
+            if exc.status_code not in (400, 403, 404, 410):
+                raise
+            state.discard()  # the server forgot it (expired, swept): start over
+            if on_bytes is not None and counted:
+                on_bytes(-counted)
     link = client.get_upload_url(path.name, file_type, size, multipart=wants_multipart or None)
     if link.get("uploadId") and link.get("parts"):
         state = _State(path, client.base_url, link)
@@ -184,7 +194,18 @@ def _send_parts(
         on_bytes(done_bytes)
     todo = [p for p in link["parts"] if int(p["partNumber"]) not in state.etags]
 
+    stop = threading.Event()  # one failed part: start no more (the rest resume later)
+
     def send(part: dict[str, Any]) -> None:
+        if stop.is_set():
+            return
+        try:
+            _send_part(part)
+        except BaseException:
+            stop.set()
+            raise
+
+    def _send_part(part: dict[str, Any]) -> None:
         number = int(part["partNumber"])
         length = _part_length(number, part_size, size)
         reader = _chunks(path, (number - 1) * part_size, length, on_bytes)

@@ -1,0 +1,85 @@
+"""``upscale()`` over a folder: nested images, a fake image, a corrupt one, a dangling link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.images import png_bytes
+from tests.client.helpers import FAST, dimensions, write_image
+from upscayl_cloud.client import Client, FileResult, upscale
+
+
+class Recorder:
+    """Collects what the progress hooks were told."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.sent = 0
+        self.percents: list[float] = []
+        self.results: list[FileResult] = []
+
+    def uploading(self, total_bytes: int) -> None:
+        self.total = total_bytes
+
+    def uploaded(self, delta: int) -> None:
+        self.sent += delta
+
+    def processing(self, task_id: str, files: int, percent: float) -> None:
+        self.percents.append(percent)
+
+    def finished(self, result: FileResult) -> None:
+        self.results.append(result)
+
+
+def test_folder_with_bad_files_keeps_going(client: Client, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", 24, 16)
+    write_image(photos / "nested" / "b.jpg", 16, 16, seed=1)
+    (photos / "notes.png").write_text("not an image")
+    broken = png_bytes(16, 16)
+    (photos / "broken.png").write_bytes(broken[:40] + b"\x00" * 40 + broken[80:])
+    (photos / "gone.png").symlink_to(photos / "missing.png")
+    out = tmp_path / "out"
+    hooks = Recorder()
+
+    report = upscale(
+        [photos], recursive=True, model=FAST, scale=2, fmt="png", out_dir=out,
+        thumbnails=True, client=client, reporter=hooks,
+    )  # fmt: skip
+
+    by_name = {r.source.name: r for r in report.results}
+    assert by_name["a.png"].status == "done" and by_name["b.jpg"].status == "done"
+    assert by_name["a.png"].output == out / f"a_upscayl_2x_{FAST}.png"
+    assert by_name["b.jpg"].output == out / "nested" / f"b_upscayl_2x_{FAST}.png"
+    assert dimensions(by_name["a.png"].output) == (48, 32)
+    assert by_name["a.png"].thumbnail is not None and by_name["a.png"].thumbnail.exists()
+    assert by_name["notes.png"].status == "skipped"
+    assert "not a JPEG, PNG or WebP" in (by_name["notes.png"].reason or "")
+    assert by_name["gone.png"].status == "skipped"
+    assert "unreadable" in (by_name["gone.png"].reason or "")
+    assert by_name["broken.png"].status == "failed"
+    assert "broken.png" in (by_name["broken.png"].reason or "")
+    assert not report.ok and [r.source.name for r in report.failed] == ["broken.png"]
+    assert hooks.sent == hooks.total > 0 and hooks.percents[-1] == 100
+    assert len(hooks.results) == len(report.results) == 5
+
+
+def test_refused_batch_is_split_so_only_the_culprit_fails(client: Client, tmp_path: Path) -> None:
+    good = write_image(tmp_path / "good.png", 16, 16)
+    # A header claiming 100k x 100k pixels: start-task refuses the whole batch (400).
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_bytes(16, 16)[:16] + (100_000).to_bytes(4, "big") * 2 + b"\0" * 60)
+    report = upscale([good, huge], model=FAST, scale=2, client=client)
+    by_name = {r.source.name: r for r in report.results}
+    assert by_name["good.png"].status == "done"
+    assert by_name["good.png"].output == tmp_path / f"good_upscayl_2x_{FAST}.jpg"
+    assert by_name["huge.png"].status == "failed"
+    assert (by_name["huge.png"].reason or "").startswith("BAD_REQUEST")
+
+
+def test_named_non_image_fails_the_run(client: Client, tmp_path: Path) -> None:
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    report = upscale([text, tmp_path / "nope.png"], model=FAST, client=client)
+    assert [r.status for r in report.results] == ["failed", "failed"]
+    assert "no such file" in (report.results[1].reason or "")
