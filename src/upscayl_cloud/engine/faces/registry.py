@@ -1,0 +1,107 @@
+"""The face-restoration models an operator installed: ``*.onnx`` files in one folder.
+
+By default the folder is ``$UPSCAYL_DATA_DIR/models/faces``. Listing it is
+cheap (no model is opened), so the service can answer "is face enhancement
+available?" on every request; models are checked once, when
+``upscayl-cloud models add`` copies them in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from upscayl_cloud.engine.faces import restorer
+from upscayl_cloud.engine.faces.errors import FaceEnhancementUnavailableError, FaceModelError
+
+SUFFIX = ".onnx"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    name: str
+    path: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def models_dir(data_dir: Path) -> Path:
+    """Where face models live under a data directory."""
+    return Path(data_dir) / "models" / "faces"
+
+
+def available(directory: Path | None) -> list[FaceModel]:
+    """Installed models, by name; none when ``directory`` is None or absent."""
+    if directory is None or not Path(directory).is_dir():
+        return []
+    return [
+        FaceModel(path.name[: -len(SUFFIX)], path)
+        for path in sorted(Path(directory).iterdir())
+        if path.name.endswith(SUFFIX) and path.is_file() and not path.name.startswith(".")
+    ]
+
+
+def select(directory: Path | None, name: str | None = None) -> FaceModel:
+    """The model to use: ``name`` if given, else the first by name.
+
+    Raises FaceEnhancementUnavailableError when none is installed (or the
+    named one is not), so a request for faces is refused, never ignored."""
+    models = available(directory)
+    if name is not None:
+        models = [model for model in models if model.name == name]
+    if not models:
+        raise FaceEnhancementUnavailableError()
+    return models[0]
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise FaceModelError(
+            f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def add(directory: Path, source: Path, name: str | None = None, replace: bool = False) -> FaceModel:
+    """Validate ``source`` against the contract, then copy it in as ``name``.
+
+    The copy is written next to its final place and renamed, so a running
+    worker never sees half a file."""
+    source = Path(source)
+    if not source.is_file():
+        raise FaceModelError(f"{source} is not a file")
+    if name is None:
+        stem = source.name[: -len(SUFFIX)] if source.name.endswith(SUFFIX) else source.stem
+        name = stem
+    check_name(name)
+    target = Path(directory) / f"{name}{SUFFIX}"
+    if target.exists() and not replace:
+        raise FaceModelError(
+            f"a face model named {name!r} is installed already; pick another --name or --replace"
+        )
+    restorer.validate(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".adding-", suffix=SUFFIX, dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return FaceModel(name, target)
+
+
+def remove(directory: Path, name: str) -> None:
+    target = Path(directory) / f"{check_name(name)}{SUFFIX}"
+    if not target.is_file():
+        raise FaceModelError(f"no face model named {name!r} is installed")
+    target.unlink()

@@ -1,0 +1,56 @@
+"""``upscayl-cloud models list|add|remove`` on a real data directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.engine.faces import nets
+from upscayl_cloud.cli import models as models_cli
+from upscayl_cloud.config import get_settings
+from upscayl_cloud.engine.catalog import MODELS
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    cli = typer.Typer()
+    models_cli.register(cli)
+    yield cli
+    get_settings.cache_clear()
+
+
+def test_list_without_face_models(app: typer.Typer) -> None:
+    result = CliRunner().invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in MODELS)
+    assert "Face enhancement: unavailable" in result.output
+    info = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    assert len(info["models"]) == 12
+    assert info["faceModels"] == [] and info["faceEnhancement"] is False
+
+
+def test_add_then_list_then_remove(app: typer.Typer, tmp_path: Path) -> None:
+    source = nets.invert(tmp_path / "restorer.onnx")
+    result = CliRunner().invoke(app, ["models", "add", str(source), "--name", "gfpgan-1.4"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "models" / "faces" / "gfpgan-1.4.onnx").is_file()
+    listed = CliRunner().invoke(app, ["models", "list"]).output
+    assert "gfpgan-1.4" in listed and "Face enhancement: available" in listed
+    info = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    assert info["faceEnhancement"] is True and info["faceModels"][0]["name"] == "gfpgan-1.4"
+    assert CliRunner().invoke(app, ["models", "remove", "gfpgan-1.4"]).exit_code == 0
+    assert "Face enhancement: unavailable" in CliRunner().invoke(app, ["models", "list"]).output
+
+
+def test_add_refuses_a_bad_model_with_a_clear_error(app: typer.Typer, tmp_path: Path) -> None:
+    source = nets.affine(tmp_path / "bytes.onnx", 127.5, 127.5)
+    result = CliRunner().invoke(app, ["models", "add", str(source)])
+    assert result.exit_code == 1
+    assert "expected RGB in [-1, 1]" in result.output
+    assert not (tmp_path / "data" / "models" / "faces" / "bytes.onnx").exists()

@@ -1,0 +1,73 @@
+"""Installing face models into a data directory, and choosing one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.engine.faces import nets
+from upscayl_cloud.engine.errors import EngineError
+from upscayl_cloud.engine.faces import (
+    UNAVAILABLE_MESSAGE,
+    FaceEnhancementUnavailableError,
+    FaceModelError,
+    add,
+    available,
+    models_dir,
+    remove,
+    select,
+)
+
+
+def test_nothing_installed_means_unavailable(tmp_path: Path) -> None:
+    assert available(None) == [] and available(tmp_path / "absent") == []
+    with pytest.raises(FaceEnhancementUnavailableError) as caught:
+        select(tmp_path / "absent")
+    error = caught.value
+    assert isinstance(error, EngineError) and error.client_error
+    assert error.code == "FACE_ENHANCEMENT_UNAVAILABLE"
+    assert error.public_message == UNAVAILABLE_MESSAGE
+    assert "upscayl-cloud models add" in error.public_message
+
+
+def test_add_copies_a_valid_model_and_select_finds_it(tmp_path: Path) -> None:
+    directory = models_dir(tmp_path / "data")
+    source = nets.invert(tmp_path / "GFPGANv1.4.onnx")
+    model = add(directory, source)
+    assert model.name == "GFPGANv1.4" and model.path == directory / "GFPGANv1.4.onnx"
+    assert model.path.read_bytes() == source.read_bytes()
+    other = add(directory, source, name="b-second")
+    assert [m.name for m in available(directory)] == ["GFPGANv1.4", "b-second"]
+    assert select(directory) == model and select(directory, "b-second") == other
+    with pytest.raises(FaceEnhancementUnavailableError):
+        select(directory, "not-there")
+    remove(directory, "b-second")
+    assert available(directory) == [model]
+    assert [p.name for p in directory.iterdir()] == ["GFPGANv1.4.onnx"]
+
+
+def test_add_refuses_a_taken_name_unless_replacing(tmp_path: Path) -> None:
+    directory = tmp_path / "faces"
+    add(directory, nets.invert(tmp_path / "face.onnx"))
+    brighter = nets.brighten(tmp_path / "other.onnx", 0.1)
+    with pytest.raises(FaceModelError, match="installed already"):
+        add(directory, brighter, name="face")
+    model = add(directory, brighter, name="face", replace=True)
+    assert model.path.read_bytes() == brighter.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["../escape", "", ".hidden", "a b", "x" * 65])
+def test_add_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(FaceModelError, match="model name"):
+        add(tmp_path / "faces", nets.invert(tmp_path / "face.onnx"), name=name)
+    assert available(tmp_path / "faces") == []
+
+
+def test_add_refuses_a_model_outside_the_contract_and_copies_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "faces"
+    with pytest.raises(FaceModelError, match="1x3x512x512"):
+        add(directory, nets.grey_output(tmp_path / "grey.onnx"))
+    with pytest.raises(FaceModelError, match="not a file"):
+        add(directory, tmp_path / "missing.onnx")
+    assert available(directory) == []
