@@ -41,3 +41,28 @@ def test_health_ready_and_metrics(server: Server) -> None:
     assert 'upscayl_tasks{status="completed"}' in text
     assert "upscayl_queue_depth" in text
     assert 'upscayl_processing_seconds_count{model="quick-clear-4x"}' in text
+
+
+def test_separate_worker_processes_share_the_queue(tmp_path: Path) -> None:
+    import signal
+
+    api_only = Server(tmp_path / "data", workers=0).start()
+    workers = [api_only.start_worker(threads=1) for _ in range(2)]
+    try:
+        api = make_client(api_only)
+        links = [api.upload(f"{i}.png", png_bytes(16, 16)) for i in range(4)]
+        ids = [
+            api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"][
+                "taskId"
+            ]
+            for link in links
+        ]
+        assert all(api.wait(task_id)["status"] == "completed" for task_id in ids)
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        assert [process.wait(timeout=30) for process in workers] == [0, 0]
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+        api_only.stop()

@@ -23,6 +23,7 @@ _BOOT = (
     "import sys; from upscayl_cloud.cli.serve import serve; "
     "serve(host='127.0.0.1', port=int(sys.argv[1]), workers=int(sys.argv[2]))"
 )
+_WORKER = "import sys; from upscayl_cloud.cli.serve import worker; worker(workers=int(sys.argv[1]))"
 SECRET = "e2e-secret"
 
 
@@ -62,9 +63,8 @@ class Server:
             if k[len("UPSCAYL_") :].lower() in keep
         }
 
-    def start(self, timeout: float = 60) -> Server:
-        self.port = free_port()
-        env = {
+    def _env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "UPSCAYL_DATA_DIR": str(self.data_dir),
             "UPSCAYL_SECRET_KEYS": SECRET,
@@ -72,6 +72,21 @@ class Server:
             "UPSCAYL_POLL_INTERVAL_SECONDS": "0.2",
             **self.env,
         }
+
+    def start_worker(self, threads: int = 1) -> subprocess.Popen[bytes]:
+        """A separate ``upscayl-cloud worker`` process on this server's data."""
+        log = (self.data_dir.parent / f"{self.data_dir.name}-worker.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(threads)],
+            env=self._env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start(self, timeout: float = 60) -> Server:
+        self.port = free_port()
+        env = self._env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -1,8 +1,11 @@
-"""``upscayl-cloud serve``: the whole embedded stack in one process.
+"""``upscayl-cloud serve``: the whole embedded stack in one process;
+``upscayl-cloud worker``: workers alone, beside one or more ``serve --workers 0``.
 
 Zero configuration: the data directory, database (migrated), storage folder
 and workers are set up on start. On the very first start a key is created
-and printed once, with the URL to use it against.
+and printed once, with the URL to use it against. The task table is the
+queue, so any number of ``worker`` processes can share a database (and a
+storage) with the API; a killed one loses nothing (its leases expire).
 """
 
 from __future__ import annotations
@@ -59,5 +62,40 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+def worker(
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Worker threads in this process.", min=1)
+    ] = None,
+) -> None:
+    """Process tasks from the shared database until interrupted (Ctrl-C, SIGTERM)."""
+    import signal
+    import threading
+
+    from upscayl_cloud.services.metrics import Metrics
+    from upscayl_cloud.services.sweeper import Sweeper
+    from upscayl_cloud.worker import WorkerPool
+
+    settings = get_settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    ctx = build_context(settings)
+    count = max(1, settings.workers)
+    pool = WorkerPool(ctx, count, Metrics(ctx))
+    sweeper = Sweeper(ctx)
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    sweeper.start()
+    pool.start()
+    typer.echo(f"Worker running with {count} thread(s) (data: {settings.data_dir.resolve()})")
+    done.wait()
+    typer.echo("Stopping: tasks in progress go back to the queue")
+    pool.stop(timeout=30)
+    sweeper.stop()
+    ctx.db.dispose()
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
+    app.command("worker")(worker)
