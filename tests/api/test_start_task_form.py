@@ -72,3 +72,47 @@ def test_file_and_files_together_are_refused(client: TestClient) -> None:
         headers={"X-API-Key": key},
     )
     assert (response.status_code, response.json()["error"]) == (400, "BAD_REQUEST")
+
+
+def test_direct_upload_size_cap(tmp_path) -> None:
+    from support.app import client_for
+    from support.context import make_settings
+
+    with client_for(make_settings(tmp_path, max_upload_bytes=1000)) as client:
+        key = new_principal(client.app.state.ctx, credits=10)[0]
+        headers = {"X-API-Key": key}
+        over_cap = png_bytes(40, 40, padding=2000)  # under the form's allowance, over the cap
+        response = client.post("/start-task", files={"file": ("a.png", over_cap)}, headers=headers)
+        assert (response.status_code, response.json()["error"]) == (400, "FILE_SIZE_EXCEEDED")
+        huge = png_bytes(8, 8, padding=2 * 1024 * 1024)  # refused from Content-Length
+        response = client.post("/start-task", files={"file": ("a.png", huge)}, headers=headers)
+        assert (response.status_code, response.json()["error"]) == (400, "FILE_SIZE_EXCEEDED")
+
+        boundary = "b0undary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + huge
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+
+        def chunks():  # no Content-Length: the cap holds while the body streams
+            for start in range(0, len(body), 65536):
+                yield body[start : start + 65536]
+
+        response = client.post(
+            "/start-task",
+            content=chunks(),
+            headers={**headers, "content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert (response.status_code, response.json()["error"]) == (400, "FILE_SIZE_EXCEEDED")
+        assert keys_left(client, key) == 10
+
+
+def keys_left(client: TestClient, key: str) -> int:
+    from upscayl_cloud.services import keys
+
+    ctx = client.app.state.ctx
+    return keys.account_credits(ctx, keys.authenticate(ctx, key).account_id)
