@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     #: Per-operation overrides as JSON, e.g. ``{"start-task": "5/minute"}``.
     #: Operations not named keep the spec's ``x-rateLimit``.
     rate_limits: dict[str, str] = Field(default_factory=dict)
+    #: Where counters live, as a ``limits`` storage URI: ``memory://`` (this
+    #: process) or e.g. ``redis://host:6379`` (shared by every API replica;
+    #: needs the ``redis`` package).
+    rate_limit_storage_uri: str = "memory://"
 
     # -- uploads ------------------------------------------------------------------
     #: Largest accepted image, as in the spec (100 MB).

@@ -44,3 +44,8 @@ def test_spec_defaults(tmp_path) -> None:
 def test_can_be_disabled(tmp_path) -> None:
     limits = RateLimits(make_settings(tmp_path, rate_limits_enabled=False))
     assert limits.check("start-task", "k") == ({}, None)
+
+
+def test_storage_is_configurable(tmp_path) -> None:
+    limits = RateLimits(make_settings(tmp_path, rate_limit_storage_uri="memory://"))
+    assert limits.check("start-task", "k")[1] is None

@@ -13,7 +13,7 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, Storage
+from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
@@ -23,7 +23,8 @@ from upscayl_cloud.services.errors import RateLimitExceededError
 class RateLimits:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.enabled = settings.rate_limits_enabled
-        self._limiter = MovingWindowRateLimiter(storage or MemoryStorage())
+        storage = storage or storage_from_string(settings.rate_limit_storage_uri)
+        self._limiter = MovingWindowRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {
             op: parse(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
         }
