@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from upscayl_cloud.storage.s3 import S3Storage, make_client
+from upscayl_cloud.storage.s3 import S3Storage
+from upscayl_cloud.storage.s3client import make_client
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "seaweedfs.sh"
 BUCKET = "upscayl-test"

@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from upscayl_cloud.storage.s3 import MAX_PRESIGN_SECONDS, S3Storage, make_client, redact_url
+from upscayl_cloud.storage.s3 import MAX_PRESIGN_SECONDS, S3Storage
+from upscayl_cloud.storage.s3client import make_client, redact_url
 
 
 def _in(seconds: float) -> int:

@@ -7,7 +7,7 @@ store's own (create, presigned ``upload_part``, complete), and its refusals
 become ``MultipartError`` messages a client can act on.
 
 Signed URLs are bearer credentials until they expire: this module never logs
-one; ``redact_url`` is there for anyone who must.
+one. Building clients and translating their errors is ``s3client.py``'s job.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from upscayl_cloud.storage.base import (
@@ -36,6 +34,7 @@ from upscayl_cloud.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
+from upscayl_cloud.storage.s3client import MISSING, error_code, hide_signatures, translate
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,6 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 #: S3's largest single part.
 MAX_PART_BYTES = 5 * 1024**3
 _MIB = 1024 * 1024
-_MISSING = {"404", "NoSuchKey", "NotFound"}
-_SIGNATURE = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&]+", re.IGNORECASE)
 
 #: What the store's CompleteMultipartUpload refusals mean for the client.
 _MULTIPART_MESSAGES = {
@@ -56,72 +53,6 @@ _MULTIPART_MESSAGES = {
     "MalformedXML": "the parts list is malformed or empty",
     "InvalidArgument": "the parts list is invalid (part numbers run from 1 to 10000)",
 }
-
-
-def redact_url(url: str) -> str:
-    """The URL without its signature and credential, safe for a log line."""
-    return _SIGNATURE.sub(r"\1[redacted]", url)
-
-
-class _HideSignatures(logging.Filter):
-    """botocore.auth logs every signature it computes at DEBUG, presigned
-    links' included; such a signature is a credential until the link expires."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Signature"):
-            record.msg, record.args = "Signature: [redacted]", ()
-        return True
-
-
-def _hide_signatures() -> None:
-    auth_log = logging.getLogger("botocore.auth")
-    if not any(isinstance(f, _HideSignatures) for f in auth_log.filters):
-        auth_log.addFilter(_HideSignatures())
-
-
-def make_client(
-    endpoint_url: str | None,
-    region: str,
-    access_key_id: str | None,
-    secret_access_key: str | None,
-    addressing_style: str = "path",
-) -> BaseClient:
-    """A thread-safe S3 client, built once by the composition root.
-
-    Also keeps botocore's DEBUG log from printing signatures. Checksums
-    only "when required": boto3 >= 1.36 otherwise adds CRC32
-    trailers that several S3-compatible stores do not accept. Path-style
-    addressing suits SeaweedFS and MinIO; AWS prefers ``virtual``.
-    """
-    _hide_signatures()
-    config = Config(
-        signature_version="s3v4",
-        s3={"addressing_style": addressing_style},
-        retries={"max_attempts": 5, "mode": "standard"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url or None,
-        region_name=region,
-        aws_access_key_id=access_key_id or None,
-        aws_secret_access_key=secret_access_key or None,
-        config=config,
-    )
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _translate(key: str, exc: ClientError | BotoCoreError) -> StorageError:
-    """Store failures as StorageError; a missing key as ObjectMissingError."""
-    if isinstance(exc, BotoCoreError):
-        return StorageError(f"{key}: {exc}")
-    if _code(exc) in _MISSING:
-        return ObjectMissingError(key)
-    return StorageError(f"{key}: S3 error {_code(exc) or exc}")
 
 
 def _content_type(key: str) -> str:
@@ -152,7 +83,7 @@ class S3Storage:
         presign_client: BaseClient | None = None,
         part_bytes: int = 8 * _MIB,
     ) -> None:
-        _hide_signatures()  # whoever built the clients
+        hide_signatures()  # whoever built the clients
         self.client = client
         self.bucket = bucket
         self._presigner = presign_client or client
@@ -166,17 +97,24 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if _code(exc) not in _MISSING | {"NoSuchBucket"}:
-                raise StorageError(f"bucket {self.bucket}: {_code(exc)}") from exc
-            self.client.create_bucket(Bucket=self.bucket)
+            if error_code(exc) not in MISSING | {"NoSuchBucket"}:
+                raise StorageError(f"bucket {self.bucket}: {error_code(exc)}") from exc
+            region = self.client.meta.region_name
+            where = (
+                {}
+                if region in (None, "us-east-1")
+                else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            )
+            with self._translated(self.bucket):
+                self.client.create_bucket(Bucket=self.bucket, **where)
 
     @contextmanager
     def _translated(self, key: str) -> Iterator[None]:
-        """Every boto3 failure inside leaves as a StorageError (see ``_translate``)."""
+        """Every boto3 failure inside leaves as a StorageError (``s3client.translate``)."""
         try:
             yield
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(key, exc) from exc
+            raise translate(key, exc) from exc
 
     # -- objects ----------------------------------------------------------------
     def write_stream(self, key: str, chunks: Iterator[bytes], max_bytes: int) -> int:
@@ -255,8 +193,8 @@ class S3Storage:
                 return bytes(response["Body"].read())
         except ClientError as exc:
             # An empty object has no byte 0: S3 answers InvalidRange (416).
-            if _code(exc) not in ("InvalidRange", "416"):
-                raise _translate(key, exc) from exc
+            if error_code(exc) not in ("InvalidRange", "416"):
+                raise translate(key, exc) from exc
         if self.size(key) is None:
             raise ObjectMissingError(key)
         return b""
@@ -359,9 +297,9 @@ class S3Storage:
                 MultipartUpload={"Parts": listed},
             )  # fmt: skip
         except ClientError as exc:
-            message = _MULTIPART_MESSAGES.get(_code(exc))
+            message = _MULTIPART_MESSAGES.get(error_code(exc))
             if message is None:
-                raise _translate(key, exc) from exc
+                raise translate(key, exc) from exc
             raise MultipartError(message) from exc
         size = self.size(key)
         if size is None:
@@ -373,5 +311,5 @@ class S3Storage:
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
-            if _code(exc) not in _MISSING | {"NoSuchUpload"}:
-                raise StorageError(f"{key}: S3 error {_code(exc)}") from exc
+            if error_code(exc) not in MISSING | {"NoSuchUpload"}:
+                raise StorageError(f"{key}: S3 error {error_code(exc)}") from exc
