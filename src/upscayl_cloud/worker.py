@@ -9,6 +9,7 @@ dead attempt's leftovers never mix with the one that completes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -104,6 +105,16 @@ class _Task:
     save_image_as: str
 
 
+def _face_option(request_type: type, enhance_face: bool) -> dict[str, bool]:
+    """``enhance_face`` for the engine, once its request has that field.
+
+    Face enhancement is being added to the engine; until ``UpscaleRequest``
+    carries the flag, the task records it and the engine is not told.
+    """
+    names = {f.name for f in dataclasses.fields(request_type)}
+    return {"enhance_face": enhance_face} if "enhance_face" in names else {}
+
+
 def processed_name(original: str, scale: int, model: str, ext: str) -> str:
     """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``."""
     stem = Path(original).stem or "image"
@@ -132,7 +143,12 @@ def process(
         ).all()
     task = _Task(row.account_id, row.model, row.scale, row.save_image_as)
     prefix = f"{task.account_id}/{held.task_id}/{held.attempt}"
-    request = UpscaleRequest(model=task.model, scale=task.scale, output_format=task.save_image_as)
+    request = UpscaleRequest(
+        model=task.model,
+        scale=task.scale,
+        output_format=task.save_image_as,
+        **_face_option(UpscaleRequest, bool(row.enhance_face)),
+    )
     settings = engine_settings(ctx)
     outcomes: list[FileOutcome] = []
     with Heartbeat(ctx, held) as beat, tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
