@@ -289,4 +289,8 @@ class WorkerPool:
             if held is None:
                 self._stop.wait(settings.poll_interval_seconds)
                 continue
-            handle(self._ctx, held, self._metrics, self._stop)
+            try:
+                handle(self._ctx, held, self._metrics, self._stop)
+            except Exception:  # e.g. the database went away: the lease will expire
+                log.exception("task %s: could not record its outcome", held.task_id)
+                self._stop.wait(settings.poll_interval_seconds)
