@@ -83,7 +83,7 @@ EOF
             -s3.port="${p[6]}" -s3.port.grpc="${p[7]}" \
             -admin.port="${p[8]}" -admin.port.grpc="${p[9]}" \
             -filer.localSocket="$data/filer.sock" -s3.localSocket="$data/s3.sock" \
-            -bucket="$bucket"
+            -bucket="$bucket" -volume.preStopSeconds=0
     ) >"$state/weed.log" 2>&1 </dev/null &
     local pid=$!
     echo "$pid" >"$state/pid"
