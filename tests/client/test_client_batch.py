@@ -64,17 +64,20 @@ def test_folder_with_bad_files_keeps_going(client: Client, tmp_path: Path) -> No
     assert len(hooks.results) == len(report.results) == 5
 
 
-def test_refused_batch_is_split_so_only_the_culprit_fails(client: Client, tmp_path: Path) -> None:
+def test_file_blamed_by_a_refused_batch_is_dropped(client: Client, tmp_path: Path) -> None:
     good = write_image(tmp_path / "good.png", 16, 16)
+    other = write_image(tmp_path / "other.webp", 16, 16, seed=2)
     # A header claiming 100k x 100k pixels: start-task refuses the whole batch (400).
     huge = tmp_path / "huge.png"
     huge.write_bytes(png_bytes(16, 16)[:16] + (100_000).to_bytes(4, "big") * 2 + b"\0" * 60)
-    report = upscale([good, huge], model=FAST, scale=2, client=client)
+    report = upscale([good, huge, other], model=FAST, scale=2, client=client)
     by_name = {r.source.name: r for r in report.results}
-    assert by_name["good.png"].status == "done"
-    assert by_name["good.png"].output == tmp_path / f"good_upscayl_2x_{FAST}.jpg"
     assert by_name["huge.png"].status == "failed"
     assert (by_name["huge.png"].reason or "").startswith("BAD_REQUEST")
+    assert by_name["good.png"].output == tmp_path / f"good_upscayl_2x_{FAST}.jpg"
+    assert by_name["other.webp"].status == "done"
+    # The others still went together, in one batch task.
+    assert by_name["good.png"].task_id == by_name["other.webp"].task_id is not None
 
 
 def test_named_non_image_fails_the_run(client: Client, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from upscayl_cloud.cli import keys, models, serve, upscale
+from upscayl_cloud.cli import client, keys, models, serve, upscale
 
 app = typer.Typer(
     name="upscayl-cloud",
@@ -26,3 +26,4 @@ serve.register(app)
 keys.register(app)
 upscale.register(app)
 models.register(app)
+client.register(app)

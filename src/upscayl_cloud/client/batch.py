@@ -5,7 +5,7 @@ collect images (skipping what is not one, with a reason), upload them (parts
 in parallel, resumable), start as few tasks as possible (one batch per
 ``batch_size`` files), poll with backoff, download each result next to its
 source or into ``out_dir``. One bad file never sinks the others: a batch the
-server refuses as a whole is split into single-file tasks so that only the
+server refuses because of one file is sent again without it, so only the
 culprit fails, and everything that failed is reported with its reason.
 """
 
@@ -24,7 +24,7 @@ from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
 
-#: Statuses of a whole-batch refusal that may be one file's fault (split and retry).
+#: Codes of a whole-batch refusal that may be one file's fault.
 _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
 
 
@@ -185,20 +185,34 @@ def _start(
     hooks: Reporter,
     report: UpscaleReport,
 ) -> list[_Task]:
-    """One task for the batch; if refused for a reason one file may cause, one per file."""
-    try:
-        task_id = api.start_task([entry for _, entry in batch], **options)
-    except ApiError as exc:
-        if len(batch) > 1 and exc.code in _SPLIT_CODES:
-            return [t for pair in batch for t in _start(api, [pair], options, hooks, report)]
-        for source, _entry in batch:
+    """One task for the batch. A refusal that names a file (``File '<fileName>'``
+    or ``files[i]``) fails that file and the rest is sent again, so k bad files
+    cost k+1 requests, not one per file (start-task is limited to 50 an hour)."""
+    pending = list(batch)
+    while pending:
+        try:
+            task_id = api.start_task([entry for _, entry in pending], **options)
+        except UpscaylError as exc:
+            culprit = _culprit(exc, pending)
+            if culprit is None or len(pending) == 1:
+                for source, _entry in pending:
+                    _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
+                return []
+            source, _entry = pending.pop(culprit)
             _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
-        return []
-    except UpscaylError as exc:
-        for source, _entry in batch:
-            _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
-        return []
-    return [_Task(task_id, {entry["fileName"]: source for source, entry in batch})]
+            continue
+        return [_Task(task_id, {entry["fileName"]: source for source, entry in pending})]
+    return []
+
+
+def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) -> int | None:
+    """The index of the file a 400 blames, if it names one of ours."""
+    if not isinstance(exc, ApiError) or exc.code not in _SPLIT_CODES:
+        return None
+    for index, (_source, entry) in enumerate(pending):
+        if repr(entry["fileName"]) in exc.message or f"files[{index}]" in exc.message:
+            return index
+    return None
 
 
 def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:

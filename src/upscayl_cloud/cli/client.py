@@ -1,0 +1,260 @@
+"""``upscayl-cloud client ...``: use any Upscayl Cloud server from the shell.
+
+``client upscale`` is :func:`upscayl_cloud.client.upscale` with rich progress
+bars (upload bytes, processing percent per task) and a summary table; it exits
+1 when any file failed, so scripts can rely on its status. ``status``,
+``history`` and ``models`` are thin views of the other operations.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from upscayl_cloud.client import FORMATS, MODELS, SCALES, Client, FileResult, UpscaylError, upscale
+
+client_app = typer.Typer(
+    help="Talk to an Upscayl Cloud server (UPSCAYL_URL, UPSCAYL_API_KEY).",
+    no_args_is_help=True,
+)
+
+Url = Annotated[str | None, typer.Option("--url", envvar="UPSCAYL_URL", help="Server base URL.")]
+Key = Annotated[
+    str | None,
+    typer.Option("--key", envvar="UPSCAYL_API_KEY", help="API key.", show_default=False),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
+_STYLE = {"done": "green", "failed": "red", "skipped": "yellow", "completed": "green"}
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _fail(exc: UpscaylError) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {exc.code}: {exc.message}")
+    return typer.Exit(code=1)
+
+
+def _when(ms: object) -> str:
+    if not isinstance(ms, int):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _check(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
+    """Validate against the spec's enum here, for a message before any upload."""
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=name)
+    return value
+
+
+class _Bytes(DownloadColumn):
+    """Byte counts on the upload row only (processing rows count percent)."""
+
+    def render(self, task: Any) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
+class _Speed(TransferSpeedColumn):
+    def render(self, task: Any) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
+class _Bars:
+    """The upscale hooks drawn as rich bars (called from upload threads: locked)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.upload: TaskID | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def uploading(self, total_bytes: int) -> None:
+        if total_bytes:
+            self.upload = self.progress.add_task("upload", total=total_bytes, bytes=True)
+
+    def uploaded(self, delta: int) -> None:
+        if self.upload is not None:
+            with self._lock:
+                self.progress.advance(self.upload, delta)
+
+    def processing(self, task_id: str, files: int, percent: float) -> None:
+        with self._lock:
+            if task_id not in self.tasks:
+                label = f"task {task_id[:8]} ({files} file{'s' * (files != 1)})"
+                self.tasks[task_id] = self.progress.add_task(label, total=100)
+            self.progress.update(self.tasks[task_id], completed=percent)
+
+    def finished(self, result: FileResult) -> None:
+        if result.status != "done":
+            colour = _STYLE.get(result.status, "red")
+            self.progress.console.print(
+                f"[{colour}]{result.status}[/] {result.source}: {result.reason}"
+            )
+
+
+def _summary(results: list[FileResult]) -> Table:
+    table = Table(title="Summary")
+    table.add_column("File")
+    table.add_column("Status")
+    table.add_column("Result / reason", overflow="fold")
+    for r in results:
+        detail = str(r.output) if r.output else (r.reason or "")
+        table.add_row(str(r.source), f"[{_STYLE.get(r.status, 'red')}]{r.status}[/]", detail)
+    return table
+
+
+@client_app.command("upscale")
+def upscale_command(
+    paths: Annotated[list[Path], typer.Argument(help="Images and folders.", show_default=False)],
+    recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Walk subfolders.")] = False,
+    model: Annotated[str, typer.Option("-m", "--model", help="See `client models`.")] = MODELS[0],
+    scale: Annotated[str, typer.Option("-s", "--scale", help="2, 4 or 8.")] = "4",
+    fmt: Annotated[str, typer.Option("-f", "--format", help="png, jpg or webp.")] = "jpg",
+    face: Annotated[bool, typer.Option("--face", help="Ask for face enhancement.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Folder for results (default: beside).")
+    ] = None,
+    thumbnails: Annotated[bool, typer.Option(help="Also download WebP previews.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most files per task.")] = 50,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Upload images, upscale them on the server, download the results."""
+    _check(model, MODELS, "--model")
+    _check(scale, SCALES, "--scale")
+    _check(fmt, FORMATS, "--format")
+    console = _console()
+    try:
+        api = Client(url, key)
+    except UpscaylError as exc:
+        raise _fail(exc) from exc
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        _Bytes(),
+        _Speed(),
+        TimeElapsedColumn(),
+    )
+    with api, Progress(*columns, console=console, transient=False) as progress:
+        report = upscale(
+            paths,
+            model=model,
+            scale=scale,
+            fmt=fmt,
+            face=face,
+            out_dir=out_dir,
+            recursive=recursive,
+            thumbnails=thumbnails,
+            client=api,
+            batch_size=batch_size,
+            reporter=_Bars(progress),
+        )
+    console.print(_summary(report.results))
+    done = sum(r.status == "done" for r in report.results)
+    skipped = sum(r.status == "skipped" for r in report.results)
+    console.print(f"{done} done, {len(report.failed)} failed, {skipped} skipped")
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@client_app.command("status")
+def status_command(
+    task_id: Annotated[str, typer.Argument(metavar="TASK", help="A taskId.")],
+    as_json: AsJson = False,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """Show one task: status, progress, options and result links."""
+    try:
+        with Client(url, key) as api:
+            data = api.get_task_status(task_id)
+    except UpscaylError as exc:
+        raise _fail(exc) from exc
+    console = _console()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    state = str(data.get("status", ""))
+    colour = _STYLE.get(state, "yellow")
+    console.print(f"Task {task_id}: [{colour}]{state}[/] {data.get('progress', '0')}%")
+    for name in ("model", "scale", "saveImageAs", "enhanceFace", "batchMode", "error"):
+        if data.get(name) not in (None, ""):
+            console.print(f"  {name}: {data[name]}")
+    files = data.get("files") or []
+    if files:
+        table = Table("Original", "Result", "Size", "Link")
+        for f in files:
+            dims = f.get("dimensions") or {}
+            size = f"{dims.get('width', '?')}x{dims.get('height', '?')}"
+            name = str(f.get("processedFileName", ""))
+            table.add_row(str(f.get("originalFileName", "")), name, size, f.get("downloadLink"))
+        console.print(table)
+
+
+@client_app.command("history")
+def history_command(
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed tasks.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="How many tasks (newest first).")] = 20,
+    as_json: AsJson = False,
+    url: Url = None,
+    key: Key = None,
+) -> None:
+    """List your tasks, newest first (pages are followed up to --limit)."""
+    filters: dict[str, Any] = {"failed": True} if failed else {}
+    try:
+        with Client(url, key) as api:
+            items = list(api.iter_history(max_items=limit, limit=min(limit, 100), **filters))
+    except UpscaylError as exc:
+        raise _fail(exc) from exc
+    console = _console()
+    if as_json:
+        console.print_json(json.dumps(items))
+        return
+    table = Table("Task", "Created", "Status", "Model", "Scale", "Files", "Error")
+    for t in items:
+        status = str(t.get("status", ""))
+        table.add_row(
+            str(t.get("taskId", "-")),
+            _when(t.get("createdAt")),
+            f"[{_STYLE.get(status, 'yellow')}]{status}[/]",
+            str(t.get("model", "")),
+            str(t.get("scale", "")),
+            str(len(t.get("files") or [])),
+            str(t.get("error") or ""),
+        )
+    console.print(table)
+
+
+@client_app.command("models")
+def models_command() -> None:
+    """The models a task can ask for (the spec's list; this server runs them all)."""
+    console = _console()
+    notes = {MODELS[0]: "default", "quick-clear-4x": "fastest"}
+    for name in MODELS:
+        note = f"  ({notes[name]})" if name in notes else ""
+        console.print(f"{name}{note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(client_app, name="client")

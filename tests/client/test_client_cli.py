@@ -1,0 +1,90 @@
+"""``upscayl-cloud client ...`` end to end: the real command against the real server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from support.server import Server
+from tests.client.helpers import FAST, write_image
+from upscayl_cloud.cli import app
+from upscayl_cloud.client import MODELS
+
+
+@pytest.fixture
+def run(server: Server, api_key: str) -> CliRunner:
+    return CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key, "COLUMNS": "200"})
+
+
+def test_upscale_folder_summary_and_exit_status(run: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", 16, 16)
+    write_image(folder / "deep" / "b.png", 16, 16, seed=3)
+    (folder / "deep" / "fake.jpg").write_bytes(b"GIF89a not really")
+    out = tmp_path / "out"
+
+    ok = run.invoke(app, ["client", "upscale", str(folder / "a.png"), "-m", FAST, "-s", "2",
+                          "-f", "png", "-o", str(out)])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert (out / f"a_upscayl_2x_{FAST}.png").exists()
+    assert "Summary" in ok.output and "1 done, 0 failed" in ok.output
+
+    flat = run.invoke(
+        app, ["client", "upscale", str(folder), "-m", FAST, "-s", "2", "-o", str(out)]
+    )
+    assert flat.exit_code == 0 and "1 done" in flat.output  # no --recursive: top level only
+
+    deep = run.invoke(app, ["client", "upscale", str(folder), "--recursive", "-m", FAST, "-s", "2",
+                            "-f", "webp", "-o", str(out)])  # fmt: skip
+    assert deep.exit_code == 0, deep.output  # a skipped non-image is not a failure
+    assert (out / "deep" / f"b_upscayl_2x_{FAST}.webp").exists()
+    assert "fake.jpg" in deep.output and "not a JPEG, PNG or WebP" in deep.output
+    assert "2 done, 0 failed, 1 skipped" in deep.output
+
+
+def test_upscale_failure_exits_non_zero(run: CliRunner, tmp_path: Path) -> None:
+    good = write_image(tmp_path / "good.png", 16, 16)
+    result = run.invoke(app, ["client", "upscale", str(good), str(tmp_path / "missing.png"),
+                              "-m", FAST, "-s", "2"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "no such file or folder" in result.output and "1 done, 1 failed" in result.output
+
+
+def test_face_flag_is_sent_or_its_refusal_shown(run: CliRunner, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "face.jpg", 16, 16)
+    result = run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "-s", "2", "--face"])
+    if result.exit_code == 0:
+        history = run.invoke(app, ["client", "history", "--json", "--limit", "1"])
+        assert json.loads(history.output)[0]["enhanceFace"] is True
+    else:  # a server without face models may refuse: its code and message are shown
+        assert "failed" in result.output and ":" in result.output
+
+
+def test_status_history_and_models(run: CliRunner, tmp_path: Path) -> None:
+    good = write_image(tmp_path / "s.png", 16, 16)
+    assert run.invoke(app, ["client", "upscale", str(good), "-m", FAST, "-s", "2"]).exit_code == 0
+    listed = run.invoke(app, ["client", "history", "--json", "--limit", "5"])
+    [task] = json.loads(listed.output)
+    status = run.invoke(app, ["client", "status", task["taskId"]])
+    assert status.exit_code == 0 and "completed" in status.output and "100%" in status.output
+    assert f"s_upscayl_2x_{FAST}.jpg" in status.output
+    as_json = run.invoke(app, ["client", "status", task["taskId"], "--json"])
+    assert json.loads(as_json.output)["status"] == "completed"
+    table = run.invoke(app, ["client", "history"])
+    assert table.exit_code == 0 and task["taskId"] in table.output
+    failed = run.invoke(app, ["client", "history", "--failed", "--json"])
+    assert json.loads(failed.output) == []
+    models = run.invoke(app, ["client", "models"])
+    assert models.exit_code == 0 and all(name in models.output for name in MODELS)
+
+
+def test_errors_show_code_and_message(run: CliRunner, server: Server) -> None:
+    missing = run.invoke(app, ["client", "status", "30a89e69-c702-4247-9905-f0a53dfa45ab"])
+    assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
+    denied = run.invoke(app, ["client", "history", "--key", "uc_wrong"])
+    assert denied.exit_code == 1 and "UNAUTHORIZED" in denied.output
+    bad = run.invoke(app, ["client", "upscale", "x.png", "-m", "nope"])
+    assert bad.exit_code == 2 and "nope" in bad.output
