@@ -56,8 +56,12 @@ def invert_model(tmp_path: Path) -> FaceModel:
 
 @pytest.mark.parametrize(
     ("crop", "scale"),
-    [((slice(None), slice(None)), 2), ((slice(40, 200), slice(160, 290)), 8)],
-    ids=["whole-2x", "crop-8x"],
+    [
+        ((slice(None), slice(None)), 2),
+        ((slice(40, 200), slice(160, 290)), 8),
+        ((slice(80, None), slice(195, None)), 4),
+    ],
+    ids=["whole-2x", "close-up-8x", "face-at-the-corner-4x"],
 )
 def test_face_region_follows_the_network_and_the_rest_is_untouched(
     tmp_path: Path, astronaut: np.ndarray, invert_model: FaceModel, crop, scale: int

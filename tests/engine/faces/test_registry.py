@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,16 @@ def test_add_refuses_a_model_outside_the_contract_and_copies_nothing(tmp_path: P
     with pytest.raises(FaceModelError, match="not a file"):
         add(directory, tmp_path / "missing.onnx")
     assert available(directory) == []
+
+
+def test_asking_for_availability_loads_no_inference_library(tmp_path: Path) -> None:
+    """The API process checks availability on each request: it must not pay
+    for OpenCV and onnxruntime to list a folder."""
+    code = (
+        "import sys\n"
+        "from upscayl_cloud.engine import faces\n"
+        f"assert faces.available({str(tmp_path)!r}) == []\n"
+        "heavy = [m for m in ('cv2', 'onnxruntime') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,10 +11,18 @@ For the pipeline::
     model = faces.select(settings.face_models_dir, settings.face_model)  # before decoding
     ...
     faces.enhance(color, decoded.color, model, job.work, settings.faces, should_cancel)
+
+Importing this package is cheap: the registry, settings and errors need
+neither OpenCV nor onnxruntime, so the API process can ask whether face
+enhancement is available. ``enhance``, ``detect_faces`` and ``Face`` load the
+heavy modules on first use.
 """
 
-from upscayl_cloud.engine.faces.detect import Face, detect_faces
-from upscayl_cloud.engine.faces.enhance import FaceSettings, enhance
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from upscayl_cloud.engine.faces.errors import (
     UNAVAILABLE_MESSAGE,
     FaceEnhancementUnavailableError,
@@ -28,6 +36,24 @@ from upscayl_cloud.engine.faces.registry import (
     remove,
     select,
 )
+from upscayl_cloud.engine.faces.settings import FaceSettings
+
+if TYPE_CHECKING:
+    from upscayl_cloud.engine.faces.detect import Face, detect_faces
+    from upscayl_cloud.engine.faces.enhancer import enhance
+
+_LAZY = {
+    "Face": "upscayl_cloud.engine.faces.detect",
+    "detect_faces": "upscayl_cloud.engine.faces.detect",
+    "enhance": "upscayl_cloud.engine.faces.enhancer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "UNAVAILABLE_MESSAGE",

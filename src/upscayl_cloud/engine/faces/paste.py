@@ -19,10 +19,9 @@ import numpy as np
 
 from upscayl_cloud.engine.faces import align
 from upscayl_cloud.engine.faces.align import SIZE
+from upscayl_cloud.engine.faces.settings import BAND_PIXELS
 from upscayl_cloud.engine.planes import Plane, to_float, to_samples
 
-#: Largest band (pixels) held as floats at once, about 48 MB of float32 RGB.
-BAND_PIXELS = 4_000_000
 #: Colour matching may change a channel's spread by at most this factor,
 #: so restored detail (more contrast) survives.
 MAX_STD_RATIO = 1.5

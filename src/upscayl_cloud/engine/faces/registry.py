@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from upscayl_cloud.engine.faces import restorer
 from upscayl_cloud.engine.faces.errors import FaceEnhancementUnavailableError, FaceModelError
 
 SUFFIX = ".onnx"
@@ -87,6 +86,9 @@ def add(directory: Path, source: Path, name: str | None = None, replace: bool = 
         raise FaceModelError(
             f"a face model named {name!r} is installed already; pick another --name or --replace"
         )
+    # Imported here: listing models must stay cheap for the API process.
+    from upscayl_cloud.engine.faces import restorer
+
     restorer.validate(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".adding-", suffix=SUFFIX, dir=target.parent)

@@ -22,10 +22,9 @@ import onnxruntime as ort
 
 from upscayl_cloud.engine.faces.align import SIZE
 from upscayl_cloud.engine.faces.errors import FaceModelError
+from upscayl_cloud.engine.faces.settings import DEFAULT_FIDELITY
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-#: CodeFormer's default balance between fidelity (1) and quality (0).
-DEFAULT_FIDELITY = 0.5
 #: Outputs a little past [-1, 1] are normal (GFPGAN overshoots and clamps);
 #: anything beyond this is another contract (0..255, say).
 MAX_ABS_OUTPUT = 1.5

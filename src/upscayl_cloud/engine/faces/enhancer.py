@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,33 +20,9 @@ from upscayl_cloud.engine.errors import CancelledError
 from upscayl_cloud.engine.faces import align, paste, restorer
 from upscayl_cloud.engine.faces.detect import Face, detect_faces
 from upscayl_cloud.engine.faces.registry import FaceModel
+from upscayl_cloud.engine.faces.settings import FaceSettings
 from upscayl_cloud.engine.planeio import new_plane_path, resize
 from upscayl_cloud.engine.planes import Plane
-
-
-@dataclass(frozen=True)
-class FaceSettings:
-    """Operator knobs for face enhancement."""
-
-    #: Longest edge of the copy of the source that detection looks at. Faces
-    #: narrower than ``min_face_px`` on that copy are not found: raise it to
-    #: catch small faces in large group photos, at about quadratic cost.
-    detect_max_edge: int = 1280
-    #: Smallest face edge looked for, in pixels of the detection copy.
-    min_face_px: int = 24
-    #: At most this many faces per image, the most confident first.
-    max_faces: int = 32
-    #: Match the restored face's colour to the upscale's (CIELAB mean/spread).
-    colour_match: bool = True
-    #: CodeFormer-style models: 0 favours quality, 1 fidelity to the input.
-    fidelity: float = restorer.DEFAULT_FIDELITY
-    #: Run the restorer on CUDA when onnxruntime has it.
-    use_gpu: bool = True
-    #: onnxruntime threads; 0 lets onnxruntime use every core.
-    threads: int = 0
-    #: Largest band of the output held as floats at once while cutting and
-    #: pasting a face (4 MP: about 48 MB).
-    band_pixels: int = paste.BAND_PIXELS
 
 
 def enhance(
@@ -65,7 +40,7 @@ def enhance(
     number of faces restored."""
     settings = settings or FaceSettings()
     preview = _preview(source, settings.detect_max_edge, work)
-    faces = detect_faces(preview, settings.min_face_px, max(1, settings.threads or 1))
+    faces = detect_faces(preview, settings.min_face_px, threads=1)
     faces = faces[: settings.max_faces]
     if not faces:
         return 0
