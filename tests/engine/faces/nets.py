@@ -86,3 +86,10 @@ def nan_output(path: Path) -> Path:
         helper.make_node("Log", ["shifted"], ["y"]),
     ]
     return _save(path, nodes, [_io("x")], [_io("y")], [_const("two", 2.0)])
+
+
+def tint(path: Path, gains: tuple[float, float, float]) -> Path:
+    """out = x * gain per channel: colours a grey face."""
+    gain = numpy_helper.from_array(np.array(gains, np.float32).reshape(1, 3, 1, 1), "gain")
+    node = helper.make_node("Mul", ["x", "gain"], ["y"])
+    return _save(path, [node], [_io("x")], [_io("y")], [gain])

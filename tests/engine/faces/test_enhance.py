@@ -136,3 +136,17 @@ def test_image_without_faces_is_untouched(tmp_path: Path, name: str) -> None:
     missing = FaceModel("missing", tmp_path / "missing.onnx")
     assert enhance(color, source, missing, tmp_path, CPU) == 0
     assert color.path.read_bytes() == plain.path.read_bytes()
+
+
+def test_grey_photos_keep_grey_faces(tmp_path: Path) -> None:
+    image = np.dstack([data.camera()] * 3)  # a black-and-white photo with a face
+    model = FaceModel("tint", nets.tint(tmp_path / "tint.onnx", (1.0, 0.3, -0.5)))
+    source, plain, color = _planes(tmp_path, image, 2)
+    assert enhance(color, source, model, tmp_path, CPU) == 1
+    tinted = color.read_all().astype(int)
+    assert np.abs(tinted[..., 0] - tinted[..., 2]).max() > 10_000
+    shutil.copyfile(plain.path, color.path)
+    assert enhance(color, source, model, tmp_path, CPU, grey=True) == 1
+    kept = color.read_all()
+    assert (kept != plain.read_all()).any()
+    assert (kept[..., 0] == kept[..., 1]).all() and (kept[..., 1] == kept[..., 2]).all()

@@ -32,12 +32,15 @@ def enhance(
     work: Path,
     settings: FaceSettings | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    grey: bool = False,
 ) -> int:
     """Restore every face of ``source`` in place in ``color`` (its upscale).
 
     ``color`` and ``source`` are 3-band planes of the same picture at any
-    scale; ``work`` is a folder for a temporary detection copy. Returns the
-    number of faces restored."""
+    scale; ``work`` is a folder for a temporary detection copy. ``grey``
+    (a grey source widened to RGB) keeps restored faces grey: restorers
+    paint skin tones into black-and-white photos. Returns the number of
+    faces restored."""
     settings = settings or FaceSettings()
     preview = _preview(source, settings.detect_max_edge, work)
     faces = detect_faces(preview, settings.min_face_px, threads=1)
@@ -52,7 +55,7 @@ def enhance(
     for face in faces:
         if should_cancel is not None and should_cancel():
             raise CancelledError("the task was cancelled")
-        done += restore_face(color, _scaled(face, sx, sy), net, mask, settings)
+        done += restore_face(color, _scaled(face, sx, sy), net, mask, settings, grey)
     return done
 
 
@@ -62,6 +65,7 @@ def restore_face(
     net: restorer.Restorer,
     mask: np.ndarray,
     settings: FaceSettings,
+    grey: bool = False,
 ) -> int:
     """Restore the face whose landmarks (in ``color``'s pixels) are given;
     returns 1, or 0 when no transform fits or the face lies off the image."""
@@ -75,6 +79,9 @@ def restore_face(
     restored = net.restore(face)
     if settings.colour_match:
         restored = paste.match_colour(restored, face, mask)
+    if grey:
+        # The mean, as the encoder averages the bands back to one.
+        restored = np.repeat(restored.mean(axis=2, keepdims=True), 3, axis=2)
     paste.paste(color, restored, mask, matrix, region, settings.band_pixels)
     return 1
 

@@ -20,7 +20,7 @@ import numpy as np
 from upscayl_cloud.engine.faces import align
 from upscayl_cloud.engine.faces.align import SIZE
 from upscayl_cloud.engine.faces.settings import BAND_PIXELS
-from upscayl_cloud.engine.planes import Plane, to_float, to_samples
+from upscayl_cloud.engine.planes import MAX_VALUE, Plane, to_float
 
 #: Colour matching may change a channel's spread by at most this factor,
 #: so restored detail (more contrast) survives.
@@ -141,6 +141,20 @@ def paste(
             continue
         warped = cv2.warpAffine(face, to_band, (width, height), flags=face_flags, borderValue=0.0)
         original = plane.read(x0, top, x1, top + height)
-        alpha = weight[..., None]
-        blended = to_samples(warped * alpha + to_float(original) * (1.0 - alpha))
-        plane.write(x0, top, np.where(alpha > 0, blended, original))
+        plane.write(x0, top, _blend(original, warped, weight))
+
+
+def _blend(original: np.ndarray, face: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``original + weight * (face - original)`` as samples, computed in
+    place in ``face`` (a band holds a few float copies, not a dozen); where
+    ``weight`` is 0 the original samples are kept exactly."""
+    base = to_float(original)
+    face -= base
+    face *= weight[..., None]
+    face += base
+    np.clip(face, 0.0, 1.0, out=face)
+    face *= MAX_VALUE
+    face += 0.5
+    blended = face.astype(original.dtype)
+    np.copyto(blended, original, where=(weight == 0)[..., None])
+    return blended

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 #: CodeFormer's default balance between quality (0) and fidelity (1).
 DEFAULT_FIDELITY = 0.5
 #: Largest band of the output held as floats at once while cutting and
-#: pasting a face: 4 MP of float32 RGB, about 48 MB.
-BAND_PIXELS = 4_000_000
+#: pasting a face: 1 MP, about 12 MB per float32 RGB copy (a band takes a
+#: handful of copies while it is blended).
+BAND_PIXELS = 1_000_000
 
 
 @dataclass(frozen=True)
