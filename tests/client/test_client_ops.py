@@ -48,6 +48,11 @@ def test_history_pages_and_filters(client: Client) -> None:
     assert list(client.iter_history(failed=True)) == []
 
 
+def test_capabilities_when_published(client: Client) -> None:
+    caps = client.capabilities()  # the spec has none; a server may publish one
+    assert caps is None or isinstance(caps.get("models"), list)
+
+
 def test_errors_carry_the_spec_code_and_message(server: Server, client: Client) -> None:
     with pytest.raises(ApiError) as missing:
         client.get_task_status("30a89e69-c702-4247-9905-f0a53dfa45ab")

@@ -29,7 +29,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from upscayl_cloud.client import FORMATS, MODELS, SCALES, Client, FileResult, UpscaylError, upscale
+from upscayl_cloud.client import (
+    FORMATS,
+    MODELS,
+    SCALES,
+    Client,
+    FileResult,
+    RetryPolicy,
+    UpscaylError,
+    upscale,
+)
 
 client_app = typer.Typer(
     help="Talk to an Upscayl Cloud server (UPSCAYL_URL, UPSCAYL_API_KEY).",
@@ -125,7 +134,10 @@ def _summary(results: list[FileResult]) -> Table:
 
 @client_app.command("upscale")
 def upscale_command(
-    paths: Annotated[list[Path], typer.Argument(help="Images and folders.", show_default=False)],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH...", help="Images and folders.", show_default=False),
+    ],
     recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Walk subfolders.")] = False,
     model: Annotated[str, typer.Option("-m", "--model", help="See `client models`.")] = MODELS[0],
     scale: Annotated[str, typer.Option("-s", "--scale", help="2, 4 or 8.")] = "4",
@@ -247,13 +259,28 @@ def history_command(
 
 
 @client_app.command("models")
-def models_command() -> None:
-    """The models a task can ask for (the spec's list; this server runs them all)."""
+def models_command(url: Url = None, key: Key = None) -> None:
+    """The models a task can ask for: the server's list when it publishes one
+    (with face enhancement availability), else the spec's."""
     console = _console()
-    notes = {MODELS[0]: "default", "quick-clear-4x": "fastest"}
-    for name in MODELS:
+    info = None
+    if key:
+        try:
+            with Client(url, key, retry=RetryPolicy(attempts=1)) as api:
+                info = api.capabilities()
+        except UpscaylError:
+            info = None
+    listed = (info or {}).get("models") or []
+    names = [str(m.get("name")) if isinstance(m, dict) else str(m) for m in listed]
+    names = names or list(MODELS)
+    default = str((info or {}).get("defaultModel") or MODELS[0])
+    notes = {default: "default", "quick-clear-4x": "fastest"}
+    for name in names:
         note = f"  ({notes[name]})" if name in notes else ""
         console.print(f"{name}{note}")
+    if info is not None and "faceEnhancement" in info:
+        available = "available" if info["faceEnhancement"] else "unavailable"
+        console.print(f"Face enhancement (--face): {available}")
 
 
 def register(app: typer.Typer) -> None:

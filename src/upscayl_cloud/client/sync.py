@@ -197,6 +197,28 @@ class Client:
                 return
             offset = pagination["nextOffset"]
 
+    def capabilities(self) -> dict[str, Any] | None:
+        """The server's own description of its models and features, if it has one.
+
+        The spec has no such operation; a server may add one (e.g. to say whether
+        face enhancement is available). It is found through the served OpenAPI
+        document (any GET path naming "capabilities"), so its exact path does not
+        matter; None when there is none.
+        """
+        try:
+            document = self._http.get(self.base_url + "/openapi.json")
+            paths = document.json().get("paths", {}) if document.is_success else {}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        path = next((p for p, ops in paths.items() if "capabilit" in p and "get" in ops), None)
+        if path is None:
+            return None
+        url, headers = self.base_url + path, {"X-API-Key": self._key}
+        response, _ = self._attempts(path, True, lambda: self._http.get(url, headers=headers))
+        body = _core.payload(response)
+        data = body.get("data", body)
+        return data if isinstance(data, dict) else None
+
     def wait(
         self,
         task_id: str,
