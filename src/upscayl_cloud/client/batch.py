@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from upscayl_cloud.client.errors import ApiError, UpscaylError
+from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
 from upscayl_cloud.client.files import Skipped, Source, collect
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
@@ -222,8 +222,13 @@ def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
         for task in list(running):
             try:
                 task.status = api.get_task_status(task.task_id)
+            except RateLimitedError as exc:
+                # Out of status calls for a while; the task runs on regardless.
+                time.sleep(exc.retry_after or delay)
+                continue
             except UpscaylError as exc:
-                task.status = {"status": "failed", "error": f"status unknown: {_reason(exc)}"}
+                reason = f"status of task {task.task_id} unknown: {_reason(exc)}"
+                task.status = {"status": "failed", "error": reason}
             hooks.processing(task.task_id, len(task.sources), percent(task.status))
             if task.status.get("status") in ("completed", "failed"):
                 running.remove(task)
@@ -267,7 +272,10 @@ def _fetch(api: Client, task: _Task, file_name: str, link: str, dest: Path) -> P
     for fresh in (False, True):
         if fresh:
             task.status = api.get_task_status(task.task_id)
-        entry = next(f for f in task.status.get("files") or [] if f.get("fileName") == file_name)
+        files = task.status.get("files") or []
+        entry = next((f for f in files if f.get("fileName") == file_name), None)
+        if entry is None or not entry.get(link):
+            raise ApiError("NOT_FOUND", f"the task no longer lists {link} for this file", 404)
         try:
             return api.download(str(entry[link]), dest)
         except ApiError as exc:
