@@ -3,6 +3,7 @@ failures retried, and start-task never repeated once the server may have it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from support.server import Server, free_port
 from tests.client.helpers import FAST, QUICK_RETRY, image_bytes
 from upscayl_cloud.client import (
     ApiError,
+    AsyncClient,
     Client,
     ConnectionFailedError,
     RateLimitedError,
@@ -135,3 +137,23 @@ def test_dropped_start_is_not_repeated(misbehaving: type[_Misbehaving]) -> None:
         with pytest.raises(ConnectionFailedError):
             api.get_history()
         assert misbehaving.hits.count("/get-upscayl-history") == QUICK_RETRY.attempts
+
+
+def test_async_client_follows_the_same_rules(misbehaving: type[_Misbehaving]) -> None:
+    events: list[RetryEvent] = []
+
+    async def flow() -> None:
+        url = misbehaving.url  # type: ignore[attr-defined]
+        async with AsyncClient(url, "k", retry=QUICK_RETRY, on_retry=events.append) as api:
+            with pytest.raises(ApiError):
+                await api.get_task_status("t")
+            with pytest.raises(ApiError):
+                await api.start_task(file=("a.png", b"x"))
+            misbehaving.mode = "drop"
+            with pytest.raises(StartUncertainError):
+                await api.start_task(file=("a.png", b"x"))
+
+    asyncio.run(flow())
+    assert misbehaving.hits.count("/get-task-status") == QUICK_RETRY.attempts
+    assert misbehaving.hits.count("/start-task") == 2
+    assert len(events) == QUICK_RETRY.attempts - 1
