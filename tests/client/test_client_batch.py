@@ -86,3 +86,11 @@ def test_named_non_image_fails_the_run(client: Client, tmp_path: Path) -> None:
     report = upscale([text, tmp_path / "nope.png"], model=FAST, client=client)
     assert [r.status for r in report.results] == ["failed", "failed"]
     assert "no such file" in (report.results[1].reason or "")
+
+
+def test_batches_of_batch_size(client: Client, tmp_path: Path) -> None:
+    for n in range(3):
+        write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
+    report = upscale([tmp_path], model=FAST, scale=2, client=client, batch_size=2)
+    assert report.ok and len({r.task_id for r in report.results}) == 2
+    assert client.get_history()["pagination"]["total"] == 2

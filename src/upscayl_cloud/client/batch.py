@@ -2,11 +2,12 @@
 
 The steps users would otherwise write themselves, with their failure modes:
 collect images (skipping what is not one, with a reason), upload them (parts
-in parallel, resumable), start as few tasks as possible (one batch per
-``batch_size`` files), poll with backoff, download each result next to its
-source or into ``out_dir``. One bad file never sinks the others: a batch the
-server refuses because of one file is sent again without it, so only the
-culprit fails, and everything that failed is reported with its reason.
+in parallel, resumable), start as few tasks as possible (one per
+``batch_size`` files, each started as soon as it is uploaded), poll with
+backoff, download each result next to its source or into ``out_dir``. One bad
+file never sinks the others: a batch the server refuses because of one file is
+sent again without it, so only the culprit fails, and everything that failed
+is reported with its reason.
 """
 
 from __future__ import annotations
@@ -115,7 +116,6 @@ def upscale(
                 status = "failed" if item.path in named else "skipped"
                 _finish(report, hooks, FileResult(item.path, status, item.reason))
         hooks.uploading(sum(s.size for s in sources))
-        uploaded = _upload_all(api, sources, upload_workers, multipart_threshold, hooks, report)
         options = {
             "model": model,
             "scale": scale,
@@ -123,8 +123,13 @@ def upscale(
             "enhance_face": True if face else None,
         }
         tasks: list[_Task] = []
-        for start in range(0, len(uploaded), max(1, batch_size)):
-            tasks += _start(api, uploaded[start : start + batch_size], options, hooks, report)
+        size = max(1, batch_size)
+        # Each batch starts as soon as it is uploaded: the server works while we upload.
+        for start in range(0, len(sources), size):
+            chunk = sources[start : start + size]
+            uploaded = _upload_all(api, chunk, upload_workers, multipart_threshold, hooks, report)
+            if uploaded:
+                tasks += _start(api, uploaded, options, hooks, report)
         _poll(api, tasks, hooks)
         for task in tasks:
             _collect(api, task, target, thumbnails, hooks, report)
