@@ -11,6 +11,7 @@ from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, dimensions, image_bytes, write_image
 from upscayl_cloud.client import ApiError, AsyncClient, Client, UpscaylError, upload_file
+from upscayl_cloud.client.uploads import uploaded_entry
 
 
 def test_presigned_upload_start_wait_download(client: Client, tmp_path: Path) -> None:
@@ -87,17 +88,24 @@ def test_insufficient_credits(server: Server) -> None:
 
 
 def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Path) -> None:
-    data = image_bytes(16, 24)
+    single, parted = image_bytes(16, 24), image_bytes(24, 16, seed=5)
 
     async def flow() -> None:
         async with AsyncClient(server.url, api_key, poll=QUICK_POLL) as api:
-            link = await api.get_upload_url("a.png", "image/png", len(data))
-            await api.put_upload(link["uploadURL"], data, "image/png")
-            entry = {k: link[k] for k in ("fileName", "fileType", "fileSize")}
-            task_id = await api.start_task([entry], model=FAST, scale="2", save_image_as="png")
+            link = await api.get_upload_url("a.png", "image/png", len(single))
+            await api.put_upload(link["uploadURL"], single, "image/png")
+            multi = await api.get_upload_url("b.png", "image/png", len(parted), multipart=True)
+            [part] = multi["parts"]  # a small file: one (last) part of any size
+            etag = await api.put_upload(part["uploadURL"], parted)
+            assert etag
+            await api.complete_multipart_upload(multi["uploadId"], multi["key"], [(1, etag)])
+            entries = [uploaded_entry(link), uploaded_entry(multi)]
+            task_id = await api.start_task(entries, model=FAST, scale="2", save_image_as="png")
             done = await api.wait(task_id, timeout=60, raise_on_failure=True)
+            assert done["batchMode"] is True and len(done["files"]) == 2
             assert (await api.get_task_status(task_id))["status"] == "completed"
-            out = await api.download(done["files"][0]["downloadLink"], tmp_path / "a.png")
+            first = next(f for f in done["files"] if f["fileName"] == link["fileName"])
+            out = await api.download(first["downloadLink"], tmp_path / "a.png")
             assert dimensions(out) == (32, 48)
             assert [t["taskId"] async for t in api.iter_history(limit=1)] == [task_id]
             with pytest.raises(ApiError) as missing:
