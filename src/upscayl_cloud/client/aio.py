@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -25,6 +25,7 @@ from upscayl_cloud.client.errors import (
     WaitTimeoutError,
 )
 from upscayl_cloud.client.polling import PollSchedule
+from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 
 class AsyncClient:
@@ -106,9 +107,9 @@ class AsyncClient:
 
     async def get_upload_url(
         self, name: str, file_type: str, size: int, multipart: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> UploadLink:
         body = await self._call(_core.upload_url_call(name, file_type, size, multipart))
-        return body["data"]
+        return cast(UploadLink, body["data"])
 
     async def put_upload(
         self, url: str, content: bytes, content_type: str | None = None
@@ -120,7 +121,8 @@ class AsyncClient:
         )
         if not response.is_success:
             raise _core.error_of(response)
-        return response.headers.get("etag")
+        etag = response.headers.get("etag")
+        return str(etag) if etag is not None else None
 
     async def complete_multipart_upload(
         self, upload_id: str, key: str, parts: list[tuple[int, str]]
@@ -133,7 +135,7 @@ class AsyncClient:
 
     async def start_task(
         self,
-        files: list[dict[str, Any]] | None = None,
+        files: Sequence[Mapping[str, Any]] | None = None,
         *,
         file: tuple[str, bytes] | None = None,
         model: str | None = None,
@@ -144,15 +146,16 @@ class AsyncClient:
         call = _core.start_task_call(files, file, model, scale, save_image_as, enhance_face)
         return str((await self._call(call))["data"]["taskId"])
 
-    async def get_task_status(self, task_id: str) -> dict[str, Any]:
-        return (await self._call(Call("/get-task-status", json={"taskId": task_id})))["data"]
+    async def get_task_status(self, task_id: str) -> TaskStatus:
+        body = await self._call(Call("/get-task-status", json={"taskId": task_id}))
+        return cast(TaskStatus, body["data"])
 
-    async def get_history(self, **filters: Any) -> dict[str, Any]:
-        return await self._call(_core.history_call(**filters))
+    async def get_history(self, **filters: Any) -> HistoryPage:
+        return cast(HistoryPage, await self._call(_core.history_call(**filters)))
 
     async def iter_history(
         self, max_items: int | None = None, **filters: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[TaskStatus]:
         seen = 0
         offset = filters.pop("timestamp_offset", None)
         while True:
@@ -169,7 +172,7 @@ class AsyncClient:
 
     async def wait(
         self, task_id: str, timeout: float | None = None, raise_on_failure: bool = False
-    ) -> dict[str, Any]:
+    ) -> TaskStatus:
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
             data = await self.get_task_status(task_id)

@@ -13,7 +13,7 @@ is reported with its reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +74,7 @@ class _Quiet:
 class _Task:
     task_id: str
     sources: dict[str, Source]  # upload fileName -> source
-    status: dict[str, Any] = field(default_factory=dict)
+    status: Mapping[str, Any] = field(default_factory=dict)
 
 
 def upscale(

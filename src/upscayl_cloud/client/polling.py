@@ -8,8 +8,9 @@ a 429 on a poll is simply waited out, since re-polling is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class PollSchedule:
             delay = min(self.maximum, delay * self.factor)
 
 
-def percent(data: dict[str, object]) -> float:
+def percent(data: Mapping[str, Any]) -> float:
     """The task's ``progress`` (a string in the spec) as a number, 0 when unknown."""
     try:
         return float(str(data.get("progress") or 0))

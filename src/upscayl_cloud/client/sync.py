@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -24,6 +24,7 @@ from upscayl_cloud.client.errors import (
     WaitTimeoutError,
 )
 from upscayl_cloud.client.polling import PollSchedule
+from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 Content = bytes | Callable[[], Iterable[bytes]]
 
@@ -112,10 +113,10 @@ class Client:
 
     def get_upload_url(
         self, name: str, file_type: str, size: int, multipart: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> UploadLink:
         """A pre-signed upload (and, for multipart, its parts' URLs): ``data`` of the answer."""
         body = self._call(_core.upload_url_call(name, file_type, size, multipart))
-        return body["data"]
+        return cast(UploadLink, body["data"])
 
     def put_upload(
         self, url: str, content: Content, size: int, content_type: str | None = None
@@ -136,7 +137,8 @@ class Client:
         response, _ = self._attempts("PUT upload", True, send)
         if not response.is_success:
             raise _core.error_of(response)
-        return response.headers.get("etag")
+        etag = response.headers.get("etag")
+        return str(etag) if etag is not None else None
 
     def complete_multipart_upload(
         self, upload_id: str, key: str, parts: list[tuple[int, str]]
@@ -155,7 +157,7 @@ class Client:
 
     def start_task(
         self,
-        files: list[dict[str, Any]] | None = None,
+        files: Sequence[Mapping[str, Any]] | None = None,
         *,
         file: tuple[str, bytes] | None = None,
         model: str | None = None,
@@ -171,17 +173,17 @@ class Client:
         body = self._call(call)
         return str(body["data"]["taskId"])
 
-    def get_task_status(self, task_id: str) -> dict[str, Any]:
-        return self._call(Call("/get-task-status", json={"taskId": task_id}))["data"]
+    def get_task_status(self, task_id: str) -> TaskStatus:
+        return cast(
+            TaskStatus, self._call(Call("/get-task-status", json={"taskId": task_id}))["data"]
+        )
 
-    def get_history(self, **filters: Any) -> dict[str, Any]:
+    def get_history(self, **filters: Any) -> HistoryPage:
         """One page: ``{"data": [...], "pagination": {...}}``. Filters as in the spec
         (``timestamp_offset``, ``batch``, ``failed``, ``limit``, ``processed``)."""
-        return self._call(_core.history_call(**filters))
+        return cast(HistoryPage, self._call(_core.history_call(**filters)))
 
-    def iter_history(
-        self, max_items: int | None = None, **filters: Any
-    ) -> Iterator[dict[str, Any]]:
+    def iter_history(self, max_items: int | None = None, **filters: Any) -> Iterator[TaskStatus]:
         """Every matching task, newest first, following ``nextOffset`` page by page."""
         seen = 0
         offset = filters.pop("timestamp_offset", None)
@@ -223,9 +225,9 @@ class Client:
         self,
         task_id: str,
         timeout: float | None = None,
-        on_status: Callable[[dict[str, Any]], None] | None = None,
+        on_status: Callable[[TaskStatus], None] | None = None,
         raise_on_failure: bool = False,
-    ) -> dict[str, Any]:
+    ) -> TaskStatus:
         """Poll (with backoff) until the task is completed or failed; returns its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ def state_path(source: Path) -> Path:
     return source.with_name(f".{source.name}{STATE_SUFFIX}")
 
 
-def uploaded_entry(link: dict[str, Any]) -> dict[str, Any]:
+def uploaded_entry(link: Mapping[str, Any]) -> dict[str, Any]:
     """The ``files`` item that start-task expects for an upload."""
     return {key: link[key] for key in ("fileName", "fileType", "fileSize") if key in link}
 
@@ -172,7 +172,7 @@ def upload_file(
                 on_bytes(-counted)
     link = client.get_upload_url(path.name, file_type, size, multipart=wants_multipart or None)
     if link.get("uploadId") and link.get("parts"):
-        state = _State(path, client.base_url, link)
+        state = _State(path, client.base_url, dict(link))
         state.save()
         return _send_parts(client, path, state, part_workers, on_bytes, on_part)
     client.put_upload(link["uploadURL"], _chunks(path, 0, size, on_bytes), size, file_type)
