@@ -168,20 +168,31 @@ def upscale_command(
         _Speed(),
         TimeElapsedColumn(),
     )
-    with api, Progress(*columns, console=console, transient=False) as progress:
-        report = upscale(
-            paths,
-            model=model,
-            scale=scale,
-            fmt=fmt,
-            face=face,
-            out_dir=out_dir,
-            recursive=recursive,
-            thumbnails=thumbnails,
-            client=api,
-            batch_size=batch_size,
-            reporter=_Bars(progress),
+    bars = None
+    try:
+        with api, Progress(*columns, console=console, transient=False) as progress:
+            bars = _Bars(progress)
+            report = upscale(
+                paths,
+                model=model,
+                scale=scale,
+                fmt=fmt,
+                face=face,
+                out_dir=out_dir,
+                recursive=recursive,
+                thumbnails=thumbnails,
+                client=api,
+                batch_size=batch_size,
+                reporter=bars,
+            )
+    except KeyboardInterrupt:
+        # Started tasks run on regardless; unfinished multipart uploads resume.
+        started = ", ".join(bars.tasks) if bars and bars.tasks else "none"
+        console.print(
+            f"[yellow]interrupted[/]; tasks already started (see `client status`): {started}. "
+            "Run the same command again to resume large uploads."
         )
+        raise typer.Exit(code=130) from None
     console.print(_summary(report.results))
     done = sum(r.status == "done" for r in report.results)
     skipped = sum(r.status == "skipped" for r in report.results)

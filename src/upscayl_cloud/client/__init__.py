@@ -22,6 +22,7 @@ from upscayl_cloud.client.errors import (
 )
 from upscayl_cloud.client.polling import PollSchedule
 from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.types import HistoryPage, ProcessedFile, TaskStatus, UploadLink
 from upscayl_cloud.client.uploads import upload_file
 
 __all__ = [
@@ -33,12 +34,16 @@ __all__ = [
     "Client",
     "ConnectionFailedError",
     "FileResult",
+    "HistoryPage",
     "PollSchedule",
+    "ProcessedFile",
     "RateLimitedError",
     "RetryEvent",
     "RetryPolicy",
     "StartUncertainError",
     "TaskFailedError",
+    "TaskStatus",
+    "UploadLink",
     "UpscaleReport",
     "UpscaylError",
     "WaitTimeoutError",
