@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -109,11 +111,19 @@ def retryable_status(status: int, idempotent: bool) -> bool:
 
 
 def retry_after_of(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds (ours) or an HTTP date (proxies)."""
     value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def error_of(response: httpx.Response) -> ApiError:
