@@ -109,6 +109,20 @@ class Settings(BaseSettings):
     engine_threads: int = Field(default=0, ge=0)
     #: Use a Vulkan GPU when one is present.
     engine_use_gpu: bool = True
+    #: Tile edge in input pixels; 0 sizes tiles per network from the memory
+    #: budget below (docs/models.md, "Tiling").
+    engine_tile_size: int = Field(default=0, ge=0)
+    #: Memory one network call may use when tiles are sized automatically.
+    engine_tile_memory_mb: int = Field(default=3072, ge=64)
+    #: PNG zlib level (0-9): 2 with the "up" filter is 2-3x faster than 6 and
+    #: smaller on upscaled photos (bench/README.md).
+    png_compression: int = Field(default=2, ge=0, le=9)
+    #: Quality of jpg and webp results (the spec has no quality field).
+    jpeg_quality: int = Field(default=92, ge=1, le=100)
+    webp_quality: int = Field(default=90, ge=1, le=100)
+    #: Face model to use for ``enhanceFace`` (``upscayl-cloud models list``);
+    #: empty: the first installed, by name.
+    face_model: str = ""
     #: A claimed task whose lease is not renewed within this time is taken
     #: over by another worker. Progress writes renew it.
     lease_seconds: float = Field(default=60.0, gt=0)

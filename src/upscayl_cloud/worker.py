@@ -9,7 +9,6 @@ dead attempt's leftovers never mix with the one that completes.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -22,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
@@ -42,8 +42,12 @@ class ShutdownError(Exception):
     """The pool is stopping: hand the task back instead of finishing it."""
 
 
-def engine_settings(ctx: Context) -> object:
-    from upscayl_cloud.engine.options import EngineSettings, available_cores
+def engine_settings(ctx: Context) -> EngineSettings:
+    """The engine's settings from the service's: threads shared between the
+    workers of this process, work files under the data directory (planes can
+    be several times an output's size: not for a small /tmp)."""
+    from upscayl_cloud.engine import faces
+    from upscayl_cloud.engine.options import EncodeSettings, available_cores
 
     settings = ctx.settings
     threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
@@ -52,8 +56,17 @@ def engine_settings(ctx: Context) -> object:
     return EngineSettings(
         threads=threads,
         use_gpu=settings.engine_use_gpu,
+        tile_size=settings.engine_tile_size or None,
+        tile_memory_mb=settings.engine_tile_memory_mb,
         work_dir=work,
         limits=image_limits(settings),
+        encode=EncodeSettings(
+            png_compression=settings.png_compression,
+            jpeg_quality=settings.jpeg_quality,
+            webp_quality=settings.webp_quality,
+        ),
+        face_models_dir=faces.models_dir(settings.data_dir),
+        face_model=settings.face_model or None,
     )
 
 
@@ -105,16 +118,6 @@ class _Task:
     save_image_as: str
 
 
-def _face_option(request_type: type, enhance_face: bool) -> dict[str, bool]:
-    """``enhance_face`` for the engine, once its request has that field.
-
-    Face enhancement is being added to the engine; until ``UpscaleRequest``
-    carries the flag, the task records it and the engine is not told.
-    """
-    names = {f.name for f in dataclasses.fields(request_type)}
-    return {"enhance_face": enhance_face} if "enhance_face" in names else {}
-
-
 def processed_name(original: str, scale: int, model: str, ext: str) -> str:
     """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``."""
     stem = Path(original).stem or "image"
@@ -147,7 +150,7 @@ def process(
         model=task.model,
         scale=task.scale,
         output_format=task.save_image_as,
-        **_face_option(UpscaleRequest, bool(row.enhance_face)),
+        enhance_face=bool(row.enhance_face),
     )
     settings = engine_settings(ctx)
     outcomes: list[FileOutcome] = []

@@ -28,6 +28,7 @@ import pyvips
 from upscayl_cloud.engine.decode import ICC_GREY, ICC_RGB, DecodedImage
 from upscayl_cloud.engine.errors import ImageTooLargeError, InvalidOptionError
 from upscayl_cloud.engine.options import (
+    MAX_OUTPUT_EDGE,
     OUTPUT_FORMATS,
     EncodeSettings,
     ImageLimits,
@@ -36,9 +37,6 @@ from upscayl_cloud.engine.options import (
 from upscayl_cloud.engine.planeio import load_plane, save_atomically
 from upscayl_cloud.engine.planes import MAX_VALUE, Plane
 
-#: Longest edge each container can store (libwebp's limit; JPEG's 16-bit
-#: SOF fields). PNG's limit (2^31 - 1) is far beyond any pixel limit.
-MAX_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65535}
 #: 0..65535 -> 0..255.
 _TO_8_BIT = 255 / MAX_VALUE
 #: Quality of thumbnails: they are previews, size matters more than fidelity.
@@ -143,7 +141,7 @@ def _check_format(fmt: str) -> None:
 
 
 def _check_format_edge(width: int, height: int, fmt: OutputFormat) -> None:
-    limit = MAX_EDGE.get(fmt)
+    limit = MAX_OUTPUT_EDGE.get(fmt)
     if limit is not None and max(width, height) > limit:
         name = "WebP" if fmt == "webp" else "JPEG"
         raise ImageTooLargeError(

@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from upscayl_cloud.engine.faces.settings import FaceSettings
+
 OutputFormat = Literal["png", "jpg", "webp"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpg", "webp")
+#: Longest edge each output container can store (libwebp's limit; JPEG's
+#: 16-bit size fields). PNG's (2^31 - 1) is far beyond any pixel limit. Here,
+#: in a module that loads no decoder, so the API can check it too.
+MAX_OUTPUT_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65535}
 SCALES: tuple[int, ...] = (2, 4, 8)
 
 
@@ -78,6 +84,12 @@ class EngineSettings:
     work_dir: Path | None = None
     limits: ImageLimits = field(default_factory=ImageLimits)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    #: Installed face-restoration models (``faces.models_dir(data_dir)``);
+    #: None: face enhancement is unavailable.
+    face_models_dir: Path | None = None
+    #: Which installed face model to use; None: the first by name.
+    face_model: str | None = None
+    faces: FaceSettings = field(default_factory=FaceSettings)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,8 @@ class UpscaleRequest:
     output_format: OutputFormat = "jpg"
     #: 1..100 for jpg/webp (higher is better); for png, ignored (lossless).
     quality: int | None = None
+    #: Restore faces with an installed face model (refused when none is).
+    enhance_face: bool = False
 
 
 @dataclass(frozen=True)

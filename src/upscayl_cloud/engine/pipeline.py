@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from upscayl_cloud.engine import imageio
+from upscayl_cloud.engine import faces, imageio
 from upscayl_cloud.engine.catalog import Run, Step, get_model
 from upscayl_cloud.engine.errors import InvalidOptionError
 from upscayl_cloud.engine.options import (
@@ -70,6 +70,12 @@ def upscale_file(
     model = get_model(request.model)
     steps = model.plan(request.scale)
     limits = settings.limits
+    # Refused before any work when no face model is installed, never ignored.
+    face_model = (
+        faces.select(settings.face_models_dir, settings.face_model)
+        if request.enhance_face
+        else None
+    )
 
     info = imageio.probe(Path(source), limits, declared_type)
     out_w, out_h = info.width * request.scale, info.height * request.scale
@@ -84,6 +90,16 @@ def upscale_file(
         job.calls_total = sum(_count_calls(job, p.width, p.height) for p in planes)
 
         color = _run_steps(job, decoded.color, "color", out_w, out_h)
+        if face_model is not None:
+            faces.enhance(
+                color,
+                decoded.color,
+                face_model,
+                job.work,
+                settings.faces,
+                should_cancel,
+                grey=decoded.source.is_grey,
+            )
         if alpha is None:
             alpha_out = None
         elif alpha_by_network:

@@ -41,6 +41,13 @@ class MissingFieldsError(BadRequestError):
     public_message = "Required fields missing"
 
 
+class FaceEnhancementUnavailableError(BadRequestError):
+    """``enhanceFace`` asked of a server without a face-restoration model:
+    refused, never silently ignored."""
+
+    code = "FACE_ENHANCEMENT_UNAVAILABLE"
+
+
 class UnauthorizedError(ServiceError):
     code = "UNAUTHORIZED"
     status_code = 401

@@ -9,11 +9,7 @@ that can only fail later is refused with a 400 before anything is charged.
 from __future__ import annotations
 
 from upscayl_cloud.config import Settings
-from upscayl_cloud.engine.options import ImageLimits
-
-#: Longest edge each output container can store (libwebp's limit; JPEG's
-#: 16-bit size fields), as the engine's encoder enforces them.
-MAX_OUTPUT_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65535}
+from upscayl_cloud.engine.options import MAX_OUTPUT_EDGE, ImageLimits
 
 
 def image_limits(settings: Settings) -> ImageLimits:

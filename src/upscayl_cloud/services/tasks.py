@@ -16,9 +16,11 @@ from sqlalchemy import Connection, case, func, insert, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
+from upscayl_cloud.engine import faces
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import (
     BadRequestError,
+    FaceEnhancementUnavailableError,
     FileSizeExceededError,
     InsufficientCreditsError,
     InvalidFileTypeError,
@@ -162,6 +164,8 @@ def _next_created_at(conn: Connection, account_id: str, now: int) -> int:
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
     """Check the files, reserve their price and enqueue the task; returns its id."""
     options.validate()
+    if options.enhance_face and not faces.available(faces.models_dir(ctx.settings.data_dir)):
+        raise FaceEnhancementUnavailableError(faces.UNAVAILABLE_MESSAGE)
     if not entries:
         raise MissingFieldsError("Required fields missing: file or files")
     if len(entries) > ctx.settings.max_files_per_task:

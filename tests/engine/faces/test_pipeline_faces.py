@@ -14,10 +14,6 @@ from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
 from upscayl_cloud.engine.pipeline import upscale_file
 
-pytestmark = pytest.mark.skipif(
-    "enhance_face" not in UpscaleRequest.__dataclass_fields__,
-    reason="UpscaleRequest.enhance_face not wired into the pipeline yet (issue 6)",
-)
 MODEL = "quick-clear-4x"
 
 
