@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from upscayl_cloud import web
 from upscayl_cloud.api import errors, redact
 from upscayl_cloud.api.ratelimit import RateLimits
-from upscayl_cloud.api.routes import history, objects, ops, tasks, uploads
+from upscayl_cloud.api.routes import capabilities, history, objects, ops, tasks, uploads
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
 from upscayl_cloud.services.context import build_context
 from upscayl_cloud.services.metrics import Metrics
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(tasks.router)
     app.include_router(ops.router)
+    app.include_router(capabilities.router)
     if settings.storage_backend is StorageBackend.local:
         app.include_router(objects.router)
+    web.install(app)
     return app

@@ -1,0 +1,98 @@
+"""GET /capabilities and the static UI, through the real app in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from support.context import new_principal
+from upscayl_cloud.engine import faces
+from upscayl_cloud.engine.catalog import MODELS
+from upscayl_cloud.services.context import Context
+
+SPEC_MODELS = {
+    "upscayl-standard-4x",
+    "upscayl-lite-4x",
+    "clear-boost-4x",
+    "crystal-plus-4x",
+    "digital-art-4x",
+    "digital-art-plus-4x",
+    "natural-max-4x",
+    "natural-plus-4x",
+    "nature-boost-4x",
+    "pure-boost-4x",
+    "quick-clear-4x",
+    "texture-boost-4x",
+}
+
+
+def test_public_answer_lists_what_start_task_accepts(client: TestClient) -> None:
+    response = client.get("/capabilities")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "success"
+    data = body["data"]
+    assert {m["name"] for m in data["models"]} == SPEC_MODELS
+    quick = next(m for m in data["models"] if m["name"] == "quick-clear-4x")
+    assert quick["title"] == MODELS["quick-clear-4x"].title
+    assert quick["description"] == MODELS["quick-clear-4x"].description
+    assert data["defaultModel"] == "upscayl-standard-4x"
+    assert data["scales"] == ["2", "4", "8"]
+    assert data["formats"] == ["png", "jpg", "webp"]
+    assert data["limits"]["maxUploadBytes"] == 104_857_600
+    assert data["limits"]["fileTypes"] == ["image/jpeg", "image/png", "image/webp"]
+    assert data["limits"]["maxOutputEdge"] == {"webp": 16383, "jpg": 65535}
+    assert "account" not in data
+
+
+def test_face_enhancement_follows_the_installed_models(client: TestClient) -> None:
+    data = client.get("/capabilities").json()["data"]
+    assert data["faceEnhancement"] is False
+    assert data["faceEnhancementMessage"] == faces.UNAVAILABLE_MESSAGE
+    ctx: Context = client.app.state.ctx
+    folder = faces.models_dir(ctx.settings.data_dir)
+    folder.mkdir(parents=True)
+    (folder / "gfpgan.onnx").write_bytes(b"not opened by this endpoint")
+    data = client.get("/capabilities").json()["data"]
+    assert data["faceEnhancement"] is True
+    assert "faceEnhancementMessage" not in data
+
+
+def test_a_key_adds_the_accounts_credits(client: TestClient) -> None:
+    ctx: Context = client.app.state.ctx
+    key = new_principal(ctx, credits=7)[0]
+    data = client.get("/capabilities", headers={"X-API-Key": key}).json()["data"]
+    assert data["account"] == {"credits": 7}
+
+
+def test_a_wrong_key_is_refused(client: TestClient) -> None:
+    response = client.get("/capabilities", headers={"X-API-Key": "uc_nope"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "UNAUTHORIZED"
+
+
+def test_published_in_openapi_for_clients_that_look_for_it(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "get" in paths["/capabilities"]
+
+
+def test_the_page_is_served_at_the_root(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    asset = client.get("/web/index.html")
+    assert asset.status_code == 200
+
+
+def test_unknown_routes_keep_the_api_error_shape(client: TestClient) -> None:
+    response = client.post("/no-such-operation", json={})
+    assert response.status_code == 404
+    assert response.json()["error"] == "NOT_FOUND"
+
+
+def test_static_files_ship_inside_the_package() -> None:
+    from upscayl_cloud import web
+
+    assert Path(web.STATIC_DIR, "index.html").is_file()
