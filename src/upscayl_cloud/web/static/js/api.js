@@ -1,0 +1,125 @@
+// The public API, as any client calls it: JSON in, {"status", "data"} out,
+// errors as {"error": CODE, "message"}. No private routes: the page can do
+// exactly what the key can do with curl (docs/api.md).
+
+/** A refusal or failure, with the server's code and message kept intact. */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfterSeconds = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/** What is left of a rate limit, per operation, from the last response. */
+export const rateLimits = new Map();
+
+let apiKey = null;
+
+export function setKey(key) {
+  apiKey = key;
+}
+
+function retryAfter(headers) {
+  const value = headers.get("Retry-After");
+  if (!value) return null;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return seconds;
+  const when = Date.parse(value); // HTTP-date form
+  return Number.isNaN(when) ? null : Math.max(0, (when - Date.now()) / 1000);
+}
+
+function remember(operation, headers) {
+  const remaining = headers.get("X-RateLimit-Remaining");
+  if (remaining !== null) {
+    rateLimits.set(operation, {
+      remaining: Number(remaining),
+      limit: Number(headers.get("X-RateLimit-Limit")),
+      resetAt: Number(headers.get("X-RateLimit-Reset")) * 1000,
+    });
+  }
+}
+
+async function errorFrom(response) {
+  let code = "HTTP_" + response.status;
+  let message = response.statusText || "Request failed";
+  try {
+    const body = await response.json();
+    code = body.error || code;
+    message = body.message || message;
+  } catch {
+    // Not our JSON (a proxy's error page): keep the status line.
+  }
+  return new ApiError(response.status, code, message, retryAfter(response.headers));
+}
+
+/** Call an operation; returns the parsed body. Network failures become ApiError(0, "NETWORK"). */
+export async function request(path, { method = "POST", json, form } = {}) {
+  const headers = {};
+  if (apiKey) headers["X-API-Key"] = apiKey;
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    body = form; // the browser writes the multipart boundary
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, "NETWORK", String(err && err.message ? err.message : err));
+  }
+  remember(path.replace(/^\//, ""), response.headers);
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
+
+export const api = {
+  capabilities: () => request("/capabilities", { method: "GET" }).then((b) => b.data),
+  uploadUrl: (file, multipart) =>
+    request("/get-upload-url", {
+      json: {
+        originalFileName: file.name,
+        fileType: file.type,
+        fileSize: file.size,
+        ...(multipart ? { multipart: true } : {}),
+      },
+    }).then((b) => b.data),
+  completeMultipart: (data) => request("/complete-multipart-upload", { json: { data } }),
+  startTask: (form) => request("/start-task", { form }).then((b) => b.data),
+  taskStatus: (taskId) => request("/get-task-status", { json: { taskId } }).then((b) => b.data),
+  history: (query) => request("/get-upscayl-history", { json: query }),
+};
+
+/**
+ * PUT bytes to a signed link with upload progress (fetch has no upload
+ * progress events, XMLHttpRequest does). Resolves with the response's ETag.
+ */
+export function putWithProgress(url, blob, contentType, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", url);
+    if (contentType) xhr.setRequestHeader("Content-Type", contentType);
+    xhr.upload.onprogress = (event) => onProgress(event.loaded);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve(xhr.getResponseHeader("ETag"));
+        return;
+      }
+      let code = "HTTP_" + xhr.status;
+      let message = xhr.statusText || "Upload failed";
+      try {
+        const body = JSON.parse(xhr.responseText);
+        code = body.error || code;
+        message = body.message || message;
+      } catch {
+        // S3 answers XML; keep the status line.
+      }
+      reject(new ApiError(xhr.status, code, message));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "NETWORK", "The upload was interrupted"));
+    xhr.send(blob);
+  });
+}

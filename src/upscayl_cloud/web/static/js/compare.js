@@ -1,0 +1,69 @@
+// Before/after comparison: both images fill the same stage (the output's
+// aspect ratio), so they are always at the same zoom and aligned pixel for
+// pixel; the divider clips the upscaled one. The range input is the
+// keyboard-accessible control; dragging on the picture moves it too.
+
+import { h } from "./dom.js";
+
+/** before/after: image URLs; width/height: the output's pixels. */
+export function comparison({ before, after, width, height, name }) {
+  const afterImg = h("img.compare-after", { src: after, alt: `Upscaled ${name}`, draggable: "false" });
+  const beforeImg = h("img.compare-before", { src: before, alt: `Original ${name}`, draggable: "false" });
+  const divider = h("div.compare-divider", { "aria-hidden": "true" });
+  const stage = h("div.compare-stage", {}, beforeImg, afterImg, divider);
+  stage.style.aspectRatio = `${width} / ${height}`;
+  // "Fit": as wide as the card allows, and no taller than most of the screen.
+  const fitWidth = `min(100%, calc(70vh * ${width / height}))`;
+  stage.style.width = fitWidth;
+  const viewport = h("div.compare-viewport", {}, stage);
+
+  const slider = h("input", {
+    type: "range",
+    min: "0",
+    max: "100",
+    value: "50",
+    "aria-label": "Divider position: original on the left, upscaled on the right",
+  });
+  const zoom = h(
+    "select",
+    { "aria-label": "Zoom" },
+    h("option", { value: "fit" }, "Fit"),
+    h("option", { value: "1" }, "100 % (output pixels)"),
+    h("option", { value: "2" }, "200 %"),
+  );
+
+  const place = (percent) => {
+    stage.style.setProperty("--split", `${percent}%`);
+    slider.value = String(Math.round(percent));
+  };
+  slider.addEventListener("input", () => place(Number(slider.value)));
+  zoom.addEventListener("change", () => {
+    const factor = zoom.value;
+    stage.style.width = factor === "fit" ? fitWidth : `${width * Number(factor)}px`;
+    viewport.classList.toggle("zoomed", factor !== "fit");
+  });
+
+  let dragging = false;
+  const follow = (event) => {
+    const box = stage.getBoundingClientRect();
+    place(Math.min(100, Math.max(0, ((event.clientX - box.left) / box.width) * 100)));
+  };
+  stage.addEventListener("pointerdown", (event) => {
+    dragging = true;
+    stage.setPointerCapture(event.pointerId);
+    follow(event);
+  });
+  stage.addEventListener("pointermove", (event) => dragging && follow(event));
+  stage.addEventListener("pointerup", () => {
+    dragging = false;
+  });
+  place(50);
+
+  return h(
+    "figure.compare",
+    {},
+    viewport,
+    h("div.compare-controls", {}, h("label.compare-label", {}, "Before / after", slider), h("label.compare-label", {}, "Zoom", zoom)),
+    h("figcaption.help", {}, "Left of the line: the original, enlarged by your browser. Right: the upscaled result."),
+  );
+}

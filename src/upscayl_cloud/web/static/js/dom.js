@@ -1,0 +1,32 @@
+// A tiny element builder: enough to keep views readable without a framework.
+
+/** h("p.help", {id: "x"}, "text", child) -> element. Attributes starting with "on" are listeners. */
+export function h(tag, attrs = {}, ...children) {
+  const [name, ...classes] = tag.split(".");
+  const el = document.createElement(name);
+  if (classes.length) el.className = classes.join(" ");
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "text") el.textContent = value;
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+/** Say something to screen readers through the page's polite live region. */
+export function announce(text) {
+  const region = document.getElementById("announcer");
+  region.textContent = "";
+  // A separate task, so the same sentence twice is still read out.
+  setTimeout(() => {
+    region.textContent = text;
+  }, 50);
+}

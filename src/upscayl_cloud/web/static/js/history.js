@@ -1,0 +1,100 @@
+// The history page: the account's tasks, newest first, with the spec's
+// filters (batch, failed, processed) and timestamp paging (docs/api.md,
+// "get-upscayl-history"). "Newer" walks back through the offsets seen.
+
+import { api } from "./api.js";
+import { $, h } from "./dom.js";
+import { explain, formatDate } from "./messages.js";
+import { resultList } from "./results.js";
+
+const PAGE_SIZE = 10;
+let offsets = [undefined]; // offsets[i]: timestampOffset of page i
+let page = 0;
+let nextOffset = null;
+
+function filters() {
+  const query = { limit: PAGE_SIZE };
+  const status = $("#f-status").value;
+  const batch = $("#f-batch").value;
+  const failed = $("#f-failed").value;
+  if (status) query.processed = status;
+  if (batch) query.batch = batch === "true";
+  if (failed) query.failed = failed === "true";
+  return query;
+}
+
+const STATUS_WORDS = { pending: "Queued", processing: "Processing", completed: "Completed", failed: "Failed" };
+
+function taskItem(task) {
+  const files = task.files || [];
+  const title = `${formatDate(task.createdAt)} · ${task.model} · ${task.scale}× · ${(task.saveImageAs || "").toUpperCase()}`;
+  return h(
+    "li.task",
+    { "data-task-id": task.taskId },
+    h(
+      "div.task-head",
+      {},
+      h("h3", {}, title),
+      h(`span.badge.${task.status}`, {}, STATUS_WORDS[task.status] || task.status),
+    ),
+    h(
+      "p.help",
+      {},
+      task.batchMode ? `Batch · ${files.length} result${files.length === 1 ? "" : "s"}` : "Single image",
+      task.status === "processing" ? ` · ${task.progress || 0} %` : "",
+      task.enhanceFace ? " · faces enhanced" : "",
+    ),
+    task.error ? h("p.error", {}, task.error) : null,
+    files.length ? resultList(files, new Map(), `upscayl-${(task.taskId || "batch").slice(0, 8)}.zip`) : null,
+  );
+}
+
+export async function loadHistory() {
+  const list = $("#history-list");
+  const summary = $("#history-summary");
+  summary.textContent = "Loading…";
+  const query = filters();
+  if (offsets[page] !== undefined) query.timestampOffset = offsets[page];
+  try {
+    const body = await api.history(query);
+    const tasks = body.data || [];
+    const { total = tasks.length, hasMore = false } = body.pagination || {};
+    nextOffset = hasMore ? body.pagination.nextOffset : null;
+    list.replaceChildren(...tasks.map(taskItem));
+    const first = page * PAGE_SIZE + 1;
+    summary.textContent = tasks.length
+      ? `Showing ${first}–${first + tasks.length - 1} of ${total} task${total === 1 ? "" : "s"}`
+      : "No tasks match these filters.";
+  } catch (err) {
+    list.replaceChildren();
+    summary.textContent = explain(err);
+    nextOffset = null;
+  }
+  $("#history-newer").disabled = page === 0;
+  $("#history-older").disabled = nextOffset === null;
+}
+
+function restart() {
+  offsets = [undefined];
+  page = 0;
+  return loadHistory();
+}
+
+export function initHistory() {
+  $("#history-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    restart();
+  });
+  $("#history-older").addEventListener("click", () => {
+    if (nextOffset === null) return;
+    page += 1;
+    offsets[page] = nextOffset;
+    loadHistory();
+  });
+  $("#history-newer").addEventListener("click", () => {
+    if (page === 0) return;
+    page -= 1;
+    loadHistory();
+  });
+  return restart;
+}

@@ -1,0 +1,104 @@
+// Start-up, sign-in and navigation. The API key lives in sessionStorage only:
+// it is forgotten when the tab closes and never leaves this origin except in
+// the X-API-Key header.
+
+import { api, setKey } from "./api.js";
+import { $, announce } from "./dom.js";
+import { initHistory } from "./history.js";
+import { explain } from "./messages.js";
+import { initUpscale, setCapabilities } from "./upscale.js";
+
+const KEY_STORAGE = "upscayl-cloud.apiKey";
+let signedIn = false;
+let reloadHistory = () => {};
+
+function showCredits(caps) {
+  const credits = caps.account ? caps.account.credits : null;
+  $("#credits").textContent = credits === null ? "" : `${credits} credit${credits === 1 ? "" : "s"} left`;
+}
+
+async function refreshCredits() {
+  try {
+    showCredits(await api.capabilities());
+  } catch {
+    // Shown again on the next success; a failed refresh is not worth an alert.
+  }
+}
+
+function route() {
+  const wanted = signedIn ? (location.hash === "#/history" ? "history" : "upscale") : "signin";
+  for (const name of ["signin", "upscale", "history"]) $(`#view-${name}`).hidden = name !== wanted;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.hash === `#/${wanted}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  $("#nav").hidden = !signedIn;
+  $("#account").hidden = !signedIn;
+  if (wanted === "history") reloadHistory();
+  return wanted;
+}
+
+function go() {
+  const view = route();
+  // Move focus to the new view's heading, as a page load would.
+  $(`#view-${view} h2`).focus();
+}
+
+async function signIn(key) {
+  setKey(key);
+  const caps = await api.capabilities();
+  if (!caps.account) throw Object.assign(new Error("The server did not confirm this key"), { code: "UNAUTHORIZED" });
+  sessionStorage.setItem(KEY_STORAGE, key);
+  signedIn = true;
+  setCapabilities(caps, refreshCredits);
+  showCredits(caps);
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY_STORAGE);
+  setKey(null);
+  signedIn = false;
+  $("#api-key").value = "";
+  location.hash = "";
+  go();
+  announce("Signed out");
+}
+
+async function main() {
+  initUpscale();
+  reloadHistory = initHistory();
+  $("#signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = $("#signin-error");
+    const button = $("#signin-form button");
+    error.textContent = "";
+    button.disabled = true;
+    try {
+      await signIn($("#api-key").value.trim());
+      location.hash = "#/upscale";
+      go();
+      announce("Signed in");
+    } catch (err) {
+      setKey(null);
+      error.textContent = explain(err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  $("#sign-out").addEventListener("click", signOut);
+  window.addEventListener("hashchange", go);
+
+  const saved = sessionStorage.getItem(KEY_STORAGE);
+  if (saved) {
+    try {
+      await signIn(saved);
+    } catch {
+      sessionStorage.removeItem(KEY_STORAGE);
+      setKey(null);
+    }
+  }
+  route();
+  document.body.dataset.ready = "true"; // for tests: listeners are attached
+}
+
+main();

@@ -1,0 +1,60 @@
+// Errors in words a person understands. The server's own message is kept
+// where it already says what to fix (it names the file and the problem);
+// codes that only make sense to programmers get a sentence instead.
+
+function minutes(seconds) {
+  const m = Math.ceil(seconds / 60);
+  return m <= 1 ? "about a minute" : `${m} minutes`;
+}
+
+/** A sentence for an ApiError (or any error). */
+export function explain(error) {
+  const code = error && error.code;
+  const message = (error && error.message) || "";
+  switch (code) {
+    case "NETWORK":
+      return "The server could not be reached. Check your connection, then try again.";
+    case "UNAUTHORIZED":
+      return "This API key was not accepted. Check that you pasted all of it and that it has not been revoked.";
+    case "INSUFFICIENT_CREDITS":
+      return "Your account does not have enough credits for this. Ask the server's operator to add some (upscayl-cloud credits add).";
+    case "RATE_LIMIT_EXCEEDED": {
+      const wait = error.retryAfterSeconds;
+      return wait
+        ? `Too many requests this hour. You can try again in ${minutes(wait)}.`
+        : "Too many requests this hour. Please wait a little and try again.";
+    }
+    case "FACE_ENHANCEMENT_UNAVAILABLE":
+      return "This server cannot enhance faces (no face model is installed). Untick “Enhance faces” and try again.";
+    case "GONE":
+      return "This download link has expired. Reload the page to get a fresh one.";
+    case "FORBIDDEN":
+      return "The upload link was refused (it may have expired). Try again.";
+    case "NOT_FOUND":
+      return "This task could not be found. It may belong to another key.";
+    case "INTERNAL_SERVER_ERROR":
+      return "Something went wrong on the server. Try again; if it keeps happening, tell the server's operator.";
+    default:
+      if (error && error.status >= 500) {
+        return "Something went wrong on the server. Try again; if it keeps happening, tell the server's operator.";
+      }
+      return message || "Something went wrong.";
+  }
+}
+
+/** Human sizes, in the units the server's limits are written in (1 MB = 1024 KB). */
+export function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KB", "MB", "GB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+export function formatDate(ms) {
+  return new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}

@@ -1,0 +1,90 @@
+// A task's delivered files: thumbnail, output size, download, and (when the
+// original is still in this tab) the before/after comparison. Shared by the
+// upscale view and the history page.
+
+import { comparison } from "./compare.js";
+import { h } from "./dom.js";
+import { explain, formatBytes, formatDate } from "./messages.js";
+import { downloadAsZip } from "./zip.js";
+
+function expired(file) {
+  return file.expiresAt && file.expiresAt <= Date.now();
+}
+
+function resultItem(file, original) {
+  const name = file.processedFileName || file.originalFileName || file.fileName;
+  const dims = file.dimensions ? `${file.dimensions.width} × ${file.dimensions.height} px` : "";
+  const facts = [dims, file.finalFileSize ? formatBytes(file.finalFileSize) : ""].filter(Boolean);
+  const slot = h("div.compare-slot", { hidden: true });
+  const actions = h("div.actions");
+  if (expired(file) || !file.downloadLink) {
+    actions.append(h("span.muted", {}, "Expired: results are kept for a limited time"));
+  } else {
+    actions.append(
+      h("a.button", { href: file.downloadLink, download: name, "aria-label": `Download ${name}` }, "Download"),
+    );
+    if (original) {
+      const toggle = h("button.secondary", { type: "button", "aria-expanded": "false" }, "Compare");
+      toggle.addEventListener("click", () => {
+        const open = slot.hidden;
+        if (open && !slot.firstChild) {
+          slot.append(
+            comparison({
+              before: original,
+              after: file.downloadLink,
+              width: file.dimensions ? file.dimensions.width : 1,
+              height: file.dimensions ? file.dimensions.height : 1,
+              name,
+            }),
+          );
+        }
+        slot.hidden = !open;
+        toggle.setAttribute("aria-expanded", String(open));
+        toggle.textContent = open ? "Hide comparison" : "Compare";
+      });
+      actions.append(toggle);
+    }
+  }
+  const thumb = file.thumbnailLink && !expired(file) ? h("img.thumb", { src: file.thumbnailLink, alt: "", loading: "lazy" }) : h("div.thumb.placeholder", { "aria-hidden": "true" });
+  return h(
+    "li.result",
+    {},
+    thumb,
+    h(
+      "div.result-meta",
+      {},
+      h("span.file-name", {}, name),
+      h("span.file-facts", {}, facts.join(" · ")),
+      file.expiresAt && !expired(file) ? h("span.help", {}, `Available until ${formatDate(file.expiresAt)}`) : null,
+      actions,
+    ),
+    slot,
+  );
+}
+
+/** files: the spec's ProcessedFile list; originals: Map(fileName -> object URL). */
+export function resultList(files, originals = new Map(), zipName = "upscayl-results.zip") {
+  const list = h("ul.results", { "aria-label": "Results" }, files.map((f) => resultItem(f, originals.get(f.fileName))));
+  const live = files.filter((f) => f.downloadLink && !expired(f));
+  if (live.length < 2) return list;
+  const error = h("p.error", { role: "alert" });
+  const button = h("button.secondary", { type: "button" }, `Download all ${live.length} as ZIP`);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    error.textContent = "";
+    const label = button.textContent;
+    button.textContent = "Preparing ZIP…";
+    try {
+      await downloadAsZip(
+        live.map((f) => ({ name: f.processedFileName || f.fileName, url: f.downloadLink })),
+        zipName,
+      );
+    } catch (err) {
+      error.textContent = explain(err);
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
+  });
+  return h("div", {}, h("div.actions", {}, button), error, list);
+}
