@@ -1,5 +1,7 @@
 """Every network of the catalog: its files, its blobs, its conventions, its tiles."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage.transform import resize
@@ -106,3 +108,22 @@ def test_automatic_tiles_fit_the_memory_budget(key, memory_mb):
     assert core % spec.align == 0 and core >= 32
     if core > 32:
         assert source * source * spec.kib_per_pixel <= memory_mb * 1024
+
+
+def _anonymous_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_pass_hands_its_network_memory_back(photo, tmp_path):
+    """ncnn's own pools would keep each network's peak (about 1 GB here) for
+    the life of the process; a worker that has used several models would hold
+    the sum. After a pass, the runner's pools are cleared."""
+    runner = load_network("realesrgan-x4plus-anime", 2, False)
+    samples = Plane.from_array(tmp_path / "in.raw", photo[:128, :128])
+    before = _anonymous_mib()
+    upscale_plane(runner, samples, tmp_path / "out.raw", 128)
+    assert _anonymous_mib() - before < 300

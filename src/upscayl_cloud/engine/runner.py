@@ -44,12 +44,25 @@ class NetworkRunner:
         self._net = ncnn.Net()
         self._net.opt.num_threads = threads
         self._net.opt.use_vulkan_compute = self.on_gpu
+        # Our own pools, so their memory can be handed back between passes:
+        # with ncnn's built-in ones every network keeps its peak (1.3 GB for
+        # x4plus on a 160^2 tile) for as long as the process lives.
+        self._blob_pool = ncnn.PoolAllocator()
+        self._workspace_pool = ncnn.PoolAllocator()
+        self._net.opt.blob_allocator = self._blob_pool
+        self._net.opt.workspace_allocator = self._workspace_pool
         if self._net.load_param(str(files.param)) != 0 or self._net.load_model(str(files.bin)) != 0:
             raise RuntimeError(f"ncnn could not load {spec.key} from {files.param.parent}")
 
         log.info(
             "loaded %s (%s, %d threads)", spec.key, "vulkan" if self.on_gpu else "cpu", threads
         )
+
+    def release_memory(self) -> None:
+        """Give the pooled working memory back (blocks in use by a call
+        running in another thread are not affected)."""
+        self._blob_pool.clear()
+        self._workspace_pool.clear()
 
     def check_input(self, height: int, width: int) -> None:
         """Refuse a size the network cannot take, before ncnn crashes on it."""

@@ -79,6 +79,21 @@ def upscale_plane(
             on_call()
         return result
 
+    try:
+        _run_tiles(runner, source, out, tiles, call)
+    finally:
+        # Between passes a worker holds no network's peak memory.
+        runner.release_memory()
+    return out
+
+
+def _run_tiles(
+    runner: NetworkRunner,
+    source: Plane,
+    out: Plane,
+    tiles: list[Tile],
+    call: Callable[[Callable[[], np.ndarray]], np.ndarray],
+) -> None:
     injected: dict[str, np.ndarray] = {}
     if syncs_global_pools(runner, tiles):
         for blob in runner.spec.global_pools:
@@ -95,7 +110,6 @@ def upscale_plane(
         result = call(lambda chw=chw: runner.run(chw, injected))
         keep = result[:, tile.keep.y0 : tile.keep.y1, tile.keep.x0 : tile.keep.x1]
         out.write(tile.target.x0, tile.target.y0, _from_network(keep, source.bands))
-    return out
 
 
 def _network_input(plane: Plane, tile: Tile) -> np.ndarray:
