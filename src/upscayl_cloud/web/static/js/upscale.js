@@ -96,6 +96,13 @@ function refresh() {
     : "No images chosen yet.";
 }
 
+/** A preview; a file whose header is fine but whose pixels are not shows an empty tile. */
+function thumbnail(src) {
+  const img = h("img.thumb", { src, alt: "" });
+  img.addEventListener("error", () => img.replaceWith(h("div.thumb.placeholder", { "aria-hidden": "true" })), { once: true });
+  return img;
+}
+
 function removeItem(item) {
   items = items.filter((i) => i !== item);
   URL.revokeObjectURL(item.preview);
@@ -115,7 +122,7 @@ async function addFiles(fileList) {
     item.el = h(
       "li.file",
       { id },
-      info.type ? h("img.thumb", { src: preview, alt: "" }) : h("div.thumb.placeholder", { "aria-hidden": "true" }),
+      info.type ? thumbnail(preview) : h("div.thumb.placeholder", { "aria-hidden": "true" }),
       h(
         "div.file-meta",
         {},
@@ -180,6 +187,8 @@ function taskCard(title) {
   const results = h("div.task-results");
   const card = h("article.task", {}, h("h3", {}, title), bar, state, error, results);
   $("#tasks").prepend(card);
+  // On a phone the card starts below the options: bring it into sight.
+  card.scrollIntoView({ block: "nearest", behavior: "smooth" });
   return { card, bar, state, error, results };
 }
 
