@@ -1,0 +1,80 @@
+"""The page's other paths: keyboard-only sign-in, a refusal in plain words,
+and history paging, against the same real server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support.client import ApiClient
+from support.context import new_principal
+from support.images import png_bytes
+from support.server import Server
+
+DASH = "\u2013"
+
+
+def test_keyboard_only_sign_in_lands_on_the_upscale_view(
+    page: Any, server: Server, api_key: str
+) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.keyboard.press("Tab")  # the skip link comes first
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "api-key"
+    page.keyboard.type(api_key)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    assert page.evaluate("document.activeElement.id") == "upscale-title"
+    # The file picker is a real input, reachable from the keyboard.
+    focused = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+    assert "file-input" in focused
+    assert focused.index("file-input") < focused.index("model")
+
+
+def test_not_enough_credits_is_said_in_plain_words(page: Any, server: Server) -> None:
+    key = new_principal(server.ctx, credits=1)[0]
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#credits", has_text="1 credit left").wait_for()
+    page.set_input_files(
+        "#file-input",
+        files=[
+            {"name": f"{n}.png", "mimeType": "image/png", "buffer": png_bytes(8, 8)}
+            for n in ("a", "b")
+        ],
+    )
+    page.locator("#file-list li").nth(1).wait_for()
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    alert = page.locator("#tasks .task .error")
+    alert.wait_for()
+    assert "does not have enough credits" in alert.inner_text()
+
+
+def test_history_pages_through_older_tasks(page: Any, server: Server) -> None:
+    key = new_principal(server.ctx, credits=20)[0]
+    api = ApiClient(server.url, key)
+    for n in range(11):  # one more than a page; queued tasks are listed too
+        started = api.start_direct(f"t{n}.png", png_bytes(8, 8), model="quick-clear-4x", scale="2")
+        assert started.status_code == 200, started.text
+    page.goto(server.url + "/#/history")
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="History").click()
+    summary = page.locator("#history-summary")
+    summary.filter(has_text=f"Showing 1{DASH}10 of 11 tasks").wait_for()
+    assert page.locator("#history-list > li").count() == 10
+    page.get_by_role("button", name="Older").click()
+    summary.filter(has_text=f"Showing 11{DASH}11 of 11 tasks").wait_for()
+    assert page.get_by_role("button", name="Older").is_disabled()
+    page.get_by_role("button", name="Newer").click()
+    summary.filter(has_text=f"Showing 1{DASH}10 of 11 tasks").wait_for()
+    page.get_by_label("Kind").select_option("true")
+    page.get_by_role("button", name="Apply").click()
+    summary.filter(has_text="No tasks match").wait_for()
