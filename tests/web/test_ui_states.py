@@ -78,3 +78,29 @@ def test_history_pages_through_older_tasks(page: Any, server: Server) -> None:
     page.get_by_label("Kind").select_option("true")
     page.get_by_role("button", name="Apply").click()
     summary.filter(has_text="No tasks match").wait_for()
+
+
+def test_a_failed_upload_says_why_and_can_be_retried(
+    page: Any, server: Server, api_key: str
+) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("API key").fill(api_key)
+    page.get_by_role("button", name="Sign in").click()
+    page.set_input_files(
+        "#file-input",
+        files=[{"name": "cut.png", "mimeType": "image/png", "buffer": png_bytes(8, 8)}],
+    )
+    item = page.locator("#file-list li").first
+    item.wait_for()
+    page.get_by_label("Model").select_option("quick-clear-4x")
+    # The connection drops during the PUT to the signed link.
+    page.route("**/objects/**", lambda route: route.abort())
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    item.locator(".file-problem", has_text="Upload failed").wait_for()
+    assert "could not be reached" in item.inner_text()
+    assert page.locator("#tasks .task").count() == 0
+    page.unroute("**/objects/**")
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
+    assert page.locator("#file-list li").count() == 0

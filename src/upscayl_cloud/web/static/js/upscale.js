@@ -84,9 +84,14 @@ function refresh() {
     item.problem = refusal(item.info, item.file, caps.limits, Number(scale), format);
     item.el.querySelector(".file-facts").textContent = facts(item, Number(scale));
     const problem = item.el.querySelector(".file-problem");
-    problem.textContent = item.problem ? `Will not be sent: ${item.problem}` : "";
-    problem.hidden = !item.problem;
-    item.el.classList.toggle("refused", Boolean(item.problem));
+    // A failed upload stays listed (and can be retried); a refusal cannot be sent.
+    problem.textContent = item.problem
+      ? `Will not be sent: ${item.problem}`
+      : item.uploadError
+        ? `Upload failed: ${item.uploadError}`
+        : "";
+    problem.hidden = !problem.textContent;
+    item.el.classList.toggle("refused", Boolean(item.problem || item.uploadError));
   }
   const ready = items.filter((i) => !i.problem);
   const cost = ready.length * caps.creditsPerImage;
@@ -116,7 +121,7 @@ async function addFiles(fileList) {
     const info = await inspectFile(file);
     const preview = URL.createObjectURL(file);
     const id = `file-${nextId++}`;
-    const item = { file, info, preview, problem: null, el: null };
+    const item = { file, info, preview, problem: null, uploadError: null, el: null };
     const remove = h("button.link", { type: "button", "aria-label": `Remove ${file.name}` }, "Remove");
     remove.addEventListener("click", () => removeItem(item));
     item.el = h(
@@ -158,6 +163,7 @@ async function uploadAll(ready) {
       const bar = item.el.querySelector("progress");
       const state = item.el.querySelector(".file-state");
       bar.hidden = false;
+      item.uploadError = null;
       state.textContent = "Uploading…";
       try {
         const entry = await uploadFile(item.file, item.info.type, caps, (sent) => {
@@ -168,10 +174,8 @@ async function uploadAll(ready) {
         uploaded.push({ item, entry });
       } catch (err) {
         state.textContent = "";
-        const problem = item.el.querySelector(".file-problem");
-        problem.hidden = false;
-        problem.textContent = `Upload failed: ${explain(err)}`;
-        item.el.classList.add("refused");
+        bar.hidden = true;
+        item.uploadError = explain(err);
       }
     }
   }
