@@ -32,10 +32,15 @@ def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
         status, out = ex.extract(spec.output_blob)
         assert status == 0
         result = np.array(out, copy=True)
+    for pool in _POOLS[key]:
+        pool.clear()
     s = spec.scale
     if spec.nearest_residual:
         result += np.repeat(np.repeat(chw[:, c : c + h, c : c + w], s, axis=1), s, axis=2)
     return np.clip(result.transpose(1, 2, 0)[: s * h, : s * w], 0.0, 1.0)
+
+
+_POOLS: dict[str, tuple[ncnn.PoolAllocator, ncnn.PoolAllocator]] = {}
 
 
 @cache
@@ -44,6 +49,10 @@ def _net(key: str) -> ncnn.Net:
     dist = distribution(spec.distribution)
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
+    # Pools we can empty after each call: ncnn's own would keep every cached
+    # network's peak memory for the whole test session.
+    pools = _POOLS.setdefault(key, (ncnn.PoolAllocator(), ncnn.PoolAllocator()))
+    net.opt.blob_allocator, net.opt.workspace_allocator = pools
     net.load_param(str(dist.locate_file(spec.stem + ".param")))
     net.load_model(str(dist.locate_file(spec.stem + ".bin")))
     return net
