@@ -15,7 +15,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The spec's ``x-rateLimit`` per operation: requests per hour per key.
@@ -32,6 +32,15 @@ MIB = 1024 * 1024
 
 class StorageBackend(StrEnum):
     local = "local"
+    s3 = "s3"
+
+
+class S3AddressingStyle(StrEnum):
+    """``path`` for SeaweedFS and MinIO; ``virtual`` for AWS S3."""
+
+    path = "path"
+    virtual = "virtual"
+    auto = "auto"
 
 
 class Settings(BaseSettings):
@@ -52,6 +61,21 @@ class Settings(BaseSettings):
     #: Base URL put in signed links (e.g. behind a proxy). Empty: taken from
     #: the request that asks for the link.
     public_url: str = ""
+
+    # -- S3 storage (``storage_backend=s3``; docs/deployment.md) -----------------
+    #: The bucket every object lives in.
+    s3_bucket: str = ""
+    #: How the service reaches the store; empty: AWS S3 for the region.
+    s3_endpoint_url: str = ""
+    #: How clients reach the store, when that differs (SigV4 signs the host).
+    s3_public_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    #: Empty key and secret: boto3's usual chain (environment, ~/.aws, role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    s3_addressing_style: S3AddressingStyle = S3AddressingStyle.path
+    #: Create the bucket at startup when it is missing (small installs).
+    s3_create_bucket: bool = False
 
     # -- secrets ------------------------------------------------------------
     #: Comma-separated HMAC secrets. The first signs; all verify (rotation).
@@ -137,10 +161,16 @@ class Settings(BaseSettings):
     #: Create a key and print it on the first start of ``serve``.
     create_first_key: bool = True
 
-    @field_validator("public_url")
+    @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Settings:
+        if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
+            raise ValueError("UPSCAYL_S3_BUCKET is required when UPSCAYL_STORAGE_BACKEND=s3")
+        return self
 
     # -- derived -------------------------------------------------------------------
     @property

@@ -57,11 +57,12 @@ class Server:
 
     def _typed_env(self) -> dict[str, object]:
         keep = ("credits_per_image", "max_attempts", "lease_seconds", "database_url")
-        return {
-            k[len("UPSCAYL_") :].lower(): v
-            for k, v in self.env.items()
-            if k[len("UPSCAYL_") :].lower() in keep
-        }
+        typed = {}
+        for key, value in self.env.items():
+            name = key[len("UPSCAYL_") :].lower()
+            if name in keep or name.startswith("s3_") or name == "storage_backend":
+                typed[name] = value
+        return typed
 
     def _env(self) -> dict[str, str]:
         return {

@@ -4,7 +4,8 @@ Covers our domain errors, FastAPI's validation errors (mapped to the spec's
 codes: a missing field is MISSING_REQUIRED_FIELDS, a bad ``fileType``
 INVALID_FILE_TYPE, an oversized ``fileSize`` FILE_SIZE_EXCEEDED, anything else
 BAD_REQUEST), Starlette's 404/405 for unknown routes, and unexpected
-exceptions (500, details only in the log).
+exceptions (500, details only in the log). A database that cannot be reached
+(down, restarting) is no bug: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.services.errors import RateLimitExceededError, ServiceError
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ _HTTP_CODES = {
     415: "BAD_REQUEST",
     429: "RATE_LIMIT_EXCEEDED",
 }
+#: Seconds a client is told to wait while the database is unreachable.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 
 def error_response(
@@ -89,6 +93,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The service is temporarily unavailable; retry shortly",
+            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+        )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
 

@@ -19,6 +19,9 @@ from upscayl_cloud.config import Settings, get_settings
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import build_context
 
+#: Longest wait for requests in flight when ``serve`` is asked to stop.
+DRAIN_SECONDS = 30
+
 
 def first_start_key(settings: Settings) -> str | None:
     """Create a key if none exists yet; returns it (shown once) or None."""
@@ -59,7 +62,16 @@ def serve(
         typer.echo(f"  X-API-Key: {key}")
         typer.echo(f"  API: {url}")
     typer.echo(f"Serving the Upscayl Cloud API on {url} (data: {settings.data_dir.resolve()})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # SIGTERM: uvicorn stops accepting connections, lets requests in flight
+    # finish (at most DRAIN_SECONDS), then the lifespan stops the workers,
+    # which hand their tasks back to the queue.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+    )
 
 
 def worker(
@@ -96,6 +108,23 @@ def worker(
     ctx.db.dispose()
 
 
+def migrate() -> None:
+    """Upgrade the database schema now (every process also does it on start,
+    under a lock; this is for upgrading ahead of a rollout)."""
+    from upscayl_cloud.db.engine import make_engine
+    from upscayl_cloud.db.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    typer.echo("Database schema is up to date")
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("worker")(worker)
+    app.command("migrate")(migrate)

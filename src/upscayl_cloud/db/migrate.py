@@ -2,17 +2,30 @@
 
 The migration scripts ship inside the package, so an installed wheel can
 upgrade its own database without an ``alembic.ini`` lying around.
+
+Every ``serve`` and ``worker`` process migrates on start, and several may
+start at once (a deploy, a reboot). Alembic itself does not serialise two
+upgrades: both would see the old revision and run the same DDL. So the
+upgrade runs under a lock held by one process at a time: a PostgreSQL
+session advisory lock (released by the server if the process dies), or on
+SQLite an ``flock`` on a file beside the database (released by the kernel).
+The second process then finds the schema at head and does nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Key of the PostgreSQL advisory lock (any constant shared by every process).
+ADVISORY_LOCK_KEY = 0x75707363_61796C01  # "upscayl" + 1, fits a signed bigint
 
 
 def alembic_config(url: str) -> Config:
@@ -22,9 +35,42 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@contextmanager
+def _postgres_lock(connection: Connection) -> Iterator[None]:
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    connection.commit()  # a session lock outlives the transaction that took it
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        connection.commit()
+
+
+@contextmanager
+def _file_lock(database: str | None) -> Iterator[None]:
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema (idempotent; safe on every start)."""
+    """Bring the database to the newest schema (idempotent; safe on every start,
+    from any number of processes at once)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        if engine.dialect.name == "postgresql":
+            lock = _postgres_lock(connection)
+        else:
+            lock = _file_lock(engine.url.database)
+        with lock:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")

@@ -68,7 +68,7 @@ uploads = Table(
     Column("file_size", BigInteger, nullable=False),
     Column("storage_key", String(500), nullable=False),
     #: S3-style multipart upload id, when one was offered.
-    Column("multipart_id", String(64), nullable=True, unique=True),
+    Column("multipart_id", String(1024), nullable=True, unique=True),
     Column("part_size", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     #: When the upload URL stops working.

@@ -12,4 +12,35 @@ def build_storage(settings: Settings) -> ObjectStorage:
         from upscayl_cloud.storage.local import LocalStorage
 
         return LocalStorage(settings.resolved_storage_dir, settings.signing_secrets())
+    if settings.storage_backend is StorageBackend.s3:
+        return _build_s3(settings)
     raise ValueError(f"unsupported storage backend: {settings.storage_backend}")
+
+
+def _build_s3(settings: Settings) -> ObjectStorage:
+    """One thread-safe client for the service's own calls, and a second one
+    signing the links clients get when they reach the store at another host."""
+    from botocore.client import BaseClient
+
+    from upscayl_cloud.storage.s3 import S3Storage
+    from upscayl_cloud.storage.s3client import make_client
+
+    def client(endpoint: str) -> BaseClient:
+        return make_client(
+            endpoint or None,
+            settings.s3_region,
+            settings.s3_access_key_id or None,
+            settings.s3_secret_access_key.get_secret_value() or None,
+            settings.s3_addressing_style.value,
+        )
+
+    public = settings.s3_public_endpoint_url
+    storage = S3Storage(
+        client(settings.s3_endpoint_url),
+        settings.s3_bucket,
+        presign_client=client(public) if public else None,
+        part_bytes=settings.multipart_part_bytes,
+    )
+    if settings.s3_create_bucket:
+        storage.ensure_bucket()
+    return storage
