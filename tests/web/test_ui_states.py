@@ -12,6 +12,19 @@ from support.server import Server
 
 DASH = "\u2013"
 
+_DROP = """([names, contents]) => {
+    const transfer = new DataTransfer();
+    names.forEach((name, i) =>
+        transfer.items.add(new File([new Uint8Array(contents[i])], name, {type: "image/png"})));
+    document.getElementById("drop").dispatchEvent(
+        new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
+def drop_files(page: Any, files: dict[str, bytes]) -> None:
+    """Drop files on the drop zone, as a drag from the desktop does."""
+    page.evaluate(_DROP, [list(files), [list(data) for data in files.values()]])
+
 
 def test_keyboard_only_sign_in_lands_on_the_upscale_view(
     page: Any, server: Server, api_key: str
@@ -35,20 +48,16 @@ def test_keyboard_only_sign_in_lands_on_the_upscale_view(
     assert focused.index("file-input") < focused.index("model")
 
 
-def test_not_enough_credits_is_said_in_plain_words(page: Any, server: Server) -> None:
+def test_dropped_files_without_enough_credits_are_refused_in_plain_words(
+    page: Any, server: Server
+) -> None:
     key = new_principal(server.ctx, credits=1)[0]
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.locator("#credits", has_text="1 credit left").wait_for()
-    page.set_input_files(
-        "#file-input",
-        files=[
-            {"name": f"{n}.png", "mimeType": "image/png", "buffer": png_bytes(8, 8)}
-            for n in ("a", "b")
-        ],
-    )
+    drop_files(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(8, 8)})
     page.locator("#file-list li").nth(1).wait_for()
     page.get_by_role("button", name="Upscale", exact=True).click()
     alert = page.locator("#tasks .task .error")
