@@ -64,6 +64,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             accept_downloads=True,
             viewport=DESKTOP,
+            # Generous: a first start on a busy 2-core machine can be slow.
+            timeout=120_000,
         )
         yield context
         context.close()
@@ -87,6 +89,6 @@ def api_key(server: Server) -> str:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     tab = browser.new_page()
-    tab.set_default_timeout(30_000)
+    tab.set_default_timeout(60_000)
     yield tab
     tab.close()
