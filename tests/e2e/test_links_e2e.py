@@ -25,6 +25,7 @@ def _status(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]
 
 
+@pytest.mark.usefixtures("local_store")
 def test_tampered_upload_links_are_403(client: ApiClient) -> None:
     data = png_bytes()
     link = client.upload_url("a.png", "image/png", len(data))
@@ -46,6 +47,7 @@ def test_tampered_upload_links_are_403(client: ApiClient) -> None:
     assert httpx.put(url, content=data, headers=png).status_code == 200
 
 
+@pytest.mark.usefixtures("local_store")
 def test_oversized_chunked_body_is_cut_off(client: ApiClient) -> None:
     data = png_bytes()
     link = client.upload_url("a.png", "image/png", len(data))
@@ -89,8 +91,10 @@ def test_expired_links_are_refused(short_lived: Server) -> None:
 
 def test_signatures_never_reach_the_access_log(client: ApiClient, server: Server) -> None:
     link = client.upload("logged.png", png_bytes())
-    signature = dict(parse_qsl(urlsplit(link["uploadURL"]).query))["signature"]
-    assert "/objects/uploads/" in server.log()
+    query = dict(parse_qsl(urlsplit(link["uploadURL"]).query))
+    signature = query.get("signature") or query["X-Amz-Signature"]  # local store, or S3
+    if "signature" in query:  # the local store answers the PUT itself, and logs it
+        assert "/objects/uploads/" in server.log()
     assert signature not in server.log()
     assert client.http.headers["X-API-Key"] not in server.log()
 

@@ -51,7 +51,8 @@ class Postgres:
 
     def restart(self) -> None:
         """A fast restart (open connections are cut), as after a failover or upgrade."""
-        self._run("pg_ctl", "-D", str(self.folder / "db"), "-m", "fast", "-w", "restart")
+        log = str(self.folder / "log")  # without -l the server would hold our pipe open
+        self._run("pg_ctl", "-D", str(self.folder / "db"), "-l", log, "-m", "fast", "-w", "restart")
 
     def stop(self) -> None:
         try:
