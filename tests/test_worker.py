@@ -60,3 +60,12 @@ def test_stopping_pool_hands_the_task_back(ctx: Context, principal: Principal) -
         (ctx.settings.resolved_storage_dir / "results").rglob("*.jpg")
     )
     assert keys.account_credits(ctx, principal.account_id) == 9  # still reserved
+
+
+def test_idle_waits_are_jittered_around_the_interval() -> None:
+    from upscayl_cloud.worker import idle_wait
+
+    waits = [idle_wait(0.5) for _ in range(2000)]
+    assert min(waits) >= 0.25 and max(waits) <= 0.75
+    assert len(set(waits)) > 1000  # not in lockstep
+    assert abs(sum(waits) / len(waits) - 0.5) < 0.02

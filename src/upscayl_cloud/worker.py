@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import tempfile
 import threading
@@ -256,6 +257,14 @@ def handle(
         _discard_attempt(ctx, account_id, Claim(held.task_id, earlier))
 
 
+def idle_wait(interval: float) -> float:
+    """How long an idle worker sleeps before its next claim: ``interval`` on
+    average, jittered by +-50%. Workers started together would otherwise poll
+    in lockstep, so N idle workers would pick a task up no sooner than one
+    (bench/queue.py measured 247 ms mean with 8 lockstep workers at 0.5 s)."""
+    return interval * random.uniform(0.5, 1.5)
+
+
 class WorkerPool:
     """``count`` worker threads that claim and process tasks until stopped."""
 
@@ -290,7 +299,7 @@ class WorkerPool:
                 log.exception("claim failed")
                 held = None
             if held is None:
-                self._stop.wait(settings.poll_interval_seconds)
+                self._stop.wait(idle_wait(settings.poll_interval_seconds))
                 continue
             try:
                 handle(self._ctx, held, self._metrics, self._stop)

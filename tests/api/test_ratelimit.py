@@ -49,3 +49,15 @@ def test_can_be_disabled(tmp_path) -> None:
 def test_storage_is_configurable(tmp_path) -> None:
     limits = RateLimits(make_settings(tmp_path, rate_limit_storage_uri="memory://"))
     assert limits.check("start-task", "k")[1] is None
+
+
+def test_unreachable_counter_storage_lets_requests_through(tmp_path) -> None:
+    """Redis down must not take the API down: no limit, no headers, a warning."""
+    from limits.storage import MemoryStorage
+
+    class Down(MemoryStorage):
+        def acquire_entry(self, *args: object, **kwargs: object) -> bool:
+            raise ConnectionError("redis is gone")
+
+    limits = RateLimits(make_settings(tmp_path), storage=Down())
+    assert limits.check("start-task", "k") == ({}, None)

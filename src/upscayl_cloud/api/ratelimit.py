@@ -5,10 +5,16 @@ requests at 100/hour when measured); memory storage here, a Redis URI in
 scale-out. Every limited response carries the legacy ``X-RateLimit-*``
 headers and the IETF draft's ``RateLimit-Policy`` / ``RateLimit``; a refusal
 adds ``Retry-After``.
+
+When the counter storage (Redis) cannot be reached, requests are let through
+without limit headers and a warning is logged: the counters only protect
+against bursts (credits still bound what a key can spend), and an outage of
+Redis should not become an outage of the API.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -18,6 +24,8 @@ from limits.strategies import MovingWindowRateLimiter
 
 from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
 from upscayl_cloud.services.errors import RateLimitExceededError
+
+log = logging.getLogger(__name__)
 
 
 class RateLimits:
@@ -34,8 +42,12 @@ class RateLimits:
         if not self.enabled:
             return {}, None
         item = self._items[operation]
-        allowed = self._limiter.hit(item, key_id, operation)
-        stats = self._limiter.get_window_stats(item, key_id, operation)
+        try:
+            allowed = self._limiter.hit(item, key_id, operation)
+            stats = self._limiter.get_window_stats(item, key_id, operation)
+        except Exception as exc:  # the storage's own errors (redis.ConnectionError...)
+            log.warning("rate-limit storage unavailable, request let through: %s", exc)
+            return {}, None
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         window = item.get_expiry()
         headers = {
