@@ -11,34 +11,17 @@ Every test that uses ``server`` (or ``client``) runs on both stacks:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from support.client import ApiClient, make_client
 from support.server import Server
+from support.stacks import on_s3, stack_env
 
 #: 5 MiB parts so that the multipart test needs only ~6 MiB of data.
 MAIN_ENV = {"multipart_part_bytes": 5 * 1024 * 1024, "engine_threads": 2}
 STACKS = ["embedded", "scaleout"]
-
-
-def stack_env(request: pytest.FixtureRequest, stack: str) -> dict[str, object]:
-    """Settings that put a server on ``stack`` (empty for the embedded one)."""
-    if stack == "embedded":
-        return {}
-    database_url = request.getfixturevalue("postgres_server").new_database()
-    s3 = request.getfixturevalue("seaweedfs")
-    redis_url = request.getfixturevalue("redis_url")
-    return {
-        "database_url": database_url,
-        "rate_limit_storage_uri": redis_url,
-        "storage_backend": "s3",
-        **{k.removeprefix("UPSCAYL_").lower(): v for k, v in s3.items()},
-        "s3_bucket": f"e2e-{uuid.uuid4().hex[:12]}",
-        "s3_create_bucket": "true",
-    }
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -65,5 +48,5 @@ def client(server: Server) -> ApiClient:
 def local_store(server: Server) -> None:
     """For tests of the local store's own link answers (the S3 store's checks
     are the contract suite's, tests/storage)."""
-    if server.env.get("UPSCAYL_STORAGE_BACKEND") == "s3":
+    if on_s3(server):
         pytest.skip("checks the local store's own signed-link answers")
