@@ -46,3 +46,16 @@ def test_generated_secret_persists(tmp_path: Path) -> None:
 def test_secret_rotation_list(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path, secret_keys="new, old")
     assert settings.signing_secrets() == [b"new", b"old"]
+
+
+def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
+    with pytest.raises(ValidationError, match="UPSCAYL_S3_BUCKET"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("UPSCAYL_S3_BUCKET", "b")
+    monkeypatch.setenv("UPSCAYL_S3_SECRET_ACCESS_KEY", "hidden")
+    monkeypatch.setenv("UPSCAYL_S3_ENDPOINT_URL", "http://10.0.0.5:8333/")
+    settings = Settings(_env_file=None)
+    assert (settings.s3_bucket, settings.s3_endpoint_url) == ("b", "http://10.0.0.5:8333")
+    assert settings.s3_addressing_style == "path" and settings.s3_region == "us-east-1"
+    assert "hidden" not in repr(settings)
