@@ -18,6 +18,7 @@ serve: $(STAMP)
 	$(BIN)/upscayl-cloud serve
 
 test: $(STAMP)
+	scripts/install-test-services.sh
 	scripts/install-chromium.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
