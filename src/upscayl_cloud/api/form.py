@@ -25,28 +25,13 @@ from upscayl_cloud.services.errors import (
     MissingFieldsError,
 )
 from upscayl_cloud.services.imagecheck import sniff
-from upscayl_cloud.services.tasks import TaskOptions
+from upscayl_cloud.services.tasks import MODEL_NAMES, TaskOptions
 
 #: Room for the form's other fields and part headers beyond the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 _MAX_JSON_PART_BYTES = 1024 * 1024
 
-_ENUM = {
-    "model": [
-        "upscayl-standard-4x",
-        "upscayl-lite-4x",
-        "clear-boost-4x",
-        "crystal-plus-4x",
-        "digital-art-4x",
-        "digital-art-plus-4x",
-        "natural-max-4x",
-        "natural-plus-4x",
-        "nature-boost-4x",
-        "pure-boost-4x",
-        "quick-clear-4x",
-        "texture-boost-4x",
-    ],
-}
+_ENUM = {"model": list(MODEL_NAMES)}
 
 #: The spec's request body for start-task, served as-is in our OpenAPI document.
 START_TASK_BODY: dict[str, Any] = {

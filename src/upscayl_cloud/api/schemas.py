@@ -13,21 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from upscayl_cloud.services.tasks import MODEL_NAMES
+
 FileType = Literal["image/jpeg", "image/png", "image/webp"]
-ModelName = Literal[
-    "upscayl-standard-4x",
-    "upscayl-lite-4x",
-    "clear-boost-4x",
-    "crystal-plus-4x",
-    "digital-art-4x",
-    "digital-art-plus-4x",
-    "natural-max-4x",
-    "natural-plus-4x",
-    "nature-boost-4x",
-    "pure-boost-4x",
-    "quick-clear-4x",
-    "texture-boost-4x",
-]
+#: The spec's model enum, from the one list the engine and services share.
+ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 TaskState = Literal["pending", "processing", "completed", "failed"]
 OutputFormat = Literal["png", "jpg", "webp"]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

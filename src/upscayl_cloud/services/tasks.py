@@ -17,6 +17,7 @@ from sqlalchemy import Connection, case, func, insert, select, update
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
 from upscayl_cloud.engine import faces
+from upscayl_cloud.engine.catalog import MODELS
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import (
     BadRequestError,
@@ -30,21 +31,9 @@ from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, HEAD_BYTES, inspect
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.limits import image_limits, output_problem
 
-#: The spec's model enum.
-MODEL_NAMES: tuple[str, ...] = (
-    "upscayl-standard-4x",
-    "upscayl-lite-4x",
-    "clear-boost-4x",
-    "crystal-plus-4x",
-    "digital-art-4x",
-    "digital-art-plus-4x",
-    "natural-max-4x",
-    "natural-plus-4x",
-    "nature-boost-4x",
-    "pure-boost-4x",
-    "quick-clear-4x",
-    "texture-boost-4x",
-)
+#: The spec's model enum, which is exactly the engine's catalog (a test
+#: checks both against the seed spec).
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 SCALES = ("2", "4", "8")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
 
