@@ -66,11 +66,14 @@ def upgrade(engine: Engine) -> None:
     """Bring the database to the newest schema (idempotent; safe on every start,
     from any number of processes at once)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            lock = _postgres_lock(connection)
-        else:
-            lock = _file_lock(engine.url.database)
-        with lock:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection, _postgres_lock(connection):
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+        return
+    # On SQLite the lock comes before the first connection: switching a new
+    # database file to WAL (done on connect) needs the file to itself, and
+    # fails at once with "database is locked" while another process does it.
+    with _file_lock(engine.url.database), engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
