@@ -20,9 +20,23 @@ def available() -> str | None:
         import psycopg  # noqa: F401
     except ImportError:
         return "psycopg is not installed"
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        return "PostgreSQL server binaries (initdb, pg_ctl) are not on PATH"
+    if server_binary("initdb") is None or server_binary("pg_ctl") is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
     return None
+
+
+def server_binary(name: str) -> str | None:
+    """``name`` on PATH, or in Debian's versioned folder (the postgresql
+    package does not put initdb and pg_ctl on PATH), newest version first."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    return str(candidates[0]) if candidates else None
 
 
 class Postgres:
@@ -37,8 +51,9 @@ class Postgres:
             shutil.chown(self.folder, "nobody")
             self._as = ["runuser", "-u", "nobody", "--"]
 
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=60)
+    def _run(self, program: str, *args: str) -> None:
+        binary = server_binary(program) or program
+        subprocess.run([*self._as, binary, *args], check=True, capture_output=True, timeout=60)
 
     def start(self) -> Postgres:
         data = str(self.folder / "db")
