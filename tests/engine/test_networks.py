@@ -8,6 +8,7 @@ from skimage.transform import resize
 
 from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.networks import NETWORKS
+from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import auto_tile_size, upscale_plane
@@ -15,6 +16,7 @@ from upscayl_cloud.engine.weights import locate
 
 ALL = sorted(NETWORKS)
 RRDB = {"realesrgan-x4plus", "realesrgan-x4plus-anime", "realsr-df2k-x4"}
+NCNN = EngineSettings(threads=2, use_gpu=False, backend="ncnn")
 
 
 def _param_blobs(key: str) -> tuple[str, set[str], set[str]]:
@@ -73,7 +75,7 @@ def test_tiles_match_the_untiled_network(key, photo, tmp_path):
     crop = photo[60:140, 120:216] if key in RRDB else photo[40:200, 100:292]
     tile = 32 if key in RRDB else 48
     samples = Plane.from_array(tmp_path / "in.raw", crop)
-    runner = load_network(key, threads=2, use_gpu=False)
+    runner = load_network(key, NCNN)
     tiled = to_float(upscale_plane(runner, samples, tmp_path / "out.raw", tile).read_all())
     reference = plain_ncnn(key, to_float(samples.read_all()))
     assert tiled.shape == reference.shape
@@ -84,7 +86,7 @@ def test_tiles_match_the_untiled_network(key, photo, tmp_path):
 
 
 def test_a_network_is_loaded_once_per_process():
-    assert load_network("span-x2-ch48", 2, False) is load_network("span-x2-ch48", 2, False)
+    assert load_network("span-x2-ch48", NCNN) is load_network("span-x2-ch48", NCNN)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +95,7 @@ def test_a_network_is_loaded_once_per_process():
 )
 def test_impossible_geometry_is_refused_before_ncnn_sees_it(key, size):
     """Real-CUGAN 2x crashes the process on 32x32; we refuse such inputs."""
-    runner = load_network(key, 2, False)
+    runner = load_network(key, NCNN)
     with pytest.raises(ValueError, match="cannot take"):
         runner.run(np.zeros((3, size, size), np.float32))
 
@@ -101,7 +103,7 @@ def test_impossible_geometry_is_refused_before_ncnn_sees_it(key, size):
 @pytest.mark.parametrize("key", ALL)
 @pytest.mark.parametrize("memory_mb", [256, 3072])
 def test_automatic_tiles_fit_the_memory_budget(key, memory_mb):
-    runner = load_network(key, 2, False)
+    runner = load_network(key, NCNN)
     core = auto_tile_size(runner, memory_mb)
     spec = runner.spec
     source = core + 2 * max(spec.tile_pad, spec.context)
@@ -122,7 +124,7 @@ def test_a_pass_hands_its_network_memory_back(photo, tmp_path):
     """ncnn's own pools would keep each network's peak (about 1 GB here) for
     the life of the process; a worker that has used several models would hold
     the sum. After a pass, the runner's pools are cleared."""
-    runner = load_network("realesrgan-x4plus-anime", 2, False)
+    runner = load_network("realesrgan-x4plus-anime", NCNN)
     samples = Plane.from_array(tmp_path / "in.raw", photo[:128, :128])
     before = _anonymous_mib()
     upscale_plane(runner, samples, tmp_path / "out.raw", 128)

@@ -17,7 +17,7 @@ from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
 from upscayl_cloud.engine.pipeline import upscale_file
 
 HEAVY = {"upscayl-standard-4x", "digital-art-4x", "texture-boost-4x"}
-SETTINGS = EngineSettings(threads=2, use_gpu=False)
+SETTINGS = EngineSettings(threads=2, use_gpu=False, backend="ncnn")
 
 
 def _write(path, pixels: np.ndarray, **save_options):
@@ -74,7 +74,7 @@ def test_tiled_pipeline_equals_untiled(photo, tmp_path):
     source = _write(tmp_path / "in.png", pixels)
     request = UpscaleRequest("quick-clear-4x", 4, "png")
     upscale_file(source, tmp_path / "whole.png", request, settings=SETTINGS)
-    tiled = EngineSettings(threads=2, use_gpu=False, tile_size=32)
+    tiled = EngineSettings(threads=2, use_gpu=False, backend="ncnn", tile_size=32)
     upscale_file(source, tmp_path / "tiled.png", request, settings=tiled)
     diff = np.abs(_read(tmp_path / "whole.png").astype(int) - _read(tmp_path / "tiled.png"))
     assert diff.max() <= 2
@@ -154,7 +154,7 @@ def test_progress_counts_every_tile_of_every_pass(photo, tmp_path):
     pixels = np.round(photo[:70, :100] * 255).astype(np.uint8)
     source = _write(tmp_path / "in.png", pixels)
     seen: list[float] = []
-    settings = EngineSettings(threads=2, use_gpu=False, tile_size=32)
+    settings = EngineSettings(threads=2, use_gpu=False, backend="ncnn", tile_size=32)
     upscale_file(
         source,
         tmp_path / "out.png",
@@ -169,7 +169,7 @@ def test_progress_counts_every_tile_of_every_pass(photo, tmp_path):
 
 def test_cancel_stops_between_tiles_and_leaves_no_output(photo, tmp_path):
     source = _write(tmp_path / "in.png", np.round(photo[:80, :80] * 255).astype(np.uint8))
-    settings = EngineSettings(threads=2, use_gpu=False, tile_size=32, work_dir=tmp_path / "work")
+    settings = EngineSettings(threads=2, use_gpu=False, backend="ncnn", tile_size=32, work_dir=tmp_path / "work")
     (tmp_path / "work").mkdir()
     with pytest.raises(CancelledError):
         upscale_file(

@@ -12,6 +12,12 @@ explicitly rather than passing offsets around:
 
 Padding is cropped off, never blended: with enough overlap the kept pixels are
 the ones the whole-image run would produce.
+
+Every tile of one image has the same ``source`` size: edge tiles of padded
+networks take their overlap from inside the image instead of losing it, and
+tiles of unpadded networks all span the widest aligned core. Runtimes that
+compile a network for one input shape (OpenVINO) then compile once per image
+instead of up to nine times, and edge tiles see more context, not less.
 """
 
 from __future__ import annotations
@@ -84,36 +90,37 @@ def split_axis(length: int, tile: int, align: int = 1) -> list[tuple[int, int]]:
 
 def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[Tile]:
     """Every tile of a ``width x height`` image, row by row."""
+    rows = _axis(height, tile_size, rule)
+    cols = _axis(width, tile_size, rule)
+    s = rule.scale
     tiles = []
-    for y0, y1 in split_axis(height, tile_size, rule.align):
-        for x0, x1 in split_axis(width, tile_size, rule.align):
-            tiles.append(_tile(Rect(x0, y0, x1, y1), width, height, rule))
+    for (y0, y1), (sy0, sy1), ky in rows:
+        for (x0, x1), (sx0, sx1), kx in cols:
+            core = Rect(x0, y0, x1, y1)
+            keep = Rect(kx * s, ky * s, (kx + core.width) * s, (ky + core.height) * s)
+            tiles.append(Tile(core, Rect(sx0, sy0, sx1, sy1), keep, core.scaled(s)))
     return tiles
 
 
-def _tile(core: Rect, width: int, height: int, rule: TileRule) -> Tile:
-    s = rule.scale
-    if rule.context == 0:
-        o = rule.overlap
-        source = Rect(
-            max(0, core.x0 - o),
-            max(0, core.y0 - o),
-            min(width, core.x1 + o),
-            min(height, core.y1 + o),
-        )
-        keep = Rect(
-            (core.x0 - source.x0) * s,
-            (core.y0 - source.y0) * s,
-            (core.x1 - source.x0) * s,
-            (core.y1 - source.y0) * s,
-        )
-    else:
-        c, a = rule.context, rule.align
-        aligned_w = math.ceil(core.width / a) * a
-        aligned_h = math.ceil(core.height / a) * a
-        source = Rect(core.x0 - c, core.y0 - c, core.x0 + aligned_w + c, core.y0 + aligned_h + c)
-        keep = Rect(0, 0, core.width * s, core.height * s)
-    return Tile(core=core, source=source, keep=keep, target=core.scaled(s))
+_Span = tuple[tuple[int, int], tuple[int, int], int]
+
+
+def _axis(length: int, tile_size: int, rule: TileRule) -> list[_Span]:
+    """One axis: each tile's core, its source, and where the core starts in
+    the source. Every source on the axis has the same size."""
+    cores = split_axis(length, tile_size, rule.align)
+    widest = max(stop - start for start, stop in cores)
+    spans = []
+    for start, stop in cores:
+        if rule.context == 0:
+            size = min(length, widest + 2 * rule.overlap)
+            source_start = min(max(0, start - rule.overlap), length - size)
+            spans.append(((start, stop), (source_start, source_start + size), start - source_start))
+        else:
+            aligned = math.ceil(widest / rule.align) * rule.align
+            source = (start - rule.context, start + aligned + rule.context)
+            spans.append(((start, stop), source, 0))
+    return spans
 
 
 def mirror_indices(start: int, stop: int, length: int) -> list[int]:

@@ -69,8 +69,19 @@ class EngineSettings:
 
     #: ncnn threads per network call; default: every core this process may use.
     threads: int = field(default_factory=available_cores)
-    #: Use a Vulkan GPU when ncnn sees one. Off forces the CPU.
+    #: Use a GPU when the backend sees one. Off forces the CPU.
     use_gpu: bool = True
+    #: ``auto`` (by the machine, see ``backends.select``), ``ncnn``,
+    #: ``openvino`` or ``onnxruntime``.
+    backend: str = "auto"
+    #: ``auto``: the fastest precision the hardware runs well (bf16 with
+    #: OpenVINO on AMX CPUs, fp16 on GPUs); ``fp32``: full precision always.
+    precision: Literal["auto", "fp32"] = "auto"
+    #: Where compiled networks are kept between runs (OpenVINO, TensorRT);
+    #: None: nowhere, every process compiles again.
+    cache_dir: Path | None = None
+    #: Size the compiled-network cache is pruned to.
+    cache_max_mb: int = 4096
     #: Edge of a tile's core (before overlap), in input pixels; None: the
     #: largest tile whose inference fits ``tile_memory_mb`` for each network.
     #: Memory grows with a tile's area; the overlap's extra work shrinks.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from upscayl_cloud.engine import faces, imageio
+from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.catalog import Run, Step, get_model
 from upscayl_cloud.engine.errors import InvalidOptionError
 from upscayl_cloud.engine.options import (
@@ -26,7 +27,7 @@ from upscayl_cloud.engine.options import (
     UpscaleResult,
 )
 from upscayl_cloud.engine.planes import Plane, extrema
-from upscayl_cloud.engine.runner import NetworkRunner, load_network
+from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import auto_tile_size, count_calls, upscale_plane
 
 Progress = Callable[[float], None]
@@ -143,7 +144,7 @@ def _count_calls(job: _Job, width: int, height: int) -> int:
     calls = 0
     for step in job.steps:
         if isinstance(step, Run):
-            runner = load_network(step.network, job.settings.threads, job.settings.use_gpu)
+            runner = load_network(step.network, job.settings)
             calls += count_calls(runner, width, height, _tile_size(job, runner))
             width, height = width * runner.spec.scale, height * runner.spec.scale
         else:
@@ -151,7 +152,7 @@ def _count_calls(job: _Job, width: int, height: int) -> int:
     return calls
 
 
-def _tile_size(job: _Job, runner: NetworkRunner) -> int:
+def _tile_size(job: _Job, runner: Network) -> int:
     settings = job.settings
     return settings.tile_size or auto_tile_size(runner, settings.tile_memory_mb)
 
@@ -161,7 +162,7 @@ def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> P
     for index, step in enumerate(job.steps):
         target = job.work / f"{name}-{index}.raw"
         if isinstance(step, Run):
-            runner = load_network(step.network, job.settings.threads, job.settings.use_gpu)
+            runner = load_network(step.network, job.settings)
             result = upscale_plane(
                 runner,
                 plane,

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.errors import CancelledError
 from upscayl_cloud.engine.geometry import Tile, TileRule, mirror_indices, plan_tiles
 from upscayl_cloud.engine.planes import Plane, to_float, to_samples
-from upscayl_cloud.engine.runner import NetworkRunner
 
 TileDone = Callable[[], None]
 ShouldCancel = Callable[[], bool]
 
 
-def auto_tile_size(runner: NetworkRunner, memory_mb: int) -> int:
+def auto_tile_size(runner: Network, memory_mb: int) -> int:
     """The largest tile core whose network call fits in ``memory_mb``.
 
     Memory is per source pixel, so the overlap (or context) counts against
@@ -42,16 +42,16 @@ def auto_tile_size(runner: NetworkRunner, memory_mb: int) -> int:
     return core - core % spec.align
 
 
-def tile_rule(runner: NetworkRunner) -> TileRule:
+def tile_rule(runner: Network) -> TileRule:
     spec = runner.spec
     return TileRule(spec.scale, spec.context, spec.align, spec.tile_pad)
 
 
-def syncs_global_pools(runner: NetworkRunner, tiles: list[Tile]) -> bool:
+def syncs_global_pools(runner: Network, tiles: list[Tile]) -> bool:
     return bool(runner.spec.global_pools) and len(tiles) > 1
 
 
-def count_calls(runner: NetworkRunner, width: int, height: int, tile_size: int) -> int:
+def count_calls(runner: Network, width: int, height: int, tile_size: int) -> int:
     """Network calls one pass makes (for progress): tiles, times the sync stages."""
     tiles = plan_tiles(width, height, tile_size, tile_rule(runner))
     stages = 1 + (len(runner.spec.global_pools) if syncs_global_pools(runner, tiles) else 0)
@@ -59,7 +59,7 @@ def count_calls(runner: NetworkRunner, width: int, height: int, tile_size: int) 
 
 
 def upscale_plane(
-    runner: NetworkRunner,
+    runner: Network,
     source: Plane,
     destination: Path,
     tile_size: int,
@@ -88,7 +88,7 @@ def upscale_plane(
 
 
 def _run_tiles(
-    runner: NetworkRunner,
+    runner: Network,
     source: Plane,
     out: Plane,
     tiles: list[Tile],

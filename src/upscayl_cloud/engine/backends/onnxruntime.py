@@ -1,0 +1,113 @@
+"""ONNX Runtime on an NVIDIA GPU: TensorRT in fp16, else CUDA.
+
+The GPU alternative to ncnn's Vulkan path. TensorRT builds an engine per
+input shape, which is slow (seconds to minutes), so its engines are cached
+in the cache folder; the tiler's one-shape-per-image keeps their number low.
+Without a GPU provider the CPU provider runs, which is correct but slower
+than ncnn there (bench/README.md): ``auto`` never picks this backend for a
+CPU.
+
+Not yet measured on a real GPU by this project (see bench/README.md): the
+``onnxruntime-gpu`` wheel is an optional install (``pip install
+upscayl-cloud[cuda]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
+from upscayl_cloud.engine.networks import NetworkSpec
+
+log = logging.getLogger(__name__)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def gpu_provider() -> str | None:
+    """The best NVIDIA provider this onnxruntime build offers, if any."""
+    available = ort.get_available_providers()
+    return next((name for name in GPU_PROVIDERS if name in available), None)
+
+
+class OnnxRuntimeNetwork(Network):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        threads: int,
+        use_gpu: bool = True,
+        precision: str = "auto",
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(spec)
+        self._threads = threads
+        self._provider = gpu_provider() if use_gpu else None
+        self._fp16 = precision != "fp32"
+        self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[str, tuple[str, ...]], ort.InferenceSession] = {}
+
+    @property
+    def device(self) -> str:
+        if self._provider == "TensorrtExecutionProvider":
+            return f"NVIDIA GPU (TensorRT, {'fp16' if self._fp16 else 'fp32'})"
+        if self._provider == "CUDAExecutionProvider":
+            return "NVIDIA GPU (CUDA, fp32)"
+        return f"CPU fp32, {self._threads} threads"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._provider is not None
+
+    def release_memory(self) -> None:
+        """Sessions keep their arena for the next call: GPU memory is not
+        shared with the pipeline's planes, and the CPU provider is not a
+        production path (``select``)."""
+
+    def _forward(
+        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        feeds = {self.spec.input_blob: np.ascontiguousarray(chw[None], dtype=np.float32)}
+        for name, value in injected.items():
+            value = np.asarray(value, dtype=np.float32)
+            feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
+        session = self._session(blob, tuple(sorted(injected)))
+        (result,) = session.run([blob], feeds)
+        return np.asarray(result[0])
+
+    def _session(self, output: str, injected: tuple[str, ...]) -> ort.InferenceSession:
+        with self._lock:
+            session = self._sessions.get((output, injected))
+            if session is None:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = self._threads
+                data = onnx_bytes(self.spec.key, (output,), injected)
+                session = ort.InferenceSession(data, options, providers=self._providers())
+                self._sessions[(output, injected)] = session
+                log.info("loaded %s (onnxruntime, %s)", self.spec.key, self.device)
+            return session
+
+    def _providers(self) -> list[str | tuple[str, dict[str, object]]]:
+        chosen: list[str | tuple[str, dict[str, object]]] = []
+        if self._provider == "TensorrtExecutionProvider":
+            trt: dict[str, object] = {"trt_fp16_enable": self._fp16}
+            if self._cache_dir is not None:
+                self._cache_dir.mkdir(parents=True, exist_ok=True)
+                trt |= {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(self._cache_dir),
+                }
+            chosen.append(("TensorrtExecutionProvider", trt))
+        if self._provider is not None:
+            chosen.append("CUDAExecutionProvider")
+        chosen.append("CPUExecutionProvider")
+        return chosen

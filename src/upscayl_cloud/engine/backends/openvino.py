@@ -1,0 +1,129 @@
+"""OpenVINO on the CPU: bf16 on AMX / AVX-512-BF16 machines, fp32 elsewhere.
+
+OpenVINO's CPU plugin runs convolutions in bf16 by default wherever the CPU
+has bf16 instructions, which is what makes it several times faster than
+ncnn's fp32 there (bench/README.md); ``precision="fp32"`` turns that off.
+
+Networks are compiled for one input shape at a time: static shapes run
+faster than dynamic ones (a compact network lost a quarter of its speed
+with dynamic height and width), and the tiler gives every tile of an image
+the same shape, so an image costs one compilation per network. Compiled
+models are kept in a small in-process cache and, with a cache folder, on
+disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s compilation of
+realesrgan-x4plus into a 0.4 s load; the folder is pruned to a size limit.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.backends.disk_cache import prune
+from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
+from upscayl_cloud.engine.networks import NetworkSpec
+
+log = logging.getLogger(__name__)
+
+#: Compiled models kept per network: an image needs one per shape, and five
+#: for Real-CUGAN's tiles (four global-mean stages and the final run).
+_COMPILED_PER_NETWORK = 8
+
+
+@cache
+def core(cache_dir: Path | None) -> ov.Core:
+    ov_core = ov.Core()
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ov_core.set_property({"CACHE_DIR": str(cache_dir)})
+    return ov_core
+
+
+def native_bf16() -> bool:
+    """True where OpenVINO runs bf16 by default (AMX or AVX-512-BF16)."""
+    return core(None).get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
+
+
+class OpenVinoNetwork(Network):
+    backend = "openvino"
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        threads: int,
+        precision: str = "auto",
+        cache_dir: Path | None = None,
+        cache_max_mb: int = 4096,
+    ) -> None:
+        super().__init__(spec)
+        self._threads = threads
+        self._fp32 = precision == "fp32"
+        self._cache_dir = cache_dir
+        self._cache_max_mb = cache_max_mb
+        self._core = core(cache_dir)
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
+        self._compiled: OrderedDict[tuple[object, ...], ov.CompiledModel] = OrderedDict()
+
+    @property
+    def device(self) -> str:
+        precision = "fp32" if self._fp32 or not native_bf16() else "bf16"
+        return f"CPU {precision}, {self._threads} threads"
+
+    def release_memory(self) -> None:
+        """Nothing to do: each call's request, and with it the working
+        memory, is dropped when the call returns."""
+
+    def _forward(
+        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        feeds = {self.spec.input_blob: np.ascontiguousarray(chw[None], dtype=np.float32)}
+        for name, value in injected.items():
+            value = np.asarray(value, dtype=np.float32)
+            # ncnn's 1-D blobs are 1 x c x 1 x 1 in the ONNX graph.
+            feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
+        shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
+        request = self._compiled_for(blob, shapes).create_infer_request()
+        request.infer(feeds)
+        return np.array(request.get_output_tensor(0).data[0], copy=True)
+
+    def _compiled_for(
+        self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    ) -> ov.CompiledModel:
+        key = (output, shapes)
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                self._compiled.move_to_end(key)
+                return compiled
+            injected = tuple(name for name, _ in shapes if name != self.spec.input_blob)
+            model = self._models.get((output, injected))
+            if model is None:
+                data = onnx_bytes(self.spec.key, (output,), injected)
+                model = self._core.read_model(io.BytesIO(data))
+                self._models[(output, injected)] = model
+            shaped = model.clone()
+            shaped.reshape({name: list(shape) for name, shape in shapes})
+            config: dict[str, object] = {
+                "INFERENCE_NUM_THREADS": self._threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                "NUM_STREAMS": 1,
+            }
+            if self._fp32:
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+            compiled = self._core.compile_model(shaped, "CPU", config)
+            log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
+            if self._cache_dir is not None:
+                prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
+            self._compiled[key] = compiled
+            while len(self._compiled) > _COMPILED_PER_NETWORK:
+                self._compiled.popitem(last=False)
+            return compiled

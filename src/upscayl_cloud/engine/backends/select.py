@@ -1,0 +1,112 @@
+"""Which backend ``auto`` means on this machine, and what each would use.
+
+The rule follows the measurements in bench/README.md:
+
+1. A GPU that ncnn sees through Vulkan (and ``use_gpu``): ncnn, Upscayl's
+   own GPU path, which works on every vendor's GPU.
+2. A CPU with bf16 instructions (AMX or AVX-512-BF16), which OpenVINO uses
+   by default: OpenVINO, several times faster than ncnn's fp32 there.
+3. Otherwise ncnn on the CPU: without bf16 it was the fastest of all the
+   runtimes measured (issue #8's table), and it has the smallest footprint.
+
+ONNX Runtime on an NVIDIA GPU is chosen only by name until it has been
+measured against ncnn's Vulkan path on the same GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+BACKENDS: tuple[str, ...] = ("ncnn", "openvino", "onnxruntime")
+CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+class BackendUnavailableError(RuntimeError):
+    """The configured backend cannot run here (its package is missing)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    """One row of ``upscayl-cloud models backends``."""
+
+    backend: str
+    available: bool
+    device: str
+
+
+def resolve(backend: str, use_gpu: bool) -> Choice:
+    """The backend to run, with the reason, for the configured name."""
+    if backend not in CHOICES:
+        raise BackendUnavailableError(f"unknown backend {backend!r}: one of {list(CHOICES)}")
+    if backend != "auto":
+        check_available(backend)
+        return Choice(backend, "set by configuration")
+    return _auto(use_gpu)
+
+
+@cache
+def _auto(use_gpu: bool) -> Choice:
+    from upscayl_cloud.engine.backends.ncnn import gpu_count
+
+    if use_gpu and gpu_count() > 0:
+        return Choice("ncnn", "ncnn sees a Vulkan GPU (Upscayl's own GPU path)")
+    if _openvino_bf16():
+        return Choice(
+            "openvino",
+            "the CPU has bf16 instructions (AMX or AVX-512-BF16): OpenVINO runs bf16 "
+            "there, several times faster than ncnn's fp32",
+        )
+    return Choice("ncnn", "no GPU and no bf16 instructions: ncnn's fp32 CPU path is fastest")
+
+
+def _openvino_bf16() -> bool:
+    try:
+        from upscayl_cloud.engine.backends.openvino import native_bf16
+    except ImportError:
+        return False
+    return native_bf16()
+
+
+def check_available(backend: str) -> None:
+    try:
+        if backend == "openvino":
+            import openvino  # noqa: F401
+        elif backend == "onnxruntime":
+            import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the {backend} backend needs the {backend} package, which is not installed"
+        ) from exc
+
+
+def report(threads: int, use_gpu: bool) -> list[BackendReport]:
+    """What each backend would run on here (nothing is loaded or compiled)."""
+    rows = []
+    for backend in BACKENDS:
+        try:
+            check_available(backend)
+        except BackendUnavailableError as exc:
+            rows.append(BackendReport(backend, False, str(exc)))
+            continue
+        rows.append(BackendReport(backend, True, _device(backend, threads, use_gpu)))
+    return rows
+
+
+def _device(backend: str, threads: int, use_gpu: bool) -> str:
+    if backend == "ncnn":
+        from upscayl_cloud.engine.backends.ncnn import gpu_count
+
+        return "Vulkan GPU" if use_gpu and gpu_count() else f"CPU fp32, {threads} threads"
+    if backend == "openvino":
+        return f"CPU {'bf16' if _openvino_bf16() else 'fp32'}, {threads} threads"
+    from upscayl_cloud.engine.backends.onnxruntime import gpu_provider
+
+    provider = gpu_provider() if use_gpu else None
+    return f"NVIDIA GPU ({provider})" if provider else f"CPU fp32, {threads} threads"
