@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    settings = EngineSettings(use_gpu=False)
+    settings = EngineSettings(use_gpu=False, backend="ncnn")
     print(
         f"# {platform.processor() or platform.machine()}, {available_cores()} cores, "
         f"{time.strftime('%F')}, ncnn threads={settings.threads}, libvips {pyvips.version(0)}."

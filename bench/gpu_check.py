@@ -22,10 +22,10 @@ import ncnn
 import numpy as np
 from skimage import data
 
+from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import available_cores
 from upscayl_cloud.engine.planes import Plane, to_float
-from upscayl_cloud.engine.runner import NetworkRunner
 from upscayl_cloud.engine.tiling import upscale_plane
 
 CASES = {
@@ -49,7 +49,7 @@ def photo(edge: int) -> np.ndarray:
     return np.tile(big, (reps, reps, 1))[:edge, :edge]
 
 
-def timed(runner: NetworkRunner, plane: Plane, work: Path, tile: int, repeats: int) -> float:
+def timed(runner: NcnnNetwork, plane: Plane, work: Path, tile: int, repeats: int) -> float:
     upscale_plane(runner, plane, work / "warm.raw", tile)
     times = []
     for _ in range(repeats):
@@ -73,8 +73,8 @@ def main() -> None:
         work = Path(tmp)
         for key, (edge, gpu_tile) in CASES.items():
             spec = NETWORKS[key]
-            cpu = NetworkRunner(spec, threads=cores, use_gpu=False)
-            gpu = NetworkRunner(spec, threads=cores, use_gpu=True)
+            cpu = NcnnNetwork(spec, threads=cores, use_gpu=False)
+            gpu = NcnnNetwork(spec, threads=cores, use_gpu=True)
             row: dict = {"on_gpu": gpu.on_gpu}
             crop = Plane.from_array(work / "crop.raw", photo(edge))
             start = time.perf_counter()

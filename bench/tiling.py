@@ -41,7 +41,7 @@ from skimage import data
 
 from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.networks import NETWORKS
-from upscayl_cloud.engine.options import available_cores
+from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.engine.planes import Plane, to_float
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import upscale_plane
@@ -82,7 +82,9 @@ def tiled_vs_untiled(
     key: str, pictures: dict[str, np.ndarray], configs: list[Config], work: Path
 ) -> dict[Config, dict[str, Score]]:
     """Scores per (tile, overlap) and photo; one untiled reference per photo."""
-    runner = load_network(key, available_cores(), use_gpu=False)
+    runner = load_network(
+        key, EngineSettings(threads=available_cores(), use_gpu=False, backend="ncnn")
+    )
     original = runner.spec
     results: dict[Config, dict[str, Score]] = {config: {} for config in configs}
     try:
