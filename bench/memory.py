@@ -19,6 +19,9 @@ run it in the background and read the table at the end:
 
     nohup .venv/bin/python bench/memory.py > /tmp/memory.log 2>&1 &
     .venv/bin/python bench/memory.py --sizes 3000x2000 --model quick-clear-4x --format jpg
+
+The backend is ncnn unless ``--backend`` says otherwise: the recorded results
+(bench/README.md) are ncnn's, and ``auto`` would mean OpenVINO on bf16 CPUs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script, bench/ comes first on sys.path, and bench/queue.py would
+# hide the standard library's ``queue``, which OpenVINO's import needs
+# (AttributeError: module 'queue' has no attribute 'SimpleQueue'): look there last.
+sys.path.sort(key=lambda entry: entry == str(Path(__file__).resolve().parent))
+
 import numpy as np
+
+from upscayl_cloud.engine.backends.select import CHOICES
 
 SAMPLE_SECONDS = 0.2
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
@@ -95,6 +105,8 @@ def measure(source: Path, destination: Path, args: argparse.Namespace) -> dict:
         str(args.scale),
         "--format",
         args.format,
+        "--backend",
+        args.backend,
     ]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -125,7 +137,7 @@ def child_main(args: argparse.Namespace) -> None:
     from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
     from upscayl_cloud.engine.pipeline import upscale_file
 
-    settings = EngineSettings(work_dir=Path(args.destination).parent)
+    settings = EngineSettings(work_dir=Path(args.destination).parent, backend=args.backend)
     before = read_status(os.getpid())
     request = UpscaleRequest(model=args.model, scale=args.scale, output_format=args.format)
     start = time.perf_counter()
@@ -139,6 +151,7 @@ def child_main(args: argparse.Namespace) -> None:
         "output_bytes": result.size_bytes,
         "tile_memory_mb": settings.tile_memory_mb,
         "threads": settings.threads,
+        "backend": args.backend,
     }
     print(json.dumps(report), flush=True)
 
@@ -156,12 +169,19 @@ def main() -> None:
     parser.add_argument("--model", default="quick-clear-4x")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--format", default="jpg")
+    parser.add_argument(
+        "--backend", default="ncnn", choices=CHOICES, help="engine backend (default: ncnn)"
+    )
     args = parser.parse_args()
     if args.child:
         child_main(args)
         return
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus", flush=True)
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"backend {args.backend}",
+        flush=True,
+    )
     rows = []
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.lower().split("x"))

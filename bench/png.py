@@ -5,20 +5,31 @@ libvips's defaults (level 6, no row filter) are neither fast nor small for
 upscaled photos. This measures each combination on one upscaled real photo,
 best of three, so the defaults in ``EncodeSettings`` rest on numbers.
 
-    PYTHONPATH=. .venv/bin/python bench/png.py [--edge 384]
+    PYTHONPATH=. .venv/bin/python bench/png.py [--edge 384] [--backend ncnn]
+
+The image is upscaled by ncnn unless ``--backend`` says otherwise, as for the
+recorded results (``auto`` would mean OpenVINO on bf16 CPUs); the backend
+only changes the picture being encoded, by a little.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path, and bench/queue.py would
+# hide the standard library's ``queue``, which OpenVINO's import needs
+# (AttributeError: module 'queue' has no attribute 'SimpleQueue'): look there last.
+sys.path.sort(key=lambda entry: entry == str(Path(__file__).resolve().parent))
 
 import numpy as np
 import pyvips
 from skimage import data
 
+from upscayl_cloud.engine.backends.select import CHOICES
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
 from upscayl_cloud.engine.pipeline import upscale_file
 
@@ -26,15 +37,19 @@ from upscayl_cloud.engine.pipeline import upscale_file
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edge", type=int, default=384)
+    parser.add_argument(
+        "--backend", default="ncnn", choices=CHOICES, help="engine backend (default: ncnn)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source, result = Path(tmp) / "in.png", Path(tmp) / "out.png"
         pixels = np.asarray(data.astronaut())[: args.edge, : args.edge]
         pyvips.Image.new_from_array(pixels).pngsave(str(source))
         request = UpscaleRequest("quick-clear-4x", 4, "png")
-        upscale_file(source, result, request, settings=EngineSettings(use_gpu=False))
+        settings = EngineSettings(use_gpu=False, backend=args.backend)
+        upscale_file(source, result, request, settings=settings)
         image = pyvips.Image.new_from_file(str(result)).copy_memory()
-    print(f"# {image.width}x{image.height} upscaled photo, {time.strftime('%F')}")
+    print(f"# {image.width}x{image.height} upscaled photo ({args.backend}), {time.strftime('%F')}")
     print("| level | filter | seconds (best of 3) | MB |")
     print("|---|---|---|---|")
     for level in (1, 2, 3, 6, 9):
