@@ -10,12 +10,19 @@ tile alone would get other colours than the whole image. Like the upstream
 program's "sync gap" mode, the global means (blobs ``gap0..gap3``) are first
 gathered over every tile, one stage at a time, and then injected into each
 tile's final run, so tiles agree with each other and with the untiled image.
+
+Reading a tile (``pread`` plus conversion to float) and writing one back
+(conversion to samples plus ``pwrite``) overlap with the network call: both
+runtimes release the GIL while they infer, and with the faster backends these
+steps would otherwise be a large share of a pass. The look-ahead is bounded
+(one tile read ahead, one write pending), so memory stays a couple of tiles.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +34,9 @@ from upscayl_cloud.engine.planes import Plane, to_float, to_samples
 
 TileDone = Callable[[], None]
 ShouldCancel = Callable[[], bool]
+
+#: Names the helper threads that read and write tiles, for logs and tests.
+TILE_THREAD_PREFIX = "upscayl-tiles"
 
 
 def auto_tile_size(runner: Network, memory_mb: int) -> int:
@@ -94,6 +104,17 @@ def _run_tiles(
     tiles: list[Tile],
     call: Callable[[Callable[[], np.ndarray]], np.ndarray],
 ) -> None:
+    """Every network call of one pass, with reads and writes on helper threads.
+
+    The network runs on the calling thread, so ``call`` (cancellation and
+    progress) keeps running there. Two helpers let the next tile's read and
+    the previous tile's write run at the same time as the network call; they
+    touch different files, and writes go one at a time in tile order, so the
+    output is the serial loop's, byte for byte. Whatever ends the pass, the
+    helpers are stopped here: work not started is dropped, work started is
+    waited for, so no write happens after this returns and the first error
+    is the one raised.
+    """
     # Largest tiles first: ncnn's pools reuse a block for a request of 75-100 %
     # of its size, so after the largest tile every later one fits in blocks
     # already held. In any other order a slightly larger tile allocates anew
@@ -101,21 +122,53 @@ def _run_tiles(
     # sizes of one image, bench/README.md "Memory").
     tiles = sorted(tiles, key=lambda t: t.source.width * t.source.height, reverse=True)
     injected: dict[str, np.ndarray] = {}
-    if syncs_global_pools(runner, tiles):
-        for blob in runner.spec.global_pools:
-            total = None
-            for tile in tiles:
-                chw = _network_input(source, tile)
-                means = call(lambda chw=chw, blob=blob: runner.extract(chw, blob, injected))
-                weighted = means * (tile.core.width * tile.core.height)
-                total = weighted if total is None else total + weighted
-            injected[blob] = total / (source.width * source.height)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=TILE_THREAD_PREFIX)
+    try:
+        if syncs_global_pools(runner, tiles):
+            for blob in runner.spec.global_pools:
+                total = None
+                for tile, chw in _read_ahead(pool, source, tiles):
+                    means = call(lambda chw=chw, blob=blob: runner.extract(chw, blob, injected))
+                    weighted = means * (tile.core.width * tile.core.height)
+                    total = weighted if total is None else total + weighted
+                injected[blob] = total / (source.width * source.height)
 
-    for tile in tiles:
-        chw = _network_input(source, tile)
-        result = call(lambda chw=chw: runner.run(chw, injected))
-        keep = result[:, tile.keep.y0 : tile.keep.y1, tile.keep.x0 : tile.keep.x1]
-        out.write(tile.target.x0, tile.target.y0, _from_network(keep, source.bands))
+        pending: Future[None] | None = None
+        for tile, chw in _read_ahead(pool, source, tiles):
+            result = call(lambda chw=chw: runner.run(chw, injected))
+            if pending is not None:
+                # Raises the previous write's error, if any, before the next starts.
+                pending.result()
+            pending = pool.submit(_write_tile, out, tile, result, source.bands)
+        if pending is not None:
+            pending.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_ahead(
+    pool: ThreadPoolExecutor, source: Plane, tiles: list[Tile]
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Each tile with its network input, the next one read while the caller
+    works on this one (one tile ahead, never more)."""
+    if not tiles:
+        return
+    ahead = pool.submit(_network_input, source, tiles[0])
+    try:
+        for index, tile in enumerate(tiles):
+            chw = ahead.result()
+            if index + 1 < len(tiles):
+                ahead = pool.submit(_network_input, source, tiles[index + 1])
+            yield tile, chw
+    finally:
+        # The caller stopped early (an error, a cancellation): drop the read.
+        ahead.cancel()
+
+
+def _write_tile(out: Plane, tile: Tile, result: np.ndarray, bands: int) -> None:
+    """The part of a network output that the tile keeps, written in place."""
+    keep = result[:, tile.keep.y0 : tile.keep.y1, tile.keep.x0 : tile.keep.x1]
+    out.write(tile.target.x0, tile.target.y0, _from_network(keep, bands))
 
 
 def _network_input(plane: Plane, tile: Tile) -> np.ndarray:
