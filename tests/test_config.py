@@ -59,3 +59,25 @@ def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.s3_bucket, settings.s3_endpoint_url) == ("b", "http://10.0.0.5:8333")
     assert settings.s3_addressing_style == "path" and settings.s3_region == "us-east-1"
     assert "hidden" not in repr(settings)
+
+
+def test_empty_folder_settings_mean_their_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``UPSCAYL_STORAGE_DIR=`` (as a compose file writes an unset variable)
+    must not put objects in the current folder."""
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UPSCAYL_STORAGE_DIR", "")
+    monkeypatch.setenv("UPSCAYL_ENGINE_CACHE_DIR", "")
+    settings = Settings(_env_file=None)
+    assert settings.resolved_storage_dir == tmp_path / "objects"
+    assert settings.resolved_engine_cache_dir == tmp_path / "cache"
+
+
+def test_engine_backend_is_one_of_the_known_runtimes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSCAYL_ENGINE_BACKEND", "openvino")
+    monkeypatch.setenv("UPSCAYL_ENGINE_PRECISION", "fp32")
+    settings = Settings(_env_file=None)
+    assert (settings.engine_backend, settings.engine_precision) == ("openvino", "fp32")
+    with pytest.raises(ValidationError, match="engine_backend"):
+        Settings(_env_file=None, engine_backend="tensorflow")

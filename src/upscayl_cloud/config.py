@@ -14,6 +14,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -129,10 +130,19 @@ class Settings(BaseSettings):
     # -- workers and the queue ---------------------------------------------------
     #: Worker threads inside ``serve``; 0 runs an API-only process.
     workers: int = Field(default=1, ge=0)
-    #: ncnn threads per worker; 0 shares this machine's cores between workers.
+    #: Inference threads per worker; 0 shares this machine's cores between workers.
     engine_threads: int = Field(default=0, ge=0)
-    #: Use a Vulkan GPU when one is present.
+    #: Use a GPU when the backend sees one.
     engine_use_gpu: bool = True
+    #: Runtime for the networks: ``auto`` picks by this machine's features
+    #: (``upscayl-cloud models backends`` says what and why).
+    engine_backend: Literal["auto", "ncnn", "openvino", "onnxruntime"] = "auto"
+    #: ``auto``: bf16 on AMX CPUs with OpenVINO, fp16 on GPUs; ``fp32``: always full precision.
+    engine_precision: Literal["auto", "fp32"] = "auto"
+    #: Compiled networks kept between runs; empty means ``<data_dir>/cache``.
+    engine_cache_dir: Path | None = None
+    #: Size the compiled-network cache is pruned to.
+    engine_cache_max_mb: int = Field(default=4096, ge=64)
     #: Tile edge in input pixels; 0 sizes tiles per network from the memory
     #: budget below (docs/models.md, "Tiling").
     engine_tile_size: int = Field(default=0, ge=0)
@@ -161,6 +171,12 @@ class Settings(BaseSettings):
     #: Create a key and print it on the first start of ``serve``.
     create_first_key: bool = True
 
+    @field_validator("storage_dir", "engine_cache_dir", mode="before")
+    @classmethod
+    def _empty_path_is_default(cls, value: object) -> object:
+        """``UPSCAYL_STORAGE_DIR=`` means the default, not the current folder."""
+        return None if value == "" else value
+
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -182,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "objects").resolve()
+
+    @property
+    def resolved_engine_cache_dir(self) -> Path:
+        return (self.engine_cache_dir or self.data_dir / "cache").resolve()
 
     def rate_limit_for(self, operation: str) -> str:
         return self.rate_limits.get(operation, SPEC_RATE_LIMITS[operation])

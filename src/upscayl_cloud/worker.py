@@ -57,6 +57,10 @@ def engine_settings(ctx: Context) -> EngineSettings:
     return EngineSettings(
         threads=threads,
         use_gpu=settings.engine_use_gpu,
+        backend=settings.engine_backend,
+        precision=settings.engine_precision,
+        cache_dir=settings.resolved_engine_cache_dir,
+        cache_max_mb=settings.engine_cache_max_mb,
         tile_size=settings.engine_tile_size or None,
         tile_memory_mb=settings.engine_tile_memory_mb,
         work_dir=work,

@@ -54,3 +54,25 @@ def test_add_refuses_a_bad_model_with_a_clear_error(app: typer.Typer, tmp_path: 
     assert result.exit_code == 1
     assert "expected RGB in [-1, 1]" in result.output
     assert not (tmp_path / "data" / "models" / "faces" / "bytes.onnx").exists()
+
+
+def test_backends_says_what_each_would_run_and_which_is_selected(
+    app: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upscayl_cloud.engine.backends import select
+
+    result = CliRunner().invoke(app, ["models", "backends"])
+    assert result.exit_code == 0, result.output
+    for name in ("ncnn", "openvino", "onnxruntime"):
+        assert name in result.output
+    assert "<- selected" in result.output
+    select._auto.cache_clear()
+    info = json.loads(CliRunner().invoke(app, ["models", "backends", "--json"]).output)
+    assert info["configured"] == "auto"
+    assert info["selected"] == select.resolve("auto", use_gpu=True).backend
+    assert {row["name"] for row in info["backends"]} == set(select.BACKENDS)
+
+    monkeypatch.setenv("UPSCAYL_ENGINE_BACKEND", "ncnn")
+    get_settings.cache_clear()
+    info = json.loads(CliRunner().invoke(app, ["models", "backends", "--json"]).output)
+    assert (info["selected"], info["reason"]) == ("ncnn", "set by configuration")

@@ -75,6 +75,46 @@ def list_models(
         typer.echo(f"Face enhancement: unavailable: {faces.UNAVAILABLE_MESSAGE}")
 
 
+@models_app.command("backends")
+def backends(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each inference backend, what it would run on here, and which one
+    the configured ``UPSCAYL_ENGINE_BACKEND`` selects (and why)."""
+    from upscayl_cloud.engine.backends.select import BackendUnavailableError, report, resolve
+    from upscayl_cloud.engine.options import available_cores
+
+    settings = get_settings()
+    threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
+    rows = report(threads, settings.engine_use_gpu)
+    try:
+        choice = resolve(settings.engine_backend, settings.engine_use_gpu)
+        selected, reason = choice.backend, choice.reason
+    except BackendUnavailableError as exc:
+        selected, reason = None, str(exc)
+    if as_json:
+        info = {
+            "configured": settings.engine_backend,
+            "precision": settings.engine_precision,
+            "selected": selected,
+            "reason": reason,
+            "backends": [
+                {"name": r.backend, "available": r.available, "device": r.device} for r in rows
+            ],
+        }
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo("Inference backends on this machine:")
+    for row in rows:
+        mark = "  <- selected" if row.backend == selected else ""
+        state = "available  " if row.available else "unavailable"
+        typer.echo(f"  {row.backend:<12} {state} {row.device}{mark}")
+    typer.echo(f"UPSCAYL_ENGINE_BACKEND={settings.engine_backend}: {selected or 'none'} ({reason})")
+    typer.echo(f"UPSCAYL_ENGINE_PRECISION={settings.engine_precision}")
+    if selected is None:
+        raise typer.Exit(1)
+
+
 @models_app.command("add")
 def add(
     path: Annotated[Path, typer.Argument(help="An ONNX face-restoration model.")],

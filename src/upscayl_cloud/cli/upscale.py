@@ -23,6 +23,18 @@ class Scale(StrEnum):
     eight = "8"
 
 
+class Backend(StrEnum):
+    auto = "auto"
+    ncnn = "ncnn"
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+
+
 class Format(StrEnum):
     png = "png"
     jpg = "jpg"
@@ -47,11 +59,24 @@ def upscale(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Never use a GPU.")] = False,
+    backend: Annotated[
+        Backend, typer.Option(help="Runtime (see `upscayl-cloud models backends`).")
+    ] = Backend.auto,
+    precision: Annotated[
+        Precision, typer.Option(help="fp32: full precision on every backend.")
+    ] = Precision.auto,
 ) -> None:
     """Upscale local images with a model of the catalog."""
+    from upscayl_cloud.config import get_settings
     from upscayl_cloud.engine.pipeline import upscale_file
 
-    settings = EngineSettings(use_gpu=not cpu, **({"threads": threads} if threads else {}))
+    settings = EngineSettings(
+        use_gpu=not cpu,
+        backend=backend.value,
+        precision=precision.value,  # type: ignore[arg-type]
+        cache_dir=get_settings().resolved_engine_cache_dir,
+        **({"threads": threads} if threads else {}),
+    )
     console = Console(stderr=True)
     failures = 0
     for source in inputs:

@@ -78,6 +78,11 @@ class OpenVinoNetwork(Network):
         precision = "fp32" if self._fp32 or not native_bf16() else "bf16"
         return f"CPU {precision}, {self._threads} threads"
 
+    @property
+    def compiled_count(self) -> int:
+        """Compiled models held now (one per input shape and graph cut)."""
+        return len(self._compiled)
+
     def release_memory(self) -> None:
         """Nothing to do: each call's request, and with it the working
         memory, is dropped when the call returns."""

@@ -121,7 +121,9 @@ def build_onnx(
         tensor = graph.source(blob)
         if tensor != blob:
             graph.node("Identity", [tensor], blob)
-        output_infos.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT, None))
+        output_infos.append(
+            helper.make_tensor_value_info(blob, TensorProto.FLOAT, [1, None, None, None])
+        )
     nodes = _live_nodes(graph.nodes, set(outputs), stop=set(injected) | {input_blob})
     used = {name for node in nodes for name in node.input}
     model = helper.make_model(

@@ -1,0 +1,110 @@
+"""OpenVINO against ncnn on real photos: the quality gate of issue #8.
+
+Both backends tile the same crop the same way, so the comparison is of the
+runtimes alone: fp32 must agree to >= 60 dB, the default precision (bf16 on
+CPUs with AMX or AVX-512-BF16, fp32 elsewhere) to >= 45 dB. Tiling against
+one untiled plain-ncnn call is checked on one network of each family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.engine.reference import plain_ncnn, psnr
+from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork, native_bf16
+from upscayl_cloud.engine.networks import NETWORKS
+from upscayl_cloud.engine.options import EngineSettings
+from upscayl_cloud.engine.planes import Plane, to_float
+from upscayl_cloud.engine.runner import load_network
+from upscayl_cloud.engine.tiling import upscale_plane
+
+RRDB = {"realesrgan-x4plus", "realesrgan-x4plus-anime", "realsr-df2k-x4"}
+NCNN = EngineSettings(threads=2, use_gpu=False, backend="ncnn")
+OPENVINO = EngineSettings(threads=2, use_gpu=False, backend="openvino")
+OPENVINO_FP32 = EngineSettings(threads=2, use_gpu=False, backend="openvino", precision="fp32")
+
+
+def _tiled(key: str, settings: EngineSettings, crop: np.ndarray, tmp_path: Path) -> np.ndarray:
+    network = load_network(key, settings)
+    source = Plane.from_array(tmp_path / f"{settings.backend}-in.raw", crop)
+    out = upscale_plane(network, source, tmp_path / f"{settings.backend}-out.raw", 48)
+    return to_float(out.read_all())
+
+
+def _crop(photo: np.ndarray, key: str) -> np.ndarray:
+    return photo[60:124, 120:184] if key in RRDB else photo[40:136, 100:196]
+
+
+@pytest.fixture(scope="module")
+def ncnn_outputs() -> dict[str, np.ndarray]:
+    return {}
+
+
+def _reference(key: str, photo: np.ndarray, tmp_path: Path, cache: dict) -> np.ndarray:
+    if key not in cache:
+        cache[key] = _tiled(key, NCNN, _crop(photo, key), tmp_path)
+    return cache[key]
+
+
+@pytest.mark.parametrize("key", sorted(NETWORKS))
+def test_default_precision_stays_within_45_db_of_ncnn(key, photo, tmp_path, ncnn_outputs):
+    expected = _reference(key, photo, tmp_path, ncnn_outputs)
+    result = _tiled(key, OPENVINO, _crop(photo, key), tmp_path)
+    assert load_network(key, OPENVINO).device.startswith(
+        "CPU bf16" if native_bf16() else "CPU fp32"
+    )
+    assert result.shape == expected.shape
+    assert psnr(result, expected) >= 45
+
+
+@pytest.mark.parametrize("key", sorted(NETWORKS))
+def test_fp32_equals_ncnn(key, photo, tmp_path, ncnn_outputs):
+    expected = _reference(key, photo, tmp_path, ncnn_outputs)
+    result = _tiled(key, OPENVINO_FP32, _crop(photo, key), tmp_path)
+    assert psnr(result, expected) >= 60
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "realesrgan-x4plus-anime",
+        "realesr-animevideov3-x2",
+        "span-x4-ch48",
+        "realcugan-se-up4x-conservative",
+        "waifu2x-upconv7-photo-noise1-x2",
+    ],
+)
+def test_tiles_still_match_the_untiled_network(key, photo, tmp_path):
+    """The engine issue's tiling guarantee, on OpenVINO fp32: compact and
+    unpadded networks within 2/255, RRDB and Real-CUGAN >= 42 dB."""
+    crop = _crop(photo, key)
+    tiled = _tiled(key, OPENVINO_FP32, crop, tmp_path)
+    reference = plain_ncnn(key, crop)
+    if key in RRDB or NETWORKS[key].global_pools:
+        assert psnr(tiled, reference) >= 42
+    else:
+        assert np.abs(np.round(tiled * 255) - np.round(reference * 255)).max() <= 2
+
+
+def test_an_image_costs_one_compilation_per_graph(photo, tmp_path):
+    """Every tile of an image has one shape, so a many-tile image compiles
+    once (Real-CUGAN: once per global-mean stage, plus the final run)."""
+    for key, graphs in (("realesr-animevideov3-x2", 1), ("realcugan-se-up2x-conservative", 5)):
+        network = OpenVinoNetwork(NETWORKS[key], threads=2)
+        source = Plane.from_array(tmp_path / f"{key}.raw", photo[:150, :170])
+        upscale_plane(network, source, tmp_path / f"{key}-out.raw", 40)
+        assert network.compiled_count == graphs
+
+
+def test_compiled_networks_are_kept_on_disk(photo, tmp_path):
+    cache = tmp_path / "cache"
+    network = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache)
+    network.run(np.ascontiguousarray(photo[:40, :48].transpose(2, 0, 1)))
+    blobs = sorted(cache.glob("*.blob"))
+    assert blobs and all(blob.stat().st_size > 100_000 for blob in blobs)
+    again = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache)
+    again.run(np.ascontiguousarray(photo[:40, :48].transpose(2, 0, 1)))
+    assert sorted(cache.glob("*.blob")) == blobs  # loaded, not compiled anew
