@@ -56,11 +56,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path, and bench/queue.py would
-# hide the standard library's ``queue``, which OpenVINO's import needs
-# (AttributeError: module 'queue' has no attribute 'SimpleQueue'): look there last.
-sys.path.sort(key=lambda entry: entry == str(Path(__file__).resolve().parent))
-
 import numpy as np
 import pyvips
 from skimage import data

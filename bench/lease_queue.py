@@ -16,26 +16,19 @@ A throwaway PostgreSQL cluster (initdb + pg_ctl on a free loopback port, as
 the tests do) is started unless ``--database-url`` is given; ``--sqlite``
 runs the same on a SQLite file for comparison.
 
-    .venv/bin/python bench/queue.py
-    .venv/bin/python bench/queue.py --tasks 4000 --configs 1x1,4x4,8x4 --polls 0.5,0.1
+    .venv/bin/python bench/lease_queue.py
+    .venv/bin/python bench/lease_queue.py --tasks 4000 --configs 1x1,4x4,8x4 --polls 0.5,0.1
 """
 
-# ruff: noqa: E402  (the path fix below must run before any other import)
+# ruff: noqa: E402  (tests/ goes on the path before the imports from it)
 from __future__ import annotations
-
-import os
-import sys
-
-# This file is named like the standard library's ``queue`` (which psycopg and
-# multiprocessing import): keep its folder off the import path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import multiprocessing
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
