@@ -56,6 +56,7 @@ def engine_settings(ctx: Context) -> EngineSettings:
     work.mkdir(parents=True, exist_ok=True)
     return EngineSettings(
         threads=threads,
+        concurrency=max(1, settings.workers),
         use_gpu=settings.engine_use_gpu,
         backend=settings.engine_backend,
         precision=settings.engine_precision,

@@ -71,6 +71,10 @@ class EngineSettings:
     threads: int = field(default_factory=available_cores)
     #: Use a GPU when the backend sees one. Off forces the CPU.
     use_gpu: bool = True
+    #: Network calls this process runs at once (the service's worker count).
+    #: OpenVINO serves concurrent calls of one compiled network from that many
+    #: streams of ``threads`` threads each; with one stream they would queue.
+    concurrency: int = 1
     #: ``auto`` (by the machine, see ``backends.select``), ``ncnn``,
     #: ``openvino`` or ``onnxruntime``.
     backend: str = "auto"

@@ -28,6 +28,7 @@ def load_network(key: str, settings: EngineSettings) -> Network:
         key,
         choice.backend,
         settings.threads,
+        settings.concurrency,
         settings.use_gpu,
         settings.precision,
         settings.cache_dir,
@@ -48,7 +49,12 @@ def _create(key: str, backend: str, settings: EngineSettings) -> Network:
 
         cache = settings.cache_dir / "openvino" if settings.cache_dir else None
         return OpenVinoNetwork(
-            spec, settings.threads, settings.precision, cache, settings.cache_max_mb
+            spec,
+            settings.threads,
+            settings.precision,
+            cache,
+            settings.cache_max_mb,
+            streams=settings.concurrency,
         )
     if backend == "onnxruntime":
         from upscayl_cloud.engine.backends.onnxruntime import OnnxRuntimeNetwork

@@ -108,3 +108,18 @@ def test_compiled_networks_are_kept_on_disk(photo, tmp_path):
     again = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache)
     again.run(np.ascontiguousarray(photo[:40, :48].transpose(2, 0, 1)))
     assert sorted(cache.glob("*.blob")) == blobs  # loaded, not compiled anew
+
+
+def test_concurrent_callers_get_their_own_streams_and_the_same_results(photo):
+    """Workers share one network; with ``concurrency`` streams their calls
+    run side by side instead of queueing, and each gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = EngineSettings(threads=1, concurrency=2, use_gpu=False, backend="openvino")
+    network = load_network("span-x2-ch48", settings)
+    inputs = [np.ascontiguousarray(photo[y : y + 48, :64].transpose(2, 0, 1)) for y in (0, 100)]
+    alone = [network.run(chw) for chw in inputs]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(network.run, inputs))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert not np.array_equal(together[0], together[1])

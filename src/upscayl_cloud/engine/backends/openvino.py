@@ -62,9 +62,11 @@ class OpenVinoNetwork(Network):
         precision: str = "auto",
         cache_dir: Path | None = None,
         cache_max_mb: int = 4096,
+        streams: int = 1,
     ) -> None:
         super().__init__(spec)
         self._threads = threads
+        self._streams = max(1, streams)
         self._fp32 = precision == "fp32"
         self._cache_dir = cache_dir
         self._cache_max_mb = cache_max_mb
@@ -121,10 +123,11 @@ class OpenVinoNetwork(Network):
                 self._models[(output, injected)] = model
             shaped = model.clone()
             shaped.reshape({name: list(shape) for name, shape in shapes})
+            # One stream per concurrent caller, each with ``threads`` threads:
+            # requests on one stream run one after another.
             config: dict[str, object] = {
-                "INFERENCE_NUM_THREADS": self._threads,
-                "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": 1,
+                "INFERENCE_NUM_THREADS": self._threads * self._streams,
+                "NUM_STREAMS": self._streams,
             }
             if self._fp32:
                 config["INFERENCE_PRECISION_HINT"] = "f32"
