@@ -115,12 +115,10 @@ def _run_tiles(
     waited for, so no write happens after this returns and the first error
     is the one raised.
     """
-    # Largest tiles first: ncnn's pools reuse a block for a request of 75-100 %
-    # of its size, so after the largest tile every later one fits in blocks
-    # already held. In any other order a slightly larger tile allocates anew
-    # and the pool keeps both (measured: 1.7 -> 3.9 GB over four tile
-    # sizes of one image, bench/README.md "Memory").
-    tiles = sorted(tiles, key=lambda t: t.source.width * t.source.height, reverse=True)
+    # Every tile of a pass has one shape (geometry.py). That also keeps
+    # ncnn's pools from growing: with tiles of several sizes, a slightly
+    # larger one allocated anew and the pool kept both (measured: 1.7 -> 3.9
+    # GB over four tile sizes of one image, bench/README.md "Memory").
     injected: dict[str, np.ndarray] = {}
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=TILE_THREAD_PREFIX)
     try:
