@@ -1,11 +1,15 @@
-"""Check the engine's Vulkan path on a real GPU and time it against the CPU.
+"""Check the engine's GPU paths on a real GPU and time them against the CPU.
 
 Runs each network through the engine's own tiling (``upscale_plane``) on the
-CPU and on the GPU, on the same real photo, and reports the PSNR between the
-two (ncnn's Vulkan path computes in fp16) and the time per call. Meant for a
-short run on a lent GPU machine; see bench/README.md for the command.
+CPU (ncnn fp32) and on every GPU backend present: ncnn's Vulkan path (fp16)
+and, where the ``onnxruntime-gpu`` wheel offers TensorRT or CUDA, ONNX
+Runtime (TensorRT in fp16). It reports the PSNR of each GPU result against
+the CPU's on the same real photo, the time of a 1024² input at 4x, and that
+time as a fraction of the H100's dense-fp16 bound for the work (issue #8).
+Meant for a short run on a lent GPU machine; see bench/README.md.
 
     PYTHONPATH=src python bench/gpu_check.py --out results.json
+    PYTHONPATH=src python bench/gpu_check.py --out r.json --backends onnxruntime
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import ncnn
 import numpy as np
 from skimage import data
 
+from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.networks import NETWORKS
-from upscayl_cloud.engine.options import available_cores
+from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.engine.planes import Plane, to_float
+from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import upscale_plane
 
 CASES = {
@@ -49,7 +55,7 @@ def photo(edge: int) -> np.ndarray:
     return np.tile(big, (reps, reps, 1))[:edge, :edge]
 
 
-def timed(runner: NcnnNetwork, plane: Plane, work: Path, tile: int, repeats: int) -> float:
+def timed(runner: Network, plane: Plane, work: Path, tile: int, repeats: int) -> float:
     upscale_plane(runner, plane, work / "warm.raw", tile)
     times = []
     for _ in range(repeats):
@@ -62,6 +68,8 @@ def timed(runner: NcnnNetwork, plane: Plane, work: Path, tile: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--backends", default="ncnn,onnxruntime", help="GPU backends to try")
+    parser.add_argument("--networks", default=",".join(CASES))
     args = parser.parse_args()
     gpus = ncnn.get_gpu_count()
     report: dict = {"gpu_count": gpus, "host": platform.node(), "date": time.strftime("%F")}
@@ -71,28 +79,35 @@ def main() -> None:
     cores = available_cores()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for key, (edge, gpu_tile) in CASES.items():
-            spec = NETWORKS[key]
-            cpu = NcnnNetwork(spec, threads=cores, use_gpu=False)
-            gpu = NcnnNetwork(spec, threads=cores, use_gpu=True)
-            row: dict = {"on_gpu": gpu.on_gpu}
+        for key in args.networks.split(","):
+            edge, gpu_tile = CASES[key]
+            cpu = NcnnNetwork(NETWORKS[key], threads=cores, use_gpu=False)
             crop = Plane.from_array(work / "crop.raw", photo(edge))
             start = time.perf_counter()
             cpu_out = to_float(upscale_plane(cpu, crop, work / "cpu.raw", 256).read_all())
-            row["cpu_seconds_crop"] = time.perf_counter() - start
-            start = time.perf_counter()
-            gpu_out = to_float(upscale_plane(gpu, crop, work / "gpu.raw", gpu_tile).read_all())
-            row["gpu_seconds_crop_first_call"] = time.perf_counter() - start
-            row["psnr_gpu_vs_cpu_db"] = psnr(gpu_out, cpu_out)
-            row["max_abs_diff_255"] = float(np.abs(gpu_out - cpu_out).max() * 255)
-            if gpu.on_gpu:
-                big = Plane.from_array(work / "big.raw", photo(1024))
-                seconds = timed(gpu, big, work, gpu_tile, repeats=3)
-                row["gpu_seconds_1024_4x"] = seconds
-                if key in H100_FP16_BOUND_S:
-                    row["fraction_of_h100_fp16_bound"] = H100_FP16_BOUND_S[key] / seconds
-            report[key] = row
-            print(key, json.dumps(row), flush=True)
+            report[key] = {"cpu_seconds_crop": time.perf_counter() - start}
+            for backend in args.backends.split(","):
+                settings = EngineSettings(threads=cores, use_gpu=True, backend=backend)
+                try:
+                    gpu = load_network(key, settings)
+                except Exception as exc:  # a missing wheel or driver is a result here
+                    report[key][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+                    continue
+                row: dict = {"on_gpu": gpu.on_gpu, "device": gpu.device}
+                start = time.perf_counter()
+                out = upscale_plane(gpu, crop, work / "gpu.raw", gpu_tile)
+                gpu_out = to_float(out.read_all())
+                row["seconds_crop_first_call"] = time.perf_counter() - start
+                row["psnr_vs_cpu_db"] = psnr(gpu_out, cpu_out)
+                row["max_abs_diff_255"] = float(np.abs(gpu_out - cpu_out).max() * 255)
+                if gpu.on_gpu:
+                    big = Plane.from_array(work / "big.raw", photo(1024))
+                    seconds = timed(gpu, big, work, gpu_tile, repeats=3)
+                    row["seconds_1024_4x"] = seconds
+                    if key in H100_FP16_BOUND_S:
+                        row["fraction_of_h100_fp16_bound"] = H100_FP16_BOUND_S[key] / seconds
+                report[key][backend] = row
+                print(key, backend, json.dumps(row), flush=True)
     args.out.write_text(json.dumps(report, indent=2))
 
 
