@@ -69,8 +69,11 @@ def short_lived(
     running = Server(
         tmp_path_factory.mktemp("short") / "data",
         workers=1,
-        upload_url_ttl_seconds=1,
-        download_url_ttl_seconds=2,
+        # S3 signs with whole-second timestamps, so a link of N seconds may
+        # live only N - 1: short, but not so short that a busy machine's
+        # upload of the fresh link misses it.
+        upload_url_ttl_seconds=3,
+        download_url_ttl_seconds=4,
         **stack_env(request, stack),
     ).start()
     yield running
@@ -86,7 +89,7 @@ def test_expired_links_are_refused(short_lived: Server) -> None:
     done = api.wait(task["taskId"])
     download = done["files"][0]["downloadLink"]
     assert httpx.get(download).status_code == 200
-    time.sleep(2.2)
+    time.sleep(4.2)
     late = httpx.put(stale["uploadURL"], content=data, headers={"content-type": "image/png"})
     expired = httpx.get(download)
     if on_s3(short_lived):  # the store answers itself, in its own XML: 403 for both
