@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from pydantic import ValidationError
 
+from upscayl_cloud import worker
 from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
+from upscayl_cloud.engine.options import EncodeSettings
+from upscayl_cloud.services.context import Context
 
 
 def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -34,6 +39,40 @@ def test_invalid_values_are_refused() -> None:
         Settings(_env_file=None, workers=-1)
     with pytest.raises(ValidationError):
         Settings(_env_file=None, multipart_part_bytes=1024)
+
+
+def test_encoder_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    for bad in ("-1", "7"):
+        monkeypatch.setenv("UPSCAYL_WEBP_EFFORT", bad)
+        with pytest.raises(ValidationError, match="webp_effort"):
+            Settings(_env_file=None)
+    monkeypatch.setenv("UPSCAYL_WEBP_EFFORT", "6")
+    monkeypatch.setenv("UPSCAYL_JPEG_SUBSAMPLE", "4:2:2")
+    with pytest.raises(ValidationError, match="jpeg_subsample"):
+        Settings(_env_file=None)
+
+
+def test_encoder_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    defaults = worker.engine_settings(context(Settings(_env_file=None, data_dir=tmp_path)))
+    # The measured defaults (bench/README.md) are the engine's own.
+    assert defaults.encode == EncodeSettings()
+    assert (defaults.encode.webp_effort, defaults.encode.jpeg_optimize_coding) == (2, False)
+    monkeypatch.setenv("UPSCAYL_WEBP_EFFORT", "6")
+    monkeypatch.setenv("UPSCAYL_JPEG_OPTIMIZE_CODING", "true")
+    monkeypatch.setenv("UPSCAYL_JPEG_SUBSAMPLE", "on")
+    monkeypatch.setenv("UPSCAYL_PNG_COMPRESSION", "6")
+    encode = worker.engine_settings(context(Settings(_env_file=None, data_dir=tmp_path))).encode
+    assert (encode.webp_effort, encode.jpeg_optimize_coding, encode.jpeg_subsample) == (
+        6,
+        True,
+        "on",
+    )
+    assert encode.png_compression == 6
+
+
+def context(settings: Settings) -> Context:
+    """What ``engine_settings`` reads of a context: its settings."""
+    return cast(Context, SimpleNamespace(settings=settings))
 
 
 def test_generated_secret_persists(tmp_path: Path) -> None:

@@ -382,6 +382,45 @@ def test_quality_is_validated_and_used(tmp_path):
     assert sizes[0] < sizes[1]
 
 
+def encode_with(tmp_path: Path, fmt: str, name: str, **settings: object) -> Path:
+    """An upscale-like photo encoded with ``EncodeSettings(**settings)``."""
+    source = tmp_path / "in.png"
+    if not source.exists():
+        write(source, data.coffee()[:128, :128])
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    out = tmp_path / f"{name}.{fmt}"
+    imageio.encode(decoded.color, None, decoded, out, fmt, None, EncodeSettings(**settings))
+    return out
+
+
+def test_webp_effort_reaches_libwebp(tmp_path):
+    fast = encode_with(tmp_path, "webp", "fast", webp_effort=0)
+    thorough = encode_with(tmp_path, "webp", "thorough", webp_effort=6)
+    # Same quality, more search: a different (smaller) file of the same picture.
+    assert thorough.stat().st_size < fast.stat().st_size
+    for out in (fast, thorough):
+        assert (load(out).width, load(out).height, load(out).bands) == (128, 128, 3)
+
+
+def test_jpeg_optimize_coding_is_lossless_and_not_larger(tmp_path):
+    plain = encode_with(tmp_path, "jpg", "plain", jpeg_optimize_coding=False)
+    optimized = encode_with(tmp_path, "jpg", "optimized", jpeg_optimize_coding=True)
+    # Only the Huffman tables change: fewer bytes, the very same pixels.
+    assert optimized.stat().st_size < plain.stat().st_size
+    assert np.array_equal(pixels(optimized), pixels(plain))
+
+
+def test_jpeg_subsampling_follows_the_setting(tmp_path):
+    def chroma(subsample: str) -> tuple[str, int]:
+        out = encode_with(tmp_path, "jpg", subsample, jpeg_subsample=subsample)
+        return load(out).get("jpeg-chroma-subsample"), out.stat().st_size
+
+    # auto: full colour resolution at the default quality (92 >= 90).
+    assert chroma("auto")[0] == chroma("off")[0] == "4:4:4"
+    assert chroma("on")[0] == "4:2:0"
+    assert chroma("on")[1] < chroma("off")[1]
+
+
 def test_failed_write_leaves_nothing_at_the_destination(tmp_path):
     destination = tmp_path / "result.png"
     destination.write_bytes(b"previous result")

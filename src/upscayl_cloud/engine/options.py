@@ -57,8 +57,22 @@ class EncodeSettings:
     #: Default quality for lossy formats when the request gives none.
     jpeg_quality: int = 92
     webp_quality: int = 90
-    #: libwebp effort 0..6.
-    webp_effort: int = 4
+    #: libwebp effort (method) 0..6. Measured at Q90 (bench/README.md, "WebP
+    #: and JPEG encoder settings"): effort 2 encodes 2.5-2.6x faster than
+    #: libvips's default 4 for a file 2-3 % larger; 0 is at most 1.5x faster
+    #: than 2 but 15 % larger; 6 saves 2 % for 2-2.5x 4's time.
+    webp_effort: int = 2
+    #: Compute optimal Huffman tables for JPEG: the same pixels, 2 % fewer
+    #: bytes, but 2-4.6x the encode time (measured, as above). Off, libvips's
+    #: default: with a fast network (or a GPU) the encode is a visible part
+    #: of each image's time, and 2 % of a JPEG is little.
+    jpeg_optimize_coding: bool = False
+    #: JPEG chroma subsampling: ``auto`` (libvips's default) keeps full colour
+    #: resolution (4:4:4) at quality 90 and above and subsamples (4:2:0)
+    #: below; ``on`` always subsamples (measured 28 % smaller at Q92, and
+    #: faster), ``off`` never. Halving colour resolution undoes part of an
+    #: upscale, hence not the default.
+    jpeg_subsample: Literal["auto", "on", "off"] = "auto"
     #: Background that transparent pixels are flattened on for JPEG output.
     jpeg_background: tuple[int, int, int] = (255, 255, 255)
 
