@@ -15,6 +15,12 @@ import numpy as np
 from upscayl_cloud.engine.networks import NetworkSpec
 
 
+def cpu_device(precision: str, threads: int, streams: int = 1) -> str:
+    """How a CPU backend describes itself, e.g. ``CPU bf16, 2 threads``."""
+    text = f"CPU {precision}, {threads} thread{'' if threads == 1 else 's'}"
+    return text if streams == 1 else f"{text} x {streams} streams"
+
+
 class Network(ABC):
     """One loaded network, safe to share between the threads of a process."""
 

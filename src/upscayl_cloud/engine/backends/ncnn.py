@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import ncnn
 import numpy as np
 
-from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.networks import NetworkSpec
 from upscayl_cloud.engine.weights import locate
 
@@ -49,7 +49,7 @@ class NcnnNetwork(Network):
 
     @property
     def device(self) -> str:
-        return "Vulkan GPU, fp16" if self._gpu else f"CPU fp32, {self._threads} threads"
+        return "Vulkan GPU, fp16" if self._gpu else cpu_device("fp32", self._threads)
 
     @property
     def on_gpu(self) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
 from upscayl_cloud.engine.networks import NetworkSpec
 
@@ -62,7 +62,7 @@ class OnnxRuntimeNetwork(Network):
             return f"NVIDIA GPU (TensorRT, {'fp16' if self._fp16 else 'fp32'})"
         if self._provider == "CUDAExecutionProvider":
             return "NVIDIA GPU (CUDA, fp32)"
-        return f"CPU fp32, {self._threads} threads"
+        return cpu_device("fp32", self._threads)
 
     @property
     def on_gpu(self) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.disk_cache import prune
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
 from upscayl_cloud.engine.networks import NetworkSpec
@@ -78,7 +78,7 @@ class OpenVinoNetwork(Network):
     @property
     def device(self) -> str:
         precision = "fp32" if self._fp32 or not native_bf16() else "bf16"
-        return f"CPU {precision}, {self._threads} threads"
+        return cpu_device(precision, self._threads, self._streams)
 
     @property
     def kib_per_pixel(self) -> int:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from upscayl_cloud.engine.backends.base import cpu_device
+
 BACKENDS: tuple[str, ...] = ("ncnn", "openvino", "onnxruntime")
 CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 
@@ -103,10 +105,10 @@ def _device(backend: str, threads: int, use_gpu: bool) -> str:
     if backend == "ncnn":
         from upscayl_cloud.engine.backends.ncnn import gpu_count
 
-        return "Vulkan GPU" if use_gpu and gpu_count() else f"CPU fp32, {threads} threads"
+        return "Vulkan GPU" if use_gpu and gpu_count() else cpu_device("fp32", threads)
     if backend == "openvino":
-        return f"CPU {'bf16' if _openvino_bf16() else 'fp32'}, {threads} threads"
+        return cpu_device("bf16" if _openvino_bf16() else "fp32", threads)
     from upscayl_cloud.engine.backends.onnxruntime import gpu_provider
 
     provider = gpu_provider() if use_gpu else None
-    return f"NVIDIA GPU ({provider})" if provider else f"CPU fp32, {threads} threads"
+    return f"NVIDIA GPU ({provider})" if provider else cpu_device("fp32", threads)
