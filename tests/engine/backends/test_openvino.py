@@ -123,3 +123,17 @@ def test_concurrent_callers_get_their_own_streams_and_the_same_results(photo):
         together = list(pool.map(network.run, inputs))
     assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
     assert not np.array_equal(together[0], together[1])
+
+
+def test_a_truncated_cache_file_is_compiled_again(photo, tmp_path):
+    """A worker killed while OpenVINO wrote its cache leaves half a blob; the
+    next load must compile afresh, not fail or run garbage."""
+    cache = tmp_path / "cache"
+    chw = np.ascontiguousarray(photo[:40, :48].transpose(2, 0, 1))
+    first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache).run(chw)
+    (blob,) = cache.glob("*.blob")
+    whole = blob.stat().st_size
+    blob.write_bytes(blob.read_bytes()[: whole // 3])
+    again = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache).run(chw)
+    assert np.array_equal(first, again)
+    assert blob.stat().st_size >= whole  # rewritten whole
