@@ -137,3 +137,25 @@ def test_a_truncated_cache_file_is_compiled_again(photo, tmp_path):
     again = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, cache_dir=cache).run(chw)
     assert np.array_equal(first, again)
     assert blob.stat().st_size >= whole  # rewritten whole
+
+
+def _anonymous_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_passes_hand_their_working_memory_back(photo, tmp_path):
+    """OpenVINO keeps each compiled model's peak working memory (per stream)
+    until told; after every pass the engine tells it, so three image sizes
+    leave three sets of weights, not three peaks (measured: 200 MiB against
+    710 MiB without the release)."""
+    network = OpenVinoNetwork(NETWORKS["realesrgan-x4plus-anime"], threads=2, streams=2)
+    before = _anonymous_mib()
+    for edge in (256, 200, 160):
+        source = Plane.from_array(tmp_path / f"in-{edge}.raw", photo[:edge, :edge])
+        upscale_plane(network, source, tmp_path / "out.raw", 512)
+    assert network.compiled_count == 3
+    assert _anonymous_mib() - before < 400

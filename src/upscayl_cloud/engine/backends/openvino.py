@@ -11,6 +11,8 @@ the same shape, so an image costs one compilation per network. Compiled
 models are kept in a small in-process cache and, with a cache folder, on
 disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s compilation of
 realesrgan-x4plus into a 0.4 s load; the folder is pruned to a size limit.
+Their working memory is handed back after every pass (``release_memory``):
+OpenVINO would otherwise keep each compiled model's peak, per stream.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 #: Compiled models kept per network: an image needs one per shape, and five
 #: for Real-CUGAN's tiles (four global-mean stages and the final run).
-_COMPILED_PER_NETWORK = 8
+_COMPILED_PER_NETWORK = 6
 
 
 @cache
@@ -50,6 +52,19 @@ def core(cache_dir: Path | None) -> ov.Core:
 def native_bf16() -> bool:
     """True where OpenVINO runs bf16 by default (AMX or AVX-512-BF16)."""
     return core(None).get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
+
+
+class _Entry:
+    """One compiled model, its callers' requests and whether one is running."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.compiled: ov.CompiledModel | None = None
+        self.error: BaseException | None = None
+        #: One request per calling thread: a request stays on one stream, so a
+        #: worker's calls never spread working memory over every stream.
+        self.requests: dict[int, ov.InferRequest] = {}
+        self.in_flight = 0
 
 
 class OpenVinoNetwork(Network):
@@ -73,7 +88,7 @@ class OpenVinoNetwork(Network):
         self._core = core(cache_dir)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
-        self._compiled: OrderedDict[tuple[object, ...], ov.CompiledModel] = OrderedDict()
+        self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
 
     @property
     def device(self) -> str:
@@ -87,11 +102,21 @@ class OpenVinoNetwork(Network):
     @property
     def compiled_count(self) -> int:
         """Compiled models held now (one per input shape and graph cut)."""
-        return len(self._compiled)
+        return sum(entry.compiled is not None for entry in self._entries.values())
 
     def release_memory(self) -> None:
-        """Nothing to do: each call's request, and with it the working
-        memory, is dropped when the call returns."""
+        """Hand back the working memory of every compiled model no call is
+        using: OpenVINO keeps each one's peak (per stream) until told, which
+        would hold several tiles' worth per network between passes. The
+        weights stay, so the next call needs no compilation."""
+        with self._lock:
+            idle = [
+                entry.compiled
+                for entry in self._entries.values()
+                if entry.compiled is not None and entry.in_flight == 0
+            ]
+            for compiled in idle:
+                compiled.release_memory()
 
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
@@ -102,40 +127,80 @@ class OpenVinoNetwork(Network):
             # ncnn's 1-D blobs are 1 x c x 1 x 1 in the ONNX graph.
             feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
-        request = self._compiled_for(blob, shapes).create_infer_request()
-        request.infer(feeds)
-        return np.array(request.get_output_tensor(0).data[0], copy=True)
+        entry = self._entry(blob, shapes)
+        thread = threading.get_ident()
+        with self._lock:
+            request = entry.requests.get(thread)
+            if request is None:
+                request = entry.requests[thread] = entry.compiled.create_infer_request()
+            entry.in_flight += 1
+        try:
+            request.infer(feeds)
+            return np.array(request.get_output_tensor(0).data[0], copy=True)
+        finally:
+            with self._lock:
+                entry.in_flight -= 1
 
-    def _compiled_for(
-        self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]
-    ) -> ov.CompiledModel:
+    def _entry(self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> _Entry:
+        """The compiled model for this cut and shape; compiled by the first
+        caller that needs it, outside the lock, so callers of other shapes
+        are not held up by a compilation of seconds."""
         key = (output, shapes)
         with self._lock:
-            compiled = self._compiled.get(key)
-            if compiled is not None:
-                self._compiled.move_to_end(key)
-                return compiled
-            injected = tuple(name for name, _ in shapes if name != self.spec.input_blob)
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._entries[key] = _Entry()
+            self._entries.move_to_end(key)
+        if owner:
+            try:
+                entry.compiled = self._compile(output, shapes)
+            except BaseException as exc:
+                entry.error = exc
+                with self._lock:
+                    self._entries.pop(key, None)
+                raise
+            finally:
+                entry.ready.set()
+            self._evict()
+        entry.ready.wait()
+        if entry.error is not None:
+            raise RuntimeError(f"OpenVINO could not compile {self.spec.key}") from entry.error
+        return entry
+
+    def _evict(self) -> None:
+        with self._lock:
+            idle = [
+                key
+                for key, entry in self._entries.items()
+                if entry.compiled is not None and entry.in_flight == 0
+            ]
+            for key in idle[: max(0, len(self._entries) - _COMPILED_PER_NETWORK)]:
+                del self._entries[key]
+
+    def _compile(
+        self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    ) -> ov.CompiledModel:
+        injected = tuple(name for name, _ in shapes if name != self.spec.input_blob)
+        with self._lock:
             model = self._models.get((output, injected))
-            if model is None:
-                data = onnx_bytes(self.spec.key, (output,), injected)
-                model = self._core.read_model(io.BytesIO(data))
+        if model is None:
+            data = onnx_bytes(self.spec.key, (output,), injected)
+            model = self._core.read_model(io.BytesIO(data))
+            with self._lock:
                 self._models[(output, injected)] = model
-            shaped = model.clone()
-            shaped.reshape({name: list(shape) for name, shape in shapes})
-            # One stream per concurrent caller, each with ``threads`` threads:
-            # requests on one stream run one after another.
-            config: dict[str, object] = {
-                "INFERENCE_NUM_THREADS": self._threads * self._streams,
-                "NUM_STREAMS": self._streams,
-            }
-            if self._fp32:
-                config["INFERENCE_PRECISION_HINT"] = "f32"
-            compiled = self._core.compile_model(shaped, "CPU", config)
-            log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
-            if self._cache_dir is not None:
-                prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
-            self._compiled[key] = compiled
-            while len(self._compiled) > _COMPILED_PER_NETWORK:
-                self._compiled.popitem(last=False)
-            return compiled
+        shaped = model.clone()
+        shaped.reshape({name: list(shape) for name, shape in shapes})
+        # One stream per concurrent caller, each with ``threads`` threads:
+        # requests on one stream run one after another.
+        config: dict[str, object] = {
+            "INFERENCE_NUM_THREADS": self._threads * self._streams,
+            "NUM_STREAMS": self._streams,
+        }
+        if self._fp32:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = self._core.compile_model(shaped, "CPU", config)
+        log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
+        if self._cache_dir is not None:
+            prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
+        return compiled
