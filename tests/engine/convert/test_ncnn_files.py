@@ -77,3 +77,10 @@ def test_a_truncated_weight_file_is_refused(tmp_path: Path):
     reader = _write(tmp_path, struct.pack("<I", 0) + b"\0" * 8)
     with pytest.raises(NcnnFormatError, match="ends before"):
         reader.tagged(3)
+
+
+def test_a_garbled_layer_line_is_a_format_error(tmp_path: Path):
+    path = tmp_path / "x.param"
+    path.write_text("7767517\n2 2\nInput in 0 1 data\nConvolution c 1 one data out\n")
+    with pytest.raises(NcnnFormatError, match="line 4"):
+        read_param(path)

@@ -93,3 +93,33 @@ def test_weights_no_layer_reads_are_refused(tmp_path: Path):
     (tmp_path / "n.bin").write_bytes(np.float32([0.1, 0.2]).tobytes())
     with pytest.raises(NcnnFormatError, match="no layer read"):
         build_onnx(param, tmp_path / "n.bin", "data", ["out"])
+
+
+def _run_tiny(tmp_path: Path, body: str, weights: bytes, x: np.ndarray) -> np.ndarray:
+    """Convert a hand-written ncnn graph (input ``data``, output ``out``) and run it."""
+    lines = body.strip().splitlines()
+    param = tmp_path / "t.param"
+    param.write_text(f"7767517\n{len(lines) + 1} 9\nInput in 0 1 data\n" + "\n".join(lines) + "\n")
+    (tmp_path / "t.bin").write_bytes(weights)
+    model = build_onnx(param, tmp_path / "t.bin", "data", ["out"])
+    return _session(model).run(None, {"data": x})[0]
+
+
+def test_ncnn_defaults_that_files_leave_out(tmp_path: Path):
+    """ncnn's tools omit parameters at their default: an Eltwise without
+    ``0=`` multiplies, and a Crop end of -233 runs to the end."""
+    x = np.arange(3 * 4 * 5, dtype=np.float32).reshape(1, 3, 4, 5) / 10
+    product = _run_tiny(tmp_path, "Split s 1 2 data a b\nEltwise e 2 1 a b out", b"", x)
+    assert np.allclose(product, x * x)
+    crop = _run_tiny(
+        tmp_path, "Crop c 1 1 data out -23309=2,1,-233 -23310=2,-233,3 -23311=2,1,2", b"", x
+    )
+    assert np.array_equal(crop, x[:, :, 1:, :3])
+
+
+def test_injecting_a_blob_no_layer_makes_is_refused(tmp_path: Path):
+    param = tmp_path / "n.param"
+    param.write_text("7767517\n2 2\nInput in 0 1 data\nSigmoid s 1 1 data out\n")
+    (tmp_path / "n.bin").write_bytes(b"")
+    with pytest.raises(NcnnFormatError, match="cannot inject"):
+        build_onnx(param, tmp_path / "n.bin", "data", ["out"], injected=["gap9"])

@@ -1,4 +1,4 @@
-"""Keep a cache folder under a size limit, dropping the least recently used.
+"""Keep a cache folder under a size limit, dropping the oldest files first.
 
 OpenVINO writes one compiled blob per network and input shape and never
 deletes any; with images of many sizes the folder would grow without end.
@@ -10,8 +10,12 @@ from pathlib import Path
 
 
 def prune(folder: Path, max_bytes: int) -> int:
-    """Delete the oldest files (by access, else modification time) until the
-    folder holds at most ``max_bytes``; returns the bytes freed."""
+    """Delete the oldest files until the folder holds at most ``max_bytes``;
+    returns the bytes freed. Age is the later of access and modification
+    time: with ``relatime`` mounts access times are coarse, so this is close
+    to least recently written. A file deleted while another process reads it
+    stays readable to that process (POSIX), and OpenVINO compiles again when
+    a blob is missing."""
     entries = []
     for path in folder.iterdir():
         try:

@@ -15,10 +15,13 @@ measured against ncnn's Vulkan path on the same GPU.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cache
 
 from upscayl_cloud.engine.backends.base import cpu_device
+
+log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("ncnn", "openvino", "onnxruntime")
 CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
@@ -69,11 +72,15 @@ def _auto(use_gpu: bool) -> Choice:
 
 
 def _openvino_bf16() -> bool:
+    """False, with the reason logged, where OpenVINO is missing or broken:
+    ``auto`` then falls back to ncnn rather than failing every task."""
     try:
         from upscayl_cloud.engine.backends.openvino import native_bf16
-    except ImportError:
+
+        return native_bf16()
+    except Exception:
+        log.warning("OpenVINO is unusable here; auto falls back to ncnn", exc_info=True)
         return False
-    return native_bf16()
 
 
 def check_available(backend: str) -> None:

@@ -62,10 +62,15 @@ def read_param(path: Path) -> list[Layer]:
     if not lines or lines[0] != [str(MAGIC)]:
         raise NcnnFormatError(f"{path.name} is not an ncnn param file (no magic {MAGIC})")
     layers: list[Layer] = []
-    for words in lines[2:]:
-        kind, name, n_in, n_out = words[0], words[1], int(words[2]), int(words[3])
-        blobs = words[4 : 4 + n_in + n_out]
-        params = dict(_parse_param(item) for item in words[4 + n_in + n_out :])
+    for number, words in enumerate(lines[2:], start=3):
+        try:
+            kind, name, n_in, n_out = words[0], words[1], int(words[2]), int(words[3])
+            blobs = words[4 : 4 + n_in + n_out]
+            if len(blobs) != n_in + n_out:
+                raise ValueError("fewer blob names than counted")
+            params = dict(_parse_param(item) for item in words[4 + n_in + n_out :])
+        except (IndexError, ValueError) as exc:
+            raise NcnnFormatError(f"{path.name} line {number} is not a layer: {exc}") from exc
         layers.append(Layer(kind, name, tuple(blobs[:n_in]), tuple(blobs[n_in:]), params))
     return layers
 
@@ -108,12 +113,11 @@ class WeightReader:
             raise NcnnFormatError(f"{self._path.name}: int8 weights are not supported")
         if tag == _TAG_RAW_FP32 or tag == 0:
             return self.raw(count)
-        if any((tag >> shift) & 0xFF for shift in (0, 8, 16, 24)):
-            # A 256-entry table and one byte per weight indexing it.
-            table = self.raw(256)
-            indices = self._take(_align4(count), np.uint8)[:count]
-            return table[indices]
-        raise NcnnFormatError(f"{self._path.name}: unknown weight tag {tag:#x}")  # pragma: no cover
+        # Any other non-zero tag: a 256-entry table, then one byte per
+        # weight indexing it.
+        table = self.raw(256)
+        indices = self._take(_align4(count), np.uint8)[:count]
+        return table[indices]
 
     def remaining(self) -> int:
         return len(self._data) - self._offset

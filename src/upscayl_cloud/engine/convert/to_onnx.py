@@ -107,7 +107,7 @@ def build_onnx(
             raise UnsupportedLayerError(f"ncnn layer type {layer.type} ({layer.name})")
         if layer.type == "Split":
             for blob in layer.outputs:
-                graph.tensors[blob] = graph.source(layer.inputs[0])
+                graph.tensors[blob] = blob if blob in injected else graph.source(layer.inputs[0])
             continue
         sources = [graph.source(blob) for blob in layer.inputs]
         produced = translate(graph, layer, reader, sources)
@@ -115,6 +115,9 @@ def build_onnx(
         graph.tensors[blob] = blob if blob in injected else produced
     if reader.remaining():
         raise NcnnFormatError(f"{weights.name} has {reader.remaining()} bytes no layer read")
+    unknown = set(injected) - set(graph.tensors)
+    if unknown:
+        raise NcnnFormatError(f"cannot inject {sorted(unknown)}: no layer makes them")
 
     output_infos = []
     for blob in outputs:
@@ -162,6 +165,8 @@ def _activation(graph: _Graph, layer: Layer, tensor: str) -> str:
     """ncnn fuses an activation into convolutions (params 9 and 10)."""
     kind = layer.int(9, 0)
     values = layer.array(10)
+    if kind in (2, 3) and len(values) < kind - 1:
+        raise NcnnFormatError(f"{layer.name}: activation {kind} without its parameters")
     if kind == 0:
         return tensor
     if kind == 1:
@@ -211,8 +216,8 @@ def _convolution(graph: _Graph, layer: Layer, reader: WeightReader, sources: lis
 
 def _deconvolution(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str]) -> str:
     kernel, dilation, stride, pads = _window(layer)
-    if layer.int(20, 0) or layer.int(21, 0):
-        raise UnsupportedLayerError(f"{layer.name}: fixed output size")
+    if layer.int(20, 0) or layer.int(21, 0) or layer.int(28, 0):
+        raise UnsupportedLayerError(f"{layer.name}: fixed output size or dynamic weights")
     outputs, size = layer.int(0, 0), layer.int(6, 0)
     # ncnn stores (out, in, kh, kw); ONNX's ConvTranspose wants (in, out, kh, kw).
     weight = reader.tagged(size).reshape(outputs, -1, *kernel).transpose(1, 0, 2, 3)
@@ -226,7 +231,7 @@ def _deconvolution(graph: _Graph, layer: Layer, reader: WeightReader, sources: l
         dilations=dilation,
         strides=stride,
         pads=pads,
-        output_padding=[layer.int(19, 0), layer.int(18, 0)],
+        output_padding=[layer.int(19, layer.int(18, 0)), layer.int(18, 0)],
     )
     return _activation(graph, layer, deconv)
 
@@ -252,8 +257,8 @@ def _prelu(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str]
 
 def _memory_data(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str]) -> str:
     w, h, d, c = layer.int(0, 0), layer.int(1, 0), layer.int(11, 0), layer.int(2, 0)
-    if d:
-        raise UnsupportedLayerError(f"{layer.name}: 4-D constant")
+    if d or not (w or h or c):
+        raise UnsupportedLayerError(f"{layer.name}: 4-D or scalar constant")
     if c:
         shape = (1, c, max(h, 1), max(w, 1))
     elif h:
@@ -282,7 +287,7 @@ def _binary(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str
 
 
 def _eltwise(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str]) -> str:
-    kind, coeffs = layer.int(0, 1), layer.array(1)
+    kind, coeffs = layer.int(0, 0), layer.array(1)
     if kind == 1 and coeffs and any(c != 1.0 for c in coeffs):
         terms = [
             source if c == 1.0 else graph.node("Mul", [source, _scalar(graph, c)])
@@ -323,7 +328,9 @@ def _onnx_axis(axis: int) -> int:
 def _pooling(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str]) -> str:
     if not layer.int(4, 0):
         raise UnsupportedLayerError(f"{layer.name}: windowed pooling")
-    op = {0: "GlobalMaxPool", 1: "GlobalAveragePool"}[layer.int(0, 0)]
+    op = {0: "GlobalMaxPool", 1: "GlobalAveragePool"}.get(layer.int(0, 0))
+    if op is None:
+        raise UnsupportedLayerError(f"{layer.name}: pooling type {layer.int(0, 0)}")
     return graph.node(op, sources)
 
 
@@ -331,12 +338,14 @@ def _crop(graph: _Graph, layer: Layer, reader: WeightReader, sources: list[str])
     starts, ends, axes = layer.array(9), layer.array(10), layer.array(11)
     if len(sources) != 1 or not axes:
         raise UnsupportedLayerError(f"{layer.name}: crop by offsets or by a reference blob")
-    onnx_ends = [int(e) if e != 0 else _INT64_MAX for e in ends]
+    # ncnn: a start of -233 is 0, an end of -233 (or 0) is "to the end".
+    onnx_starts = [0 if int(v) == -233 else int(v) for v in starts]
+    onnx_ends = [_INT64_MAX if int(e) in (0, -233) else int(e) for e in ends]
     return graph.node(
         "Slice",
         [
             sources[0],
-            graph.constant("starts", np.array([int(s) for s in starts], np.int64)),
+            graph.constant("starts", np.array(onnx_starts, np.int64)),
             graph.constant("ends", np.array(onnx_ends, np.int64)),
             graph.constant("axes", np.array([_onnx_axis(int(a)) for a in axes], np.int64)),
         ],
