@@ -86,7 +86,7 @@ def backends(
 
     settings = get_settings()
     threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
-    rows = report(threads, settings.engine_use_gpu)
+    rows = report(threads, settings.engine_use_gpu, streams=max(1, settings.workers))
     try:
         choice = resolve(settings.engine_backend, settings.engine_use_gpu)
         selected, reason = choice.backend, choice.reason

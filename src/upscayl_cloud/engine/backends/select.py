@@ -95,7 +95,7 @@ def check_available(backend: str) -> None:
         ) from exc
 
 
-def report(threads: int, use_gpu: bool) -> list[BackendReport]:
+def report(threads: int, use_gpu: bool, streams: int = 1) -> list[BackendReport]:
     """What each backend would run on here (nothing is loaded or compiled)."""
     rows = []
     for backend in BACKENDS:
@@ -104,17 +104,17 @@ def report(threads: int, use_gpu: bool) -> list[BackendReport]:
         except BackendUnavailableError as exc:
             rows.append(BackendReport(backend, False, str(exc)))
             continue
-        rows.append(BackendReport(backend, True, _device(backend, threads, use_gpu)))
+        rows.append(BackendReport(backend, True, _device(backend, threads, use_gpu, streams)))
     return rows
 
 
-def _device(backend: str, threads: int, use_gpu: bool) -> str:
+def _device(backend: str, threads: int, use_gpu: bool, streams: int) -> str:
     if backend == "ncnn":
         from upscayl_cloud.engine.backends.ncnn import gpu_count
 
         return "Vulkan GPU" if use_gpu and gpu_count() else cpu_device("fp32", threads)
     if backend == "openvino":
-        return cpu_device("bf16" if _openvino_bf16() else "fp32", threads)
+        return cpu_device("bf16" if _openvino_bf16() else "fp32", threads, streams)
     from upscayl_cloud.engine.backends.onnxruntime import gpu_provider
 
     provider = gpu_provider() if use_gpu else None
