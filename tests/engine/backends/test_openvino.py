@@ -159,3 +159,32 @@ def test_passes_hand_their_working_memory_back(photo, tmp_path):
         upscale_plane(network, source, tmp_path / "out.raw", 512)
     assert network.compiled_count == 3
     assert _anonymous_mib() - before < 400
+
+
+_COMPILE_IN_A_PROCESS = """
+import sys
+import numpy as np
+from pathlib import Path
+from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
+from upscayl_cloud.engine.networks import NETWORKS
+chw = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
+network = NETWORKS["realesr-animevideov3-x2"]
+OpenVinoNetwork(network, threads=1, cache_dir=Path(sys.argv[1])).run(chw)
+"""
+
+
+def test_workers_starting_together_share_the_cache_folder(tmp_path):
+    """Three processes compiling the same shape into one fresh cache folder:
+    without the folder's lock, one sometimes died of SIGBUS, loading a blob
+    another was still writing (2 of 24 processes when measured)."""
+    import subprocess
+    import sys
+
+    for round_ in range(4):
+        cache = tmp_path / f"cache-{round_}"
+        processes = [
+            subprocess.Popen([sys.executable, "-c", _COMPILE_IN_A_PROCESS, str(cache)])
+            for _ in range(3)
+        ]
+        assert [process.wait(timeout=120) for process in processes] == [0, 0, 0]
+        assert (cache / ".lock").exists() and list(cache.glob("*.blob"))

@@ -15,9 +15,11 @@ def prune(folder: Path, max_bytes: int) -> int:
     time: with ``relatime`` mounts access times are coarse, so this is close
     to least recently written. A file deleted while another process reads it
     stays readable to that process (POSIX), and OpenVINO compiles again when
-    a blob is missing."""
+    a blob is missing. Dot files (locks) are never deleted."""
     entries = []
     for path in folder.iterdir():
+        if path.name.startswith("."):  # lock files, not cached data
+            continue
         try:
             stat = path.stat()
         except FileNotFoundError:  # removed by another process meanwhile

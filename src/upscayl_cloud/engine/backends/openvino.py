@@ -17,11 +17,13 @@ OpenVINO would otherwise keep each compiled model's peak, per stream.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -34,6 +36,9 @@ from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
+
+#: The lock file in the cache folder (never pruned: see ``disk_cache``).
+LOCK_NAME = ".lock"
 
 #: Compiled models kept per network: an image needs one per shape, and five
 #: for Real-CUGAN's tiles (four global-mean stages and the final run).
@@ -199,8 +204,27 @@ class OpenVinoNetwork(Network):
         }
         if self._fp32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled = self._core.compile_model(shaped, "CPU", config)
+        if self._cache_dir is None:
+            compiled = self._core.compile_model(shaped, "CPU", config)
+        else:
+            with _cache_lock(self._cache_dir):
+                compiled = self._core.compile_model(shaped, "CPU", config)
+                prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
         log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
-        if self._cache_dir is not None:
-            prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
         return compiled
+
+
+@contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Hold the cache folder's lock: OpenVINO writes a blob in place and maps
+    blobs it loads, so a process loading one while another still writes it
+    died of SIGBUS (seen with three workers starting together). Compilations
+    that use the folder (and its pruning) take turns, across threads and
+    processes; inference does not wait for it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
