@@ -21,8 +21,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from upscayl_cloud.config import Settings
 from upscayl_cloud.db.tables import task_files, tasks
-from upscayl_cloud.engine.options import EngineSettings
+from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
@@ -43,15 +44,21 @@ class ShutdownError(Exception):
     """The pool is stopping: hand the task back instead of finishing it."""
 
 
+def threads_per_worker(settings: Settings) -> int:
+    """Inference threads each worker of this process gets: the configured
+    number, or this machine's usable cores shared between the workers."""
+    return settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
+
+
 def engine_settings(ctx: Context) -> EngineSettings:
     """The engine's settings from the service's: threads shared between the
     workers of this process, work files under the data directory (planes can
     be several times an output's size: not for a small /tmp)."""
     from upscayl_cloud.engine import faces
-    from upscayl_cloud.engine.options import EncodeSettings, available_cores
+    from upscayl_cloud.engine.options import EncodeSettings
 
     settings = ctx.settings
-    threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
+    threads = threads_per_worker(settings)
     work = settings.data_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     return EngineSettings(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
+from tests.engine.memory import anonymous_mib
 from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
@@ -113,13 +114,6 @@ def test_automatic_tiles_fit_the_memory_budget(key, memory_mb, backend):
         assert source * source * runner.kib_per_pixel <= memory_mb * 1024
 
 
-def _anonymous_mib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) // 1024
-    raise AssertionError("no RssAnon in /proc/self/status")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_a_pass_hands_its_network_memory_back(photo, tmp_path):
     """ncnn's own pools would keep each network's peak (about 1 GB here) for
@@ -127,6 +121,6 @@ def test_a_pass_hands_its_network_memory_back(photo, tmp_path):
     the sum. After a pass, the runner's pools are cleared."""
     runner = load_network("realesrgan-x4plus-anime", NCNN)
     samples = Plane.from_array(tmp_path / "in.raw", photo[:128, :128])
-    before = _anonymous_mib()
+    before = anonymous_mib()
     upscale_plane(runner, samples, tmp_path / "out.raw", 128)
-    assert _anonymous_mib() - before < 300
+    assert anonymous_mib() - before < 300

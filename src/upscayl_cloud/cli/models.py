@@ -82,10 +82,10 @@ def backends(
     """Show each inference backend, what it would run on here, and which one
     the configured ``UPSCAYL_ENGINE_BACKEND`` selects (and why)."""
     from upscayl_cloud.engine.backends.select import BackendUnavailableError, report, resolve
-    from upscayl_cloud.engine.options import available_cores
+    from upscayl_cloud.worker import threads_per_worker
 
     settings = get_settings()
-    threads = settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
+    threads = threads_per_worker(settings)
     rows = report(threads, settings.engine_use_gpu, streams=max(1, settings.workers))
     try:
         choice = resolve(settings.engine_backend, settings.engine_use_gpu)

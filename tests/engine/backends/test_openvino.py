@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.engine.memory import anonymous_mib
 from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork, native_bf16
 from upscayl_cloud.engine.networks import NETWORKS
@@ -139,13 +140,6 @@ def test_a_truncated_cache_file_is_compiled_again(photo, tmp_path):
     assert blob.stat().st_size >= whole  # rewritten whole
 
 
-def _anonymous_mib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) // 1024
-    raise AssertionError("no RssAnon in /proc/self/status")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_passes_hand_their_working_memory_back(photo, tmp_path):
     """OpenVINO keeps each compiled model's peak working memory (per stream)
@@ -153,12 +147,12 @@ def test_passes_hand_their_working_memory_back(photo, tmp_path):
     leave three sets of weights, not three peaks (measured: 200 MiB against
     710 MiB without the release)."""
     network = OpenVinoNetwork(NETWORKS["realesrgan-x4plus-anime"], threads=2, streams=2)
-    before = _anonymous_mib()
+    before = anonymous_mib()
     for edge in (256, 200, 160):
         source = Plane.from_array(tmp_path / f"in-{edge}.raw", photo[:edge, :edge])
         upscale_plane(network, source, tmp_path / "out.raw", 512)
     assert network.compiled_count == 3
-    assert _anonymous_mib() - before < 400
+    assert anonymous_mib() - before < 400
 
 
 _COMPILE_IN_A_PROCESS = """

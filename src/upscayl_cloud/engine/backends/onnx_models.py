@@ -7,6 +7,10 @@ bytes themselves (up to 67 MB of fp32 weights each).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from upscayl_cloud.engine.convert.to_onnx import build_onnx
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.weights import locate
@@ -19,3 +23,16 @@ def onnx_bytes(key: str, outputs: tuple[str, ...], injected: tuple[str, ...] = (
     files = locate(spec.distribution, spec.stem)
     model = build_onnx(files.param, files.bin, spec.input_blob, outputs, injected)
     return model.SerializeToString()
+
+
+def onnx_feeds(
+    input_blob: str, chw: np.ndarray, injected: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """A call's inputs in the converted graph's shapes: a batch axis on
+    everything, and ncnn's 1-D blobs (Real-CUGAN's global means) as
+    ``1 x c x 1 x 1``."""
+    feeds = {input_blob: np.ascontiguousarray(chw[None], dtype=np.float32)}
+    for name, value in injected.items():
+        value = np.asarray(value, dtype=np.float32)
+        feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
+    return feeds

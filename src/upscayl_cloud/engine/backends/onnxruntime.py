@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
-from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
+from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ class OnnxRuntimeNetwork(Network):
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
     ) -> np.ndarray:
-        feeds = {self.spec.input_blob: np.ascontiguousarray(chw[None], dtype=np.float32)}
-        for name, value in injected.items():
-            value = np.asarray(value, dtype=np.float32)
-            feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
+        feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         session = self._session(blob, tuple(sorted(injected)))
         (result,) = session.run([blob], feeds)
         return np.asarray(result[0])

@@ -32,7 +32,7 @@ import openvino as ov
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.disk_cache import prune
-from upscayl_cloud.engine.backends.onnx_models import onnx_bytes
+from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,7 @@ class OpenVinoNetwork(Network):
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
     ) -> np.ndarray:
-        feeds = {self.spec.input_blob: np.ascontiguousarray(chw[None], dtype=np.float32)}
-        for name, value in injected.items():
-            value = np.asarray(value, dtype=np.float32)
-            # ncnn's 1-D blobs are 1 x c x 1 x 1 in the ONNX graph.
-            feeds[name] = value.reshape((1, -1, 1, 1) if value.ndim == 1 else (1, *value.shape))
+        feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
         entry = self._entry(blob, shapes)
         thread = threading.get_ident()
