@@ -11,8 +11,11 @@ the same shape, so an image costs one compilation per network. Compiled
 models are kept in a small in-process cache and, with a cache folder, on
 disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s compilation of
 realesrgan-x4plus into a 0.4 s load; the folder is pruned to a size limit.
-Their working memory is handed back after every pass (``release_memory``):
-OpenVINO would otherwise keep each compiled model's peak, per stream.
+OpenVINO keeps each compiled model's peak working memory, per stream, until
+told to release it; after every pass only the compiled model each worker
+thread used last keeps it (``_MemoryKeeper``), so a worker holds at most the
+peak of the pass it just ran, and a batch of same-size images does not pay
+for allocating it again on every pass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -62,7 +65,9 @@ def native_bf16() -> bool:
 class _Entry:
     """One compiled model, its callers' requests and whether one is running."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
+        #: The owning network's lock, which guards ``requests`` and ``in_flight``.
+        self.lock = lock
         self.ready = threading.Event()
         self.compiled: ov.CompiledModel | None = None
         self.error: BaseException | None = None
@@ -70,6 +75,69 @@ class _Entry:
         #: worker's calls never spread working memory over every stream.
         self.requests: dict[int, ov.InferRequest] = {}
         self.in_flight = 0
+
+    def release_if_idle(self) -> bool:
+        """Hand back the working memory unless a call is running; the weights
+        stay, so the next call needs no compilation."""
+        with self.lock:
+            if self.compiled is None or self.in_flight:
+                return False
+            self.compiled.release_memory()
+            return True
+
+
+class _MemoryKeeper:
+    """Which compiled models may keep their working memory between passes.
+
+    Handing it back after every pass cost a fixed 0.03-0.2 s on the next
+    pass (buffers allocated and touched again), which cost waifu2x a fifth
+    of its speed on small images (bench/README.md). Keeping every model's
+    peak instead held 710 MiB for three image sizes of one network, and a
+    worker going through many networks would hold one peak each. So the one
+    each worker thread used last keeps its memory, across all networks of the
+    process: between passes a worker holds at most what its last pass held,
+    and the next pass of the same network and shape starts warm.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: The entry each thread ran last.
+        self._last: dict[int, _Entry] = {}
+        #: Entries that ran since their memory was last handed back.
+        self._holding: set[_Entry] = set()
+
+    def used(self, entry: _Entry) -> None:
+        with self._lock:
+            self._last[threading.get_ident()] = entry
+            self._holding.add(entry)
+
+    def forget(self, entry: _Entry) -> None:
+        """An evicted entry: nothing may keep its compiled model alive."""
+        with self._lock:
+            self._holding.discard(entry)
+            for thread in [thread for thread, last in self._last.items() if last is entry]:
+                del self._last[thread]
+
+    def release_all_but_last(self) -> None:
+        """Hand back the memory of every entry that no live thread ran last."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        with self._lock:
+            for thread in [thread for thread in self._last if thread not in alive]:
+                del self._last[thread]
+            kept = set(self._last.values())
+            candidates = [entry for entry in self._holding if entry not in kept]
+        for entry in candidates:
+            if entry.release_if_idle():
+                with self._lock:
+                    self._holding.discard(entry)
+
+    def holding(self, entries: Iterable[_Entry]) -> int:
+        """How many of ``entries`` hold working memory now."""
+        with self._lock:
+            return sum(entry in self._holding for entry in entries)
+
+
+_keeper = _MemoryKeeper()
 
 
 class OpenVinoNetwork(Network):
@@ -109,19 +177,18 @@ class OpenVinoNetwork(Network):
         """Compiled models held now (one per input shape and graph cut)."""
         return sum(entry.compiled is not None for entry in self._entries.values())
 
-    def release_memory(self) -> None:
-        """Hand back the working memory of every compiled model no call is
-        using: OpenVINO keeps each one's peak (per stream) until told, which
-        would hold several tiles' worth per network between passes. The
-        weights stay, so the next call needs no compilation."""
+    @property
+    def holding_memory(self) -> int:
+        """Compiled models of this network holding working memory now."""
         with self._lock:
-            idle = [
-                entry.compiled
-                for entry in self._entries.values()
-                if entry.compiled is not None and entry.in_flight == 0
-            ]
-            for compiled in idle:
-                compiled.release_memory()
+            entries = list(self._entries.values())
+        return _keeper.holding(entries)
+
+    def release_memory(self) -> None:
+        """End of a pass: every compiled model of the process hands its
+        working memory back, except the one each worker thread ran last
+        (``_MemoryKeeper``)."""
+        _keeper.release_all_but_last()
 
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
@@ -139,6 +206,7 @@ class OpenVinoNetwork(Network):
             request.infer(feeds)
             return np.array(request.get_output_tensor(0).data[0], copy=True)
         finally:
+            _keeper.used(entry)
             with self._lock:
                 entry.in_flight -= 1
 
@@ -151,7 +219,7 @@ class OpenVinoNetwork(Network):
             entry = self._entries.get(key)
             owner = entry is None
             if owner:
-                entry = self._entries[key] = _Entry()
+                entry = self._entries[key] = _Entry(self._lock)
             self._entries.move_to_end(key)
         if owner:
             try:
@@ -176,8 +244,12 @@ class OpenVinoNetwork(Network):
                 for key, entry in self._entries.items()
                 if entry.compiled is not None and entry.in_flight == 0
             ]
-            for key in idle[: max(0, len(self._entries) - _COMPILED_PER_NETWORK)]:
-                del self._entries[key]
+            evicted = [
+                self._entries.pop(key)
+                for key in idle[: max(0, len(self._entries) - _COMPILED_PER_NETWORK)]
+            ]
+        for entry in evicted:
+            _keeper.forget(entry)
 
     def _compile(
         self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]
