@@ -32,6 +32,7 @@ def load_network(key: str, settings: EngineSettings) -> Network:
         settings.use_gpu,
         settings.precision,
         settings.cache_dir,
+        settings.tile_memory_mb,
     )
     with _lock:
         network = _loaded.get(cache_key)
@@ -55,6 +56,7 @@ def _create(key: str, backend: str, settings: EngineSettings) -> Network:
             cache,
             settings.cache_max_mb,
             streams=settings.concurrency,
+            keep_memory_mb=settings.tile_memory_mb,
         )
     if backend == "onnxruntime":
         from upscayl_cloud.engine.backends.onnxruntime import OnnxRuntimeNetwork

@@ -148,60 +148,50 @@ def _pass(network: OpenVinoNetwork, photo: np.ndarray, edge: int, folder: Path) 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_passes_hand_their_working_memory_back(photo, tmp_path):
     """OpenVINO keeps each compiled model's peak working memory (per stream)
-    until told; after every pass the engine tells every model but the one
-    the worker ran last, so three image sizes leave three sets of weights and
-    one peak, not three peaks (measured: 200 MiB against 710 MiB without the
-    release)."""
-    network = OpenVinoNetwork(NETWORKS["realesrgan-x4plus-anime"], threads=2, streams=2)
+    until told; with no room to keep any (a 1 MiB budget), three image sizes
+    leave three sets of weights, not three peaks (measured: 200 MiB against
+    710 MiB without the release)."""
+    network = OpenVinoNetwork(
+        NETWORKS["realesrgan-x4plus-anime"], threads=2, streams=2, keep_memory_mb=1
+    )
     before = anonymous_mib()
     for edge in (256, 200, 160):
         _pass(network, photo, edge, tmp_path)
     assert network.compiled_count == 3
-    assert network.holding_memory == 1
+    assert network.holding_memory == 0
     assert anonymous_mib() - before < 400
 
 
-def test_the_model_a_worker_ran_last_keeps_its_memory(photo, tmp_path):
-    """Releasing every model after every pass made the next pass of the same
-    shape allocate its buffers again (0.03-0.2 s: a fifth of waifu2x's time
-    on a small image). The model each worker thread ran last keeps them,
-    across networks; every other model gives them back, so a worker holds at
-    most one pass's peak."""
+def test_recent_models_keep_their_memory_for_the_next_pass(photo, tmp_path):
+    """Releasing every model after every pass made the next pass allocate
+    its buffers again (0.03-0.2 s: a fifth of waifu2x's time on a small
+    image). Within the budget, the worker's recent models keep them, across
+    shapes and networks."""
     first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2)
     second = OpenVinoNetwork(NETWORKS["realesr-animevideov3-x2"], threads=2)
     _pass(first, photo, 64, tmp_path)
-    assert first.holding_memory == 1
-    _pass(first, photo, 48, tmp_path)  # a new shape: the old one lets go
-    assert (first.compiled_count, first.holding_memory) == (2, 1)
-    _pass(second, photo, 64, tmp_path)  # a new network: the old one lets go
-    assert (first.holding_memory, second.holding_memory) == (0, 1)
-
-
-def test_each_worker_thread_keeps_its_own_last_model_while_it_lives(photo, tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
-    first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, streams=2)
-    second = OpenVinoNetwork(NETWORKS["realesr-animevideov3-x2"], threads=1, streams=2)
-    (tmp_path / "a").mkdir()
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(_pass, first, photo, 64, tmp_path / "a").result()
-        _pass(second, photo, 64, tmp_path)  # this thread's pass: the other's stays
-        assert (first.holding_memory, second.holding_memory) == (1, 1)
-    _pass(second, photo, 48, tmp_path)  # the other thread has ended: its model lets go
-    assert (first.holding_memory, second.holding_memory) == (0, 1)
+    _pass(first, photo, 64, tmp_path)
+    assert (first.compiled_count, first.holding_memory) == (1, 1)
+    _pass(first, photo, 48, tmp_path)
+    _pass(second, photo, 64, tmp_path)
+    assert (first.holding_memory, second.holding_memory) == (2, 1)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_a_model_that_lets_go_frees_its_memory(photo, tmp_path):
-    """The bookkeeping above is the real memory: a large network's kept peak
-    is freed once the worker moves on to another network (measured: 300 ->
+def test_an_older_model_frees_its_memory_when_a_newer_one_needs_the_room(photo, tmp_path):
+    """The budget bounds real memory: a large network's kept peak is freed
+    before a second network runs, when both would not fit (measured: 300 ->
     151 MiB of anonymous memory)."""
-    large = OpenVinoNetwork(NETWORKS["realesrgan-x4plus-anime"], threads=2)
-    small = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2)
+    large_spec = NETWORKS["realesrgan-x4plus-anime"]
+    # Room for the large network's 200x200 pass alone, not beside another.
+    budget_mb = 200 * 200 * large_spec.openvino_kib_per_pixel // 1024 + 1
+    large = OpenVinoNetwork(large_spec, threads=2, keep_memory_mb=budget_mb)
+    small = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, keep_memory_mb=budget_mb)
     _pass(large, photo, 200, tmp_path)
+    assert large.holding_memory == 1
     holding = anonymous_mib()
     _pass(small, photo, 48, tmp_path)
-    assert large.holding_memory == 0
+    assert (large.holding_memory, small.holding_memory) == (0, 1)
     assert holding - anonymous_mib() > 60
 
 

@@ -12,10 +12,8 @@ models are kept in a small in-process cache and, with a cache folder, on
 disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s compilation of
 realesrgan-x4plus into a 0.4 s load; the folder is pruned to a size limit.
 OpenVINO keeps each compiled model's peak working memory, per stream, until
-told to release it; after every pass only the compiled model each worker
-thread used last keeps it (``_MemoryKeeper``), so a worker holds at most the
-peak of the pass it just ran, and a batch of same-size images does not pay
-for allocating it again on every pass.
+told to release it; a worker thread's most recently used models keep it
+within one tile budget, and older ones hand it back (``memory_keeper``).
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -35,6 +33,7 @@ import openvino as ov
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.disk_cache import prune
+from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.networks import NetworkSpec
 
@@ -65,9 +64,11 @@ def native_bf16() -> bool:
 class _Entry:
     """One compiled model, its callers' requests and whether one is running."""
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, kib: int) -> None:
         #: The owning network's lock, which guards ``requests`` and ``in_flight``.
         self.lock = lock
+        #: Working memory of one call, estimated like the tile size's.
+        self.kib = kib
         self.ready = threading.Event()
         self.compiled: ov.CompiledModel | None = None
         self.error: BaseException | None = None
@@ -86,58 +87,8 @@ class _Entry:
             return True
 
 
-class _MemoryKeeper:
-    """Which compiled models may keep their working memory between passes.
-
-    Handing it back after every pass cost a fixed 0.03-0.2 s on the next
-    pass (buffers allocated and touched again), which cost waifu2x a fifth
-    of its speed on small images (bench/README.md). Keeping every model's
-    peak instead held 710 MiB for three image sizes of one network, and a
-    worker going through many networks would hold one peak each. So the one
-    each worker thread used last keeps its memory, across all networks of the
-    process: between passes a worker holds at most what its last pass held,
-    and the next pass of the same network and shape starts warm.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        #: The entry each thread ran last.
-        self._last: dict[int, _Entry] = {}
-        #: Entries that ran since their memory was last handed back.
-        self._holding: set[_Entry] = set()
-
-    def used(self, entry: _Entry) -> None:
-        with self._lock:
-            self._last[threading.get_ident()] = entry
-            self._holding.add(entry)
-
-    def forget(self, entry: _Entry) -> None:
-        """An evicted entry: nothing may keep its compiled model alive."""
-        with self._lock:
-            self._holding.discard(entry)
-            for thread in [thread for thread, last in self._last.items() if last is entry]:
-                del self._last[thread]
-
-    def release_all_but_last(self) -> None:
-        """Hand back the memory of every entry that no live thread ran last."""
-        alive = {thread.ident for thread in threading.enumerate()}
-        with self._lock:
-            for thread in [thread for thread in self._last if thread not in alive]:
-                del self._last[thread]
-            kept = set(self._last.values())
-            candidates = [entry for entry in self._holding if entry not in kept]
-        for entry in candidates:
-            if entry.release_if_idle():
-                with self._lock:
-                    self._holding.discard(entry)
-
-    def holding(self, entries: Iterable[_Entry]) -> int:
-        """How many of ``entries`` hold working memory now."""
-        with self._lock:
-            return sum(entry in self._holding for entry in entries)
-
-
-_keeper = _MemoryKeeper()
+#: Shared by every network of the process: the budget is per worker thread.
+_keeper = MemoryKeeper()
 
 
 class OpenVinoNetwork(Network):
@@ -151,6 +102,7 @@ class OpenVinoNetwork(Network):
         cache_dir: Path | None = None,
         cache_max_mb: int = 4096,
         streams: int = 1,
+        keep_memory_mb: int = 3072,
     ) -> None:
         super().__init__(spec)
         self._threads = threads
@@ -158,6 +110,7 @@ class OpenVinoNetwork(Network):
         self._fp32 = precision == "fp32"
         self._cache_dir = cache_dir
         self._cache_max_mb = cache_max_mb
+        self._keep_kib = keep_memory_mb * 1024
         self._core = core(cache_dir)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
@@ -185,10 +138,9 @@ class OpenVinoNetwork(Network):
         return _keeper.holding(entries)
 
     def release_memory(self) -> None:
-        """End of a pass: every compiled model of the process hands its
-        working memory back, except the one each worker thread ran last
-        (``_MemoryKeeper``)."""
-        _keeper.release_all_but_last()
+        """End of a pass: this thread's models hand back what no longer fits
+        its budget (``memory_keeper``); the rest starts the next pass warm."""
+        _keeper.trim(self._keep_kib)
 
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
@@ -196,6 +148,7 @@ class OpenVinoNetwork(Network):
         feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
         entry = self._entry(blob, shapes)
+        _keeper.make_room(entry, self._keep_kib)
         thread = threading.get_ident()
         with self._lock:
             request = entry.requests.get(thread)
@@ -219,7 +172,9 @@ class OpenVinoNetwork(Network):
             entry = self._entries.get(key)
             owner = entry is None
             if owner:
-                entry = self._entries[key] = _Entry(self._lock)
+                height, width = dict(shapes)[self.spec.input_blob][-2:]
+                kib = height * width * self.kib_per_pixel
+                entry = self._entries[key] = _Entry(self._lock, kib)
             self._entries.move_to_end(key)
         if owner:
             try:
