@@ -6,7 +6,16 @@ this code path but are unmeasured until a GPU session runs bench/.
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
 from tests.engine.reference import psnr
+from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
+from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
+from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float
 from upscayl_cloud.engine.runner import load_network
@@ -27,3 +36,31 @@ def test_tiled_real_cugan_matches_ncnn(photo, tmp_path):
         "CPU fp32"
     )
     assert psnr(results[1], results[0]) >= 60
+
+
+@pytest.mark.parametrize(
+    "key", ["realesrgan-x4plus-anime", "span-x4-ch48", "realcugan-se-up2x-conservative"]
+)
+def test_the_fp16_graph_for_cuda_is_the_same_network(key, photo):
+    """The CUDA provider gets an fp16 graph (``half``). Here only the CPU
+    provider exists, which computes fp16 nodes in fp32 behind casts, so this
+    checks the conversion, not fp16 arithmetic: every weight is fp16, only
+    the inputs and the output are cast, and the result is ncnn's (the GPU
+    check in bench/gpu_check.py measures the arithmetic)."""
+    spec = NETWORKS[key]
+    injected = tuple(spec.global_pools[:1]) if spec.global_pools else ()
+    model = onnx.load_from_string(onnx_bytes(key, (spec.output_blob,), injected, half=True))
+    conv_weights = {node.input[1] for node in model.graph.node if node.op_type == "Conv"}
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert conv_weights and {types[name] for name in conv_weights} == {TensorProto.FLOAT16}
+    assert sum(node.op_type == "Cast" for node in model.graph.node) == 2 + len(injected)
+    assert all(i.type.tensor_type.elem_type == TensorProto.FLOAT for i in model.graph.input)
+
+    edge = 40 + 2 * spec.context
+    chw = np.ascontiguousarray(photo[60 : 60 + edge, 120 : 120 + edge].transpose(2, 0, 1))
+    reference_net = NcnnNetwork(spec, threads=2, use_gpu=False)
+    means = {name: reference_net.extract(chw, name, {}) for name in injected}
+    reference = reference_net._forward(chw, spec.output_blob, means)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (result,) = session.run([spec.output_blob], onnx_feeds(spec.input_blob, chw, means))
+    assert psnr(result[0], reference) >= 60

@@ -16,12 +16,25 @@ from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.weights import locate
 
 
-def onnx_bytes(key: str, outputs: tuple[str, ...], injected: tuple[str, ...] = ()) -> bytes:
+def onnx_bytes(
+    key: str, outputs: tuple[str, ...], injected: tuple[str, ...] = (), half: bool = False
+) -> bytes:
     """The serialised ONNX model of network ``key``, returning ``outputs``,
-    with ``injected`` blobs as extra inputs (see ``convert.to_onnx``)."""
+    with ``injected`` blobs as extra inputs (see ``convert.to_onnx``).
+
+    ``half``: weights and every operation in fp16, inputs and outputs still
+    fp32 (one Cast each). ONNX Runtime's CUDA provider runs a graph in the
+    types it declares, so this is what puts its convolutions on the GPU's
+    fp16 tensor cores; ONNX Runtime's own converter keeps the inputs that
+    must stay fp32 (Resize's scales) as they are.
+    """
     spec = NETWORKS[key]
     files = locate(spec.distribution, spec.stem)
     model = build_onnx(files.param, files.bin, spec.input_blob, outputs, injected)
+    if half:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=True)
     return model.SerializeToString()
 
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime on an NVIDIA GPU: TensorRT in fp16, else CUDA.
+"""ONNX Runtime on an NVIDIA GPU: TensorRT in fp16, else CUDA in fp16.
 
 The GPU alternative to ncnn's Vulkan path. TensorRT builds an engine per
 input shape, which is slow (seconds to minutes), so its engines are cached
@@ -52,6 +52,10 @@ class OnnxRuntimeNetwork(Network):
         self._threads = threads
         self._provider = gpu_provider() if use_gpu else None
         self._fp16 = precision != "fp32"
+        #: TensorRT lowers an fp32 graph to fp16 itself (``trt_fp16_enable``);
+        #: the CUDA provider runs the types the graph declares, so it gets an
+        #: fp16 graph.
+        self._half = self._fp16 and self._provider == "CUDAExecutionProvider"
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, tuple[str, ...]], ort.InferenceSession] = {}
@@ -61,7 +65,7 @@ class OnnxRuntimeNetwork(Network):
         if self._provider == "TensorrtExecutionProvider":
             return f"NVIDIA GPU (TensorRT, {'fp16' if self._fp16 else 'fp32'})"
         if self._provider == "CUDAExecutionProvider":
-            return "NVIDIA GPU (CUDA, fp32)"
+            return f"NVIDIA GPU (CUDA, {'fp16' if self._half else 'fp32'})"
         return cpu_device("fp32", self._threads)
 
     @property
@@ -87,7 +91,7 @@ class OnnxRuntimeNetwork(Network):
             if session is None:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = self._threads
-                data = onnx_bytes(self.spec.key, (output,), injected)
+                data = onnx_bytes(self.spec.key, (output,), injected, half=self._half)
                 session = ort.InferenceSession(data, options, providers=self._providers())
                 self._sessions[(output, injected)] = session
                 log.info("loaded %s (onnxruntime, %s)", self.spec.key, self.device)
