@@ -1,10 +1,8 @@
 """bench/gpu_check.py, unchanged, with ONNX Runtime on its CUDA provider.
 
-The engine (``backends.onnxruntime.gpu_provider``) takes TensorRT whenever
-the onnxruntime build lists it, and the onnxruntime-gpu wheel always lists
-it; the lent machines have no TensorRT libraries, so every session would fail
-over to CUDA (onnxruntime prints "EP Error ... Falling back") while the rows
-say "TensorRT, fp16". This wrapper pins the engine's GPU provider order
+The lent machines have no TensorRT libraries; the engine's provider probe
+(``backends.onnxruntime.gpu_provider``) would find that out, at the cost of
+a failed TensorRT session. This wrapper pins the engine's GPU provider order
 (``KIT_ORT_PROVIDERS``, default ``CUDAExecutionProvider``; ``engine`` keeps
 the engine's own), calls ``onnxruntime.preload_dlls()``, runs gpu_check's
 ``main`` with the same arguments, and adds to its JSON a ``kit`` entry:

@@ -15,6 +15,7 @@ from onnx import TensorProto
 from tests.engine.reference import psnr
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
+from upscayl_cloud.engine.backends.onnxruntime import gpu_provider, runs_on
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float
@@ -64,3 +65,15 @@ def test_the_fp16_graph_for_cuda_is_the_same_network(key, photo):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (result,) = session.run([spec.output_blob], onnx_feeds(spec.input_blob, chw, means))
     assert psnr(result[0], reference) >= 60
+
+
+def test_a_provider_is_probed_not_taken_from_the_build_list():
+    """The onnxruntime-gpu wheel lists TensorRT and CUDA whether or not their
+    libraries load, and a session that cannot get a provider quietly uses
+    the next one. The probe runs a real one-node graph and reads which
+    provider the session got: the CPU one here, and no GPU one."""
+    assert runs_on("CPUExecutionProvider")
+    assert not runs_on("CUDAExecutionProvider")  # the CPU build has no CUDA
+    assert gpu_provider() is None
+    network = load_network("span-x2-ch48", EngineSettings(threads=2, backend="onnxruntime"))
+    assert not network.on_gpu and network.device.startswith("CPU fp32")

@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
@@ -31,10 +33,50 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
+@cache
 def gpu_provider() -> str | None:
-    """The best NVIDIA provider this onnxruntime build offers, if any."""
+    """The best NVIDIA provider that really runs here, if any.
+
+    The ``onnxruntime-gpu`` wheel lists TensorRT and CUDA whether or not
+    their libraries load; a session asked for a provider that cannot load
+    prints an error and carries on with the next one, so a list alone would
+    label CPU (or CUDA) work as TensorRT. Each is tried on a one-node graph,
+    once per process.
+    """
     available = ort.get_available_providers()
-    return next((name for name in GPU_PROVIDERS if name in available), None)
+    if not any(name in available for name in GPU_PROVIDERS):
+        return None
+    if hasattr(ort, "preload_dlls"):
+        # The CUDA and cuDNN libraries of the nvidia-* wheels (the ``cuda``
+        # extra) are not on the loader's path by themselves.
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # missing libraries show up in runs_on
+            log.warning("onnxruntime could not preload the CUDA libraries: %s", exc)
+    return next((name for name in GPU_PROVIDERS if name in available and runs_on(name)), None)
+
+
+def runs_on(provider: str) -> bool:
+    """Whether a session asked for ``provider`` really gets it."""
+    one_conv = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"])],
+            "probe",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
+            [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    try:
+        session = ort.InferenceSession(
+            one_conv.SerializeToString(), providers=[provider, "CPUExecutionProvider"]
+        )
+        session.run(None, {"x": np.ones((1, 1, 8, 8), dtype=np.float32)})
+    except Exception as exc:  # any failure to load or run means: not here
+        log.warning("onnxruntime cannot use %s here: %s", provider, exc)
+        return False
+    return session.get_providers()[0] == provider
 
 
 class OnnxRuntimeNetwork(Network):
@@ -52,10 +94,6 @@ class OnnxRuntimeNetwork(Network):
         self._threads = threads
         self._provider = gpu_provider() if use_gpu else None
         self._fp16 = precision != "fp32"
-        #: TensorRT lowers an fp32 graph to fp16 itself (``trt_fp16_enable``);
-        #: the CUDA provider runs the types the graph declares, so it gets an
-        #: fp16 graph.
-        self._half = self._fp16 and self._provider == "CUDAExecutionProvider"
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, tuple[str, ...]], ort.InferenceSession] = {}
@@ -67,6 +105,13 @@ class OnnxRuntimeNetwork(Network):
         if self._provider == "CUDAExecutionProvider":
             return f"NVIDIA GPU (CUDA, {'fp16' if self._half else 'fp32'})"
         return cpu_device("fp32", self._threads)
+
+    @property
+    def _half(self) -> bool:
+        """TensorRT lowers an fp32 graph to fp16 itself (``trt_fp16_enable``);
+        the CUDA provider runs the types the graph declares, so it gets an
+        fp16 graph."""
+        return self._fp16 and self._provider == "CUDAExecutionProvider"
 
     @property
     def on_gpu(self) -> bool:
@@ -93,9 +138,23 @@ class OnnxRuntimeNetwork(Network):
                 options.intra_op_num_threads = self._threads
                 data = onnx_bytes(self.spec.key, (output,), injected, half=self._half)
                 session = ort.InferenceSession(data, options, providers=self._providers())
+                self._check_provider(session.get_providers())
                 self._sessions[(output, injected)] = session
                 log.info("loaded %s (onnxruntime, %s)", self.spec.key, self.device)
             return session
+
+    def _check_provider(self, used: list[str]) -> None:
+        """Keep ``device`` and ``on_gpu`` true to what the session got: a
+        provider that fails on this graph falls back to the next one."""
+        actual = next((name for name in used if name in GPU_PROVIDERS), None)
+        if actual != self._provider:
+            log.warning(
+                "%s: onnxruntime runs on %s, not %s",
+                self.spec.key,
+                actual or "the CPU",
+                self._provider,
+            )
+            self._provider = actual
 
     def _providers(self) -> list[str | tuple[str, dict[str, object]]]:
         chosen: list[str | tuple[str, dict[str, object]]] = []
