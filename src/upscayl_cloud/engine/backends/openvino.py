@@ -4,13 +4,18 @@ OpenVINO's CPU plugin runs convolutions in bf16 by default wherever the CPU
 has bf16 instructions, which is what makes it several times faster than
 ncnn's fp32 there (bench/README.md); ``precision="fp32"`` turns that off.
 
-Networks are compiled for one input shape at a time: static shapes run
-faster than dynamic ones (a compact network lost a quarter of its speed
-with dynamic height and width), and the tiler gives every tile of an image
-the same shape, so an image costs one compilation per network. Compiled
-models are kept in a small in-process cache and, with a cache folder, on
-disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s compilation of
-realesrgan-x4plus into a 0.4 s load; the folder is pruned to a size limit.
+A shape's first call runs on one compilation with dynamic height and width,
+shared by every size; from its second call on, the shape gets a static
+compilation of its own. Static shapes run 0-15 % faster (RRDB networks
+gain most), but a compilation costs 0.05-0.2 s for the compact networks and
+1.1-1.7 s for the RRDB ones, as much as running a small image; a service
+sees images of every size, most of them once (bench/shape_buckets.py,
+bench/distinct_sizes.py). The tiler gives every tile of an image the same
+shape, so a many-tile image runs its tiles statically after the first.
+Compiled models are kept in a small in-process cache and, with a cache
+folder, on disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s
+compilation of realesrgan-x4plus into a 0.4 s load; the folder is pruned to
+a size limit.
 OpenVINO keeps each compiled model's peak working memory, per stream, until
 told to release it; a worker thread's most recently used models keep it
 within one tile budget, and older ones hand it back (``memory_keeper``).
@@ -42,9 +47,19 @@ log = logging.getLogger(__name__)
 #: The lock file in the cache folder (never pruned: see ``disk_cache``).
 LOCK_NAME = ".lock"
 
-#: Compiled models kept per network: an image needs one per shape, and five
-#: for Real-CUGAN's tiles (four global-mean stages and the final run).
-_COMPILED_PER_NETWORK = 6
+#: Compiled models kept per network: a dynamic one and a static one per
+#: graph for a many-tile image (Real-CUGAN's tiles use five graphs: four
+#: global-mean stages and the final run). Each holds its own copy of the
+#: weights (realesrgan-x4plus: ~33 MB in bf16).
+_COMPILED_PER_NETWORK = 10
+
+#: The call of a shape that gets it a static compilation.
+_STATIC_FROM_CALL = 2
+
+#: Shapes whose calls are counted, most recent first.
+_COUNTED_SHAPES = 256
+
+_Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
 @cache
@@ -64,11 +79,13 @@ def native_bf16() -> bool:
 class _Entry:
     """One compiled model, its callers' requests and whether one is running."""
 
-    def __init__(self, lock: threading.Lock, kib: int) -> None:
-        #: The owning network's lock, which guards ``requests`` and ``in_flight``.
+    def __init__(self, lock: threading.Lock) -> None:
+        #: The owning network's lock, which guards ``requests``, ``in_flight``
+        #: and ``kib``.
         self.lock = lock
-        #: Working memory of one call, estimated like the tile size's.
-        self.kib = kib
+        #: Working memory held, estimated like the tile size's: the largest
+        #: call since the last release (a dynamic model's calls differ).
+        self.kib = 0
         self.ready = threading.Event()
         self.compiled: ov.CompiledModel | None = None
         self.error: BaseException | None = None
@@ -84,6 +101,7 @@ class _Entry:
             if self.compiled is None or self.in_flight:
                 return False
             self.compiled.release_memory()
+            self.kib = 0
             return True
 
 
@@ -114,7 +132,8 @@ class OpenVinoNetwork(Network):
         self._core = core(cache_dir)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
-        self._entries: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, _Shapes], _Entry] = OrderedDict()
+        self._calls: OrderedDict[tuple[str, _Shapes], int] = OrderedDict()
 
     @property
     def device(self) -> str:
@@ -147,7 +166,9 @@ class OpenVinoNetwork(Network):
     ) -> np.ndarray:
         feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
-        entry = self._entry(blob, shapes)
+        entry = self._entry(blob, self._compile_for(blob, shapes))
+        with self._lock:
+            entry.kib = max(entry.kib, chw.shape[1] * chw.shape[2] * self.kib_per_pixel)
         _keeper.make_room(entry, self._keep_kib)
         thread = threading.get_ident()
         with self._lock:
@@ -163,7 +184,21 @@ class OpenVinoNetwork(Network):
             with self._lock:
                 entry.in_flight -= 1
 
-    def _entry(self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> _Entry:
+    def _compile_for(self, output: str, shapes: _Shapes) -> _Shapes:
+        """The shapes to run this call on: its own once it has been seen
+        before (or is compiled already), else the dynamic ones."""
+        key = (output, shapes)
+        with self._lock:
+            calls = self._calls.pop(key, 0) + 1
+            self._calls[key] = calls
+            while len(self._calls) > _COUNTED_SHAPES:
+                self._calls.popitem(last=False)
+            if calls >= _STATIC_FROM_CALL or key in self._entries:
+                return shapes
+        dynamic = (1, 3, -1, -1)
+        return tuple((n, dynamic if n == self.spec.input_blob else s) for n, s in shapes)
+
+    def _entry(self, output: str, shapes: _Shapes) -> _Entry:
         """The compiled model for this cut and shape; compiled by the first
         caller that needs it, outside the lock, so callers of other shapes
         are not held up by a compilation of seconds."""
@@ -172,9 +207,7 @@ class OpenVinoNetwork(Network):
             entry = self._entries.get(key)
             owner = entry is None
             if owner:
-                height, width = dict(shapes)[self.spec.input_blob][-2:]
-                kib = height * width * self.kib_per_pixel
-                entry = self._entries[key] = _Entry(self._lock, kib)
+                entry = self._entries[key] = _Entry(self._lock)
             self._entries.move_to_end(key)
         if owner:
             try:
@@ -206,9 +239,7 @@ class OpenVinoNetwork(Network):
         for entry in evicted:
             _keeper.forget(entry)
 
-    def _compile(
-        self, output: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]
-    ) -> ov.CompiledModel:
+    def _compile(self, output: str, shapes: _Shapes) -> ov.CompiledModel:
         injected = tuple(name for name, _ in shapes if name != self.spec.input_blob)
         with self._lock:
             model = self._models.get((output, injected))
