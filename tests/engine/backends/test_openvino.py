@@ -92,11 +92,11 @@ def test_tiles_still_match_the_untiled_network(key, photo, tmp_path):
 
 def test_a_many_tile_image_costs_two_compilations_per_graph(photo, tmp_path):
     """Every tile of an image has one shape: its first tile runs on the
-    dynamic compilation, the others on one static compilation of that shape
-    (Real-CUGAN: per global-mean stage, plus the final run). A second image
-    of the same size compiles nothing."""
+    dynamic compilation, the others (here from the second call on) on one
+    static compilation of that shape (Real-CUGAN: per global-mean stage,
+    plus the final run). A second image of the same size compiles nothing."""
     for key, graphs in (("realesr-animevideov3-x2", 1), ("realcugan-se-up2x-conservative", 5)):
-        network = OpenVinoNetwork(NETWORKS[key], threads=2)
+        network = OpenVinoNetwork(NETWORKS[key], threads=2, static_after=0)
         source = Plane.from_array(tmp_path / f"{key}.raw", photo[:150, :170])
         upscale_plane(network, source, tmp_path / f"{key}-out.raw", 40)
         assert network.compiled_count == 2 * graphs
@@ -109,7 +109,7 @@ def test_images_of_new_sizes_share_one_compilation(photo, tmp_path):
     RRDB networks) cost as much as running a small image. Single-tile images
     of three sizes run on the one dynamic compilation, with the results of a
     static compilation of each size."""
-    network = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2)
+    network = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, static_after=0)
     crops = [np.ascontiguousarray(photo[:h, :w].transpose(2, 0, 1)) for h, w in SIZES]
     dynamic = [network.run(chw) for chw in crops]
     assert network.compiled_count == 1
@@ -120,6 +120,21 @@ def test_images_of_new_sizes_share_one_compilation(photo, tmp_path):
 
 
 SIZES = ((40, 48), (56, 44), (64, 64))
+
+
+@pytest.mark.parametrize(("static_after", "compiled"), [(1e-9, 2), (1e9, 1)])
+def test_a_shape_turns_static_once_its_dynamic_runs_outweigh_a_compilation(
+    static_after, compiled, photo
+):
+    """The ski-rental rule: a shape keeps running on the dynamic compilation
+    until the time it has spent there reaches ``static_after`` times the
+    dynamic compilation's; the default (10) is the inverse of the ~10 %
+    that static shapes gain (bench/shape_buckets.py)."""
+    network = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, static_after=static_after)
+    chw = np.ascontiguousarray(photo[:40, :48].transpose(2, 0, 1))
+    for _ in range(4):
+        network.run(chw)
+    assert network.compiled_count == compiled
 
 
 def test_compiled_networks_are_kept_on_disk(photo, tmp_path):
@@ -139,7 +154,8 @@ def test_concurrent_callers_get_their_own_streams_and_the_same_results(photo):
     from concurrent.futures import ThreadPoolExecutor
 
     settings = EngineSettings(threads=1, concurrency=2, use_gpu=False, backend="openvino")
-    network = load_network("span-x2-ch48", settings)
+    assert load_network("span-x2-ch48", settings).device.endswith("x 2 streams")
+    network = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, streams=2, static_after=0)
     inputs = [np.ascontiguousarray(photo[y : y + 48, :64].transpose(2, 0, 1)) for y in (0, 100)]
     network.run(inputs[0])  # the shape's first call runs on the dynamic compilation
     alone = [network.run(chw) for chw in inputs]
@@ -190,7 +206,7 @@ def test_recent_models_keep_their_memory_for_the_next_pass(photo, tmp_path):
     its buffers again (0.03-0.2 s: a fifth of waifu2x's time on a small
     image). Within the budget, the worker's recent models keep them, across
     shapes and networks."""
-    first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2)
+    first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, static_after=0)
     second = OpenVinoNetwork(NETWORKS["realesr-animevideov3-x2"], threads=2)
     _pass(first, photo, 64, tmp_path)  # dynamic
     _pass(first, photo, 64, tmp_path)  # static, compiled for its second call

@@ -4,14 +4,17 @@ OpenVINO's CPU plugin runs convolutions in bf16 by default wherever the CPU
 has bf16 instructions, which is what makes it several times faster than
 ncnn's fp32 there (bench/README.md); ``precision="fp32"`` turns that off.
 
-A shape's first call runs on one compilation with dynamic height and width,
-shared by every size; from its second call on, the shape gets a static
-compilation of its own. Static shapes run 0-15 % faster (RRDB networks
-gain most), but a compilation costs 0.05-0.2 s for the compact networks and
-1.1-1.7 s for the RRDB ones, as much as running a small image; a service
-sees images of every size, most of them once (bench/shape_buckets.py,
-bench/distinct_sizes.py). The tiler gives every tile of an image the same
-shape, so a many-tile image runs its tiles statically after the first.
+Every size runs first on one compilation with dynamic height and width,
+shared by all sizes. Static shapes run 0-15 % faster (about a tenth; RRDB
+networks gain most), but a compilation costs 0.05-0.2 s for the compact
+networks and 1.1-1.7 s for the RRDB ones, as much as running a small image,
+and a service sees images of every size, most of them once
+(bench/shape_buckets.py, bench/distinct_sizes.py). So a shape gets a static
+compilation of its own only once it has run dynamically for ``static_after``
+(10) times as long as the dynamic compilation took: the ski-rental rule,
+which never spends more than about twice the better choice in hindsight. A
+many-tile image of an RRDB network turns static after its first tile; a
+batch of small same-size images after a few images.
 Compiled models are kept in a small in-process cache and, with a cache
 folder, on disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s
 compilation of realesrgan-x4plus into a 0.4 s load; the folder is pruned to
@@ -27,6 +30,7 @@ import fcntl
 import io
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -53,10 +57,7 @@ LOCK_NAME = ".lock"
 #: weights (realesrgan-x4plus: ~33 MB in bf16).
 _COMPILED_PER_NETWORK = 10
 
-#: The call of a shape that gets it a static compilation.
-_STATIC_FROM_CALL = 2
-
-#: Shapes whose calls are counted, most recent first.
+#: Shapes whose dynamic running time is counted, most recent first.
 _COUNTED_SHAPES = 256
 
 _Shapes = tuple[tuple[str, tuple[int, ...]], ...]
@@ -121,6 +122,7 @@ class OpenVinoNetwork(Network):
         cache_max_mb: int = 4096,
         streams: int = 1,
         keep_memory_mb: int = 3072,
+        static_after: float = 10.0,
     ) -> None:
         super().__init__(spec)
         self._threads = threads
@@ -129,11 +131,18 @@ class OpenVinoNetwork(Network):
         self._cache_dir = cache_dir
         self._cache_max_mb = cache_max_mb
         self._keep_kib = keep_memory_mb * 1024
+        #: A shape gets a static compilation once it has run dynamically
+        #: this many times as long as its graph's dynamic compilation took
+        #: (0: from its second call on).
+        self._static_after = static_after
         self._core = core(cache_dir)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
         self._entries: OrderedDict[tuple[str, _Shapes], _Entry] = OrderedDict()
-        self._calls: OrderedDict[tuple[str, _Shapes], int] = OrderedDict()
+        #: Seconds each (cut, shape) has run on a dynamic compilation.
+        self._dynamic_s: OrderedDict[tuple[str, _Shapes], float] = OrderedDict()
+        #: Seconds each cut's dynamic compilation took.
+        self._compile_s: dict[str, float] = {}
 
     @property
     def device(self) -> str:
@@ -166,7 +175,8 @@ class OpenVinoNetwork(Network):
     ) -> np.ndarray:
         feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
-        entry = self._entry(blob, self._compile_for(blob, shapes))
+        run_shapes = self._run_shapes(blob, shapes)
+        entry = self._entry(blob, run_shapes)
         with self._lock:
             entry.kib = max(entry.kib, chw.shape[1] * chw.shape[2] * self.kib_per_pixel)
         _keeper.make_room(entry, self._keep_kib)
@@ -177,26 +187,35 @@ class OpenVinoNetwork(Network):
                 request = entry.requests[thread] = entry.compiled.create_infer_request()
             entry.in_flight += 1
         try:
+            start = time.perf_counter()
             request.infer(feeds)
+            if run_shapes != shapes:
+                self._ran_dynamically(blob, shapes, time.perf_counter() - start)
             return np.array(request.get_output_tensor(0).data[0], copy=True)
         finally:
             _keeper.used(entry)
             with self._lock:
                 entry.in_flight -= 1
 
-    def _compile_for(self, output: str, shapes: _Shapes) -> _Shapes:
-        """The shapes to run this call on: its own once it has been seen
-        before (or is compiled already), else the dynamic ones."""
+    def _run_shapes(self, output: str, shapes: _Shapes) -> _Shapes:
+        """The shapes to compile for: the call's own where that compilation
+        exists or has earned its cost (see the module's docstring), else
+        the dynamic ones."""
         key = (output, shapes)
         with self._lock:
-            calls = self._calls.pop(key, 0) + 1
-            self._calls[key] = calls
-            while len(self._calls) > _COUNTED_SHAPES:
-                self._calls.popitem(last=False)
-            if calls >= _STATIC_FROM_CALL or key in self._entries:
+            ran = self._dynamic_s.get(key, 0.0)
+            compile_s = self._compile_s.get(output, 0.0)
+            if key in self._entries or (ran > 0 and ran >= self._static_after * compile_s):
                 return shapes
         dynamic = (1, 3, -1, -1)
         return tuple((n, dynamic if n == self.spec.input_blob else s) for n, s in shapes)
+
+    def _ran_dynamically(self, output: str, shapes: _Shapes, seconds: float) -> None:
+        key = (output, shapes)
+        with self._lock:
+            self._dynamic_s[key] = self._dynamic_s.pop(key, 0.0) + seconds
+            while len(self._dynamic_s) > _COUNTED_SHAPES:
+                self._dynamic_s.popitem(last=False)
 
     def _entry(self, output: str, shapes: _Shapes) -> _Entry:
         """The compiled model for this cut and shape; compiled by the first
@@ -258,12 +277,16 @@ class OpenVinoNetwork(Network):
         }
         if self._fp32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
+        start = time.perf_counter()
         if self._cache_dir is None:
             compiled = self._core.compile_model(shaped, "CPU", config)
         else:
             with _cache_lock(self._cache_dir):
                 compiled = self._core.compile_model(shaped, "CPU", config)
                 prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
+        if any(-1 in shape for _, shape in shapes):
+            with self._lock:
+                self._compile_s[output] = time.perf_counter() - start
         log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
         return compiled
 
