@@ -12,8 +12,9 @@ fresh process, and reports the total against ncnn's:
 * ``disk``: a second process over the same sizes with the cache folder the
   first one filled (``UPSCAYL_ENGINE_CACHE_DIR``): a worker after a restart,
   or one of several workers sharing the folder;
-* ``again``: the same sizes once more in the first process, every shape
-  compiled and in memory: the steady state ``bench/backends.py`` reports.
+* ``again``: the same sizes once more in the first process, the dynamic
+  compilation (and any static ones the sizes earned) in memory: close to
+  what ``bench/backends.py`` reports for repeated sizes.
 
 Sizes are drawn from ``--seed`` within each model's range (small for the
 RRDB model, whose ncnn rate is ~0.005 MP/s on two cores), so a run is
@@ -133,7 +134,9 @@ def run_child(args: argparse.Namespace, backend: str, work: Path, cache: str, ag
         "--threads",
         str(args.threads),
     ] + (["--again"] if again else [])
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{backend} on {args.model} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -1,8 +1,9 @@
-"""Why OpenVINO compiles per image size instead of rounding sizes to buckets.
+"""Why OpenVINO runs new sizes on dynamic shapes instead of rounding to buckets.
 
-OpenVINO compiles a network per input shape (``engine/backends/openvino.py``),
-so every new image size below one tile costs a compilation. Two ways around
-that were measured, and both lose:
+A static OpenVINO compilation fits one input shape, so every new image size
+below one tile would cost a compilation (``engine/backends/openvino.py``).
+Two ways around that were measured: buckets lose, dynamic shapes (now the
+engine's first choice for a new size) cost about a tenth of the speed:
 
 1. **Buckets**: extend a small image to the next multiple of ``--bucket``
    pixels (edge, reflect or symmetric padding), run, crop. For unpadded

@@ -92,7 +92,8 @@ def upscale_plane(
     try:
         _run_tiles(runner, source, out, tiles, call)
     finally:
-        # Between passes a worker holds no network's peak memory.
+        # Between passes a worker holds at most one tile budget of working
+        # memory (ncnn: none; OpenVINO: its recent networks', memory_keeper).
         runner.release_memory()
     return out
 

@@ -133,3 +133,23 @@ def test_a_forgotten_model_is_no_longer_held():
     assert keeper.holding([holder]) == 0
     keeper.trim(100)
     assert holder.releases == 0  # evicted: dropped, not released
+
+
+def test_a_model_run_again_while_it_is_released_stays_tracked():
+    """Between choosing a model to release and releasing it, another thread
+    may run it again and allocate its memory anew; the keeper must still
+    count it as holding memory, or nothing would ever release it. The
+    holder here runs ``used`` from inside its release to stand in for that
+    other thread (a timing window too narrow to hit reliably with threads)."""
+    keeper = MemoryKeeper()
+
+    class _RunMeanwhile(_Holder):
+        def release_if_idle(self) -> bool:
+            keeper.used(self)  # the other thread's call finished in the window
+            return super().release_if_idle()
+
+    old, new = _RunMeanwhile(80), _Holder(80)
+    _run(keeper, old, 100)
+    _run(keeper, new, 100)
+    assert old.releases == 1
+    assert keeper.holding([old]) == 1  # still tracked: a later trim can release it

@@ -31,7 +31,9 @@ class Holder(Protocol):
     kib: int
 
     def release_if_idle(self) -> bool:
-        """Hand the memory back unless a call is running; True if it did."""
+        """Hand the memory back unless a call is running; True if it did.
+        Must not call into the keeper (the keeper calls it without its own
+        lock, so the two locks never nest)."""
 
 
 class MemoryKeeper:
@@ -75,10 +77,14 @@ class MemoryKeeper:
         thread = threading.get_ident()
         with self._lock:
             recent = self._recent.get(thread)
-            if incoming is not None and recent and recent[0] is incoming:
+            if (
+                incoming is not None
+                and recent
+                and recent[0] is incoming
+                and sum(holder.kib for holder in recent) <= budget_kib
+            ):
                 return  # the common case: the next tile of the same pass
-        alive = {each.ident for each in threading.enumerate()}
-        with self._lock:
+            alive = {each.ident for each in threading.enumerate()}
             for gone in [ident for ident in self._recent if ident not in alive]:
                 del self._recent[gone]
             recent = self._recent.setdefault(thread, [])
@@ -96,7 +102,11 @@ class MemoryKeeper:
             self._recent[thread] = kept
             wanted = {holder for each in self._recent.values() for holder in each}
             candidates = [holder for holder in self._holding if holder not in wanted]
+            # Taken out now, under the lock: a thread that runs one of them
+            # before its release below puts it back (``used``), so memory
+            # allocated again is never left untracked.
+            self._holding.difference_update(candidates)
         for holder in candidates:
-            if holder.release_if_idle():
+            if not holder.release_if_idle():
                 with self._lock:
-                    self._holding.discard(holder)
+                    self._holding.add(holder)

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
+from upscayl_cloud.engine.convert.to_onnx import IR_VERSION, OPSET
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ def runs_on(provider: str) -> bool:
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
             [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])],
         ),
-        opset_imports=[helper.make_opsetid("", 17)],
+        opset_imports=[helper.make_opsetid("", OPSET)],
     )
+    one_conv.ir_version = IR_VERSION
     try:
         session = ort.InferenceSession(
             one_conv.SerializeToString(), providers=[provider, "CPUExecutionProvider"]

@@ -30,6 +30,9 @@ from onnx import TensorProto, helper, numpy_helper
 from upscayl_cloud.engine.convert.ncnn_files import Layer, NcnnFormatError, WeightReader, read_param
 
 OPSET = 17
+#: The ONNX IR version written: old enough for every runtime we support
+#: (onnxruntime >= 1.21, OpenVINO), which refuse files newer than they know.
+IR_VERSION = 8
 _INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -140,7 +143,7 @@ def build_onnx(
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="upscayl-cloud",
     )
-    model.ir_version = 8
+    model.ir_version = IR_VERSION
     return model
 
 
