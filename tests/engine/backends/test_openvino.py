@@ -141,6 +141,19 @@ def test_images_of_new_sizes_share_one_compilation(photo, tmp_path):
 SIZES = ((40, 48), (56, 44), (64, 64))
 
 
+def test_the_rule_weighs_dynamic_running_time_against_the_compilation():
+    """The decision itself, on recorded times: static from exactly
+    ``static_after`` x the dynamic compilation's seconds."""
+    spec = NETWORKS["span-x2-ch48"]
+    network = OpenVinoNetwork(spec, threads=2, static_after=10)
+    shapes = ((spec.input_blob, (1, 3, 40, 48)),)
+    network._compile_s[(spec.output_blob, ())] = 0.2
+    network._dynamic_s[(spec.output_blob, shapes)] = 1.99
+    assert network._run_shapes(spec.output_blob, shapes) == ((spec.input_blob, (1, 3, -1, -1)),)
+    network._dynamic_s[(spec.output_blob, shapes)] = 2.0
+    assert network._run_shapes(spec.output_blob, shapes) == shapes
+
+
 @pytest.mark.parametrize(("static_after", "compiled"), [(1e-9, 2), (1e9, 1)])
 def test_a_shape_turns_static_once_its_dynamic_runs_outweigh_a_compilation(
     static_after, compiled, photo

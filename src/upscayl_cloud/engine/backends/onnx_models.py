@@ -26,7 +26,9 @@ def onnx_bytes(
     fp32 (one Cast each). ONNX Runtime's CUDA provider runs a graph in the
     types it declares, so this is what puts its convolutions on the GPU's
     fp16 tensor cores; ONNX Runtime's own converter keeps the inputs that
-    must stay fp32 (Resize's scales) as they are.
+    must stay fp32 (Resize's scales) as they are, and would keep the
+    operators on its block list (Upsample, Min, Max: none in the catalog's
+    graphs) in fp32 behind casts.
     """
     spec = NETWORKS[key]
     files = locate(spec.distribution, spec.stem)
