@@ -42,7 +42,9 @@ def gpu_provider() -> str | None:
     their libraries load; a session asked for a provider that cannot load
     prints an error and carries on with the next one, so a list alone would
     label CPU (or CUDA) work as TensorRT. Each is tried on a one-node graph,
-    once per process.
+    once per process: the first onnxruntime network (or ``models backends``)
+    pays for loading the GPU libraries, and for TensorRT an engine build of
+    that one node, seconds at most.
     """
     available = ort.get_available_providers()
     if not any(name in available for name in GPU_PROVIDERS):
