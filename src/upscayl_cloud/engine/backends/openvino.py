@@ -15,9 +15,11 @@ compilation of its own only once it has run dynamically for ``static_after``
 which never spends more than about twice the better choice in hindsight. A
 many-tile image of an RRDB network turns static after its first tile; a
 batch of small same-size images after a few images. Which compilation runs
-a call thus depends on timing, and the two can differ in the last bit: the
-same input may come out 1/255 apart from one run to the next (identical for
-realesrgan-x4plus, AnimeVideo v3 and waifu2x; 64 dB apart for SPAN).
+a call thus depends on timing, and bf16 rounds differently in the two: the
+same input may come out a few levels apart from one run to the next
+(identical for the RRDB networks, AnimeVideo v3 and waifu2x; up to 2/255
+for SPAN, 5/255 for Real-CUGAN pro), both equally close to ncnn (within
+0.3 dB; tests/engine/backends/test_openvino.py).
 Compiled models are kept in a small in-process cache and, with a cache
 folder, on disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s
 compilation of realesrgan-x4plus into a 0.4 s load; the folder is pruned to
