@@ -237,18 +237,19 @@ def _pass(network: OpenVinoNetwork, photo: np.ndarray, edge: int, folder: Path) 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_passes_hand_their_working_memory_back(photo, tmp_path):
     """OpenVINO keeps each compiled model's peak working memory (per stream)
-    until told; with no room to keep any (a 1 MiB budget), three image sizes
-    leave three sets of weights, not three peaks (measured: 200 MiB against
-    710 MiB without the release)."""
+    until told, and glibc keeps what it is given back: with no room to keep
+    any (a 1 MiB budget), six image sizes on the dynamic compilation leave
+    its weights and little else (measured: 140 MiB; 630 MiB without
+    trimming the heap, 710 MiB for three static sizes without the release)."""
     network = OpenVinoNetwork(
         NETWORKS["realesrgan-x4plus-anime"], threads=2, streams=2, keep_memory_mb=1
     )
     before = anonymous_mib()
-    for edge in (256, 200, 160):
+    for edge in (256, 200, 160, 240, 180, 220):
         _pass(network, photo, edge, tmp_path)
     assert network.compiled_count == 1  # each size ran once: the dynamic compilation
     assert network.holding_memory == 0
-    assert anonymous_mib() - before < 400
+    assert anonymous_mib() - before < 300
 
 
 def test_recent_models_keep_their_memory_for_the_next_pass(photo, tmp_path):

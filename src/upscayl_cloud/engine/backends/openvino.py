@@ -47,6 +47,7 @@ import openvino as ov
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
 from upscayl_cloud.engine.backends.disk_cache import prune
+from upscayl_cloud.engine.backends.heap import return_freed_memory
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.networks import NetworkSpec
@@ -185,6 +186,7 @@ class OpenVinoNetwork(Network):
         """End of a pass: this thread's models hand back what no longer fits
         its budget (``memory_keeper``); the rest starts the next pass warm."""
         _keeper.trim(self._keep_kib)
+        return_freed_memory()
 
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
