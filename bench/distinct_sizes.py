@@ -61,6 +61,9 @@ BACKENDS = {
     # The policy before dynamic shapes: every shape compiled statically from
     # its first call (a benchmark-only override of the engine's choice).
     "openvino-static": ("openvino", "auto"),
+    # Tiles at any width, as before even widths for the networks whose odd
+    # widths ran slowly (``NetworkSpec.openvino_even_width``).
+    "openvino-any-width": ("openvino", "auto"),
 }
 
 
@@ -96,6 +99,10 @@ def child(args: argparse.Namespace) -> None:
         from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
 
         OpenVinoNetwork._run_shapes = lambda self, output, shapes: shapes  # type: ignore[method-assign]
+    if args.child == "openvino-any-width":
+        from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
+
+        OpenVinoNetwork.even_width = property(lambda self: False)  # type: ignore[assignment]
     settings = EngineSettings(
         threads=args.threads,
         use_gpu=False,

