@@ -7,6 +7,8 @@ models and real memory; these pin down the rules on their own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 
@@ -80,26 +82,38 @@ def test_a_busy_model_is_skipped_and_released_later():
     assert first.releases == 1 and keeper.holding([first, second]) == 1
 
 
+@contextmanager
+def _another_thread(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` on a thread that stays alive until the block ends."""
+    done, finish = threading.Event(), threading.Event()
+
+    def run() -> None:
+        work()
+        done.set()
+        finish.wait()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    done.wait()
+    try:
+        yield
+    finally:
+        finish.set()
+        thread.join()
+
+
 def test_each_thread_has_its_own_budget_while_it_lives():
     keeper = MemoryKeeper()
     mine, theirs = _Holder(80), _Holder(80)
-    worker_ran = threading.Event()
-    finish = threading.Event()
 
-    def worker() -> None:
+    def theirs_pass() -> None:
         _run(keeper, theirs, 100)
         keeper.trim(100)
-        worker_ran.set()
-        finish.wait()
 
-    thread = threading.Thread(target=worker)
-    thread.start()
-    worker_ran.wait()
-    _run(keeper, mine, 100)
-    keeper.trim(100)
-    assert keeper.holding([mine, theirs]) == 2  # 160 > 100, but two budgets
-    finish.set()
-    thread.join()
+    with _another_thread(theirs_pass):
+        _run(keeper, mine, 100)
+        keeper.trim(100)
+        assert keeper.holding([mine, theirs]) == 2  # 160 > 100, but two budgets
     keeper.trim(100)  # the other thread has ended: its model lets go
     assert (theirs.releases, mine.releases) == (1, 0)
 
@@ -107,22 +121,10 @@ def test_each_thread_has_its_own_budget_while_it_lives():
 def test_a_model_a_thread_still_wants_is_not_released_by_another():
     keeper = MemoryKeeper()
     shared, other = _Holder(80), _Holder(80)
-    done = threading.Event()
-    finish = threading.Event()
-
-    def worker() -> None:
+    with _another_thread(lambda: _run(keeper, shared, 100)):
         _run(keeper, shared, 100)
-        done.set()
-        finish.wait()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    done.wait()
-    _run(keeper, shared, 100)
-    _run(keeper, other, 100)  # this thread lets ``shared`` go; the worker does not
-    assert shared.releases == 0
-    finish.set()
-    thread.join()
+        _run(keeper, other, 100)  # this thread lets ``shared`` go; the worker does not
+        assert shared.releases == 0
 
 
 def test_a_forgotten_model_is_no_longer_held():

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cache
 from pathlib import Path
 
@@ -293,14 +293,14 @@ class OpenVinoNetwork(Network):
             _keeper.forget(entry)
 
     def _compile(self, output: str, shapes: _Shapes) -> ov.CompiledModel:
-        injected = tuple(name for name, _ in shapes if name != self.spec.input_blob)
+        cut = _cut(shapes, self.spec.input_blob, output)
         with self._lock:
-            model = self._models.get((output, injected))
+            model = self._models.get(cut)
         if model is None:
-            data = onnx_bytes(self.spec.key, (output,), injected)
+            data = onnx_bytes(self.spec.key, (output,), cut[1])
             model = self._core.read_model(io.BytesIO(data))
             with self._lock:
-                self._models[(output, injected)] = model
+                self._models[cut] = model
         shaped = model.clone()
         shaped.reshape({name: list(shape) for name, shape in shapes})
         # One stream per concurrent caller, each with ``threads`` threads:
@@ -311,23 +311,20 @@ class OpenVinoNetwork(Network):
         }
         if self._fp32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        if self._cache_dir is None:
+        folder = self._cache_dir
+        with _cache_lock(folder) if folder is not None else nullcontext():
+            # Timed inside the lock: waiting for another process's
+            # compilation is not what a static compilation would cost.
             start = time.perf_counter()
             compiled = self._core.compile_model(shaped, "CPU", config)
             seconds = time.perf_counter() - start
-        else:
-            with _cache_lock(self._cache_dir):
-                # Timed inside the lock: waiting for another process's
-                # compilation is not what a static compilation would cost.
-                start = time.perf_counter()
-                compiled = self._core.compile_model(shaped, "CPU", config)
-                seconds = time.perf_counter() - start
-                prune(self._cache_dir, self._cache_max_mb * 1024 * 1024)
+            if folder is not None:
+                prune(folder, self._cache_max_mb * 1024 * 1024)
         if _is_dynamic(shapes):
             # What a static compilation of one shape is taken to cost: about
             # the same work (measured 1.1-1.3 s against 1.1-1.7 s for RRDB).
             with self._lock:
-                self._compile_s[_cut(shapes, self.spec.input_blob, output)] = seconds
+                self._compile_s[cut] = seconds
         log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
         return compiled
 
