@@ -61,8 +61,8 @@ BACKENDS = {
     # The policy before dynamic shapes: every shape compiled statically from
     # its first call (a benchmark-only override of the engine's choice).
     "openvino-static": ("openvino", "auto"),
-    # Tiles at any width, as before even widths for the networks whose odd
-    # widths ran slowly (``NetworkSpec.openvino_even_width``).
+    # Tiles at any width: no width timed, none stepped around
+    # (``NetworkSpec.openvino_width_cliffs``).
     "openvino-any-width": ("openvino", "auto"),
 }
 
@@ -102,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "openvino-any-width":
         from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
 
-        OpenVinoNetwork.even_width = property(lambda self: False)  # type: ignore[assignment]
+        OpenVinoNetwork.width_cost = property(lambda self: None)  # type: ignore[assignment]
     settings = EngineSettings(
         threads=args.threads,
         use_gpu=False,

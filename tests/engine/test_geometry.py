@@ -5,7 +5,14 @@ import itertools
 import numpy as np
 import pytest
 
-from upscayl_cloud.engine.geometry import TileRule, mirror_indices, plan_tiles, split_axis
+from upscayl_cloud.engine.geometry import (
+    TUNED_MIN_HEIGHT,
+    WIDTH_SLACK,
+    TileRule,
+    mirror_indices,
+    plan_tiles,
+    split_axis,
+)
 
 
 @pytest.mark.parametrize("length", [1, 3, 31, 255, 256, 257, 1000, 4099])
@@ -76,25 +83,76 @@ def test_mirror_indices_match_numpy_reflect():
         assert mirror_indices(-20, length + 23, length) == padded.tolist()
 
 
-@pytest.mark.parametrize("width", [395, 257, 449, 128, 129, 1001, 4099])
-def test_even_width_tiles_cover_the_image_with_even_sources(width):
-    """OpenVINO's slow odd widths: every source is even, one more column
-    taken from inside the image, or an odd image cut in two tiles."""
-    rule = TileRule(4, overlap=16, even_width=True)
-    tiles = plan_tiles(width, 120, 512, rule)
-    sources = {(t.source.width, t.source.height) for t in tiles}
-    assert len(sources) == 1 and all(w % 2 == 0 for w, _ in sources)
+class _Widths:
+    """A runtime whose speed has cliffs at some widths (as OpenVINO's bf16
+    convolutions have on this machine: ``backends.width_costs``), with the
+    widths the planner asked about."""
+
+    def __init__(self, slow: set[int], factor: float = 3.0) -> None:
+        self.slow = slow
+        self.factor = factor
+        self.asked: list[int] = []
+
+    def __call__(self, width: int) -> float:
+        self.asked.append(width)
+        return self.factor if width in self.slow else 1.0
+
+
+def _check_cover(tiles, width: int, overlap: int) -> set[int]:
+    """Every column is some tile's core exactly once, each source holds its
+    core and the overlap around it (within the image); the source widths."""
     seen = np.zeros(width, dtype=int)
-    for tile in tiles:
+    for tile in (t for t in tiles if t.core.y0 == 0):  # one row of tiles
         s, c = tile.source, tile.core
         assert 0 <= s.x0 <= c.x0 and c.x1 <= s.x1 <= width
-        assert s.x0 <= max(0, c.x0 - 16) and s.x1 >= min(width, c.x1 + 16)
+        assert s.x0 <= max(0, c.x0 - overlap) and s.x1 >= min(width, c.x1 + overlap)
         seen[c.x0 : c.x1] += 1
     assert (seen == 1).all()
+    return {t.source.width for t in tiles}
 
 
-def test_even_width_leaves_small_or_even_images_alone():
-    rule = TileRule(4, overlap=16, even_width=True)
-    assert [t.source.width for t in plan_tiles(127, 50, 512, rule)] == [127]  # split too costly
-    assert [t.source.width for t in plan_tiles(396, 50, 512, rule)] == [396]
-    assert [t.source.width for t in plan_tiles(395, 50, 512, TileRule(4, overlap=16))] == [395]
+# Slow widths every few pixels, two of them side by side (as seen: 146-147).
+SLOW = {w for w in range(100, 5000) if w % 7 in (2, 3) or w % 11 == 0}
+
+
+@pytest.mark.parametrize("width", [395, 449, 700, 1001, 1030, 4099])
+def test_several_tiles_take_more_context_to_reach_an_ordinary_width(width):
+    """Tiles of an image several tiles wide step around slow source widths
+    by taking a few more columns from inside the image."""
+    cost = _Widths(SLOW)
+    tiles = plan_tiles(width, 300, 180, TileRule(4, overlap=16, width_cost=cost))
+    sources = _check_cover(tiles, width, 16)
+    assert len(sources) == 1 and not sources & SLOW
+    need = max(t.core.width for t in tiles) + 32
+    assert need <= sources.pop() <= need + WIDTH_SLACK
+    assert cost.asked == sorted(set(cost.asked))  # each width once, narrowest first
+
+
+def test_an_image_one_slow_tile_wide_is_cut_in_two():
+    cost = _Widths({395})
+    tiles = plan_tiles(395, 300, 512, TileRule(4, overlap=16, width_cost=cost))
+    assert len(tiles) == 2
+    assert _check_cover(tiles, 395, 16) == {198 + 32}
+
+
+def test_a_cut_must_cost_less_than_the_slowness():
+    """Two tiles of 182 columns for one of 300 are 21 % more pixels, and a
+    cut must save a tenth: a width 1.34x slow stays one tile, 1.4x is cut;
+    an image too narrow to cut stays whole however slow."""
+    for factor, sources in ((1.34, [300]), (1.4, [182, 182])):
+        rule = TileRule(4, overlap=16, width_cost=_Widths({300}, factor))
+        assert [t.source.width for t in plan_tiles(300, 300, 512, rule)] == sources
+    narrow = TileRule(4, overlap=16, width_cost=_Widths({127}))
+    assert [t.source.width for t in plan_tiles(127, 300, 512, narrow)] == [127]
+
+
+def test_ordinary_widths_and_short_images_are_left_alone():
+    cost = _Widths({395})
+    rule = TileRule(4, overlap=16, width_cost=cost)
+    assert [t.source.width for t in plan_tiles(396, 300, 512, rule)] == [396]
+    assert cost.asked == [396]
+    cost.asked.clear()
+    short = plan_tiles(395, TUNED_MIN_HEIGHT - 1, 512, rule)  # timing would cost more
+    assert [t.source.width for t in short] == [395] and cost.asked == []
+    unpadded = TileRule(2, context=18, align=4, width_cost=cost)
+    assert len(plan_tiles(395, 300, 512, unpadded)) == 1 and cost.asked == []

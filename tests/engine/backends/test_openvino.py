@@ -16,6 +16,7 @@ import pytest
 from tests.engine.memory import anonymous_mib
 from tests.engine.reference import plain_ncnn, psnr
 from upscayl_cloud.engine.backends import openvino as openvino_backend
+from upscayl_cloud.engine.backends.disk_cache import prune
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork, native_bf16
@@ -111,19 +112,58 @@ def test_tiles_still_match_the_untiled_network(key, photo, tmp_path):
         assert np.abs(np.round(tiled * 255) - np.round(reference * 255)).max() <= 2
 
 
+class _SlowAt135(OpenVinoNetwork):
+    """Stands in for a machine where 135 columns is one of OpenVINO's slow
+    widths: which widths are slow depends on the CPU, so no width is slow
+    on every machine the tests run on."""
+
+    @property
+    def width_cost(self):
+        return lambda width: 3.0 if width == 135 else 1.0
+
+
 @pytest.mark.parametrize("key", ["realesr-animevideov3-x2", "span-x2-ch48"])
-def test_an_odd_width_image_runs_as_two_even_tiles_and_still_matches(key, photo, tmp_path):
-    """OpenVINO's bf16 convolutions ran these networks 1.6-14x slower at
-    some odd widths, so an odd image narrower than a tile becomes two even
-    tiles; the tiling guarantee (2/255 of one untiled call) still holds."""
-    network = OpenVinoNetwork(NETWORKS[key], threads=2, precision="fp32")
-    crop = photo[30:90, 60:195]  # 135 wide: one tile would be odd
-    tiles = plan_tiles(135, 60, 512, tile_rule(network))
-    assert len(tiles) == 2 and tiles[0].source.width % 2 == 0
+def test_an_image_one_slow_tile_wide_runs_as_two_tiles_and_still_matches(key, photo, tmp_path):
+    """An image one tile wide at a slow width is cut in two ordinary ones;
+    the tiling guarantee (2/255 of one untiled call) still holds."""
+    network = _SlowAt135(NETWORKS[key], threads=2, precision="fp32")
+    crop = photo[:256, 60:195]
+    tiles = plan_tiles(135, 256, 512, tile_rule(network))
+    assert len(tiles) == 2 and tiles[0].source.width != 135
     source = Plane.from_array(tmp_path / "in.raw", crop)
     tiled = to_float(upscale_plane(network, source, tmp_path / "out.raw", 512).read_all())
     reference = plain_ncnn(key, crop)
     assert np.abs(np.round(tiled * 255) - np.round(reference * 255)).max() <= 2
+
+
+def test_widths_are_timed_on_the_dynamic_compilation_once():
+    """The real probe: short calls on the one dynamic compilation, kept for
+    the process, and not counted toward any shape's static compilation."""
+    network = _Counted(NETWORKS["span-x2-ch48"], threads=2)
+    first = network.width_cost(300)
+    assert 0 < first < 100
+    assert network.width_cost(300) == first
+    assert network.compilations == network.compiled_count == 1
+    assert not network._dynamic_s
+    assert OpenVinoNetwork(NETWORKS["realesrgan-x4plus"], threads=2).width_cost is None
+
+
+def test_width_timings_outlive_the_process_in_the_cache_folder(tmp_path):
+    """Another network object on the same cache folder (a restarted worker)
+    reads the timing: no compilation, no probe; pruning the folder's
+    compiled blobs leaves the timings."""
+    spec = NETWORKS["span-x2-ch48"]
+    first = OpenVinoNetwork(spec, threads=2, cache_dir=tmp_path).width_cost(300)
+    prune(tmp_path, 0)
+    (timings,) = (tmp_path / "widths").iterdir()
+    assert spec.key in timings.name
+    again = _Counted(spec, threads=2, cache_dir=tmp_path)
+    assert again.width_cost(300) == pytest.approx(first, abs=1e-3)
+    assert again.compilations == 0
+    other_threads = _Counted(spec, threads=1, cache_dir=tmp_path)
+    other_threads.width_cost(300)  # timings depend on the thread count
+    assert other_threads.compilations == 1
+    assert len(list((tmp_path / "widths").iterdir())) == 2
 
 
 def test_a_many_tile_image_costs_two_compilations_per_graph(photo, tmp_path):

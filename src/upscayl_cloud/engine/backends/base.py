@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from upscayl_cloud.engine.geometry import WidthCost
 from upscayl_cloud.engine.networks import NetworkSpec
 
 
@@ -45,9 +46,10 @@ class Network(ABC):
         return self.spec.kib_per_pixel
 
     @property
-    def even_width(self) -> bool:
-        """Tiles should have even source widths (a runtime's slow widths)."""
-        return False
+    def width_cost(self) -> WidthCost | None:
+        """Relative cost per pixel by source width, for a runtime whose speed
+        has cliffs at some widths (``geometry.TileRule.width_cost``)."""
+        return None
 
     @abstractmethod
     def _forward(

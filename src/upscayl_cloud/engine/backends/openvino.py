@@ -27,13 +27,20 @@ a size limit.
 OpenVINO keeps each compiled model's peak working memory, per stream, until
 told to release it; a worker thread's most recently used models keep it
 within one tile budget, and older ones hand it back (``memory_keeper``).
+Its bf16 convolutions run about one input width in five of the compact
+padded networks several times slower than the widths beside them; for
+those networks each width is timed against its neighbours once, with
+short calls on the dynamic compilation, and the tiles step around the slow
+ones (``width_costs``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import logging
+import platform
 import threading
 import time
 from collections import OrderedDict
@@ -50,6 +57,8 @@ from upscayl_cloud.engine.backends.disk_cache import prune
 from upscayl_cloud.engine.backends.heap import return_freed_memory
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
+from upscayl_cloud.engine.backends.width_costs import WidthCosts
+from upscayl_cloud.engine.geometry import WidthCost
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,10 @@ _COMPILED_PER_NETWORK = 10
 
 #: Shapes whose dynamic running time is counted, most recent first.
 _COUNTED_SHAPES = 256
+
+#: Rows of the short call that times a width: 8 rows find the same slow
+#: widths as 200 (fewer do not), in 8 ms plus the rows' work.
+_PROBE_ROWS = 8
 
 _Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -85,6 +98,18 @@ def core(cache_dir: Path | None) -> ov.Core:
         cache_dir.mkdir(parents=True, exist_ok=True)
         ov_core.set_property({"CACHE_DIR": str(cache_dir)})
     return ov_core
+
+
+@cache
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def native_bf16() -> bool:
@@ -158,6 +183,11 @@ class OpenVinoNetwork(Network):
         self._dynamic_s: OrderedDict[tuple[str, _Shapes], float] = OrderedDict()
         #: Seconds each cut's dynamic compilation took.
         self._compile_s: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._width_costs = (
+            WidthCosts(self._time_per_pixel, self._widths_file())
+            if spec.openvino_width_cliffs
+            else None
+        )
 
     @property
     def device(self) -> str:
@@ -169,8 +199,25 @@ class OpenVinoNetwork(Network):
         return self.spec.openvino_kib_per_pixel
 
     @property
-    def even_width(self) -> bool:
-        return self.spec.openvino_even_width
+    def width_cost(self) -> WidthCost | None:
+        return self._width_costs.relative if self._width_costs is not None else None
+
+    def _widths_file(self) -> Path | None:
+        """Where this network's width timings are kept: the cache folder,
+        under a name for everything they depend on (the CPU, OpenVINO's
+        version, the precision, threads and streams)."""
+        if self._cache_dir is None:
+            return None
+        tag = hashlib.sha256(f"{_cpu_model()}|{ov.__version__}|{self.device}".encode())
+        return self._cache_dir / "widths" / f"{self.spec.key}-{tag.hexdigest()[:16]}.json"
+
+    def _time_per_pixel(self, width: int) -> float:
+        """Seconds per pixel of one short call ``width`` pixels wide, on the
+        dynamic compilation (the cliffs are the same on a static one)."""
+        chw = np.zeros((3, _PROBE_ROWS, width), dtype=np.float32)
+        start = time.perf_counter()
+        self._forward(chw, self.spec.output_blob, {}, count=False)
+        return (time.perf_counter() - start) / (_PROBE_ROWS * width)
 
     @property
     def compiled_count(self) -> int:
@@ -193,8 +240,10 @@ class OpenVinoNetwork(Network):
         return_freed_memory()
 
     def _forward(
-        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
+        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray], count: bool = True
     ) -> np.ndarray:
+        """``count``: the call's time counts toward a static compilation of
+        its shape (not for a width's probe, a shape no image has)."""
         feeds = onnx_feeds(self.spec.input_blob, chw, injected)
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
         run_shapes = self._run_shapes(blob, shapes)
@@ -209,7 +258,7 @@ class OpenVinoNetwork(Network):
                     request = entry.requests[thread] = entry.compiled.create_infer_request()
             start = time.perf_counter()
             request.infer(feeds)
-            if run_shapes != shapes:
+            if count and run_shapes != shapes:
                 self._ran_dynamically(blob, shapes, time.perf_counter() - start)
             return np.array(request.get_output_tensor(0).data[0], copy=True)
         finally:

@@ -1,0 +1,109 @@
+"""Which input widths a runtime runs slowly, measured on this machine.
+
+OpenVINO's bf16 convolutions (oneDNN's AMX kernels) run some input widths of
+the compact padded networks 1.5-5x slower per pixel than the widths beside
+them: about one width in five of AnimeVideo v3 and SPAN, odd and even alike,
+the same at every height, and no rule (odd, prime, multiple of 8) tells
+which (bench/README.md, "Width cliffs"). The tile planner can step around
+them cheaply, by taking a few more columns of context or by cutting an image
+one tile wide in two, so it asks here how a width compares with its
+neighbours.
+
+A width is timed against its neighbours in one go, a single short call each,
+and never against a number remembered from earlier: on a shared machine the
+whole CPU's speed moves 2x within seconds (seen here while measuring), which
+makes a remembered baseline meaningless, while widths timed back to back
+share the moment. The ratio is kept for the life of the process and, given
+a file, on disk (ratios depend on the CPU, the runtime, the precision and the
+thread count, which the caller puts in the file's name), so a width costs
+its probes once per machine: a restarted worker, or several sharing a
+cache folder, do not time it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Widths timed on each side of the one asked about.
+NEIGHBOURS = 2
+
+#: Narrower sources are never tuned: their calls are too short to time.
+MIN_WIDTH = 16
+
+#: Seconds per pixel of one call at a width: a backend's probe.
+TimePerPixel = Callable[[int], float]
+
+
+class WidthCosts:
+    """Relative cost per pixel by source width, measured once per width."""
+
+    def __init__(self, time_per_pixel: TimePerPixel, path: Path | None = None) -> None:
+        self._time_per_pixel = time_per_pixel
+        self._path = path
+        self._lock = threading.Lock()
+        self._relative: dict[int, float] = _load(path) if path is not None else {}
+
+    def relative(self, width: int) -> float:
+        """Seconds per pixel at ``width`` over its neighbours' (about 1 for
+        an ordinary width, 3 for one three times as slow). The neighbours'
+        lower median stands for them, so two slow ones among the four (slow
+        widths come in pairs, and every few pixels) do not hide a third."""
+        if width < MIN_WIDTH + NEIGHBOURS:
+            return 1.0
+        with self._lock:
+            known = self._relative.get(width)
+        if known is not None:
+            return known
+        window = range(width - NEIGHBOURS, width + NEIGHBOURS + 1)
+        per_pixel = {w: self._time_per_pixel(w) for w in window}
+        beside = statistics.median_low(per_pixel[w] for w in window if w != width)
+        ratio = per_pixel[width] / beside if beside > 0 else 1.0
+        with self._lock:
+            # The first answer stands: the planner may ask twice for one
+            # image (progress, then tiles) and must get one plan.
+            answer = self._relative.setdefault(width, ratio)
+            known = dict(self._relative)
+        if self._path is not None:
+            _save(self._path, known)
+        return answer
+
+    @property
+    def measured(self) -> dict[int, float]:
+        with self._lock:
+            return dict(self._relative)
+
+
+def _load(path: Path) -> dict[int, float]:
+    """The ratios a file holds; none if it is missing or unreadable (a
+    width is then timed again, which is all a lost file costs)."""
+    try:
+        return {int(width): float(ratio) for width, ratio in json.loads(path.read_text()).items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        log.warning("ignoring unreadable width timings %s: %s", path, exc)
+        return {}
+
+
+def _save(path: Path, ratios: dict[int, float]) -> None:
+    """Merge ``ratios`` into the file, atomically: another process may be
+    writing it too, and a reader must never see half a file. Widths this
+    process measured win; a write lost to a race costs a later re-timing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_load(path), **ratios}
+        text = json.dumps({str(width): round(ratio, 3) for width, ratio in sorted(merged.items())})
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        log.warning("could not keep width timings in %s: %s", path, exc)
