@@ -75,9 +75,10 @@ _COMPILED_PER_NETWORK = 10
 #: Shapes whose dynamic running time is counted, most recent first.
 _COUNTED_SHAPES = 256
 
-#: Rows of the short call that times a width: 8 rows find the same slow
-#: widths as 200 (fewer do not), in 8 ms plus the rows' work.
-_PROBE_ROWS = 8
+#: Rows of the short call that times a width: from 12 rows on, the same
+#: widths come out slow as at 200 (at 8, half of SPAN's are missed); about
+#: 8 ms plus the rows' work (bench/width_cliffs.py --sweep).
+_PROBE_ROWS = 16
 
 _Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 

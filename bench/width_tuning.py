@@ -1,0 +1,112 @@
+"""Tiles that step around slow widths against tiles at any width, interleaved.
+
+On this shared 2-core machine the whole CPU's speed moves 2x within seconds,
+so two backends run one after the other (``bench/distinct_sizes.py``) differ
+by that much for no reason of their own. Here both plans run in one process
+on the same compiled networks, alternating image by image, three times each,
+and each image's median is compared: what is left is the plan's doing. Every
+size first runs once with each plan, so widths are already timed and
+compilations made (the steady state of a worker; the timing's own cost is in
+``bench/distinct_sizes.py``'s cold column).
+
+    PYTHONPATH=. .venv/bin/python bench/width_tuning.py
+    PYTHONPATH=. .venv/bin/python bench/width_tuning.py --models upscayl-lite-4x --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.distinct_sizes import sizes, source_image
+
+from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
+from upscayl_cloud.engine.catalog import Run, get_model
+from upscayl_cloud.engine.geometry import plan_tiles
+from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest, available_cores
+from upscayl_cloud.engine.pipeline import upscale_file
+from upscayl_cloud.engine.runner import load_network
+from upscayl_cloud.engine.tiling import auto_tile_size, tile_rule
+
+ROUNDS = 3
+
+#: The engine's own choice, and the benchmark-only override that turns it off.
+PLANS = {"stepped": OpenVinoNetwork.width_cost, "any width": property(lambda self: None)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="quick-clear-4x,upscayl-lite-4x")
+    parser.add_argument("--seeds", default="2,3", help="seeds of bench/distinct_sizes.py's sizes")
+    parser.add_argument("--count", type=int, default=8, help="sizes per seed")
+    args = parser.parse_args()
+    threads = available_cores()
+    settings = EngineSettings(threads=threads, use_gpu=False, backend="openvino")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"- Date: {time.strftime('%F %H:%M %Z')}; load average at the start: {load}")
+    print(f"- {threads} threads; 4x to PNG; median of {ROUNDS} interleaved runs per image\n")
+    print("| model | image | tiles' source widths | stepped s | any width s | x |")
+    print("|---|---|---|---:|---:|---:|")
+    for model in args.models.split(","):
+        work = Path(tempfile.mkdtemp(prefix="width-tuning-"))
+        shapes = [s for seed in args.seeds.split(",") for s in sizes(model, args.count, int(seed))]
+        request = UpscaleRequest(model, 4, "png")
+        paths = [source_image(work, w, h) for w, h in shapes]
+
+        for path in paths:  # widths timed, networks compiled
+            for plan in PLANS:
+                _run(path, plan, request, settings)
+        totals = dict.fromkeys(PLANS, 0.0)
+        changed = dict.fromkeys(PLANS, 0.0)
+        for path, (width, height) in zip(paths, shapes, strict=True):
+            times: dict[str, list[float]] = {plan: [] for plan in PLANS}
+            for _ in range(ROUNDS):
+                for plan in PLANS:
+                    times[plan].append(_run(path, plan, request, settings))
+            median = {plan: statistics.median(seconds) for plan, seconds in times.items()}
+            widths = _source_widths(model, settings, width, height)
+            for plan in PLANS:
+                totals[plan] += median[plan]
+                if widths != [width]:
+                    changed[plan] += median[plan]
+            ratio = median["any width"] / median["stepped"]
+            print(
+                f"| {model} | {width}x{height} | {', '.join(map(str, widths))} "
+                f"| {median['stepped']:.3f} | {median['any width']:.3f} | {ratio:.2f} |",
+                flush=True,
+            )
+        for label, seconds in (("all images", totals), ("images whose plan changed", changed)):
+            if seconds["stepped"]:
+                ratio = seconds["any width"] / seconds["stepped"]
+                print(
+                    f"| {model} | **{label}** | | {seconds['stepped']:.2f} "
+                    f"| {seconds['any width']:.2f} | **{ratio:.2f}** |"
+                )
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"\nLoad average at the end: {load}; {time.strftime('%F %H:%M %Z')}")
+
+
+def _run(path: Path, plan: str, request: UpscaleRequest, settings: EngineSettings) -> float:
+    OpenVinoNetwork.width_cost = PLANS[plan]  # type: ignore[method-assign]
+    start = time.perf_counter()
+    upscale_file(path, path.with_name("out.png"), request, settings=settings)
+    return time.perf_counter() - start
+
+
+def _source_widths(model: str, settings: EngineSettings, width: int, height: int) -> list[int]:
+    """The first pass's tile source widths with the engine's plan."""
+    OpenVinoNetwork.width_cost = PLANS["stepped"]  # type: ignore[method-assign]
+    first = next(step for step in get_model(model).plan(4) if isinstance(step, Run))
+    network = load_network(first.network, settings)
+    tiles = plan_tiles(
+        width, height, auto_tile_size(network, settings.tile_memory_mb), tile_rule(network)
+    )
+    return [tile.source.width for tile in tiles if tile.core.y0 == 0]
+
+
+if __name__ == "__main__":
+    main()
