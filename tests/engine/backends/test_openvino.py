@@ -180,6 +180,32 @@ def test_a_many_tile_image_costs_two_compilations_per_graph(photo, tmp_path):
         assert network.compilations == 2 * graphs
 
 
+class _StaticFails(_Counted):
+    """Stands in for a static compilation that fails (out of memory, or an
+    OpenVINO bug for one shape), which no input provokes reliably."""
+
+    def _compile(self, output, shapes):
+        if not openvino_backend._is_dynamic(shapes):
+            self.compilations += 1
+            raise RuntimeError("stand-in: static compilation failed")
+        return super()._compile(output, shapes)
+
+
+def test_a_failed_static_compilation_leaves_the_shape_dynamic(photo, tmp_path):
+    """A static compilation is an optimisation: when it fails, the image
+    still comes out (as it does without one), and it is not tried again."""
+    key = "realesr-animevideov3-x2"
+    source = Plane.from_array(tmp_path / "in.raw", photo[:150, :170])
+    failing = _StaticFails(NETWORKS[key], threads=2, static_after=0)
+    got = upscale_plane(failing, source, tmp_path / "failing.raw", 40).read_all()
+    upscale_plane(failing, source, tmp_path / "again.raw", 40)
+    assert failing.compilations == 2  # the dynamic one, and one static try
+    assert failing.compiled_count == 1
+    plain = OpenVinoNetwork(NETWORKS[key], threads=2, static_after=1e9)  # never static
+    expected = upscale_plane(plain, source, tmp_path / "plain.raw", 40).read_all()
+    assert np.array_equal(got, expected)
+
+
 def test_images_of_new_sizes_share_one_compilation(photo, tmp_path):
     """A service sees most sizes once; compiling each (1.1-1.7 s for the
     RRDB networks) cost as much as running a small image. Single-tile images

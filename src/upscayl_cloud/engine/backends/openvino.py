@@ -184,6 +184,9 @@ class OpenVinoNetwork(Network):
         self._dynamic_s: OrderedDict[tuple[str, _Shapes], float] = OrderedDict()
         #: Seconds each cut's dynamic compilation took.
         self._compile_s: dict[tuple[str, tuple[str, ...]], float] = {}
+        #: (cut output, shapes) whose static compilation failed: they stay
+        #: dynamic instead of failing again on every call.
+        self._static_failed: set[tuple[str, _Shapes]] = set()
         self._width_costs = (
             WidthCosts(self._time_per_pixel, self._widths_file())
             if spec.openvino_width_cliffs
@@ -249,7 +252,18 @@ class OpenVinoNetwork(Network):
         shapes = tuple(sorted((name, array.shape) for name, array in feeds.items()))
         run_shapes = self._run_shapes(blob, shapes)
         kib = chw.shape[1] * chw.shape[2] * self.kib_per_pixel
-        entry = self._entry(blob, run_shapes, kib)  # in flight from here on
+        try:
+            entry = self._entry(blob, run_shapes, kib)  # in flight from here on
+        except Exception:
+            if _is_dynamic(run_shapes) or not _is_dynamic(dynamic := self._dynamic(shapes)):
+                raise
+            # A static compilation is only an optimisation: the dynamic one
+            # already ran this shape, so the call goes on there, for good.
+            log.warning("static compilation of %s failed; it stays dynamic", dict(shapes))
+            with self._lock:
+                self._static_failed.add((blob, shapes))
+            run_shapes = dynamic
+            entry = self._entry(blob, run_shapes, kib)
         try:
             _keeper.make_room(entry, self._keep_kib)
             thread = threading.get_ident()
@@ -275,8 +289,13 @@ class OpenVinoNetwork(Network):
         with self._lock:
             ran = self._dynamic_s.get(key, 0.0)
             compile_s = self._compile_s.get(_cut(shapes, self.spec.input_blob, output), 0.0)
-            if key in self._entries or (ran > 0 and ran >= self._static_after * compile_s):
+            earned = ran > 0 and ran >= self._static_after * compile_s
+            if key in self._entries or (earned and key not in self._static_failed):
                 return shapes
+        return self._dynamic(shapes)
+
+    def _dynamic(self, shapes: _Shapes) -> _Shapes:
+        """The shapes with the input's height and width left open."""
         return tuple(
             (name, (*shape[:2], -1, -1) if name == self.spec.input_blob else shape)
             for name, shape in shapes
