@@ -13,9 +13,10 @@ import pytest
 from onnx import TensorProto
 
 from tests.engine.reference import psnr
+from upscayl_cloud.engine.backends import onnxruntime as onnxruntime_backend
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
-from upscayl_cloud.engine.backends.onnxruntime import gpu_provider, runs_on
+from upscayl_cloud.engine.backends.onnxruntime import OnnxRuntimeNetwork, gpu_provider, runs_on
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float
@@ -81,3 +82,30 @@ def test_a_provider_is_probed_not_taken_from_the_build_list():
     assert gpu_provider() is None
     network = load_network("span-x2-ch48", EngineSettings(threads=2, backend="onnxruntime"))
     assert not network.on_gpu and network.device.startswith("CPU fp32")
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="needs a session that falls back from CUDA, as the CPU build's do",
+)
+def test_a_provider_that_falls_back_gets_a_graph_of_its_own(monkeypatch, photo):
+    """A network told CUDA works (here a stand-in: the CPU build's sessions
+    fall back to the CPU, as a GPU's do when its provider fails on a graph)
+    builds the fp16 graph for CUDA; the session that runs on the CPU
+    instead is built again from the fp32 graph and says so."""
+    built = []
+
+    def recording(*args, **kwargs):  # the real converter, its calls noted
+        built.append(kwargs.get("half", False))
+        return onnx_bytes(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime_backend, "onnx_bytes", recording)
+    network = OnnxRuntimeNetwork(NETWORKS["span-x2-ch48"], threads=2, use_gpu=False)
+    network._provider = "CUDAExecutionProvider"
+    chw = np.ascontiguousarray(photo[:32, :32].transpose(2, 0, 1))
+    result = network.run(chw)
+    assert built == [True, False]
+    assert not network.on_gpu and network.device.startswith("CPU fp32")
+    network.run(chw)
+    assert built == [True, False]  # the session is kept
+    assert result.shape == (3, 64, 64)

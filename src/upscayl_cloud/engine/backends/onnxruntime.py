@@ -138,27 +138,37 @@ class OnnxRuntimeNetwork(Network):
         with self._lock:
             session = self._sessions.get((output, injected))
             if session is None:
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = self._threads
-                data = onnx_bytes(self.spec.key, (output,), injected, half=self._half)
-                session = ort.InferenceSession(data, options, providers=self._providers())
-                self._check_provider(session.get_providers())
+                half = self._half
+                session = self._new_session(output, injected)
+                if self._check_provider(session.get_providers()) and self._half != half:
+                    # The graph was typed for the provider asked for (fp16
+                    # for CUDA); the one that runs it gets its own.
+                    session = self._new_session(output, injected)
                 self._sessions[(output, injected)] = session
                 log.info("loaded %s (onnxruntime, %s)", self.spec.key, self.device)
             return session
 
-    def _check_provider(self, used: list[str]) -> None:
+    def _new_session(self, output: str, injected: tuple[str, ...]) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        data = onnx_bytes(self.spec.key, (output,), injected, half=self._half)
+        return ort.InferenceSession(data, options, providers=self._providers())
+
+    def _check_provider(self, used: list[str]) -> bool:
         """Keep ``device`` and ``on_gpu`` true to what the session got: a
-        provider that fails on this graph falls back to the next one."""
+        provider that fails on this graph falls back to the next one.
+        True when it did."""
         actual = next((name for name in used if name in GPU_PROVIDERS), None)
-        if actual != self._provider:
-            log.warning(
-                "%s: onnxruntime runs on %s, not %s",
-                self.spec.key,
-                actual or "the CPU",
-                self._provider,
-            )
-            self._provider = actual
+        if actual == self._provider:
+            return False
+        log.warning(
+            "%s: onnxruntime runs on %s, not %s",
+            self.spec.key,
+            actual or "the CPU",
+            self._provider,
+        )
+        self._provider = actual
+        return True
 
     def _providers(self) -> list[str | tuple[str, dict[str, object]]]:
         chosen: list[str | tuple[str, dict[str, object]]] = []
