@@ -156,3 +156,24 @@ def test_ordinary_widths_and_short_images_are_left_alone():
     assert [t.source.width for t in short] == [395] and cost.asked == []
     unpadded = TileRule(2, context=18, align=4, width_cost=cost)
     assert len(plan_tiles(395, 300, 512, unpadded)) == 1 and cost.asked == []
+
+
+def test_any_width_costs_keep_every_plan_exact():
+    """Whatever the timings say (slow, ordinary, meaningless), every column
+    is one tile's core exactly once, every source lies in the image with its
+    overlap, and all sources of an image have one size: random costs over
+    many lengths, tile sizes, overlaps and alignments."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        length = int(rng.integers(1, 700))
+        overlap = int(rng.choice([0, 1, 3, 16, 32]))
+        align = int(rng.choice([1, 2, 4]))
+        tile = int(rng.choice([8, 31, 64, 128, 255, 512]))
+        costs = rng.choice([1.0, 1.31, 2.5, 5.0, 0.0], size=length + WIDTH_SLACK + 2)
+        rule = TileRule(2, align=align, overlap=overlap, width_cost=lambda w, c=costs: c[w])
+        tiles = plan_tiles(length, TUNED_MIN_HEIGHT, tile, rule)
+        sources = _check_cover(tiles, length, overlap)
+        assert len(sources) == 1
+        for t in tiles:
+            assert t.keep.x0 == (t.core.x0 - t.source.x0) * 2
+            assert t.keep.width == t.core.width * 2

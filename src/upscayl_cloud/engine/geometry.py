@@ -167,8 +167,9 @@ def _avoid_slow_widths(
     need = widest + 2 * overlap
     if need < length:  # several tiles: a few more columns of context
         return cores, _cheapest_width(need, min(length, need + WIDTH_SLACK), cost) - 2 * overlap
-    # One tile across: cut it in two only if it is slow and the image wide
-    # enough for two overlaps to cost less than the slowness.
+    # Every source spans the whole axis (usually one tile across): cut it
+    # in two only if that width is slow and the image wide enough for the
+    # second overlap to cost less than the slowness.
     if cost(length) <= ORDINARY_WIDTH or length < 8 * max(1, overlap):
         return cores, widest
     halves = split_axis(length, math.ceil(length / 2), rule.align)
@@ -176,7 +177,8 @@ def _avoid_slow_widths(
     if half_need >= length:
         return cores, widest
     source = _cheapest_width(half_need, min(length - 1, half_need + WIDTH_SLACK), cost)
-    if 2 * source * cost(source) < SPLIT_GAIN * length * cost(length):
+    now = len(cores) * length * cost(length)
+    if len(halves) * source * cost(source) < SPLIT_GAIN * now:
         return halves, source - 2 * overlap
     return cores, widest
 

@@ -138,11 +138,11 @@ class OnnxRuntimeNetwork(Network):
         with self._lock:
             session = self._sessions.get((output, injected))
             if session is None:
-                half = self._half
                 session = self._new_session(output, injected)
-                if self._check_provider(session.get_providers()) and self._half != half:
-                    # The graph was typed for the provider asked for (fp16
-                    # for CUDA); the one that runs it gets its own.
+                while self._check_provider(session.get_providers()):
+                    # The graph and options were for the provider asked for
+                    # (an fp16 graph for CUDA); the one that runs it gets its
+                    # own. Providers only fall back, so this ends.
                     session = self._new_session(output, injected)
                 self._sessions[(output, injected)] = session
                 log.info("loaded %s (onnxruntime, %s)", self.spec.key, self.device)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +40,15 @@ NEIGHBOURS = 2
 
 #: Narrower sources are never tuned: their calls are too short to time.
 MIN_WIDTH = 16
+
+#: A width that looks at least this much slower than its neighbours is
+#: timed again, with them, before the answer is kept: one call that met a
+#: burst of other work must not mark an ordinary width slow for good.
+CONFIRM_ABOVE = 1.2
+
+#: A timing this recent is reused for a neighbouring width's window: the
+#: planner asks about consecutive widths, and they share four calls of five.
+FRESH_S = 1.0
 
 #: Seconds per pixel of one call at a width: a backend's probe.
 TimePerPixel = Callable[[int], float]
@@ -51,6 +62,8 @@ class WidthCosts:
         self._path = path
         self._lock = threading.Lock()
         self._relative: dict[int, float] = _load(path) if path is not None else {}
+        #: width -> (when, seconds per pixel): recent timings, for reuse.
+        self._recent: dict[int, tuple[float, float]] = {}
 
     def relative(self, width: int) -> float:
         """Seconds per pixel at ``width`` over its neighbours' (about 1 for
@@ -63,10 +76,11 @@ class WidthCosts:
             known = self._relative.get(width)
         if known is not None:
             return known
-        window = range(width - NEIGHBOURS, width + NEIGHBOURS + 1)
-        per_pixel = {w: self._time_per_pixel(w) for w in window}
-        beside = statistics.median_low(per_pixel[w] for w in window if w != width)
-        ratio = per_pixel[width] / beside if beside > 0 else 1.0
+        try:
+            ratio = self._measure(width)
+        except Exception as exc:  # a probe that fails must not fail the image
+            log.warning("could not time width %d: %s", width, exc)
+            return 1.0
         with self._lock:
             # The first answer stands: the planner may ask twice for one
             # image (progress, then tiles) and must get one plan.
@@ -76,10 +90,42 @@ class WidthCosts:
             _save(self._path, known)
         return answer
 
+    def _measure(self, width: int) -> float:
+        window = range(width - NEIGHBOURS, width + NEIGHBOURS + 1)
+        per_pixel = {w: self._timed(w) for w in window}
+        ratio = _ratio(width, per_pixel)
+        if ratio >= CONFIRM_ABOVE:
+            # The faster of two timings per width: bursts only slow calls.
+            again = {w: self._timed(w, fresh=True) for w in window}
+            ratio = _ratio(width, {w: min(per_pixel[w], again[w]) for w in window})
+        return ratio
+
+    def _timed(self, width: int, fresh: bool = False) -> float:
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.get(width)
+            if not fresh and recent is not None and now - recent[0] < FRESH_S:
+                return recent[1]
+        seconds = self._time_per_pixel(width)
+        with self._lock:
+            self._recent = {w: r for w, r in self._recent.items() if now - r[0] < FRESH_S}
+            self._recent[width] = (time.monotonic(), seconds)
+        return seconds
+
     @property
     def measured(self) -> dict[int, float]:
         with self._lock:
             return dict(self._relative)
+
+
+def _ratio(width: int, per_pixel: dict[int, float]) -> float:
+    """The width's time over its neighbours' lower median; 1 (ordinary)
+    where a timing means nothing (zero, infinite, not a number)."""
+    beside = statistics.median_low(t for w, t in per_pixel.items() if w != width)
+    mine = per_pixel[width]
+    if not (mine > 0 and beside > 0 and math.isfinite(mine) and math.isfinite(beside)):
+        return 1.0
+    return mine / beside
 
 
 def _load(path: Path) -> dict[int, float]:
@@ -103,7 +149,15 @@ def _save(path: Path, ratios: dict[int, float]) -> None:
         merged = {**_load(path), **ratios}
         text = json.dumps({str(width): round(ratio, 3) for width, ratio in sorted(merged.items())})
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
+            try:
+                handle.write(text)
+            except OSError:
+                Path(handle.name).unlink(missing_ok=True)
+                raise
+        try:
+            os.replace(handle.name, path)
+        except OSError:
+            Path(handle.name).unlink(missing_ok=True)
+            raise
     except OSError as exc:
         log.warning("could not keep width timings in %s: %s", path, exc)
