@@ -88,6 +88,7 @@ def test_a_provider_is_probed_not_taken_from_the_build_list():
     "CUDAExecutionProvider" in ort.get_available_providers(),
     reason="needs a session that falls back from CUDA, as the CPU build's do",
 )
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_a_provider_that_falls_back_gets_a_graph_of_its_own(monkeypatch, photo):
     """A network told CUDA works (here a stand-in: the CPU build's sessions
     fall back to the CPU, as a GPU's do when its provider fails on a graph)
