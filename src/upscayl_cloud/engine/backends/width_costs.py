@@ -9,7 +9,8 @@ them cheaply, by taking a few more columns of context or by cutting an image
 one tile wide in two, so it asks here how a width compares with its
 neighbours.
 
-A width is timed against its neighbours in one go, a single short call each,
+A width is timed against its neighbours in one go, a single short call each
+(the two beside it; where it looks slow, again with two more on each side),
 and never against a number remembered from earlier: on a shared machine the
 whole CPU's speed moves 2x within seconds (seen here while measuring), which
 makes a remembered baseline meaningless, while widths timed back to back
@@ -35,7 +36,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Widths timed on each side of the one asked about.
+#: Widths timed on each side of one that looks slow: the lower median of
+#: four stands for them, so two slow ones among them (slow widths come in
+#: pairs, and every few pixels) do not hide a third. An ordinary-looking
+#: width is settled by its two nearest, the faster of them standing for
+#: both: a slow one beside it cannot make it look slow.
 NEIGHBOURS = 2
 
 #: Narrower sources are never tuned: their calls are too short to time.
@@ -67,9 +72,7 @@ class WidthCosts:
 
     def relative(self, width: int) -> float:
         """Seconds per pixel at ``width`` over its neighbours' (about 1 for
-        an ordinary width, 3 for one three times as slow). The neighbours'
-        lower median stands for them, so two slow ones among the four (slow
-        widths come in pairs, and every few pixels) do not hide a third."""
+        an ordinary width, 3 for one three times as slow)."""
         if width < MIN_WIDTH + NEIGHBOURS:
             return 1.0
         with self._lock:
@@ -91,14 +94,14 @@ class WidthCosts:
         return answer
 
     def _measure(self, width: int) -> float:
+        nearest = {w: self._timed(w) for w in range(width - 1, width + 2)}
+        ratio = _ratio(width, nearest)
+        if ratio < CONFIRM_ABOVE:
+            return ratio  # four widths in five end here, after three calls
+        # The faster of two timings per width: bursts only slow calls.
         window = range(width - NEIGHBOURS, width + NEIGHBOURS + 1)
-        per_pixel = {w: self._timed(w) for w in window}
-        ratio = _ratio(width, per_pixel)
-        if ratio >= CONFIRM_ABOVE:
-            # The faster of two timings per width: bursts only slow calls.
-            again = {w: self._timed(w, fresh=True) for w in window}
-            ratio = _ratio(width, {w: min(per_pixel[w], again[w]) for w in window})
-        return ratio
+        again = {w: self._timed(w, fresh=True) for w in window}
+        return _ratio(width, {w: min(nearest.get(w, math.inf), again[w]) for w in window})
 
     def _timed(self, width: int, fresh: bool = False) -> float:
         now = time.monotonic()
