@@ -41,10 +41,10 @@ WIDTH_SLACK = 4
 SPLIT_GAIN = 0.9
 
 #: Widths are chosen by cost only for images at least this tall. Timing a
-#: width and its neighbours costs about what 100 rows of it do, once per
-#: width and machine; one width in five is slow, by 2.4x on average, so an
-#: image saves about 0.28 of its rows' time, and from 256 rows on the timing
-#: is repaid by the second image of that width (the first of a tall one).
+#: width costs about what 70 rows of it do (more for one that looks slow),
+#: once per width and machine; one width in five is slow, by 2.4x on
+#: average, so an image saves about 0.28 of its rows' time: from 256 rows
+#: on, the timing is repaid by the image itself or the next of that width.
 TUNED_MIN_HEIGHT = 256
 
 
