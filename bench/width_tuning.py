@@ -34,8 +34,19 @@ from upscayl_cloud.engine.tiling import auto_tile_size, tile_rule
 
 ROUNDS = 3
 
-#: The engine's own choice, and the benchmark-only override that turns it off.
-PLANS = {"stepped": OpenVinoNetwork.width_cost, "any width": property(lambda self: None)}
+#: The engine's own choice (timing, and widths timed already), and the
+#: benchmark-only override that turns both off.
+_NONE = property(lambda self: None)
+PLANS = {
+    "stepped": (OpenVinoNetwork.width_cost, OpenVinoNetwork.known_width_cost),
+    "any width": (_NONE, _NONE),
+}
+
+
+def _use(plan: str) -> None:
+    width_cost, known_width_cost = PLANS[plan]
+    OpenVinoNetwork.width_cost = width_cost  # type: ignore[method-assign]
+    OpenVinoNetwork.known_width_cost = known_width_cost  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -91,7 +102,7 @@ def main() -> None:
 
 
 def _run(path: Path, plan: str, request: UpscaleRequest, settings: EngineSettings) -> float:
-    OpenVinoNetwork.width_cost = PLANS[plan]  # type: ignore[method-assign]
+    _use(plan)
     start = time.perf_counter()
     upscale_file(path, path.with_name("out.png"), request, settings=settings)
     return time.perf_counter() - start
@@ -99,7 +110,7 @@ def _run(path: Path, plan: str, request: UpscaleRequest, settings: EngineSetting
 
 def _source_widths(model: str, settings: EngineSettings, width: int, height: int) -> list[int]:
     """The first pass's tile source widths with the engine's plan."""
-    OpenVinoNetwork.width_cost = PLANS["stepped"]  # type: ignore[method-assign]
+    _use("stepped")
     first = next(step for step in get_model(model).plan(4) if isinstance(step, Run))
     network = load_network(first.network, settings)
     tiles = plan_tiles(

@@ -158,6 +158,19 @@ def test_ordinary_widths_and_short_images_are_left_alone():
     assert len(plan_tiles(395, 300, 512, unpadded)) == 1 and cost.asked == []
 
 
+def test_short_images_use_only_the_widths_timed_already():
+    """Timing would cost a short image more than it saves, but a width
+    other images found slow costs nothing to avoid."""
+    timing = _Widths(set())
+    known = _Widths({395})
+    rule = TileRule(4, overlap=16, width_cost=timing, known_width_cost=known)
+    short = plan_tiles(395, TUNED_MIN_HEIGHT - 1, 512, rule)
+    assert len({t.core.x0 for t in short}) == 2 and timing.asked == []
+    assert known.asked[0] == 395
+    tall = plan_tiles(395, TUNED_MIN_HEIGHT, 512, rule)  # times, finds it ordinary
+    assert [t.source.width for t in tall] == [395] and timing.asked == [395]
+
+
 def test_any_width_costs_keep_every_plan_exact():
     """Whatever the timings say (slow, ordinary, meaningless), every column
     is one tile's core exactly once, every source lies in the image with its

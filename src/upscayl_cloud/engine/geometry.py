@@ -40,7 +40,8 @@ WIDTH_SLACK = 4
 #: two calls and their copies cost a little beyond their pixels.
 SPLIT_GAIN = 0.9
 
-#: Widths are chosen by cost only for images at least this tall. Timing a
+#: Widths are timed only for images at least this tall (shorter ones use
+#: the widths timed already: ``TileRule.known_width_cost``). Timing a
 #: width costs about what 70 rows of it do (more for one that looks slow),
 #: once per width and machine; one width in five is slow, by 2.4x on
 #: average, so an image saves about 0.28 of its rows' time: from 256 rows
@@ -90,6 +91,10 @@ class TileRule:
     #: source takes a few more columns from inside the image, and an image
     #: one tile wide is cut in two where their overlap costs less.
     width_cost: WidthCost | None = field(default=None, compare=False, repr=False)
+    #: The same from widths measured already, 1 for the rest, without timing
+    #: anything: for images too short to pay for timing (``TUNED_MIN_HEIGHT``),
+    #: which still step around the slow widths other images found.
+    known_width_cost: WidthCost | None = field(default=None, compare=False, repr=False)
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""
@@ -119,8 +124,8 @@ def split_axis(length: int, tile: int, align: int = 1) -> list[tuple[int, int]]:
 def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[Tile]:
     """Every tile of a ``width x height`` image, row by row."""
     rows = _axis(height, tile_size, rule)
-    tuned = rule.context == 0 and height >= TUNED_MIN_HEIGHT
-    cols = _axis(width, tile_size, rule, rule.width_cost if tuned else None)
+    cost = rule.width_cost if height >= TUNED_MIN_HEIGHT else rule.known_width_cost
+    cols = _axis(width, tile_size, rule, cost if rule.context == 0 else None)
     s = rule.scale
     tiles = []
     for (y0, y1), (sy0, sy1), ky in rows:

@@ -140,9 +140,10 @@ def test_widths_are_timed_on_the_dynamic_compilation_once():
     """The real probe: short calls on the one dynamic compilation, kept for
     the process, and not counted toward any shape's static compilation."""
     network = _Counted(NETWORKS["span-x2-ch48"], threads=2)
+    assert network.known_width_cost(300) == 1.0 and network.compilations == 0
     first = network.width_cost(300)
     assert 0 < first < 100
-    assert network.width_cost(300) == first
+    assert network.width_cost(300) == network.known_width_cost(300) == first
     assert network.compilations == network.compiled_count == 1
     assert not network._dynamic_s
     assert OpenVinoNetwork(NETWORKS["realesrgan-x4plus"], threads=2).width_cost is None

@@ -108,6 +108,14 @@ def test_a_probe_that_fails_leaves_the_width_ordinary_and_untold():
     assert len(calls) == 2
 
 
+def test_known_answers_only_what_was_timed_and_times_nothing():
+    timings = _Timings({395: 4.0})
+    costs = WidthCosts(timings)
+    assert costs.known(395) == 1.0 and timings.timed == []
+    costs.relative(395)
+    assert costs.known(395) == pytest.approx(4.0)
+
+
 def test_narrow_widths_are_not_timed():
     timings = _Timings({})
     assert WidthCosts(timings).relative(MIN_WIDTH) == 1.0

@@ -51,6 +51,12 @@ class Network(ABC):
         has cliffs at some widths (``geometry.TileRule.width_cost``)."""
         return None
 
+    @property
+    def known_width_cost(self) -> WidthCost | None:
+        """The same from what is measured already, 1 for the rest: costs
+        nothing (``geometry.TileRule.known_width_cost``)."""
+        return None
+
     @abstractmethod
     def _forward(
         self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]

@@ -206,6 +206,10 @@ class OpenVinoNetwork(Network):
     def width_cost(self) -> WidthCost | None:
         return self._width_costs.relative if self._width_costs is not None else None
 
+    @property
+    def known_width_cost(self) -> WidthCost | None:
+        return self._width_costs.known if self._width_costs is not None else None
+
     def _widths_file(self) -> Path | None:
         """Where this network's width timings are kept: the cache folder,
         under a name for everything they depend on (the CPU, OpenVINO's

@@ -93,6 +93,12 @@ class WidthCosts:
             _save(self._path, known)
         return answer
 
+    def known(self, width: int) -> float:
+        """The ratio if ``width`` was timed already (here or by a process
+        sharing the file), else 1: never times anything."""
+        with self._lock:
+            return self._relative.get(width, 1.0)
+
     def _measure(self, width: int) -> float:
         nearest = {w: self._timed(w) for w in range(width - 1, width + 2)}
         ratio = _ratio(width, nearest)
