@@ -259,14 +259,14 @@ class OpenVinoNetwork(Network):
         try:
             entry = self._entry(blob, run_shapes, kib)  # in flight from here on
         except Exception:
-            if _is_dynamic(run_shapes) or not _is_dynamic(dynamic := self._dynamic(shapes)):
+            if _is_dynamic(run_shapes):
                 raise
             # A static compilation is only an optimisation: the dynamic one
             # already ran this shape, so the call goes on there, for good.
             log.warning("static compilation of %s failed; it stays dynamic", dict(shapes))
             with self._lock:
                 self._static_failed.add((blob, shapes))
-            run_shapes = dynamic
+            run_shapes = self._dynamic(shapes)
             entry = self._entry(blob, run_shapes, kib)
         try:
             _keeper.make_room(entry, self._keep_kib)
