@@ -102,8 +102,7 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "openvino-any-width":
         from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
 
-        OpenVinoNetwork.width_cost = property(lambda self: None)  # type: ignore[assignment]
-        OpenVinoNetwork.known_width_cost = property(lambda self: None)  # type: ignore[assignment]
+        OpenVinoNetwork.width_timings = property(lambda self: None)  # type: ignore[assignment]
     settings = EngineSettings(
         threads=args.threads,
         use_gpu=False,

@@ -34,19 +34,12 @@ from upscayl_cloud.engine.tiling import auto_tile_size, tile_rule
 
 ROUNDS = 3
 
-#: The engine's own choice (timing, and widths timed already), and the
-#: benchmark-only override that turns both off.
-_NONE = property(lambda self: None)
-PLANS = {
-    "stepped": (OpenVinoNetwork.width_cost, OpenVinoNetwork.known_width_cost),
-    "any width": (_NONE, _NONE),
-}
+#: The engine's own choice, and the benchmark-only override that turns it off.
+PLANS = {"stepped": OpenVinoNetwork.width_timings, "any width": property(lambda self: None)}
 
 
 def _use(plan: str) -> None:
-    width_cost, known_width_cost = PLANS[plan]
-    OpenVinoNetwork.width_cost = width_cost  # type: ignore[method-assign]
-    OpenVinoNetwork.known_width_cost = known_width_cost  # type: ignore[method-assign]
+    OpenVinoNetwork.width_timings = PLANS[plan]  # type: ignore[method-assign]
 
 
 def main() -> None:

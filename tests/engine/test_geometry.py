@@ -1,6 +1,7 @@
 """Tiling geometry, checked without ncnn."""
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,16 +87,22 @@ def test_mirror_indices_match_numpy_reflect():
 class _Widths:
     """A runtime whose speed has cliffs at some widths (as OpenVINO's bf16
     convolutions have on this machine: ``backends.width_costs``), with the
-    widths the planner asked about."""
+    widths the planner asked to time, and those it looked up."""
 
-    def __init__(self, slow: set[int], factor: float = 3.0) -> None:
+    def __init__(self, slow: set[int], factor: float = 3.0, known: frozenset = frozenset()):
         self.slow = slow
         self.factor = factor
+        self.known_slow = known
         self.asked: list[int] = []
+        self.looked_up: list[int] = []
 
-    def __call__(self, width: int) -> float:
+    def relative(self, width: int) -> float:
         self.asked.append(width)
         return self.factor if width in self.slow else 1.0
+
+    def known(self, width: int) -> float:
+        self.looked_up.append(width)
+        return self.factor if width in self.known_slow else 1.0
 
 
 def _check_cover(tiles, width: int, overlap: int) -> set[int]:
@@ -120,7 +127,7 @@ def test_several_tiles_take_more_context_to_reach_an_ordinary_width(width):
     """Tiles of an image several tiles wide step around slow source widths
     by taking a few more columns from inside the image."""
     cost = _Widths(SLOW)
-    tiles = plan_tiles(width, 300, 180, TileRule(4, overlap=16, width_cost=cost))
+    tiles = plan_tiles(width, 300, 180, TileRule(4, overlap=16, widths=cost))
     sources = _check_cover(tiles, width, 16)
     assert len(sources) == 1 and not sources & SLOW
     need = max(t.core.width for t in tiles) + 32
@@ -130,7 +137,7 @@ def test_several_tiles_take_more_context_to_reach_an_ordinary_width(width):
 
 def test_an_image_one_slow_tile_wide_is_cut_in_two():
     cost = _Widths({395})
-    tiles = plan_tiles(395, 300, 512, TileRule(4, overlap=16, width_cost=cost))
+    tiles = plan_tiles(395, 300, 512, TileRule(4, overlap=16, widths=cost))
     assert len(tiles) == 2
     assert _check_cover(tiles, 395, 16) == {198 + 32}
 
@@ -140,35 +147,37 @@ def test_a_cut_must_cost_less_than_the_slowness():
     cut must save a tenth: a width 1.34x slow stays one tile, 1.4x is cut;
     an image too narrow to cut stays whole however slow."""
     for factor, sources in ((1.34, [300]), (1.4, [182, 182])):
-        rule = TileRule(4, overlap=16, width_cost=_Widths({300}, factor))
+        rule = TileRule(4, overlap=16, widths=_Widths({300}, factor))
         assert [t.source.width for t in plan_tiles(300, 300, 512, rule)] == sources
-    narrow = TileRule(4, overlap=16, width_cost=_Widths({127}))
+    narrow = TileRule(4, overlap=16, widths=_Widths({127}))
     assert [t.source.width for t in plan_tiles(127, 300, 512, narrow)] == [127]
 
 
 def test_ordinary_widths_and_short_images_are_left_alone():
     cost = _Widths({395})
-    rule = TileRule(4, overlap=16, width_cost=cost)
+    rule = TileRule(4, overlap=16, widths=cost)
     assert [t.source.width for t in plan_tiles(396, 300, 512, rule)] == [396]
     assert cost.asked == [396]
     cost.asked.clear()
     short = plan_tiles(395, TUNED_MIN_HEIGHT - 1, 512, rule)  # timing would cost more
     assert [t.source.width for t in short] == [395] and cost.asked == []
-    unpadded = TileRule(2, context=18, align=4, width_cost=cost)
+    assert cost.looked_up == [395]  # not timed by any image yet: ordinary
+    cost.looked_up.clear()
+    unpadded = TileRule(2, context=18, align=4, widths=cost)
     assert len(plan_tiles(395, 300, 512, unpadded)) == 1 and cost.asked == []
+    assert cost.looked_up == []
 
 
 def test_short_images_use_only_the_widths_timed_already():
     """Timing would cost a short image more than it saves, but a width
     other images found slow costs nothing to avoid."""
-    timing = _Widths(set())
-    known = _Widths({395})
-    rule = TileRule(4, overlap=16, width_cost=timing, known_width_cost=known)
+    widths = _Widths(set(), known=frozenset({395}))
+    rule = TileRule(4, overlap=16, widths=widths)
     short = plan_tiles(395, TUNED_MIN_HEIGHT - 1, 512, rule)
-    assert len({t.core.x0 for t in short}) == 2 and timing.asked == []
-    assert known.asked[0] == 395
+    assert len({t.core.x0 for t in short}) == 2 and widths.asked == []
+    assert widths.looked_up[0] == 395
     tall = plan_tiles(395, TUNED_MIN_HEIGHT, 512, rule)  # times, finds it ordinary
-    assert [t.source.width for t in tall] == [395] and timing.asked == [395]
+    assert [t.source.width for t in tall] == [395] and widths.asked == [395]
 
 
 def test_any_width_costs_keep_every_plan_exact():
@@ -183,7 +192,8 @@ def test_any_width_costs_keep_every_plan_exact():
         align = int(rng.choice([1, 2, 4]))
         tile = int(rng.choice([8, 31, 64, 128, 255, 512]))
         costs = rng.choice([1.0, 1.31, 2.5, 5.0, 0.0], size=length + WIDTH_SLACK + 2)
-        rule = TileRule(2, align=align, overlap=overlap, width_cost=lambda w, c=costs: c[w])
+        table = SimpleNamespace(relative=costs.__getitem__, known=costs.__getitem__)
+        rule = TileRule(2, align=align, overlap=overlap, widths=table)
         tiles = plan_tiles(length, TUNED_MIN_HEIGHT, tile, rule)
         sources = _check_cover(tiles, length, overlap)
         assert len(sources) == 1

@@ -26,9 +26,22 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Relative cost per pixel of a source this many pixels wide (1: ordinary).
 WidthCost = Callable[[int], float]
+
+
+class WidthTimings(Protocol):
+    """How a runtime's speed per pixel depends on the source width, where it
+    does (``backends.width_costs``)."""
+
+    def relative(self, width: int) -> float:
+        """The width's cost relative to its neighbours', timing it if need be."""
+
+    def known(self, width: int) -> float:
+        """The same from what is timed already, 1 for the rest."""
+
 
 #: A width costing at most this much over its neighbours is taken as is.
 ORDINARY_WIDTH = 1.3
@@ -41,7 +54,7 @@ WIDTH_SLACK = 4
 SPLIT_GAIN = 0.9
 
 #: Widths are timed only for images at least this tall (shorter ones use
-#: the widths timed already: ``TileRule.known_width_cost``). Timing a
+#: the widths timed already: ``WidthTimings.known``). Timing a
 #: width costs about what 70 rows of it do (more for one that looks slow),
 #: once per width and machine; one width in five is slow, by 2.4x on
 #: average, so an image saves about 0.28 of its rows' time: from 256 rows
@@ -90,11 +103,9 @@ class TileRule:
     #: ``backends.width_costs``). Slow widths are stepped around: a wider
     #: source takes a few more columns from inside the image, and an image
     #: one tile wide is cut in two where their overlap costs less.
-    width_cost: WidthCost | None = field(default=None, compare=False, repr=False)
-    #: The same from widths measured already, 1 for the rest, without timing
-    #: anything: for images too short to pay for timing (``TUNED_MIN_HEIGHT``),
-    #: which still step around the slow widths other images found.
-    known_width_cost: WidthCost | None = field(default=None, compare=False, repr=False)
+    #: Images too short to pay for timing (``TUNED_MIN_HEIGHT``) time
+    #: nothing but still step around the slow widths other images found.
+    widths: WidthTimings | None = field(default=None, compare=False, repr=False)
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""
@@ -124,8 +135,11 @@ def split_axis(length: int, tile: int, align: int = 1) -> list[tuple[int, int]]:
 def plan_tiles(width: int, height: int, tile_size: int, rule: TileRule) -> list[Tile]:
     """Every tile of a ``width x height`` image, row by row."""
     rows = _axis(height, tile_size, rule)
-    cost = rule.width_cost if height >= TUNED_MIN_HEIGHT else rule.known_width_cost
-    cols = _axis(width, tile_size, rule, cost if rule.context == 0 else None)
+    timings = rule.widths if rule.context == 0 else None
+    cost = None
+    if timings is not None:
+        cost = timings.relative if height >= TUNED_MIN_HEIGHT else timings.known
+    cols = _axis(width, tile_size, rule, cost)
     s = rule.scale
     tiles = []
     for (y0, y1), (sy0, sy1), ky in rows:

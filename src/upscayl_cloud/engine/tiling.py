@@ -54,14 +54,7 @@ def auto_tile_size(runner: Network, memory_mb: int) -> int:
 
 def tile_rule(runner: Network) -> TileRule:
     spec = runner.spec
-    return TileRule(
-        spec.scale,
-        spec.context,
-        spec.align,
-        spec.tile_pad,
-        runner.width_cost,
-        runner.known_width_cost,
-    )
+    return TileRule(spec.scale, spec.context, spec.align, spec.tile_pad, runner.width_timings)
 
 
 def syncs_global_pools(runner: Network, tiles: list[Tile]) -> bool:

@@ -20,6 +20,7 @@ from upscayl_cloud.engine.backends.disk_cache import prune
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork, native_bf16
+from upscayl_cloud.engine.backends.width_costs import WidthCosts
 from upscayl_cloud.engine.geometry import plan_tiles
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
@@ -118,8 +119,8 @@ class _SlowAt135(OpenVinoNetwork):
     on every machine the tests run on."""
 
     @property
-    def width_cost(self):
-        return lambda width: 3.0 if width == 135 else 1.0
+    def width_timings(self):
+        return WidthCosts(lambda width: 3e-6 if width == 135 else 1e-6)
 
 
 @pytest.mark.parametrize("key", ["realesr-animevideov3-x2", "span-x2-ch48"])
@@ -140,13 +141,14 @@ def test_widths_are_timed_on_the_dynamic_compilation_once():
     """The real probe: short calls on the one dynamic compilation, kept for
     the process, and not counted toward any shape's static compilation."""
     network = _Counted(NETWORKS["span-x2-ch48"], threads=2)
-    assert network.known_width_cost(300) == 1.0 and network.compilations == 0
-    first = network.width_cost(300)
+    timings = network.width_timings
+    assert timings.known(300) == 1.0 and network.compilations == 0
+    first = timings.relative(300)
     assert 0 < first < 100
-    assert network.width_cost(300) == network.known_width_cost(300) == first
+    assert timings.relative(300) == timings.known(300) == first
     assert network.compilations == network.compiled_count == 1
     assert not network._dynamic_s
-    assert OpenVinoNetwork(NETWORKS["realesrgan-x4plus"], threads=2).width_cost is None
+    assert OpenVinoNetwork(NETWORKS["realesrgan-x4plus"], threads=2).width_timings is None
 
 
 def test_width_timings_outlive_the_process_in_the_cache_folder(tmp_path):
@@ -154,15 +156,15 @@ def test_width_timings_outlive_the_process_in_the_cache_folder(tmp_path):
     reads the timing: no compilation, no probe; pruning the folder's
     compiled blobs leaves the timings."""
     spec = NETWORKS["span-x2-ch48"]
-    first = OpenVinoNetwork(spec, threads=2, cache_dir=tmp_path).width_cost(300)
+    first = OpenVinoNetwork(spec, threads=2, cache_dir=tmp_path).width_timings.relative(300)
     prune(tmp_path, 0)
     (timings,) = (tmp_path / "widths").iterdir()
     assert spec.key in timings.name
     again = _Counted(spec, threads=2, cache_dir=tmp_path)
-    assert again.width_cost(300) == pytest.approx(first, abs=1e-3)
+    assert again.width_timings.relative(300) == pytest.approx(first, abs=1e-3)
     assert again.compilations == 0
     other_threads = _Counted(spec, threads=1, cache_dir=tmp_path)
-    other_threads.width_cost(300)  # timings depend on the thread count
+    other_threads.width_timings.relative(300)  # timings depend on the thread count
     assert other_threads.compilations == 1
     assert len(list((tmp_path / "widths").iterdir())) == 2
 

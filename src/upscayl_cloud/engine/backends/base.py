@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from upscayl_cloud.engine.geometry import WidthCost
+from upscayl_cloud.engine.geometry import WidthTimings
 from upscayl_cloud.engine.networks import NetworkSpec
 
 
@@ -46,15 +46,9 @@ class Network(ABC):
         return self.spec.kib_per_pixel
 
     @property
-    def width_cost(self) -> WidthCost | None:
+    def width_timings(self) -> WidthTimings | None:
         """Relative cost per pixel by source width, for a runtime whose speed
-        has cliffs at some widths (``geometry.TileRule.width_cost``)."""
-        return None
-
-    @property
-    def known_width_cost(self) -> WidthCost | None:
-        """The same from what is measured already, 1 for the rest: costs
-        nothing (``geometry.TileRule.known_width_cost``)."""
+        has cliffs at some widths (``geometry.TileRule.widths``)."""
         return None
 
     @abstractmethod

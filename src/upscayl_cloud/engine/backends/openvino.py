@@ -58,7 +58,6 @@ from upscayl_cloud.engine.backends.heap import return_freed_memory
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.backends.width_costs import WidthCosts
-from upscayl_cloud.engine.geometry import WidthCost
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
@@ -203,12 +202,8 @@ class OpenVinoNetwork(Network):
         return self.spec.openvino_kib_per_pixel
 
     @property
-    def width_cost(self) -> WidthCost | None:
-        return self._width_costs.relative if self._width_costs is not None else None
-
-    @property
-    def known_width_cost(self) -> WidthCost | None:
-        return self._width_costs.known if self._width_costs is not None else None
+    def width_timings(self) -> WidthCosts | None:
+        return self._width_costs
 
     def _widths_file(self) -> Path | None:
         """Where this network's width timings are kept: the cache folder,
