@@ -52,7 +52,7 @@ MIN_WIDTH = 16
 CONFIRM_ABOVE = 1.2
 
 #: A timing this recent is reused for a neighbouring width's window: the
-#: planner asks about consecutive widths, and they share four calls of five.
+#: planner asks about consecutive widths, whose windows overlap.
 FRESH_S = 1.0
 
 #: Seconds per pixel of one call at a width: a backend's probe.
@@ -94,8 +94,8 @@ class WidthCosts:
         return answer
 
     def known(self, width: int) -> float:
-        """The ratio if ``width`` was timed already (here or by a process
-        sharing the file), else 1: never times anything."""
+        """The ratio if ``width`` was timed already (here, or in the file
+        when this process read it), else 1: never times anything."""
         with self._lock:
             return self._relative.get(width, 1.0)
 
