@@ -9,14 +9,21 @@ size first runs once with each plan, so widths are already timed and
 compilations made (the steady state of a worker; the timing's own cost is in
 ``bench/distinct_sizes.py``'s cold column).
 
+Images shorter than ``TUNED_MIN_HEIGHT`` time no width themselves; with
+``--short`` the sizes are that short, and the widths they need are first
+tuned as ``upscayl-cloud models tune`` does (``engine.tuning``), so the
+stepped plan is the one a tuned machine runs.
+
     PYTHONPATH=. .venv/bin/python bench/width_tuning.py
     PYTHONPATH=. .venv/bin/python bench/width_tuning.py --models upscayl-lite-4x --seeds 2
+    PYTHONPATH=. .venv/bin/python bench/width_tuning.py --short
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -26,11 +33,12 @@ from bench.distinct_sizes import sizes, source_image
 
 from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
 from upscayl_cloud.engine.catalog import Run, get_model
-from upscayl_cloud.engine.geometry import plan_tiles
+from upscayl_cloud.engine.geometry import TUNED_MIN_HEIGHT, WIDTH_SLACK, plan_tiles
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest, available_cores
 from upscayl_cloud.engine.pipeline import upscale_file
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import auto_tile_size, tile_rule
+from upscayl_cloud.engine.tuning import tune
 
 ROUNDS = 3
 
@@ -47,6 +55,9 @@ def main() -> None:
     parser.add_argument("--models", default="quick-clear-4x,upscayl-lite-4x")
     parser.add_argument("--seeds", default="2,3", help="seeds of bench/distinct_sizes.py's sizes")
     parser.add_argument("--count", type=int, default=8, help="sizes per seed")
+    parser.add_argument(
+        "--short", action="store_true", help=f"heights under {TUNED_MIN_HEIGHT}, widths tuned"
+    )
     args = parser.parse_args()
     threads = available_cores()
     settings = EngineSettings(threads=threads, use_gpu=False, backend="openvino")
@@ -57,9 +68,12 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|")
     for model in args.models.split(","):
         work = Path(tempfile.mkdtemp(prefix="width-tuning-"))
-        shapes = [s for seed in args.seeds.split(",") for s in sizes(model, args.count, int(seed))]
+        draw = short_sizes if args.short else sizes
+        shapes = [s for seed in args.seeds.split(",") for s in draw(model, args.count, int(seed))]
         request = UpscaleRequest(model, 4, "png")
         paths = [source_image(work, w, h) for w, h in shapes]
+        if args.short:
+            _tune(model, settings, max(w for w, _ in shapes))
 
         for path in paths:  # widths timed, networks compiled
             for plan in PLANS:
@@ -92,6 +106,23 @@ def main() -> None:
                 )
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\nLoad average at the end: {load}; {time.strftime('%F %H:%M %Z')}")
+
+
+def short_sizes(model: str, count: int, seed: int) -> list[tuple[int, int]]:
+    """``count`` distinct sizes as wide as ``sizes``' but too short to time
+    a width (``TUNED_MIN_HEIGHT``)."""
+    draw = random.Random(f"short-{seed}-{model}")
+    return [(w, draw.randint(64, TUNED_MIN_HEIGHT - 1)) for w, _ in sizes(model, count, seed)]
+
+
+def _tune(model: str, settings: EngineSettings, widest: int) -> None:
+    """Time every width the images can need, as ``models tune`` does."""
+    _use("stepped")
+    first = next(step for step in get_model(model).plan(4) if isinstance(step, Run))
+    network = load_network(first.network, settings)
+    done = tune(network, range(18, widest + 2 * network.spec.tile_pad + WIDTH_SLACK + 1))
+    if done is not None:
+        print(f"- {first.network}: {len(done.widths)} widths tuned in {done.seconds:.1f} s\n")
 
 
 def _run(path: Path, plan: str, request: UpscaleRequest, settings: EngineSettings) -> float:

@@ -53,7 +53,7 @@ def test_encoder_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_encoder_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    defaults = worker.engine_settings(context(Settings(_env_file=None, data_dir=tmp_path)))
+    defaults = worker.engine_settings(Settings(_env_file=None, data_dir=tmp_path))
     # The measured defaults (bench/README.md) are the engine's own.
     assert defaults.encode == EncodeSettings()
     assert (defaults.encode.webp_effort, defaults.encode.jpeg_optimize_coding) == (2, False)
@@ -61,7 +61,7 @@ def test_encoder_settings_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("UPSCAYL_JPEG_OPTIMIZE_CODING", "true")
     monkeypatch.setenv("UPSCAYL_JPEG_SUBSAMPLE", "on")
     monkeypatch.setenv("UPSCAYL_PNG_COMPRESSION", "6")
-    encode = worker.engine_settings(context(Settings(_env_file=None, data_dir=tmp_path))).encode
+    encode = worker.engine_settings(Settings(_env_file=None, data_dir=tmp_path)).encode
     assert (encode.webp_effort, encode.jpeg_optimize_coding, encode.jpeg_subsample) == (
         6,
         True,

@@ -50,14 +50,13 @@ def threads_per_worker(settings: Settings) -> int:
     return settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
 
 
-def engine_settings(ctx: Context) -> EngineSettings:
+def engine_settings(settings: Settings) -> EngineSettings:
     """The engine's settings from the service's: threads shared between the
     workers of this process, work files under the data directory (planes can
     be several times an output's size: not for a small /tmp)."""
     from upscayl_cloud.engine import faces
     from upscayl_cloud.engine.options import EncodeSettings
 
-    settings = ctx.settings
     threads = threads_per_worker(settings)
     work = settings.data_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -168,7 +167,7 @@ def process(
         output_format=task.save_image_as,
         enhance_face=bool(row.enhance_face),
     )
-    settings = engine_settings(ctx)
+    settings = engine_settings(ctx.settings)
     outcomes: list[FileOutcome] = []
     with Heartbeat(ctx, held) as beat, tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,39 @@ def test_backends_says_what_each_would_run_and_which_is_selected(
     get_settings.cache_clear()
     info = json.loads(CliRunner().invoke(app, ["models", "backends", "--json"]).output)
     assert (info["selected"], info["reason"]) == ("ncnn", "set by configuration")
+
+
+def test_tune_times_every_tile_width_once_for_the_workers(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 24-pixel tiles SPAN's sources are at most 24 + 2 x 16 + 4 wide:
+    every width from 18 to 60 is timed, into the files the workers read."""
+    monkeypatch.setenv("UPSCAYL_ENGINE_BACKEND", "openvino")
+    monkeypatch.setenv("UPSCAYL_ENGINE_TILE_SIZE", "24")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x"])
+    assert result.exit_code == 0, result.output
+    for key in ("span-x2-ch48", "span-x4-ch48"):
+        assert re.search(rf"^  {key} +widths 18-60: \d+ slow \(\d+%\)", result.output, re.M)
+    files = sorted((tmp_path / "data" / "cache" / "openvino" / "widths").iterdir())
+    assert [f.name[:12] for f in files] == ["span-x2-ch48", "span-x4-ch48"]
+    for timings in files:
+        assert sorted(map(int, json.loads(timings.read_text()))) == list(range(18, 61))
+    again = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x"])
+    assert again.exit_code == 0 and files == sorted(files[0].parent.iterdir())
+
+
+def test_tune_on_a_backend_without_slow_widths_does_nothing(
+    app: typer.Typer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UPSCAYL_ENGINE_BACKEND", "ncnn")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["models", "tune", "quick-clear-4x"])
+    assert result.exit_code == 0, result.output
+    assert "Nothing to tune: ncnn runs every width at one speed." in result.output
+
+
+def test_tune_names_the_models_it_knows_when_given_another(app: typer.Typer) -> None:
+    result = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x", "no-such-model"])
+    assert result.exit_code == 2
+    assert "unknown model 'no-such-model'" in result.output and "quick-clear-4x" in result.output

@@ -1,4 +1,5 @@
-"""``upscayl-cloud models list|add|remove``: what this server can run.
+"""``upscayl-cloud models list|backends|tune|add|remove``: what this server
+can run, and how fast.
 
 Upscaling models ship with the package (the catalog); face-restoration
 models are installed by the operator, because none can be redistributed
@@ -113,6 +114,66 @@ def backends(
     typer.echo(f"UPSCAYL_ENGINE_PRECISION={settings.engine_precision}")
     if selected is None:
         raise typer.Exit(1)
+
+
+@models_app.command("tune")
+def tune(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models to tune (default: every model).", show_default=False),
+    ] = None,
+) -> None:
+    """Time every tile width the selected backend may run slowly, ahead of the
+    first task (OpenVINO: about one width in five of some networks).
+
+    Workers otherwise time a width when an image of at least 256 rows first
+    needs it (0.1-0.3 s of that task), and shorter images step around only
+    the widths timed already. Run it on each machine with the workers'
+    settings (the timings are kept per CPU, runtime, precision, threads and
+    streams, in the cache folder); an interrupted run resumes. Workers read
+    the timings when they load a network: restart running ones.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from upscayl_cloud.engine.catalog import get_model
+    from upscayl_cloud.engine.errors import UnknownModelError
+    from upscayl_cloud.engine.runner import load_network
+    from upscayl_cloud.engine.tiling import configured_tile_size
+    from upscayl_cloud.engine.tuning import tunable_widths
+    from upscayl_cloud.engine.tuning import tune as tune_network
+    from upscayl_cloud.worker import engine_settings
+
+    try:
+        chosen = [get_model(name) for name in models or MODELS]
+    except UnknownModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    keys = list(dict.fromkeys(key for model in chosen for key in model.networks()))
+    settings = engine_settings(get_settings())
+    console = Console()
+    networks = [load_network(key, settings) for key in keys]
+    tunable = [network for network in networks if network.width_timings is not None]
+    if not tunable:
+        console.print(f"Nothing to tune: {networks[0].backend} runs every width at one speed.")
+        return
+    console.print(f"Timing tile widths on {tunable[0].backend} ({tunable[0].device}):")
+    for network in tunable:
+        key = network.spec.key
+        widths = tunable_widths(network, configured_tile_size(network, settings))
+        label = TextColumn(f"  {key:<24}")
+        columns = (label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        live = console.is_terminal
+        with Progress(*columns, console=console, transient=True, disable=not live) as progress:
+            bar = progress.add_task(key, total=len(widths))
+            result = tune_network(network, widths, lambda *_, bar=bar: progress.advance(bar))
+        assert result is not None  # it has width timings
+        slow = len(result.slow)
+        console.print(
+            f"  {key:<24} widths {widths.start}-{widths.stop - 1}: "
+            f"{slow} slow ({slow / len(widths):.0%}), {result.seconds:.0f} s"
+        )
+    console.print(f"Kept under {settings.cache_dir}: workers read them when they load a network.")
 
 
 @models_app.command("add")

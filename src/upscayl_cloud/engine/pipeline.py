@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from upscayl_cloud.engine import faces, imageio
-from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.catalog import Run, Step, get_model
 from upscayl_cloud.engine.errors import InvalidOptionError
 from upscayl_cloud.engine.options import (
@@ -28,7 +27,7 @@ from upscayl_cloud.engine.options import (
 )
 from upscayl_cloud.engine.planes import Plane, extrema
 from upscayl_cloud.engine.runner import load_network
-from upscayl_cloud.engine.tiling import auto_tile_size, count_calls, upscale_plane
+from upscayl_cloud.engine.tiling import configured_tile_size, count_calls, upscale_plane
 
 Progress = Callable[[float], None]
 ShouldCancel = Callable[[], bool]
@@ -145,16 +144,11 @@ def _count_calls(job: _Job, width: int, height: int) -> int:
     for step in job.steps:
         if isinstance(step, Run):
             runner = load_network(step.network, job.settings)
-            calls += count_calls(runner, width, height, _tile_size(job, runner))
+            calls += count_calls(runner, width, height, configured_tile_size(runner, job.settings))
             width, height = width * runner.spec.scale, height * runner.spec.scale
         else:
             width, height = width // step.factor, height // step.factor
     return calls
-
-
-def _tile_size(job: _Job, runner: Network) -> int:
-    settings = job.settings
-    return settings.tile_size or auto_tile_size(runner, settings.tile_memory_mb)
 
 
 def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> Plane:
@@ -167,7 +161,7 @@ def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> P
                 runner,
                 plane,
                 target,
-                _tile_size(job, runner),
+                configured_tile_size(runner, job.settings),
                 on_call=job.call_done,
                 should_cancel=job.should_cancel,
             )

@@ -30,6 +30,7 @@ import numpy as np
 from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.errors import CancelledError
 from upscayl_cloud.engine.geometry import Tile, TileRule, mirror_indices, plan_tiles
+from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float, to_samples
 
 TileDone = Callable[[], None]
@@ -50,6 +51,11 @@ def auto_tile_size(runner: Network, memory_mb: int) -> int:
     margin = 2 * max(spec.tile_pad, spec.context)
     core = max(32, source_edge - margin)
     return core - core % spec.align
+
+
+def configured_tile_size(runner: Network, settings: EngineSettings) -> int:
+    """The operator's tile core, or else the largest that fits the budget."""
+    return settings.tile_size or auto_tile_size(runner, settings.tile_memory_mb)
 
 
 def tile_rule(runner: Network) -> TileRule:
