@@ -7,8 +7,15 @@ several threads, each with its own ``Extractor``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Mapping
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
 
 import ncnn
 import numpy as np
@@ -20,9 +27,47 @@ from upscayl_cloud.engine.weights import locate
 log = logging.getLogger(__name__)
 
 
+#: What ncnn writes to the C stderr when it looks for Vulkan and finds none.
+_NO_VULKAN = re.compile(r"dlopen failed|vulkan", re.IGNORECASE)
+
+_gpu_lock = threading.Lock()
+
+
+@functools.cache
 def gpu_count() -> int:
-    """Vulkan devices ncnn can use (0 where libvulkan or a GPU is missing)."""
-    return int(ncnn.get_gpu_count())
+    """Vulkan devices ncnn can use (0 where libvulkan or a GPU is missing).
+
+    ncnn's first look for Vulkan prints nine lines ("dlopen failed
+    libvulkan.so.1 ...") on the C stderr of every machine without a GPU
+    driver, which read as errors at each start of a CPU-only server: they
+    go to the log at debug level, and anything else written meanwhile (the
+    GPUs ncnn found, another thread's output) at info. The count cannot
+    change while a process runs, so it is asked once.
+    """
+    with _gpu_lock, _c_stderr_captured() as captured:
+        count = int(ncnn.get_gpu_count())
+    for line in captured.decode(errors="replace").splitlines():
+        log.log(logging.DEBUG if _NO_VULKAN.search(line) else logging.INFO, "ncnn: %s", line)
+    if not count:
+        log.info("ncnn sees no Vulkan GPU: networks run on the CPU")
+    return count
+
+
+@contextlib.contextmanager
+def _c_stderr_captured() -> Iterator[bytearray]:
+    """What C code writes to file descriptor 2 meanwhile, instead of there."""
+    captured = bytearray()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured += sink.read()
 
 
 class NcnnNetwork(Network):
