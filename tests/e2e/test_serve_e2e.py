@@ -41,6 +41,8 @@ def test_health_ready_and_metrics(server: Server) -> None:
     assert 'upscayl_tasks{status="completed"}' in text
     assert "upscayl_queue_depth" in text
     assert 'upscayl_processing_seconds_count{model="quick-clear-4x"}' in text
+    # libvips's info messages (loaders, work-file paths) stay out of the log.
+    assert " INFO upscayl_cloud." in server.log() and " INFO pyvips" not in server.log()
 
 
 def test_separate_worker_processes_share_the_queue(tmp_path: Path) -> None:

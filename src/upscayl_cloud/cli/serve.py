@@ -53,7 +53,7 @@ def serve(
         if value is not None
     }
     settings = get_settings().model_copy(update=overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     key = first_start_key(settings)
     if key is not None:
@@ -74,6 +74,14 @@ def serve(
     )
 
 
+def configure_logging() -> None:
+    """Info-level logs for the service; libvips's own info messages (one or
+    more per image: which loader, the work files' paths) only from warnings
+    up, or they bury the service's lines."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
+
+
 def worker(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Worker threads in this process.", min=1)
@@ -90,7 +98,7 @@ def worker(
     settings = get_settings()
     if workers is not None:
         settings = settings.model_copy(update={"workers": workers})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     ctx = build_context(settings)
     count = max(1, settings.workers)
     pool = WorkerPool(ctx, count, Metrics(ctx))
