@@ -155,7 +155,10 @@ def tune(
     networks = [load_network(key, settings) for key in keys]
     tunable = [network for network in networks if network.width_timings is not None]
     if not tunable:
-        console.print(f"Nothing to tune: {networks[0].backend} runs every width at one speed.")
+        backend = networks[0].backend
+        console.print(
+            f"Nothing to tune: only OpenVINO's tiles step around slow widths, not {backend}'s."
+        )
         return
     console.print(f"Timing tile widths on {tunable[0].backend} ({tunable[0].device}):")
     for network in tunable:
