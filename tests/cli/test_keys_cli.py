@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,24 @@ def test_first_start_creates_one_key_once(tmp_path: Path) -> None:
     assert serve_cli.first_start_key(settings) is None
     ctx = build_context(settings)
     assert keys.account_credits(ctx, keys.authenticate(ctx, key).account_id) == 42
+
+
+def test_create_without_a_name_labels_the_key_with_its_day(app: typer.Typer) -> None:
+    """docs/web.md tells people to run plain ``keys create``: it must work."""
+    result = CliRunner().invoke(app, ["keys", "create", "--json"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"key-\d{4}-\d{2}-\d{2}", json.loads(result.output)["name"])
+
+
+def test_credits_remove_and_short_prefixes(app: typer.Typer) -> None:
+    runner = CliRunner()
+    created = runner.invoke(app, ["keys", "create", "--name", "c", "--credits", "25", "--json"])
+    info = json.loads(created.output)
+    short = info["prefix"][:7]
+    too_many = runner.invoke(app, ["credits", "remove", short, "1000"])
+    assert too_many.exit_code == 1 and "at most 25 can be removed" in too_many.output
+    removed = runner.invoke(app, ["credits", "remove", short, "5"])
+    assert removed.exit_code == 0 and "now has 20 credits" in removed.output
+    revoked = runner.invoke(app, ["keys", "revoke", short])
+    assert revoked.exit_code == 0 and info["id"] in revoked.output
+    assert info["key"] not in revoked.output + removed.output + too_many.output

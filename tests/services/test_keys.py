@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from upscayl_cloud.db.tables import api_keys
 from upscayl_cloud.services import keys
@@ -53,3 +53,47 @@ def test_add_credits_by_key_id_prefix_or_key(ctx: Context) -> None:
     assert keys.add_credits(ctx, info.id, -7).credits == 0
     with pytest.raises(BadRequestError):
         keys.add_credits(ctx, info.id, -1)
+
+
+def _set_prefix(ctx: Context, key_id: str, prefix: str) -> None:
+    """Give a key a chosen prefix, to build collisions random keys never make."""
+    with ctx.db.begin() as conn:
+        conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(prefix=prefix))
+
+
+def test_any_unique_start_of_the_shown_prefix_names_a_key(ctx: Context) -> None:
+    _key, first = keys.create_key(ctx, "a")
+    _key, second = keys.create_key(ctx, "b")
+    _set_prefix(ctx, first.id, "uc_abcdXY1")
+    _set_prefix(ctx, second.id, "uc_abcdZW2")
+    assert keys.resolve_key_id(ctx, "uc_abcdX") == first.id
+    assert keys.resolve_key_id(ctx, "uc_abcdZ") == second.id
+    # As ``keys list`` prints it, and the exact id still works.
+    assert keys.resolve_key_id(ctx, "uc_abcdXY1...") == first.id
+    assert keys.resolve_key_id(ctx, second.id) == second.id
+    with pytest.raises(BadRequestError, match="2 keys match 'uc_abcd'"):
+        keys.resolve_key_id(ctx, "uc_abcd")
+    # Keys are base64: case matters, and ``_`` is a character, not a wildcard.
+    for other in ("uc_ABCDX", "uc_ab_dX"):
+        with pytest.raises(NotFoundError):
+            keys.resolve_key_id(ctx, other)
+    with pytest.raises(NotFoundError, match="at least 6 characters"):
+        keys.resolve_key_id(ctx, "uc_ab")
+
+
+def test_an_unknown_key_is_never_echoed_whole(ctx: Context) -> None:
+    key, _info = keys.create_key(ctx, "alice")
+    with pytest.raises(NotFoundError) as caught:
+        keys.resolve_key_id(ctx, key + "x")
+    assert key not in caught.value.public_message
+    assert key[:10] + "..." in caught.value.public_message
+
+
+def test_remove_credits_refuses_more_than_the_balance(ctx: Context) -> None:
+    _key, info = keys.create_key(ctx, "alice", 25)
+    with pytest.raises(BadRequestError, match="at most 25 can be removed"):
+        keys.remove_credits(ctx, info.prefix, 1000)
+    assert keys.get_key(ctx, info.id).credits == 25
+    assert keys.remove_credits(ctx, info.prefix[:6], 25).credits == 0
+    with pytest.raises(BadRequestError):
+        keys.remove_credits(ctx, info.id, -1)

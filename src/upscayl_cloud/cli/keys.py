@@ -1,7 +1,10 @@
-"""``upscayl-cloud keys create|list|revoke`` and ``upscayl-cloud credits add``.
+"""``upscayl-cloud keys create|list|revoke`` and ``upscayl-cloud credits add|remove``.
 
 ``keys create`` prints the new key alone on its last line (or JSON with
 ``--json``) so scripts can capture it; it is never shown again.
+
+Removing credits is its own command: a negative number after ``credits add``
+reads to Click as an unknown option (``-1000``), so it needed ``--``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ def _info_dict(info: key_service.KeyInfo) -> dict[str, object]:
     }
 
 
+#: How a key is named on the command line (see ``key_service.resolve_key_id``).
+IDENT_HELP = (
+    "Key id, the key, or any unique start of the prefix `keys list` shows "
+    f"(at least {key_service.MIN_PREFIX_LENGTH} characters, e.g. uc_d_Us)."
+)
+
+
+def _default_name() -> str:
+    """A label for a key made without ``--name``: the day it was made, which
+    is what an operator needs first when reading ``keys list`` later."""
+    return "key-" + datetime.now(UTC).strftime("%Y-%m-%d")
+
+
 def _fail(exc: ServiceError) -> None:
     typer.echo(f"error: {exc.public_message}", err=True)
     raise typer.Exit(code=1)
@@ -50,7 +66,14 @@ def _fail(exc: ServiceError) -> None:
 
 @keys_app.command("create")
 def create(
-    name: Annotated[str, typer.Option("--name", help="Label for the key (and its account).")],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Label for the key (and its account). Default: key-<UTC date>.",
+            show_default=False,
+        ),
+    ] = None,
     credits: Annotated[int, typer.Option("--credits", min=0, help="Starting credits.")] = 0,
     account: Annotated[
         str | None, typer.Option("--account", help="Add a key to this existing account id.")
@@ -60,7 +83,7 @@ def create(
     """Create a key. The key is printed once, alone on the last line."""
     ctx = _context()
     try:
-        key, info = key_service.create_key(ctx, name, credits, account)
+        key, info = key_service.create_key(ctx, name or _default_name(), credits, account)
     except ServiceError as exc:
         _fail(exc)
         return
@@ -89,7 +112,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
 
 @keys_app.command("revoke")
-def revoke(ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key.")]) -> None:
+def revoke(ident: Annotated[str, typer.Argument(help=IDENT_HELP)]) -> None:
     """Revoke a key: it stops working at once."""
     try:
         info = key_service.revoke_key(_context(), ident)
@@ -99,18 +122,42 @@ def revoke(ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key
     typer.echo(f"Revoked key {info.id} ({info.prefix}...)")
 
 
+def _print_balance(info: key_service.KeyInfo) -> None:
+    typer.echo(f"Account {info.account_id} now has {info.credits} credits")
+
+
 @credits_app.command("add")
 def add(
-    ident: Annotated[str, typer.Argument(help="Key id, prefix, or the key.")],
-    amount: Annotated[int, typer.Argument(help="Credits to add (negative to remove).")],
+    ident: Annotated[str, typer.Argument(help=IDENT_HELP)],
+    amount: Annotated[int, typer.Argument(help="Credits to add.")],
 ) -> None:
-    """Add credits to the account behind a key (negative: remove, never below 0)."""
+    """Add credits to the account behind a key (to take some away: `credits remove`)."""
+    # A negative amount (only reachable after ``--``) still removes, as it
+    # always did, so existing scripts keep working.
     try:
         info = key_service.add_credits(_context(), ident, amount)
     except ServiceError as exc:
         _fail(exc)
         return
-    typer.echo(f"Account {info.account_id} now has {info.credits} credits")
+    _print_balance(info)
+
+
+@credits_app.command("remove")
+def remove(
+    ident: Annotated[str, typer.Argument(help=IDENT_HELP)],
+    amount: Annotated[int, typer.Argument(min=0, help="Credits to remove.")],
+) -> None:
+    """Remove credits from the account behind a key (never below 0).
+
+    Asking for more than the account has changes nothing and says how many
+    can be removed.
+    """
+    try:
+        info = key_service.remove_credits(_context(), ident, amount)
+    except ServiceError as exc:
+        _fail(exc)
+        return
+    _print_balance(info)
 
 
 def register(app: typer.Typer) -> None:

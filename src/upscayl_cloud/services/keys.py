@@ -14,7 +14,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, api_keys
@@ -22,6 +22,12 @@ from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import BadRequestError, NotFoundError, UnauthorizedError
 
 KEY_PREFIX = "uc_"
+#: Characters of a key kept in the clear (and shown by ``keys list``).
+SHOWN_PREFIX_LENGTH = 10
+#: The shortest key prefix accepted to name a key: ``uc_`` and three random
+#: characters, enough to tell apart the keys of a small server without
+#: letting ``uc_`` alone (which every key starts with) name one.
+MIN_PREFIX_LENGTH = 6
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def create_key(
                 id=key_id,
                 account_id=account_id,
                 name=name,
-                prefix=key[:10],
+                prefix=key[:SHOWN_PREFIX_LENGTH],
                 digest=digest,
                 created_at=now,
                 revoked_at=None,
@@ -123,23 +129,43 @@ def list_keys(ctx: Context) -> list[KeyInfo]:
     return [KeyInfo(*row) for row in rows]
 
 
+def _shown(ident: str) -> str:
+    """``ident`` as safe to echo back: a full key is cut to its stored prefix,
+    so a mistyped or unknown key never lands whole in a terminal or a log."""
+    if len(ident) > SHOWN_PREFIX_LENGTH and ident.startswith(KEY_PREFIX):
+        return ident[:SHOWN_PREFIX_LENGTH] + "..."
+    return ident
+
+
 def resolve_key_id(ctx: Context, ident: str) -> str:
-    """A key id from its id, its displayed prefix, or the key itself."""
+    """A key id from its exact id, the key itself, or any unique start of the
+    prefix ``keys list`` shows (at least ``MIN_PREFIX_LENGTH`` characters).
+
+    A trailing ``...`` is dropped, so the prefix can be pasted as listed.
+    Prefixes are compared case-sensitively (``substr``, not ``LIKE``, which is
+    case-blind on SQLite and reads ``_`` as a wildcard): keys are base64.
+    """
+    ident = ident.strip()
+    text = ident.rstrip(".")
+    columns = (api_keys.c.id, api_keys.c.prefix)
     with ctx.db.begin() as conn:
-        rows = conn.execute(
-            select(api_keys.c.id, api_keys.c.prefix, api_keys.c.digest).where(
-                (api_keys.c.id == ident) | (api_keys.c.prefix == ident)
-            )
-        ).all()
-        if not rows and ident.startswith(KEY_PREFIX):
-            digests = [_digest(s, ident) for s in ctx.settings.signing_secrets()]
+        rows = conn.execute(select(*columns).where(api_keys.c.id == ident)).all()
+        if not rows and MIN_PREFIX_LENGTH <= len(text) <= SHOWN_PREFIX_LENGTH:
             rows = conn.execute(
-                select(api_keys.c.id, api_keys.c.prefix, api_keys.c.digest).where(
-                    api_keys.c.digest.in_(digests)
-                )
+                select(*columns).where(func.substr(api_keys.c.prefix, 1, len(text)) == text)
             ).all()
-    if len(rows) != 1:
-        raise NotFoundError(f"No single key matches {ident!r}")
+        elif not rows and text.startswith(KEY_PREFIX):
+            digests = [_digest(s, text) for s in ctx.settings.signing_secrets()]
+            rows = conn.execute(select(*columns).where(api_keys.c.digest.in_(digests))).all()
+    if len(rows) > 1:
+        raise BadRequestError(
+            f"{len(rows)} keys match {_shown(ident)!r}: give more of the prefix, or the key id"
+        )
+    if not rows:
+        hint = ""
+        if len(text) < MIN_PREFIX_LENGTH:
+            hint = f" (a key prefix needs at least {MIN_PREFIX_LENGTH} characters)"
+        raise NotFoundError(f"No key matches {_shown(ident)!r}{hint}")
     return rows[0].id
 
 
@@ -155,7 +181,12 @@ def revoke_key(ctx: Context, ident: str) -> KeyInfo:
 
 
 def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
-    """Top up the account behind a key (id, prefix or the key itself)."""
+    """Top up the account behind a key (id, prefix or the key itself).
+
+    A negative ``amount`` removes credits, but never below zero: a removal
+    larger than the balance is refused whole (not clamped), and the error says
+    how many could be removed, so an operator never loses track of a balance.
+    """
     key_id = resolve_key_id(ctx, ident)
     info = get_key(ctx, key_id)
     with ctx.db.begin() as conn:
@@ -165,9 +196,23 @@ def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
             .where(accounts.c.id == info.account_id, accounts.c.credits + amount >= 0)
             .values(credits=accounts.c.credits + amount)
         )
-    if changed.rowcount != 1:
-        raise BadRequestError(f"The account has only {info.credits} credits")
+        if changed.rowcount != 1:
+            balance = conn.execute(
+                select(accounts.c.credits).where(accounts.c.id == info.account_id)
+            ).scalar_one()
+            raise BadRequestError(
+                f"Cannot remove {-amount} credits: the account has only {balance}, "
+                f"so at most {balance} can be removed"
+            )
     return get_key(ctx, key_id)
+
+
+def remove_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
+    """Take ``amount`` (>= 0) credits from the account behind a key; refused
+    whole if the account has fewer (see ``add_credits``)."""
+    if amount < 0:
+        raise BadRequestError("The number of credits to remove cannot be negative")
+    return add_credits(ctx, ident, -amount)
 
 
 def authenticate(ctx: Context, key: str | None) -> Principal:
