@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from upscayl_cloud.services.tasks import MODEL_NAMES
 
@@ -47,6 +56,13 @@ class UploadUrlCreate(_Body):
 
 class TaskStatusQuery(_Body):
     taskId: StrictStr = Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})
+
+    @field_validator("taskId")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        """UUIDs are case-insensitive (RFC 9562) and the pattern admits A-F, but
+        ids are stored in the lower case ``str(uuid4())`` gives: compare those."""
+        return value.lower()
 
 
 class HistoryQuery(_Body):

@@ -20,6 +20,7 @@ from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks
 from upscayl_cloud.queue.lease import Claim, lock_for_finish, lost_beyond_retry
 from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.uploads import safe_base_name
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ def finish_task(
                 "error": outcome.error,
                 "result_key": outcome.result_key,
                 "thumbnail_key": outcome.thumbnail_key,
-                "processed_file_name": outcome.processed_file_name,
+                # Built from the client's original name: clients save the
+                # download under it, so only a safe base name is recorded.
+                "processed_file_name": safe_base_name(outcome.processed_file_name)
+                if outcome.processed_file_name
+                else None,
                 "result_type": outcome.result_type,
                 "final_file_size": outcome.final_file_size,
                 "width": outcome.width,

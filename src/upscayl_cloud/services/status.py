@@ -10,6 +10,7 @@ tasks arrive (they are newer than any offset already handed out).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
@@ -19,6 +20,7 @@ from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import NotFoundError
 from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.uploads import safe_base_name
 
 RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
@@ -26,6 +28,8 @@ RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
     """Every ProcessedFile field, with fresh signed links capped at the object's expiry."""
     link_expiry = min(row.expires_at, now_ms() + ctx.settings.download_url_ttl_seconds * 1000)
+    # Rows recorded before names were made safe at finish time are made safe here.
+    name = safe_base_name(row.processed_file_name) if row.processed_file_name else None
     return {
         "fileName": row.file_name,
         "fileType": row.file_type,
@@ -34,12 +38,10 @@ def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
         "expiresAt": row.expires_at,
         "originalFileName": row.original_file_name,
         "fileSize": row.file_size,
-        "downloadLink": ctx.storage.presign_get(
-            base_url, row.result_key, link_expiry, row.processed_file_name
-        ),
+        "downloadLink": ctx.storage.presign_get(base_url, row.result_key, link_expiry, name),
         "thumbnailLink": ctx.storage.presign_get(base_url, row.thumbnail_key, link_expiry),
         "finalFileSize": row.final_file_size,
-        "processedFileName": row.processed_file_name,
+        "processedFileName": name,
         "dimensions": {"width": row.width, "height": row.height},
     }
 
@@ -73,10 +75,25 @@ def _task_dict(ctx: Context, conn: Connection, base_url: str, task: Row) -> dict
     return data
 
 
+def canonical_task_id(task_id: str) -> str | None:
+    """The stored form of a client's task id, or None when it is no UUID.
+
+    Ids are stored as ``str(uuid4())`` (lower case, hyphenated); a client may
+    send the same UUID in upper case, which must find the same task.
+    """
+    try:
+        return str(uuid.UUID(task_id))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def task_status(ctx: Context, principal: Principal, base_url: str, task_id: str) -> dict[str, Any]:
+    canonical = canonical_task_id(task_id)
+    if canonical is None:
+        raise NotFoundError("Task not found")
     with ctx.db.begin() as conn:
         task = conn.execute(
-            select(tasks).where(tasks.c.id == task_id, tasks.c.account_id == principal.account_id)
+            select(tasks).where(tasks.c.id == canonical, tasks.c.account_id == principal.account_id)
         ).first()
         if task is None:
             raise NotFoundError("Task not found")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,16 @@ from upscayl_cloud.storage.base import (
     ObjectTooLargeError,
 )
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest generated ``fileName`` in UTF-8 bytes: the local store keeps it as
+#: one file name (255 bytes on common file systems) and the key column holds 300.
+MAX_GENERATED_NAME_BYTES = 200
+#: Longest name a client is told to save a file under (file systems' 255 bytes).
+MAX_BASE_NAME_BYTES = 255
+_EXTENSION = re.compile(r"^[^\W_]{1,10}$")
+#: Characters Windows refuses in file names; a client on Windows saves under our name.
+_RESERVED = set('<>:"|?*')
+_RUN_OF_DASHES = re.compile(r"-{2,}")
+_RUN_OF_UNDERSCORES = re.compile(r"_{2,}")
 
 
 @dataclass(frozen=True)
@@ -57,12 +67,72 @@ class UploadLink:
     parts: tuple[PartLink, ...] = ()
 
 
+def _last_component(name: str) -> str:
+    """The part after the last ``/`` or ``\\``: a client's path is never ours to keep."""
+    return re.split(r"[/\\]", unicodedata.normalize("NFC", name))[-1]
+
+
+def _split_extension(name: str) -> tuple[str, str]:
+    """``("photo", "png")`` for ``photo.png``; no extension unless it looks like one."""
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and _EXTENSION.match(ext):
+        return stem, ext
+    return name, ""
+
+
+def _fit(stem: str, ext: str, max_bytes: int) -> str:
+    """``stem.ext`` within ``max_bytes`` of UTF-8, cutting the stem, never the extension."""
+    suffix = f".{ext}" if ext else ""
+    room = max_bytes - len(suffix.encode())
+    encoded = stem.encode()
+    if len(encoded) > room:
+        stem = encoded[:room].decode(errors="ignore")
+    return stem + suffix
+
+
+def _unsafe_in_base_name(char: str) -> bool:
+    category = unicodedata.category(char)
+    # C*: controls (CR/LF, NUL), format characters (bidi overrides that make
+    # "gpj.exe" read as "exe.jpg"), unassigned; Zl/Zp: line and paragraph breaks.
+    return category[0] == "C" or category in ("Zl", "Zp") or char in _RESERVED
+
+
+def safe_base_name(name: str, default: str = "image") -> str:
+    """A name a client can save a file under as-is, on any OS, in any folder.
+
+    The last path component only (``..\\..\\win.png`` is ``win.png``), without
+    control or line-break characters (a CR/LF in a Content-Disposition header
+    or a log line forges what follows), characters Windows refuses, or leading
+    dots (hidden files, ``..``); letters of every script are kept.
+    """
+    base = _last_component(name)
+    base = "".join("_" if _unsafe_in_base_name(c) else c for c in base)
+    base = _RUN_OF_UNDERSCORES.sub("_", base).lstrip(". ").rstrip(". ")
+    if not base:
+        return default
+    stem, ext = _split_extension(base)
+    return _fit(stem, ext, MAX_BASE_NAME_BYTES)
+
+
+def _slug(text: str) -> str:
+    """Letters and digits of any script, ``.``, ``_`` and ``-``; any other run is one ``-``."""
+    kept = "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+    return _RUN_OF_DASHES.sub("-", kept)
+
+
 def generated_file_name(original: str, file_type: str) -> str:
-    """``<random>-<sanitised original>``: unique, safe as a path segment."""
-    stem = _UNSAFE.sub("-", original.rsplit("/", 1)[-1]).strip(".-")[:80]
-    if not stem:
-        stem = f"image.{EXTENSIONS.get(file_type, 'bin')}"
-    return f"{uuid.uuid4().hex[:12]}-{stem}"
+    """``<random>-<sanitised original stem>.<ext>``: unique, safe as a path segment.
+
+    The original's extension is kept (the declared type's when it has none)
+    and long names lose the end of their stem, not the extension, so the
+    name still says what the file is. Unicode letters stay (``фото.png`` is
+    ``<random>-фото.png``): the key is URL-quoted wherever it is sent.
+    """
+    stem, ext = _split_extension(_last_component(original))
+    stem = _slug(stem).strip(".-_")
+    ext = ext or EXTENSIONS.get(file_type, "bin")
+    prefix = f"{uuid.uuid4().hex[:12]}-"
+    return prefix + _fit(stem or "image", ext, MAX_GENERATED_NAME_BYTES - len(prefix))
 
 
 def storage_key(account_id: str, file_name: str) -> str:
