@@ -1,9 +1,16 @@
-"""Helpers of the client tests: tiny real images (numpy + libvips) and quick timings."""
+"""Helpers of the client tests: tiny real images (numpy + libvips), quick timings,
+and a proxy that gives results hostile names."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pyvips
 
@@ -39,3 +46,57 @@ def big_png(path: Path, size: int) -> Path:
 def dimensions(path: Path) -> tuple[int, int]:
     image = pyvips.Image.new_from_file(str(path))
     return image.width, image.height
+
+
+class RenamingProxy:
+    """A proxy in front of the real server that answers hostile ``processedFileName``s.
+
+    A stand-in for a failure we cannot provoke for real: our server always
+    names results itself, safely, but the client must not trust any server.
+    Every request is forwarded unchanged to ``upstream``; only the files of
+    get-task-status answers get ``names[originalFileName]`` as their
+    ``processedFileName``. Uploads and downloads use the real server's signed
+    links directly, so everything else is real.
+    """
+
+    def __init__(self, upstream: str, names: Mapping[str, str]) -> None:
+        self.upstream, self.names = upstream, dict(names)
+        self._http = httpx.Client(timeout=30)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                keep = ("X-API-Key", "Content-Type")
+                headers = {h: self.headers[h] for h in keep if self.headers.get(h)}
+                answer = proxy._http.post(proxy.upstream + self.path, content=body, headers=headers)
+                content = answer.content
+                if self.path == "/get-task-status" and answer.is_success:
+                    content = proxy._rename(answer.json())
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("content-type", ""))
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _rename(self, body: dict[str, Any]) -> bytes:
+        for entry in body.get("data", {}).get("files") or []:
+            original = entry.get("originalFileName")
+            if original in self.names:
+                entry["processedFileName"] = self.names[original]
+        return json.dumps(body).encode()
+
+    def __enter__(self) -> RenamingProxy:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._http.close()

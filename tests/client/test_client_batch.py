@@ -1,11 +1,20 @@
-"""``upscale()`` over a folder: nested images, a fake image, a corrupt one, a dangling link."""
+"""``upscale()`` over a folder: nested images, a fake image, a corrupt one, a dangling
+link; results with the same name, and hostile names from a server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from support.images import png_bytes
-from tests.client.helpers import FAST, dimensions, write_image
+from support.server import Server
+from tests.client.helpers import (
+    FAST,
+    QUICK_POLL,
+    QUICK_RETRY,
+    RenamingProxy,
+    dimensions,
+    write_image,
+)
 from upscayl_cloud.client import Client, FileResult, upscale
 
 
@@ -94,3 +103,67 @@ def test_batches_of_batch_size(client: Client, tmp_path: Path) -> None:
     report = upscale([tmp_path], model=FAST, scale=2, client=client, batch_size=2)
     assert report.ok and len({r.task_id for r in report.results}) == 2
     assert client.get_history()["pagination"]["total"] == 2
+
+
+def test_same_result_name_twice_gets_a_second_name(client: Client, tmp_path: Path) -> None:
+    folder = tmp_path / "f2"
+    write_image(folder / "a.jpg", 24, 16)
+    write_image(folder / "a.png", 16, 16, seed=1)
+    out = tmp_path / "out2"
+    report = upscale([folder], model=FAST, scale=2, fmt="png", out_dir=out, client=client)
+    by_name = {r.source.name: r for r in report.results}
+    first, second = out / f"a_upscayl_2x_{FAST}.png", out / f"a_upscayl_2x_{FAST} (2).png"
+    assert report.ok
+    assert (by_name["a.jpg"].output, by_name["a.png"].output) == (first, second)
+    assert (dimensions(first), dimensions(second)) == ((48, 32), (32, 32))
+
+    # An earlier run's results are replaced, under the same names, not numbered on.
+    first.write_bytes(b"stale")
+    again = upscale([folder], model=FAST, scale=2, fmt="png", out_dir=out, client=client)
+    assert [r.output for r in again.results] == [first, second]
+    assert dimensions(first) == (48, 32)
+    assert set(out.iterdir()) == {first, second}
+
+
+def test_hostile_result_names_stay_in_the_output_folder(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    sources = tmp_path / "in"
+    names = {
+        "up.png": "../../escaped_by_server.txt",
+        "abs.png": str(tmp_path / "abs" / "evil.png"),
+        "ctl.png": "\x00\r\n",
+        "dots.png": "..",
+        "hidden.png": ".bashrc",
+        "self.png": "self.png",  # its own input's name: never written over
+    }
+    for seed, name in enumerate(names):
+        write_image(sources / name, 16, 16, seed=seed)
+    originals = {name: (sources / name).read_bytes() for name in names}
+    out = tmp_path / "deep" / "out"
+    with (
+        RenamingProxy(server.url, names) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale(
+            [sources], model=FAST, scale=2, fmt="png", out_dir=out, thumbnails=True, client=api
+        )
+        beside = upscale([sources / "self.png"], model=FAST, scale=2, client=api)
+
+    assert beside.ok and beside.results[0].output == sources / "self (2).png"
+    assert report.ok, [r.reason for r in report.failed]
+    outputs = {r.source.name: r.output for r in report.results}
+    assert outputs == {
+        "up.png": out / "escaped_by_server.txt",
+        "abs.png": out / "evil.png",
+        "ctl.png": out / f"ctl_upscayl_2x_{FAST}.png",
+        "dots.png": out / f"dots_upscayl_2x_{FAST}.png",
+        "hidden.png": out / "bashrc",
+        "self.png": out / "self.png",
+    }
+    assert all(dimensions(path) == (32, 32) for path in outputs.values() if path)
+    assert {r.thumbnail for r in report.results} >= {out / "escaped_by_server_thumb.webp"}
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert written <= {sources / n for n in names} | {sources / "self (2).png"} | set(out.iterdir())
+    assert not (tmp_path / "abs").exists()
+    assert {name: (sources / name).read_bytes() for name in names} == originals

@@ -88,3 +88,31 @@ def test_errors_show_code_and_message(run: CliRunner, server: Server) -> None:
     assert denied.exit_code == 1 and "UNAUTHORIZED" in denied.output
     bad = run.invoke(app, ["client", "upscale", "x.png", "-m", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_upscale_reports_the_second_name_it_wrote(run: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "f2"
+    write_image(folder / "a.jpg", 24, 16)
+    write_image(folder / "a.png", 16, 16, seed=1)
+    out = tmp_path / "out2"
+    result = run.invoke(app, ["client", "upscale", str(folder), "-m", FAST, "-s", "2",
+                              "-f", "png", "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    second = out / f"a_upscayl_2x_{FAST} (2).png"
+    assert second.exists() and (out / f"a_upscayl_2x_{FAST}.png").exists()
+    assert str(second) in result.output and "2 done, 0 failed" in result.output
+
+
+def test_ids_shown_whole_on_a_narrow_terminal(server: Server, api_key: str, tmp_path: Path) -> None:
+    narrow = CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key, "COLUMNS": "80"})
+    image = write_image(tmp_path / "n.png", 16, 16)
+    assert (
+        narrow.invoke(app, ["client", "upscale", str(image), "-m", FAST, "-s", "2"]).exit_code == 0
+    )
+    [task] = json.loads(narrow.invoke(app, ["client", "history", "--json"]).output)
+    table = narrow.invoke(app, ["client", "history"])
+    assert table.exit_code == 0 and task["taskId"] in table.output  # one line, not "dbf6fd4d-2…"
+    status = narrow.invoke(app, ["client", "status", task["taskId"]])
+    link = task["files"][0]["downloadLink"]
+    folded = "".join(line.strip("│ ").split("│")[-1].strip() for line in status.output.splitlines())
+    assert status.exit_code == 0 and "…" not in status.output and link.split("?")[0] in folded

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from upscayl_cloud.client import (
@@ -121,9 +122,16 @@ class _Bars:
             )
 
 
+def _id_column(header: str, ids: Iterable[str]) -> Column:
+    """A column that shows ids whole, on one line, however narrow the terminal:
+    an id cut to "dbf6fd4d-2…" or folded across lines cannot be pasted into
+    `client status`. The other columns shrink instead."""
+    return Column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=0))
+
+
 def _summary(results: list[FileResult]) -> Table:
     table = Table(title="Summary")
-    table.add_column("File")
+    table.add_column("File", overflow="fold")
     table.add_column("Status")
     table.add_column("Result / reason", overflow="fold")
     for r in results:
@@ -226,7 +234,8 @@ def status_command(
             console.print(f"  {name}: {data[name]}")
     files = data.get("files") or []
     if files:
-        table = Table("Original", "Result", "Size", "Link")
+        # Names and links fold rather than end in "…": they are there to be copied.
+        table = Table(*(Column(h, overflow="fold") for h in ("Original", "Result", "Size", "Link")))
         for f in files:
             dims = f.get("dimensions") or {}
             size = f"{dims.get('width', '?')}x{dims.get('height', '?')}"
@@ -254,7 +263,15 @@ def history_command(
     if as_json:
         console.print_json(json.dumps(items))
         return
-    table = Table("Task", "Created", "Status", "Model", "Scale", "Files", "Error")
+    table = Table(
+        _id_column("Task", (str(t.get("taskId", "-")) for t in items)),
+        "Created",
+        "Status",
+        "Model",
+        "Scale",
+        "Files",
+        Column("Error", overflow="fold"),
+    )
     for t in items:
         status = str(t.get("status", ""))
         table.add_row(

@@ -24,6 +24,7 @@ from upscayl_cloud.client.errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
+from upscayl_cloud.client.naming import partial_file
 from upscayl_cloud.client.polling import PollSchedule
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
@@ -186,12 +187,17 @@ class AsyncClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def download(self, url: str, dest: Path) -> Path:
-        """GET a signed link into ``dest`` (written whole, then renamed into place)."""
+        """GET a signed link into ``dest`` (written whole, then renamed into place).
+
+        As :meth:`Client.download`: ``dest`` is used as given, a partial file of its
+        own is renamed over it, an existing ``dest`` is replaced."""
         response, _ = await self._attempts("GET download", True, lambda: self._http.get(url))
         if not response.is_success:
             raise _core.error_of(response)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.part")
-        partial.write_bytes(response.content)
-        os.replace(partial, dest)
+        partial = partial_file(dest)
+        try:
+            partial.write_bytes(response.content)
+            os.replace(partial, dest)
+        finally:
+            partial.unlink(missing_ok=True)
         return dest

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
 from upscayl_cloud.client.files import Skipped, Source, collect
+from upscayl_cloud.client.naming import OutputNames, local_name, safe_file_name
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
@@ -98,9 +100,14 @@ def upscale(
     """Upscale images and folders; returns one :class:`FileResult` per input file.
 
     Options left as None take the server's defaults (``upscayl-standard-4x``,
-    ``4``, ``jpg``). Results are named by the server (``processedFileName``)
-    and written next to each source, or below ``out_dir`` keeping each file's
-    place inside the folder it was found in.
+    ``4``, ``jpg``). Results are written next to each source, or below
+    ``out_dir`` keeping each file's place inside the folder it was found in.
+    The server only suggests the file name (``processedFileName``): it is cut
+    down to a plain name, so it can never pick the folder (see
+    :mod:`upscayl_cloud.client.naming`), and a name this run already used, or
+    one of its inputs, gets `` (2)``, `` (3)``, ... before its extension.
+    A file left by an earlier run is replaced. ``FileResult.output`` is the
+    path actually written.
     """
     own = client is None
     api = client or Client(base_url, api_key)
@@ -131,8 +138,9 @@ def upscale(
             if uploaded:
                 tasks += _start(api, uploaded, options, hooks, report)
         _poll(api, tasks, hooks)
+        names = OutputNames(item.path for item in found)
         for task in tasks:
-            _collect(api, task, target, thumbnails, hooks, report)
+            _collect(api, task, target, thumbnails, options, names, hooks, report)
     finally:
         if own:
             api.close()
@@ -211,13 +219,17 @@ def _start(
 
 
 def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) -> int | None:
-    """The index of the file a 400 blames, if it names one of ours."""
+    """The index of the file a 400 blames, if it names one of ours: by its
+    ``fileName``, its place (``files[i]``), or the name it was uploaded under
+    (servers may quote the caller's own name), the last only when no other
+    pending file has that name, so an innocent file is never dropped."""
     if not isinstance(exc, ApiError) or exc.code not in _SPLIT_CODES:
         return None
     for index, (_source, entry) in enumerate(pending):
         if repr(entry["fileName"]) in exc.message or f"files[{index}]" in exc.message:
             return index
-    return None
+    blamed = [i for i, (source, _) in enumerate(pending) if repr(source.path.name) in exc.message]
+    return blamed[0] if len(blamed) == 1 else None
 
 
 def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
@@ -247,10 +259,16 @@ def _collect(
     task: _Task,
     out_dir: Path | None,
     thumbnails: bool,
+    options: Mapping[str, Any],
+    names: OutputNames,
     hooks: Reporter,
     report: UpscaleReport,
 ) -> None:
-    """Download the delivered files; the rest failed with the task's own error."""
+    """Download the delivered files; the rest failed with the task's own error.
+
+    Each destination is claimed from ``names``: a plain name inside our folder
+    (the server's name sanitized, else one built from the local file), unique
+    within the run."""
     delivered = {f.get("fileName"): f for f in task.status.get("files") or []}
     error = str(task.status.get("error") or f"task {task.status.get('status', 'failed')}")
     for file_name, source in task.sources.items():
@@ -259,16 +277,34 @@ def _collect(
             _finish(report, hooks, FileResult(source.path, "failed", error, task_id=task.task_id))
             continue
         folder = (out_dir / source.relative.parent) if out_dir else source.path.parent
-        name = str(entry.get("processedFileName") or f"{source.path.stem}_upscayl")
         result = FileResult(source.path, "done", task_id=task.task_id)
         try:
-            result.output = _fetch(api, task, file_name, "downloadLink", folder / name)
+            name = safe_file_name(entry.get("processedFileName")) or _local_name(
+                source, options, task.status
+            )
+            output = names.claim(folder, name)
+            result.output = _fetch(api, task, file_name, "downloadLink", output)
             if thumbnails:
-                thumb = folder / f"{Path(name).stem}_thumb.webp"
+                thumb = names.claim(folder, f"{output.stem}_thumb.webp")
                 result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
         except (UpscaylError, OSError) as exc:
             result.status, result.reason = "failed", f"download failed: {_reason(exc)}"
         _finish(report, hooks, result)
+
+
+def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """The result's name when the server's is unusable: built from the local file
+    and what was asked for (else what the task reports, else the spec's defaults)."""
+
+    def pick(option: str, reported: str, default: str) -> object:
+        return options.get(option) or status.get(reported) or default
+
+    return local_name(
+        source.path,
+        pick("scale", "scale", "4"),
+        pick("model", "model", MODELS[0]),
+        pick("save_image_as", "saveImageAs", "jpg"),
+    )
 
 
 def _fetch(api: Client, task: _Task, file_name: str, link: str, dest: Path) -> Path:

@@ -23,6 +23,7 @@ from upscayl_cloud.client.errors import (
     TaskFailedError,
     WaitTimeoutError,
 )
+from upscayl_cloud.client.naming import partial_file
 from upscayl_cloud.client.polling import PollSchedule
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
@@ -244,23 +245,29 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def download(self, url: str, dest: Path) -> Path:
-        """GET a signed link into ``dest`` atomically (a partial file never appears)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.part")
+        """GET a signed link into ``dest`` atomically (a partial file never appears).
 
-        def send() -> httpx.Response:
-            with self._http.stream("GET", url) as response:
-                if response.is_success:
-                    with partial.open("wb") as out:
-                        for chunk in response.iter_bytes(1 << 20):
-                            out.write(chunk)
-                else:
-                    response.read()
-                return response
+        ``dest`` is used as given: a caller naming it after a server's answer should
+        pass that name through :func:`~upscayl_cloud.client.naming.safe_file_name`.
+        Bytes go to a partial file of its own (two downloads to one name never mix)
+        that is renamed over ``dest``; an existing ``dest`` is replaced."""
+        partial = partial_file(dest)
+        try:
 
-        response, _ = self._attempts("GET download", True, send)
-        if not response.is_success:
+            def send() -> httpx.Response:
+                with self._http.stream("GET", url) as response:
+                    if response.is_success:
+                        with partial.open("wb") as out:
+                            for chunk in response.iter_bytes(1 << 20):
+                                out.write(chunk)
+                    else:
+                        response.read()
+                    return response
+
+            response, _ = self._attempts("GET download", True, send)
+            if not response.is_success:
+                raise _core.error_of(response)
+            os.replace(partial, dest)
+        finally:
             partial.unlink(missing_ok=True)
-            raise _core.error_of(response)
-        os.replace(partial, dest)
         return dest

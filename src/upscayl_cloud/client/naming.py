@@ -1,0 +1,129 @@
+"""Where downloaded results go: the server suggests a name, the client picks the place.
+
+``processedFileName`` comes from the server, and a buggy or hostile server
+could answer ``../../.bashrc``, ``/etc/cron.d/job`` or ``C:\\x``. If that
+string were joined to the output folder as is, the server would choose where
+on the caller's disk a file is written. So a server-supplied name is only ever
+reduced to one plain file name (:func:`safe_file_name`), the folder is always
+ours, and the joined path is checked to stay in that folder (:func:`inside`).
+
+Two inputs can also ask for the same result name (``a.jpg`` and ``a.png``
+both become ``a_upscayl_2x_<model>.png``). :class:`OutputNames` hands out
+each destination once per run, so the second becomes ``... (2).png`` instead
+of silently replacing the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from upscayl_cloud.client.errors import UpscaylError
+
+#: Longest name we accept from a server, in UTF-8 bytes: most filesystems stop at
+#: 255, and ``" (NN)"`` plus the ``_thumb.webp`` of a thumbnail must still fit.
+MAX_NAME_BYTES = 200
+
+#: Unicode categories dropped from names: control characters (NUL, CR, LF, ESC,
+#: C1), format characters (right-to-left overrides that disguise an extension),
+#: and line/paragraph separators.
+_DROPPED = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def safe_file_name(name: object) -> str | None:
+    """``name`` reduced to one harmless file name, or None if nothing usable is left.
+
+    Only the last component after any ``/`` or ``\\`` is kept (both, because a
+    name is checked here, not by the OS it was meant for), control and format
+    characters are dropped, ``:`` becomes ``_`` (a Windows drive or stream),
+    leading dots (``..``, hidden files such as ``.bashrc``) and trailing dots
+    and spaces (which Windows drops) are stripped.
+    """
+    if not isinstance(name, str):
+        return None
+    last = re.split(r"[/\\]", name)[-1]
+    kept = "".join(c for c in last if unicodedata.category(c) not in _DROPPED)
+    cleaned = kept.replace(":", "_").strip().lstrip(".").rstrip(". ")
+    try:
+        size = len(cleaned.encode("utf-8"))  # lone surrogates from JSON cannot be a file name
+    except UnicodeEncodeError:
+        return None
+    if not cleaned or size > MAX_NAME_BYTES:
+        return None
+    return cleaned
+
+
+def local_name(source: Path, scale: object, model: object, fmt: object) -> str:
+    """Upscayl's naming (``<stem>_upscayl_<scale>x_<model>.<ext>``, as the server
+    and ``upscayl-cloud upscale`` use), built from the local input and the options
+    asked for: the name used when the server's cannot be used."""
+    built = f"{source.stem}_upscayl_{scale}x_{model}.{fmt}"
+    return safe_file_name(built) or safe_file_name(f"{source.stem}_upscayl") or "image_upscayl"
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name``, verified to be a file directly in ``folder``.
+
+    The folder is resolved; the file itself is not, on purpose: a symlink
+    already sitting at that name is replaced by the download's rename, never
+    followed.
+    """
+    base = folder.resolve()
+    joined = Path(os.path.normpath(base / name))
+    if not name or joined.parent != base or joined.name != name:
+        raise UpscaylError("UNSAFE_NAME", f"{name!r} would be written outside {folder}")
+    return folder / name
+
+
+class OutputNames:
+    """The destinations of one ``upscale()`` run, each handed out once.
+
+    Paths are compared resolved and case-folded, so two names that are the
+    same file on a case-insensitive filesystem (macOS, Windows) count as one.
+    The run's own inputs are reserved up front: a result is never written over
+    a file that the run is reading. Files from earlier runs are not reserved:
+    running the same command again replaces its earlier results.
+    """
+
+    def __init__(self, inputs: Iterable[Path] = ()) -> None:
+        self._taken: set[str] = {self._key(path.parent, path.name) for path in inputs}
+
+    @staticmethod
+    def _key(folder: Path, name: str) -> str:
+        return os.path.normcase(str(folder.resolve() / name)).casefold()
+
+    def claim(self, folder: Path, name: str) -> Path:
+        """``folder / name``, or ``<stem> (2)<ext>``, ``(3)``, ... when this run
+        already uses that path; always a file directly inside ``folder``."""
+        stem, ext = os.path.splitext(name)
+        number = 1
+        while True:
+            candidate = name if number == 1 else f"{stem} ({number}){ext}"
+            dest = inside(folder, candidate)
+            key = self._key(folder, candidate)
+            if key not in self._taken:
+                self._taken.add(key)
+                return dest
+            number += 1
+
+
+def partial_file(dest: Path) -> Path:
+    """A new, empty, hidden file beside ``dest`` for its bytes in flight.
+
+    Created exclusively (``O_EXCL``) under a random name, so two downloads to the
+    same ``dest`` (two runs into one folder) never write into one partial file;
+    whichever renames last wins, and each rename is whole. Mode 0666 less the
+    umask, like any file the user creates (``mkstemp`` would give 0600).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        partial = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return partial

@@ -1,0 +1,99 @@
+"""Names of results: a server's ``processedFileName`` never picks the folder, and
+one run never writes two results, or a result and an input, to one path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from upscayl_cloud.client import UpscaylError
+from upscayl_cloud.client.naming import (
+    MAX_NAME_BYTES,
+    OutputNames,
+    inside,
+    local_name,
+    partial_file,
+    safe_file_name,
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("a_upscayl_2x_quick-clear-4x.png", "a_upscayl_2x_quick-clear-4x.png"),
+        ("../../escaped.txt", "escaped.txt"),
+        ("/etc/cron.d/job", "job"),
+        ("..\\..\\windows\\evil.png", "evil.png"),
+        ("C:evil.png", "C_evil.png"),
+        ("a\r\nb\x00c.png", "abc.png"),
+        ("\u202egnp.exe", "gnp.exe"),
+        (".bashrc", "bashrc"),
+        ("...png", "png"),
+        ("photo. . ", "photo"),
+        ("  spaced name.png  ", "spaced name.png"),
+    ],
+)
+def test_server_names_are_cut_to_one_plain_name(given: str, expected: str) -> None:
+    assert safe_file_name(given) == expected
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "",
+        ".",
+        "..",
+        "a/..",
+        "dir/",
+        "\\",
+        "\x00\r\n",
+        "\ud800.png",
+        "x" * (MAX_NAME_BYTES + 1),
+        None,
+        7,
+    ],
+)
+def test_nothing_usable_left_is_none(given: object) -> None:
+    assert safe_file_name(given) is None
+
+
+def test_local_name_is_upscayls_naming() -> None:
+    assert local_name(Path("in/a.b.png"), 2, "quick-clear-4x", "webp") == (
+        "a.b_upscayl_2x_quick-clear-4x.webp"
+    )
+    # Even a model reported by the server cannot add a folder.
+    assert local_name(Path(".x.png"), "4", "../m", "jpg") == "m.jpg"
+
+
+def test_inside_refuses_what_is_not_a_plain_name(tmp_path: Path) -> None:
+    assert inside(tmp_path, "a.png") == tmp_path / "a.png"
+    for bad in ("../a.png", "/abs.png", "..", "", "sub/a.png"):
+        with pytest.raises(UpscaylError) as refused:
+            inside(tmp_path, bad)
+        assert refused.value.code == "UNSAFE_NAME"
+
+
+def test_names_are_unique_within_a_run_and_inputs_reserved(tmp_path: Path) -> None:
+    source = tmp_path / "a.png"
+    names = OutputNames([source])
+    assert names.claim(tmp_path, "r.png") == tmp_path / "r.png"
+    assert names.claim(tmp_path, "r.png") == tmp_path / "r (2).png"
+    assert (
+        names.claim(tmp_path / "." / "sub" / "..", "R.PNG") == tmp_path / "sub" / ".." / "R (3).PNG"
+    )
+    assert names.claim(tmp_path, "a.png") == tmp_path / "a (2).png"  # never over an input
+    assert names.claim(tmp_path / "other", "r.png") == tmp_path / "other" / "r.png"
+    assert names.claim(tmp_path, "noext") == tmp_path / "noext"
+    assert names.claim(tmp_path, "noext") == tmp_path / "noext (2)"
+
+
+def test_partial_files_are_new_and_distinct(tmp_path: Path) -> None:
+    dest = tmp_path / "deep" / "r.png"
+    first, second = partial_file(dest), partial_file(dest)
+    assert first != second and first.parent == second.parent == dest.parent
+    assert first.name.startswith(".r.png.") and first.name.endswith(".part")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert first.stat().st_mode & 0o777 == 0o666 & ~umask
