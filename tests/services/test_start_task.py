@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
+import pyvips
 from sqlalchemy import select
 
 from support.context import new_principal
@@ -18,12 +21,15 @@ from upscayl_cloud.services.errors import (
     InvalidFileTypeError,
     MissingFieldsError,
 )
+from upscayl_cloud.services.imagecheck import HEAD_BYTES, MAX_JPEG_HEADER_BYTES
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.tasks import TaskOptions
 
 
-def _upload(ctx: Context, who: Principal, data: bytes, file_type: str = "image/png") -> str:
-    link = uploads.request_upload(ctx, who, "http://x", "a.png", file_type, len(data))
+def _upload(
+    ctx: Context, who: Principal, data: bytes, file_type: str = "image/png", name: str = "a.png"
+) -> str:
+    link = uploads.request_upload(ctx, who, "http://x", name, file_type, len(data))
     ctx.storage.write_stream(
         uploads.storage_key(who.account_id, link.file_name), iter([data]), 10**9
     )
@@ -151,3 +157,105 @@ def test_concurrent_starts_get_distinct_timestamps(ctx: Context) -> None:
     with ctx.db.begin() as conn:
         stamps = [r.created_at for r in conn.execute(select(tasks.c.created_at)).all()]
     assert len(stamps) == 8 and len(set(stamps)) == 8
+
+
+def _real_jpeg(claimed: tuple[int, int] | None = None, metadata: int = 0) -> bytes:
+    """A real 16x16 JPEG (libvips), its SOF patched to claim ``claimed`` (width,
+    height), after ``metadata`` full APP15 segments (~64 KiB each) that every
+    decoder skips: the frame header then lies past the first bytes read."""
+    data = bytes((pyvips.Image.black(16, 16, bands=3) + 90).cast("uchar").jpegsave_buffer(Q=80))
+    if claimed is not None:
+        sof = data.index(b"\xff\xc0")
+        data = data[: sof + 5] + struct.pack(">HH", claimed[1], claimed[0]) + data[sof + 9 :]
+    app15 = b"\xff\xef" + struct.pack(">H", 65535) + b"\x00" * 65533
+    return data[:2] + app15 * metadata + data[2:]
+
+
+def _reads(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the real storage's reads during the test."""
+    lengths: list[int] = []
+    real = ctx.storage.read_head
+
+    def read_head(key: str, length: int) -> bytes:
+        data = real(key, length)
+        lengths.append(len(data))
+        return data
+
+    monkeypatch.setattr(ctx.storage, "read_head", read_head)
+    return lengths
+
+
+def test_a_jpeg_frame_header_past_the_first_bytes_is_still_checked(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = _real_jpeg(claimed=(60000, 60000), metadata=5)
+    assert len(bomb) > HEAD_BYTES
+    name = _upload(ctx, principal, bomb, "image/jpeg", "bomb.jpg")
+    with pytest.raises(BadRequestError, match="exceeds the limit of 50000000 pixels"):
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
+    assert keys.account_credits(ctx, principal.account_id) == 10
+    # The same metadata before an honest frame header is accepted, in two reads
+    # (the second a longer prefix: the storage reads from the start only).
+    reads = _reads(ctx, monkeypatch)
+    honest = _real_jpeg(metadata=5)
+    fine = _upload(ctx, principal, honest, "image/jpeg", "fine.jpg")
+    task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": fine}])
+    assert keys.account_credits(ctx, principal.account_id) == 9
+    assert reads == [HEAD_BYTES, len(honest)]
+
+
+def test_a_jpeg_frame_header_too_far_in_is_refused_after_bounded_reads(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    far = _real_jpeg(metadata=MAX_JPEG_HEADER_BYTES // 65537 + 1)
+    name = _upload(ctx, principal, far, "image/jpeg", "far.jpg")
+    reads = _reads(ctx, monkeypatch)
+    with pytest.raises(BadRequestError, match=r"'far.jpg' has its JPEG frame header .* 8 MiB"):
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
+    assert keys.account_credits(ctx, principal.account_id) == 10
+    assert len(reads) <= 6 and max(reads) <= MAX_JPEG_HEADER_BYTES
+
+
+@pytest.mark.parametrize(
+    ("data", "file_type", "kind"),
+    [
+        (png_bytes()[:8], "image/png", "PNG"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01", "image/jpeg", "JPEG"),
+        (b"RIFF\x04\x00\x00\x00WEBP", "image/webp", "WebP"),
+        (_real_jpeg(metadata=5)[:300_000], "image/jpeg", "JPEG"),
+    ],
+)
+def test_a_header_that_ends_before_its_dimensions_is_refused(
+    ctx: Context, principal: Principal, data: bytes, file_type: str, kind: str
+) -> None:
+    name = _upload(ctx, principal, data, file_type, "x.img")
+    with pytest.raises(InvalidFileTypeError) as refused:
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
+    assert refused.value.public_message == (
+        f"File 'x.img' is not a complete {kind} image: its header ends before its dimensions"
+    )
+    assert keys.account_credits(ctx, principal.account_id) == 10
+
+
+def test_a_jpeg_without_a_frame_header_is_refused(ctx: Context, principal: Principal) -> None:
+    real = _real_jpeg()
+    sof = real.index(b"\xff\xc0")
+    (length,) = struct.unpack(">H", real[sof + 2 : sof + 4])
+    name = _upload(ctx, principal, real[:sof] + real[sof + 2 + length :], "image/jpeg")
+    with pytest.raises(InvalidFileTypeError, match="no frame header \\(SOF\\) before its image"):
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
+    assert keys.account_credits(ctx, principal.account_id) == 10
+
+
+def test_a_direct_upload_is_named_as_the_caller_named_it(
+    ctx: Context, principal: Principal
+) -> None:
+    stored = uploads.save_direct(
+        ctx, principal, "b.png", "image/png", iter([png_header_only(100000, 100000)])
+    )
+    with pytest.raises(BadRequestError) as refused:
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": stored}])
+    message = refused.value.public_message
+    assert message.startswith("File 'b.png': 100000x100000 pixels exceeds")
+    assert stored not in message
+    assert keys.account_credits(ctx, principal.account_id) == 10

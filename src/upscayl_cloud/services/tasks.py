@@ -27,7 +27,15 @@ from upscayl_cloud.services.errors import (
     InvalidFileTypeError,
     MissingFieldsError,
 )
-from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, HEAD_BYTES, inspect
+from upscayl_cloud.services.imagecheck import (
+    ALLOWED_TYPES,
+    HEAD_BYTES,
+    MAX_JPEG_HEADER_BYTES,
+    HeaderInfo,
+    inspect,
+    jpeg_info,
+    walk_jpeg,
+)
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.limits import image_limits, output_problem
 
@@ -68,6 +76,28 @@ def _label(entry: dict[str, Any], index: int) -> str:
     return f"File {name!r}" if isinstance(name, str) and name else f"files[{index}]"
 
 
+def read_header(ctx: Context, key: str, size: int) -> HeaderInfo | None:
+    """The stored object's header info, read past :data:`HEAD_BYTES` only for
+    a JPEG whose frame header (SOF) lies further on.
+
+    The storage interface reads from the start of an object only
+    (``read_head``), so each further read takes a longer prefix, at least
+    twice the last: at most six reads and under twice
+    :data:`MAX_JPEG_HEADER_BYTES` for the most hostile file, while the walk
+    itself only looks at segment headers. A read that comes back short (the
+    object changed) is treated as the whole file, so the loop always ends.
+    """
+    head = ctx.storage.read_head(key, HEAD_BYTES)
+    info = inspect(head, size if len(head) >= HEAD_BYTES else len(head))
+    while info is not None and info.pending is not None and info.pending.need is not None:
+        walk = info.pending
+        length = min(size, MAX_JPEG_HEADER_BYTES, max(walk.need, 2 * len(head)))
+        head = ctx.storage.read_head(key, length)
+        total = size if len(head) >= length else len(head)
+        info = jpeg_info(walk_jpeg(head, total, walk.pos, walk.segments))
+    return info
+
+
 def check_file(
     ctx: Context, principal: Principal, options: TaskOptions, entry: Any, index: int
 ) -> CheckedFile:
@@ -100,6 +130,9 @@ def check_file(
     # Someone else's upload is reported exactly like a missing one.
     if row is None:
         raise BadRequestError(f"{label}: no such uploaded file")
+    # From here on the file is named as the caller named it, as the worker's
+    # errors do (a direct upload's fileName is one the server generated).
+    label = f"File {row.original_file_name!r}"
     if now_ms() > row.expires_at:
         raise BadRequestError(f"{label}: the upload has expired; upload it again")
     if declared_type is not None and declared_type != row.file_type:
@@ -113,19 +146,24 @@ def check_file(
         raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
     if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
         raise BadRequestError(f"{label}: the stored file has {size} bytes, not the declared size")
-    info = inspect(ctx.storage.read_head(row.storage_key, HEAD_BYTES))
+    info = read_header(ctx, row.storage_key, size)
     if info is None:
         raise InvalidFileTypeError(f"{label}: not a JPEG, PNG or WebP image")
     if info.mime_type != row.file_type:
         raise InvalidFileTypeError(f"{label}: the file is {info.mime_type}, not {row.file_type}")
-    if info.width is not None and info.height is not None:
-        if info.width < 1 or info.height < 1:
-            raise BadRequestError(f"{label}: the image header gives no size")
-        problem = output_problem(
-            info.width, info.height, int(options.scale), options.save_image_as, limits
-        )
-        if problem is not None:
-            raise BadRequestError(f"{label}: {problem}")
+    # A file without a readable size is refused here: the worker could only
+    # fail it, after its credits were reserved.
+    if info.broken is not None:
+        raise InvalidFileTypeError(f"{label} {info.broken}")
+    if info.refused is not None or info.width is None or info.height is None:
+        raise BadRequestError(f"{label} {info.refused or 'has no readable image size'}")
+    if info.width < 1 or info.height < 1:
+        raise BadRequestError(f"{label}: the image header gives no size")
+    problem = output_problem(
+        info.width, info.height, int(options.scale), options.save_image_as, limits
+    )
+    if problem is not None:
+        raise BadRequestError(f"{label}: {problem}")
     return CheckedFile(
         file_name=row.file_name,
         original_file_name=row.original_file_name,
