@@ -3,7 +3,8 @@
 Covers our domain errors, FastAPI's validation errors (mapped to the spec's
 codes: a missing field is MISSING_REQUIRED_FIELDS, a bad ``fileType``
 INVALID_FILE_TYPE, an oversized ``fileSize`` FILE_SIZE_EXCEEDED, anything else
-BAD_REQUEST), Starlette's 404/405 for unknown routes, and unexpected
+BAD_REQUEST; a body that is no JSON object is told so, not reported as a
+field), Starlette's 404/405 for unknown routes, and unexpected
 exceptions (500, details only in the log). A database that cannot be reached
 (down, restarting) is no bug: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``.
 """
@@ -43,13 +44,66 @@ def error_response(
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+#: How much of a caller's own input a message repeats: enough to recognise it.
+ECHO_LIMIT = 100
+JSON_OBJECT_HINT = "send a JSON object with Content-Type: application/json"
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (plus "…"): a message names the
+    caller's input, it does not send 5000 characters of it back."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _field(error: dict[str, Any]) -> str:
-    parts = [str(p) for p in error.get("loc", ()) if p not in ("body", "data")]
+    # ``body`` is FastAPI's prefix, not a field the caller sent. ``data`` is
+    # a field only in complete-multipart-upload (the other bodies unwrap it
+    # before validation), where the spec names its members ``data.uploadId``.
+    parts = [str(p) for p in error.get("loc", ()) if p != "body"]
     return ".".join(parts) or "body"
 
 
-def validation_error_body(errors: list[dict[str, Any]]) -> tuple[str, str]:
-    """The spec's code and a message naming every field at fault."""
+def _message(error: dict[str, Any]) -> str:
+    """Pydantic's message, except where it shows a regular expression instead
+    of saying what is expected."""
+    if error.get("type") == "string_pattern_mismatch" and _field(error).endswith("taskId"):
+        return "must be a UUID, e.g. 30a89e69-c702-4247-9905-f0a53dfa45ab"
+    return str(error.get("msg", "invalid"))
+
+
+def _body_problem(errors: list[dict[str, Any]], media_type: str) -> str | None:
+    """What is wrong with the body as a whole, or None when only fields are."""
+    for error in errors:
+        kind, loc = error.get("type"), tuple(error.get("loc", ()))
+        if kind == "json_invalid":
+            where = f" (at character {loc[1]})" if len(loc) > 1 else ""
+            reason = str((error.get("ctx") or {}).get("error", "")).strip()
+            detail = f": {reason}{where}" if reason else where
+            return f"The request body is not valid JSON{detail}; {JSON_OBJECT_HINT}"
+        if loc != ("body",):
+            continue
+        if kind == "missing":
+            return f"Required fields missing: body ({JSON_OBJECT_HINT})"
+        if media_type != "application/json":
+            sent = media_type or "no Content-Type"
+            return f"The request body was sent as {clip(sent)}; {JSON_OBJECT_HINT}"
+        return f"The request body must be a JSON object, not another JSON value; {JSON_OBJECT_HINT}"
+    return None
+
+
+def validation_error_body(
+    errors: list[dict[str, Any]], media_type: str = "application/json"
+) -> tuple[str, str]:
+    """The spec's code and a message naming every field at fault.
+
+    ``media_type`` is the request's Content-Type (without parameters): a JSON
+    body sent as text/plain or as a form fails as "not an object", and the
+    fix is the header, so the message says that.
+    """
+    problem = _body_problem(errors, media_type)
+    if problem is not None:
+        missing_body = any(e.get("type") == "missing" for e in errors)
+        return ("MISSING_REQUIRED_FIELDS" if missing_body else "BAD_REQUEST"), problem
     missing = [_field(e) for e in errors if e.get("type") == "missing"]
     if missing:
         return "MISSING_REQUIRED_FIELDS", "Required fields missing: " + ", ".join(missing)
@@ -59,7 +113,7 @@ def validation_error_body(errors: list[dict[str, Any]]) -> tuple[str, str]:
             return "INVALID_FILE_TYPE", "Unsupported file type. Allowed: JPEG, PNG, WEBP"
         if field.endswith("fileSize") and error.get("type") == "less_than_equal":
             return "FILE_SIZE_EXCEEDED", "File size exceeds maximum limit of 100MB"
-    details = "; ".join(f"{_field(e)}: {e.get('msg', 'invalid')}" for e in errors[:5])
+    details = "; ".join(clip(f"{_field(e)}: {_message(e)}", 2 * ECHO_LIMIT) for e in errors[:5])
     return "BAD_REQUEST", f"Invalid request parameters: {details}"
 
 
@@ -79,7 +133,8 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    code, message = validation_error_body(list(exc.errors()))
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    code, message = validation_error_body(list(exc.errors()), media_type)
     return error_response(400, code, message, _rate_headers(request))
 
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.types import Message
 
+from upscayl_cloud.api.errors import clip
 from upscayl_cloud.config import Settings
 from upscayl_cloud.services.errors import (
     BadRequestError,
@@ -81,19 +84,32 @@ START_TASK_BODY: dict[str, Any] = {
 
 
 class _CountingReceive:
-    """Wraps the ASGI receive callable and stops the body past ``limit`` bytes."""
+    """Wraps the ASGI receive callable and stops the body past ``limit`` bytes.
 
-    def __init__(self, request: Request, limit: int) -> None:
+    It also watches for the closing delimiter ``--<boundary>--``: the parser
+    accepts a body that simply stops, and reports whatever parts it got, so
+    a truncated upload would otherwise read as "field missing".
+    """
+
+    def __init__(self, request: Request, limit: int, boundary: bytes) -> None:
         self._receive = request.receive
         self._limit = limit
         self._seen = 0
+        self._closing = b"--" + boundary + b"--"
+        self._tail = b""
+        self.closed = False
 
     async def __call__(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
-            self._seen += len(message.get("body", b""))
+            body = message.get("body", b"")
+            self._seen += len(body)
             if self._seen > self._limit:
                 raise FileSizeExceededError()
+            if not self.closed and self._closing:
+                window = self._tail + body
+                self.closed = self._closing in window
+                self._tail = window[-(len(self._closing) - 1) :]
         return message
 
 
@@ -118,6 +134,61 @@ class StartTaskForm:
     async def close(self) -> None:
         for upload in self._uploads:
             await upload.close()
+
+
+def _boundary(content_type: str) -> bytes:
+    """The multipart boundary named in ``content_type``, or empty."""
+    _, params = parse_options_header(content_type)
+    value = params.get(b"boundary", b"")
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+#: Each field of a ``files`` entry and the JSON type it must have.
+_ENTRY_TYPES: dict[str, tuple[type, str]] = {
+    "fileName": (str, "a string"),
+    "fileType": (str, "a string"),
+    "fileSize": (int, "an integer"),
+    "originalFileName": (str, "a string"),
+    "createdAt": (int, "an integer"),
+    "expiresAt": (int, "an integer"),
+}
+_JSON_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+#: Longer than any fileName the server hands out (the column holds 300).
+_MAX_FILE_NAME = 300
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _check_entry_types(entry: Any, index: int) -> None:
+    """Refuse a ``files`` entry whose fields have the wrong JSON type.
+
+    A present field of the wrong type is a type error naming the field, not
+    a "missing" one; absent fields are left to the task checks. A fileName
+    longer than any this server issues is refused here, so no message
+    repeats thousands of characters of it.
+    """
+    if not isinstance(entry, dict):
+        return
+    for name, (expected, label) in _ENTRY_TYPES.items():
+        value = entry.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise BadRequestError(f"files[{index}].{name} must be {label}, not {_json_type(value)}")
+    file_name = entry.get("fileName")
+    if isinstance(file_name, str) and len(file_name) > _MAX_FILE_NAME:
+        raise BadRequestError(
+            f"files[{index}].fileName {clip(file_name)!r} is {len(file_name)} characters long; "
+            "use the fileName get-upload-url returned"
+        )
 
 
 def _text(value: str | UploadFile, name: str) -> str:
@@ -155,13 +226,30 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise FileSizeExceededError()
-    limited = Request(request.scope, receive=_CountingReceive(request, limit))
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if not boundary:
+        raise BadRequestError(
+            "Malformed multipart body: the Content-Type header has no boundary; "
+            "let your HTTP client build the multipart/form-data request (e.g. curl -F)"
+        )
+    receive = _CountingReceive(request, limit, boundary)
+    limited = Request(request.scope, receive=receive)
     try:
         form = await limited.form(max_files=2, max_fields=settings.max_files_per_task + 10)
     except FileSizeExceededError:
         raise
-    except Exception as exc:  # malformed multipart
-        raise BadRequestError(f"Malformed multipart body: {exc}") from exc
+    except HTTPException as exc:  # Starlette's words for a malformed body, without "400:"
+        raise BadRequestError(f"Malformed multipart body: {exc.detail}") from exc
+    except Exception as exc:  # anything else the parser could not read
+        raise BadRequestError("Malformed multipart body: it could not be parsed") from exc
+    if not receive.closed:
+        for _, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                await value.close()
+        raise BadRequestError(
+            "Malformed multipart body: it ends before the closing boundary "
+            f"(--{boundary.decode('latin-1')}--); the request was cut off or built incorrectly"
+        )
     uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     result = StartTaskForm(options=TaskOptions(), _uploads=uploads)
     try:
@@ -180,6 +268,10 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
             if "enhanceFace" in options
             else False,
         )
+        if result.options.model not in MODEL_NAMES:
+            raise BadRequestError(
+                f"Unknown model {clip(result.options.model)!r}; use one of the spec's models"
+            )
         result.options.validate()
         for part in form.getlist("files"):
             parsed = await _json_part(part)
@@ -187,6 +279,8 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
                 result.files.extend(parsed)
             else:
                 result.files.append(parsed)
+        for index, entry in enumerate(result.files):
+            _check_entry_types(entry, index)
         direct = form.getlist("file")
         if len(direct) > 1:
             raise BadRequestError("Send one file per task in 'file'; use 'files' for a batch")

@@ -93,7 +93,9 @@ class MultipartCompletionCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _wrap(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "data" not in value and "uploadId" in value:
+        # Any object without ``data`` is read as the bare form, so a body
+        # missing fields (even ``{}``) is told which: ``data.uploadId``...
+        if isinstance(value, dict) and "data" not in value:
             return {"data": value}
         return value
 

@@ -28,9 +28,11 @@ def get_upscayl_history(
     ctx: ContextDep,
     base_url: BaseUrlDep,
     principal: Annotated[Principal, Depends(limited("get-upscayl-history"))],
-    body: Annotated[HistoryQuery | None, Body()] = None,
+    body: Annotated[HistoryQuery, Body()],
 ) -> dict[str, Any]:
-    query = body or HistoryQuery()
+    """The spec marks the body required, and every other JSON operation
+    refuses a missing one: ``{}`` asks for the first page unfiltered."""
+    query = body
     items, pagination = status.history(
         ctx,
         principal,
