@@ -2,8 +2,14 @@
 
 Checks, in order: the signature (method, key, expiry, type, length, part),
 then the expiry, then the request's own type and size. Upload links that
-fail any check are refused with 403. A download link past its expiry answers
-410: by then the object is due for deletion, and a stale file is never sent.
+fail any check are refused with 403, as S3 refuses a presigned PUT whose
+Content-Length differs from the signed one (tests/storage/test_contract.py
+holds both stores to the same statuses). The one exception has no S3
+counterpart: a body without Content-Length (chunked) that outgrows the link
+is cut off while it streams, 400 FILE_SIZE_EXCEEDED, since only then is its
+size known. A download link past its expiry answers 410. Links are signed
+for at most an hour while results are kept for days, so the file is usually
+still there: the message sends the caller to get-task-status for fresh links.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from upscayl_cloud.services.errors import (
 from upscayl_cloud.storage.base import MultipartError, ObjectMissingError, ObjectTooLargeError
 from upscayl_cloud.storage.local import LocalStorage
 from upscayl_cloud.storage.signing import LinkClaims, LinkExpiredError, SignatureError
+
+EXPIRED_DOWNLOAD_MESSAGE = (
+    "This link has expired. Call get-task-status for fresh downloadLink and thumbnailLink; "
+    "they work until the result's expiresAt"
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ def open_download(ctx: Context, key: str, query: Mapping[str, str]) -> Download:
     except SignatureError as exc:
         raise ForbiddenError() from exc
     except LinkExpiredError as exc:
-        raise GoneError() from exc
+        raise GoneError(EXPIRED_DOWNLOAD_MESSAGE) from exc
     try:
         path = storage.path_of(key)
     except ObjectMissingError as exc:

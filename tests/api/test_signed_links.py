@@ -1,0 +1,25 @@
+"""The local store's signed download links, through the real app."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.services.context import Context
+
+
+def test_expired_download_link_points_to_fresh_links(client: TestClient) -> None:
+    """The link outlives itself, not the file (links last an hour, results
+    days): the 410 says where to get a new link, and a new link works."""
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
+    base = str(client.base_url).rstrip("/")
+    expired = ctx.storage.presign_get(base, key, now_ms() - 1000, "a_upscayl_4x.png")
+    response = client.get(expired)
+    payload = response.json()
+    assert (response.status_code, payload["error"]) == (410, "GONE")
+    assert "get-task-status" in payload["message"]
+    assert "no longer available" not in payload["message"]
+    fresh = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    assert client.get(fresh).content == b"\x89PNG-result"
