@@ -27,6 +27,10 @@ def test_processed_name_follows_upscayl() -> None:
     assert processed_name("cat.photo.png", 4, "quick-clear-4x", "jpg") == (
         "cat.photo_upscayl_4x_quick-clear-4x.jpg"
     )
+    # Clients save results under this name: never a path, never a line break.
+    assert processed_name("..\\..\\a\r\nb.png", 2, "quick-clear-4x", "png") == (
+        "a_b_upscayl_2x_quick-clear-4x.png"
+    )
 
 
 def test_handle_processes_and_records_everything(ctx: Context, principal: Principal) -> None:

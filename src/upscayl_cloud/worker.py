@@ -29,6 +29,7 @@ from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
+from upscayl_cloud.services.uploads import safe_base_name
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ class _Task:
 
 
 def processed_name(original: str, scale: int, model: str, ext: str) -> str:
-    """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``."""
-    stem = Path(original).stem or "image"
+    """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``, from
+    the caller's name made a plain one (clients save files under it)."""
+    stem = Path(safe_base_name(original)).stem or "image"
     return f"{stem}_upscayl_{scale}x_{model}.{ext}"
 
 

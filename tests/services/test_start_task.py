@@ -259,3 +259,18 @@ def test_a_direct_upload_is_named_as_the_caller_named_it(
     assert message.startswith("File 'b.png': 100000x100000 pixels exceeds")
     assert stored not in message
     assert keys.account_credits(ctx, principal.account_id) == 10
+
+
+def test_messages_echo_at_most_a_hundred_characters_of_a_name(
+    ctx: Context, principal: Principal
+) -> None:
+    """A 299-character file name or model name is recognisable in the
+    message without being sent back whole."""
+    long_name = "x" * 299
+    with pytest.raises(BadRequestError) as refused:
+        task_service.start_task(ctx, principal, TaskOptions(), [{"fileName": long_name}])
+    assert "x" * 100 + "…" in refused.value.public_message
+    assert "x" * 101 not in refused.value.public_message
+    with pytest.raises(BadRequestError) as unknown:
+        task_service.start_task(ctx, principal, TaskOptions(model="m" * 5000), [{"fileName": "x"}])
+    assert len(unknown.value.public_message) < 200

@@ -20,7 +20,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upscayl_cloud.db.engine import database_unavailable
-from upscayl_cloud.services.errors import RateLimitExceededError, ServiceError
+from upscayl_cloud.services.errors import (
+    ECHO_LIMIT,
+    RateLimitExceededError,
+    ServiceError,
+    clip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +49,7 @@ def error_response(
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-#: How much of a caller's own input a message repeats: enough to recognise it.
-ECHO_LIMIT = 100
 JSON_OBJECT_HINT = "send a JSON object with Content-Type: application/json"
-
-
-def clip(text: str, limit: int = ECHO_LIMIT) -> str:
-    """``text`` cut to ``limit`` characters (plus "…"): a message names the
-    caller's input, it does not send 5000 characters of it back."""
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _field(error: dict[str, Any]) -> str:

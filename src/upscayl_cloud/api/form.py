@@ -19,13 +19,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
-from upscayl_cloud.api.errors import clip
 from upscayl_cloud.config import Settings
 from upscayl_cloud.services.errors import (
     BadRequestError,
     FileSizeExceededError,
     InvalidFileTypeError,
     MissingFieldsError,
+    clip,
 )
 from upscayl_cloud.services.imagecheck import sniff
 from upscayl_cloud.services.tasks import MODEL_NAMES, TaskOptions

@@ -6,6 +6,15 @@ renders them as ``{"error": code, "message": public_message}``.
 
 from __future__ import annotations
 
+#: How much of a caller's own input a message repeats: enough to recognise it.
+ECHO_LIMIT = 100
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (plus "…"): a message names the
+    caller's input, it does not send 5000 characters of it back."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class ServiceError(Exception):
     code = "INTERNAL_SERVER_ERROR"

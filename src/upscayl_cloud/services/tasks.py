@@ -26,6 +26,7 @@ from upscayl_cloud.services.errors import (
     InsufficientCreditsError,
     InvalidFileTypeError,
     MissingFieldsError,
+    clip,
 )
 from upscayl_cloud.services.imagecheck import (
     ALLOWED_TYPES,
@@ -55,7 +56,8 @@ class TaskOptions:
 
     def validate(self) -> None:
         if self.model not in MODEL_NAMES:
-            raise BadRequestError(f"Unknown model {self.model!r}; use one of the spec's models")
+            model = clip(self.model)
+            raise BadRequestError(f"Unknown model {model!r}; use one of the spec's models")
         if self.scale not in SCALES:
             raise BadRequestError("scale must be one of '2', '4', '8'")
         if self.save_image_as not in OUTPUT_FORMATS:
@@ -73,7 +75,7 @@ class CheckedFile:
 
 def _label(entry: dict[str, Any], index: int) -> str:
     name = entry.get("fileName")
-    return f"File {name!r}" if isinstance(name, str) and name else f"files[{index}]"
+    return f"File {clip(name)!r}" if isinstance(name, str) and name else f"files[{index}]"
 
 
 def read_header(ctx: Context, key: str, size: int) -> HeaderInfo | None:
@@ -132,7 +134,7 @@ def check_file(
         raise BadRequestError(f"{label}: no such uploaded file")
     # From here on the file is named as the caller named it, as the worker's
     # errors do (a direct upload's fileName is one the server generated).
-    label = f"File {row.original_file_name!r}"
+    label = f"File {clip(row.original_file_name)!r}"
     if now_ms() > row.expires_at:
         raise BadRequestError(f"{label}: the upload has expired; upload it again")
     if declared_type is not None and declared_type != row.file_type:
