@@ -29,7 +29,7 @@ from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
-from upscayl_cloud.services.uploads import safe_base_name
+from upscayl_cloud.services.uploads import MAX_BASE_NAME_BYTES, fit_name, safe_base_name
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,12 @@ class _Task:
 
 def processed_name(original: str, scale: int, model: str, ext: str) -> str:
     """Upscayl's own naming: ``<stem>_upscayl_<scale>x_<model>.<ext>``, from
-    the caller's name made a plain one (clients save files under it)."""
+    the caller's name made a plain one (clients save files under it). A long
+    stem is cut, never the suffix: without it the result's name would be the
+    source's, and a client saving beside its input would replace it."""
     stem = Path(safe_base_name(original)).stem or "image"
-    return f"{stem}_upscayl_{scale}x_{model}.{ext}"
+    suffix = f"_upscayl_{scale}x_{model}"
+    return fit_name(stem, "", MAX_BASE_NAME_BYTES - len(f"{suffix}.{ext}")) + f"{suffix}.{ext}"
 
 
 def process(

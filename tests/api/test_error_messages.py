@@ -79,6 +79,20 @@ def test_multipart_without_closing_boundary_is_incomplete(client: TestClient, ke
     assert "closing boundary" in message
 
 
+def test_an_empty_multipart_body_is_missing_its_fields(client: TestClient, key: str) -> None:
+    """Nothing sent is not a malformed body: the fields are missing."""
+    response = client.post(
+        "/start-task",
+        content=b"",
+        headers={"X-API-Key": key, "content-type": "multipart/form-data; boundary=B"},
+    )
+    assert _error(response) == (
+        400,
+        "MISSING_REQUIRED_FIELDS",
+        "Required fields missing: file or files",
+    )
+
+
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [

@@ -80,6 +80,9 @@ def test_upper_case_task_id_finds_the_callers_task(client: TestClient) -> None:
         ("a\r\nSet-Cookie: x=1.png", "a_Set-Cookie_ x=1_upscayl_2x_quick-clear-4x.png"),
         ("C:\\Users\\me\\фото.png", "фото_upscayl_2x_quick-clear-4x.png"),
         ("..hidden.png", "hidden_upscayl_2x_quick-clear-4x.png"),
+        ("my__photo.png", "my__photo_upscayl_2x_quick-clear-4x.png"),  # the caller's own
+        # A long stem is cut, never the suffix: the result is never named as its source.
+        ("x" * 251 + ".png", "x" * 170 + "_upscayl_2x_quick-clear-4x.png"),
     ],
 )
 def test_processed_file_name_is_a_safe_base_name(

@@ -97,6 +97,11 @@ def test_tune_times_every_tile_width_once_for_the_workers(
         assert sorted(map(int, json.loads(timings.read_text()))) == list(range(18, 61))
     again = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x"])
     assert again.exit_code == 0 and files == sorted(files[0].parent.iterdir())
+    # Workers started with --workers 2 run two streams: timings of their own.
+    split = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x", "--workers", "2"])
+    assert split.exit_code == 0, split.output
+    assert "streams" in split.output
+    assert len(list(files[0].parent.iterdir())) == 4
 
 
 def test_tune_on_a_backend_without_slow_widths_does_nothing(

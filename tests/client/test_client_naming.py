@@ -27,6 +27,7 @@ from upscayl_cloud.client.naming import (
         ("/etc/cron.d/job", "job"),
         ("..\\..\\windows\\evil.png", "evil.png"),
         ("C:evil.png", "C_evil.png"),
+        ('a<b>c"d|e?f*.png', "a_b_c_d_e_f_.png"),
         ("a\r\nb\x00c.png", "abc.png"),
         ("\u202egnp.exe", "gnp.exe"),
         (".bashrc", "bashrc"),

@@ -112,6 +112,10 @@ def test_write_read_size_delete(backend: Backend, tmp_path: Path) -> None:
     assert store.size(key) == 4
     assert store.read_head(key, 3) == b"123"
     assert store.read_head(key, 100) == b"1234"
+    # A header's later parts: from an offset, short at the end, empty past it.
+    assert store.read_head(key, 2, start=1) == b"23"
+    assert store.read_head(key, 100, start=2) == b"34"
+    assert store.read_head(key, 10, start=4) == store.read_head(key, 10, start=9) == b""
     store.download_to(key, tmp_path / "copy")
     assert (tmp_path / "copy").read_bytes() == b"1234"
     store.delete(key)

@@ -99,6 +99,11 @@ class _CountingReceive:
         self._tail = b""
         self.closed = False
 
+    @property
+    def empty(self) -> bool:
+        """No byte of the body has arrived."""
+        return self._seen == 0
+
     async def __call__(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
@@ -246,6 +251,8 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
         for _, value in form.multi_items():
             if isinstance(value, UploadFile):
                 await value.close()
+        if receive.empty:  # nothing sent at all: the fields are missing, not malformed
+            raise MissingFieldsError("Required fields missing: file or files")
         raise BadRequestError(
             "Malformed multipart body: it ends before the closing boundary "
             f"(--{boundary.decode('latin-1')}--); the request was cut off or built incorrectly"
@@ -268,10 +275,6 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
             if "enhanceFace" in options
             else False,
         )
-        if result.options.model not in MODEL_NAMES:
-            raise BadRequestError(
-                f"Unknown model {clip(result.options.model)!r}; use one of the spec's models"
-            )
         result.options.validate()
         for part in form.getlist("files"):
             parsed = await _json_part(part)

@@ -18,7 +18,6 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
-    field_validator,
     model_validator,
 )
 
@@ -55,14 +54,8 @@ class UploadUrlCreate(_Body):
 
 
 class TaskStatusQuery(_Body):
+    #: Any case: the service compares the canonical form (``status.canonical_task_id``).
     taskId: StrictStr = Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})
-
-    @field_validator("taskId")
-    @classmethod
-    def _canonical(cls, value: str) -> str:
-        """UUIDs are case-insensitive (RFC 9562) and the pattern admits A-F, but
-        ids are stored in the lower case ``str(uuid4())`` gives: compare those."""
-        return value.lower()
 
 
 class HistoryQuery(_Body):

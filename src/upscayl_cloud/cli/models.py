@@ -122,6 +122,15 @@ def tune(
         list[str] | None,
         typer.Argument(help="Models to tune (default: every model).", show_default=False),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="The --workers the workers run with (default: UPSCAYL_WORKERS): "
+            "timings hold for one thread count.",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Time every tile width the selected backend may run slowly, ahead of the
     first task (OpenVINO: about one width in five of some networks).
@@ -150,7 +159,10 @@ def tune(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     keys = list(dict.fromkeys(key for model in chosen for key in model.networks()))
-    settings = engine_settings(get_settings())
+    service = get_settings()
+    if workers is not None:
+        service = service.model_copy(update={"workers": workers})
+    settings = engine_settings(service)
     console = Console()
     networks = [load_network(key, settings) for key in keys]
     tunable = [network for network in networks if network.width_timings is not None]

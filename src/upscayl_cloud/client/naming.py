@@ -33,21 +33,25 @@ MAX_NAME_BYTES = 200
 #: and line/paragraph separators.
 _DROPPED = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
+#: Characters no Windows file name may hold, each written as ``_``.
+_WINDOWS_REFUSES = str.maketrans(dict.fromkeys(':<>"|?*', "_"))
+
 
 def safe_file_name(name: object) -> str | None:
     """``name`` reduced to one harmless file name, or None if nothing usable is left.
 
     Only the last component after any ``/`` or ``\\`` is kept (both, because a
     name is checked here, not by the OS it was meant for), control and format
-    characters are dropped, ``:`` becomes ``_`` (a Windows drive or stream),
-    leading dots (``..``, hidden files such as ``.bashrc``) and trailing dots
-    and spaces (which Windows drops) are stripped.
+    characters are dropped, ``:`` (a Windows drive or stream) and the other
+    characters Windows refuses (``<>"|?*``) become ``_``, leading dots
+    (``..``, hidden files such as ``.bashrc``) and trailing dots and spaces
+    (which Windows drops) are stripped.
     """
     if not isinstance(name, str):
         return None
     last = re.split(r"[/\\]", name)[-1]
     kept = "".join(c for c in last if unicodedata.category(c) not in _DROPPED)
-    cleaned = kept.replace(":", "_").strip().lstrip(".").rstrip(". ")
+    cleaned = kept.translate(_WINDOWS_REFUSES).strip().lstrip(".").rstrip(". ")
     try:
         size = len(cleaned.encode("utf-8"))  # lone surrogates from JSON cannot be a file name
     except UnicodeEncodeError:

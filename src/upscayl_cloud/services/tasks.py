@@ -9,7 +9,7 @@ without its reservation.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, case, func, insert, select, update
@@ -37,7 +37,7 @@ from upscayl_cloud.services.imagecheck import (
     jpeg_info,
     walk_jpeg,
 )
-from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.keys import Principal, account_credits
 from upscayl_cloud.services.limits import image_limits, output_problem
 
 #: The spec's model enum, which is exactly the engine's catalog (a test
@@ -78,30 +78,69 @@ def _label(entry: dict[str, Any], index: int) -> str:
     return f"File {clip(name)!r}" if isinstance(name, str) and name else f"files[{index}]"
 
 
-def read_header(ctx: Context, key: str, size: int) -> HeaderInfo | None:
+#: Bytes one start-task may read past each file's first :data:`HEAD_BYTES`,
+#: all its files together: room for 8 JPEGs with the most metadata allowed
+#: before their frame header, or dozens with megabytes of it (extended XMP),
+#: while 50 hostile files cannot make one request read 400 MB.
+MAX_DEEP_HEADER_BYTES_PER_TASK = 64 * 1024 * 1024
+
+
+@dataclass
+class HeaderReads:
+    """One start-task's header reads: each stored object read once, however
+    often the request names it, and reading past the first bytes bounded for
+    the whole request (:data:`MAX_DEEP_HEADER_BYTES_PER_TASK`)."""
+
+    deep_bytes_left: int = field(default_factory=lambda: MAX_DEEP_HEADER_BYTES_PER_TASK)
+    seen: dict[str, HeaderInfo | None] = field(default_factory=dict)
+
+
+def read_header(ctx: Context, key: str, size: int, reads: HeaderReads) -> HeaderInfo | None:
     """The stored object's header info, read past :data:`HEAD_BYTES` only for
     a JPEG whose frame header (SOF) lies further on.
 
-    The storage interface reads from the start of an object only
-    (``read_head``), so each further read takes a longer prefix, at least
-    twice the last: at most six reads and under twice
-    :data:`MAX_JPEG_HEADER_BYTES` for the most hostile file, while the walk
-    itself only looks at segment headers. A read that comes back short (the
-    object changed) is treated as the whole file, so the loop always ends.
+    Each further read fetches only the bytes after those already read, at
+    least as many again: at most six reads and :data:`MAX_JPEG_HEADER_BYTES`
+    for the most hostile file, while the walk itself only looks at segment
+    headers. A read that comes back short (the object changed) is taken as
+    the whole file, so the loop always ends.
     """
+    if key in reads.seen:
+        return reads.seen[key]
     head = ctx.storage.read_head(key, HEAD_BYTES)
     info = inspect(head, size if len(head) >= HEAD_BYTES else len(head))
     while info is not None and info.pending is not None and info.pending.need is not None:
         walk = info.pending
         length = min(size, MAX_JPEG_HEADER_BYTES, max(walk.need, 2 * len(head)))
-        head = ctx.storage.read_head(key, length)
+        if length - len(head) > reads.deep_bytes_left:
+            info = HeaderInfo(
+                "image/jpeg", None, None, refused=DEEP_HEADERS_REFUSED.format(at=len(head))
+            )
+            break
+        more = ctx.storage.read_head(key, length - len(head), start=len(head))
+        reads.deep_bytes_left -= len(more)
+        head += more
         total = size if len(head) >= length else len(head)
         info = jpeg_info(walk_jpeg(head, total, walk.pos, walk.segments))
+    reads.seen[key] = info
     return info
 
 
+#: Why a JPEG's frame header was not looked for once the request's budget ran out.
+DEEP_HEADERS_REFUSED = (
+    "has no frame header in its first {at} bytes, and this task's files already "
+    "needed as much metadata read as one task may; send it in a task of its own, "
+    "or strip its metadata"
+)
+
+
 def check_file(
-    ctx: Context, principal: Principal, options: TaskOptions, entry: Any, index: int
+    ctx: Context,
+    principal: Principal,
+    options: TaskOptions,
+    entry: Any,
+    index: int,
+    reads: HeaderReads | None = None,
 ) -> CheckedFile:
     """One previously uploaded file, checked for ownership, expiry, type and limits."""
     limits = image_limits(ctx.settings)
@@ -133,8 +172,9 @@ def check_file(
     if row is None:
         raise BadRequestError(f"{label}: no such uploaded file")
     # From here on the file is named as the caller named it, as the worker's
-    # errors do (a direct upload's fileName is one the server generated).
-    label = f"File {clip(row.original_file_name)!r}"
+    # errors do (a direct upload's fileName is one the server generated), and
+    # by its fileName, which clients match to tell which file of a batch failed.
+    label = f"File {clip(row.original_file_name)!r} ({row.file_name!r})"
     if now_ms() > row.expires_at:
         raise BadRequestError(f"{label}: the upload has expired; upload it again")
     if declared_type is not None and declared_type != row.file_type:
@@ -148,7 +188,7 @@ def check_file(
         raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
     if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
         raise BadRequestError(f"{label}: the stored file has {size} bytes, not the declared size")
-    info = read_header(ctx, row.storage_key, size)
+    info = read_header(ctx, row.storage_key, size, reads or HeaderReads())
     if info is None:
         raise InvalidFileTypeError(f"{label}: not a JPEG, PNG or WebP image")
     if info.mime_type != row.file_type:
@@ -199,8 +239,14 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
         raise MissingFieldsError("Required fields missing: file or files")
     if len(entries) > ctx.settings.max_files_per_task:
         raise BadRequestError(f"At most {ctx.settings.max_files_per_task} files per task")
-    checked = [check_file(ctx, principal, options, e, i) for i, e in enumerate(entries)]
-    cost = ctx.settings.credits_per_image * len(checked)
+    cost = ctx.settings.credits_per_image * len(entries)
+    # A request the account cannot pay for reads no file: checking headers
+    # is the expensive part, and must not be free to ask for (the reservation
+    # below stays the check that counts).
+    if account_credits(ctx, principal.account_id) < cost:
+        raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+    reads = HeaderReads()
+    checked = [check_file(ctx, principal, options, e, i, reads) for i, e in enumerate(entries)]
     task_id = str(uuid.uuid4())
     now = now_ms()
     with ctx.db.begin() as conn:

@@ -36,13 +36,13 @@ from upscayl_cloud.storage.base import (
 #: Longest generated ``fileName`` in UTF-8 bytes: the local store keeps it as
 #: one file name (255 bytes on common file systems) and the key column holds 300.
 MAX_GENERATED_NAME_BYTES = 200
-#: Longest name a client is told to save a file under (file systems' 255 bytes).
-MAX_BASE_NAME_BYTES = 255
+#: Longest name a client is told to save a file under: file systems stop at
+#: 255 bytes, and a client may add " (2)" or "_thumb" to it.
+MAX_BASE_NAME_BYTES = 200
 _EXTENSION = re.compile(r"^[^\W_]{1,10}$")
 #: Characters Windows refuses in file names; a client on Windows saves under our name.
 _RESERVED = set('<>:"|?*')
 _RUN_OF_DASHES = re.compile(r"-{2,}")
-_RUN_OF_UNDERSCORES = re.compile(r"_{2,}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _split_extension(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def _fit(stem: str, ext: str, max_bytes: int) -> str:
+def fit_name(stem: str, ext: str, max_bytes: int) -> str:
     """``stem.ext`` within ``max_bytes`` of UTF-8, cutting the stem, never the extension."""
     suffix = f".{ext}" if ext else ""
     room = max_bytes - len(suffix.encode())
@@ -105,13 +105,18 @@ def safe_base_name(name: str, default: str = "image") -> str:
     or a log line forges what follows), characters Windows refuses, or leading
     dots (hidden files, ``..``); letters of every script are kept.
     """
-    base = _last_component(name)
-    base = "".join("_" if _unsafe_in_base_name(c) else c for c in base)
-    base = _RUN_OF_UNDERSCORES.sub("_", base).lstrip(". ").rstrip(". ")
+    kept: list[str] = []
+    replaced = False  # a run of unsafe characters becomes one "_"; the caller's own stay
+    for char in _last_component(name):
+        unsafe = _unsafe_in_base_name(char)
+        if not (unsafe and replaced):
+            kept.append("_" if unsafe else char)
+        replaced = unsafe
+    base = "".join(kept).lstrip(". ").rstrip(". ")
     if not base:
         return default
     stem, ext = _split_extension(base)
-    return _fit(stem, ext, MAX_BASE_NAME_BYTES)
+    return fit_name(stem, ext, MAX_BASE_NAME_BYTES)
 
 
 def _slug(text: str) -> str:
@@ -132,7 +137,7 @@ def generated_file_name(original: str, file_type: str) -> str:
     stem = _slug(stem).strip(".-_")
     ext = ext or EXTENSIONS.get(file_type, "bin")
     prefix = f"{uuid.uuid4().hex[:12]}-"
-    return prefix + _fit(stem or "image", ext, MAX_GENERATED_NAME_BYTES - len(prefix))
+    return prefix + fit_name(stem or "image", ext, MAX_GENERATED_NAME_BYTES - len(prefix))
 
 
 def storage_key(account_id: str, file_name: str) -> str:

@@ -53,8 +53,10 @@ class ObjectStorage(Protocol):
         """Copy the object to a local file (workers need paths for the engine)."""
         ...
 
-    def read_head(self, key: str, length: int) -> bytes:
-        """The first ``length`` bytes (for sniffing types and reading headers)."""
+    def read_head(self, key: str, length: int, start: int = 0) -> bytes:
+        """The first ``length`` bytes (for sniffing types and reading headers),
+        or the ``length`` from ``start`` on (a header's later segments); fewer
+        at the end of the object, none past it."""
         ...
 
     def size(self, key: str) -> int | None:

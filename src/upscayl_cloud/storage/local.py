@@ -82,9 +82,10 @@ class LocalStorage:
             raise ObjectMissingError(key)
         shutil.copyfile(path, destination)
 
-    def read_head(self, key: str, length: int) -> bytes:
+    def read_head(self, key: str, length: int, start: int = 0) -> bytes:
         try:
             with self.path_of(key).open("rb") as handle:
+                handle.seek(start)
                 return handle.read(length)
         except FileNotFoundError as exc:
             raise ObjectMissingError(key) from exc

@@ -183,16 +183,17 @@ class S3Storage:
         with self._translated(key):
             self.client.download_file(self.bucket, key, str(destination), Config=self._transfer)
 
-    def read_head(self, key: str, length: int) -> bytes:
+    def read_head(self, key: str, length: int, start: int = 0) -> bytes:
         """A Range GET: sniffing a type must not download a 100 MB original."""
         try:
             if length > 0:
                 response = self.client.get_object(
-                    Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
                 )
                 return bytes(response["Body"].read())
         except ClientError as exc:
-            # An empty object has no byte 0: S3 answers InvalidRange (416).
+            # An empty object has no byte 0, nor any object a byte past its
+            # end: S3 answers InvalidRange (416).
             if error_code(exc) not in ("InvalidRange", "416"):
                 raise translate(key, exc) from exc
         if self.size(key) is None:
