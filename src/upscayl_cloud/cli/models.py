@@ -139,8 +139,8 @@ def tune(
     needs it (0.1-0.3 s of that task), and shorter images step around only
     the widths timed already. Run it on each machine with the workers'
     settings (the timings are kept per CPU, runtime, precision, threads and
-    streams, in the cache folder); an interrupted run resumes. Workers read
-    the timings when they load a network: restart running ones.
+    streams, in the cache folder); an interrupted run resumes. Running
+    workers take the new timings in within 10 seconds.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -188,7 +188,7 @@ def tune(
             f"  {key:<24} widths {widths.start}-{widths.stop - 1}: "
             f"{slow} slow ({slow / len(widths):.0%}), {result.seconds:.0f} s"
         )
-    console.print(f"Kept under {settings.cache_dir}: workers read them when they load a network.")
+    console.print(f"Kept under {settings.cache_dir}; running workers take them in within 10 s.")
 
 
 @models_app.command("add")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from upscayl_cloud.engine.backends import width_costs
 from upscayl_cloud.engine.backends.width_costs import MIN_WIDTH, NEIGHBOURS, WidthCosts
 
 
@@ -146,3 +147,20 @@ def test_an_unreadable_file_is_timed_again_and_rewritten(tmp_path):
     assert costs.relative(395) == pytest.approx(2.0)
     assert len(timings.timed) == 3 + 2 * NEIGHBOURS + 1
     assert WidthCosts(_Timings({}), path).measured == {395: pytest.approx(2.0, abs=1e-3)}
+
+
+def test_a_running_process_takes_in_widths_timed_elsewhere(tmp_path, monkeypatch):
+    """A worker that loaded its timings before ``models tune`` (or another
+    worker) timed more widths picks them up from the file without a
+    restart, once the reload interval has passed; its own stay."""
+    path = tmp_path / "net.json"
+    running = WidthCosts(_Timings({}), path)
+    assert running.relative(500) == pytest.approx(1.0)
+    tuner = WidthCosts(_Timings({395: 4.0}), path)
+    tuner.relative(395)
+    assert running.known(395) == 1.0  # within the interval: no look at the file
+    path.write_text(path.read_text().replace('"500": 1.0', '"500": 3.0'))  # timed elsewhere
+    assert '"500": 3.0' in path.read_text()
+    monkeypatch.setattr(width_costs, "RELOAD_S", 0.0)
+    assert running.known(395) == pytest.approx(4.0, abs=1e-3)
+    assert running.known(500) == pytest.approx(1.0)  # its own first answer stands

@@ -18,7 +18,8 @@ share the moment. The ratio is kept for the life of the process and, given
 a file, on disk (ratios depend on the CPU, the runtime, the precision and the
 thread count, which the caller puts in the file's name), so a width costs
 its probes once per machine: a restarted worker, or several sharing a
-cache folder, do not time it again.
+cache folder, do not time it again, and running ones take in, within
+:data:`RELOAD_S`, what the others (or ``upscayl-cloud models tune``) timed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ CONFIRM_ABOVE = 1.2
 #: planner asks about consecutive widths, whose windows overlap.
 FRESH_S = 1.0
 
+#: How often a process looks in the file for widths timed elsewhere (another
+#: worker, ``upscayl-cloud models tune``): one ``stat`` at most this often,
+#: and a read only when the file changed.
+RELOAD_S = 10.0
+
 #: Seconds per pixel of one call at a width: a backend's probe.
 TimePerPixel = Callable[[int], float]
 
@@ -66,7 +72,11 @@ class WidthCosts:
         self._time_per_pixel = time_per_pixel
         self._path = path
         self._lock = threading.Lock()
-        self._relative: dict[int, float] = _load(path) if path is not None else {}
+        self._relative: dict[int, float] = {}
+        #: (inode, mtime) of the file when last read: every write replaces it.
+        self._file_version: tuple[int, int] | None = None
+        self._file_checked = -math.inf
+        self._merge_file()
         #: width -> (when, seconds per pixel): recent timings, for reuse.
         self._recent: dict[int, tuple[float, float]] = {}
 
@@ -76,6 +86,7 @@ class WidthCosts:
         if width < MIN_WIDTH + NEIGHBOURS:
             return 1.0
         with self._lock:
+            self._merge_file()
             known = self._relative.get(width)
         if known is not None:
             return known
@@ -94,10 +105,29 @@ class WidthCosts:
         return answer
 
     def known(self, width: int) -> float:
-        """The ratio if ``width`` was timed already (here, or in the file
-        when this process read it), else 1: never times anything."""
+        """The ratio if ``width`` was timed already (here, or by another
+        process into the file), else 1: never times anything."""
         with self._lock:
+            self._merge_file()
             return self._relative.get(width, 1.0)
+
+    def _merge_file(self) -> None:
+        """Take in widths the file gained since it was last read, at most
+        every :data:`RELOAD_S` (the caller holds the lock, or is ``__init__``).
+        A width this process knows keeps its ratio: one plan per image."""
+        now = time.monotonic()
+        if self._path is None or now - self._file_checked < RELOAD_S:
+            return
+        self._file_checked = now
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return
+        version = (stat.st_ino, stat.st_mtime_ns)
+        if version != self._file_version:
+            self._file_version = version
+            for width, ratio in _load(self._path).items():
+                self._relative.setdefault(width, ratio)
 
     def _measure(self, width: int) -> float:
         nearest = {w: self._timed(w) for w in range(width - 1, width + 2)}
