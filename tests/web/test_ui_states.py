@@ -113,3 +113,22 @@ def test_a_failed_upload_says_why_and_can_be_retried(
     page.get_by_role("button", name="Upscale", exact=True).click()
     page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
     assert page.locator("#file-list li").count() == 0
+
+
+def test_a_file_without_a_readable_size_is_refused_by_name_before_upload(
+    page: Any, server: Server
+) -> None:
+    """A header refusal reads as a sentence about the file, in the server's words."""
+    key = new_principal(server.ctx, credits=5)[0]
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#credits", has_text="5 credits left").wait_for()
+    drop_files(page, {"cut.png": png_bytes(8, 8)[:20]})
+    problem = page.locator("#file-list li .file-problem")
+    problem.wait_for()
+    assert problem.inner_text() == (
+        "Will not be sent: cut.png is not a complete PNG image: "
+        "its header ends before its dimensions"
+    )

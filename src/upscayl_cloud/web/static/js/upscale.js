@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { $, announce, h } from "./dom.js";
-import { inspectFile, refusal } from "./inspect.js";
+import { inspectFile, refusal, refusalSentence } from "./inspect.js";
 import { explain, formatBytes } from "./messages.js";
 import { watchTask } from "./poll.js";
 import { resultList } from "./results.js";
@@ -86,7 +86,7 @@ function refresh() {
     const problem = item.el.querySelector(".file-problem");
     // A failed upload stays listed (and can be retried); a refusal cannot be sent.
     problem.textContent = item.problem
-      ? `Will not be sent: ${item.problem}`
+      ? `Will not be sent: ${refusalSentence(item.problem, item.file.name)}`
       : item.uploadError
         ? `Upload failed: ${item.uploadError}`
         : "";
