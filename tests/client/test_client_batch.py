@@ -154,15 +154,15 @@ def test_hostile_result_names_stay_in_the_output_folder(
     assert report.ok, [r.reason for r in report.failed]
     outputs = {r.source.name: r.output for r in report.results}
     assert outputs == {
-        "up.png": out / "escaped_by_server.txt",
+        "up.png": out / f"up_upscayl_2x_{FAST}.png",  # a server names images only
         "abs.png": out / "evil.png",
         "ctl.png": out / f"ctl_upscayl_2x_{FAST}.png",
         "dots.png": out / f"dots_upscayl_2x_{FAST}.png",
-        "hidden.png": out / "bashrc",
+        "hidden.png": out / f"hidden_upscayl_2x_{FAST}.png",
         "self.png": out / "self.png",
     }
     assert all(dimensions(path) == (32, 32) for path in outputs.values() if path)
-    assert {r.thumbnail for r in report.results} >= {out / "escaped_by_server_thumb.webp"}
+    assert {r.thumbnail for r in report.results} >= {out / "evil_thumb.webp"}
     written = {p for p in tmp_path.rglob("*") if p.is_file()}
     assert written <= {sources / n for n in names} | {sources / "self (2).png"} | set(out.iterdir())
     assert not (tmp_path / "abs").exists()

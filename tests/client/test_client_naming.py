@@ -15,6 +15,7 @@ from upscayl_cloud.client.naming import (
     inside,
     local_name,
     partial_file,
+    result_file_name,
     safe_file_name,
 )
 
@@ -98,3 +99,21 @@ def test_partial_files_are_new_and_distinct(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert first.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("a_upscayl_2x_m.png", "a_upscayl_2x_m.png"),
+        ("../x.JPG", "x.JPG"),
+        ("x.jpeg", "x.jpeg"),
+        ("x.webp", "x.webp"),
+        ("notes.txt", None),
+        (".bashrc", None),
+        ("png", None),
+        ("../../..", None),
+    ],
+)
+def test_a_server_may_only_name_an_image(given: str, expected: str | None) -> None:
+    """Results replace files of their name, so a server's name must be an image's."""
+    assert result_file_name(given) == expected

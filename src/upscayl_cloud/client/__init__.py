@@ -20,7 +20,7 @@ from upscayl_cloud.client.errors import (
     UpscaylError,
     WaitTimeoutError,
 )
-from upscayl_cloud.client.naming import safe_file_name
+from upscayl_cloud.client.naming import result_file_name, safe_file_name
 from upscayl_cloud.client.polling import PollSchedule
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.types import HistoryPage, ProcessedFile, TaskStatus, UploadLink
@@ -48,6 +48,7 @@ __all__ = [
     "UpscaleReport",
     "UpscaylError",
     "WaitTimeoutError",
+    "result_file_name",
     "safe_file_name",
     "upload_file",
     "upscale",

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
 from upscayl_cloud.client.files import Skipped, Source, collect
-from upscayl_cloud.client.naming import OutputNames, local_name, safe_file_name
+from upscayl_cloud.client.naming import OutputNames, local_name, result_file_name
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
@@ -279,7 +279,7 @@ def _collect(
         folder = (out_dir / source.relative.parent) if out_dir else source.path.parent
         result = FileResult(source.path, "done", task_id=task.task_id)
         try:
-            name = safe_file_name(entry.get("processedFileName")) or _local_name(
+            name = result_file_name(entry.get("processedFileName")) or _local_name(
                 source, options, task.status
             )
             output = names.claim(folder, name)

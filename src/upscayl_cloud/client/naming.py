@@ -61,6 +61,21 @@ def safe_file_name(name: object) -> str | None:
     return cleaned
 
 
+#: What a server's name for a result may end in: the formats it delivers.
+RESULT_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+
+
+def result_file_name(name: object) -> str | None:
+    """A server's ``processedFileName`` as :func:`safe_file_name` leaves it,
+    if it names an image; else None. Results replace files of their name in
+    the output folder (reruns refresh them), so a server may only ever name
+    an image there, never ``notes.txt`` or a dotfile stripped to ``bashrc``."""
+    cleaned = safe_file_name(name)
+    if cleaned is None or Path(cleaned).suffix.lower() not in RESULT_SUFFIXES:
+        return None
+    return cleaned
+
+
 def local_name(source: Path, scale: object, model: object, fmt: object) -> str:
     """Upscayl's naming (``<stem>_upscayl_<scale>x_<model>.<ext>``, as the server
     and ``upscayl-cloud upscale`` use), built from the local input and the options
