@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     s3_addressing_style: S3AddressingStyle = S3AddressingStyle.path
     #: Create the bucket at startup when it is missing (small installs).
     s3_create_bucket: bool = False
+    #: Longest wait for a TCP connection to the store. Short: a store that
+    #: does not accept is down, and a request should fail fast (503), not hang.
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    #: Longest silence while waiting for the store's answer. Long enough for the
+    #: store to take in a 100 MB object before it answers the upload.
+    s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Tries per store call, the first included (botocore "standard" retries).
+    #: Few: each try can wait the timeouts above, and a caller retries a 503.
+    s3_max_attempts: int = Field(default=3, ge=1, le=10)
 
     # -- secrets ------------------------------------------------------------
     #: Comma-separated HMAC secrets. The first signs; all verify (rotation).
@@ -179,6 +188,14 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     #: Create a key and print it on the first start of ``serve``.
     create_first_key: bool = True
+    #: ``/readyz`` probes the database and the store at most once per this
+    #: many seconds and answers from the last result in between, so that a
+    #: probing load balancer (or anyone: the endpoint needs no key) cannot
+    #: pile up probes against a slow store.
+    readiness_cache_seconds: float = Field(default=2.0, ge=0)
+    #: Longest ``/readyz`` waits for the probe; past it, checks not yet
+    #: answered count as failing (503) while the probe finishes on its own.
+    readiness_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("storage_dir", "engine_cache_dir", mode="before")
     @classmethod

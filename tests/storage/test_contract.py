@@ -293,6 +293,23 @@ def test_multipart_refusals_say_why(backend: Backend) -> None:
     assert store.complete_multipart(key, upload_id, [last]) == len(b"last")
 
 
+def test_a_completed_upload_cannot_be_completed_again(backend: Backend) -> None:
+    """SeaweedFS completes an upload a second time, even from fewer parts; both
+    stores refuse, and the object stays as first joined."""
+    store, key = backend.store, backend.key("uploads/twice.png")
+    upload_id = store.create_multipart(key)
+    first, last = b"a" * MIN_PART_BYTES, b"tail"
+    parts = [
+        _put_part(backend, key, upload_id, 1, first),
+        _put_part(backend, key, upload_id, 2, last),
+    ]
+    assert store.complete_multipart(key, upload_id, parts) == len(first) + len(last)
+    for again in (parts, parts[1:]):
+        with pytest.raises(MultipartError, match="already completed"):
+            store.complete_multipart(key, upload_id, again)
+    assert store.size(key) == len(first) + len(last)
+
+
 def test_abort_drops_the_upload(backend: Backend) -> None:
     store, key = backend.store, backend.key("uploads/gone.png")
     upload_id = store.create_multipart(key)

@@ -32,6 +32,9 @@ def _build_s3(settings: Settings) -> ObjectStorage:
             settings.s3_access_key_id or None,
             settings.s3_secret_access_key.get_secret_value() or None,
             settings.s3_addressing_style.value,
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
+            max_attempts=settings.s3_max_attempts,
         )
 
     public = settings.s3_public_endpoint_url

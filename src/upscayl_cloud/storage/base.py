@@ -21,6 +21,12 @@ class StorageError(Exception):
     """Base of storage failures."""
 
 
+class StorageUnavailableError(StorageError):
+    """The store could not be reached or answered that it cannot serve now
+    (connection refused, timeout, a 5xx): no bug, and the same call may
+    succeed shortly, so the API answers 503 with ``Retry-After``."""
+
+
 class ObjectMissingError(StorageError):
     """No object under that key."""
 

@@ -34,7 +34,13 @@ from upscayl_cloud.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
-from upscayl_cloud.storage.s3client import MISSING, error_code, hide_signatures, translate
+from upscayl_cloud.storage.s3client import (
+    MISSING,
+    error_code,
+    hide_signatures,
+    translate,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +102,12 @@ class S3Storage:
         """Create the bucket when missing (small installs, tests)."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
+        except BotoCoreError as exc:
+            raise translate(f"bucket {self.bucket}", exc) from exc
         except ClientError as exc:
             if error_code(exc) not in MISSING | {"NoSuchBucket"}:
+                if unavailable(exc):
+                    raise translate(f"bucket {self.bucket}", exc) from exc
                 raise StorageError(f"bucket {self.bucket}: {error_code(exc)}") from exc
             region = self.client.meta.region_name
             where = (
@@ -191,6 +201,8 @@ class S3Storage:
                     Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
                 )
                 return bytes(response["Body"].read())
+        except BotoCoreError as exc:
+            raise translate(key, exc) from exc
         except ClientError as exc:
             # An empty object has no byte 0, nor any object a byte past its
             # end: S3 answers InvalidRange (416).
@@ -286,7 +298,14 @@ class S3Storage:
         Empty lists and part numbers out of range are refused here, because
         stores disagree on them (SeaweedFS: NoSuchUpload and InvalidPart,
         AWS: MalformedXML and InvalidArgument).
+
+        An object already under ``key`` means the upload was completed (keys
+        are generated, never reused): AWS would answer NoSuchUpload, but
+        SeaweedFS completes the same upload again, even from fewer parts, so
+        the refusal is ours, as the local store's is.
         """
+        if self.size(key) is not None:
+            raise MultipartError("upload already completed")
         if not parts:
             raise MultipartError("no parts given")
         if bad := [p.part_number for p in parts if not 1 <= p.part_number <= MAX_PARTS]:
@@ -297,6 +316,8 @@ class S3Storage:
                 Bucket=self.bucket, Key=key, UploadId=upload_id,
                 MultipartUpload={"Parts": listed},
             )  # fmt: skip
+        except BotoCoreError as exc:
+            raise translate(key, exc) from exc
         except ClientError as exc:
             message = _MULTIPART_MESSAGES.get(error_code(exc))
             if message is None:
@@ -311,6 +332,8 @@ class S3Storage:
         """Drop the parts; an upload already gone is not an error."""
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except BotoCoreError as exc:
+            raise translate(key, exc) from exc
         except ClientError as exc:
             if error_code(exc) not in MISSING | {"NoSuchUpload"}:
-                raise StorageError(f"{key}: S3 error {error_code(exc)}") from exc
+                raise translate(key, exc) from exc

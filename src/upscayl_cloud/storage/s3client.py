@@ -13,12 +13,18 @@ import re
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as StoreConnectionError
 
-from upscayl_cloud.storage.base import ObjectMissingError, StorageError
+from upscayl_cloud.storage.base import ObjectMissingError, StorageError, StorageUnavailableError
 
 #: Error codes that mean "no such object" (HEAD answers a bare 404).
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Codes a store answers when it cannot serve now (besides any HTTP 5xx).
+UNAVAILABLE_CODES = frozenset({"ServiceUnavailable", "SlowDown", "InternalError", "RequestTimeout"})
+#: botocore's failures to reach the store (refused, connect timeout) or to
+#: hear back from it (read timeout, connection closed mid-answer).
+_UNREACHABLE = (StoreConnectionError, HTTPClientError)
 _SIGNATURE = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&]+", re.IGNORECASE)
 
 
@@ -50,6 +56,10 @@ def make_client(
     access_key_id: str | None,
     secret_access_key: str | None,
     addressing_style: str = "path",
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+    max_attempts: int = 3,
 ) -> BaseClient:
     """A thread-safe S3 client, built once by the composition root.
 
@@ -57,12 +67,19 @@ def make_client(
     "when required": boto3 >= 1.36 otherwise adds CRC32 checksums that some
     S3-compatible stores (older releases especially) refuse. Path-style
     addressing suits SeaweedFS and MinIO; AWS prefers ``virtual``.
+
+    Timeouts and tries are bounded: botocore's defaults (60 s per try, and
+    we used to allow 5 tries) held a request for 6 minutes on a frozen store
+    and let probes use up the API's threads. The read timeout is per read,
+    so it must only cover the store's pause before answering a large upload.
     """
     hide_signatures()
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": addressing_style},
-        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
@@ -81,8 +98,19 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def unavailable(exc: ClientError | BotoCoreError) -> bool:
+    """Whether the failure says "the store cannot serve now" rather than "no"."""
+    if isinstance(exc, BotoCoreError):
+        return isinstance(exc, _UNREACHABLE)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or error_code(exc) in UNAVAILABLE_CODES
+
+
 def translate(key: str, exc: ClientError | BotoCoreError) -> StorageError:
-    """Store failures as StorageError; a missing key as ObjectMissingError."""
+    """Store failures as StorageError; a missing key as ObjectMissingError; an
+    unreachable, timed-out or 5xx store as StorageUnavailableError."""
+    if unavailable(exc):
+        return StorageUnavailableError(f"{key}: store unavailable: {exc}")
     if isinstance(exc, BotoCoreError):
         return StorageError(f"{key}: {exc}")
     if error_code(exc) in MISSING:
