@@ -5,23 +5,35 @@ parallel). A heartbeat renews the lease while a file is processed; if the
 renewal fails (the lease was lost to another worker) the engine is asked to
 stop and nothing is recorded. Outputs go under a per-attempt key, so a
 dead attempt's leftovers never mix with the one that completes.
+
+An outage of the object store or the database is not the task's fault: the
+task goes back to the queue, due again after a backoff, and only fails once
+its attempts are spent. Work files live in a folder per process
+(``work/<host>-<pid>``) held by a lock, so a starting pool can remove what
+killed processes left behind without touching a live one's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
+import shutil
 import socket
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
 from upscayl_cloud.config import Settings
+from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
@@ -30,11 +42,22 @@ from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
 from upscayl_cloud.services.uploads import MAX_BASE_NAME_BYTES, fit_name, safe_base_name
+from upscayl_cloud.storage.base import (
+    MultipartError,
+    ObjectMissingError,
+    ObjectTooLargeError,
+    StorageError,
+)
+from upscayl_cloud.storage.s3client import MISSING, error_code
 
 log = logging.getLogger(__name__)
 
 RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 INTERNAL_FILE_ERROR = "An internal error occurred while processing this file"
+INTERNAL_TASK_ERROR = "An internal error occurred while processing the task"
+#: Work folders without a lock (left by versions before the per-process
+#: folders) are removed once untouched this long: no task runs for a day.
+STALE_WORK_SECONDS = 24 * 3600
 
 
 class LeaseLostError(Exception):
@@ -43,6 +66,114 @@ class LeaseLostError(Exception):
 
 class ShutdownError(Exception):
     """The pool is stopping: hand the task back instead of finishing it."""
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) says the object store or the
+    database cannot be reached right now, rather than that this task is bad.
+
+    The store's failures mostly arrive as StorageError (``s3client.translate``)
+    but boto3's transfers also raise their own (S3UploadFailedError wraps a
+    5xx; RetriesExceededError a broken download) and botocore's may surface
+    raw, so the whole chain of causes is read. A missing object, an oversized
+    upload or a refused multipart is an answer, not an outage: permanent."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ObjectMissingError | ObjectTooLargeError | MultipartError):
+            return False
+        if isinstance(current, ClientError):
+            return error_code(current) not in MISSING
+        if isinstance(current, StorageError | BotoCoreError | S3UploadFailedError):
+            return True
+        if isinstance(current, RetriesExceededError | ConnectionError | TimeoutError):
+            return True
+        if database_unavailable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """How long a task waits before its next attempt after an outage: a
+    lease's length, doubling with each attempt (60 s, 120 s... by default),
+    long enough for a store to restart, short of spinning through the
+    attempts while it is down."""
+    return settings.lease_seconds * 2 ** max(0, attempt - 1)
+
+
+_work_locks: dict[Path, IO[str]] = {}
+_work_guard = threading.Lock()
+
+
+def process_work_dir(data_dir: Path) -> Path:
+    """This process's folder for work files, ``<data>/work/<host>-<pid>``.
+
+    The first call takes an exclusive lock on ``<host>-<pid>.lock`` beside it
+    and keeps it for the life of the process: the kernel drops it when the
+    process dies, even by SIGKILL, which is how ``sweep_work_dirs`` tells a
+    dead process's folder from a live one's (several processes may share the
+    data directory). Whatever is in the folder then is a predecessor's with
+    the same name (a container restarted as PID 1): removed."""
+    work = (data_dir / "work").resolve()
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    folder = work / name
+    with _work_guard:
+        if work not in _work_locks:
+            work.mkdir(parents=True, exist_ok=True)
+            handle = (work / f"{name}.lock").open("a")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(folder, ignore_errors=True)
+            _work_locks[work] = handle
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sweep_work_dirs(data_dir: Path) -> int:
+    """Remove work folders whose process is gone; returns how many.
+
+    A folder with a lock file is removed when its lock can be taken (its
+    process died: a SIGKILLed worker's sources and engine planes can be GBs).
+    A folder without one (an older version's ``tmpXXXX``, ``upscayl-XXXX``)
+    is removed once untouched for ``STALE_WORK_SECONDS``."""
+    work = (data_dir / "work").resolve()
+    if not work.is_dir():
+        return 0
+    removed = 0
+    for lock_path in work.glob("*.lock"):
+        if work in _work_locks and lock_path.name == Path(_work_locks[work].name).name:
+            continue
+        try:
+            handle = lock_path.open("a")
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: its process is alive
+            shutil.rmtree(work / lock_path.stem, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+            removed += 1
+    locked = {path.stem for path in work.glob("*.lock")}
+    cutoff = time.time() - STALE_WORK_SECONDS
+    for entry in work.iterdir():
+        if entry.name in locked or entry.suffix == ".lock":
+            continue
+        try:
+            if entry.lstat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("removed %d work folder(s) left by stopped processes", removed)
+    return removed
 
 
 def threads_per_worker(settings: Settings) -> int:
@@ -54,13 +185,13 @@ def threads_per_worker(settings: Settings) -> int:
 def engine_settings(settings: Settings) -> EngineSettings:
     """The engine's settings from the service's: threads shared between the
     workers of this process, work files under the data directory (planes can
-    be several times an output's size: not for a small /tmp)."""
+    be several times an output's size: not for a small /tmp), in this
+    process's own folder (``process_work_dir``)."""
     from upscayl_cloud.engine import faces
     from upscayl_cloud.engine.options import EncodeSettings
 
     threads = threads_per_worker(settings)
-    work = settings.data_dir / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    work = process_work_dir(settings.data_dir)
     return EngineSettings(
         threads=threads,
         concurrency=max(1, settings.workers),
@@ -206,9 +337,11 @@ def process(
                 message = exc.public_message if exc.client_error else INTERNAL_FILE_ERROR
                 outcomes.append(FileOutcome(item.id, ok=False, error=message))
                 continue
-            except Exception:
+            except Exception as exc:
                 if beat.lost:
                     raise LeaseLostError(held.task_id) from None
+                if unavailable(exc):
+                    raise  # the whole task waits for the store, not this file's fault
                 log.exception("task %s file %d failed", held.task_id, index)
                 outcomes.append(FileOutcome(item.id, ok=False, error=INTERNAL_FILE_ERROR))
                 continue
@@ -246,13 +379,53 @@ def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
         ctx.storage.delete_prefix(f"{root}/{account_id}/{held.task_id}/{held.attempt}")
 
 
+def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
+    """Discard an attempt's outputs while the store may still be down: what
+    stays is removed with the earlier attempts when a later one completes."""
+    try:
+        _discard_attempt(ctx, account_id, held)
+    except Exception as exc:
+        log.warning(
+            "task %s attempt %d: outputs not removed yet: %s", held.task_id, held.attempt, exc
+        )
+
+
+def _retry_later(ctx: Context, account_id: str, held: Claim, error: BaseException) -> bool:
+    """Hand the task back after an outage, due after a backoff; fail it (and
+    refund it) once this was its last allowed attempt. True when failed."""
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    attempts = ctx.settings.max_attempts
+    if held.attempt >= attempts:
+        log.warning(
+            "task %s attempt %d/%d: %s; giving up", held.task_id, held.attempt, attempts, reason
+        )
+        message = (
+            f"The object store or database was unavailable on all {attempts} attempts; "
+            "giving up (credits refunded)"
+        )
+        recorded = fail_task(ctx, held, message)
+    else:
+        delay = retry_delay(ctx.settings, held.attempt)
+        log.warning(
+            "task %s attempt %d/%d: %s; back to the queue, due in %.0f s",
+            held.task_id, held.attempt, attempts, reason, delay,
+        )  # fmt: skip
+        release(ctx.db, held, delay)
+        recorded = False
+    for attempt in range(1, held.attempt + 1):
+        _discard_quietly(ctx, account_id, Claim(held.task_id, attempt))
+    return recorded
+
+
 def handle(
     ctx: Context,
     held: Claim,
     metrics: Metrics | None = None,
     stopping: threading.Event | None = None,
 ) -> None:
-    """Process a claim, cleaning up after lost leases and unexpected failures."""
+    """Process a claim, cleaning up after lost leases and unexpected failures.
+    An outage of the store or database hands the task back (``_retry_later``)
+    instead of failing it: a brief outage must not cost a task its result."""
     with ctx.db.begin() as conn:
         account_id = conn.execute(
             select(tasks.c.account_id).where(tasks.c.id == held.task_id)
@@ -266,9 +439,12 @@ def handle(
     except LeaseLostError:
         recorded = False
         log.warning("task %s attempt %d lost its lease", held.task_id, held.attempt)
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):
+            _retry_later(ctx, account_id, held, exc)
+            return
         log.exception("task %s attempt %d crashed", held.task_id, held.attempt)
-        recorded = fail_task(ctx, held, "An internal error occurred while processing the task")
+        recorded = fail_task(ctx, held, INTERNAL_TASK_ERROR)
     if not recorded:
         _discard_attempt(ctx, account_id, held)
         return
@@ -298,6 +474,11 @@ class WorkerPool:
         ]
 
     def start(self) -> None:
+        """Start the workers, first removing work folders of dead processes."""
+        try:
+            sweep_work_dirs(self._ctx.settings.data_dir)
+        except OSError as exc:  # cleaning is not worth refusing to work
+            log.warning("could not clean old work folders: %s", exc)
         for thread in self._threads:
             thread.start()
 
@@ -314,14 +495,20 @@ class WorkerPool:
         while not self._stop.is_set():
             try:
                 held = claim(self._ctx.db, owner, settings.lease_seconds, settings.max_attempts)
-            except Exception:
-                log.exception("claim failed")
+            except Exception as exc:
+                if unavailable(exc):  # one line per poll while the database is down
+                    log.warning("claim failed: %s", str(exc).splitlines()[0])
+                else:
+                    log.exception("claim failed")
                 held = None
             if held is None:
                 self._stop.wait(idle_wait(settings.poll_interval_seconds))
                 continue
             try:
                 handle(self._ctx, held, self._metrics, self._stop)
-            except Exception:  # e.g. the database went away: the lease will expire
-                log.exception("task %s: could not record its outcome", held.task_id)
+            except Exception as exc:  # e.g. the database went away: the lease will expire
+                if unavailable(exc):
+                    log.warning("task %s: could not record its outcome: %s", held.task_id, exc)
+                else:
+                    log.exception("task %s: could not record its outcome", held.task_id)
                 self._stop.wait(settings.poll_interval_seconds)

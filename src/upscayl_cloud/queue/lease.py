@@ -2,6 +2,8 @@
 
 The rules measured in ARCHITECTURE.md: one atomic statement claims a pending
 task *or* one whose lease expired (its worker died), bumping ``attempts``;
+on a pending task ``lease_until`` means "not before" (0 for a new task, a
+later time for one handed back to wait out an outage: see ``release``);
 every later write is conditioned on ``attempts`` still being the claimer's,
 so a worker that lost its lease can never overwrite its successor. On SQLite
 the claim runs in a ``BEGIN IMMEDIATE`` transaction (see ``db/engine.py``);
@@ -25,11 +27,12 @@ class Claim:
 
 
 def _claimable(now: int, max_attempts: int) -> object:
+    """Pending and due, or processing with an expired lease, with attempts left.
+    One condition for both: a pending task's ``lease_until`` is the time it
+    becomes due again (0, always due, unless ``release`` set a delay)."""
     return and_(
-        or_(
-            tasks.c.status == "pending",
-            and_(tasks.c.status == "processing", tasks.c.lease_until < now),
-        ),
+        or_(tasks.c.status == "pending", tasks.c.status == "processing"),
+        tasks.c.lease_until < now,
         tasks.c.attempts < max_attempts,
     )
 
@@ -79,14 +82,18 @@ def renew(db: Engine, claim: Claim, lease_seconds: float, progress: int | None =
     return result.rowcount == 1
 
 
-def release(db: Engine, claim: Claim) -> bool:
-    """Hand a held task back to the queue at once (clean shutdown), keeping its
-    attempt count so the retry limit still bounds it."""
+def release(db: Engine, claim: Claim, delay_seconds: float = 0) -> bool:
+    """Hand a held task back to the queue, keeping its attempt count so the
+    retry limit still bounds it: at once on a clean shutdown, or claimable
+    only after ``delay_seconds`` when the object store or the database failed
+    (a store that is down would otherwise burn every attempt in a second)."""
+    now = now_ms()
+    due = now + int(delay_seconds * 1000) if delay_seconds > 0 else 0
     with db.begin() as conn:
         result = conn.execute(
             update(tasks)
             .where(guarded(claim.task_id, claim.attempt))
-            .values(status="pending", lease_owner=None, lease_until=0, updated_at=now_ms())
+            .values(status="pending", lease_owner=None, lease_until=due, updated_at=now)
         )
     return result.rowcount == 1
 

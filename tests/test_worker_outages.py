@@ -1,0 +1,130 @@
+"""A worker whose object store is down hands the task back instead of failing
+it, against a real database and a real refused connection (an S3 endpoint on a
+loopback port nobody listens on): the failure is provoked, not mocked."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from support.context import make_settings, new_principal
+from support.tasks import queued_task
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.queue.lease import claim
+from upscayl_cloud.services import keys
+from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.storage.s3 import S3Storage
+from upscayl_cloud.storage.s3client import make_client
+from upscayl_cloud.worker import handle, unavailable
+
+LEASE = 0.5  # the backoff is a lease's length: short here to see the retry
+
+
+def _closed_port() -> int:
+    """A loopback port with no listener: connecting to it is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def live(tmp_path: Path, database_url: str) -> Iterator[Context]:
+    context = build_context(
+        make_settings(tmp_path / "data", database_url=database_url, lease_seconds=LEASE)
+    )
+    yield context
+    context.db.dispose()
+
+
+@pytest.fixture
+def down(live: Context) -> Context:
+    """The same service, its object store unreachable (connection refused)."""
+    client = make_client(f"http://127.0.0.1:{_closed_port()}", "us-east-1", "key", "secret")
+    return replace(live, storage=S3Storage(client, "upscayl-test"))
+
+
+def _row(ctx: Context, task_id: str) -> object:
+    with ctx.db.begin() as conn:
+        return conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+
+
+def test_unreachable_store_requeues_with_backoff_then_completes(
+    live: Context, down: Context
+) -> None:
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    first = claim(live.db, "w", LEASE, 3)
+    handle(down, first)
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.error) == ("pending", 1, None)
+    assert row.lease_until > now_ms()  # not due yet: a dead store must not spin
+    assert claim(live.db, "w", LEASE, 3) is None
+    assert keys.account_credits(live, principal.account_id) == 9  # still reserved
+
+    deadline = time.monotonic() + 10
+    while (second := claim(live.db, "w", 30, 3)) is None:
+        assert time.monotonic() < deadline, "the task never became due again"
+        time.sleep(0.05)
+    assert second.attempt == 2
+    handle(live, second)  # the store is back
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("completed", 2, 1)
+    assert keys.account_credits(live, principal.account_id) == 9
+
+
+def test_outage_through_the_last_attempt_fails_and_refunds(live: Context, down: Context) -> None:
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    for attempt in (1, 2, 3):
+        deadline = time.monotonic() + 10
+        while (held := claim(live.db, "w", 30, 3)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert held.attempt == attempt
+        handle(down, held)
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("failed", 3, 0)
+    assert "unavailable on all 3 attempts" in row.error
+    assert keys.account_credits(live, principal.account_id) == 10  # refunded
+    assert claim(live.db, "w", 30, 3) is None
+
+
+def test_missing_input_is_still_a_permanent_failure(live: Context) -> None:
+    """Guard: an answer from the store ("no such object") is not an outage."""
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    with live.db.begin() as conn:
+        key = conn.execute(
+            select(task_files.c.source_key).where(task_files.c.task_id == task_id)
+        ).scalar_one()
+    live.storage.delete(key)
+    handle(live, claim(live.db, "w", 30, 3))
+    row = _row(live, task_id)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert keys.account_credits(live, principal.account_id) == 10
+
+
+def test_outages_are_told_from_bad_tasks(down: Context) -> None:
+    """What a refused connection really raises through each storage call the
+    worker makes, and what is not an outage."""
+    from upscayl_cloud.storage.base import ObjectMissingError
+
+    source = down.settings.data_dir / "x.png"
+    source.write_bytes(b"x")
+    for call in (
+        lambda: down.storage.put_file("results/a/b/1/0.png", source),
+        lambda: down.storage.download_to("a/b.png", down.settings.data_dir / "y"),
+        lambda: down.storage.delete_prefix("results/a"),
+    ):
+        with pytest.raises(Exception) as caught:
+            call()
+        assert unavailable(caught.value), repr(caught.value)
+    assert not unavailable(ObjectMissingError("a/b.png"))
+    assert not unavailable(ValueError("bad image"))
