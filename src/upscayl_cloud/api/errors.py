@@ -6,7 +6,9 @@ INVALID_FILE_TYPE, an oversized ``fileSize`` FILE_SIZE_EXCEEDED, anything else
 BAD_REQUEST; a body that is no JSON object is told so, not reported as a
 field), Starlette's 404/405 for unknown routes, and unexpected
 exceptions (500, details only in the log). A database that cannot be reached
-(down, restarting) is no bug: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``.
+(down, restarting) is no bug: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``;
+nor is an object store that cannot be reached, times out or answers 5xx
+(``StorageUnavailableError``): the same 503, one warning line, no traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from upscayl_cloud.services.errors import (
     ServiceError,
     clip,
 )
+from upscayl_cloud.storage.base import StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +147,29 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
 
+def _unavailable(request: Request) -> JSONResponse:
+    """503 with Retry-After: the project's client retries it (not a 500)."""
+    headers = _rate_headers(request)
+    headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The service is temporarily unavailable; retry shortly",
+        headers,
+    )
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Registered for its own class, not under ``Exception``: Starlette re-raises
+    what reaches the catch-all, and uvicorn would log a second traceback."""
+    log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _unavailable(request)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The service is temporarily unavailable; retry shortly",
-            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-        )
+        return _unavailable(request)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
 
@@ -161,4 +178,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
     app.add_exception_handler(Exception, _unexpected)

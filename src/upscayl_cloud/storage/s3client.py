@@ -72,6 +72,8 @@ def make_client(
     we used to allow 5 tries) held a request for 6 minutes on a frozen store
     and let probes use up the API's threads. The read timeout is per read,
     so it must only cover the store's pause before answering a large upload.
+    ``max_attempts`` counts every try (botocore's ``total_max_attempts``; its
+    ``max_attempts`` would count retries only).
     """
     hide_signatures()
     config = Config(
@@ -79,7 +81,7 @@ def make_client(
         s3={"addressing_style": addressing_style},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
