@@ -7,6 +7,7 @@ name is kept only as a label: it never becomes part of a path unsanitised.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import unicodedata
@@ -31,7 +32,10 @@ from upscayl_cloud.storage.base import (
     CompletedPart,
     MultipartError,
     ObjectTooLargeError,
+    StorageError,
 )
+
+log = logging.getLogger(__name__)
 
 #: Longest generated ``fileName`` in UTF-8 bytes: the local store keeps it as
 #: one file name (255 bytes on common file systems) and the key column holds 300.
@@ -180,13 +184,62 @@ def request_upload(
     if use_multipart:
         part_size = max(settings.multipart_part_bytes, math.ceil(file_size / MAX_PARTS))
         upload_id = ctx.storage.create_multipart(key)
-        count = max(1, math.ceil(file_size / part_size))
-        parts = tuple(
-            PartLink(
-                n, ctx.storage.presign_part(base_url, key, upload_id, n, part_size, url_expires)
+    try:
+        if upload_id is not None and part_size is not None:
+            count = max(1, math.ceil(file_size / part_size))
+            parts = tuple(
+                PartLink(
+                    n, ctx.storage.presign_part(base_url, key, upload_id, n, part_size, url_expires)
+                )
+                for n in range(1, count + 1)
             )
-            for n in range(1, count + 1)
-        )
+        _record_upload(ctx, principal, file_name, original_file_name, file_type, file_size,
+                       key, upload_id, part_size, now, url_expires)  # fmt: skip
+    except BaseException:
+        if upload_id is not None:
+            _abort_quietly(ctx, key, upload_id)
+        raise
+    return UploadLink(
+        upload_url=url,
+        file_name=file_name,
+        file_type=file_type,
+        file_size=file_size,
+        original_file_name=original_file_name,
+        created_at=now,
+        expires_at=url_expires,
+        upload_id=upload_id,
+        key=key if upload_id else None,
+        part_size=part_size,
+        parts=parts,
+    )
+
+
+def _abort_quietly(ctx: Context, key: str, upload_id: str) -> None:
+    """Drop a multipart upload that no row records: the sweeper aborts only
+    uploads in the table, so this one would otherwise hold its parts forever
+    (a bucket lifecycle rule, AbortIncompleteMultipartUpload, is the backstop).
+    Best effort: the original failure is what the caller must hear about."""
+    try:
+        ctx.storage.abort_multipart(key, upload_id)
+    except StorageError as exc:
+        log.warning("could not abort unrecorded multipart upload of %s: %s", key, exc)
+
+
+def _record_upload(
+    ctx: Context,
+    principal: Principal,
+    file_name: str,
+    original_file_name: str,
+    file_type: str,
+    file_size: int,
+    key: str,
+    upload_id: str | None,
+    part_size: int | None,
+    now: int,
+    url_expires: int,
+) -> None:
+    """The upload's row: what ownership checks, completion and the sweeper read."""
+    settings = ctx.settings
     with ctx.db.begin() as conn:
         conn.execute(
             insert(uploads).values(
@@ -204,19 +257,6 @@ def request_upload(
                 deleted_at=None,
             )
         )
-    return UploadLink(
-        upload_url=url,
-        file_name=file_name,
-        file_type=file_type,
-        file_size=file_size,
-        original_file_name=original_file_name,
-        created_at=now,
-        expires_at=url_expires,
-        upload_id=upload_id,
-        key=key if upload_id else None,
-        part_size=part_size,
-        parts=parts,
-    )
 
 
 def complete_multipart(
