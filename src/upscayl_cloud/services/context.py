@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -20,10 +21,25 @@ class Context:
     storage: ObjectStorage
 
 
+#: Databases this process has already migrated to head (by URL).
+_migrated: set[str] = set()
+_migrated_lock = threading.Lock()
+
+
 def build_context(settings: Settings, *, migrate: bool = True) -> Context:
-    """Data directory, database (migrated to head) and storage, ready to use."""
+    """Data directory, database (migrated to head) and storage, ready to use.
+
+    ``serve`` builds a context for the first key and the app builds another:
+    the migration runs once per database per process, not per context (an
+    in-memory SQLite database is new with every engine, so it always runs).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = make_engine(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    db = make_engine(url)
     if migrate:
-        upgrade(db)
+        with _migrated_lock:
+            if url not in _migrated:
+                upgrade(db)
+                if ":memory:" not in url:
+                    _migrated.add(url)
     return Context(settings=settings, db=db, storage=build_storage(settings))
