@@ -110,7 +110,7 @@ def worker(
     pool.start()
     typer.echo(f"Worker running with {count} thread(s) (data: {settings.data_dir.resolve()})")
     done.wait()
-    typer.echo("Stopping: tasks in progress go back to the queue")
+    typer.echo("Stopping: finishing or handing back tasks in progress (up to 30 s)")
     pool.stop(timeout=30)
     sweeper.stop()
     ctx.db.dispose()
