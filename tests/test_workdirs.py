@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from upscayl_cloud.services.context import Context
-from upscayl_cloud.worker import STALE_WORK_SECONDS, WorkerPool
+from upscayl_cloud.workdirs import STALE_WORK_SECONDS
+from upscayl_cloud.worker import WorkerPool
 
 CHILD = """
 import sys, time
 from pathlib import Path
-from upscayl_cloud.worker import process_work_dir
+from upscayl_cloud.workdirs import process_work_dir
 folder = process_work_dir(Path(sys.argv[1]))
 (folder / "tmpabc").mkdir()
 (folder / "tmpabc" / "0-source").write_bytes(b"x" * 4096)
