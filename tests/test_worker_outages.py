@@ -128,3 +128,34 @@ def test_outages_are_told_from_bad_tasks(down: Context) -> None:
         assert unavailable(caught.value), repr(caught.value)
     assert not unavailable(ObjectMissingError("a/b.png"))
     assert not unavailable(ValueError("bad image"))
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "outage"),
+    [
+        ("AccessDenied", 403, False),
+        ("NoSuchBucket", 404, False),
+        ("InvalidAccessKeyId", 403, False),
+        ("EntityTooLarge", 400, False),
+        ("SlowDown", 503, True),
+        ("InternalError", 500, True),
+    ],
+)
+def test_a_store_that_answers_no_is_not_an_outage(code: str, status: int, outage: bool) -> None:
+    """The store's own answers, as botocore raises them (and as boto3's
+    upload wraps them): a refusal fails the task at once instead of spending
+    its attempts and minutes; only "cannot serve now" is retried."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    answer = ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+    )
+    assert unavailable(answer) is outage
+    try:
+        try:
+            raise answer
+        except ClientError as exc:
+            raise S3UploadFailedError(f"Failed to upload: {exc}") from exc
+    except S3UploadFailedError as wrapped:
+        assert unavailable(wrapped) is outage

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from boto3.exceptions import RetriesExceededError
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import select
 
@@ -39,13 +39,8 @@ from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
 from upscayl_cloud.services.uploads import MAX_BASE_NAME_BYTES, fit_name, safe_base_name
-from upscayl_cloud.storage.base import (
-    MultipartError,
-    ObjectMissingError,
-    ObjectTooLargeError,
-    StorageError,
-)
-from upscayl_cloud.storage.s3client import MISSING, error_code
+from upscayl_cloud.storage.base import StorageUnavailableError
+from upscayl_cloud.storage.s3client import unavailable as store_unavailable
 from upscayl_cloud.workdirs import process_work_dir, sweep_work_dirs
 
 log = logging.getLogger(__name__)
@@ -67,21 +62,23 @@ def unavailable(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps) says the object store or the
     database cannot be reached right now, rather than that this task is bad.
 
-    The store's failures mostly arrive as StorageError (``s3client.translate``)
-    but boto3's transfers also raise their own (S3UploadFailedError wraps a
-    5xx; RetriesExceededError a broken download) and botocore's may surface
-    raw, so the whole chain of causes is read. A missing object, an oversized
-    upload or a refused multipart is an answer, not an outage: permanent."""
+    The store's failures mostly arrive translated (``s3client.translate``:
+    StorageUnavailableError for a refused, timed-out or 5xx store), but
+    boto3's transfers raise their own around botocore's (S3UploadFailedError
+    wraps the ClientError; RetriesExceededError a broken download), so the
+    chain of causes is read, and botocore's errors are judged as
+    ``s3client.unavailable`` judges them. Anything else, a missing object,
+    AccessDenied, a missing bucket, is an answer, not an outage: retrying
+    it would only spend the task's attempts and minutes on a certain
+    failure."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ObjectMissingError | ObjectTooLargeError | MultipartError):
-            return False
-        if isinstance(current, ClientError):
-            return error_code(current) not in MISSING
-        if isinstance(current, StorageError | BotoCoreError | S3UploadFailedError):
+        if isinstance(current, StorageUnavailableError):
             return True
+        if isinstance(current, ClientError | BotoCoreError):
+            return store_unavailable(current)
         if isinstance(current, RetriesExceededError | ConnectionError | TimeoutError):
             return True
         if database_unavailable(current):
@@ -90,12 +87,16 @@ def unavailable(error: BaseException) -> bool:
     return False
 
 
+#: The longest wait before a retry, however many attempts are allowed.
+MAX_RETRY_DELAY_S = 3600.0
+
+
 def retry_delay(settings: Settings, attempt: int) -> float:
     """How long a task waits before its next attempt after an outage: a
     lease's length, doubling with each attempt (60 s, 120 s... by default),
     long enough for a store to restart, short of spinning through the
     attempts while it is down."""
-    return settings.lease_seconds * 2 ** max(0, attempt - 1)
+    return min(MAX_RETRY_DELAY_S, settings.lease_seconds * 2 ** max(0, attempt - 1))
 
 
 def threads_per_worker(settings: Settings) -> int:
@@ -355,9 +356,12 @@ def handle(
     try:
         recorded = process(ctx, held, metrics, stopping)
     except ShutdownError:
-        recorded = False
-        release(ctx.db, held)
+        # Outputs first: the attempt is given back, so the next claim reuses
+        # its number and its storage prefix.
+        _discard_quietly(ctx, account_id, held)
+        release(ctx.db, held, give_back_attempt=True)
         log.info("task %s handed back to the queue on shutdown", held.task_id)
+        return
     except LeaseLostError:
         recorded = False
         log.warning("task %s attempt %d lost its lease", held.task_id, held.attempt)

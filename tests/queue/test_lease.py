@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from support.tasks import queued_task
 from upscayl_cloud.db.tables import tasks
-from upscayl_cloud.queue.lease import Claim, claim, renew
+from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
 
@@ -63,6 +63,25 @@ def test_retry_limit_stops_claims(ctx: Context, principal: Principal) -> None:
     with ctx.db.begin() as conn:
         conn.execute(update(tasks).where(tasks.c.id == task_id).values(attempts=3))
     assert claim(ctx.db, "w", 30, 3) is None
+
+
+def test_shutdown_hand_backs_never_use_up_a_task(ctx: Context, principal: Principal) -> None:
+    """A rolling restart interrupts a task any number of times: each hand-back
+    gives its attempt back, so the task stays claimable (claim skips a
+    pending task with no attempt left, and the reaper sees only processing
+    ones), while an outage's hand-back counts and waits."""
+    task_id = queued_task(ctx, principal)
+    for _ in range(5):
+        held = claim(ctx.db, "w", 30, 3)
+        assert held == Claim(task_id, 1)
+        assert release(ctx.db, held, give_back_attempt=True)
+        assert release(ctx.db, held, give_back_attempt=True) is False  # only once
+    outage = claim(ctx.db, "w", 30, 3)
+    assert release(ctx.db, outage, delay_seconds=60)
+    assert claim(ctx.db, "w", 30, 3) is None  # due in a minute
+    with ctx.db.begin() as conn:
+        row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+    assert (row.status, row.attempts) == ("pending", 1)
 
 
 def test_claim_compiles_for_postgresql_with_skip_locked() -> None:

@@ -82,18 +82,31 @@ def renew(db: Engine, claim: Claim, lease_seconds: float, progress: int | None =
     return result.rowcount == 1
 
 
-def release(db: Engine, claim: Claim, delay_seconds: float = 0) -> bool:
-    """Hand a held task back to the queue, keeping its attempt count so the
-    retry limit still bounds it: at once on a clean shutdown, or claimable
-    only after ``delay_seconds`` when the object store or the database failed
-    (a store that is down would otherwise burn every attempt in a second)."""
+def release(
+    db: Engine, claim: Claim, delay_seconds: float = 0, give_back_attempt: bool = False
+) -> bool:
+    """Hand a held task back to the queue: claimable only after
+    ``delay_seconds`` when the object store or the database failed (a store
+    that is down would otherwise burn every attempt in a second), its attempt
+    counted so the retry limit still bounds it; at once on a clean shutdown,
+    with ``give_back_attempt``: the stop was the operator's, not the task's,
+    and a rolling restart must never leave a task pending with no attempt
+    left (claim skips it, and only processing tasks are reaped). The caller
+    must have discarded the attempt's outputs first: the next claim reuses
+    its number."""
     now = now_ms()
     due = now + int(delay_seconds * 1000) if delay_seconds > 0 else 0
+    values: dict[str, object] = {
+        "status": "pending",
+        "lease_owner": None,
+        "lease_until": due,
+        "updated_at": now,
+    }
+    if give_back_attempt:
+        values["attempts"] = tasks.c.attempts - 1
     with db.begin() as conn:
         result = conn.execute(
-            update(tasks)
-            .where(guarded(claim.task_id, claim.attempt))
-            .values(status="pending", lease_owner=None, lease_until=due, updated_at=now)
+            update(tasks).where(guarded(claim.task_id, claim.attempt)).values(values)
         )
     return result.rowcount == 1
 
