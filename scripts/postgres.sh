@@ -33,6 +33,12 @@ for arg in "$@"; do
         *) state=$arg ;;
     esac
 done
+# An empty STATE_DIR ("$UNSET") would make `stop` delete /port and the
+# like, and "/" is nobody's state folder: refused, never guessed at.
+if [[ -z $state || $state =~ ^/+$ || $(CDPATH="" cd -- "$state" 2>/dev/null && pwd -P) == / ]]; then
+    echo "postgres.sh: refusing state folder '$state' (empty or /)" >&2
+    exit 2
+fi
 python=${PYTHON:-python3}
 dbname=${POSTGRES_DB:-upscayl}
 
@@ -56,6 +62,21 @@ if [[ $(id -u) -eq 0 ]]; then
     run_as=(runuser -u "$user" --)
 fi
 
+# A folder with one of the files this script writes is one of ours.
+ours() {
+    [[ -e $state/port || -e $state/password || -e $state/env || -e $state/db/PG_VERSION ]]
+}
+
+# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
+# an existing, non-empty folder that is not one of ours is refused.
+refuse_foreign() {
+    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
+        ! ours; then
+        echo "postgres.sh: $state is not empty and not a state folder of postgres.sh; refusing it" >&2
+        exit 2
+    fi
+}
+
 print_env() {
     [[ -f $state/env ]] || { echo "postgres.sh: not started in $state" >&2; return 1; }
     cat "$state/env"
@@ -70,6 +91,7 @@ start() {
     initdb=$(pg_bin initdb)
     pg_ctl=$(pg_bin pg_ctl)
     createdb=$(pg_bin createdb)
+    refuse_foreign
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
     if is_running; then print_env; return; fi
@@ -117,6 +139,7 @@ start() {
 }
 
 stop() {
+    refuse_foreign
     if [[ -f $state/db/postmaster.pid ]]; then
         "${run_as[@]}" "$(pg_bin pg_ctl)" -D "$state/db" -m fast -w stop >/dev/null 2>&1 || true
     fi

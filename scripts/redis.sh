@@ -28,6 +28,12 @@ for arg in "$@"; do
         *) state=$arg ;;
     esac
 done
+# An empty STATE_DIR (`stop "$UNSET"`) would make `stop` delete /port and the
+# like, and "/" is nobody's state folder: refused, not guessed at.
+if [[ -z $state || $state =~ ^/+$ || $(CDPATH="" cd -- "$state" 2>/dev/null && pwd -P) == / ]]; then
+    echo "redis.sh: refusing state folder '$state' (empty or /)" >&2
+    exit 2
+fi
 python=${PYTHON:-python3}
 
 find_server() {
@@ -36,6 +42,21 @@ find_server() {
     else
         echo "redis.sh: no redis-server (scripts/install-test-services.sh)" >&2
         return 1
+    fi
+}
+
+# A folder with one of the files this script writes is one of ours.
+ours() {
+    [[ -e $state/port || -e $state/pid || -e $state/env || -e $state/redis.log ]]
+}
+
+# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
+# an existing, non-empty folder that is not one of ours is refused.
+refuse_foreign() {
+    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
+        ! ours; then
+        echo "redis.sh: $state is not empty and not a state folder of redis.sh; refusing it" >&2
+        exit 2
     fi
 }
 
@@ -51,6 +72,7 @@ is_running() {
 start() {
     local server
     server=$(find_server)
+    refuse_foreign
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
     if is_running; then print_env; return; fi
@@ -108,6 +130,7 @@ PY
 }
 
 stop() {
+    refuse_foreign
     if [[ -f $state/pid ]]; then
         local pid
         pid=$(cat "$state/pid")

