@@ -109,3 +109,58 @@ def test_readyz_on_a_frozen_store_shares_one_bounded_probe(tmp_path: Path) -> No
         body = client.get("/readyz").json()
         assert body == {"error": "NOT_READY", "message": "Not ready: storage"}
         assert frozen.connections == 1
+
+
+def test_readyz_survives_a_hung_probe_started_on_a_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A probe started on an event loop that closed since (a client without
+    ``with`` runs each request on a loop of its own) and that hangs: callers
+    on another loop still answer 503 within the timeout, not 500; a probe
+    older than 3 x the timeout is abandoned (one warning) and a fresh one
+    answers; the hung one returning at last disturbs nothing."""
+    timeout = 0.5
+    settings = make_settings(
+        tmp_path / "data", readiness_timeout_seconds=timeout, readiness_cache_seconds=0
+    )
+    with client_for(settings) as client:
+        store = client.app.state.ctx.storage
+        real_write = store.write_stream
+        release = threading.Event()
+        probes: list[str] = []
+
+        def first_probe_hangs(key: str, chunks: Iterator[bytes], max_bytes: int) -> int:
+            probes.append(key)
+            if len(probes) == 1:
+                release.wait(20)
+            return real_write(key, chunks, max_bytes)
+
+        monkeypatch.setattr(store, "write_stream", first_probe_hangs)
+        elsewhere = TestClient(client.app, raise_server_exceptions=False)
+
+        def timed(target: TestClient) -> tuple[int, float]:
+            started = time.monotonic()
+            status = target.get("/readyz").status_code
+            return status, time.monotonic() - started
+
+        with caplog.at_level(logging.WARNING):
+            started = time.monotonic()
+            status, took = timed(elsewhere)  # starts the probe; its loop then closes
+            assert (status, len(probes)) == (503, 1)
+            status, took = timed(client)  # another loop, the same hung probe
+            assert status == 503 and took < timeout + 0.4
+            assert len(probes) == 1
+            time.sleep(max(0.0, started + 3 * timeout + 0.1 - time.monotonic()))
+            assert client.get("/readyz").status_code == 200
+            assert len(probes) == 2
+            assert elsewhere.get("/readyz").status_code == 200
+            release.set()
+            deadline = time.monotonic() + 5
+            while len([t for t in threading.enumerate() if t.name == "readiness-probe"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert client.get("/readyz").status_code == 200
+            assert elsewhere.get("/readyz").status_code == 200
+        abandoned = [r for r in caplog.records if "abandoning" in r.getMessage()]
+        assert len(abandoned) == 1
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -293,9 +293,12 @@ def test_multipart_refusals_say_why(backend: Backend) -> None:
     assert store.complete_multipart(key, upload_id, [last]) == len(b"last")
 
 
-def test_a_completed_upload_cannot_be_completed_again(backend: Backend) -> None:
-    """SeaweedFS completes an upload a second time, even from fewer parts; both
-    stores refuse, and the object stays as first joined."""
+def test_completing_a_completed_upload_again_answers_as_the_first_time(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A client that lost the first answer (a 503 after the join) repeats the
+    completion: both stores answer the stored object's size and join nothing
+    again (SeaweedFS would re-join, even from fewer parts)."""
     store, key = backend.store, backend.key("uploads/twice.png")
     upload_id = store.create_multipart(key)
     first, last = b"a" * MIN_PART_BYTES, b"tail"
@@ -305,9 +308,10 @@ def test_a_completed_upload_cannot_be_completed_again(backend: Backend) -> None:
     ]
     assert store.complete_multipart(key, upload_id, parts) == len(first) + len(last)
     for again in (parts, parts[1:]):
-        with pytest.raises(MultipartError, match="already completed"):
-            store.complete_multipart(key, upload_id, again)
+        assert store.complete_multipart(key, upload_id, again) == len(first) + len(last)
     assert store.size(key) == len(first) + len(last)
+    store.download_to(key, tmp_path / "joined")
+    assert (tmp_path / "joined").read_bytes() == first + last
 
 
 def test_abort_drops_the_upload(backend: Backend) -> None:

@@ -262,7 +262,13 @@ def _record_upload(
 def complete_multipart(
     ctx: Context, principal: Principal, upload_id: str, key: str, parts: list[CompletedPart]
 ) -> None:
-    """Join the parts of the caller's multipart upload into its object."""
+    """Join the parts of the caller's multipart upload into its object.
+
+    Idempotent: a repeated completion (the client lost the first answer, say
+    to a 503 from the size read after the join) finds the object already
+    stored, and the store answers its size without joining again; the
+    declared-size check below decides, as it did the first time.
+    """
     with ctx.db.begin() as conn:
         row = conn.execute(
             select(uploads).where(

@@ -172,9 +172,12 @@ class LocalStorage:
         return digest.hexdigest()
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[CompletedPart]) -> int:
-        """Join the parts; refused, as by the S3 backend, once an object is under ``key``."""
-        if self.path_of(key).is_file():
-            raise MultipartError("upload already completed")
+        """Join the parts. Once an object is under ``key`` the upload was
+        completed: its size is the answer and nothing is joined again, as in
+        the S3 backend (a client repeats a completion whose answer it lost)."""
+        existing = self.size(key)
+        if existing is not None:
+            return existing
         folder = self._part_path(upload_id, 1).parent
         if not folder.is_dir():
             raise MultipartError("unknown or already completed upload id")

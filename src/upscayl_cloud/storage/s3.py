@@ -300,12 +300,16 @@ class S3Storage:
         AWS: MalformedXML and InvalidArgument).
 
         An object already under ``key`` means the upload was completed (keys
-        are generated, never reused): AWS would answer NoSuchUpload, but
-        SeaweedFS completes the same upload again, even from fewer parts, so
-        the refusal is ours, as the local store's is.
+        are generated, never reused): its size is the answer, and nothing is
+        completed again. A client repeats a completion whose answer it lost
+        (a 503 after the join succeeded); AWS would answer NoSuchUpload and
+        SeaweedFS would join the same upload again, even from fewer parts, so
+        the answer is ours, as the local store's is. The caller still checks
+        the size against the declared one.
         """
-        if self.size(key) is not None:
-            raise MultipartError("upload already completed")
+        existing = self.size(key)
+        if existing is not None:
+            return existing
         if not parts:
             raise MultipartError("no parts given")
         if bad := [p.part_number for p in parts if not 1 <= p.part_number <= MAX_PARTS]:

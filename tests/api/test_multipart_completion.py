@@ -1,0 +1,46 @@
+"""A repeated complete-multipart-upload, through the real app: a client that
+lost the first answer (a 503 after the parts were joined: the size read that
+follows the join timed out) and retries gets the success the first call had,
+not a 400 "already completed"."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from support.context import new_principal
+from upscayl_cloud.storage.base import StorageUnavailableError
+
+
+def test_a_completion_repeated_after_a_lost_answer_succeeds(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_principal(client.app.state.ctx)[0]
+    headers = {"X-API-Key": key}
+    data = b"0123456789"
+    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data),
+            "multipart": True}  # fmt: skip
+    link = client.post("/get-upload-url", json=body, headers=headers).json()["data"]
+    [part] = link["parts"]
+    put = client.put(part["uploadURL"], content=data)
+    assert put.status_code == 200, put.text
+    parts = [{"PartNumber": 1, "ETag": put.headers["ETag"]}]
+    done = {"data": {"uploadId": link["uploadId"], "key": link["key"], "parts": parts}}
+
+    store = client.app.state.ctx.storage
+    real_complete = store.complete_multipart
+
+    def joined_then_unavailable(*args: object) -> int:
+        real_complete(*args)
+        raise StorageUnavailableError("size read timed out")
+
+    monkeypatch.setattr(store, "complete_multipart", joined_then_unavailable)
+    lost = client.post("/complete-multipart-upload", json=done, headers=headers)
+    assert lost.status_code == 503, lost.text
+    monkeypatch.undo()
+
+    for _ in range(2):
+        again = client.post("/complete-multipart-upload", json=done, headers=headers)
+        assert again.status_code == 200, again.text
+        assert again.json() == {"status": "success", "data": {"status": "success"}}
+    assert store.size(link["key"]) == len(data)
