@@ -9,7 +9,7 @@ dead attempt's leftovers never mix with the one that completes.
 An outage of the object store or the database is not the task's fault: the
 task goes back to the queue, due again after a backoff, and only fails once
 its attempts are spent. Work files live in a folder per process
-(``work/<host>-<pid>``) held by a lock, so a starting pool can remove what
+(``work/<host>-<pid>-<random>``) held by a lock, so a starting pool can remove what
 killed processes left behind without touching a live one's.
 """
 
