@@ -23,22 +23,9 @@
 #   same port with the same password, so the printed URL stays valid.
 set -euo pipefail
 
-cmd=${1:-}
-shift || true
-keep=0
-state=${POSTGRES_STATE_DIR:-.postgres}
-for arg in "$@"; do
-    case $arg in
-        --keep) keep=1 ;;
-        *) state=$arg ;;
-    esac
-done
-# An empty STATE_DIR ("$UNSET") would make `stop` delete /port and the
-# like, and "/" is nobody's state folder: refused, never guessed at.
-if [[ -z $state || $state =~ ^/+$ || $(CDPATH="" cd -- "$state" 2>/dev/null && pwd -P) == / ]]; then
-    echo "postgres.sh: refusing state folder '$state' (empty or /)" >&2
-    exit 2
-fi
+# shellcheck source=scripts/service-args.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service-args.sh"
+parse_service_args postgres.sh "${POSTGRES_STATE_DIR:-.postgres}" "$@"
 python=${PYTHON:-python3}
 dbname=${POSTGRES_DB:-upscayl}
 

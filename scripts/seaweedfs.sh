@@ -24,22 +24,9 @@
 #   dies, so a killed test run leaves no server behind.
 set -euo pipefail
 
-cmd=${1:-}
-shift || true
-keep=0
-state=${SEAWEEDFS_STATE_DIR:-.seaweedfs}
-for arg in "$@"; do
-    case $arg in
-        --keep) keep=1 ;;
-        *) state=$arg ;;
-    esac
-done
-# An empty STATE_DIR (`stop "$UNSET"`) would make `stop` delete /ports and the
-# like, and "/" is nobody's state folder: refused, not guessed at.
-if [[ -z $state || $state =~ ^/+$ || $(CDPATH="" cd -- "$state" 2>/dev/null && pwd -P) == / ]]; then
-    echo "seaweedfs.sh: refusing state folder '$state' (empty or /)" >&2
-    exit 2
-fi
+# shellcheck source=scripts/service-args.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service-args.sh"
+parse_service_args seaweedfs.sh "${SEAWEEDFS_STATE_DIR:-.seaweedfs}" "$@"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 bucket=${SEAWEEDFS_BUCKET:-upscayl}
