@@ -26,6 +26,17 @@ def drop_files(page: Any, files: dict[str, bytes]) -> None:
     page.evaluate(_DROP, [list(files), [list(data) for data in files.values()]])
 
 
+def sign_in(page: Any, server: Server, credits: int) -> None:
+    """Sign in with a new key holding ``credits``, as a user types it."""
+    key = new_principal(server.ctx, credits=credits)[0]
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    left = f"{credits} credit{'' if credits == 1 else 's'} left"
+    page.locator("#credits", has_text=left).wait_for()
+
+
 def test_keyboard_only_sign_in_lands_on_the_upscale_view(
     page: Any, server: Server, api_key: str
 ) -> None:
@@ -51,12 +62,7 @@ def test_keyboard_only_sign_in_lands_on_the_upscale_view(
 def test_dropped_files_without_enough_credits_are_refused_in_plain_words(
     page: Any, server: Server
 ) -> None:
-    key = new_principal(server.ctx, credits=1)[0]
-    page.goto(server.url + "/")
-    page.wait_for_selector("body[data-ready=true]")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.locator("#credits", has_text="1 credit left").wait_for()
+    sign_in(page, server, credits=1)
     drop_files(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(8, 8)})
     page.locator("#file-list li").nth(1).wait_for()
     page.get_by_role("button", name="Upscale", exact=True).click()
@@ -119,12 +125,7 @@ def test_a_file_without_a_readable_size_is_refused_by_name_before_upload(
     page: Any, server: Server
 ) -> None:
     """A header refusal reads as a sentence about the file, in the server's words."""
-    key = new_principal(server.ctx, credits=5)[0]
-    page.goto(server.url + "/")
-    page.wait_for_selector("body[data-ready=true]")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.locator("#credits", has_text="5 credits left").wait_for()
+    sign_in(page, server, credits=5)
     drop_files(page, {"cut.png": png_bytes(8, 8)[:20]})
     problem = page.locator("#file-list li .file-problem")
     problem.wait_for()
