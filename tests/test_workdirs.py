@@ -14,6 +14,9 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
+from upscayl_cloud import worker
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.workdirs import STALE_WORK_SECONDS, sweep_work_dirs
 from upscayl_cloud.worker import WorkerPool
@@ -76,6 +79,28 @@ def test_pool_start_removes_dead_processes_work_and_spares_live_ones(ctx: Contex
         assert not old.exists() and recent.is_dir()
     finally:
         _end(dead, live)
+
+
+def test_a_running_pool_sweeps_again_when_idle(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies while its neighbours keep running (and is not
+    restarted) leaves its folder to them: an idle pool sweeps again after
+    WORK_SWEEP_INTERVAL_S."""
+    monkeypatch.setattr(worker, "WORK_SWEEP_INTERVAL_S", 0.2)
+    pool = WorkerPool(ctx, 1)
+    pool.start()
+    dead, dead_folder = _worker_process(ctx.settings.data_dir)
+    try:
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while dead_folder.exists():
+            assert time.monotonic() < deadline, "the idle pool never swept again"
+            time.sleep(0.1)
+    finally:
+        pool.stop()
+        _end(dead)
 
 
 def test_tasks_work_in_this_process_folder(ctx: Context) -> None:

@@ -16,6 +16,7 @@ killed processes left behind without touching a live one's.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -386,6 +387,11 @@ def idle_wait(interval: float) -> float:
     return interval * random.uniform(0.5, 1.5)
 
 
+#: How often an idle pool looks for work folders of processes that died
+#: since it started (a crashed worker that is not restarted sweeps nothing).
+WORK_SWEEP_INTERVAL_S = 3600.0
+
+
 class WorkerPool:
     """``count`` worker threads that claim and process tasks until stopped."""
 
@@ -393,6 +399,8 @@ class WorkerPool:
         self._ctx = ctx
         self._metrics = metrics
         self._stop = threading.Event()
+        self._swept_at = -math.inf
+        self._sweeping = threading.Lock()
         base = f"{socket.gethostname()}:{os.getpid()}"
         self._threads = [
             threading.Thread(target=self._run, args=(f"{base}:{n}",), daemon=True, name=f"w{n}")
@@ -401,12 +409,22 @@ class WorkerPool:
 
     def start(self) -> None:
         """Start the workers, first removing work folders of dead processes."""
+        self._sweep_work_dirs()
+        for thread in self._threads:
+            thread.start()
+
+    def _sweep_work_dirs(self) -> None:
+        """Remove dead processes' work folders: at start, then at most every
+        :data:`WORK_SWEEP_INTERVAL_S` from an idle worker thread (one at a time)."""
+        if not self._sweeping.acquire(blocking=False):
+            return
         try:
+            self._swept_at = time.monotonic()
             sweep_work_dirs(self._ctx.settings.data_dir)
         except OSError as exc:  # cleaning is not worth refusing to work
             log.warning("could not clean old work folders: %s", exc)
-        for thread in self._threads:
-            thread.start()
+        finally:
+            self._sweeping.release()
 
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
@@ -428,6 +446,8 @@ class WorkerPool:
                     log.exception("claim failed")
                 held = None
             if held is None:
+                if time.monotonic() - self._swept_at >= WORK_SWEEP_INTERVAL_S:
+                    self._sweep_work_dirs()
                 self._stop.wait(idle_wait(settings.poll_interval_seconds))
                 continue
             try:
