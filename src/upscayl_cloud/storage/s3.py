@@ -39,7 +39,6 @@ from upscayl_cloud.storage.s3client import (
     error_code,
     hide_signatures,
     translate,
-    unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -106,9 +105,7 @@ class S3Storage:
             raise translate(f"bucket {self.bucket}", exc) from exc
         except ClientError as exc:
             if error_code(exc) not in MISSING | {"NoSuchBucket"}:
-                if unavailable(exc):
-                    raise translate(f"bucket {self.bucket}", exc) from exc
-                raise StorageError(f"bucket {self.bucket}: {error_code(exc)}") from exc
+                raise translate(f"bucket {self.bucket}", exc) from exc
             region = self.client.meta.region_name
             where = (
                 {}

@@ -28,11 +28,10 @@ def get_upscayl_history(
     ctx: ContextDep,
     base_url: BaseUrlDep,
     principal: Annotated[Principal, Depends(limited("get-upscayl-history"))],
-    body: Annotated[HistoryQuery, Body()],
+    query: Annotated[HistoryQuery, Body()],
 ) -> dict[str, Any]:
     """The spec marks the body required, and every other JSON operation
     refuses a missing one: ``{}`` asks for the first page unfiltered."""
-    query = body
     items, pagination = status.history(
         ctx,
         principal,

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import logging
-import threading
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from upscayl_cloud.api.deps import ContextDep
 from upscayl_cloud.api.errors import error_response
-from upscayl_cloud.config import StorageBackend
-from upscayl_cloud.services.context import Context
+from upscayl_cloud.api.readiness import readiness
 
-log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-
-#: What the shared probe checks, in order; one not answered in time fails.
-PROBED = ("database", "storage")
 
 
 @router.get("/healthz")
@@ -31,143 +20,10 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-def _probe(ctx: Context, results: dict[str, bool]) -> None:
-    """Fill ``results`` check by check, so a caller that stops waiting still
-    knows which checks answered (and which one hangs)."""
-    try:
-        with ctx.db.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        results["database"] = True
-    except Exception as exc:
-        log.warning("readiness: database check failed: %s", exc)
-        results["database"] = False
-    try:
-        ctx.storage.write_stream("health/probe", iter([b"ok"]), 16)
-        results["storage"] = True
-    except Exception as exc:
-        log.warning("readiness: storage check failed: %s", exc)
-        results["storage"] = False
-
-
-class _Probe:
-    """One probe on its own thread: its future, the checks answered so far
-    and when it started."""
-
-    def __init__(self) -> None:
-        self.future: concurrent.futures.Future[dict[str, bool]] = concurrent.futures.Future()
-        # Running from the start: a caller that stops waiting cancels its own
-        # wrapper, which can then no longer cancel the shared probe.
-        self.future.set_running_or_notify_cancel()
-        self.results: dict[str, bool] = {}
-        self.started = time.monotonic()
-
-
-class Readiness:
-    """The last probe's result, reused for ``cache_seconds``, and at most one
-    probe in flight, shared by every caller.
-
-    ``/readyz`` needs no key, and a probe per call against a slow store held
-    one API thread each until the store timed out: 45 callers starved
-    get-task-status and /healthz. The probe runs on its own thread; callers
-    wait on the event loop (no thread each) for at most ``timeout_seconds``.
-
-    The shared probe is a ``concurrent.futures.Future`` that each caller wraps
-    on its own loop, so it belongs to no loop: one started from a loop that
-    has closed since (an app restarted in-process, several test clients)
-    still serves, and finishes, for callers on another. A probe older than
-    ``stale_seconds`` (default ``STALE_FACTOR * timeout_seconds``) is
-    abandoned, its daemon thread left to whatever it hangs on, with one
-    warning, and the next caller starts a fresh one.
-    """
-
-    STALE_FACTOR = 3
-
-    def __init__(
-        self,
-        ctx: Context,
-        cache_seconds: float,
-        timeout_seconds: float,
-        stale_seconds: float | None = None,
-    ) -> None:
-        self.ctx = ctx
-        self._cache_seconds = cache_seconds
-        self._timeout_seconds = timeout_seconds
-        self._stale_seconds = (
-            self.STALE_FACTOR * timeout_seconds if stale_seconds is None else stale_seconds
-        )
-        self._last: tuple[float, dict[str, bool]] | None = None
-        self._in_flight: _Probe | None = None
-        self._lock = threading.Lock()
-
-    async def checks(self) -> dict[str, bool]:
-        """Database and storage checks: cached, shared, or probed now."""
-        last = self._last
-        if last is not None and time.monotonic() - last[0] < self._cache_seconds:
-            return dict(last[1])
-        probe = self._current()
-        waiter = asyncio.wrap_future(probe.future)
-        try:
-            return dict(await asyncio.wait_for(waiter, self._timeout_seconds))
-        except TimeoutError:
-            answered = dict(probe.results)
-            return {name: answered.get(name, False) for name in PROBED}
-
-    def _current(self) -> _Probe:
-        """The probe in flight, or a new one when none is or it is stale."""
-        with self._lock:
-            probe = self._in_flight
-            if probe is not None:
-                age = time.monotonic() - probe.started
-                if age <= self._stale_seconds:
-                    return probe
-                log.warning(
-                    "readiness: probe started %.1f s ago has not returned; "
-                    "abandoning it and probing anew",
-                    age,
-                )
-            probe = self._in_flight = _Probe()
-        threading.Thread(
-            target=self._run, args=(probe,), name="readiness-probe", daemon=True
-        ).start()
-        return probe
-
-    def _run(self, probe: _Probe) -> None:
-        """On the probe's thread: probe, publish, let the next call probe anew."""
-        try:
-            _probe(self.ctx, probe.results)
-        finally:
-            checks = {name: probe.results.get(name, False) for name in PROBED}
-            with self._lock:
-                # An abandoned probe that returns late publishes nothing: a
-                # newer one is in flight, or has published already.
-                if self._in_flight is probe:
-                    self._last = (time.monotonic(), checks)
-                    self._in_flight = None
-            probe.future.set_result(checks)
-
-
-def _readiness(request: Request, ctx: Context) -> Readiness:
-    """One per app, made on first use (always on the event loop: no race)."""
-    readiness = getattr(request.app.state, "readiness", None)
-    if readiness is None or readiness.ctx is not ctx:
-        settings = ctx.settings
-        timeout = settings.readiness_timeout_seconds
-        # A probe still inside the store's own bound (every try waiting out
-        # both S3 timeouts) returns by itself: abandoning it earlier would
-        # only add connections to a frozen store.
-        stale = Readiness.STALE_FACTOR * timeout
-        if settings.storage_backend is StorageBackend.s3:
-            per_try = settings.s3_connect_timeout_seconds + settings.s3_read_timeout_seconds
-            stale += per_try * settings.s3_max_attempts
-        readiness = Readiness(ctx, settings.readiness_cache_seconds, timeout, stale)
-        request.app.state.readiness = readiness
-    return readiness
-
-
 @router.get("/readyz", response_model=None)
 async def readyz(request: Request, ctx: ContextDep) -> Any:
     """Database reachable, storage writable, workers alive."""
-    checks = await _readiness(request, ctx).checks()
+    checks = await readiness(request.app.state, ctx).checks()
     pool = getattr(request.app.state, "workers", None)
     checks["workers"] = pool is None or pool.alive()
     if all(checks.values()):

@@ -1,0 +1,34 @@
+"""Whether this process can serve: its database answers and its object
+store takes a write (what ``/readyz`` reports, with the workers)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+
+from upscayl_cloud.services.context import Context
+
+log = logging.getLogger(__name__)
+
+#: What is checked, in order; a caller that stops waiting counts the
+#: checks not answered yet as failed.
+CHECKS = ("database", "storage")
+
+
+def check_dependencies(ctx: Context, results: dict[str, bool]) -> None:
+    """Fill ``results`` check by check, so a caller that stops waiting still
+    knows which checks answered (and which one hangs)."""
+    try:
+        with ctx.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        results["database"] = True
+    except Exception as exc:
+        log.warning("readiness: database check failed: %s", exc)
+        results["database"] = False
+    try:
+        ctx.storage.write_stream("health/probe", iter([b"ok"]), 16)
+        results["storage"] = True
+    except Exception as exc:
+        log.warning("readiness: storage check failed: %s", exc)
+        results["storage"] = False
