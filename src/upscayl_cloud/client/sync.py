@@ -248,7 +248,7 @@ class Client:
         """GET a signed link into ``dest`` atomically (a partial file never appears).
 
         ``dest`` is used as given: a caller naming it after a server's answer should
-        pass that name through :func:`~upscayl_cloud.client.naming.safe_file_name`.
+        pass that name through :func:`~upscayl_cloud.client.naming.result_file_name`.
         Bytes go to a partial file of its own (two downloads to one name never mix)
         that is renamed over ``dest``; an existing ``dest`` is replaced."""
         partial = partial_file(dest)
