@@ -4,7 +4,8 @@
 ``FrozenStore``: a TCP server that accepts connections and never answers, as
 a SIGSTOPped SeaweedFS does (the kernel completes the handshake, nobody
 reads): what read timeouts are for. It counts the connections it accepted,
-so a test can tell how many calls reached the store.
+so a test can tell how many calls reached the store, and can drop them, so
+that a test need not wait out a read timeout.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ class FrozenStore:
                 return
             with self._lock:
                 self._held.append(conn)
+
+    def drop(self) -> None:
+        """Close every connection accepted so far (they still count): whatever
+        waits on one gets its answer, a closed connection, now."""
+        with self._lock:
+            for conn in self._held:
+                conn.close()
 
     def __enter__(self) -> FrozenStore:
         self._thread.start()
