@@ -3,8 +3,10 @@ expired downloads with 410; the size cap holds while the body streams."""
 
 from __future__ import annotations
 
+import calendar
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -25,6 +27,33 @@ def _with(url: str, **changes: str) -> str:
 
 def _status(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]
+
+
+def _expires_at(url: str) -> float:
+    """When a signed link stops working, in seconds since the epoch: the local
+    store signs ``expires`` in ms, S3 a whole-second date plus a lifetime."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    if "expires" in query:
+        return int(query["expires"]) / 1000
+    signed = calendar.timegm(time.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+    return signed + int(query["X-Amz-Expires"])
+
+
+def _wait_until_expired(*urls: str) -> None:
+    time.sleep(max(0.0, max(map(_expires_at, urls)) + 0.3 - time.time()))
+
+
+def _while_fresh(sign: Callable[[], str], use: Callable[[str], httpx.Response]) -> Any:
+    """Use a freshly signed link and expect 200. A refusal counts only when
+    the answer came before the link's expiry: a busy machine that let a short
+    link lapse between signing and use signs a new one instead."""
+    for _ in range(5):
+        url = sign()
+        response = use(url)
+        if response.status_code == 200:
+            return response
+        assert time.time() >= _expires_at(url), (response.status_code, response.text)
+    raise AssertionError("5 fresh links in a row expired before they could be used")
 
 
 @pytest.mark.usefixtures("local_store")
@@ -81,24 +110,41 @@ def short_lived(
 
 
 def test_expired_links_are_refused(short_lived: Server) -> None:
+    # A fresh link must work while it lives, and every link must be refused
+    # once past its own expiry (read from the link): on a busy machine a
+    # fixed sleep after the task, or a short link used a moment too late,
+    # raced the clock.
     api = make_client(short_lived)
     data = png_bytes(16, 16)
+    png = {"content-type": "image/png"}
     stale = api.upload_url("late.png", "image/png", len(data))
-    link = api.upload("ok.png", data)
-    task = api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"]
-    done = api.wait(task["taskId"])
-    download = done["files"][0]["downloadLink"]
-    assert httpx.get(download).status_code == 200
-    time.sleep(4.2)
-    late = httpx.put(stale["uploadURL"], content=data, headers={"content-type": "image/png"})
+    links: list[dict[str, Any]] = []
+
+    def sign_upload() -> str:
+        links.append(api.upload_url("ok.png", "image/png", len(data)))
+        return str(links[-1]["uploadURL"])
+
+    _while_fresh(sign_upload, lambda url: httpx.put(url, content=data, headers=png))
+    task = api.start([file_entry(links[-1])], model="quick-clear-4x", scale="2").json()["data"]
+    api.wait(task["taskId"])
+    downloads: list[str] = []
+
+    def sign_download() -> str:
+        downloads.append(api.status(task["taskId"])["files"][0]["downloadLink"])
+        return downloads[-1]
+
+    _while_fresh(sign_download, httpx.get)
+    download = downloads[-1]
+    _wait_until_expired(stale["uploadURL"], download)
+    late = httpx.put(stale["uploadURL"], content=data, headers=png)
     expired = httpx.get(download)
     if on_s3(short_lived):  # the store answers itself, in its own XML: 403 for both
         assert (late.status_code, expired.status_code) == (403, 403)
     else:
         assert _status(late) == (403, "FORBIDDEN")
         assert _status(expired) == (410, "GONE")
-    fresh = api.status(task["taskId"])["files"][0]["downloadLink"]
-    assert httpx.get(fresh).status_code == 200  # a new status call signs new links
+    # a new status call signs new links
+    _while_fresh(lambda: api.status(task["taskId"])["files"][0]["downloadLink"], httpx.get)
 
 
 def test_signatures_never_reach_the_access_log(client: ApiClient, server: Server) -> None:
@@ -128,21 +174,40 @@ def test_retention_sweeps_results_and_originals(
     ).start()
     try:
         api = make_client(server)
-        link = api.upload("keep.png", png_bytes(16, 16))
         storage = server.ctx.storage
-        uploaded = f"uploads/{authenticate(server.ctx, api.http.headers['X-API-Key']).account_id}"
-        uploaded += f"/{link['fileName']}"
-        assert storage.size(uploaded) is not None
-        task = api.start([file_entry(link)], model="quick-clear-4x", scale="2").json()["data"]
+        account = authenticate(server.ctx, api.http.headers["X-API-Key"]).account_id
+        for _ in range(5):
+            # The original's retention (3 s) runs from its link's signing: it
+            # must be there, and be accepted, until then. A machine so busy
+            # that the upload and start-task took longer tries a new one.
+            signed = time.time()
+            link = api.upload("keep.png", png_bytes(16, 16))
+            uploaded = f"uploads/{account}/{link['fileName']}"
+            if storage.size(uploaded) is None:
+                assert time.time() >= signed + 3, "the original was swept before its time"
+                continue
+            started = api.start([file_entry(link)], model="quick-clear-4x", scale="2")
+            if started.status_code == 200:
+                break
+            assert time.time() >= signed + 3, started.text
+        else:
+            raise AssertionError("5 uploads in a row outlived their retention before the start")
+        task = started.json()["data"]
         done = api.wait(task["taskId"])
         entry = done["files"][0]
-        assert storage.size(entry["path"]) is not None
         assert entry["expiresAt"] - entry["createdAt"] == 2000
+        # The result must be there until its expiry (a check that comes later,
+        # on a busy machine, can no longer tell).
+        if storage.size(entry["path"]) is None:
+            assert time.time() * 1000 >= entry["expiresAt"], "the result was swept before its time"
         deadline = time.monotonic() + 30
         while storage.size(entry["path"]) is not None or storage.size(uploaded) is not None:
             assert time.monotonic() < deadline, "the sweeper never deleted the result or original"
             time.sleep(0.2)
         assert time.time() * 1000 >= entry["expiresAt"]  # not swept before its time
+        # S3 rounds a link's lifetime up to whole seconds: it may outlive the
+        # result by up to a second, and answer 404 (missing) instead of 403.
+        _wait_until_expired(entry["downloadLink"])
         expired = httpx.get(entry["downloadLink"])
         again = api.status(task["taskId"])["files"][0]
         if on_s3(server):  # the store's own answers: expired 403, missing 403/404
