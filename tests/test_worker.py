@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from support.images import png_bytes
 from support.tasks import queued_task, uploaded
 from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.engine import pipeline
 from upscayl_cloud.queue.lease import claim
 from upscayl_cloud.services import keys
 from upscayl_cloud.services import tasks as task_service
@@ -47,16 +52,28 @@ def test_handle_processes_and_records_everything(ctx: Context, principal: Princi
     assert keys.account_credits(ctx, principal.account_id) == 9
 
 
-def test_stopping_pool_hands_the_task_back(ctx: Context, principal: Principal) -> None:
+def test_stopping_pool_hands_the_task_back(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine waits at its start until the pool is told to stop: stopping
+    # on seeing "processing" raced the engine, which could finish first.
+    real_upscale = pipeline.upscale_file
+    engine_started = threading.Event()
+
+    def held(*args: Any, should_cancel: Callable[[], bool], **kw: Any) -> Any:
+        engine_started.set()
+        while not should_cancel():
+            time.sleep(0.01)
+        return real_upscale(*args, should_cancel=should_cancel, **kw)
+
+    monkeypatch.setattr(pipeline, "upscale_file", held)
     name = uploaded(ctx, principal, png_bytes(128, 128))
     options = TaskOptions(model="quick-clear-4x", scale="8")
     task_id = task_service.start_task(ctx, principal, options, [{"fileName": name}])
     pool = WorkerPool(ctx, 1)
     pool.start()
-    deadline = time.monotonic() + 30
-    while _task(ctx, task_id).status != "processing":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert engine_started.wait(120), "the task never reached the engine"
+    assert _task(ctx, task_id).status == "processing"
     pool.stop(timeout=30)
     row = _task(ctx, task_id)
     # Handed back at once, its attempt given back: a restart is not the task's fault.

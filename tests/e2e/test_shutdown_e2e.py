@@ -14,24 +14,26 @@ from sqlalchemy import select
 
 from support.client import file_entry, make_client
 from support.images import png_bytes
-from support.server import Server
+from support.server import Server, wait_for
 from upscayl_cloud.db.tables import tasks
 
 
 def test_sigterm_hands_a_running_task_back(tmp_path: Path) -> None:
     # A long lease: only a hand-back (not an expiry) can free the task quickly.
     server = Server(tmp_path / "data", workers=0, lease_seconds=120, engine_threads=1).start()
-    worker = server.start_worker(threads=1)
+    # The worker's engine waits at its start until the SIGTERM: sent after
+    # seeing "processing", the signal raced the engine and, on a fast
+    # machine, could come after the task had completed.
+    started_engine = tmp_path / "engine-started"
+    worker = server.start_worker(threads=1, hold_engine=started_engine)
     replacement = None
     try:
         api = make_client(server, credits=5)
         link = api.upload("slow.png", png_bytes(128, 128))
         started = api.start([file_entry(link)], model="quick-clear-4x", scale="8")
         task_id = started.json()["data"]["taskId"]
-        deadline = time.monotonic() + 60
-        while api.status(task_id)["status"] != "processing":
-            assert time.monotonic() < deadline, "the task was never claimed"
-            time.sleep(0.05)
+        wait_for(started_engine, worker)
+        assert api.status(task_id)["status"] == "processing"
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
         with server.ctx.db.begin() as conn:

@@ -3,14 +3,13 @@ runs the task again, and it completes once with credits charged once."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sqlalchemy import select
 
 from support.client import ApiClient, file_entry, make_client
 from support.images import png_bytes
-from support.server import Server
+from support.server import Server, wait_for
 from upscayl_cloud.db.tables import tasks
 from upscayl_cloud.services.keys import account_credits, authenticate
 
@@ -21,19 +20,20 @@ def test_killed_worker_task_completes_once_and_charges_once(
     """On SQLite and, where available, PostgreSQL (``database_url`` fixture)."""
     data_dir = tmp_path / "data"
     env = {"lease_seconds": 2, "engine_threads": 2, "database_url": database_url}
-    first = Server(data_dir, workers=1, **env).start()
+    # The first server's engine waits at its start (until killed): a kill
+    # sent on seeing "processing" raced the engine, which could finish first.
+    started_engine = tmp_path / "engine-started"
+    first = Server(data_dir, workers=1, **env).start(hold_engine=started_engine)
     try:
         api = make_client(first, credits=5)
         key = api.http.headers["X-API-Key"]
         account = authenticate(first.ctx, api.http.headers["X-API-Key"]).account_id
-        # Big enough (8x: two network passes) to still be running when killed.
+        # 8x: two network passes, for the second server to run in full.
         link = api.upload("slow.png", png_bytes(128, 128))
         started = api.start([file_entry(link)], model="quick-clear-4x", scale="8")
         task_id = started.json()["data"]["taskId"]
-        deadline = time.monotonic() + 60
-        while api.status(task_id)["status"] != "processing":
-            assert time.monotonic() < deadline, "the task was never claimed"
-            time.sleep(0.05)
+        assert first.process is not None
+        wait_for(started_engine, first.process)
         first.kill()
         with first.ctx.db.begin() as conn:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()

@@ -25,6 +25,35 @@ _BOOT = (
 )
 _WORKER = "import sys; from upscayl_cloud.cli.serve import worker; worker(workers=int(sys.argv[1]))"
 SECRET = "e2e-secret"
+#: Put before a process's script by ``hold_engine``: the first engine run in
+#: that process touches the ``hold_engine`` file once its input is
+#: downloaded, then waits until the worker is asked to stop (SIGTERM) before
+#: it starts, so that a test can interrupt a task in the middle by signal,
+#: not by a race between its timer and the engine.
+_HOLD = """
+import time, pathlib, upscayl_cloud.engine.pipeline as _pipeline
+_real, _mark = _pipeline.upscale_file, pathlib.Path({mark!r})
+def _held(*args, should_cancel=None, **kw):
+    if not _mark.exists():
+        _mark.touch()
+        while should_cancel is None or not should_cancel():
+            time.sleep(0.01)
+    return _real(*args, should_cancel=should_cancel, **kw)
+_pipeline.upscale_file = _held
+"""
+
+
+def _script(code: str, hold_engine: Path | None) -> str:
+    return (_HOLD.format(mark=str(hold_engine)) + code) if hold_engine else code
+
+
+def wait_for(path: Path, alive: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Until ``path`` exists (a held engine has started), while ``alive`` runs."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert alive.poll() is None, "the process exited before its engine started"
+        assert time.monotonic() < deadline, "the engine never started"
+        time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -74,24 +103,28 @@ class Server:
             **self.env,
         }
 
-    def start_worker(self, threads: int = 1) -> subprocess.Popen[bytes]:
-        """A separate ``upscayl-cloud worker`` process on this server's data."""
+    def start_worker(
+        self, threads: int = 1, hold_engine: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A separate ``upscayl-cloud worker`` process on this server's data
+        (``hold_engine``: see ``_HOLD``)."""
         log = (self.data_dir.parent / f"{self.data_dir.name}-worker.log").open("ab")
         return subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(threads)],
+            [sys.executable, "-c", _script(_WORKER, hold_engine), str(threads)],
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
-    def start(self, timeout: float = 60) -> Server:
+    def start(self, timeout: float = 60, hold_engine: Path | None = None) -> Server:
+        """Serve (``hold_engine``: see ``_HOLD``; for the in-process workers)."""
         self.port = free_port()
         env = self._env()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(self.port), str(self.workers)],
+            [sys.executable, "-c", _script(_BOOT, hold_engine), str(self.port), str(self.workers)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
