@@ -128,9 +128,15 @@ def strict_server(
 def test_rate_limit_reached_and_reset(strict_server: Server) -> None:
     import time
 
-    api = make_client(strict_server)
-    assert [api.post("/get-upscayl-history").status_code for _ in range(3)] == [200] * 3
-    refused = api.post("/get-upscayl-history")
+    for _ in range(5):
+        # The 4th call must be refused if it comes within the 2 s window of
+        # the first; a busy machine that took longer tries a fresh account.
+        api = make_client(strict_server)
+        began = time.monotonic()
+        assert [api.post("/get-upscayl-history").status_code for _ in range(3)] == [200] * 3
+        refused = api.post("/get-upscayl-history")
+        if refused.status_code == 429 or time.monotonic() - began < 2:
+            break
     assert _error(refused) == (429, "RATE_LIMIT_EXCEEDED")
     retry_after = int(refused.headers["Retry-After"])
     assert 1 <= retry_after <= 2
