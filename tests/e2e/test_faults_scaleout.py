@@ -7,7 +7,7 @@ Afterwards: every task completed exactly once, every account charged exactly
 once per completed image, every result object is in the bucket and nothing
 else is (no orphans), and no request got a 5xx except a clean 503 while
 PostgreSQL was down. Bounded: loopback only, every loop capped in count and
-time, the whole test well under 90 s.
+time (the whole test takes ~30 s on a developer's machine).
 """
 
 from __future__ import annotations
@@ -54,18 +54,26 @@ GRACE_SECONDS = 5.0
 
 
 class Recorder:
-    """Every HTTP answer the test got, with when it came."""
+    """Every HTTP answer the test got, with when its request was sent and
+    when the answer came."""
 
     def __init__(self) -> None:
-        self.answers: list[tuple[float, int, str, dict[str, str]]] = []
+        self.answers: list[tuple[float, float, int, str, dict[str, str]]] = []
         self._lock = threading.Lock()
 
     def call(self, method: str, url: str, key: str, body: Any = None, **kw: Any) -> httpx.Response:
         headers = {"X-API-Key": key} if key else {}
+        sent = time.monotonic()
         response = httpx.request(method, url, headers=headers, timeout=30, json=body, **kw)
         with self._lock:
             self.answers.append(
-                (time.monotonic(), response.status_code, response.text, dict(response.headers))
+                (
+                    sent,
+                    time.monotonic(),
+                    response.status_code,
+                    response.text,
+                    dict(response.headers),
+                )
             )
         return response
 
@@ -139,19 +147,22 @@ def test_kills_and_a_database_restart_lose_and_duplicate_nothing(
         keys = [_new_key(apis[0]) for _ in range(ACCOUNTS)]
         accounts = [authenticate(apis[0].ctx, key).account_id for key in keys]
 
-        # SIGKILL worker 0 in the middle of a task: a watcher polls the task
-        # table (tiny tasks take a fraction of a second) while tasks go in.
-        killed = threading.Event()
-        victim = workers[0]
+        # SIGKILL a worker in the middle of a task: a watcher polls the task
+        # table (tiny tasks take a fraction of a second) while tasks go in,
+        # and kills whichever worker it first sees holding one. (It used to
+        # wait for worker 0 only: where worker 0 started late, worker 1 could
+        # run every task first.)
+        killed: list[Any] = []
 
         def kill_mid_task() -> None:
-            mark = f":{victim.pid}:"
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                if any(mark in owner for owner in _processing_owners(apis[1])):
-                    os.killpg(victim.pid, signal.SIGKILL)
-                    killed.set()
-                    return
+                owners = _processing_owners(apis[1])
+                for worker in workers:
+                    if any(f":{worker.pid}:" in owner for owner in owners):
+                        os.killpg(worker.pid, signal.SIGKILL)
+                        killed.append(worker)
+                        return
                 time.sleep(0.005)
 
         watcher = threading.Thread(target=kill_mid_task)
@@ -159,9 +170,9 @@ def test_kills_and_a_database_restart_lose_and_duplicate_nothing(
         ids: list[str] = []
         for n in range(TASKS // 2):
             ids.append(_submit(rec, apis[n % 2], keys[n % ACCOUNTS], n))
-        watcher.join(timeout=40)
-        assert killed.is_set(), "worker 0 never held a task"
-        victim.wait(timeout=10)
+        watcher.join(timeout=130)
+        assert killed, "no worker was ever seen holding a task"
+        killed[0].wait(timeout=10)
         workers.append(apis[1].start_worker(1))  # its replacement
 
         apis[0].kill()  # an API process dies; clients go on through the other
@@ -192,7 +203,7 @@ def test_kills_and_a_database_restart_lose_and_duplicate_nothing(
         # Every task ends (bounded), polled through the surviving API.
         owner = {task_id: keys[n % ACCOUNTS] for n, task_id in enumerate(ids)}
         pending = set(ids)
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 180
         while pending and time.monotonic() < deadline:
             for task_id in sorted(pending):
                 answer = rec.call(
@@ -207,12 +218,14 @@ def test_kills_and_a_database_restart_lose_and_duplicate_nothing(
         assert not pending, f"{len(pending)} tasks did not finish"
 
         # No 5xx but clean 503s while the database was down.
-        statuses = sorted({status for _, status, _, _ in rec.answers})
+        statuses = sorted({status for _, _, status, _, _ in rec.answers})
         print(f"{len(rec.answers)} answers, statuses {statuses}")  # shown with -s
-        for at, status, text, headers in rec.answers:
+        for sent, answered, status, text, headers in rec.answers:
             if status < 500:
                 continue
-            assert status == 503 and down_from <= at <= down_until, (status, text)
+            # In flight while it was down: a busy machine may deliver the
+            # answer to a request made then a while after the restart.
+            assert status == 503 and sent <= down_until and answered >= down_from, (status, text)
             assert json.loads(text)["error"] == "SERVICE_UNAVAILABLE"
             assert int(headers["retry-after"]) > 0
 
@@ -240,7 +253,10 @@ def test_kills_and_a_database_restart_lose_and_duplicate_nothing(
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             listed |= {obj["Key"] for obj in page.get("Contents", [])}
         assert listed == expected  # every result exists, no orphan remains
-        assert time.monotonic() - began < 90
+        # Generous: every step above has its own deadline; this only bounds
+        # the whole, which took ~30 s here and may take several times that on
+        # a loaded 2-core CI machine.
+        assert time.monotonic() - began < 600
     finally:
         for process in workers:
             if process.poll() is None:
