@@ -1,16 +1,37 @@
-"""Retention: expired originals and results are deleted; queued inputs are kept."""
+"""Retention: expired originals and results are deleted; queued inputs are
+kept, including by a start-task still in flight when its original expires."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, update
 
 from support.tasks import queued_task, uploaded
+from tests.storage.unreachable import closed_endpoint
 from upscayl_cloud.db.engine import now_ms
-from upscayl_cloud.db.tables import task_files, uploads
+from upscayl_cloud.db.tables import task_files, tasks, uploads
+from upscayl_cloud.services import keys, sweeper
 from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import BadRequestError
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.sweeper import sweep
+from upscayl_cloud.services.tasks import TaskOptions, start_task
 from upscayl_cloud.services.uploads import storage_key
+from upscayl_cloud.storage.base import StorageUnavailableError
+from upscayl_cloud.storage.s3 import S3Storage
+from upscayl_cloud.storage.s3client import make_client
+
+YEAR_MS = 365 * 24 * 3_600_000
+
+
+def _sweep_a_year_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweeper's clock a year ahead: every original has expired for it."""
+    monkeypatch.setattr(sweeper, "now_ms", lambda: now_ms() + YEAR_MS)
 
 
 def test_expired_upload_is_deleted_unless_a_task_waits_for_it(
@@ -41,3 +62,98 @@ def test_expired_results_are_deleted(ctx: Context, principal: Principal) -> None
     assert sweep(ctx).results_deleted == 1
     assert ctx.storage.size("results/a/t/1/0.png") is None
     assert sweep(ctx).results_deleted == 0
+
+
+def test_a_start_task_in_flight_keeps_its_original(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # start-task is held inside its transaction, its original checked and
+    # locked, the task not yet inserted; a sweep for which the original has
+    # expired runs meanwhile, and must wait for it and then keep the file.
+    name = uploaded(ctx, principal)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def hold_the_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO TASKS") and not inside.is_set():
+            inside.set()
+            go_on.wait(30)
+
+    event.listen(ctx.db, "before_cursor_execute", hold_the_insert)
+    started: list[str] = []
+    starter = threading.Thread(
+        target=lambda: started.append(
+            start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
+        )
+    )
+    starter.start()
+    assert inside.wait(30), "start-task never reached its insert"
+    _sweep_a_year_later(monkeypatch)
+    reports: list[sweeper.SweepReport] = []
+    sweeping = threading.Thread(target=lambda: reports.append(sweep(ctx)))
+    sweeping.start()
+    time.sleep(0.3)  # a sweep that does not wait deletes the file meanwhile
+    go_on.set()
+    starter.join(30)
+    sweeping.join(30)
+    event.remove(ctx.db, "before_cursor_execute", hold_the_insert)
+    assert started and reports
+    assert reports[0].uploads_deleted == 0
+    assert ctx.storage.size(storage_key(principal.account_id, name)) is not None
+    with ctx.db.begin() as conn:
+        assert (
+            conn.execute(select(uploads.c.deleted_at).where(uploads.c.file_name == name)).scalar()
+            is None
+        )
+
+
+class _SweptWhileItsHeaderIsRead:
+    """The real store, but the first header read runs a sweep (for which the
+    original has expired) once the bytes are read: the sweep lands between
+    start-task's checks and its transaction."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.swept: sweeper.SweepReport | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx.storage, name)
+
+    def read_head(self, *args: Any, **kwargs: Any) -> bytes:
+        head: bytes = self._ctx.storage.read_head(*args, **kwargs)
+        if self.swept is None:
+            self.swept = sweep(self._ctx)
+        return head
+
+
+def test_an_original_swept_during_start_task_is_refused_not_charged(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = uploaded(ctx, principal)
+    before = keys.account_credits(ctx, principal.account_id)
+    _sweep_a_year_later(monkeypatch)
+    store = _SweptWhileItsHeaderIsRead(ctx)
+    with pytest.raises(BadRequestError, match="the upload has expired; upload it again"):
+        start_task(replace(ctx, storage=store), principal, TaskOptions(), [{"fileName": name}])
+    assert store.swept is not None and store.swept.uploads_deleted == 1
+    assert keys.account_credits(ctx, principal.account_id) == before
+    with ctx.db.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar() == 0
+
+
+def test_an_original_the_store_could_not_delete_is_swept_again(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = uploaded(ctx, principal)
+    _sweep_a_year_later(monkeypatch)
+    dead = make_client(
+        closed_endpoint(), "us-east-1", "key", "secret", connect_timeout=1, max_attempts=1
+    )
+    with pytest.raises(StorageUnavailableError):
+        sweep(replace(ctx, storage=S3Storage(dead, "bucket")))
+    with ctx.db.begin() as conn:
+        assert (
+            conn.execute(select(uploads.c.deleted_at).where(uploads.c.file_name == name)).scalar()
+            is None
+        )
+    assert sweep(ctx).uploads_deleted == 1
+    assert ctx.storage.size(storage_key(principal.account_id, name)) is None

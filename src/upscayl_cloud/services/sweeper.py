@@ -5,6 +5,16 @@ results ``result_retention_seconds`` after completion. Rows stay (history
 still lists the task) but are marked deleted, and links to them answer 410
 or 404: a stale file is never served. Originals still needed by a queued
 task are kept until it finishes.
+
+An original can expire while a start-task that names it is reading its
+header, before the task exists to protect it. Each side therefore decides
+under a lock on the upload's row: the sweeper marks the row deleted only
+while no live task names it, and start-task re-checks its uploads, locked,
+in the transaction that creates the task. Whichever commits first wins: the
+task keeps its original, or start-task answers that the upload has expired.
+The object is deleted after the mark commits (a storage call must not hold
+the lock, which on SQLite is the whole database's), and the mark is undone
+when that deletion fails, so the next pass tries again.
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import ColumnElement, Row, and_, exists, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks, uploads
@@ -30,22 +41,70 @@ class SweepReport:
     tasks_reaped: int
 
 
-def sweep(ctx: Context) -> SweepReport:
-    """One pass over everything past its expiry."""
-    now = now_ms()
-    in_use = exists().where(
+def _in_use(storage_key: object) -> ColumnElement[bool]:
+    """Whether a task that has not finished reads ``storage_key``."""
+    return exists().where(
         and_(
-            task_files.c.source_key == uploads.c.storage_key,
+            task_files.c.source_key == storage_key,
             task_files.c.task_id == tasks.c.id,
             tasks.c.status.in_(("pending", "processing")),
         )
     )
+
+
+def _mark_deleted(ctx: Context, file_name: str, now: int) -> Row[Any] | None:
+    """Mark one expired original deleted, unless a task needs it now; the row
+    lock makes a start-task that names it wait (or this wait for it)."""
     with ctx.db.begin() as conn:
-        expired_uploads = conn.execute(
-            select(uploads.c.file_name, uploads.c.storage_key, uploads.c.multipart_id).where(
-                uploads.c.deleted_at.is_(None), uploads.c.expires_at < now, ~in_use
+        row = conn.execute(
+            select(uploads.c.storage_key, uploads.c.multipart_id)
+            .where(
+                uploads.c.file_name == file_name,
+                uploads.c.deleted_at.is_(None),
+                uploads.c.expires_at < now,
             )
-        ).all()
+            .with_for_update()
+        ).first()
+        # A statement of its own, after the lock: it sees a task committed
+        # while this waited (PostgreSQL's READ COMMITTED).
+        if row is None or conn.execute(select(_in_use(row.storage_key))).scalar():
+            return None
+        conn.execute(update(uploads).where(uploads.c.file_name == file_name).values(deleted_at=now))
+    return row
+
+
+def _delete_upload(ctx: Context, file_name: str, now: int) -> bool:
+    row = _mark_deleted(ctx, file_name, now)
+    if row is None:
+        return False
+    try:
+        ctx.storage.delete(row.storage_key)
+        if row.multipart_id:
+            ctx.storage.abort_multipart(row.storage_key, row.multipart_id)
+    except Exception:
+        with ctx.db.begin() as conn:  # expired all the same: the next pass retries
+            conn.execute(
+                update(uploads).where(uploads.c.file_name == file_name).values(deleted_at=None)
+            )
+        raise
+    return True
+
+
+def sweep(ctx: Context) -> SweepReport:
+    """One pass over everything past its expiry."""
+    now = now_ms()
+    with ctx.db.begin() as conn:
+        expired_uploads = (
+            conn.execute(
+                select(uploads.c.file_name).where(
+                    uploads.c.deleted_at.is_(None),
+                    uploads.c.expires_at < now,
+                    ~_in_use(uploads.c.storage_key),
+                )
+            )
+            .scalars()
+            .all()
+        )
         expired_results = conn.execute(
             select(task_files.c.id, task_files.c.result_key, task_files.c.thumbnail_key).where(
                 task_files.c.deleted_at.is_(None),
@@ -53,21 +112,14 @@ def sweep(ctx: Context) -> SweepReport:
                 task_files.c.expires_at < now,
             )
         ).all()
-    for row in expired_uploads:
-        ctx.storage.delete(row.storage_key)
-        if row.multipart_id:
-            ctx.storage.abort_multipart(row.storage_key, row.multipart_id)
-        with ctx.db.begin() as conn:
-            conn.execute(
-                update(uploads).where(uploads.c.file_name == row.file_name).values(deleted_at=now)
-            )
+    uploads_deleted = sum(_delete_upload(ctx, name, now) for name in expired_uploads)
     for row in expired_results:
         for key in (row.result_key, row.thumbnail_key):
             if key:
                 ctx.storage.delete(key)
         with ctx.db.begin() as conn:
             conn.execute(update(task_files).where(task_files.c.id == row.id).values(deleted_at=now))
-    return SweepReport(len(expired_uploads), len(expired_results), reap_lost(ctx))
+    return SweepReport(uploads_deleted, len(expired_results), reap_lost(ctx))
 
 
 class Sweeper:

@@ -72,6 +72,16 @@ class CheckedFile:
     file_size: int
     source_key: str
 
+    @property
+    def label(self) -> str:
+        """The file as the caller named it, and by its ``fileName``, which
+        clients match to tell which file of a batch failed."""
+        return _uploaded_label(self.original_file_name, self.file_name)
+
+
+def _uploaded_label(original_file_name: str, file_name: str) -> str:
+    return f"File {clip(original_file_name)!r} ({file_name!r})"
+
 
 def _label(entry: dict[str, Any], index: int) -> str:
     name = entry.get("fileName")
@@ -127,6 +137,7 @@ def read_header(ctx: Context, key: str, size: int, reads: HeaderReads) -> Header
 
 
 #: Why a JPEG's frame header was not looked for once the request's budget ran out.
+UPLOAD_EXPIRED = "the upload has expired; upload it again"
 DEEP_HEADERS_REFUSED = (
     "has no frame header in its first {at} bytes, and this task's files already "
     "needed as much metadata read as one task may; send it in a task of its own, "
@@ -174,9 +185,9 @@ def check_file(
     # From here on the file is named as the caller named it, as the worker's
     # errors do (a direct upload's fileName is one the server generated), and
     # by its fileName, which clients match to tell which file of a batch failed.
-    label = f"File {clip(row.original_file_name)!r} ({row.file_name!r})"
+    label = _uploaded_label(row.original_file_name, row.file_name)
     if now_ms() > row.expires_at:
-        raise BadRequestError(f"{label}: the upload has expired; upload it again")
+        raise BadRequestError(f"{label}: {UPLOAD_EXPIRED}")
     if declared_type is not None and declared_type != row.file_type:
         raise InvalidFileTypeError(
             f"{label}: declared {declared_type}, uploaded as {row.file_type}"
@@ -230,6 +241,29 @@ def _next_created_at(conn: Connection, account_id: str, now: int) -> int:
     ).scalar_one()
 
 
+def _lock_originals(conn: Connection, account_id: str, checked: list[CheckedFile]) -> None:
+    """Lock the originals' rows and check they are still there: one may have
+    expired, and been swept, while its header was read (see the sweeper).
+    Locked in name order, so two start-tasks never wait on each other."""
+    names = sorted({f.file_name for f in checked})
+    alive = set(
+        conn.execute(
+            select(uploads.c.file_name)
+            .where(
+                uploads.c.file_name.in_(names),
+                uploads.c.account_id == account_id,
+                uploads.c.deleted_at.is_(None),
+                uploads.c.expires_at >= now_ms(),
+            )
+            .order_by(uploads.c.file_name)
+            .with_for_update()
+        ).scalars()
+    )
+    for f in checked:
+        if f.file_name not in alive:
+            raise BadRequestError(f"{f.label}: {UPLOAD_EXPIRED}")
+
+
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
     """Check the files, reserve their price and enqueue the task; returns its id."""
     options.validate()
@@ -250,6 +284,7 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
     task_id = str(uuid.uuid4())
     now = now_ms()
     with ctx.db.begin() as conn:
+        _lock_originals(conn, principal.account_id, checked)
         reserved = conn.execute(
             update(accounts)
             .where(accounts.c.id == principal.account_id, accounts.c.credits >= cost)
