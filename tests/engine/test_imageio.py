@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -506,3 +507,135 @@ def test_a_failed_write_is_a_server_error_not_a_bad_image(tmp_path):
     with pytest.raises(OSError) as caught:
         imageio.decode(source, tmp_path / "no-such-folder", LIMITS)
     assert not isinstance(caught.value, EngineError)
+
+
+# -- what real clients send ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".png", "png"), (".jpg", "jpg"), (".jpg", "webp")])
+def test_resolution_is_kept_and_turned_with_the_pixels(tmp_path, suffix, fmt):
+    # 300 DPI across, 150 DPI down, stored rotated (orientation 6): upright,
+    # the axes swap. Before, every output said 25.4 DPI (a plane has none).
+    image = vips_image(COFFEE, orientation=6).copy(xres=300 / 25.4, yres=150 / 25.4)
+    source = tmp_path / f"in{suffix}"
+    image.write_to_file(str(source))
+    out = load(round_trip(tmp_path, source, fmt))
+    exif = [out.get(f"exif-ifd0-{axis}Resolution").split()[0] for axis in "XY"]
+    assert [float(Fraction(value)) for value in exif] == pytest.approx([150, 300], abs=0.1)
+    if fmt == "png":  # pHYs; JFIF holds one density (libvips's X), WebP none
+        assert (out.xres * 25.4, out.yres * 25.4) == pytest.approx((150, 300), abs=0.1)
+
+
+def test_a_source_without_resolution_gets_72_dpi(tmp_path):
+    # libvips would write an EXIF block stating 25.4 DPI: keep none.
+    source = write(tmp_path / "in.webp", COFFEE, lossless=True, keep=pyvips.enums.ForeignKeep.NONE)
+    out = load(round_trip(tmp_path, source))
+    assert (out.xres * 25.4, out.yres * 25.4) == pytest.approx((72, 72), abs=0.1)
+
+
+def _adobe_cmyk_jpeg(path: Path, inks: np.ndarray, ycck: bool) -> Path:
+    """A Photoshop-style CMYK JPEG (Adobe marker, inverted samples, no
+    profile), written by Pillow; ``ycck`` stores the same inks as YCCK (the
+    C, M, Y planes as YCbCr, as Photoshop does), which libjpeg undoes."""
+    image_module = pytest.importorskip("PIL.Image")
+    stored = inks.astype(float)
+    if ycck:
+        c, m, y = stored[..., 0], stored[..., 1], stored[..., 2]
+        stored = np.dstack(
+            [
+                0.299 * c + 0.587 * m + 0.114 * y,
+                128 - 0.168736 * c - 0.331264 * m + 0.5 * y,
+                128 + 0.5 * c - 0.418688 * m - 0.081312 * y,
+                255 - stored[..., 3],
+            ]
+        )
+        stored = 255 - stored  # Pillow inverts CMYK when it saves
+    samples = np.clip(np.round(stored), 0, 255).astype(np.uint8)
+    image_module.fromarray(samples, "CMYK").save(path, quality=100, subsampling=0)
+    if ycck:
+        raw = bytearray(path.read_bytes())
+        at = raw.index(b"Adobe")
+        assert raw[at + 11] == 0  # transform: 0 = CMYK, 2 = YCCK
+        raw[at + 11] = 2
+        path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("ycck", [False, True])
+def test_adobe_cmyk_and_ycck_jpegs_give_their_colours_not_inverted(tmp_path, ycck):
+    inks = np.zeros((16, 24, 4), np.uint8)
+    inks[:, :12] = (0, 230, 230, 0)  # red on the left
+    inks[:, 12:] = (230, 230, 0, 0)  # blue on the right
+    source = _adobe_cmyk_jpeg(tmp_path / "in.jpg", inks, ycck)
+    assert load(source).interpretation == "cmyk"
+    got = pixels(round_trip(tmp_path, source)).astype(int)
+    assert got.shape == (16, 24, 3)
+    red, blue = got[8, 4], got[8, 20]
+    assert red[0] > 150 > 100 > max(red[1], red[2])
+    assert blue[2] > 80 > max(blue[0], blue[1]) - 20
+    if ycck:
+        plain = pixels(round_trip(tmp_path, _adobe_cmyk_jpeg(tmp_path / "p.jpg", inks, False)))
+        assert np.abs(got - plain.astype(int)).max() <= 3
+
+
+def test_palette_and_grey_pngs_with_trns_give_alpha(tmp_path):
+    rgba = np.zeros((16, 24, 4), np.uint8)
+    rgba[:, 12:] = (255, 0, 0, 255)
+    palette = tmp_path / "palette.png"
+    vips_image(rgba).pngsave(str(palette), palette=True)
+    grey = tmp_path / "grey.png"
+    # A grey PNG whose tRNS makes value 0 transparent, written by hand.
+    rows = b"".join(b"\x00" + bytes([0] * 12 + [200] * 12) for _ in range(16))
+    chunks = [
+        (b"IHDR", struct.pack(">IIBBBBB", 24, 16, 8, 0, 0, 0, 0)),
+        (b"tRNS", struct.pack(">H", 0)),
+        (b"IDAT", zlib.compress(rows)),
+        (b"IEND", b""),
+    ]
+    grey.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + b"".join(
+            struct.pack(">I", len(data_))
+            + kind
+            + data_
+            + struct.pack(">I", zlib.crc32(kind + data_))
+            for kind, data_ in chunks
+        )
+    )
+    for source, opaque in [(palette, (255, 0, 0)), (grey, (200,))]:
+        assert imageio.probe(source, LIMITS).has_alpha
+        got = pixels(round_trip(tmp_path, source))
+        assert got.shape == (16, 24, len(opaque) + 1)
+        assert (got[:, :12, -1] == 0).all() and (got[:, 12:, -1] == 255).all()
+        assert (got[:, 12:, :-1] == opaque).all()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [
+        (".png", {"interlace": True}),
+        (".jpg", {"interlace": True}),
+        (".jpg", {"restart_interval": 1}),
+    ],
+)
+def test_interlaced_progressive_and_restart_files_decode_like_plain_ones(tmp_path, suffix, options):
+    plain = imageio.decode(write(tmp_path / f"plain{suffix}", COFFEE, Q=95), tmp_path, LIMITS)
+    special = tmp_path / f"special{suffix}"
+    write(special, COFFEE, **({"Q": 95} if suffix == ".jpg" else {}), **options)
+    decoded = imageio.decode(special, tmp_path, LIMITS)
+    assert np.abs(
+        decoded.color.read_all().astype(int) - plain.color.read_all().astype(int)
+    ).max() <= (0 if suffix == ".png" else 2 * 257)
+
+
+def test_apng_gives_the_image_still_viewers_show(tmp_path):
+    image_module = pytest.importorskip("PIL.Image")
+    frames = [image_module.fromarray(np.full((8, 12, 3), v, np.uint8)) for v in (10, 100, 200)]
+    # default_image=True: the IDAT (what a viewer that does not animate
+    # shows) is frames[0], which is not part of the animation; the
+    # animation's first frame is frames[1].
+    source = tmp_path / "anim.png"
+    frames[0].save(source, save_all=True, append_images=frames[1:], default_image=True)
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert (decoded.color.width, decoded.color.height) == (12, 8)
+    assert np.all(decoded.color.read_all() == 10 * 257)

@@ -30,11 +30,17 @@ Choices worth knowing:
 * **Upright pixels.** EXIF orientation is applied while decoding, so every
   later step works on the image as it is meant to be seen; the encoder resets
   the tag to 1.
+* **Resolution (DPI) is kept**, as the source states it (JFIF density, PNG
+  pHYs, EXIF), swapped with the axes by a 90 degree orientation; a source
+  that states none gets 72 DPI, libvips's own default for JPEG and PNG. The
+  output is then ``scale`` times larger on paper too, as after any resampling
+  that keeps the resolution.
 """
 
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +63,8 @@ _TRANSPOSING = frozenset({5, 6, 7, 8})
 #: ICC colour-space signatures (header bytes 16..20) the encoder can attach.
 ICC_RGB = b"RGB "
 ICC_GREY = b"GRAY"
+#: Pixels per millimetre when the source states no resolution: 72 DPI.
+DEFAULT_RESOLUTION = 72 / 25.4
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,8 @@ class DecodedImage:
     icc_profile: bytes | None
     #: The source's EXIF block, kept only when libvips could parse it.
     exif: bytes | None
+    #: Pixels per millimetre of ``color``, horizontally and vertically.
+    resolution: tuple[float, float] = (DEFAULT_RESOLUTION, DEFAULT_RESOLUTION)
 
 
 def probe(path: Path, limits: ImageLimits, declared_type: str | None = None) -> SourceImage:
@@ -114,9 +124,13 @@ def decode(
     cmyk = image.interpretation == "cmyk"
     icc = None if cmyk else _icc_profile(image, ICC_GREY if source.is_grey else ICC_RGB)
     exif = _exif(image)
+    resolution = _resolution(image, source, orientation)
+    if exif is not None and orientation in _TRANSPOSING:
+        # libvips saves the EXIF block's resolution over the image's own.
+        exif = _swap_exif_resolution(exif)
     if orientation == 1 and not source.has_alpha:
         color = _decode_into(image, source, new_plane_path(workdir, "color"))
-        return DecodedImage(color, None, source, icc, exif)
+        return DecodedImage(color, None, source, icc, exif, resolution)
 
     # Rotating needs random access and splitting off alpha would read the
     # file twice, while the loader streams once from top to bottom: stage the
@@ -132,7 +146,7 @@ def decode(
             alpha = save_plane(upright.extract_band(3), new_plane_path(workdir, "alpha"))
     finally:
         staged.path.unlink(missing_ok=True)
-    return DecodedImage(color, alpha, source, icc, exif)
+    return DecodedImage(color, alpha, source, icc, exif, resolution)
 
 
 def _open(
@@ -244,6 +258,44 @@ def _orientation(image: pyvips.Image) -> int:
         return 1
     value = int(image.get("orientation"))
     return value if 1 <= value <= 8 else 1
+
+
+def _resolution(image: pyvips.Image, source: SourceImage, orientation: int) -> tuple[float, float]:
+    """The source's pixels per millimetre, upright. libvips says 1.0 where a
+    format has no resolution of its own (WebP, unless its EXIF gives one),
+    which read back would be 25.4 DPI: a made-up value, so 72 DPI instead."""
+    stated = source.mime_type != sniff.WEBP or bool(image.get_typeof("exif-ifd0-XResolution"))
+    xres, yres = (image.xres, image.yres) if stated else (0.0, 0.0)
+    xres = xres if xres > 0 else DEFAULT_RESOLUTION
+    yres = yres if yres > 0 else DEFAULT_RESOLUTION
+    return (yres, xres) if orientation in _TRANSPOSING else (xres, yres)
+
+
+def _swap_exif_resolution(exif: bytes) -> bytes:
+    """``exif`` with IFD0's XResolution and YResolution exchanged (their
+    type, count and value offset: the values stay where they are), or
+    unchanged where the block does not hold both."""
+    start = 6 if exif.startswith(b"Exif\0\0") else 0
+    order = {b"II": "<", b"MM": ">"}.get(exif[start : start + 2])
+    if order is None:
+        return exif
+    try:
+        ifd = start + struct.unpack_from(order + "I", exif, start + 4)[0]
+        count = struct.unpack_from(order + "H", exif, ifd)[0]
+        entries = {}
+        for index in range(count):
+            offset = ifd + 2 + 12 * index
+            tag = struct.unpack_from(order + "H", exif, offset)[0]
+            if tag in (0x011A, 0x011B):
+                entries[tag] = offset + 2
+        if len(entries) != 2 or max(entries.values()) + 10 > len(exif):
+            return exif
+    except struct.error:
+        return exif
+    x, y = entries[0x011A], entries[0x011B]
+    swapped = bytearray(exif)
+    swapped[x : x + 10], swapped[y : y + 10] = exif[y : y + 10], exif[x : x + 10]
+    return bytes(swapped)
 
 
 def _icc_profile(image: pyvips.Image, colour_space: bytes) -> bytes | None:

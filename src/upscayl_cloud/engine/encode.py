@@ -6,14 +6,17 @@ Choices worth knowing:
   paid for is not thrown away; JPEG and WebP are 8-bit formats, so samples are
   rounded (``round(x / 257)``, the inverse of decoding's ``x * 257``).
 * **Grey stays grey.** A grey source was widened to RGB for the networks; the
-  three bands are averaged back to one for PNG and JPEG. WebP has no grey
-  mode, so a grey WebP is stored as RGB with equal channels.
+  three bands (which the networks return slightly unequal) are averaged back
+  to one for PNG and JPEG. WebP has no grey mode, so a grey source's WebP is
+  stored as RGB with that average in all three channels.
 * **JPEG has no alpha**: transparent pixels are flattened onto
   ``EncodeSettings.jpeg_background`` (white by default), which is what most
   viewers show behind a transparent image. PNG and WebP keep alpha.
-* **Metadata.** The ICC profile and EXIF block of the source are written
-  back, with the EXIF orientation set to 1: the pixels were rotated upright
-  when decoded, and a stale tag would make viewers rotate them again.
+* **Metadata.** The ICC profile, EXIF block and resolution (DPI) of the
+  source are written back, with the EXIF orientation set to 1: the pixels
+  were rotated upright when decoded, and a stale tag would make viewers
+  rotate them again. (Planes carry no resolution: without it, every output
+  said 25.4 DPI.)
 * **Encoder effort is measured, not guessed** (bench/README.md): PNG level 2
   with the "up" filter, WebP effort 2, JPEG without Huffman optimisation and
   with libvips's chroma subsampling (4:4:4 at quality 90 and above). A 4x
@@ -95,8 +98,12 @@ def encode(
             pixels = pixels.flatten(background=background, max_alpha=MAX_VALUE)
 
     grey = image.source.is_grey and fmt != "webp"
-    if grey:
+    if image.source.is_grey:
+        # The networks do not treat their three channels alike: a grey input
+        # comes back with slightly unequal ones (a tint), so average them.
         averaged = pixels.extract_band(0, n=3).bandmean()
+        if not grey:
+            averaged = averaged.bandjoin([averaged, averaged])
         pixels = averaged.bandjoin(pixels.extract_band(3)) if pixels.bands == 4 else averaged
 
     sixteen_bit = image.source.sixteen_bit and fmt == "png"
@@ -160,11 +167,12 @@ def _check_format_edge(width: int, height: int, fmt: OutputFormat) -> None:
 
 
 def _with_metadata(pixels: pyvips.Image, image: DecodedImage, colour_space: bytes) -> pyvips.Image:
-    """Attach the source's profile and EXIF (orientation reset to 1).
+    """Attach the source's profile, EXIF (orientation reset to 1) and resolution.
 
     The profile is attached only when it describes what is written: a grey
     source's grey profile on a WebP (stored as RGB) would misstate colours."""
-    pixels = pixels.copy()
+    xres, yres = image.resolution
+    pixels = pixels.copy(xres=xres, yres=yres)
     profile = image.icc_profile
     if profile is not None and profile[16:20] == colour_space:
         pixels.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
