@@ -25,6 +25,7 @@ from upscayl_cloud.engine.options import (
     UpscaleRequest,
     UpscaleResult,
 )
+from upscayl_cloud.engine.planeio import load_plane, save_plane
 from upscayl_cloud.engine.planes import Plane, extrema
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import configured_tile_size, count_calls, upscale_plane
@@ -104,6 +105,7 @@ def upscale_file(
             alpha_out = None
         elif alpha_by_network:
             alpha_out = _run_steps(job, alpha, "alpha", out_w, out_h)
+            alpha_out = _bound_alpha(alpha_out, alpha, request.scale, job.work)
         else:
             # A constant alpha (e.g. an opaque RGBA PNG) resizes exactly.
             alpha_out = imageio.resize(alpha, out_w, out_h, job.work / "alpha-out.raw")
@@ -174,6 +176,29 @@ def _run_steps(job: _Job, source: Plane, name: str, out_w: int, out_h: int) -> P
         result = imageio.resize(plane, out_w, out_h, job.work / f"{name}-final.raw")
         plane = _replace(plane, result, source)
     return plane
+
+
+def _bound_alpha(upscaled: Plane, source: Plane, scale: int, work: Path) -> Plane:
+    """``upscaled`` alpha kept within the source's alpha around each pixel.
+
+    A network returns an opaque area as 254.5/255 and a transparent one as
+    0.5/255 or more: the opaque parts of a logo turned see-through, and its
+    empty parts kept faint colour. Each output pixel is clamped between the
+    least and the greatest alpha of the source pixel it comes from and its 8
+    neighbours: uniform areas come back exactly as they were, and edges and
+    gradients keep the network's values, less any overshoot."""
+    alpha = load_plane(source)
+    # Edges copied outwards, so that border pixels have 8 neighbours too.
+    padded = alpha.embed(1, 1, alpha.width + 2, alpha.height + 2, extend="copy")
+
+    def bound(index: int) -> object:
+        ranked = padded.rank(3, 3, index).crop(1, 1, alpha.width, alpha.height)
+        return ranked.zoom(scale, scale)
+
+    bounded = load_plane(upscaled).maxpair(bound(0)).minpair(bound(8))
+    result = save_plane(bounded, work / "alpha-bounded.raw")
+    upscaled.path.unlink(missing_ok=True)
+    return result
 
 
 def _replace(previous: Plane, result: Plane, source: Plane) -> Plane:
