@@ -1,8 +1,10 @@
 """An independent, untiled run of a network with the plain ``ncnn`` API.
 
-Written from the upstream conventions (RGB in 0..1, mirrored context for the
-unpadded networks), without the engine's runner, geometry or planes, so the
-engine's tiled results can be checked against it.
+Written from the upstream conventions (RGB in 0..1, the image mirrored at its
+edges by the context of the unpadded networks, and by the tile overlap of the
+padded ones that mirror their edges, as upstream mirrors its ``prepadding``),
+without the engine's runner, geometry or planes, so the engine's tiled results
+can be checked against it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     c, a = spec.context, spec.align
     pad_h, pad_w = math.ceil(h / a) * a - h, math.ceil(w / a) * a - w
-    padded = np.pad(rgb, ((c, c + pad_h), (c, c + pad_w), (0, 0)), mode="reflect")
+    m = spec.tile_pad if spec.mirror_edges else 0  # mirrored, fed, cropped off again
+    padded = np.pad(rgb, ((c + m, c + m + pad_h), (c + m, c + m + pad_w), (0, 0)), mode="reflect")
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
     mat = ncnn.Mat(chw)
     with net.create_extractor() as ex:
@@ -37,7 +40,7 @@ def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     s = spec.scale
     if spec.nearest_residual:
         result += np.repeat(np.repeat(chw[:, c : c + h, c : c + w], s, axis=1), s, axis=2)
-    return np.clip(result.transpose(1, 2, 0)[: s * h, : s * w], 0.0, 1.0)
+    return np.clip(result.transpose(1, 2, 0)[s * m : s * (m + h), s * m : s * (m + w)], 0.0, 1.0)
 
 
 _POOLS: dict[str, tuple[ncnn.PoolAllocator, ncnn.PoolAllocator]] = {}

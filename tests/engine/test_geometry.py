@@ -9,6 +9,7 @@ import pytest
 from upscayl_cloud.engine.geometry import (
     TUNED_MIN_HEIGHT,
     WIDTH_SLACK,
+    Rect,
     TileRule,
     mirror_indices,
     plan_tiles,
@@ -34,7 +35,12 @@ def test_split_axis_balances_instead_of_leaving_a_sliver():
 
 @pytest.mark.parametrize(
     "rule",
-    [TileRule(4, overlap=10), TileRule(2, overlap=0), TileRule(2, context=18, align=4)],
+    [
+        TileRule(4, overlap=10),
+        TileRule(4, overlap=10, mirror_edges=True),
+        TileRule(2, overlap=0),
+        TileRule(2, context=18, align=4),
+    ],
 )
 @pytest.mark.parametrize(("width", "height"), [(1, 1), (5, 3), (100, 37), (300, 200)])
 def test_targets_tile_the_output_exactly_once(rule, width, height):
@@ -57,8 +63,32 @@ def test_padded_tiles_overlap_but_stay_inside_the_image():
         assert s.x0 <= max(0, c.x0 - 10) and s.x1 >= min(100, c.x1 + 10)
 
 
+def test_mirrored_edges_give_every_tile_its_overlap_beyond_the_image():
+    """Networks that mirror their edges see the full overlap on every side
+    of every tile, the image's edges included, and never further out."""
+    rule = TileRule(4, overlap=10, mirror_edges=True)
+    tiles = plan_tiles(100, 100, 48, rule)
+    for tile in tiles:
+        s, c = tile.source, tile.core
+        assert -10 <= s.x0 <= c.x0 - 10 and c.x1 + 10 <= s.x1 <= 110
+        assert -10 <= s.y0 <= c.y0 - 10 and c.y1 + 10 <= s.y1 <= 110
+    assert min(t.source.x0 for t in tiles) == -10 and max(t.source.x1 for t in tiles) == 110
+    (single,) = plan_tiles(20, 7, 48, rule)
+    assert single.source == Rect(-10, -10, 30, 17) and single.keep == Rect(40, 40, 120, 68)
+    (bare,) = plan_tiles(20, 7, 48, TileRule(4, overlap=10))
+    assert bare.source == Rect(0, 0, 20, 7) and bare.keep == Rect(0, 0, 80, 28)
+    unpadded = TileRule(2, context=7, mirror_edges=True)  # has its own mirrored context
+    assert plan_tiles(20, 7, 48, unpadded) == plan_tiles(20, 7, 48, TileRule(2, context=7))
+
+
 @pytest.mark.parametrize(
-    "rule", [TileRule(4, overlap=10), TileRule(2, context=18, align=4), TileRule(2, context=7)]
+    "rule",
+    [
+        TileRule(4, overlap=10),
+        TileRule(4, overlap=10, mirror_edges=True),
+        TileRule(2, context=18, align=4),
+        TileRule(2, context=7),
+    ],
 )
 @pytest.mark.parametrize(("width", "height"), [(5, 3), (101, 50), (300, 200), (97, 301)])
 def test_every_tile_of_an_image_has_the_same_source_size(rule, width, height):
@@ -105,14 +135,16 @@ class _Widths:
         return self.factor if width in self.known_slow else 1.0
 
 
-def _check_cover(tiles, width: int, overlap: int) -> set[int]:
+def _check_cover(tiles, width: int, overlap: int, border: int = 0) -> set[int]:
     """Every column is some tile's core exactly once, each source holds its
-    core and the overlap around it (within the image); the source widths."""
+    core and the overlap around it (within the image and its mirrored
+    ``border``); the source widths."""
     seen = np.zeros(width, dtype=int)
     for tile in (t for t in tiles if t.core.y0 == 0):  # one row of tiles
         s, c = tile.source, tile.core
-        assert 0 <= s.x0 <= c.x0 and c.x1 <= s.x1 <= width
-        assert s.x0 <= max(0, c.x0 - overlap) and s.x1 >= min(width, c.x1 + overlap)
+        assert -border <= s.x0 <= c.x0 and c.x1 <= s.x1 <= width + border
+        assert s.x0 <= max(-border, c.x0 - overlap)
+        assert s.x1 >= min(width + border, c.x1 + overlap)
         seen[c.x0 : c.x1] += 1
     assert (seen == 1).all()
     return {t.source.width for t in tiles}
@@ -180,7 +212,8 @@ def test_short_images_use_only_the_widths_timed_already():
     assert [t.source.width for t in tall] == [395] and widths.asked == [395]
 
 
-def test_any_width_costs_keep_every_plan_exact():
+@pytest.mark.parametrize("mirror_edges", [False, True])
+def test_any_width_costs_keep_every_plan_exact(mirror_edges):
     """Whatever the timings say (slow, ordinary, meaningless), every column
     is one tile's core exactly once, every source lies in the image with its
     overlap, and all sources of an image have one size: random costs over
@@ -191,11 +224,12 @@ def test_any_width_costs_keep_every_plan_exact():
         overlap = int(rng.choice([0, 1, 3, 16, 32]))
         align = int(rng.choice([1, 2, 4]))
         tile = int(rng.choice([8, 31, 64, 128, 255, 512]))
-        costs = rng.choice([1.0, 1.31, 2.5, 5.0, 0.0], size=length + WIDTH_SLACK + 2)
+        border = overlap if mirror_edges else 0
+        costs = rng.choice([1.0, 1.31, 2.5, 5.0, 0.0], size=length + 2 * border + WIDTH_SLACK + 2)
         table = SimpleNamespace(relative=costs.__getitem__, known=costs.__getitem__)
-        rule = TileRule(2, align=align, overlap=overlap, widths=table)
+        rule = TileRule(2, align=align, overlap=overlap, widths=table, mirror_edges=mirror_edges)
         tiles = plan_tiles(length, TUNED_MIN_HEIGHT, tile, rule)
-        sources = _check_cover(tiles, length, overlap)
+        sources = _check_cover(tiles, length, overlap, border)
         assert len(sources) == 1
         for t in tiles:
             assert t.keep.x0 == (t.core.x0 - t.source.x0) * 2

