@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from upscayl_cloud import web
 from upscayl_cloud.api import errors, redact
+from upscayl_cloud.api.bodylimit import JsonBodyLimit
 from upscayl_cloud.api.ratelimit import RateLimits
 from upscayl_cloud.api.routes import capabilities, history, objects, ops, tasks, uploads
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     errors.install(app)
+    app.add_middleware(JsonBodyLimit)
     app.include_router(uploads.router)
     app.include_router(history.router)
     app.include_router(tasks.router)

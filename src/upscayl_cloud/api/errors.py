@@ -8,11 +8,14 @@ field), Starlette's 404/405 for unknown routes, and unexpected
 exceptions (500, details only in the log). A database that cannot be reached
 (down, restarting) is no bug: 503 ``SERVICE_UNAVAILABLE`` with ``Retry-After``;
 nor is an object store that cannot be reached, times out or answers 5xx
-(``StorageUnavailableError``): the same 503, one warning line, no traceback.
+(``StorageUnavailableError``): the same 503, one warning line, no traceback;
+nor is a full disk (``ENOSPC``, ``EDQUOT``: the local store, the spool of a
+signed PUT, SQLite's own "disk is full" is the database's): the same 503.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -166,7 +169,34 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
     return _unavailable(request)
 
 
+#: A full disk (or quota): no bug of ours nor the caller's, and nothing was
+#: kept (writes go to a temporary file first): 503, retry once space is freed.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) is a full disk."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if out_of_space(exc):
+        log.warning("out of disk space on %s %s: %s", request.method, request.url.path, exc)
+        headers = _rate_headers(request)
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The server is out of storage space right now; nothing was stored. Retry later",
+            headers,
+        )
     if database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return _unavailable(request)

@@ -221,6 +221,10 @@ async def _json_part(value: str | UploadFile) -> Any:
         return json.loads(value)
     except ValueError as exc:
         raise BadRequestError("files must be JSON: an array, or one object per part") from exc
+    except RecursionError as exc:  # thousands of nested arrays: the parser's stack, not ours
+        raise BadRequestError(
+            "files must be JSON: an array, or one object per part, not nested this deeply"
+        ) from exc
 
 
 async def parse_start_task(request: Request, settings: Settings) -> StartTaskForm:

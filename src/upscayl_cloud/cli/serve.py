@@ -46,6 +46,7 @@ def serve(
     import uvicorn
 
     from upscayl_cloud.api.app import create_app
+    from upscayl_cloud.api.protocol import HeaderTimeoutH11Protocol
 
     overrides = {
         name: value
@@ -71,6 +72,8 @@ def serve(
         port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=DRAIN_SECONDS,
+        # Connections that never finish their headers are closed (see protocol.py).
+        http=HeaderTimeoutH11Protocol,
     )
 
 
