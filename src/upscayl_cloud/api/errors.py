@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.services.errors import (
@@ -186,6 +187,14 @@ def out_of_space(error: BaseException) -> bool:
     return False
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client hung up (or went silent, see protocol.py) before its body
+    was in: nothing was stored, nobody reads this answer, and it is no error
+    of ours to log with a traceback."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_response(400, "BAD_REQUEST", "The request body was cut off; nothing was stored")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if out_of_space(exc):
         log.warning("out of disk space on %s %s: %s", request.method, request.url.path, exc)
@@ -209,4 +218,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -8,8 +8,10 @@ file descriptors (the usual limit is 1024) and nobody else is answered;
 uvicorn then logs the accept error in a tight loop. Here every request's
 headers must arrive within ``header_timeout`` seconds of the connection (or
 of the previous response on a kept-alive connection), else the connection
-is closed. Bodies are not limited by this: a large upload may take as long
-as it needs once its headers are in.
+is closed. A body may take as long as it needs, as long as it keeps coming:
+one that stops arriving for ``body_idle_timeout`` seconds (a client gone
+silent mid-upload) closes the connection too, unless the wait is ours
+(uvicorn paused reading until the app takes what it has).
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 #: them at once; slow links need a few seconds at most).
 HEADER_TIMEOUT_SECONDS = 15.0
 
+#: Seconds a request body may stop arriving before the connection is closed.
+BODY_IDLE_TIMEOUT_SECONDS = 60.0
+
 
 class HeaderTimeoutH11Protocol(H11Protocol):
     header_timeout: float = HEADER_TIMEOUT_SECONDS
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._waiting_after: object = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         self._disarm()
@@ -52,6 +59,27 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         if self.cycle is self._waiting_after and not self.transport.is_closing():
             self.transport.close()
 
+    def _watch_body(self) -> None:
+        """(Re)start the idle deadline while this request's body is still
+        arriving; stop it once the body is complete."""
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self._body_timer = self.loop.call_later(
+                self.body_idle_timeout, self._body_stalled, cycle
+            )
+
+    def _body_stalled(self, cycle: object) -> None:
+        self._body_timer = None
+        if self.cycle is not cycle or not getattr(cycle, "more_body", False):
+            return
+        if self.flow.read_paused:  # the app has not taken what came: our wait
+            self._watch_body()
+        elif not self.transport.is_closing():
+            self.transport.close()  # the app's receive() gets http.disconnect
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
@@ -59,6 +87,7 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._check_started()
+        self._watch_body()
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
@@ -68,4 +97,7 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().connection_lost(exc)
