@@ -22,7 +22,7 @@ from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.sweeper import sweep
 from upscayl_cloud.services.tasks import TaskOptions, start_task
 from upscayl_cloud.services.uploads import storage_key
-from upscayl_cloud.storage.base import StorageUnavailableError
+from upscayl_cloud.storage.base import StorageError
 from upscayl_cloud.storage.s3 import S3Storage
 from upscayl_cloud.storage.s3client import make_client
 
@@ -106,32 +106,44 @@ def test_a_start_task_in_flight_keeps_its_original(
         )
 
 
-class _SweptWhileItsHeaderIsRead:
-    """The real store, but the first header read runs a sweep (for which the
-    original has expired) once the bytes are read: the sweep lands between
-    start-task's checks and its transaction."""
+class _SweptDuringTheCheck:
+    """The real store, but the sweep (for which the original has expired)
+    runs inside the first call of one of its methods, before or after the
+    real call: it lands between start-task's steps."""
 
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
+    def __init__(self, ctx: Context, method: str, when: str) -> None:
+        self._ctx, self._method, self._when = ctx, method, when
         self.swept: sweeper.SweepReport | None = None
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx.storage, name)
+        real = getattr(self._ctx.storage, name)
+        if name != self._method:
+            return real
 
-    def read_head(self, *args: Any, **kwargs: Any) -> bytes:
-        head: bytes = self._ctx.storage.read_head(*args, **kwargs)
-        if self.swept is None:
-            self.swept = sweep(self._ctx)
-        return head
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.swept is None and self._when == "before":
+                self.swept = sweep(self._ctx)
+            result = real(*args, **kwargs)
+            if self.swept is None:
+                self.swept = sweep(self._ctx)
+            return result
+
+        return call
 
 
+@pytest.mark.parametrize(
+    ("method", "when"), [("size", "before"), ("size", "after"), ("read_head", "after")]
+)
 def test_an_original_swept_during_start_task_is_refused_not_charged(
-    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch, method: str, when: str
 ) -> None:
+    """Whenever the sweep lands (before the size is read, between the size
+    and the header, after the header), start-task says the upload expired:
+    not that it was never uploaded, not a 500, and no task is charged."""
     name = uploaded(ctx, principal)
     before = keys.account_credits(ctx, principal.account_id)
     _sweep_a_year_later(monkeypatch)
-    store = _SweptWhileItsHeaderIsRead(ctx)
+    store = _SweptDuringTheCheck(ctx, method, when)
     with pytest.raises(BadRequestError, match="the upload has expired; upload it again"):
         start_task(replace(ctx, storage=store), principal, TaskOptions(), [{"fileName": name}])
     assert store.swept is not None and store.swept.uploads_deleted == 1
@@ -143,17 +155,45 @@ def test_an_original_swept_during_start_task_is_refused_not_charged(
 def test_an_original_the_store_could_not_delete_is_swept_again(
     ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A store outage ends the pass's deletions (the rest still runs), and
+    the original stays listed: the next pass deletes it."""
     name = uploaded(ctx, principal)
     _sweep_a_year_later(monkeypatch)
     dead = make_client(
         closed_endpoint(), "us-east-1", "key", "secret", connect_timeout=1, max_attempts=1
     )
-    with pytest.raises(StorageUnavailableError):
-        sweep(replace(ctx, storage=S3Storage(dead, "bucket")))
+    assert sweep(replace(ctx, storage=S3Storage(dead, "bucket"))).uploads_deleted == 0
     with ctx.db.begin() as conn:
-        assert (
-            conn.execute(select(uploads.c.deleted_at).where(uploads.c.file_name == name)).scalar()
-            is None
-        )
+        deleted_at = select(uploads.c.deleted_at).where(uploads.c.file_name == name)
+        assert conn.execute(deleted_at).scalar() is None
     assert sweep(ctx).uploads_deleted == 1
     assert ctx.storage.size(storage_key(principal.account_id, name)) is None
+
+
+class _RefusesOneKey:
+    """The real store, except that it refuses to delete one key. A stand-in
+    (a mock, named so): as root, no file permission makes a real unlink fail,
+    and a store's per-object AccessDenied cannot be set up on loopback."""
+
+    def __init__(self, ctx: Context, key: str) -> None:
+        self._ctx, self._key = ctx, key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx.storage, name)
+
+    def delete(self, key: str) -> None:
+        if key == self._key:
+            raise StorageError(f"{key}: AccessDenied")
+        self._ctx.storage.delete(key)
+
+
+def test_one_object_the_store_refuses_does_not_stop_the_sweep(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck, other = uploaded(ctx, principal), uploaded(ctx, principal)
+    _sweep_a_year_later(monkeypatch)
+    refusing = _RefusesOneKey(ctx, storage_key(principal.account_id, stuck))
+    assert sweep(replace(ctx, storage=refusing)).uploads_deleted == 1
+    assert ctx.storage.size(storage_key(principal.account_id, other)) is None
+    assert ctx.storage.size(storage_key(principal.account_id, stuck)) is not None
+    assert sweep(ctx).uploads_deleted == 1  # still listed, deleted once the store agrees

@@ -14,15 +14,19 @@ in the transaction that creates the task. Whichever commits first wins: the
 task keeps its original, or start-task answers that the upload has expired.
 The object is deleted after the mark commits (a storage call must not hold
 the lock, which on SQLite is the whole database's), and the mark is undone
-when that deletion fails, so the next pass tries again.
+when that deletion fails, so the next pass tries again; only a process killed
+between the two leaves that one object behind. An object the store refuses to delete
+is left for the next pass, and an outage of the store ends the pass's
+deletions, but never the reaping of lost tasks.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Row, and_, exists, select, update
 
@@ -30,8 +34,10 @@ from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks, uploads
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.results import reap_lost
+from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,40 @@ def _delete_upload(ctx: Context, file_name: str, now: int) -> bool:
     except Exception:
         with ctx.db.begin() as conn:  # expired all the same: the next pass retries
             conn.execute(
-                update(uploads).where(uploads.c.file_name == file_name).values(deleted_at=None)
+                update(uploads)
+                .where(uploads.c.file_name == file_name, uploads.c.deleted_at == now)
+                .values(deleted_at=None)
             )
         raise
     return True
+
+
+def _delete_result(ctx: Context, row: Row[Any], now: int) -> bool:
+    for key in (row.result_key, row.thumbnail_key):
+        if key:
+            ctx.storage.delete(key)
+    with ctx.db.begin() as conn:
+        conn.execute(update(task_files).where(task_files.c.id == row.id).values(deleted_at=now))
+    return True
+
+
+def _each(items: Sequence[_T], delete: Callable[[_T], object], what: str) -> int:
+    """Delete every item, and count them. One the store refuses is logged and
+    left for the next pass; an outage of the store ends the loop (every
+    other item would wait out the same timeouts), so that the rest of the
+    pass, the reaping above all, still runs."""
+    done = 0
+    for item in items:
+        try:
+            done += bool(delete(item))
+        except StorageUnavailableError as exc:
+            log.warning("sweep: the store is unavailable, %s left for the next pass: %s", what, exc)
+            break
+        except StorageError as exc:
+            log.warning(
+                "sweep: could not delete an expired %s, left for the next pass: %s", what, exc
+            )
+    return done
 
 
 def sweep(ctx: Context) -> SweepReport:
@@ -112,14 +148,11 @@ def sweep(ctx: Context) -> SweepReport:
                 task_files.c.expires_at < now,
             )
         ).all()
-    uploads_deleted = sum(_delete_upload(ctx, name, now) for name in expired_uploads)
-    for row in expired_results:
-        for key in (row.result_key, row.thumbnail_key):
-            if key:
-                ctx.storage.delete(key)
-        with ctx.db.begin() as conn:
-            conn.execute(update(task_files).where(task_files.c.id == row.id).values(deleted_at=now))
-    return SweepReport(uploads_deleted, len(expired_results), reap_lost(ctx))
+    return SweepReport(
+        _each(expired_uploads, lambda name: _delete_upload(ctx, name, now), "original"),
+        _each(expired_results, lambda row: _delete_result(ctx, row, now), "result"),
+        reap_lost(ctx),
+    )
 
 
 class Sweeper:

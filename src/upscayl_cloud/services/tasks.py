@@ -39,6 +39,7 @@ from upscayl_cloud.services.imagecheck import (
 )
 from upscayl_cloud.services.keys import Principal, account_credits
 from upscayl_cloud.services.limits import image_limits, output_problem
+from upscayl_cloud.storage.base import ObjectMissingError
 
 #: The spec's model enum, which is exactly the engine's catalog (a test
 #: checks both against the seed spec).
@@ -77,6 +78,17 @@ class CheckedFile:
         """The file as the caller named it, and by its ``fileName``, which
         clients match to tell which file of a batch failed."""
         return _uploaded_label(self.original_file_name, self.file_name)
+
+
+def _swept(ctx: Context, file_name: str) -> bool:
+    """Whether an upload has expired or been swept (see the sweeper)."""
+    with ctx.db.begin() as conn:
+        row = conn.execute(
+            select(uploads.c.deleted_at, uploads.c.expires_at).where(
+                uploads.c.file_name == file_name
+            )
+        ).one()
+    return row.deleted_at is not None or now_ms() > row.expires_at
 
 
 def _uploaded_label(original_file_name: str, file_name: str) -> str:
@@ -192,14 +204,23 @@ def check_file(
         raise InvalidFileTypeError(
             f"{label}: declared {declared_type}, uploaded as {row.file_type}"
         )
-    size = ctx.storage.size(row.storage_key)
-    if size is None:
-        raise BadRequestError(f"{label}: the file has not been uploaded yet")
-    if size > ctx.settings.max_upload_bytes:
-        raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
-    if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
-        raise BadRequestError(f"{label}: the stored file has {size} bytes, not the declared size")
-    info = read_header(ctx, row.storage_key, size, reads or HeaderReads())
+    try:
+        size = ctx.storage.size(row.storage_key)
+        if size is None:
+            raise ObjectMissingError(row.storage_key)
+        if size > ctx.settings.max_upload_bytes:
+            raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
+        if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
+            raise BadRequestError(
+                f"{label}: the stored file has {size} bytes, not the declared size"
+            )
+        info = read_header(ctx, row.storage_key, size, reads or HeaderReads())
+    except ObjectMissingError:
+        # Never uploaded, or expired and swept since the check above.
+        swept = _swept(ctx, row.file_name)
+        raise BadRequestError(
+            f"{label}: {UPLOAD_EXPIRED if swept else 'the file has not been uploaded yet'}"
+        ) from None
     if info is None:
         raise InvalidFileTypeError(f"{label}: not a JPEG, PNG or WebP image")
     if info.mime_type != row.file_type:
@@ -244,7 +265,8 @@ def _next_created_at(conn: Connection, account_id: str, now: int) -> int:
 def _lock_originals(conn: Connection, account_id: str, checked: list[CheckedFile]) -> None:
     """Lock the originals' rows and check they are still there: one may have
     expired, and been swept, while its header was read (see the sweeper).
-    Locked in name order, so two start-tasks never wait on each other."""
+    Locked in name order, so two start-tasks naming the same files never
+    deadlock."""
     names = sorted({f.file_name for f in checked})
     alive = set(
         conn.execute(
