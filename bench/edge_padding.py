@@ -8,9 +8,10 @@ reflects the coordinates). Which is better is measured here, per network,
 two ways, for three ways of feeding the border:
 
 * ``bare``: the image as it is (the network's zeros at the border);
-* ``reflect``: mirrored by ``tile_pad`` without repeating the edge pixel
+* ``reflect``: mirrored by ``--border`` pixels (default: the engine's
+  ``geometry.MIRRORED_EDGE``, capped at ``tile_pad``) without repeating the edge pixel
   (what upstream does), cropped off the output again;
-* ``edge``: the edge pixel repeated ``tile_pad`` times.
+* ``edge``: the edge pixel repeated as many times.
 
 1. Flat colours (24x24: white, a red, mid grey, black, a dark blue): the
    largest shift of any output pixel from the input colour, in 8-bit levels.
@@ -26,7 +27,8 @@ two ways, for three ways of feeding the border:
 Runs on the CPU with plain ncnn (tests/engine/reference.py's loader); about
 two minutes for all padded networks on two cores.
 
-    PYTHONPATH=. .venv/bin/python bench/edge_padding.py [--crops 16] [--networks a,b]
+    PYTHONPATH=. .venv/bin/python bench/edge_padding.py [--crops 16] [--border 10]
+        [--networks a,b]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from skimage import data
 
 from tests.engine.reference import _net, psnr
+from upscayl_cloud.engine.geometry import MIRRORED_EDGE
 from upscayl_cloud.engine.networks import NETWORKS
 
 FLAT = {
@@ -52,10 +55,10 @@ SIZE = 24
 SURROUNDINGS = 40
 
 
-def upscale(key: str, rgb: np.ndarray, way: str) -> np.ndarray:
+def upscale(key: str, rgb: np.ndarray, way: str, border: int = MIRRORED_EDGE) -> np.ndarray:
     """``rgb`` (H x W x 3, 0..1) through the network, fed its border ``way``."""
     spec = NETWORKS[key]
-    m = 0 if way == "bare" else spec.tile_pad
+    m = 0 if way == "bare" else min(border, spec.tile_pad)
     fed = rgb if m == 0 else np.pad(rgb, ((m, m), (m, m), (0, 0)), mode=way)
     chw = np.ascontiguousarray(fed.transpose(2, 0, 1), dtype=np.float32)
     with _net(key).create_extractor() as ex:
@@ -67,17 +70,19 @@ def upscale(key: str, rgb: np.ndarray, way: str) -> np.ndarray:
     return np.clip(result[s * m : s * (m + h), s * m : s * (m + w)], 0.0, 1.0)
 
 
-def flat_shifts(key: str) -> dict[str, dict[str, int]]:
+def flat_shifts(key: str, border: int) -> dict[str, dict[str, int]]:
     shifts: dict[str, dict[str, int]] = {way: {} for way in WAYS}
     for name, colour in FLAT.items():
         rgb = np.broadcast_to(np.array(colour, np.float32) / 255, (SIZE, SIZE, 3)).copy()
         for way in WAYS:
-            out = upscale(key, rgb, way) * 255
+            out = upscale(key, rgb, way, border) * 255
             shifts[way][name] = int(np.abs(out - np.array(colour)).max().round())
     return shifts
 
 
-def photo_band_psnr(key: str, crops: int, rng: np.random.Generator) -> dict[str, float]:
+def photo_band_psnr(
+    key: str, crops: int, rng: np.random.Generator, border: int
+) -> dict[str, float]:
     photos = [data.chelsea(), data.astronaut(), data.coffee(), data.rocket()]
     photos = [p.astype(np.float32) / 255 for p in photos]
     s, c = NETWORKS[key].scale, SURROUNDINGS
@@ -92,25 +97,27 @@ def photo_band_psnr(key: str, crops: int, rng: np.random.Generator) -> dict[str,
         truth = upscale(key, wide, "bare")[s * c : s * (c + SIZE), s * c : s * (c + SIZE)]
         crop = wide[c : c + SIZE, c : c + SIZE]
         for way in WAYS:
-            scores[way].append(psnr(upscale(key, crop, way)[band], truth[band]))
+            scores[way].append(psnr(upscale(key, crop, way, border)[band], truth[band]))
     return {way: float(np.median(values)) for way, values in scores.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crops", type=int, default=16)
+    parser.add_argument("--border", type=int, default=MIRRORED_EDGE)
     padded = [key for key, spec in NETWORKS.items() if spec.padded and spec.tile_pad]
     parser.add_argument("--networks", default=",".join(padded))
     args = parser.parse_args()
     rng = np.random.default_rng(1)
+    print(f"# mirrored border: {args.border} px (capped at each network's tile_pad)")
     print(
         "| network | mirrored now | feed | flat: largest shift (white, red, grey, black, "
         "dark blue) | photos: border band PSNR vs real surroundings (median) |"
     )
     print("|---|---|---|---|---|")
     for key in args.networks.split(","):
-        shifts = flat_shifts(key)
-        bands = photo_band_psnr(key, args.crops, rng)
+        shifts = flat_shifts(key, args.border)
+        bands = photo_band_psnr(key, args.crops, rng, args.border)
         for way in WAYS:
             flat = ", ".join(str(v) for v in shifts[way].values())
             mirrored = "yes" if NETWORKS[key].mirror_edges else "no"

@@ -1,8 +1,9 @@
 """An independent, untiled run of a network with the plain ``ncnn`` API.
 
 Written from the upstream conventions (RGB in 0..1, the image mirrored at its
-edges by the context of the unpadded networks, and by the tile overlap of the
-padded ones that mirror their edges, as upstream mirrors its ``prepadding``),
+edges by the context of the unpadded networks, and by ``MIRRORED_EDGE`` for
+the padded ones that mirror their edges, as upstream mirrors its
+``prepadding``),
 without the engine's runner, geometry or planes, so the engine's tiled results
 can be checked against it.
 """
@@ -16,6 +17,7 @@ from importlib.metadata import distribution
 import ncnn
 import numpy as np
 
+from upscayl_cloud.engine.geometry import MIRRORED_EDGE
 from upscayl_cloud.engine.networks import NETWORKS
 
 
@@ -26,7 +28,7 @@ def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     c, a = spec.context, spec.align
     pad_h, pad_w = math.ceil(h / a) * a - h, math.ceil(w / a) * a - w
-    m = spec.tile_pad if spec.mirror_edges else 0  # mirrored, fed, cropped off again
+    m = min(MIRRORED_EDGE, spec.tile_pad) if spec.mirror_edges else 0  # cropped off again
     padded = np.pad(rgb, ((c + m, c + m + pad_h), (c + m, c + m + pad_w), (0, 0)), mode="reflect")
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
     mat = ncnn.Mat(chw)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from upscayl_cloud.engine.geometry import (
+    MIRRORED_EDGE,
     TUNED_MIN_HEIGHT,
     WIDTH_SLACK,
     Rect,
@@ -224,7 +225,7 @@ def test_any_width_costs_keep_every_plan_exact(mirror_edges):
         overlap = int(rng.choice([0, 1, 3, 16, 32]))
         align = int(rng.choice([1, 2, 4]))
         tile = int(rng.choice([8, 31, 64, 128, 255, 512]))
-        border = overlap if mirror_edges else 0
+        border = min(MIRRORED_EDGE, overlap) if mirror_edges else 0
         costs = rng.choice([1.0, 1.31, 2.5, 5.0, 0.0], size=length + 2 * border + WIDTH_SLACK + 2)
         table = SimpleNamespace(relative=costs.__getitem__, known=costs.__getitem__)
         rule = TileRule(2, align=align, overlap=overlap, widths=table, mirror_edges=mirror_edges)

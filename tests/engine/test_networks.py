@@ -91,7 +91,7 @@ MIRRORED = [key for key, spec in NETWORKS.items() if spec.mirror_edges]
 
 @pytest.mark.parametrize("key", MIRRORED)
 def test_mirrored_edges_keep_a_flat_colour_flat_to_the_border(key, tmp_path):
-    """Fed bare, these networks shift a flat colour at the image's border by
+    """Fed bare, these networks shift a flat red at the image's border by
     22-44 levels (a red background's dark corner, bench/edge_padding.py);
     with the edges mirrored, as upstream does, by at most 10."""
     red = np.broadcast_to(np.array([200, 50, 50], np.float32) / 255, (12, 12, 3)).copy()

@@ -6,15 +6,15 @@ explicitly rather than passing offsets around:
 * ``core``: the part of the input image this tile is responsible for;
 * ``source``: what is fed to the network, ``core`` grown by the overlap
   (padded networks: clamped to the image, or to the image and a mirrored
-  border of the overlap's width, see ``TileRule.mirror_edges``) or by the
+  border, see ``TileRule.mirror_edges``) or by the
   network's context and alignment (unpadded networks), mirrored where it
   leaves the image;
 * ``keep``: the part of the network's output that is kept, relative to it;
 * ``target``: where that part lands in the output image (``core * scale``).
 
 Padding is cropped off, never blended: with enough overlap the kept pixels are
-the ones the whole-image run would produce (the whole image mirrored by the
-overlap, for networks that mirror their edges).
+the ones the whole-image run would produce (the whole image mirrored by
+``MIRRORED_EDGE``, for networks that mirror their edges).
 
 Every tile of one image has the same ``source`` size: edge tiles of padded
 networks take their overlap from inside the image (or its mirrored border)
@@ -31,6 +31,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+#: Pixels mirrored beyond the image's edges for the padded networks that
+#: mirror them: upstream's ``prepadding``. On flat colours 8 already comes
+#: within 3/255 of 32 (bench/README.md, "Image edges"), and an image one tile
+#: across pays for the border on its whole width: 160 px cost 1.27x, not
+#: 1.96x as with the 32 px overlap.
+MIRRORED_EDGE = 10
 
 #: Relative cost per pixel of a source this many pixels wide (1: ordinary).
 WidthCost = Callable[[int], float]
@@ -110,15 +117,15 @@ class TileRule:
     #: Images too short to pay for timing (``TUNED_MIN_HEIGHT``) time
     #: nothing but still step around the slow widths other images found.
     widths: WidthTimings | None = field(default=None, compare=False, repr=False)
-    #: Padded networks only: feed the image's edges mirrored by the overlap,
-    #: as upstream's preprocessing does, rather than bare to the network's
-    #: zero padding (``networks.NetworkSpec.mirror_edges`` says which).
+    #: Padded networks only: feed the image's edges mirrored by
+    #: ``MIRRORED_EDGE`` pixels, as upstream's preprocessing does, rather than
+    #: bare to the network's zero padding (``NetworkSpec.mirror_edges``).
     mirror_edges: bool = False
 
     @property
     def border(self) -> int:
         """Pixels mirrored beyond each edge of the image for a padded network."""
-        return self.overlap if self.mirror_edges and self.context == 0 else 0
+        return min(MIRRORED_EDGE, self.overlap) if self.mirror_edges and self.context == 0 else 0
 
     def output_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """Size the network returns for a source of that size."""

@@ -14,7 +14,8 @@ pinned packages (see docs/models.md):
   zeros: deep RRDB networks see far, so their tiles need a wide margin before
   the tiled result matches the untiled one (chosen by ``bench/tiling.py``).
 * ``mirror_edges``: a padded network is fed the image's edges mirrored by
-  ``tile_pad``, as upstream mirrors its ``prepadding``, instead of bare.
+  ``geometry.MIRRORED_EDGE`` pixels, as upstream mirrors its ``prepadding``,
+  instead of bare.
 
 All networks take RGB in 0..1 as a ``3 x H x W`` float blob and return the
 same range, which is the convention of the upstream ncnn-vulkan programs
@@ -38,19 +39,19 @@ class NetworkSpec:
     context: int = 0
     align: int = 1
     tile_pad: int = 0
-    #: Padded networks: mirror the image's edges by ``tile_pad`` before the
-    #: network sees them, as upstream does with its ``prepadding``. Fed bare,
-    #: a padded network meets its convolutions' zero padding at the border:
-    #: on photos that guesses the real surroundings better (1-7 dB closer in
-    #: a 3-pixel band, every network), but it shifts flat colour there, which
-    #: shows (a sky or studio background with a dark or light frame).
-    #: Mirrored where bare shifts a flat colour by more than 10/255 and
-    #: mirroring costs photo borders under 3 dB: the RRDB networks (a flat
-    #: red's corner 44 levels off bare, 5 mirrored; -1.9 dB) and SPAN
-    #: kendata (27 -> 11; -1.3 dB). RealSR (27 -> 5, but -4 dB, and its
-    #: restorations of small photos 2.7 dB further from the original) and
-    #: the other compact networks (within 7 bare) are fed bare
-    #: (bench/README.md, "Image edges").
+    #: Padded networks: mirror the image's edges (``geometry.MIRRORED_EDGE``)
+    #: before the network sees them, as upstream does with its
+    #: ``prepadding``. Fed bare, a padded network meets its convolutions'
+    #: zero padding at the border: on photos that guesses the real
+    #: surroundings better (1-8 dB closer in a 3-pixel band, every network),
+    #: but it shifts flat colour there, which shows (a sky or studio
+    #: background with a dark or light frame). Mirrored where bare shifts a
+    #: flat colour by more than 10/255 and mirroring costs photo borders
+    #: under 3 dB: the RRDB networks (a flat red's corner 44 levels off bare,
+    #: 7 mirrored; -1.4 and -1.8 dB) and SPAN kendata (27 -> 11; -1.3 dB).
+    #: RealSR (27 -> 5, but -4.2 dB, and its restorations of small photos
+    #: 2.6 dB further from the original) and the other compact networks
+    #: (within 7 bare) are fed bare (bench/README.md, "Image edges").
     mirror_edges: bool = False
     #: Names of the blobs that hold Real-CUGAN's squeeze-excitation global
     #: means; tiles get the whole image's values for these (see tiling.py).

@@ -21,7 +21,7 @@ from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork, native_bf16
 from upscayl_cloud.engine.backends.width_costs import WidthCosts
-from upscayl_cloud.engine.geometry import plan_tiles
+from upscayl_cloud.engine.geometry import MIRRORED_EDGE, plan_tiles
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, to_float
@@ -360,7 +360,7 @@ def test_an_older_model_frees_its_memory_when_a_newer_one_needs_the_room(photo, 
     large_spec = NETWORKS["realesrgan-x4plus-anime"]
     # Room for the large network's pass over a 200x200 crop alone (its source
     # is the crop and its mirrored edges), not beside another.
-    side = 200 + 2 * large_spec.tile_pad
+    side = 200 + 2 * MIRRORED_EDGE
     budget_mb = side * side * large_spec.openvino_kib_per_pixel // 1024 + 1
     large = OpenVinoNetwork(large_spec, threads=2, keep_memory_mb=budget_mb)
     small = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=2, keep_memory_mb=budget_mb)
