@@ -34,6 +34,10 @@ def test_killed_worker_task_completes_once_and_charges_once(
         task_id = started.json()["data"]["taskId"]
         assert first.process is not None
         wait_for(started_engine, first.process)
+        # What an attempt killed while uploading its results leaves behind
+        # (the held engine never gets that far): the next attempt removes it.
+        leftover = f"results/{account}/{task_id}/1/0.png"
+        first.ctx.storage.write_stream(leftover, iter([b"partial"]), 100)
         first.kill()
         with first.ctx.db.begin() as conn:
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 
 from support.tasks import queued_task, uploaded
 from tests.storage.unreachable import closed_endpoint
@@ -78,24 +78,27 @@ def test_a_start_task_in_flight_keeps_its_original(
             inside.set()
             go_on.wait(30)
 
-    event.listen(ctx.db, "before_cursor_execute", hold_the_insert)
     started: list[str] = []
     starter = threading.Thread(
         target=lambda: started.append(
             start_task(ctx, principal, TaskOptions(), [{"fileName": name}])
         )
     )
-    starter.start()
-    assert inside.wait(30), "start-task never reached its insert"
-    _sweep_a_year_later(monkeypatch)
     reports: list[sweeper.SweepReport] = []
     sweeping = threading.Thread(target=lambda: reports.append(sweep(ctx)))
-    sweeping.start()
-    time.sleep(0.3)  # a sweep that does not wait deletes the file meanwhile
-    go_on.set()
-    starter.join(30)
-    sweeping.join(30)
-    event.remove(ctx.db, "before_cursor_execute", hold_the_insert)
+    event.listen(ctx.db, "before_cursor_execute", hold_the_insert)
+    try:
+        starter.start()
+        assert inside.wait(30), "start-task never reached its insert"
+        _sweep_a_year_later(monkeypatch)
+        sweeping.start()
+        _until_the_sweep_waits(ctx)
+    finally:
+        go_on.set()
+        for thread in (starter, sweeping):
+            if thread.ident is not None:
+                thread.join(30)
+        event.remove(ctx.db, "before_cursor_execute", hold_the_insert)
     assert started and reports
     assert reports[0].uploads_deleted == 0
     assert ctx.storage.size(storage_key(principal.account_id, name)) is not None
@@ -104,6 +107,26 @@ def test_a_start_task_in_flight_keeps_its_original(
             conn.execute(select(uploads.c.deleted_at).where(uploads.c.file_name == name)).scalar()
             is None
         )
+
+
+def _until_the_sweep_waits(ctx: Context) -> None:
+    """On PostgreSQL, until a backend waits for a row lock (the sweep, on
+    start-task's): a sweep that does not wait never shows up and fails this.
+    SQLite shows no waiter (its BEGIN IMMEDIATE waits in the driver): there a
+    sweep that did not wait would have deleted the file within the pause."""
+    if ctx.db.dialect.name != "postgresql":
+        time.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 30
+    with ctx.db.connect() as conn:
+        while not conn.execute(waiting).scalar():
+            assert time.monotonic() < deadline, "the sweep never waited for start-task's lock"
+            conn.rollback()  # pg_stat_activity is read once per transaction
+            time.sleep(0.02)
 
 
 class _SweptDuringTheCheck:
