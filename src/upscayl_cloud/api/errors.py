@@ -151,16 +151,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
 
-def _unavailable(request: Request) -> JSONResponse:
+def _unavailable(
+    request: Request, message: str = "The service is temporarily unavailable; retry shortly"
+) -> JSONResponse:
     """503 with Retry-After: the project's client retries it (not a 500)."""
     headers = _rate_headers(request)
     headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
-    return error_response(
-        503,
-        "SERVICE_UNAVAILABLE",
-        "The service is temporarily unavailable; retry shortly",
-        headers,
-    )
+    return error_response(503, "SERVICE_UNAVAILABLE", message, headers)
 
 
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -198,13 +195,8 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     if out_of_space(exc):
         log.warning("out of disk space on %s %s: %s", request.method, request.url.path, exc)
-        headers = _rate_headers(request)
-        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
-        return error_response(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The server is out of storage space right now; nothing was stored. Retry later",
-            headers,
+        return _unavailable(
+            request, "The server is out of storage space right now; nothing was stored. Retry later"
         )
     if database_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
