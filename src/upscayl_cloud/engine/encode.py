@@ -102,7 +102,7 @@ def encode(
         # The networks do not treat their three channels alike: a grey input
         # comes back with slightly unequal ones (a tint), so average them.
         averaged = pixels.extract_band(0, n=3).bandmean()
-        if not grey:
+        if fmt == "webp":  # no grey mode: the average in all three channels
             averaged = averaged.bandjoin([averaged, averaged])
         pixels = averaged.bandjoin(pixels.extract_band(3)) if pixels.bands == 4 else averaged
 

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from upscayl_cloud.engine import faces, imageio
 from upscayl_cloud.engine.catalog import Run, Step, get_model
@@ -29,6 +30,9 @@ from upscayl_cloud.engine.planeio import load_plane, save_plane
 from upscayl_cloud.engine.planes import Plane, extrema
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import configured_tile_size, count_calls, upscale_plane
+
+if TYPE_CHECKING:
+    import pyvips
 
 Progress = Callable[[float], None]
 ShouldCancel = Callable[[], bool]
@@ -191,7 +195,7 @@ def _bound_alpha(upscaled: Plane, source: Plane, scale: int, work: Path) -> Plan
     # Edges copied outwards, so that border pixels have 8 neighbours too.
     padded = alpha.embed(1, 1, alpha.width + 2, alpha.height + 2, extend="copy")
 
-    def bound(index: int) -> object:
+    def bound(index: int) -> pyvips.Image:
         ranked = padded.rank(3, 3, index).crop(1, 1, alpha.width, alpha.height)
         return ranked.zoom(scale, scale)
 

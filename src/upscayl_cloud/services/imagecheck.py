@@ -102,6 +102,9 @@ def walk_jpeg(data: bytes, total: int, pos: int = 2, segments: int = 0) -> JpegW
     length, so :attr:`JpegWalk.need` asks for the next header only.
     """
 
+    def invalid(why: str) -> JpegWalk:
+        return JpegWalk(pos, segments, broken=f"is not a valid JPEG image: {why}")
+
     def out_of_bytes(needed: int) -> JpegWalk:
         if needed > total:
             return JpegWalk(pos, segments, broken=_TRUNCATED.format(kind="JPEG"))
@@ -130,9 +133,7 @@ def walk_jpeg(data: bytes, total: int, pos: int = 2, segments: int = 0) -> JpegW
         if pos + 2 > len(data):
             return out_of_bytes(pos + 2)
         if data[pos] != 0xFF:
-            return JpegWalk(
-                pos, segments, broken=f"is not a valid JPEG image: no segment marker at byte {pos}"
-            )
+            return invalid(f"no segment marker at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill bytes: skip the whole run at once
             found = _NOT_FILL.search(data, pos + 1)
@@ -144,27 +145,15 @@ def walk_jpeg(data: bytes, total: int, pos: int = 2, segments: int = 0) -> JpegW
             continue
         if marker in (0xD9, 0xDA):
             where = "its end" if marker == 0xD9 else "its image data"
-            return JpegWalk(
-                pos,
-                segments,
-                broken=f"is not a valid JPEG image: it has no frame header (SOF) before {where}",
-            )
+            return invalid(f"it has no frame header (SOF) before {where}")
         if pos + 4 > len(data):
             return out_of_bytes(pos + 4)
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if length < 2:
-            return JpegWalk(
-                pos,
-                segments,
-                broken=f"is not a valid JPEG image: a segment length of {length} at byte {pos}",
-            )
+            return invalid(f"a segment length of {length} at byte {pos}")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if length < 8:
-                return JpegWalk(
-                    pos,
-                    segments,
-                    broken=f"is not a valid JPEG image: a frame header of {length} bytes",
-                )
+                return invalid(f"a frame header of {length} bytes")
             if pos + 9 > len(data):
                 return out_of_bytes(pos + 9)
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])

@@ -107,7 +107,7 @@ def _delete_result(ctx: Context, row: Row[Any], now: int) -> bool:
     return True
 
 
-def _each(items: Sequence[_T], delete: Callable[[_T], object], what: str) -> int:
+def _each(items: Sequence[_T], delete: Callable[[_T], bool], what: str) -> int:
     """Delete every item, and count them. One the store refuses is logged and
     left for the next pass; an outage of the store ends the loop (every
     other item would wait out the same timeouts), so that the rest of the
@@ -115,7 +115,7 @@ def _each(items: Sequence[_T], delete: Callable[[_T], object], what: str) -> int
     done = 0
     for item in items:
         try:
-            done += bool(delete(item))
+            done += delete(item)
         except StorageUnavailableError as exc:
             log.warning("sweep: the store is unavailable, %s left for the next pass: %s", what, exc)
             break
