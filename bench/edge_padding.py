@@ -39,7 +39,7 @@ import ncnn
 import numpy as np
 from skimage import data
 
-from tests.engine.reference import _net, psnr
+from tests.engine.reference import plain_net, psnr
 from upscayl_cloud.engine.geometry import MIRRORED_EDGE
 from upscayl_cloud.engine.networks import NETWORKS
 
@@ -61,7 +61,7 @@ def upscale(key: str, rgb: np.ndarray, way: str, border: int = MIRRORED_EDGE) ->
     m = 0 if way == "bare" else min(border, spec.tile_pad)
     fed = rgb if m == 0 else np.pad(rgb, ((m, m), (m, m), (0, 0)), mode=way)
     chw = np.ascontiguousarray(fed.transpose(2, 0, 1), dtype=np.float32)
-    with _net(key).create_extractor() as ex:
+    with plain_net(key).create_extractor() as ex:
         ex.input(spec.input_blob, ncnn.Mat(chw))
         status, out = ex.extract(spec.output_blob)
         assert status == 0

@@ -24,7 +24,7 @@ from upscayl_cloud.engine.networks import NETWORKS
 def plain_ncnn(key: str, rgb: np.ndarray) -> np.ndarray:
     """``H x W x 3`` floats in 0..1 -> the network's ``sH x sW x 3`` output, clipped."""
     spec = NETWORKS[key]
-    net = _net(key)
+    net = plain_net(key)
     h, w = rgb.shape[:2]
     c, a = spec.context, spec.align
     pad_h, pad_w = math.ceil(h / a) * a - h, math.ceil(w / a) * a - w
@@ -49,7 +49,9 @@ _POOLS: dict[str, tuple[ncnn.PoolAllocator, ncnn.PoolAllocator]] = {}
 
 
 @cache
-def _net(key: str) -> ncnn.Net:
+def plain_net(key: str) -> ncnn.Net:
+    """The network as ``plain_ncnn`` runs it, on the CPU, loaded once; public
+    because bench/edge_padding.py feeds it borders of its own."""
     spec = NETWORKS[key]
     dist = distribution(spec.distribution)
     net = ncnn.Net()
