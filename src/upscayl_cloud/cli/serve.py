@@ -35,6 +35,27 @@ def first_start_key(settings: Settings) -> str | None:
         ctx.db.dispose()
 
 
+def raise_descriptor_limit() -> int:
+    """Lift this process's open-file limit to the most it is allowed; returns it.
+
+    Each connection holds a descriptor, and the usual soft limit (1024) is
+    reached long before the CPU is busy: past it, new connections wait in the
+    listen queue and asyncio logs a refused accept every second. The hard
+    limit is what the administrator granted (``LimitNOFILE``), so take it all,
+    as nginx's ``worker_rlimit_nofile`` does.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # a sandbox may refuse; the old limit still works
+            pass
+    return soft
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port to listen on.")] = None,
@@ -55,6 +76,9 @@ def serve(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging()
+    logging.getLogger(__name__).info(
+        "open-file limit: %d (each connection holds one)", raise_descriptor_limit()
+    )
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     key = first_start_key(settings)
     if key is not None:
