@@ -23,3 +23,15 @@ def test_expired_download_link_points_to_fresh_links(client: TestClient) -> None
     assert "no longer available" not in payload["message"]
     fresh = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
     assert client.get(fresh).content == b"\x89PNG-result"
+
+
+def test_a_non_ascii_signature_is_a_403_not_a_500(client: TestClient) -> None:
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
+    base = str(client.base_url).rstrip("/")
+    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    forged = link.split("signature=")[0] + "signature=%C3%A9"
+    for response in (client.get(forged), client.put(forged, content=b"x")):
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "FORBIDDEN"

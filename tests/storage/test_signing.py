@@ -29,6 +29,14 @@ def test_any_change_breaks_the_signature(changed: LinkClaims) -> None:
         signer.verify(changed, signer.sign(CLAIMS), now_ms=1_000)
 
 
+@pytest.mark.parametrize("signature", ["", "é" * 64, "\x00", "g" * 64])
+def test_malformed_signatures_are_refused_as_not_matching(signature: str) -> None:
+    """Anything a client puts in the query is just a wrong signature (a
+    non-ASCII one made ``compare_digest`` raise TypeError: a 500)."""
+    with pytest.raises(SignatureError):
+        Signer([b"k1"]).verify(CLAIMS, signature, now_ms=1_000)
+
+
 def test_expiry_is_checked_after_the_signature() -> None:
     signer = Signer([b"k1"])
     with pytest.raises(LinkExpiredError):

@@ -60,10 +60,11 @@ class Signer:
         expiry reads as tampering, not as an expired link.
         """
         message = claims.canonical()
+        given = signature.encode()  # compare_digest refuses non-ASCII str; bytes never
         valid = False
         for secret in self._secrets:
-            expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
-            valid |= hmac.compare_digest(expected, signature)
+            expected = hmac.new(secret, message, hashlib.sha256).hexdigest().encode()
+            valid |= hmac.compare_digest(expected, given)
         if not valid:
             raise SignatureError("signature does not match")
         if now_ms > claims.expires_at_ms:
