@@ -77,3 +77,11 @@ def test_served_document_covers_the_seed_spec(client: TestClient) -> None:
         "in": "header",
         "name": "X-API-Key",
     }
+
+
+def test_no_interactive_docs_pulling_scripts_from_a_cdn(client: TestClient) -> None:
+    """/docs and /redoc would load unpinned CDN scripts into the origin where
+    the web page keeps its key; the document itself is served."""
+    assert client.get("/docs").status_code == 404
+    assert client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").status_code == 200

@@ -25,6 +25,20 @@ def test_expired_download_link_points_to_fresh_links(client: TestClient) -> None
     assert client.get(fresh).content == b"\x89PNG-result"
 
 
+def test_objects_are_never_sniffed_or_run_by_a_browser(client: TestClient) -> None:
+    """Objects share the web page's origin: whatever bytes one holds, a
+    browser shows it as the declared image or not at all."""
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([b"<script>alert(1)</script>"]), 100)
+    base = str(client.base_url).rstrip("/")
+    for name in ("a_upscayl_4x.png", None):
+        response = client.get(ctx.storage.presign_get(base, key, now_ms() + 60_000, name))
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in response.headers["content-security-policy"]
+
+
 def test_a_non_ascii_signature_is_a_403_not_a_500(client: TestClient) -> None:
     ctx: Context = client.app.state.ctx
     key = "results/acct/task/1/0.png"

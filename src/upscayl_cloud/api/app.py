@@ -60,6 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc pull unpinned scripts from a CDN into the
+        # web page's origin (where the page keeps the key), and fail offline;
+        # the document itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "Upload", "description": "File upload operations"},
             {"name": "Tasks", "description": "Image processing task operations"},

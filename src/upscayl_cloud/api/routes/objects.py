@@ -27,6 +27,12 @@ _MEDIA_TYPES = {
     "jpeg": "image/jpeg",
     "webp": "image/webp",
 }
+#: Served from the web page's origin: a browser must never sniff an object
+#: into HTML or run anything in it, even if a stored file were not an image.
+_OBJECT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
 
 
 def _content_length(request: Request) -> int | None:
@@ -70,4 +76,5 @@ def get_object(key: str, request: Request, ctx: ContextDep) -> Response:
         media_type=_MEDIA_TYPES.get(ext, "application/octet-stream"),
         filename=download.download_name,
         content_disposition_type="attachment" if download.download_name else "inline",
+        headers=_OBJECT_HEADERS,
     )
