@@ -17,7 +17,7 @@ import typer
 
 from upscayl_cloud.config import Settings, get_settings
 from upscayl_cloud.services import keys
-from upscayl_cloud.services.context import build_context
+from upscayl_cloud.services.context import build_context, prepare_data_dir
 
 #: Longest wait for requests in flight when ``serve`` is asked to stop.
 DRAIN_SECONDS = 30
@@ -150,7 +150,7 @@ def migrate() -> None:
     from upscayl_cloud.db.migrate import upgrade
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     engine = make_engine(settings.resolved_database_url)
     try:
         upgrade(engine)

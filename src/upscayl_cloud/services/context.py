@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import make_engine
@@ -26,6 +27,18 @@ _migrated: set[str] = set()
 _migrated_lock = threading.Lock()
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data directory readable by this user alone, and the embedded
+    database file likewise: they hold account names, file names and history,
+    and a default umask would leave both world-readable. Existing ones are
+    left as their owner set them. SQLite gives its journal files the
+    database file's mode."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not settings.database_url:
+        path = make_url(settings.resolved_database_url).database
+        os.close(os.open(str(path), os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def build_context(settings: Settings, *, migrate: bool = True) -> Context:
     """Data directory, database (migrated to head) and storage, ready to use.
 
@@ -33,7 +46,7 @@ def build_context(settings: Settings, *, migrate: bool = True) -> Context:
     the migration runs once per database per process, not per context (an
     in-memory SQLite database is new with every engine, so it always runs).
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     url = settings.resolved_database_url
     db = make_engine(url)
     if migrate:
