@@ -248,13 +248,34 @@ def test_expired_links_are_refused(backend: Backend) -> None:
 # -- multipart -----------------------------------------------------------------------
 def _put_part(backend: Backend, key: str, upload_id: str, n: int, data: bytes) -> CompletedPart:
     url = backend.store.presign_part(
-        backend.base_url, key, upload_id, n, MIN_PART_BYTES, backend.in_future(60)
+        backend.base_url, key, upload_id, n, len(data), backend.in_future(60)
     )
     response = backend.http.put(url, content=data)
     assert response.status_code == 200, response.text
     etag = response.headers["etag"]
     assert etag.strip('"') == hashlib.md5(data).hexdigest()
     return CompletedPart(n, etag)
+
+
+def test_a_part_link_takes_its_signed_length_only(backend: Backend) -> None:
+    """A part link bounds its body: a client granted a small upload cannot park
+    gigabytes in its parts. S3 binds the exact length (a signed header);
+    the local store an upper bound, and a short part then fails completion's
+    size check."""
+    store, key = backend.store, backend.key("uploads/bounded.png")
+    upload_id = store.create_multipart(key)
+    data = b"exactly-this"
+    url = store.presign_part(backend.base_url, key, upload_id, 1, len(data), backend.in_future(60))
+    longer = backend.http.put(url, content=data + b"!" * (1 << 20))
+    assert longer.status_code == 403, longer.text
+    if backend.name == "s3":
+        shorter = backend.http.put(url, content=data[:-1])
+        assert shorter.status_code == 403, shorter.text
+    exact = backend.http.put(url, content=data)
+    assert exact.status_code == 200, exact.text
+    part = CompletedPart(1, exact.headers["etag"])
+    assert store.complete_multipart(key, upload_id, [part]) == len(data)
+    assert store.read_head(key, 100) == data
 
 
 def test_multipart_joins_parts_in_order(backend: Backend, tmp_path: Path) -> None:
@@ -322,6 +343,6 @@ def test_abort_drops_the_upload(backend: Backend) -> None:
     store.abort_multipart(key, upload_id)  # aborting twice is not an error
     with pytest.raises(MultipartError, match="unknown"):
         store.complete_multipart(key, upload_id, [part])
-    late = store.presign_part(backend.base_url, key, upload_id, 2, 100, backend.in_future(60))
+    late = store.presign_part(backend.base_url, key, upload_id, 2, 4, backend.in_future(60))
     assert 400 <= backend.http.put(late, content=b"late").status_code < 500
     assert store.size(key) is None

@@ -159,6 +159,16 @@ def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
         raise BadRequestError("fileSize must be at least 1 byte")
 
 
+def part_lengths(file_size: int, part_size: int) -> list[int]:
+    """Each part's exact length: full parts, then the remainder (one part at least).
+
+    The server plans the split, and each part link binds its length, so
+    the parts hold the declared size and nothing more (docs/api.md).
+    """
+    count = max(1, math.ceil(file_size / part_size))
+    return [part_size] * (count - 1) + [file_size - part_size * (count - 1)]
+
+
 def request_upload(
     ctx: Context,
     principal: Principal,
@@ -186,12 +196,11 @@ def request_upload(
         upload_id = ctx.storage.create_multipart(key)
     try:
         if upload_id is not None and part_size is not None:
-            count = max(1, math.ceil(file_size / part_size))
             parts = tuple(
                 PartLink(
-                    n, ctx.storage.presign_part(base_url, key, upload_id, n, part_size, url_expires)
+                    n, ctx.storage.presign_part(base_url, key, upload_id, n, length, url_expires)
                 )
-                for n in range(1, count + 1)
+                for n, length in enumerate(part_lengths(file_size, part_size), start=1)
             )
         _record_upload(ctx, principal, file_name, original_file_name, file_type, file_size,
                        key, upload_id, part_size, now, url_expires)  # fmt: skip

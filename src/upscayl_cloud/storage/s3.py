@@ -283,10 +283,20 @@ class S3Storage:
         max_length: int,
         expires_at_ms: int,
     ) -> str:
-        """One part's PUT. Its length is not signed: only the last part may be
-        shorter, and which one is last is the client's choice; the caller
-        checks the joined size against the declared one after completion."""
-        params = {"Key": key, "UploadId": upload_id, "PartNumber": part_number}
+        """One part's PUT of exactly ``max_length`` bytes.
+
+        The length is a signed header, as in ``presign_put``, so the store
+        answers 403 to any other size: an unbounded part link would let a
+        client granted one byte park up to 5 GiB per part until retention
+        aborts the upload. The caller plans the split (every part but the
+        last is full) and passes each part's own length.
+        """
+        params = {
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": part_number,
+            "ContentLength": max_length,
+        }
         return self._presign("upload_part", params, expires_at_ms)
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[CompletedPart]) -> int:
