@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import inspect, text
+from alembic import command
+from sqlalchemy import Engine, insert, inspect, select, text
 
 from upscayl_cloud.db.engine import make_engine
-from upscayl_cloud.db.migrate import upgrade
-from upscayl_cloud.db.tables import metadata
+from upscayl_cloud.db.migrate import alembic_config, upgrade
+from upscayl_cloud.db.tables import accounts, metadata, uploads
 
 
 def test_migrations_create_every_table_and_are_idempotent(tmp_path: Path) -> None:
@@ -26,3 +27,50 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    """Move the schema to one revision, as :func:`upgrade` moves it to head."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+
+def _upload(file_name: str, deleted_at: int | None) -> dict[str, object]:
+    """An uploads row as revision 0002 knows it (no ``purged_at``)."""
+    return {
+        "file_name": file_name,
+        "account_id": "a",
+        "original_file_name": file_name,
+        "file_type": "image/png",
+        "file_size": 1,
+        "storage_key": f"uploads/a/{file_name}",
+        "created_at": 1,
+        "url_expires_at": 2,
+        "expires_at": 3,
+        "deleted_at": deleted_at,
+    }
+
+
+def test_0003_counts_originals_deleted_before_it_as_purged(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The code before 0003 deleted the object right after marking the row:
+    those rows are purged, and live ones are not."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        _migrate(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(insert(accounts).values(id="a", name="a", created_at=1))
+            conn.execute(insert(uploads), [_upload("gone.png", 5), _upload("live.png", None)])
+        upgrade(engine)
+        with engine.connect() as conn:
+            purged = dict(conn.execute(select(uploads.c.file_name, uploads.c.purged_at)).all())
+        assert purged == {"gone.png": 5, "live.png": None}
+        _migrate(engine, "0002", down=True)
+        columns = {c["name"] for c in inspect(engine).get_columns("uploads")}
+        assert "purged_at" not in columns and "deleted_at" in columns
+        upgrade(engine)
+    finally:
+        engine.dispose()

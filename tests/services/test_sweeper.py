@@ -1,5 +1,7 @@
 """Retention: expired originals and results are deleted; queued inputs are
-kept, including by a start-task still in flight when its original expires."""
+kept, including by a start-task still in flight when its original expires;
+an original marked deleted is purged by a later pass whatever stopped the
+pass that marked it."""
 
 from __future__ import annotations
 
@@ -11,18 +13,20 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text, update
 
+from support.images import png_bytes
 from support.tasks import queued_task, uploaded
 from tests.storage.unreachable import closed_endpoint
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks, uploads
 from upscayl_cloud.services import keys, sweeper
+from upscayl_cloud.services import uploads as uploads_service
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import BadRequestError
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.sweeper import sweep
 from upscayl_cloud.services.tasks import TaskOptions, start_task
 from upscayl_cloud.services.uploads import storage_key
-from upscayl_cloud.storage.base import StorageError
+from upscayl_cloud.storage.base import CompletedPart, MultipartError, StorageError
 from upscayl_cloud.storage.s3 import S3Storage
 from upscayl_cloud.storage.s3client import make_client
 
@@ -178,18 +182,83 @@ def test_an_original_swept_during_start_task_is_refused_not_charged(
 def test_an_original_the_store_could_not_delete_is_swept_again(
     ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A store outage ends the pass's deletions (the rest still runs), and
-    the original stays listed: the next pass deletes it."""
+    """A store outage ends the pass's deletions (the rest still runs); the
+    original stays marked deleted but not purged, and the next pass deletes it."""
     name = uploaded(ctx, principal)
     _sweep_a_year_later(monkeypatch)
     dead = make_client(
         closed_endpoint(), "us-east-1", "key", "secret", connect_timeout=1, max_attempts=1
     )
     assert sweep(replace(ctx, storage=S3Storage(dead, "bucket"))).uploads_deleted == 0
-    with ctx.db.begin() as conn:
-        deleted_at = select(uploads.c.deleted_at).where(uploads.c.file_name == name)
-        assert conn.execute(deleted_at).scalar() is None
+    deleted_at, purged_at = _marks(ctx, name)
+    assert deleted_at is not None and purged_at is None
+    assert ctx.storage.size(storage_key(principal.account_id, name)) is not None
     assert sweep(ctx).uploads_deleted == 1
+    assert ctx.storage.size(storage_key(principal.account_id, name)) is None
+    assert _marks(ctx, name)[1] is not None
+
+
+def _marks(ctx: Context, file_name: str) -> tuple[int | None, int | None]:
+    """An upload's ``deleted_at`` and ``purged_at``."""
+    with ctx.db.begin() as conn:
+        row = conn.execute(
+            select(uploads.c.deleted_at, uploads.c.purged_at).where(
+                uploads.c.file_name == file_name
+            )
+        ).one()
+    return row.deleted_at, row.purged_at
+
+
+def test_an_original_marked_by_a_killed_sweep_is_purged_by_the_next(
+    ctx: Context, principal: Principal
+) -> None:
+    """A sweep killed after its mark committed, before the store call: the
+    mark alone is exactly what such a process leaves behind."""
+    name = uploaded(ctx, principal)
+    key = storage_key(principal.account_id, name)
+    assert sweeper._mark_deleted(ctx, name, now_ms() + YEAR_MS)
+    assert ctx.storage.size(key) is not None
+    assert sweep(ctx).uploads_deleted == 1
+    assert ctx.storage.size(key) is None
+    deleted_at, purged_at = _marks(ctx, name)
+    assert deleted_at is not None and purged_at is not None
+    assert sweep(ctx).uploads_deleted == 0
+
+
+@pytest.mark.parametrize("cut_short", [False, True])
+def test_an_unfinished_multipart_upload_is_dropped_with_its_original(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch, cut_short: bool
+) -> None:
+    """Its parts go too; and a pass killed after the store calls, before
+    recording the purge, leaves nothing that makes the next one fail: the
+    object and the upload are already gone, which counts as deleted."""
+    link = uploads_service.request_upload(
+        ctx, principal, "http://x", "a.png", "image/png", 10, multipart=True
+    )
+    key = storage_key(principal.account_id, link.file_name)
+    with ctx.db.begin() as conn:
+        upload_id = conn.execute(
+            select(uploads.c.multipart_id).where(uploads.c.file_name == link.file_name)
+        ).scalar_one()
+    _sweep_a_year_later(monkeypatch)
+    if cut_short:
+        assert sweeper._mark_deleted(ctx, link.file_name, sweeper.now_ms())
+        ctx.storage.delete(key)
+        ctx.storage.abort_multipart(key, upload_id)
+    assert sweep(ctx).uploads_deleted == 1
+    assert _marks(ctx, link.file_name)[1] is not None
+    with pytest.raises(MultipartError, match="unknown"):
+        ctx.storage.complete_multipart(key, upload_id, [CompletedPart(1, '"x"')])
+
+
+def test_a_discarded_direct_upload_is_recorded_purged(ctx: Context, principal: Principal) -> None:
+    """start-task's refused direct upload is deleted and marked by
+    ``discard``: the sweeper records it purged (its object is already gone)."""
+    name = uploads_service.save_direct(ctx, principal, "a.png", "image/png", iter([png_bytes()]))
+    uploads_service.discard(ctx, principal, name)
+    sweep(ctx)
+    deleted_at, purged_at = _marks(ctx, name)
+    assert deleted_at is not None and purged_at is not None
     assert ctx.storage.size(storage_key(principal.account_id, name)) is None
 
 
@@ -213,10 +282,18 @@ class _RefusesOneKey:
 def test_one_object_the_store_refuses_does_not_stop_the_sweep(
     ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The refused original stays marked deleted (no task may use it), its
+    object in the store, and is purged by the first pass the store allows."""
     stuck, other = uploaded(ctx, principal), uploaded(ctx, principal)
     _sweep_a_year_later(monkeypatch)
     refusing = _RefusesOneKey(ctx, storage_key(principal.account_id, stuck))
     assert sweep(replace(ctx, storage=refusing)).uploads_deleted == 1
     assert ctx.storage.size(storage_key(principal.account_id, other)) is None
     assert ctx.storage.size(storage_key(principal.account_id, stuck)) is not None
-    assert sweep(ctx).uploads_deleted == 1  # still listed, deleted once the store agrees
+    deleted_at, purged_at = _marks(ctx, stuck)
+    assert deleted_at is not None and purged_at is None
+    with pytest.raises(BadRequestError, match="no such uploaded file"):
+        start_task(ctx, principal, TaskOptions(), [{"fileName": stuck}])
+    assert sweep(ctx).uploads_deleted == 1  # still unpurged, deleted once the store agrees
+    assert ctx.storage.size(storage_key(principal.account_id, stuck)) is None
+    assert _marks(ctx, stuck)[1] is not None

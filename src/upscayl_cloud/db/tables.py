@@ -75,9 +75,16 @@ uploads = Table(
     Column("url_expires_at", BigInteger, nullable=False),
     #: When the original is deleted (retention).
     Column("expires_at", BigInteger, nullable=False),
+    #: When the original was marked deleted: no task may use it from then on.
     Column("deleted_at", BigInteger, nullable=True),
+    #: When its object (and multipart upload) left the store; until then the
+    #: sweeper retries, every pass (see the sweeper).
+    Column("purged_at", BigInteger, nullable=True),
     Index("ix_uploads_account_id", "account_id"),
     Index("ix_uploads_expires_at", "expires_at"),
+    #: The sweeper looks for rows not yet purged: this index's NULLs are only
+    #: the live uploads and those marked but not purged, not the whole history.
+    Index("ix_uploads_purged_at", "purged_at"),
 )
 
 tasks = Table(

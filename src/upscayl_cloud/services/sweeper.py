@@ -12,12 +12,21 @@ under a lock on the upload's row: the sweeper marks the row deleted only
 while no live task names it, and start-task re-checks its uploads, locked,
 in the transaction that creates the task. Whichever commits first wins: the
 task keeps its original, or start-task answers that the upload has expired.
+
 The object is deleted after the mark commits (a storage call must not hold
-the lock, which on SQLite is the whole database's), and the mark is undone
-when that deletion fails, so the next pass tries again; only a process killed
-between the two leaves that one object behind. An object the store refuses to delete
-is left for the next pass, and an outage of the store ends the pass's
-deletions, but never the reaping of lost tasks.
+the lock, which on SQLite is the whole database's), so marked deleted and
+purged are two facts, ``deleted_at`` and ``purged_at``. Every pass purges
+each row marked but not yet purged (whenever and by whom it was marked), and
+records ``purged_at`` only once the store has deleted the object and dropped
+its multipart upload, both of which succeed for what is already gone. A
+process killed between the mark and the purge, a store that refuses one
+object, or an outage of the store, therefore only delays the purge to a
+later pass; the mark itself is never undone, since no task may use a row
+marked deleted. An outage ends the pass's deletions, but never the reaping of
+lost tasks.
+
+Results are deleted first and marked after: a process killed between the two
+leaves the row unmarked, and the next pass deletes the (gone) objects again.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class SweepReport:
+    #: Originals whose object this pass deleted (marked by it or earlier).
     uploads_deleted: int
     results_deleted: int
     tasks_reaped: int
@@ -58,12 +68,13 @@ def _in_use(storage_key: object) -> ColumnElement[bool]:
     )
 
 
-def _mark_deleted(ctx: Context, file_name: str, now: int) -> Row[Any] | None:
+def _mark_deleted(ctx: Context, file_name: str, now: int) -> bool:
     """Mark one expired original deleted, unless a task needs it now; the row
-    lock makes a start-task that names it wait (or this wait for it)."""
+    lock makes a start-task that names it wait (or this wait for it). The
+    object is left for :func:`_purge_upload`."""
     with ctx.db.begin() as conn:
         row = conn.execute(
-            select(uploads.c.storage_key, uploads.c.multipart_id)
+            select(uploads.c.storage_key)
             .where(
                 uploads.c.file_name == file_name,
                 uploads.c.deleted_at.is_(None),
@@ -74,27 +85,33 @@ def _mark_deleted(ctx: Context, file_name: str, now: int) -> Row[Any] | None:
         # A statement of its own, after the lock: it sees a task committed
         # while this waited (PostgreSQL's READ COMMITTED).
         if row is None or conn.execute(select(_in_use(row.storage_key))).scalar():
-            return None
+            return False
         conn.execute(update(uploads).where(uploads.c.file_name == file_name).values(deleted_at=now))
-    return row
+    return True
 
 
-def _delete_upload(ctx: Context, file_name: str, now: int) -> bool:
-    row = _mark_deleted(ctx, file_name, now)
-    if row is None:
-        return False
-    try:
-        ctx.storage.delete(row.storage_key)
-        if row.multipart_id:
-            ctx.storage.abort_multipart(row.storage_key, row.multipart_id)
-    except Exception:
-        with ctx.db.begin() as conn:  # expired all the same: the next pass retries
-            conn.execute(
-                update(uploads)
-                .where(uploads.c.file_name == file_name, uploads.c.deleted_at == now)
-                .values(deleted_at=None)
+def _unpurged(ctx: Context) -> Sequence[Row[Any]]:
+    """Originals marked deleted whose object may still be in the store: marked
+    by this pass, by a pass killed before its purge, or refused by the store."""
+    with ctx.db.begin() as conn:
+        return conn.execute(
+            select(uploads.c.file_name, uploads.c.storage_key, uploads.c.multipart_id).where(
+                uploads.c.purged_at.is_(None), uploads.c.deleted_at.is_not(None)
             )
-        raise
+        ).all()
+
+
+def _purge_upload(ctx: Context, row: Row[Any]) -> bool:
+    """Delete a marked original's object (and its multipart upload's parts),
+    then record that it is gone; both store calls succeed when there is
+    nothing left to delete, so a purge that failed halfway is simply redone."""
+    ctx.storage.delete(row.storage_key)
+    if row.multipart_id:
+        ctx.storage.abort_multipart(row.storage_key, row.multipart_id)
+    with ctx.db.begin() as conn:
+        conn.execute(
+            update(uploads).where(uploads.c.file_name == row.file_name).values(purged_at=now_ms())
+        )
     return True
 
 
@@ -148,8 +165,10 @@ def sweep(ctx: Context) -> SweepReport:
                 task_files.c.expires_at < now,
             )
         ).all()
+    for file_name in expired_uploads:
+        _mark_deleted(ctx, file_name, now)
     return SweepReport(
-        _each(expired_uploads, lambda name: _delete_upload(ctx, name, now), "original"),
+        _each(_unpurged(ctx), lambda row: _purge_upload(ctx, row), "original"),
         _each(expired_results, lambda row: _delete_result(ctx, row, now), "result"),
         reap_lost(ctx),
     )
