@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     # -- uploads ------------------------------------------------------------------
     #: Largest accepted image, as in the spec (100 MB).
     max_upload_bytes: int = Field(default=104_857_600, ge=1)
+    #: Declared bytes an account's uploads may hold while no task names them
+    #: (until they expire); get-upload-url refuses more with 429. Uploads
+    #: cost no credits, so without a cap a key with none could park 100
+    #: uploads an hour of 100 MB each for the retention (about 240 GB). The
+    #: default, 2 GiB, is 20 maximum-size files waiting at once: honest
+    #: clients start their tasks right after uploading and never meet it.
+    max_pending_upload_bytes: int = Field(default=2048 * MIB, ge=1)
     #: How long a pre-signed upload URL stays valid.
     upload_url_ttl_seconds: int = Field(default=3600, ge=1)
     #: Uploaded originals are deleted this long after upload.
@@ -212,6 +219,15 @@ class Settings(BaseSettings):
     def _s3_needs_bucket(self) -> Settings:
         if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
             raise ValueError("UPSCAYL_S3_BUCKET is required when UPSCAYL_STORAGE_BACKEND=s3")
+        return self
+
+    @model_validator(mode="after")
+    def _pending_cap_fits_a_file(self) -> Settings:
+        """A cap below one file would refuse files of allowed size forever."""
+        if self.max_pending_upload_bytes < self.max_upload_bytes:
+            raise ValueError(
+                "UPSCAYL_MAX_PENDING_UPLOAD_BYTES must be at least UPSCAYL_MAX_UPLOAD_BYTES"
+            )
         return self
 
     # -- derived -------------------------------------------------------------------

@@ -286,6 +286,20 @@ def _lock_originals(conn: Connection, account_id: str, checked: list[CheckedFile
             raise BadRequestError(f"{f.label}: {UPLOAD_EXPIRED}")
 
 
+def check_affordable(ctx: Context, principal: Principal, images: int) -> int:
+    """The price of ``images``; 402 when the account has less.
+
+    A first look, made before anything costly is read (file headers, a
+    direct upload's body): refusing only at the reservation would make the
+    work free to ask for. The reservation in :func:`start_task` stays the
+    check that counts.
+    """
+    cost = ctx.settings.credits_per_image * images
+    if account_credits(ctx, principal.account_id) < cost:
+        raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+    return cost
+
+
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
     """Check the files, reserve their price and enqueue the task; returns its id."""
     options.validate()
@@ -295,12 +309,9 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
         raise MissingFieldsError("Required fields missing: file or files")
     if len(entries) > ctx.settings.max_files_per_task:
         raise BadRequestError(f"At most {ctx.settings.max_files_per_task} files per task")
-    cost = ctx.settings.credits_per_image * len(entries)
     # A request the account cannot pay for reads no file: checking headers
-    # is the expensive part, and must not be free to ask for (the reservation
-    # below stays the check that counts).
-    if account_credits(ctx, principal.account_id) < cost:
-        raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+    # is the expensive part, and must not be free to ask for.
+    cost = check_affordable(ctx, principal, len(entries))
     reads = HeaderReads()
     checked = [check_file(ctx, principal, options, e, i, reads) for i, e in enumerate(entries)]
     task_id = str(uuid.uuid4())

@@ -15,15 +15,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 
 from upscayl_cloud.db.engine import now_ms
-from upscayl_cloud.db.tables import uploads
+from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import (
     BadRequestError,
     FileSizeExceededError,
     InvalidFileTypeError,
+    RateLimitExceededError,
 )
 from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, EXTENSIONS
 from upscayl_cloud.services.keys import Principal
@@ -159,6 +160,61 @@ def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
         raise BadRequestError("fileSize must be at least 1 byte")
 
 
+def _waiting(account_id: str, now: int) -> list[ColumnElement[bool]]:
+    """The account's uploads that still hold their bytes for nothing: not
+    deleted, not expired, and named by no task. Only the account's own tasks
+    are read (a key names its account), so the check costs what the account
+    has, not what the service holds."""
+    named = (
+        select(task_files.c.source_key)
+        .join(tasks, tasks.c.id == task_files.c.task_id)
+        .where(tasks.c.account_id == account_id)
+    )
+    return [
+        uploads.c.account_id == account_id,
+        uploads.c.deleted_at.is_(None),
+        uploads.c.expires_at >= now,
+        uploads.c.storage_key.not_in(named),
+    ]
+
+
+def check_pending(conn: Connection, account_id: str, file_size: int, now: int, cap: int) -> None:
+    """Refuse an upload that would take the account's waiting uploads past ``cap``.
+
+    Uploads cost no credits until a task names them, so this is what keeps a
+    key without credits from parking gigabytes for the whole retention.
+    """
+    pending = conn.execute(
+        select(func.coalesce(func.sum(uploads.c.file_size), 0)).where(*_waiting(account_id, now))
+    ).scalar_one()
+    if pending + file_size <= cap:
+        return
+    wait = _seconds_until_freed(conn, account_id, pending + file_size - cap, now)
+    raise RateLimitExceededError(
+        f"Uploads waiting for a task already hold {pending} bytes of this account's "
+        f"{cap}, and this one needs {file_size}. Start tasks for the files uploaded, "
+        f"or wait until the oldest expire (in {wait} s)",
+        wait,
+    )
+
+
+def _seconds_until_freed(conn: Connection, account_id: str, excess: int, now: int) -> int:
+    """When enough of the oldest waiting uploads expire to free ``excess`` bytes."""
+    rows = conn.execute(
+        select(uploads.c.file_size, uploads.c.expires_at)
+        .where(*_waiting(account_id, now))
+        .order_by(uploads.c.expires_at)
+    )
+    freed = 0
+    for size, expires_at in rows:
+        freed += size
+        if freed >= excess:
+            # expires_at is the last moment an upload counts (see _waiting).
+            return max(1, math.ceil((expires_at + 1 - now) / 1000))
+    # A task named some of them since the sum was read: there may be room now.
+    return 1
+
+
 def part_lengths(file_size: int, part_size: int) -> list[int]:
     """Each part's exact length: full parts, then the remainder (one part at least).
 
@@ -182,6 +238,10 @@ def request_upload(
     check_declared(ctx, file_type, file_size)
     settings = ctx.settings
     now = now_ms()
+    # A first look, so that a refusal costs the store nothing; the check that
+    # counts is repeated under the account's lock when the row is written.
+    with ctx.db.begin() as conn:
+        check_pending(conn, principal.account_id, file_size, now, settings.max_pending_upload_bytes)
     url_expires = now + settings.upload_url_ttl_seconds * 1000
     file_name = generated_file_name(original_file_name, file_type)
     key = storage_key(principal.account_id, file_name)
@@ -247,9 +307,20 @@ def _record_upload(
     now: int,
     url_expires: int,
 ) -> None:
-    """The upload's row: what ownership checks, completion and the sweeper read."""
+    """The upload's row: what ownership checks, completion and the sweeper read.
+
+    The account's row is locked first, so concurrent requests of one account
+    check the pending cap one after the other and never overshoot it
+    together (on SQLite every write transaction is already exclusive).
+    """
     settings = ctx.settings
     with ctx.db.begin() as conn:
+        conn.execute(
+            select(accounts.c.id)
+            .where(accounts.c.id == principal.account_id)
+            .with_for_update(key_share=True)
+        )
+        check_pending(conn, principal.account_id, file_size, now, settings.max_pending_upload_bytes)
         conn.execute(
             insert(uploads).values(
                 file_name=file_name,

@@ -52,6 +52,9 @@ async def start_task(
     ctx: ContextDep,
     principal: Annotated[Principal, Depends(limited("start-task"))],
 ) -> dict[str, Any]:
+    # Every task costs at least one image: an account that cannot pay for one
+    # is refused before its body (up to 100 MB of direct upload) is read.
+    await run_in_threadpool(tasks.check_affordable, ctx, principal, 1)
     form = await parse_start_task(request, ctx.settings)
     try:
         entries = list(form.files)

@@ -1,0 +1,170 @@
+"""get-upload-url caps the bytes an account's uploads hold while no task names
+them: uploads cost no credits, so without the cap a key with none could park
+100 uploads an hour of 100 MB each for the whole retention. On SQLite and
+PostgreSQL, concurrent requests included."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event, text, update
+
+from support.context import make_settings, new_principal
+from support.images import png_bytes
+from upscayl_cloud.config import Settings
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import uploads as uploads_table
+from upscayl_cloud.services import tasks, uploads
+from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import RateLimitExceededError
+from upscayl_cloud.services.keys import Principal
+
+#: Largest file, and the cap: two largest files and half of a third wait at most.
+FILE = 2000
+CAP = 5000
+DAY = 24 * 3600
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(
+        tmp_path / "data",
+        database_url=database_url,
+        max_upload_bytes=FILE,
+        max_pending_upload_bytes=CAP,
+    )
+
+
+def _ask(ctx: Context, who: Principal, size: int, multipart: bool | None = None) -> str:
+    link = uploads.request_upload(ctx, who, "http://x", "a.png", "image/png", size, multipart)
+    return link.file_name
+
+
+def _refused(ctx: Context, who: Principal, size: int) -> RateLimitExceededError:
+    with pytest.raises(RateLimitExceededError) as refused:
+        _ask(ctx, who, size)
+    return refused.value
+
+
+def _expire_at(ctx: Context, file_name: str, expires_at: int) -> None:
+    with ctx.db.begin() as conn:
+        conn.execute(
+            update(uploads_table)
+            .where(uploads_table.c.file_name == file_name)
+            .values(expires_at=expires_at)
+        )
+
+
+def test_waiting_uploads_are_capped_per_account(ctx: Context, principal: Principal) -> None:
+    _ask(ctx, principal, FILE)
+    _ask(ctx, principal, FILE, multipart=True)
+    refusal = _refused(ctx, principal, FILE)
+    assert refusal.status_code == 429 and refusal.code == "RATE_LIMIT_EXCEEDED"
+    assert "Start tasks for the files uploaded" in refusal.public_message
+    # The oldest upload expires in a day; then there is room again.
+    assert DAY - 60 <= refusal.retry_after_seconds <= DAY + 1
+    _ask(ctx, principal, CAP - 2 * FILE)  # exactly up to the cap still fits
+    _ask(ctx, new_principal(ctx)[1], FILE)  # another account has its own room
+
+
+def test_retry_after_is_when_enough_of_the_oldest_expire(
+    ctx: Context, principal: Principal
+) -> None:
+    names = [_ask(ctx, principal, size) for size in (1000, 2000, 2000)]
+    now = now_ms()
+    for minutes, name in enumerate(names, start=1):
+        _expire_at(ctx, name, now + minutes * 60_000)
+    # 2000 more needs 2000 freed: the first (1000) is not enough, the second is.
+    assert 110 <= _refused(ctx, principal, 2000).retry_after_seconds <= 121
+    # 1000 more: the first alone frees enough.
+    assert 50 <= _refused(ctx, principal, 1000).retry_after_seconds <= 61
+
+
+def test_uploads_a_task_names_stop_counting(ctx: Context, principal: Principal) -> None:
+    data = png_bytes()
+    named = _ask(ctx, principal, len(data))
+    ctx.storage.write_stream(uploads.storage_key(principal.account_id, named), iter([data]), FILE)
+    _ask(ctx, principal, FILE)
+    _ask(ctx, principal, CAP - FILE - len(data))
+    _refused(ctx, principal, len(data))
+    tasks.start_task(ctx, principal, tasks.TaskOptions(), [{"fileName": named}])
+    _ask(ctx, principal, len(data))
+
+
+def test_deleted_and_expired_uploads_stop_counting(ctx: Context, principal: Principal) -> None:
+    discarded, expired = _ask(ctx, principal, FILE), _ask(ctx, principal, FILE)
+    _refused(ctx, principal, FILE)
+    uploads.discard(ctx, principal, discarded)
+    _ask(ctx, principal, FILE)
+    _refused(ctx, principal, FILE)
+    _expire_at(ctx, expired, now_ms() - 1)
+    _ask(ctx, principal, FILE)
+
+
+def test_concurrent_requests_never_overshoot_the_cap(ctx: Context, principal: Principal) -> None:
+    """One request is held inside its transaction, its row written but not
+    committed; a second, which read the cap before that row existed, must
+    wait for it and then be refused, not be let through beside it."""
+    _ask(ctx, principal, FILE)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def hold_the_insert(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO UPLOADS") and not inside.is_set():
+            inside.set()
+            go_on.wait(30)
+
+    outcomes: list[object] = []
+
+    def request() -> None:
+        try:
+            outcomes.append(_ask(ctx, principal, FILE))
+        except RateLimitExceededError as exc:
+            outcomes.append(exc)
+
+    first, second = threading.Thread(target=request), threading.Thread(target=request)
+    event.listen(ctx.db, "before_cursor_execute", hold_the_insert)
+    try:
+        first.start()
+        assert inside.wait(30), "the first request never reached its insert"
+        second.start()
+        _until_a_request_waits(ctx)
+    finally:
+        go_on.set()
+        for thread in (first, second):
+            if thread.ident is not None:
+                thread.join(30)
+        event.remove(ctx.db, "before_cursor_execute", hold_the_insert)
+    assert len(outcomes) == 2
+    assert isinstance(outcomes[0], str), outcomes
+    assert isinstance(outcomes[1], RateLimitExceededError), outcomes
+
+
+def _until_a_request_waits(ctx: Context) -> None:
+    """On PostgreSQL, until a backend waits for a lock (the second request,
+    for the account's row): one that does not wait never shows up and fails
+    this. SQLite shows no waiter (BEGIN IMMEDIATE waits in the driver); there
+    every write transaction is exclusive anyway."""
+    if ctx.db.dialect.name != "postgresql":
+        time.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 30
+    with ctx.db.connect() as conn:
+        while not conn.execute(waiting).scalar():
+            assert time.monotonic() < deadline, "the second request never waited for the first"
+            conn.rollback()  # pg_stat_activity is read once per transaction
+            time.sleep(0.02)
+
+
+def test_a_cap_below_one_file_is_refused(tmp_path: Path) -> None:
+    """It would refuse files of an allowed size forever, with a 429."""
+    with pytest.raises(ValidationError, match="MAX_PENDING_UPLOAD_BYTES"):
+        make_settings(tmp_path, max_upload_bytes=FILE, max_pending_upload_bytes=FILE - 1)
