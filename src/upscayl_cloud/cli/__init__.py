@@ -6,8 +6,10 @@ Every command honours ``UPSCAYL_DATA_DIR`` (default ``./data``).
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from upscayl_cloud.cli import client, keys, models, serve, upscale
+from upscayl_cloud.config import get_settings
 
 app = typer.Typer(
     name="upscayl-cloud",
@@ -18,8 +20,31 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context) -> None:
     """Self-hostable Upscayl Cloud API: AI image upscaling as a service."""
+    # Read the settings before any command runs, so a bad UPSCAYL_* value is
+    # one line naming the variable, not a traceback from wherever it is first
+    # used. The client commands talk to a server and use none of them.
+    if ctx.invoked_subcommand != "client":
+        try:
+            get_settings()
+        except ValidationError as exc:
+            for line in setting_errors(exc):
+                typer.echo(line, err=True)
+            raise typer.Exit(2) from None
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, named as it is set: ``UPSCAYL_<NAME>``."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            name = f"UPSCAYL_{str(error['loc'][0]).upper()}"
+            lines.append(f"Invalid setting {name}={error['input']!r}: {message}")
+        else:
+            lines.append(f"Invalid settings: {message}")
+    return lines
 
 
 serve.register(app)

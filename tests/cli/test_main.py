@@ -1,0 +1,61 @@
+"""The ``upscayl-cloud`` command's own checks, before any subcommand runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from upscayl_cloud.cli import app
+from upscayl_cloud.config import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("UPSCAYL_PORT", "abc", "valid integer"),
+        ("UPSCAYL_WORKERS", "-1", "greater than or equal to 0"),
+        ("UPSCAYL_STORAGE_BACKEND", "s4", "'local' or 's3'"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    """It was a 60-line traceback ending in the field's name, not the variable's."""
+    monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"Invalid setting {variable}={value!r}: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert says in result.output
+    assert "Traceback" not in result.output
+
+
+def test_settings_that_only_fail_together_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
+    result = CliRunner().invoke(app, ["migrate"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Invalid settings: UPSCAYL_S3_BUCKET is required when UPSCAYL_STORAGE_BACKEND=s3"
+    )
+
+
+def test_client_commands_do_not_need_the_servers_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client talks to a server elsewhere: a bad server setting in the
+    same shell must not stop it."""
+    monkeypatch.setenv("UPSCAYL_PORT", "abc")
+    result = CliRunner().invoke(app, ["client", "--help"])
+    assert result.exit_code == 0, result.output
