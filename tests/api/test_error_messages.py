@@ -37,6 +37,27 @@ def test_malformed_json_says_so_with_its_position(client: TestClient, key: str) 
 
 
 @pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested too deeply"),
+        (b'{"taskId": "\xff"}', "not valid UTF-8 (byte 12)"),
+    ],
+)
+def test_a_body_the_parser_gives_up_on_says_why(
+    client: TestClient, key: str, body: bytes, says: str
+) -> None:
+    """FastAPI answers both with "There was an error parsing the body"."""
+    response = client.post(
+        "/get-task-status",
+        content=body,
+        headers={"X-API-Key": key, "content-type": "application/json"},
+    )
+    status, code, message = _error(response)
+    assert (status, code) == (400, "BAD_REQUEST")
+    assert says in message and "Content-Type: application/json" in message
+
+
+@pytest.mark.parametrize(
     ("content_type", "body", "named"),
     [
         ("text/plain", b'{"taskId": "30a89e69-c702-4247-9905-f0a53dfa45ab"}', "text/plain"),

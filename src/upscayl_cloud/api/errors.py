@@ -121,6 +121,18 @@ def validation_error_body(
     return "BAD_REQUEST", f"Invalid request parameters: {details}"
 
 
+def _unparsable_body(cause: BaseException | None) -> str | None:
+    """What FastAPI's "There was an error parsing the body" was, when the
+    reason is one the caller can fix (it hides the parser's exception)."""
+    if isinstance(cause, RecursionError):
+        return f"The request body is nested too deeply to parse; {JSON_OBJECT_HINT}"
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"The request body is not valid UTF-8 (byte {cause.start}); {JSON_OBJECT_HINT} in UTF-8"
+        )
+    return None
+
+
 def _rate_headers(request: Request) -> dict[str, str]:
     return dict(getattr(request.state, "rate_headers", {}) or {})
 
@@ -146,6 +158,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_SERVER_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code
+    message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
         message = "Requested resource could not be found"
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
