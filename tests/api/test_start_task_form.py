@@ -74,6 +74,22 @@ def test_file_and_files_together_are_refused(client: TestClient) -> None:
     assert (response.status_code, response.json()["error"]) == (400, "BAD_REQUEST")
 
 
+def test_an_option_sent_twice_is_refused(client: TestClient) -> None:
+    """Which of scale=4 and scale=2 was meant? The last used to win, silently."""
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    response = client.post(
+        "/start-task",
+        data={"scale": ["4", "2"]},
+        files=[("file", ("a.png", png_bytes(), "image/png"))],
+        headers={"X-API-Key": key},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "BAD_REQUEST",
+        "message": "scale was sent 2 times; send it once",
+    }
+
+
 def test_direct_upload_size_cap(tmp_path) -> None:
     from support.app import client_for
     from support.context import make_settings

@@ -227,6 +227,10 @@ async def _json_part(value: str | UploadFile) -> Any:
         ) from exc
 
 
+#: The single-valued options of start-task's form.
+_OPTIONS = ("model", "scale", "saveImageAs", "enhanceFace")
+
+
 async def parse_start_task(request: Request, settings: Settings) -> StartTaskForm:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "multipart/form-data":
@@ -264,13 +268,10 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
     uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     result = StartTaskForm(options=TaskOptions(), _uploads=uploads)
     try:
-        values = {
-            "model": form.get("model"),
-            "scale": form.get("scale"),
-            "saveImageAs": form.get("saveImageAs"),
-            "enhanceFace": form.get("enhanceFace"),
-        }
-        options = {k: _text(v, k) for k, v in values.items() if v is not None}
+        for name in _OPTIONS:
+            if (sent := len(form.getlist(name))) > 1:  # which one was meant?
+                raise BadRequestError(f"{name} was sent {sent} times; send it once")
+        options = {k: _text(v, k) for k in _OPTIONS if (v := form.get(k)) is not None}
         result.options = TaskOptions(
             model=options.get("model", "upscayl-standard-4x"),
             scale=options.get("scale", "4"),
