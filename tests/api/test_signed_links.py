@@ -49,3 +49,16 @@ def test_a_non_ascii_signature_is_a_403_not_a_500(client: TestClient) -> None:
     for response in (client.get(forged), client.put(forged, content=b"x")):
         assert response.status_code == 403, response.text
         assert response.json()["error"] == "FORBIDDEN"
+
+
+def test_a_download_link_answers_head_with_size_and_name(client: TestClient) -> None:
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
+    base = str(client.base_url).rstrip("/")
+    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    response = client.head(link)
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(b"\x89PNG-result"))
+    assert "a_upscayl_4x.png" in response.headers["content-disposition"]
+    assert response.content == b""

@@ -67,7 +67,8 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-@router.get(LINK_PATH + "{key:path}")
+# HEAD too: download tools ask for the size and name before they fetch.
+@router.api_route(LINK_PATH + "{key:path}", methods=["GET", "HEAD"])
 def get_object(key: str, request: Request, ctx: ContextDep) -> Response:
     download = objects.open_download(ctx, key, request.query_params)
     ext = download.path.suffix.lstrip(".").lower()
