@@ -103,6 +103,19 @@ def test_upscale_reports_the_second_name_it_wrote(run: CliRunner, tmp_path: Path
     assert str(second) in result.output and "2 done, 0 failed" in result.output
 
 
+def test_a_folder_run_again_in_place_refreshes_its_results(run: CliRunner, tmp_path: Path) -> None:
+    """The second run neither upscales (nor pays for) the first run's results
+    nor gives the originals' results `` (n)`` names."""
+    folder = tmp_path / "f3"
+    write_image(folder / "a.png", 16, 16)
+    args = ["client", "upscale", str(folder), "-m", FAST, "-s", "2", "-f", "png"]
+    first = run.invoke(app, args)
+    assert first.exit_code == 0 and "1 done, 0 failed, 0 skipped" in first.output, first.output
+    again = run.invoke(app, args)
+    assert again.exit_code == 0 and "1 done, 0 failed, 1 skipped" in again.output, again.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", f"a_upscayl_2x_{FAST}.png"]
+
+
 def test_ids_shown_whole_on_a_narrow_terminal(server: Server, api_key: str, tmp_path: Path) -> None:
     narrow = CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key, "COLUMNS": "80"})
     image = write_image(tmp_path / "n.png", 16, 16)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
-from upscayl_cloud.client.files import Skipped, Source, collect
+from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import OutputNames, local_name, result_file_name
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
@@ -138,7 +138,7 @@ def upscale(
             if uploaded:
                 tasks += _start(api, uploaded, options, hooks, report)
         _poll(api, tasks, hooks)
-        names = OutputNames(item.path for item in found)
+        names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
         for task in tasks:
             _collect(api, task, target, thumbnails, options, names, hooks, report)
     finally:

@@ -7,12 +7,16 @@ skipped here with a reason instead of costing an upload and a failed batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 #: State files of interrupted uploads live next to their sources; never send them.
 STATE_SUFFIX = ".upscayl-upload.json"
+#: Upscayl's result names (``<stem>_upscayl_<scale>x_<model>[ (n)].<ext>``, see
+#: naming.py): a folder upscaled in place holds the last run's results.
+_RESULT_NAME = re.compile(r".+_upscayl_\d+x_[^/]+?( \(\d+\))?\.(png|jpe?g|webp)", re.IGNORECASE)
 
 
 def sniff(head: bytes) -> str | None:
@@ -42,6 +46,14 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class EarlierResult(Skipped):
+    """A result of an earlier run, found in a folder: skipped, and free to be
+    written over by this run's result of the same name."""
+
+    reason: str = "an earlier result (name the file itself to upscale it again)"
+
+
 def inspect(path: Path, relative: Path) -> Source | Skipped:
     """Open the file and read its head: unreadable, empty and non-images are skipped."""
     try:
@@ -60,7 +72,10 @@ def inspect(path: Path, relative: Path) -> Source | Skipped:
 
 def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Skipped]:
     """Expand arguments into files in a stable order; folders only with ``recursive``
-    (their direct files are always taken), hidden files and upload state skipped."""
+    (their direct files are always taken), hidden files, upload state and
+    earlier results skipped. Without that last rule, running a folder again
+    upscaled (and paid for) the previous run's results, and the originals' new
+    results took `` (3)`` names because their own belonged to inputs."""
     found: list[Source | Skipped] = []
     seen: set[Path] = set()
     for arg in paths:
@@ -68,6 +83,9 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
             pattern = "**/*" if recursive else "*"
             for path in sorted(arg.glob(pattern)):
                 if path.is_dir() or any(p.startswith(".") for p in path.relative_to(arg).parts):
+                    continue
+                if _RESULT_NAME.fullmatch(path.name):
+                    found.append(EarlierResult(path))
                     continue
                 _add(found, seen, path, path.relative_to(arg))
         elif arg.exists() or arg.is_symlink():
