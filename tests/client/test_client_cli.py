@@ -125,6 +125,8 @@ def test_ids_shown_whole_on_a_narrow_terminal(server: Server, api_key: str, tmp_
     [task] = json.loads(narrow.invoke(app, ["client", "history", "--json"]).output)
     table = narrow.invoke(app, ["client", "history"])
     assert table.exit_code == 0 and task["taskId"] in table.output  # one line, not "dbf6fd4d-2…"
+    assert f"{task['taskId']}  completed" in table.output  # the status whole too, not "com…"
+    assert f"{task['model']} · 2x · 1 file" in table.output
     status = narrow.invoke(app, ["client", "status", task["taskId"]])
     link = task["files"][0]["downloadLink"]
     folded = "".join(line.strip("│ ").split("│")[-1].strip() for line in status.output.splitlines())

@@ -263,14 +263,19 @@ def history_command(
     if as_json:
         console.print_json(json.dumps(items))
         return
+    console.print(_history_table(items) if console.width >= _TABLE_WIDTH else _history_list(items))
+
+
+#: Narrower than this, seven columns beside a whole task id squeeze the status
+#: to "com…": each task is then a short block of lines instead.
+_TABLE_WIDTH = 140
+
+
+def _history_table(items: list[dict[str, Any]]) -> Table:
     table = Table(
         _id_column("Task", (str(t.get("taskId", "-")) for t in items)),
-        "Created",
-        "Status",
-        "Model",
-        "Scale",
-        "Files",
-        Column("Error", overflow="fold"),
+        *(Column(name, no_wrap=True) for name in ("Created", "Status", "Model", "Scale", "Files")),
+        Column("Error", overflow="fold", min_width=20),
     )
     for t in items:
         status = str(t.get("status", ""))
@@ -283,7 +288,24 @@ def history_command(
             str(len(t.get("files") or [])),
             str(t.get("error") or ""),
         )
-    console.print(table)
+    return table
+
+
+def _history_list(items: list[dict[str, Any]]) -> Text:
+    """The same facts as the table, one task per block, for narrow terminals."""
+    text = Text()
+    for t in items:
+        status = str(t.get("status", ""))
+        files = len(t.get("files") or [])
+        text.append(str(t.get("taskId", "-")))
+        text.append(f"  {status}\n", style=_STYLE.get(status, "yellow"))
+        text.append(
+            f"  {_when(t.get('createdAt'))} · {t.get('model', '')} · {t.get('scale', '')}x"
+            f" · {files} file{'s' if files != 1 else ''}\n"
+        )
+        if t.get("error"):
+            text.append(f"  error: {t['error']}\n", style="red")
+    return text
 
 
 @client_app.command("models")
