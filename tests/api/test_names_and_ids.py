@@ -105,7 +105,7 @@ def test_processed_file_name_is_a_safe_base_name(
     ("original", "stem", "ext"),
     [
         ("фото.png", "фото", "png"),
-        ("my holiday photo.jpeg", "my-holiday-photo", "jpeg"),
+        ("my holiday photo.PNG", "my-holiday-photo", "PNG"),
         ("..\\..\\win.png", "win", "png"),
         ("a\r\nb.png", "a-b", "png"),
         ("no-extension", "no-extension", "png"),
@@ -119,6 +119,29 @@ def test_generated_file_name_keeps_stem_and_extension(
     name = _upload(client, key, original)["fileName"]
     prefix, _, rest = name.partition("-")
     assert len(prefix) == 12 and rest == f"{stem}.{ext}"
+
+
+@pytest.mark.parametrize(
+    ("original", "file_type", "rest"),
+    [
+        ("vacation photo.jpeg", "image/jpeg", "vacation-photo.jpeg"),  # the spec's example
+        ("IMG_0001.JPG", "image/jpeg", "IMG_0001.JPG"),
+        ("x.html", "image/png", "x-html.png"),
+        ("x.svg", "image/webp", "x-svg.webp"),
+        ("photo.jpg", "image/png", "photo-jpg.png"),
+        ("photo.png", "image/jpeg", "photo-png.jpg"),
+    ],
+)
+def test_the_stored_extension_is_the_declared_types(
+    client: TestClient, original: str, file_type: str, rest: str
+) -> None:
+    """Stores serve an object as the type its extension names: the client's
+    extension stays only when it is one of the declared type's usual ones."""
+    key = new_principal(client.app.state.ctx, credits=5)[0]
+    body = {"originalFileName": original, "fileType": file_type, "fileSize": 10}
+    response = client.post("/get-upload-url", json=body, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["fileName"].partition("-")[2] == rest
 
 
 def test_long_generated_file_name_is_cut_in_the_stem(client: TestClient) -> None:

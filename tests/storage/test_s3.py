@@ -58,6 +58,26 @@ def test_objects_keep_their_type_and_download_name(
     assert "filename*=UTF-8''chat%204%C3%97.png" in disposition
 
 
+def test_only_image_keys_are_stored_as_images(s3_storage: S3Storage, key: str) -> None:
+    """Whatever a key ends in, the store never serves it as a page or a script
+    (the system's type table would say text/html or image/svg+xml, and so
+    would SeaweedFS for a PUT typed application/octet-stream)."""
+    expected = {
+        "a.PNG": "image/png",
+        "a.jpeg": "image/jpeg",
+        "a.webp": "image/webp",
+        "a.html": "binary/octet-stream",
+        "a.svg": "binary/octet-stream",
+        "a.png/x": "binary/octet-stream",
+        "noextension": "binary/octet-stream",
+    }
+    for name, content_type in expected.items():
+        stored = f"{key}/{name}"
+        s3_storage.write_stream(stored, iter([b"<svg onload=alert(1)>"]), 100)
+        head = s3_storage.client.head_object(Bucket=s3_storage.bucket, Key=stored)
+        assert head["ContentType"] == content_type, name
+
+
 def test_links_can_name_a_public_endpoint(
     s3_storage: S3Storage, seaweedfs: dict[str, str], key: str
 ) -> None:

@@ -44,6 +44,9 @@ MAX_GENERATED_NAME_BYTES = 200
 #: Longest name a client is told to save a file under: file systems stop at
 #: 255 bytes, and a client may add " (2)" or "_thumb" to it.
 MAX_BASE_NAME_BYTES = 200
+#: Extensions a stored name keeps from the client's name, per declared type
+#: (in any case): those both stores serve as that type.
+USUAL_EXTENSIONS = {"image/jpeg": ("jpg", "jpeg"), "image/png": ("png",), "image/webp": ("webp",)}
 _EXTENSION = re.compile(r"^[^\W_]{1,10}$")
 #: Characters Windows refuses in file names; a client on Windows saves under our name.
 _RESERVED = set('<>:"|?*')
@@ -133,14 +136,19 @@ def _slug(text: str) -> str:
 def generated_file_name(original: str, file_type: str) -> str:
     """``<random>-<sanitised original stem>.<ext>``: unique, safe as a path segment.
 
-    The original's extension is kept (the declared type's when it has none)
-    and long names lose the end of their stem, not the extension, so the
-    name still says what the file is. Unicode letters stay (``фото.png`` is
-    ``<random>-фото.png``): the key is URL-quoted wherever it is sent.
+    The extension is the declared type's, never simply the client's: stores
+    serve an object as the type its key's extension names, so ``x.html``
+    declared as a PNG must not become a page (it is ``<random>-x-html.png``).
+    The client's own extension stays when it is one of the type's usual ones
+    (``.jpeg``, ``.JPG``). Long names lose the end of their stem, not the
+    extension, so the name still says what the file is. Unicode letters stay
+    (``фото.png`` is ``<random>-фото.png``): the key is URL-quoted wherever it
+    is sent.
     """
     stem, ext = _split_extension(_last_component(original))
+    if ext.lower() not in USUAL_EXTENSIONS.get(file_type, ()):
+        stem, ext = (f"{stem}-{ext}" if ext else stem), EXTENSIONS.get(file_type, "bin")
     stem = _slug(stem).strip(".-_")
-    ext = ext or EXTENSIONS.get(file_type, "bin")
     prefix = f"{uuid.uuid4().hex[:12]}-"
     return prefix + fit_name(stem or "image", ext, MAX_GENERATED_NAME_BYTES - len(prefix))
 

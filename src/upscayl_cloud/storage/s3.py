@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import mimetypes
 import re
 import time
 from collections.abc import Iterator
@@ -60,9 +59,21 @@ _MULTIPART_MESSAGES = {
 }
 
 
+#: The types objects are stored with, by their key's extension: the images
+#: this service stores, and nothing else. A guess from the system's table
+#: would store a key ending in .html or .svg as a page a browser runs.
+_IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+#: Any other key: S3's own type for untyped bytes. Not application/octet-stream,
+#: which SeaweedFS replaces by its guess from the extension (text/html for .html).
+_UNTYPED = "binary/octet-stream"
+
+
 def _content_type(key: str) -> str:
-    """Stored with the object, so presigned GETs serve images as images."""
-    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+    """Stored with the object, so presigned GETs serve images as images (and
+    anything else as bytes to download, never as something to render)."""
+    name = key.rpartition("/")[2]
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    return _IMAGE_TYPES.get(ext, _UNTYPED)
 
 
 def _disposition(name: str) -> str:
