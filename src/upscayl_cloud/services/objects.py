@@ -101,7 +101,9 @@ def authorize_put(
         raise ForbiddenError() from exc
     if content_length is not None and content_length > claims.max_length:
         raise ForbiddenError("The body is larger than the link allows")
-    if not is_part and content_length is not None and content_length != claims.max_length:
+    # Parts too: the split is planned by the service, and S3 signs each part's
+    # exact length, so both stores refuse the same bodies.
+    if content_length is not None and content_length != claims.max_length:
         raise ForbiddenError("The body's size differs from the size the link was issued for")
     return PutGrant(key, claims.max_length, upload_id, part_number)
 
