@@ -119,9 +119,10 @@ class Settings(BaseSettings):
     #: (until they expire); get-upload-url refuses more with 429. Uploads
     #: cost no credits, so without a cap a key with none could park 100
     #: uploads an hour of 100 MB each for the retention (about 240 GB). The
-    #: default, 2 GiB, is 20 maximum-size files waiting at once: honest
-    #: clients start their tasks right after uploading and never meet it.
-    max_pending_upload_bytes: int = Field(default=2048 * MIB, ge=1)
+    #: default, 10 GiB, holds two full batches of maximum-size files (2 x 50
+    #: x 100 MB): a client that uploads a batch, then starts its task, as
+    #: this project's client does, never meets it.
+    max_pending_upload_bytes: int = Field(default=10 * 1024 * MIB, ge=1)
     #: How long a pre-signed upload URL stays valid.
     upload_url_ttl_seconds: int = Field(default=3600, ge=1)
     #: Uploaded originals are deleted this long after upload.
