@@ -118,11 +118,12 @@ class Settings(BaseSettings):
     #: Declared bytes an account's uploads may hold while no task names them
     #: (until they expire); get-upload-url refuses more with 429. Uploads
     #: cost no credits, so without a cap a key with none could park 100
-    #: uploads an hour of 100 MB each for the retention (about 240 GB). The
-    #: default, 10 GiB, holds two full batches of maximum-size files (2 x 50
-    #: x 100 MB): a client that uploads a batch, then starts its task, as
-    #: this project's client does, never meets it.
-    max_pending_upload_bytes: int = Field(default=10 * 1024 * MIB, ge=1)
+    #: uploads an hour of 100 MB each for the retention (about 240 GB). 0
+    #: (the default) means two full batches of maximum-size files,
+    #: 2 x max_files_per_task x max_upload_bytes (about 10 GB): a client that
+    #: uploads a batch, then starts its task, as this project's client and
+    #: web page do, never meets it, whatever those two are set to.
+    max_pending_upload_bytes: int = Field(default=0, ge=0)
     #: How long a pre-signed upload URL stays valid.
     upload_url_ttl_seconds: int = Field(default=3600, ge=1)
     #: Uploaded originals are deleted this long after upload.
@@ -225,7 +226,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _pending_cap_fits_a_file(self) -> Settings:
         """A cap below one file would refuse files of allowed size forever."""
-        if self.max_pending_upload_bytes < self.max_upload_bytes:
+        if 0 < self.max_pending_upload_bytes < self.max_upload_bytes:
             raise ValueError(
                 "UPSCAYL_MAX_PENDING_UPLOAD_BYTES must be at least UPSCAYL_MAX_UPLOAD_BYTES"
             )
@@ -237,6 +238,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'upscayl.db').resolve()}"
+
+    @property
+    def pending_upload_cap(self) -> int:
+        """``max_pending_upload_bytes``, or two full batches when it is 0."""
+        return self.max_pending_upload_bytes or (
+            2 * self.max_files_per_task * self.max_upload_bytes
+        )
 
     @property
     def resolved_storage_dir(self) -> Path:

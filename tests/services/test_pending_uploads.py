@@ -164,6 +164,16 @@ def _until_a_request_waits(ctx: Context) -> None:
             time.sleep(0.02)
 
 
+def test_the_default_cap_holds_two_full_batches_whatever_their_limits(tmp_path: Path) -> None:
+    """A fixed default refused one honest batch of 50 large files (2 GiB), and
+    refused to start at all where the file limit was raised above it."""
+    assert make_settings(tmp_path).pending_upload_cap == 2 * 50 * 104_857_600
+    raised = make_settings(tmp_path, max_upload_bytes=3 * 1024**3, max_files_per_task=10)
+    assert raised.pending_upload_cap == 2 * 10 * 3 * 1024**3
+    chosen = make_settings(tmp_path, max_upload_bytes=FILE, max_pending_upload_bytes=CAP)
+    assert chosen.pending_upload_cap == CAP
+
+
 def test_a_cap_below_one_file_is_refused(tmp_path: Path) -> None:
     """It would refuse files of an allowed size forever, with a 429."""
     with pytest.raises(ValidationError, match="MAX_PENDING_UPLOAD_BYTES"):

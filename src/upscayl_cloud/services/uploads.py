@@ -249,7 +249,7 @@ def request_upload(
     # A first look, so that a refusal costs the store nothing; the check that
     # counts is repeated under the account's lock when the row is written.
     with ctx.db.begin() as conn:
-        check_pending(conn, principal.account_id, file_size, now, settings.max_pending_upload_bytes)
+        check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
     url_expires = now + settings.upload_url_ttl_seconds * 1000
     file_name = generated_file_name(original_file_name, file_type)
     key = storage_key(principal.account_id, file_name)
@@ -328,7 +328,7 @@ def _record_upload(
             .where(accounts.c.id == principal.account_id)
             .with_for_update(key_share=True)
         )
-        check_pending(conn, principal.account_id, file_size, now, settings.max_pending_upload_bytes)
+        check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
         conn.execute(
             insert(uploads).values(
                 file_name=file_name,
