@@ -27,9 +27,16 @@ from upscayl_cloud.services.errors import (
     GoneError,
     NotFoundError,
 )
-from upscayl_cloud.storage.base import MultipartError, ObjectMissingError, ObjectTooLargeError
+from upscayl_cloud.storage.base import (
+    MultipartError,
+    ObjectMissingError,
+    ObjectTooLargeError,
+    ObjectTooSmallError,
+)
 from upscayl_cloud.storage.local import LocalStorage
 from upscayl_cloud.storage.signing import LinkClaims, LinkExpiredError, SignatureError
+
+_SIZE_DIFFERS = "The body's size differs from the size the link was issued for"
 
 EXPIRED_DOWNLOAD_MESSAGE = (
     "This link has expired. Call get-task-status for fresh downloadLink and thumbnailLink; "
@@ -104,7 +111,7 @@ def authorize_put(
     # Parts too: the split is planned by the service, and S3 signs each part's
     # exact length, so both stores refuse the same bodies.
     if content_length is not None and content_length != claims.max_length:
-        raise ForbiddenError("The body's size differs from the size the link was issued for")
+        raise ForbiddenError(_SIZE_DIFFERS)
     return PutGrant(key, claims.max_length, upload_id, part_number)
 
 
@@ -117,11 +124,13 @@ def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str | N
         size = storage.write_stream(grant.key, chunks, grant.max_length)
     except ObjectTooLargeError as exc:
         raise FileSizeExceededError("The body is larger than the link allows") from exc
+    except ObjectTooSmallError as exc:
+        raise ForbiddenError(_SIZE_DIFFERS) from exc
     except MultipartError as exc:
         raise BadRequestError(str(exc)) from exc
     if size != grant.max_length:
         storage.delete(grant.key)
-        raise ForbiddenError("The body's size differs from the size the link was issued for")
+        raise ForbiddenError(_SIZE_DIFFERS)
     return None
 
 

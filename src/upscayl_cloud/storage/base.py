@@ -35,6 +35,11 @@ class ObjectTooLargeError(StorageError):
     """More bytes arrived than the upload allowed."""
 
 
+class ObjectTooSmallError(StorageError):
+    """Fewer bytes arrived than a part's exact length (a chunked body that
+    stopped short; one with Content-Length is refused before it is read)."""
+
+
 class MultipartError(StorageError):
     """A multipart completion that S3 would refuse; the message says why."""
 

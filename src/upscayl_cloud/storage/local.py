@@ -22,6 +22,7 @@ from upscayl_cloud.storage.base import (
     MultipartError,
     ObjectMissingError,
     ObjectTooLargeError,
+    ObjectTooSmallError,
 )
 from upscayl_cloud.storage.signing import LinkClaims, Signer
 
@@ -146,9 +147,11 @@ class LocalStorage:
         return self._link(base_url, claims, extra)
 
     def write_part(
-        self, upload_id: str, part_number: int, chunks: Iterator[bytes], max_bytes: int
+        self, upload_id: str, part_number: int, chunks: Iterator[bytes], length: int
     ) -> str:
-        """Store one part; returns its ETag (the MD5 of its bytes, quoted, as S3 does)."""
+        """Store one part of exactly ``length`` bytes, as S3 stores a part whose
+        link signs its length; returns its ETag (the MD5 of its bytes, quoted,
+        as S3 does). A part of any other length is not kept."""
         if not 1 <= part_number <= MAX_PARTS:
             raise MultipartError("part number out of range")
         path = self._part_path(upload_id, part_number)
@@ -157,11 +160,15 @@ class LocalStorage:
         digest = hashlib.md5(usedforsecurity=False)
 
         def hashed() -> Iterator[bytes]:
+            received = 0
             for chunk in chunks:
+                received += len(chunk)
                 digest.update(chunk)
                 yield chunk
+            if received < length:
+                raise ObjectTooSmallError(f"{received} bytes of a {length}-byte part")
 
-        self._write_atomic(path, hashed(), max_bytes)
+        self._write_atomic(path, hashed(), length)
         return f'"{digest.hexdigest()}"'
 
     def _etag_of(self, path: Path) -> str:
