@@ -42,6 +42,15 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     assert "Traceback" not in result.output
 
 
+def test_a_setting_that_is_not_valid_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings raises its own SettingsError for these, not a ValidationError."""
+    monkeypatch.setenv("UPSCAYL_RATE_LIMITS", "{bad")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Invalid setting UPSCAYL_RATE_LIMITS: not valid JSON (")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_settings_that_only_fail_together_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
     result = CliRunner().invoke(app, ["migrate"])

@@ -5,8 +5,11 @@ Every command honours ``UPSCAYL_DATA_DIR`` (default ``./data``).
 
 from __future__ import annotations
 
+import re
+
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from upscayl_cloud.cli import client, keys, models, serve, upscale
 from upscayl_cloud.config import get_settings
@@ -28,14 +31,18 @@ def main(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand != "client":
         try:
             get_settings()
-        except ValidationError as exc:
+        except (ValidationError, SettingsError) as exc:
             for line in setting_errors(exc):
                 typer.echo(line, err=True)
             raise typer.Exit(2) from None
 
 
-def setting_errors(exc: ValidationError) -> list[str]:
+def setting_errors(exc: ValidationError | SettingsError) -> list[str]:
     """One line per invalid setting, named as it is set: ``UPSCAYL_<NAME>``."""
+    if isinstance(exc, SettingsError):  # a JSON value that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"UPSCAYL_{field.group(1).upper()}" if field else "a setting"
+        return [f"Invalid setting {name}: not valid JSON ({exc.__cause__ or exc})"]
     lines = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
