@@ -252,14 +252,14 @@ def test_an_unfinished_multipart_upload_is_dropped_with_its_original(
 
 
 def test_a_discarded_direct_upload_is_recorded_purged(ctx: Context, principal: Principal) -> None:
-    """start-task's refused direct upload is deleted and marked by
-    ``discard``: the sweeper records it purged (its object is already gone)."""
+    """start-task's refused direct upload is deleted, and marked deleted and
+    purged, by ``discard``: the sweeper neither deletes it again nor counts it."""
     name = uploads_service.save_direct(ctx, principal, "a.png", "image/png", iter([png_bytes()]))
     uploads_service.discard(ctx, principal, name)
-    sweep(ctx)
     deleted_at, purged_at = _marks(ctx, name)
-    assert deleted_at is not None and purged_at is not None
+    assert deleted_at is not None and purged_at == deleted_at
     assert ctx.storage.size(storage_key(principal.account_id, name)) is None
+    assert sweep(ctx).uploads_deleted == 0
 
 
 class _RefusesOneKey:

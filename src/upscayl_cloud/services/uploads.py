@@ -418,12 +418,18 @@ def save_direct(
 
 
 def discard(ctx: Context, principal: Principal, file_name: str) -> None:
-    """Forget a direct upload whose task was refused (nothing was charged)."""
+    """Forget a direct upload whose task was refused (nothing was charged).
+
+    The object goes first and the row is then marked deleted and purged at
+    once: the sweeper has nothing left to do for it (killed in between, the
+    row stays live until it expires and the sweeper deletes it as usual).
+    """
     key = storage_key(principal.account_id, file_name)
     ctx.storage.delete(key)
+    now = now_ms()
     with ctx.db.begin() as conn:
         conn.execute(
             update(uploads)
             .where(uploads.c.file_name == file_name, uploads.c.account_id == principal.account_id)
-            .values(deleted_at=now_ms())
+            .values(deleted_at=now, purged_at=now)
         )
