@@ -121,6 +121,10 @@ def validation_error_body(
     return "BAD_REQUEST", f"Invalid request parameters: {details}"
 
 
+#: FastAPI's whole answer to a JSON body its parser gave up on.
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
 def _unparsable_body(cause: BaseException | None) -> str | None:
     """What FastAPI's "There was an error parsing the body" was, when the
     reason is one the caller can fix (it hides the parser's exception)."""
@@ -158,7 +162,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_SERVER_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code
-    message = _unparsable_body(exc.__cause__) or message
+    if exc.status_code == 400 and message == _FASTAPI_PARSE_ERROR:
+        message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
         message = "Requested resource could not be found"
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
