@@ -29,6 +29,7 @@ from upscayl_cloud.services.errors import (
 from upscayl_cloud.services.imagecheck import ALLOWED_TYPES, EXTENSIONS
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.storage.base import (
+    IMAGE_TYPES,
     MAX_PARTS,
     CompletedPart,
     MultipartError,
@@ -46,7 +47,6 @@ MAX_GENERATED_NAME_BYTES = 200
 MAX_BASE_NAME_BYTES = 200
 #: Extensions a stored name keeps from the client's name, per declared type
 #: (in any case): those both stores serve as that type.
-USUAL_EXTENSIONS = {"image/jpeg": ("jpg", "jpeg"), "image/png": ("png",), "image/webp": ("webp",)}
 _EXTENSION = re.compile(r"^[^\W_]{1,10}$")
 #: Characters Windows refuses in file names; a client on Windows saves under our name.
 _RESERVED = set('<>:"|?*')
@@ -146,7 +146,7 @@ def generated_file_name(original: str, file_type: str) -> str:
     is sent.
     """
     stem, ext = _split_extension(_last_component(original))
-    if ext.lower() not in USUAL_EXTENSIONS.get(file_type, ()):
+    if IMAGE_TYPES.get(ext.lower()) != file_type:
         stem, ext = (f"{stem}-{ext}" if ext else stem), EXTENSIONS.get(file_type, "bin")
     stem = _slug(stem).strip(".-_")
     prefix = f"{uuid.uuid4().hex[:12]}-"

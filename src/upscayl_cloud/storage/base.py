@@ -15,6 +15,15 @@ from typing import Protocol, runtime_checkable
 #: S3's rule: every part but the last is at least 5 MiB.
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PARTS = 10_000
+#: The only types an object is ever served as, by its key's extension (lower
+#: case): stored names take one of these for uploads, and results are
+#: encoded to them. Any other key is served as bytes to download.
+IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+
+
+def image_type(key: str) -> str | None:
+    """The image type ``key``'s extension names, or None."""
+    return IMAGE_TYPES.get(key.rpartition(".")[2].lower()) if "." in key else None
 
 
 class StorageError(Exception):

@@ -32,6 +32,7 @@ from upscayl_cloud.storage.base import (
     ObjectMissingError,
     ObjectTooLargeError,
     StorageError,
+    image_type,
 )
 from upscayl_cloud.storage.s3client import (
     MISSING,
@@ -59,21 +60,17 @@ _MULTIPART_MESSAGES = {
 }
 
 
-#: The types objects are stored with, by their key's extension: the images
-#: this service stores, and nothing else. A guess from the system's table
-#: would store a key ending in .html or .svg as a page a browser runs.
-_IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-#: Any other key: S3's own type for untyped bytes. Not application/octet-stream,
-#: which SeaweedFS replaces by its guess from the extension (text/html for .html).
+#: Any key that names no image: S3's own type for untyped bytes. Not
+#: application/octet-stream, which SeaweedFS replaces by its guess from the
+#: extension (text/html for .html).
 _UNTYPED = "binary/octet-stream"
 
 
 def _content_type(key: str) -> str:
     """Stored with the object, so presigned GETs serve images as images (and
-    anything else as bytes to download, never as something to render)."""
-    name = key.rpartition("/")[2]
-    ext = name.rpartition(".")[2].lower() if "." in name else ""
-    return _IMAGE_TYPES.get(ext, _UNTYPED)
+    anything else as bytes to download, never as something to render: a
+    guess from the system's table would store .html or .svg as a page)."""
+    return image_type(key) or _UNTYPED
 
 
 def _disposition(name: str) -> str:

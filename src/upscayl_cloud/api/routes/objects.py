@@ -17,16 +17,11 @@ from fastapi.responses import FileResponse
 from upscayl_cloud.api.deps import ContextDep
 from upscayl_cloud.services import objects
 from upscayl_cloud.services.errors import FileSizeExceededError
+from upscayl_cloud.storage.base import image_type
 from upscayl_cloud.storage.local import LINK_PATH
 
 router = APIRouter(include_in_schema=False)
 _SPOOL_BYTES = 8 * 1024 * 1024
-_MEDIA_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-}
 #: Served from the web page's origin: a browser must never sniff an object
 #: into HTML or run anything in it, even if a stored file were not an image.
 _OBJECT_HEADERS = {
@@ -71,10 +66,9 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
 @router.api_route(LINK_PATH + "{key:path}", methods=["GET", "HEAD"])
 def get_object(key: str, request: Request, ctx: ContextDep) -> Response:
     download = objects.open_download(ctx, key, request.query_params)
-    ext = download.path.suffix.lstrip(".").lower()
     return FileResponse(
         download.path,
-        media_type=_MEDIA_TYPES.get(ext, "application/octet-stream"),
+        media_type=image_type(download.path.name) or "application/octet-stream",
         filename=download.download_name,
         content_disposition_type="attachment" if download.download_name else "inline",
         headers=_OBJECT_HEADERS,
