@@ -2,13 +2,19 @@
 // errors as {"error": CODE, "message"}. No private routes: the page can do
 // exactly what the key can do with curl (docs/api.md).
 
-/** A refusal or failure, with the server's code and message kept intact. */
+/**
+ * A refusal or failure, with the server's code and message kept intact.
+ * `rateLimitRemaining` is the response's X-RateLimit-Remaining (null when it
+ * had none): 0 on a refusal by the hourly request limit, more on a 429 for
+ * another reason (the cap on uploads waiting for a task).
+ */
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfterSeconds = null) {
+  constructor(status, code, message, retryAfterSeconds = null, rateLimitRemaining = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfterSeconds = retryAfterSeconds;
+    this.rateLimitRemaining = rateLimitRemaining;
   }
 }
 
@@ -28,6 +34,12 @@ function retryAfter(headers) {
   if (Number.isFinite(seconds)) return seconds;
   const when = Date.parse(value); // HTTP-date form
   return Number.isNaN(when) ? null : Math.max(0, (when - Date.now()) / 1000);
+}
+
+function remainingOf(headers) {
+  const value = headers.get("X-RateLimit-Remaining");
+  const remaining = value === null || value.trim() === "" ? NaN : Number(value);
+  return Number.isFinite(remaining) ? remaining : null;
 }
 
 function remember(operation, headers) {
@@ -51,7 +63,8 @@ async function errorFrom(response) {
   } catch {
     // Not our JSON (a proxy's error page): keep the status line.
   }
-  return new ApiError(response.status, code, message, retryAfter(response.headers));
+  const { headers } = response;
+  return new ApiError(response.status, code, message, retryAfter(headers), remainingOf(headers));
 }
 
 /** Call an operation; returns the parsed body. Network failures become ApiError(0, "NETWORK"). */

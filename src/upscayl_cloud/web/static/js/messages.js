@@ -4,7 +4,14 @@
 
 function minutes(seconds) {
   const m = Math.ceil(seconds / 60);
-  return m <= 1 ? "about a minute" : `${m} minutes`;
+  if (m <= 1) return "about a minute";
+  // A wait for uploads to expire can be a day; the hourly limit's, at most an hour.
+  return m < 90 ? `${m} minutes` : `about ${Math.round(m / 60)} hours`;
+}
+
+/** A sentence from the server's message, ending with a full stop. */
+function sentence(message) {
+  return /[.!?]$/.test(message) ? message : `${message}.`;
 }
 
 /** A sentence for an ApiError (or any error). */
@@ -20,6 +27,12 @@ export function explain(error) {
       return "Your account does not have enough credits for this. Ask the server's operator to add some (upscayl-cloud credits add).";
     case "RATE_LIMIT_EXCEEDED": {
       const wait = error.retryAfterSeconds;
+      // The hourly request limit refuses with X-RateLimit-Remaining: 0. Any
+      // other 429 (get-upload-url's cap on uploads waiting for a task) has
+      // calls left, or no such header: its message says what to do.
+      if (error.rateLimitRemaining !== 0 && message) {
+        return wait ? `${sentence(message)} You can try again in ${minutes(wait)}.` : sentence(message);
+      }
       return wait
         ? `Too many requests this hour. You can try again in ${minutes(wait)}.`
         : "Too many requests this hour. Please wait a little and try again.";

@@ -14,6 +14,7 @@ let caps = null;
 let onCreditsChanged = () => {};
 let items = []; // {file, info, problem, preview, el}
 let nextId = 1;
+let busy = false; // uploading: options and the file picker are locked
 
 const options = () => ({
   model: $("#model").value,
@@ -95,7 +96,7 @@ function refresh() {
   }
   const ready = items.filter((i) => !i.problem);
   const cost = ready.length * caps.creditsPerImage;
-  $("#start").disabled = ready.length === 0;
+  $("#start").disabled = busy || ready.length === 0;
   $("#cost").textContent = items.length
     ? `${ready.length} of ${items.length} image${items.length === 1 ? "" : "s"} ready · uses ${cost} credit${cost === 1 ? "" : "s"}`
     : "No images chosen yet.";
@@ -146,7 +147,8 @@ async function addFiles(fileList) {
   announce(`${items.length} image${items.length === 1 ? "" : "s"} chosen`);
 }
 
-function setBusy(busy) {
+function setBusy(value) {
+  busy = value;
   for (const el of document.querySelectorAll("#options select, #options input, #file-input")) {
     el.disabled = busy || (el.id === "enhance-face" && !caps.faceEnhancement);
   }
@@ -154,12 +156,14 @@ function setBusy(busy) {
   $("#drop").classList.toggle("disabled", busy);
 }
 
+/** Upload one group, two files at a time; resolves with those uploaded, in the chosen order. */
 async function uploadAll(ready) {
   const uploaded = [];
   let next = 0;
   async function worker() {
     while (next < ready.length) {
       const item = ready[next++];
+      if (!items.includes(item)) continue; // removed while earlier files went up
       const bar = item.el.querySelector("progress");
       const state = item.el.querySelector(".file-state");
       bar.hidden = false;
@@ -196,7 +200,8 @@ function taskCard(title) {
   return { card, bar, state, error, results };
 }
 
-async function runTask(group, opts) {
+/** Start one task for an uploaded group; resolves once start-task has answered. */
+async function startTask(group, opts) {
   const count = group.length;
   const title = `${count} image${count === 1 ? "" : "s"} · ${opts.model} · ${opts.scale}× · ${opts.format.toUpperCase()}`;
   const view = taskCard(title);
@@ -213,11 +218,16 @@ async function runTask(group, opts) {
   } catch (err) {
     view.state.textContent = "Not started";
     view.error.textContent = explain(err);
-    return;
+    return null;
   }
   view.card.dataset.taskId = taskId;
   announce(`Task started: ${title}`);
   onCreditsChanged();
+  return { view, taskId, count, originals };
+}
+
+/** Watch a started task until it is done or failed, then show its results. */
+async function followTask({ view, taskId, count, originals }) {
   try {
     const final = await watchTask(
       taskId,
@@ -247,21 +257,33 @@ async function runTask(group, opts) {
   onCreditsChanged();
 }
 
+/**
+ * Upload group by group (maxFilesPerTask files, in the order chosen) and
+ * start each group's task as soon as its files are up, before the next group
+ * goes: the server works while the page uploads, and the uploads that no task
+ * names yet never exceed one group (get-upload-url refuses past the server's
+ * cap, UPSCAYL_MAX_PENDING_UPLOAD_BYTES, two full groups by default).
+ */
 async function start(event) {
   event.preventDefault();
   const ready = items.filter((i) => !i.problem);
   if (!ready.length) return;
   const opts = options();
+  const size = caps.limits.maxFilesPerTask;
   setBusy(true);
-  const uploaded = await uploadAll(ready);
-  // The chosen files now belong to their task cards (their previews too).
-  for (const { item } of uploaded) item.el.remove();
-  items = items.filter((i) => !uploaded.some((u) => u.item === i));
+  const runs = [];
+  for (let first = 0; first < ready.length; first += size) {
+    const uploaded = await uploadAll(ready.slice(first, first + size));
+    // The group's files now belong to its task card (their previews too).
+    for (const { item } of uploaded) item.el.remove();
+    items = items.filter((i) => !uploaded.some((u) => u.item === i));
+    refresh(); // the count left, and this group's failed uploads with their reason
+    if (!uploaded.length) continue;
+    const started = await startTask(uploaded, opts);
+    if (started) runs.push(followTask(started));
+  }
   setBusy(false);
   refresh();
-  const size = caps.limits.maxFilesPerTask;
-  const runs = [];
-  for (let i = 0; i < uploaded.length; i += size) runs.push(runTask(uploaded.slice(i, i + size), opts));
   await Promise.all(runs);
 }
 
