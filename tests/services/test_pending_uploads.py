@@ -68,6 +68,7 @@ def test_waiting_uploads_are_capped_per_account(ctx: Context, principal: Princip
     assert "Start tasks for the files uploaded" in refusal.public_message
     # The oldest upload expires in a day; then there is room again.
     assert DAY - 60 <= refusal.retry_after_seconds <= DAY + 1
+    assert refusal.public_message.endswith("(in about 24 hours)")
     _ask(ctx, principal, CAP - 2 * FILE)  # exactly up to the cap still fits
     _ask(ctx, new_principal(ctx)[1], FILE)  # another account has its own room
 

@@ -116,7 +116,7 @@ def test_the_cap_on_waiting_uploads_reads_as_the_servers_message(page: Any, capp
     ), text
     assert "this hour" not in text
     # The wait is the time until the waiting upload expires (a day by default).
-    assert text.endswith(". You can try again in about 24 hours."), text
+    assert text.endswith("or wait until the oldest expire (in about 24 hours)."), text
     assert page.locator("#tasks .task").count() == 0
 
 

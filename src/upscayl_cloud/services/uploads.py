@@ -201,9 +201,18 @@ def check_pending(conn: Connection, account_id: str, file_size: int, now: int, c
     raise RateLimitExceededError(
         f"Uploads waiting for a task already hold {pending} bytes of this account's "
         f"{cap}, and this one needs {file_size}. Start tasks for the files uploaded, "
-        f"or wait until the oldest expire (in {wait} s)",
+        f"or wait until the oldest expire ({_in_words(wait)})",
         wait,
     )
+
+
+def _in_words(seconds: int) -> str:
+    """A wait as a person reads it: seconds, minutes, or about N hours."""
+    if seconds < 120:
+        return f"in {seconds} s"
+    if seconds < 2 * 3600:
+        return f"in {math.ceil(seconds / 60)} minutes"
+    return f"in about {round(seconds / 3600)} hours"
 
 
 def _seconds_until_freed(conn: Connection, account_id: str, excess: int, now: int) -> int:

@@ -31,7 +31,7 @@ export function explain(error) {
       // other 429 (get-upload-url's cap on uploads waiting for a task) has
       // calls left, or no such header: its message says what to do.
       if (error.rateLimitRemaining !== 0 && message) {
-        return wait ? `${sentence(message)} You can try again in ${minutes(wait)}.` : sentence(message);
+        return sentence(message); // it says how long to wait, if waiting helps
       }
       return wait
         ? `Too many requests this hour. You can try again in ${minutes(wait)}.`
