@@ -160,3 +160,32 @@ def test_internal_server_error(strict_server: Server) -> None:
         assert "Traceback" not in response.text
     finally:
         uploads.unlink()
+
+
+def test_a_jpeg_of_thousands_of_scans_fails_its_task_uncharged(client: ApiClient) -> None:
+    """A progressive JPEG of 2,000 'end of block' scans: a few kilobytes that
+    would cost libjpeg a pass over the image per scan. Its header is sound, so
+    the API takes it; the worker refuses it before decoding."""
+
+    def segment(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + len(body + b"..").to_bytes(2, "big") + body
+
+    one_code = b"\x01" + b"\x00" * 15
+    frame = b"\x08" + (16).to_bytes(2, "big") * 2 + b"\x01\x01\x11\x00"
+    jpeg = (
+        b"\xff\xd8"
+        + segment(0xDB, b"\x00" + b"\x01" * 64)
+        + segment(0xC2, frame)
+        + segment(0xC4, b"\x00" + one_code + b"\x00")
+        + segment(0xC4, b"\x10" + one_code + b"\x00")
+        + segment(0xDA, b"\x01\x01\x00\x00\x00\x00")
+        + b"\x0f"
+        + (segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + b"\x0f") * 2000
+        + b"\xff\xd9"
+    )
+    link = client.upload("scans.jpg", jpeg, "image/jpeg")
+    started = client.start([file_entry(link)], model="quick-clear-4x", scale="2")
+    assert started.status_code == 200, started.text
+    done = client.wait(started.json()["data"]["taskId"])
+    assert done["status"] == "failed" and done["deductedCredits"] == 0
+    assert "more than 500 scans" in done["error"]

@@ -639,3 +639,51 @@ def test_apng_gives_the_image_still_viewers_show(tmp_path):
     decoded = imageio.decode(source, tmp_path, LIMITS)
     assert (decoded.color.width, decoded.color.height) == (12, 8)
     assert np.all(decoded.color.read_all() == 10 * 257)
+
+
+# -- hostile files ------------------------------------------------------------
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _progressive_jpeg(scans: int) -> bytes:
+    """A 16x16 grey progressive JPEG: its DC scan, then ``scans - 1`` copies
+    of one AC scan that only says "end of block" (4 bits, one per block).
+    libjpeg goes over every block once per scan, so a large frame with
+    thousands of such scans costs minutes to decode from a tiny file."""
+    frame = b"\x08" + struct.pack(">HH", 16, 16) + b"\x01\x01\x11\x00"
+    one_code = b"\x01" + b"\x00" * 15  # one Huffman code of 1 bit...
+    header = (
+        b"\xff\xd8"
+        + _segment(0xDB, b"\x00" + b"\x01" * 64)
+        + _segment(0xC2, frame)
+        + _segment(0xC4, b"\x00" + one_code + b"\x00")  # ...DC: difference 0
+        + _segment(0xC4, b"\x10" + one_code + b"\x00")  # ...AC: end of block
+    )
+    dc = _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + b"\x0f"
+    ac = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + b"\x0f"
+    return header + dc + ac * (scans - 1) + b"\xff\xd9"
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
+    allowed = tmp_path / "allowed.jpg"
+    allowed.write_bytes(_progressive_jpeg(500))
+    assert imageio.decode(allowed, tmp_path, LIMITS).color.width == 16
+    hostile = tmp_path / "hostile.jpg"
+    hostile.write_bytes(_progressive_jpeg(501))
+    with pytest.raises(InvalidImageError, match="more than 500 scans"):
+        imageio.decode(hostile, tmp_path, LIMITS)
+    assert imageio.probe(hostile, LIMITS).width == 16, "the header alone is still read"
+
+
+def test_jpeg_scan_count_skips_metadata_and_restart_markers(tmp_path):
+    # 0xFFDA inside an APP segment's body and restart markers in the data are
+    # not scans; a tail after the end-of-image marker is not read.
+    plain = write(tmp_path / "r.jpg", COFFEE, restart_interval=1).read_bytes()
+    app = b"\xff\xe1" + struct.pack(">H", 2 + 600 * 2) + b"\xff\xda" * 600
+    tail = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" * 600
+    path = tmp_path / "busy.jpg"
+    path.write_bytes(plain[:2] + app + plain[2:] + tail)
+    assert imageio.decode(path, tmp_path, LIMITS).color.width == 72
