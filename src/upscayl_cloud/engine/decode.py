@@ -37,7 +37,8 @@ Choices worth knowing:
   cancellation reaches. Real encoders write 10 or so (mozjpeg's optimised
   ones a few dozen); libjpeg-turbo's own fuzzers stop at 500, and so does
   :func:`decode`, after a walk of the markers (the entropy-coded data is
-  searched for the next marker in C, not parsed) that costs milliseconds.
+  searched for the next marker in C, not parsed): milliseconds for a photo,
+  1.3-2.5 s for a 145 MB 49 MP one of noise (restart markers the slowest).
 * **Resolution (DPI) is kept**, as the source states it (JFIF density, PNG
   pHYs, EXIF), swapped with the axes by a 90 degree orientation; a source
   that states none gets 72 DPI, libvips's own default for JPEG and PNG. The
