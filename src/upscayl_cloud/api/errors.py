@@ -15,7 +15,6 @@ signed PUT, SQLite's own "disk is full" is the database's): the same 503.
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from upscayl_cloud.db.engine import database_unavailable
+from upscayl_cloud.diskspace import out_of_space
 from upscayl_cloud.services.errors import (
     ECHO_LIMIT,
     RateLimitExceededError,
@@ -185,23 +185,6 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
     return _unavailable(request)
 
 
-#: A full disk (or quota): no bug of ours nor the caller's, and nothing was
-#: kept (writes go to a temporary file first): 503, retry once space is freed.
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-def out_of_space(error: BaseException) -> bool:
-    """Whether ``error`` (or what it was raised from) is a full disk."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _NO_SPACE:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
     """The client hung up (or went silent, see protocol.py) before its body
     was in: nothing was stored, nobody reads this answer, and it is no error
@@ -211,6 +194,8 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A full disk (or quota): nothing was kept (writes go to a temporary
+    # file first): 503, retry once space is freed.
     if out_of_space(exc):
         log.warning("out of disk space on %s %s: %s", request.method, request.url.path, exc)
         return _unavailable(
