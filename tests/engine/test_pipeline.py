@@ -1,5 +1,10 @@
 """Whole pipelines, every model: decode -> passes -> resize -> encode."""
 
+import contextlib
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 import pyvips
@@ -14,7 +19,7 @@ from upscayl_cloud.engine.errors import (
     UnknownModelError,
 )
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
-from upscayl_cloud.engine.pipeline import upscale_file
+from upscayl_cloud.engine.pipeline import upscale_file, work_space_bytes
 
 HEAVY = {"upscayl-standard-4x", "digital-art-4x", "texture-boost-4x"}
 SETTINGS = EngineSettings(threads=2, use_gpu=False, backend="ncnn")
@@ -284,3 +289,95 @@ def test_opaque_and_transparent_areas_stay_exactly_so(photo, tmp_path):
         assert (alpha[: 4 * 7, 4 * 17 :] == 255).all() and (alpha[4 * 17 :, 4 * 29 :] == 255).all()
         assert (alpha[4 * 9 : 4 * 15, 4 * 21 : 4 * 27] == 128).all()
         assert 0 < alpha[:, 4 * 16 - 2 : 4 * 16 + 2].mean() < 255  # the edge is the network's
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "request_", "alpha", "sixteen", "expected"),
+    [
+        # One 4x pass, RGB: encode holds the decoded source (3 x 5000 px x 2
+        # bytes), the colour output (3 x 80000 x 2) and the encoded bound
+        # (3 x 80000 x 1 byte): 30000 + 480000 + 240000.
+        (100, 50, UpscaleRequest("quick-clear-4x", 4, "png"), False, False, 750_000),
+        # 16-bit PNG with alpha: encoded at 2 bytes x 4 bands:
+        # 40000 + 480000 + 160000 + 640000.
+        (100, 50, UpscaleRequest("quick-clear-4x", 4, "png"), True, True, 1_320_000),
+        # 8x as 4x then 2x, RGBA: the alpha phase (colour output 1920000 +
+        # the network's alpha and its bounded copy 2 x 320000 x 2) is below
+        # encode's 40000 + 1920000 + 640000 + 4 x 320000.
+        (100, 50, UpscaleRequest("quick-clear-4x", 8, "png"), True, False, 3_880_000),
+        # ... and as JPEG (3 bands, the alpha flattened away): 40000 +
+        # 1920000 + 640000 + 3 x 320000, still above the alpha phase's 40000
+        # + 1920000 + 2 x 640000.
+        (100, 50, UpscaleRequest("quick-clear-4x", 8, "jpg"), True, False, 3_560_000),
+        # 3x then 3x, resized to 8x: the 9x plane beside the 8x resize is the
+        # peak, 600 + 3 x (8100 + 6400) x 2.
+        (10, 10, UpscaleRequest("crystal-plus-4x", 8, "jpg"), False, False, 87_600),
+        # A 4x network shrunk to 2x: 600 + 3 x (1600 + 400) x 2.
+        (10, 10, UpscaleRequest("upscayl-standard-4x", 2, "jpg"), False, False, 12_600),
+    ],
+)
+def test_work_space_estimate_arithmetic(width, height, request_, alpha, sixteen, expected):
+    estimate = work_space_bytes(width, height, request_, has_alpha=alpha, sixteen_bit=sixteen)
+    assert estimate == expected
+    # The source file is added whole, beside every phase.
+    with_source = work_space_bytes(
+        width, height, request_, has_alpha=alpha, sixteen_bit=sixteen, source_bytes=1234
+    )
+    assert with_source == expected + 1234
+
+
+def test_work_space_estimate_for_the_largest_outputs():
+    """The sizes docs/deployment.md ("Sizing") gives: about 12 GB for the
+    3950x3950 RGBA PNG at 8x (998 MP), 16.1 GB at most within the default
+    limits (a 16-bit RGBA PNG at 8x)."""
+    png8 = UpscaleRequest("quick-clear-4x", 8, "png")
+    assert round(work_space_bytes(3950, 3950, png8, has_alpha=True) / 1e9, 1) == 12.1
+    largest = max(
+        work_space_bytes(3952, 3952, UpscaleRequest(name, 8, "png"), has_alpha=True, sixteen_bit=s)
+        for name in MODELS
+        for s in (False, True)
+    )
+    assert round(largest / 1e9, 1) == 16.1
+
+
+def test_work_space_estimate_covers_a_real_run(photo, tmp_path):
+    """The estimate against the work folder's real peak (its files' sizes
+    summed every 5 ms while the engine runs): at or above it, and within 2x.
+    Sampling can only miss a peak, never invent one."""
+    size = 320
+    image = pyvips.Image.new_from_array(np.round(photo * 255).astype(np.uint8))
+    image = image.resize(size / image.width, vscale=size / image.height).cast("uchar")
+    yy, xx = np.mgrid[0:size, 0:size]
+    alpha = pyvips.Image.new_from_array(((xx + yy) * 255 // (2 * size)).astype(np.uint8))
+    work = tmp_path / "work"
+    work.mkdir()
+    source = work / "in.png"
+    image.bandjoin(alpha).copy(interpretation="srgb").pngsave(str(source))
+
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            total = 0
+            for parent, _dirs, names in os.walk(work):
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.stat(os.path.join(parent, name)).st_size
+            peak = max(peak, total)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    request = UpscaleRequest("quick-clear-4x", 4, "png")
+    settings = EngineSettings(threads=2, use_gpu=False, backend="ncnn", work_dir=work)
+    try:
+        upscale_file(source, work / "out.png", request, settings=settings)
+    finally:
+        stop.set()
+        sampler.join()
+    estimate = work_space_bytes(
+        size, size, request, has_alpha=True, source_bytes=source.stat().st_size
+    )
+    assert peak <= estimate <= 2 * peak, (peak, estimate)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from upscayl_cloud.engine import faces, imageio
-from upscayl_cloud.engine.catalog import Run, Step, get_model
+from upscayl_cloud.engine.catalog import Run, Shrink, Step, get_model
 from upscayl_cloud.engine.errors import InvalidOptionError
+from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import (
     OUTPUT_FORMATS,
     SCALES,
@@ -27,7 +29,7 @@ from upscayl_cloud.engine.options import (
     UpscaleResult,
 )
 from upscayl_cloud.engine.planeio import load_plane, save_plane
-from upscayl_cloud.engine.planes import Plane, extrema
+from upscayl_cloud.engine.planes import DTYPE, Plane, extrema
 from upscayl_cloud.engine.runner import load_network
 from upscayl_cloud.engine.tiling import configured_tile_size, count_calls, upscale_plane
 
@@ -132,6 +134,107 @@ def upscale_file(
         source_width=info.width,
         source_height=info.height,
     )
+
+
+def work_space_bytes(
+    width: int,
+    height: int,
+    request: UpscaleRequest,
+    *,
+    has_alpha: bool,
+    sixteen_bit: bool = False,
+    source_bytes: int = 0,
+) -> int:
+    """Most bytes the work folder holds at once while :func:`upscale_file`
+    turns a ``width x height`` source into ``request``'s output, from the
+    header's numbers alone (nothing is read or written).
+
+    It follows the planes ``upscale_file`` keeps (``DTYPE``, 2 bytes a
+    sample), phase by phase, and returns the largest phase plus
+    ``source_bytes`` (the source file, which sits in the work folder
+    throughout):
+
+    * decode: the loader's pixels staged (3 bands, +1 for alpha; staged for
+      alpha or EXIF rotation, counted always) beside the decoded colour and
+      alpha planes;
+    * colour passes: the decoded planes (kept to the end) plus, at each step
+      of the model's plan, the step's input and output (``_replace`` deletes
+      an intermediate once the next step has read it), the exact-size resize
+      included when the passes overshoot;
+    * alpha (when the source has it): the colour output plus the alpha's own
+      passes, or the network's alpha and its bounded copy
+      (``_bound_alpha``), whichever is larger; a constant alpha needs less;
+    * encode: the colour and alpha outputs plus the encoded file, counted at
+      its uncompressed size (a bound for PNG, which stores noise at about
+      that; JPEG and WebP come far below).
+
+    Not counted: face enhancement's small detection preview, the thumbnail
+    (made after the planes are gone), and libvips's own temporary files
+    (under TMPDIR, not the work folder).
+
+    A 3950x3950 RGBA PNG at 8x (998 MP out) with a 4x+2x model: 12.1 GB
+    (colour output 6.0 GB, alpha 2.0 GB, encoded bound 4.0 GB; the alpha
+    phase alone is 10.1 GB); crystal-plus-4x's 3x+3x passes: 13.7 GB; a
+    16-bit RGBA PNG: 16.1 GB, the most the default limits allow.
+
+    Measured (the work folder's file sizes summed every 5 ms, with the
+    chelsea photo resized and a gradient alpha, quick-clear-4x, ncnn on 2
+    threads; allocated blocks came within 0.1 MB of the sizes):
+
+    =====================  ============  ========  =====
+    source, output         peak          estimate  ratio
+    =====================  ============  ========  =====
+    600x600 RGBA, 4x png   60.8 MB       73.2 MB   1.20
+    600x600 RGBA, 4x jpg   60.6 MB       67.4 MB   1.11
+    300x300 RGBA, 8x png   56.3 MB       70.2 MB   1.25
+    =====================  ============  ========  =====
+
+    The peak was the alpha phase each time; the rest is the encoded bound
+    (the 4x PNG was 9.0 MB, not 23 MB). ``tests/engine/test_pipeline.py``
+    repeats the first on a smaller image.
+    """
+    steps = get_model(request.model).plan(request.scale)
+    sample = DTYPE.itemsize
+    source_px = width * height
+    out_w, out_h = width * request.scale, height * request.scale
+    out_px = out_w * out_h
+    alpha_bands = 1 if has_alpha else 0
+
+    chain = _chain_pixels(width, height, steps, out_w, out_h)
+    # Each step's output lives beside its input (the decoded source is
+    # counted apart: it is never deleted before the end).
+    chain_peak = max([chain[0]] + [a + b for a, b in pairwise(chain)])
+
+    decoded = (3 + alpha_bands) * source_px * sample
+    phases = [
+        2 * decoded,  # staged + colour + alpha
+        decoded + 3 * chain_peak * sample,
+    ]
+    colour_out = 3 * out_px * sample
+    alpha_out = alpha_bands * out_px * sample
+    if has_alpha:
+        phases.append(decoded + colour_out + max(chain_peak, 2 * out_px) * sample)
+    out_bands = 3 + (alpha_bands if request.output_format != "jpg" else 0)
+    encoded_sample = 2 if sixteen_bit and request.output_format == "png" else 1
+    phases.append(decoded + colour_out + alpha_out + out_bands * out_px * encoded_sample)
+    return source_bytes + max(phases)
+
+
+def _chain_pixels(
+    width: int, height: int, steps: tuple[Step, ...], out_w: int, out_h: int
+) -> list[int]:
+    """Pixels of each plane ``_run_steps`` writes, in order."""
+    pixels = []
+    for step in steps:
+        if isinstance(step, Shrink):
+            width, height = width // step.factor, height // step.factor
+        else:
+            factor = NETWORKS[step.network].scale
+            width, height = width * factor, height * factor
+        pixels.append(width * height)
+    if (width, height) != (out_w, out_h):
+        pixels.append(out_w * out_h)
+    return pixels
 
 
 def _check_request(request: UpscaleRequest) -> None:
