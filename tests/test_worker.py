@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from support.images import png_bytes
+from support.images import _chunk, png_bytes
 from support.tasks import queued_task, uploaded
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.engine import pipeline
@@ -91,3 +94,58 @@ def test_idle_waits_are_jittered_around_the_interval() -> None:
     assert min(waits) >= 0.25 and max(waits) <= 0.75
     assert len(set(waits)) > 1000  # not in lockstep
     assert abs(sum(waits) / len(waits) - 0.5) < 0.02
+
+
+def _flat_rgba_png(width: int, height: int) -> bytes:
+    """A real, fully decodable RGBA PNG of one flat colour: a few KB whatever
+    its size, as a client could send."""
+    rows = zlib.compress(b"\x00" * ((1 + 4 * width) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", rows)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def test_a_file_the_whole_work_disk_cannot_hold_fails_at_once(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3950x3950 RGBA PNG at 8x is a 998 MP output, within the limits, and
+    needs about 12 GB of work space: on a 10 GB work disk it fails at once,
+    saying so, instead of running for hours into a full disk."""
+
+    def ten_gb_disk_usage(path: object) -> object:
+        """A stand-in, named so, for a small work disk we cannot provide
+        here (no privileges to mount a small file system)."""
+        usage = real_disk_usage(path)
+        return usage._replace(total=10 * 10**9, used=10**9, free=9 * 10**9)
+
+    engine_calls: list[object] = []
+
+    def engine_must_not_run(*args: Any, **kw: Any) -> Any:
+        engine_calls.append(args)
+        raise AssertionError("the engine ran on a file the work disk cannot hold")
+
+    real_disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", ten_gb_disk_usage)
+    monkeypatch.setattr(pipeline, "upscale_file", engine_must_not_run)
+    name = uploaded(ctx, principal, _flat_rgba_png(3950, 3950))
+    options = TaskOptions(model="quick-clear-4x", scale="8", save_image_as="png")
+    task_id = task_service.start_task(ctx, principal, options, [{"fileName": name}])
+    assert keys.account_credits(ctx, principal.account_id) == 9  # reserved
+    started = time.monotonic()
+    handle(ctx, claim(ctx.db, "w", 30, 3))
+    assert time.monotonic() - started < 30
+    assert engine_calls == []
+    row = _task(ctx, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("failed", 1, 0)
+    with ctx.db.begin() as conn:
+        item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
+    assert item.status == "failed"
+    assert "needs about 12.8 GB of work space to upscale at 8x" in item.error
+    assert "work disk holds (10.0 GB)" in item.error
+    assert "smaller scale" in item.error
+    assert item.error in row.error
+    assert keys.account_credits(ctx, principal.account_id) == 10  # refunded

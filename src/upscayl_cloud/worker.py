@@ -8,21 +8,30 @@ dead attempt's leftovers never mix with the one that completes.
 
 An outage of the object store or the database is not the task's fault: the
 task goes back to the queue, due again after a backoff, and only fails once
-its attempts are spent. Work files live in a folder per process
-(``work/<host>-<pid>-<random>``) held by a lock, so a starting pool can remove what
-killed processes left behind without touching a live one's.
+its attempts are spent. So is a full work disk: before each file the
+worker compares the engine's estimate of the work space it needs
+(``pipeline.work_space_bytes``) with the disk's free space, and a disk full
+of other work, or a write that meets ENOSPC anyway, hands the task back the
+same way; a file the whole disk could never hold fails at once. Work files
+live in a folder per process (``work/<host>-<pid>-<random>``) held by a lock,
+so a starting pool can remove what killed processes left behind without
+touching a live one's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
 import random
+import shutil
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +42,7 @@ from sqlalchemy import select
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.diskspace import out_of_space
 from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
 from upscayl_cloud.services.context import Context
@@ -57,6 +67,95 @@ class LeaseLostError(Exception):
 
 class ShutdownError(Exception):
     """The pool is stopping: hand the task back instead of finishing it."""
+
+
+class WorkDiskFullError(OSError):
+    """The work disk lacks the free space a file needs *now*: other work
+    holds it, and it frees when that ends. An ``ENOSPC`` like the kernel's,
+    so the task is handed back as a full disk met mid-write is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+
+class WorkDiskTooSmallError(Exception):
+    """The whole work disk could never hold what a file needs: the file
+    fails at once, its message saying how much it needs."""
+
+
+#: Work space asked for beyond the engine's estimate: the thumbnail, the
+#: file system's own blocks, and a share for what the estimate leaves out.
+WORK_SPACE_MARGIN_BYTES = 64 * 2**20
+WORK_SPACE_MARGIN_RATIO = 0.05
+
+
+def work_space_needed(estimate: int) -> int:
+    """The estimate (``pipeline.work_space_bytes``) plus the margin."""
+    return int(estimate * (1 + WORK_SPACE_MARGIN_RATIO)) + WORK_SPACE_MARGIN_BYTES
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{max(1, round(count / 1e6))} MB"
+
+
+def _allocated(folder: Path) -> int:
+    """Bytes the files under ``folder`` take on disk now."""
+    total = 0
+    for parent, _dirs, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return total
+
+
+class WorkSpace:
+    """The work disk's free space, shared by the worker threads of a process.
+
+    A file is started only if the space it still needs fits the disk's free
+    space less what the files in progress here will still write (their
+    estimates less what their folders hold already): two large files
+    claimed together would otherwise both start on room for one, and one
+    would meet a full disk hours later. Other processes sharing the disk
+    are not seen; their files show up as used space, and a full disk met
+    anyway hands the task back all the same."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[object, tuple[Path, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, folder: Path, estimate: int, scale: int) -> Iterator[None]:
+        """Hold ``estimate`` bytes (plus margin) of work space for a file
+        whose files go under ``folder``, or raise ``WorkDiskTooSmallError``
+        (the disk could never hold it) or ``WorkDiskFullError`` (not now)."""
+        need = work_space_needed(estimate)
+        token = object()
+        with self._lock:
+            usage = shutil.disk_usage(folder)
+            if need > usage.total:
+                raise WorkDiskTooSmallError(
+                    f"This file needs about {_size(need)} of work space to upscale at "
+                    f"{scale}x, more than this server's work disk holds ({_size(usage.total)}): "
+                    "choose a smaller scale (or a smaller image)"
+                )
+            others = sum(max(0, held - _allocated(path)) for path, held in self._held.values())
+            still = max(0, need - _allocated(folder))
+            if still > usage.free - others:
+                raise WorkDiskFullError(
+                    f"the work disk is full for now: this file needs {_size(still)} more, "
+                    f"{_size(usage.free)} is free and files in progress here will still "
+                    f"write {_size(others)}"
+                )
+            self._held[token] = (folder, need)
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._held[token]
+
+
+#: This process's work space (its worker threads share one work folder).
+WORK_SPACE = WorkSpace()
 
 
 def unavailable(error: BaseException) -> bool:
@@ -208,9 +307,9 @@ def process(
     """Run one claimed task to its end; False when the lease was lost on the way."""
     stopping = stopping or threading.Event()
     from upscayl_cloud.engine.errors import CancelledError, EngineError
-    from upscayl_cloud.engine.imageio import make_thumbnail
+    from upscayl_cloud.engine.imageio import make_thumbnail, probe
     from upscayl_cloud.engine.options import UpscaleRequest
-    from upscayl_cloud.engine.pipeline import upscale_file
+    from upscayl_cloud.engine.pipeline import upscale_file, work_space_bytes
 
     with ctx.db.begin() as conn:
         row = conn.execute(select(tasks).where(tasks.c.id == held.task_id)).one()
@@ -235,22 +334,38 @@ def process(
             beat.progress = min(99, int(100 * (index + fraction) / len(files)))
 
         for index, item in enumerate(files):
+            # The previous file's source, result and thumbnail are stored or
+            # given up by now: their space goes to this file.
+            for leftover in Path(tmp).iterdir():
+                if leftover.is_file():
+                    leftover.unlink()
             source = Path(tmp) / f"{index}-source"
             result = Path(tmp) / f"{index}.{task.save_image_as}"
             thumb = Path(tmp) / f"{index}-thumb.webp"
             started = time.monotonic()
             try:
                 ctx.storage.download_to(item.source_key, source)
-                done = upscale_file(
-                    source,
-                    result,
+                # The header alone says how much work space the file needs.
+                header = probe(source, settings.limits, item.file_type)
+                estimate = work_space_bytes(
+                    header.width,
+                    header.height,
                     request,
-                    settings=settings,
-                    progress=lambda f, i=index: report(f, i),
-                    declared_type=item.file_type,
-                    should_cancel=lambda: beat.lost or stopping.is_set(),
+                    has_alpha=header.has_alpha,
+                    sixteen_bit=header.sixteen_bit,
+                    source_bytes=source.stat().st_size,
                 )
-                make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
+                with WORK_SPACE.hold(Path(tmp), estimate, task.scale):
+                    done = upscale_file(
+                        source,
+                        result,
+                        request,
+                        settings=settings,
+                        progress=lambda f, i=index: report(f, i),
+                        declared_type=item.file_type,
+                        should_cancel=lambda: beat.lost or stopping.is_set(),
+                    )
+                    make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
             except CancelledError as exc:
                 if stopping.is_set():
                     raise ShutdownError(held.task_id) from exc
@@ -261,11 +376,17 @@ def process(
                 message = exc.public_message if exc.client_error else INTERNAL_FILE_ERROR
                 outcomes.append(FileOutcome(item.id, ok=False, error=message))
                 continue
+            except WorkDiskTooSmallError as exc:
+                log.warning("task %s file %d: %s", held.task_id, index, exc)
+                outcomes.append(FileOutcome(item.id, ok=False, error=str(exc)))
+                continue
             except Exception as exc:
                 if beat.lost:
                     raise LeaseLostError(held.task_id) from None
-                if unavailable(exc):
-                    raise  # the whole task waits for the store, not this file's fault
+                if unavailable(exc) or out_of_space(exc):
+                    # The whole task waits for the store or for disk space:
+                    # neither is this file's fault.
+                    raise
                 log.exception("task %s file %d failed", held.task_id, index)
                 outcomes.append(FileOutcome(item.id, ok=False, error=INTERNAL_FILE_ERROR))
                 continue
@@ -315,18 +436,24 @@ def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
 
 
 def _retry_later(ctx: Context, account_id: str, held: Claim, error: BaseException) -> bool:
-    """Hand the task back after an outage, due after a backoff; fail it (and
-    refund it) once this was its last allowed attempt. True when failed."""
+    """Hand the task back after an outage or a full disk, due after a
+    backoff; fail it (and refund it) once this was its last allowed attempt,
+    saying which of the two it was. True when failed."""
     reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     attempts = ctx.settings.max_attempts
     if held.attempt >= attempts:
         log.warning(
             "task %s attempt %d/%d: %s; giving up", held.task_id, held.attempt, attempts, reason
         )
-        message = (
-            f"The object store or database was unavailable on all {attempts} attempts; "
-            "giving up (credits refunded)"
-        )
+        if out_of_space(error):
+            message = (
+                f"The work disk was full on all {attempts} attempts; giving up (credits refunded)"
+            )
+        else:
+            message = (
+                f"The object store or database was unavailable on all {attempts} attempts; "
+                "giving up (credits refunded)"
+            )
         recorded = fail_task(ctx, held, message)
     else:
         delay = retry_delay(ctx.settings, held.attempt)
@@ -348,8 +475,9 @@ def handle(
     stopping: threading.Event | None = None,
 ) -> None:
     """Process a claim, cleaning up after lost leases and unexpected failures.
-    An outage of the store or database hands the task back (``_retry_later``)
-    instead of failing it: a brief outage must not cost a task its result."""
+    An outage of the store or database, or a full disk, hands the task back
+    (``_retry_later``) instead of failing it: a brief outage or other work
+    filling the disk must not cost a task its result."""
     with ctx.db.begin() as conn:
         account_id = conn.execute(
             select(tasks.c.account_id).where(tasks.c.id == held.task_id)
@@ -367,7 +495,7 @@ def handle(
         recorded = False
         log.warning("task %s attempt %d lost its lease", held.task_id, held.attempt)
     except Exception as exc:
-        if unavailable(exc):
+        if unavailable(exc) or out_of_space(exc):
             _retry_later(ctx, account_id, held, exc)
             return
         log.exception("task %s attempt %d crashed", held.task_id, held.attempt)
