@@ -10,9 +10,7 @@ real ENOSPC from the kernel."""
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +22,10 @@ import pytest
 from sqlalchemy import select
 
 from support.context import make_settings, new_principal
+from support.disk import disk_with_little_free
 from support.tasks import queued_task
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks
-from upscayl_cloud.diskspace import out_of_space
 from upscayl_cloud.engine import encode, planes
 from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
@@ -183,19 +181,6 @@ def test_a_store_that_answers_no_is_not_an_outage(code: str, status: int, outage
 # -- a full work disk ---------------------------------------------------------
 
 
-def _disk_with_little_free(monkeypatch: pytest.MonkeyPatch, free: int = 10**6) -> None:
-    """A stand-in, named so, for a full disk we cannot provoke:
-    ``shutil.disk_usage`` reports the real disk's size with ``free`` bytes
-    free (other work holding the rest)."""
-    real_disk_usage = shutil.disk_usage
-
-    def full_disk_usage(path: Any) -> Any:
-        usage = real_disk_usage(path)
-        return usage._replace(used=usage.total - free, free=free)
-
-    monkeypatch.setattr(shutil, "disk_usage", full_disk_usage)
-
-
 def _tile_writes_to_dev_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in, named so, for a full disk we cannot provoke: the network
     pass's tile writes go to /dev/full, whose ENOSPC is the kernel's own."""
@@ -234,7 +219,7 @@ def test_too_little_free_work_space_requeues_then_completes(
 ) -> None:
     principal = new_principal(live)[1]
     task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
-    _disk_with_little_free(monkeypatch)
+    disk_with_little_free(monkeypatch)
     first = claim(live.db, "w", LEASE, 3)
     before = now_ms()
     handle(live, first)
@@ -283,7 +268,7 @@ def test_a_work_disk_full_through_the_last_attempt_fails_and_says_so(
 ) -> None:
     principal = new_principal(live)[1]
     task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
-    _disk_with_little_free(monkeypatch)
+    disk_with_little_free(monkeypatch)
     for attempt in (1, 2, 3):
         held = _claim_when_due(live)
         assert held.attempt == attempt
@@ -294,61 +279,3 @@ def test_a_work_disk_full_through_the_last_attempt_fails_and_says_so(
     assert "unavailable" not in row.error
     assert keys.account_credits(live, principal.account_id) == 10  # refunded
     assert claim(live.db, "w", 30, 3) is None
-
-
-def test_full_disks_are_told_from_other_failures(tmp_path: Path) -> None:
-    """What a full disk really raises: the kernel's ENOSPC, libvips's error
-    for a failed write, and the decoder's EIO wrapped around it."""
-    import pyvips
-
-    full = os.open("/dev/full", os.O_WRONLY)
-    try:
-        with pytest.raises(OSError) as kernel:
-            os.write(full, b"x" * 4096)
-    finally:
-        os.close(full)
-    assert out_of_space(kernel.value)
-    with pytest.raises(pyvips.Error) as libvips:
-        pyvips.Image.black(64, 64).pngsave("/dev/full")
-    assert out_of_space(libvips.value)
-    try:
-        try:
-            raise libvips.value
-        except pyvips.Error as err:
-            raise OSError(errno.EIO, "could not write a decoded plane") from err
-    except OSError as wrapped:
-        assert out_of_space(wrapped)
-    assert out_of_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
-
-    assert not out_of_space(OSError(errno.EIO, "I/O error"))
-    assert not out_of_space(ValueError("No space left on device"))  # words alone, not libvips
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(pyvips.Error) as corrupt:
-        pyvips.Image.new_from_file(str(tmp_path / "bad.png")).avg()
-    assert not out_of_space(corrupt.value)
-
-
-def test_files_in_progress_keep_the_space_they_will_still_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two worker threads of one process: the second file starts only if the
-    free space covers what the first will still write, not just its own."""
-    from upscayl_cloud.worker import WorkDiskFullError, WorkSpace, work_space_needed
-
-    first, second = tmp_path / "a", tmp_path / "b"
-    first.mkdir()
-    second.mkdir()
-    estimate = 100 * 10**6
-    _disk_with_little_free(monkeypatch, free=work_space_needed(estimate) + 10**6)
-    space = WorkSpace()
-    with space.hold(first, estimate, 2):
-        with pytest.raises(WorkDiskFullError) as caught, space.hold(second, estimate, 2):
-            pass
-        assert out_of_space(caught.value)
-        # What the first has written is on the disk already (the stand-in's
-        # free space stays as it was): only the rest is still owed.
-        (first / "plane").write_bytes(b"\0" * (work_space_needed(estimate) - 2 * 10**6))
-        with space.hold(second, 10**6, 2):
-            pass
-    with space.hold(second, estimate, 2):  # the first is done
-        pass
