@@ -74,3 +74,83 @@ def test_0003_counts_originals_deleted_before_it_as_purged(
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+#: Indexes of revision 0004 (bench/db_queries.py measured why), and those it replaced.
+INDEXES_0004 = {
+    "uploads": {"ix_uploads_live_account_id", "ix_uploads_unpurged"},
+    "task_files": {"ix_task_files_live_expires_at", "ix_task_files_source_key"},
+    "tasks": {"ix_tasks_history", "ix_tasks_queue"},
+}
+REPLACED_BY_0004 = {
+    "uploads": {"ix_uploads_expires_at", "ix_uploads_purged_at"},
+    "task_files": {"ix_task_files_expires_at"},
+    "tasks": {"ix_tasks_account_id_created_at"},
+}
+PARTIAL_0004 = {
+    "ix_uploads_unpurged",
+    "ix_uploads_live_account_id",
+    "ix_task_files_live_expires_at",
+    "ix_tasks_queue",
+}
+
+
+def _indexes(engine: Engine) -> dict[str, dict[str, list[str | None]]]:
+    """Each table's indexes (unique constraints aside): name -> columns."""
+    inspector = inspect(engine)
+    return {
+        table: {
+            ix["name"]: list(ix["column_names"])
+            for ix in inspector.get_indexes(table)
+            if ix["name"] and not ix.get("unique")
+        }
+        for table in metadata.tables
+    }
+
+
+def _partial_names(engine: Engine) -> set[str]:
+    """Names of the partial indexes, as the database itself reports them."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            return set(
+                conn.execute(
+                    text(
+                        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                        " WHERE i.indpred IS NOT NULL"
+                    )
+                ).scalars()
+            )
+        return set(
+            conn.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'")
+            ).scalars()
+        )
+
+
+def test_0004_indexes_match_the_metadata_and_go_away_on_downgrade(
+    tmp_path: Path, database_url: str
+) -> None:
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        upgrade(engine)
+        expected = {
+            name: {ix.name: [c.name for c in ix.columns] for ix in table.indexes if not ix.unique}
+            for name, table in metadata.tables.items()
+        }
+        assert _indexes(engine) == expected
+        assert _partial_names(engine) == PARTIAL_0004
+        for table, names in INDEXES_0004.items():
+            assert names <= set(expected[table])
+            assert not REPLACED_BY_0004[table] & set(expected[table])
+
+        _migrate(engine, "0003", down=True)
+        at_0003 = _indexes(engine)
+        for table, names in INDEXES_0004.items():
+            assert not names & set(at_0003[table]), table
+            assert REPLACED_BY_0004[table] <= set(at_0003[table]), table
+        assert _partial_names(engine) == set()
+
+        upgrade(engine)  # and up again, as a rollback followed by a redeploy does
+        assert _indexes(engine) == expected
+    finally:
+        engine.dispose()
