@@ -8,7 +8,7 @@ spread over a year and mostly old: completed (5% failed), results expired
 and marked deleted, originals expired, marked deleted and purged. The newest
 2,000 tasks are pending and 500 processing (a few with lost leases); about
 ten minutes' worth of originals and results are due for the sweeper, and a
-few dozen originals are marked deleted but not yet purged. It is generated
+few originals are marked deleted but not yet purged. It is generated
 with ``INSERT ... SELECT generate_series`` into a database migrated by the
 project's own migrations, then ``VACUUM ANALYZE``d (as autovacuum would have).
 
@@ -27,7 +27,7 @@ A throwaway PostgreSQL cluster (initdb + pg_ctl on a free loopback port, as
 the tests do) is started and removed unless ``--database-url`` is given
 (an empty database, or with ``--reuse`` one this script already loaded).
 
-    .venv/bin/python bench/db_queries.py                 # full size: ~6 min on 2 CPUs
+    .venv/bin/python bench/db_queries.py                 # full size: ~15 min on 2 CPUs (5 to load)
     .venv/bin/python bench/db_queries.py --scale 0.1 --plans /tmp/plans.txt
 """
 
