@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -781,6 +782,7 @@ def main() -> None:
         ctx.db.dispose()
     finally:
         engine.dispose()
+        shutil.rmtree(data, ignore_errors=True)
         if server is not None:
             server.stop()
 
