@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # support.postgres, support.context
 
 from alembic import command
-from sqlalchemy import Connection, Engine, event, exists, func, select, text
+from sqlalchemy import Connection, Engine, event, select, text
 
 from support.context import make_settings
 from upscayl_cloud.db.engine import make_engine, now_ms
@@ -571,26 +571,6 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
         with ctx.db.begin() as conn, suppress(RateLimitExceededError):
             uploads.check_pending(conn, big.account_id, 1, now_ms(), 0)
 
-    def waiting_not_exists() -> None:
-        """check_pending's sum with NOT EXISTS instead of NOT IN (proposed for
-        services/uploads.py): the same rows, but an anti-join PostgreSQL can
-        drive from the account's live uploads."""
-        now = now_ms()
-        named = exists().where(
-            task_files.c.source_key == uploads_table.c.storage_key,
-            task_files.c.task_id == tasks.c.id,
-            tasks.c.account_id == big.account_id,
-        )
-        with ctx.db.begin() as conn:
-            conn.execute(
-                select(func.coalesce(func.sum(uploads_table.c.file_size), 0)).where(
-                    uploads_table.c.account_id == big.account_id,
-                    uploads_table.c.deleted_at.is_(None),
-                    uploads_table.c.expires_at >= now,
-                    ~named,
-                )
-            ).scalar_one()
-
     def complete_multipart() -> None:
         with suppress(BadRequestError):
             uploads.complete_multipart(ctx, big, fx.multipart_id, "not/its/key", [])
@@ -650,7 +630,6 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
             lambda: uploads.request_upload(ctx, big, BASE_URL, "photo.png", "image/png", 1000),
         ),
         ("pending cap refused", over_cap),
-        ("cap check, NOT EXISTS (proposed)", waiting_not_exists),
         ("complete multipart", complete_multipart),
         ("sweep", lambda: sweeper.sweep(ctx)),
     ]

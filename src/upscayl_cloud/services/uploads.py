@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, exists, func, insert, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks, uploads
@@ -170,19 +170,23 @@ def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
 
 def _waiting(account_id: str, now: int) -> list[ColumnElement[bool]]:
     """The account's uploads that still hold their bytes for nothing: not
-    deleted, not expired, and named by no task. Only the account's own tasks
-    are read (a key names its account), so the check costs what the account
-    has, not what the service holds."""
-    named = (
-        select(task_files.c.source_key)
-        .join(tasks, tasks.c.id == task_files.c.task_id)
-        .where(tasks.c.account_id == account_id)
+    deleted, not expired, and named by no task of the account.
+
+    ``NOT EXISTS``, one index lookup per live upload
+    (``ix_task_files_source_key``), not ``NOT IN (subquery)``: PostgreSQL
+    cannot turn that into an anti-join, and rescanned the account's task
+    files for every upload, 6-60 s on an account with 200,000 tasks
+    (bench/README.md, "Database at scale")."""
+    named = exists().where(
+        task_files.c.source_key == uploads.c.storage_key,
+        task_files.c.task_id == tasks.c.id,
+        tasks.c.account_id == account_id,
     )
     return [
         uploads.c.account_id == account_id,
         uploads.c.deleted_at.is_(None),
         uploads.c.expires_at >= now,
-        uploads.c.storage_key.not_in(named),
+        ~named,
     ]
 
 
