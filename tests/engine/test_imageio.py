@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -676,6 +677,33 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
     with pytest.raises(InvalidImageError, match="more than 500 scans"):
         imageio.decode(hostile, tmp_path, LIMITS)
     assert imageio.probe(hostile, LIMITS).width == 16, "the header alone is still read"
+
+
+def test_scans_behind_extraneous_bytes_are_still_counted(tmp_path):
+    """libjpeg skips a junk "FF 00" between segments (with a warning) and
+    decodes the scans after it; the count must not stop there."""
+    whole = _progressive_jpeg(600)
+    first_ac = whole.index(b"\xff\xda", whole.index(b"\xff\xda") + 2)
+    end = whole.rindex(b"\xff\xd9")
+    # Read as a marker 00 with a length, "FF 00" would jump over every AC scan.
+    junk = b"\xff\x00" + struct.pack(">H", end - first_ac + 2)
+    hostile = tmp_path / "hidden.jpg"
+    hostile.write_bytes(whole[:first_ac] + _segment(0xFE, b"note") + junk + whole[first_ac:])
+    with pytest.raises(InvalidImageError, match="more than 500 scans"):
+        imageio.decode(hostile, tmp_path, LIMITS)
+
+
+@pytest.mark.timeout(60)
+def test_a_long_run_of_ff_bytes_is_walked_in_linear_time(tmp_path):
+    """4 MB of 0xFF after a scan: the marker search was quadratic on such a
+    run (16 KB took 2.8 s, 4 MB would take days), all inside one regex call
+    that holds the GIL, so the worker's heartbeat stopped too."""
+    whole = _progressive_jpeg(2)
+    end = whole.rindex(b"\xff\xd9")
+    path = tmp_path / "fill.jpg"
+    path.write_bytes(whole[:end] + b"\xff" * (4 << 20) + b"\x00" + whole[end:])
+    with contextlib.suppress(InvalidImageError):  # refused or decoded: it returns
+        imageio.decode(path, tmp_path, LIMITS)
 
 
 def test_jpeg_scan_count_skips_metadata_and_restart_markers(tmp_path):
