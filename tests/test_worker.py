@@ -8,6 +8,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +108,35 @@ def _flat_rgba_png(width: int, height: int) -> bytes:
         + _chunk(b"IDAT", rows)
         + _chunk(b"IEND", b"")
     )
+
+
+def test_the_engines_planes_go_inside_the_folder_the_file_holds_space_for(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The work-space accounting subtracts what a file's folder already holds
+    from what it will still write; planes written beside that folder were
+    counted twice, and sent other tasks back while the disk had room."""
+    from upscayl_cloud import diskspace
+
+    held: list[Path] = []
+    planes_in: list[Path] = []
+    real_hold, real_upscale = diskspace.WORK_SPACE.hold, pipeline.upscale_file
+
+    def recording_hold(folder: Path, *args: Any) -> Any:
+        held.append(folder)
+        return real_hold(folder, *args)
+
+    def recording_upscale(*args: Any, settings: Any, **kw: Any) -> Any:
+        planes_in.append(settings.work_dir)
+        return real_upscale(*args, settings=settings, **kw)
+
+    monkeypatch.setattr(diskspace.WORK_SPACE, "hold", recording_hold)
+    monkeypatch.setattr(pipeline, "upscale_file", recording_upscale)
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    handle(ctx, claim(ctx.db, "w", 30, 3))
+    assert _task(ctx, task_id).status == "completed"
+    assert len(held) == len(planes_in) == 1
+    assert planes_in[0] == held[0]
 
 
 def test_a_file_the_whole_work_disk_cannot_hold_fails_at_once(

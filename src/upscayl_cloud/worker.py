@@ -28,7 +28,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from boto3.exceptions import RetriesExceededError
@@ -271,7 +271,9 @@ def process(
                         source,
                         result,
                         request,
-                        settings=settings,
+                        # Planes inside the held folder, so that what they
+                        # have written counts against what this file holds.
+                        settings=replace(settings, work_dir=Path(tmp)),
                         progress=lambda f, i=index: report(f, i),
                         declared_type=item.file_type,
                         should_cancel=lambda: beat.lost or stopping.is_set(),
