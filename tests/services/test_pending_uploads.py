@@ -6,16 +6,16 @@ PostgreSQL, concurrent requests included."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import event, text, update
+from sqlalchemy import event, update
 
 from support.context import make_settings, new_principal
 from support.images import png_bytes
+from support.postgres import until_a_lock_is_awaited
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import uploads as uploads_table
@@ -133,7 +133,7 @@ def test_concurrent_requests_never_overshoot_the_cap(ctx: Context, principal: Pr
         first.start()
         assert inside.wait(30), "the first request never reached its insert"
         second.start()
-        _until_a_request_waits(ctx)
+        until_a_lock_is_awaited(ctx.db, "the second request (on the account's row)")
     finally:
         go_on.set()
         for thread in (first, second):
@@ -143,26 +143,6 @@ def test_concurrent_requests_never_overshoot_the_cap(ctx: Context, principal: Pr
     assert len(outcomes) == 2
     assert isinstance(outcomes[0], str), outcomes
     assert isinstance(outcomes[1], RateLimitExceededError), outcomes
-
-
-def _until_a_request_waits(ctx: Context) -> None:
-    """On PostgreSQL, until a backend waits for a lock (the second request,
-    for the account's row): one that does not wait never shows up and fails
-    this. SQLite shows no waiter (BEGIN IMMEDIATE waits in the driver); there
-    every write transaction is exclusive anyway."""
-    if ctx.db.dialect.name != "postgresql":
-        time.sleep(0.3)
-        return
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    deadline = time.monotonic() + 30
-    with ctx.db.connect() as conn:
-        while not conn.execute(waiting).scalar():
-            assert time.monotonic() < deadline, "the second request never waited for the first"
-            conn.rollback()  # pg_stat_activity is read once per transaction
-            time.sleep(0.02)
 
 
 def test_the_default_cap_holds_two_full_batches_whatever_their_limits(tmp_path: Path) -> None:

@@ -6,14 +6,14 @@ pass that marked it."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import event, func, select, update
 
 from support.images import png_bytes
+from support.postgres import until_a_lock_is_awaited
 from support.tasks import queued_task, uploaded
 from tests.storage.unreachable import closed_endpoint
 from upscayl_cloud.db.engine import now_ms
@@ -96,7 +96,7 @@ def test_a_start_task_in_flight_keeps_its_original(
         assert inside.wait(30), "start-task never reached its insert"
         _sweep_a_year_later(monkeypatch)
         sweeping.start()
-        _until_the_sweep_waits(ctx)
+        until_a_lock_is_awaited(ctx.db, "the sweep (on start-task's row lock)")
     finally:
         go_on.set()
         for thread in (starter, sweeping):
@@ -111,26 +111,6 @@ def test_a_start_task_in_flight_keeps_its_original(
             conn.execute(select(uploads.c.deleted_at).where(uploads.c.file_name == name)).scalar()
             is None
         )
-
-
-def _until_the_sweep_waits(ctx: Context) -> None:
-    """On PostgreSQL, until a backend waits for a row lock (the sweep, on
-    start-task's): a sweep that does not wait never shows up and fails this.
-    SQLite shows no waiter (its BEGIN IMMEDIATE waits in the driver): there a
-    sweep that did not wait would have deleted the file within the pause."""
-    if ctx.db.dialect.name != "postgresql":
-        time.sleep(0.3)
-        return
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    deadline = time.monotonic() + 30
-    with ctx.db.connect() as conn:
-        while not conn.execute(waiting).scalar():
-            assert time.monotonic() < deadline, "the sweep never waited for start-task's lock"
-            conn.rollback()  # pg_stat_activity is read once per transaction
-            time.sleep(0.02)
 
 
 class _SweptDuringTheCheck:

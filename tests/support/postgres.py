@@ -8,8 +8,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
+
+from sqlalchemy import Engine, text
 
 from support.server import free_port
 
@@ -84,3 +87,24 @@ class Postgres:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+def until_a_lock_is_awaited(db: Engine, what: str) -> None:
+    """On PostgreSQL, until a backend waits for a lock (``what``, e.g. the
+    second of two requests): one that does not wait never shows up, and this
+    fails after 30 s saying ``what`` never waited. SQLite shows no waiter (its
+    BEGIN IMMEDIATE waits in the driver), and every write transaction there
+    is exclusive anyway: a short pause stands in."""
+    if db.dialect.name != "postgresql":
+        time.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    deadline = time.monotonic() + 30
+    with db.connect() as conn:
+        while not conn.execute(waiting).scalar():
+            assert time.monotonic() < deadline, f"{what} never waited for a lock"
+            conn.rollback()  # pg_stat_activity is read once per transaction
+            time.sleep(0.02)
