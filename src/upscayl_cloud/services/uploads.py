@@ -45,8 +45,6 @@ MAX_GENERATED_NAME_BYTES = 200
 #: Longest name a client is told to save a file under: file systems stop at
 #: 255 bytes, and a client may add " (2)" or "_thumb" to it.
 MAX_BASE_NAME_BYTES = 200
-#: Extensions a stored name keeps from the client's name, per declared type
-#: (in any case): those both stores serve as that type.
 _EXTENSION = re.compile(r"^[^\W_]{1,10}$")
 #: Characters Windows refuses in file names; a client on Windows saves under our name.
 _RESERVED = set('<>:"|?*')
