@@ -10,8 +10,11 @@ real ENOSPC from the kernel."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -22,16 +25,18 @@ import pytest
 from sqlalchemy import select
 
 from support.context import make_settings, new_principal
-from support.disk import disk_with_little_free
+from support.disk import allocated, disk_with_little_free, fill, small_disk
 from support.tasks import queued_task
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks
+from upscayl_cloud.diskspace import WORK_SPACE
 from upscayl_cloud.engine import encode, planes
 from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import Context, build_context
 from upscayl_cloud.storage.s3 import S3Storage
 from upscayl_cloud.storage.s3client import make_client
+from upscayl_cloud.workdirs import process_work_dir
 from upscayl_cloud.worker import handle, unavailable
 
 LEASE = 0.5  # the backoff is a lease's length: short here to see the retry
@@ -279,3 +284,74 @@ def test_a_work_disk_full_through_the_last_attempt_fails_and_says_so(
     assert "unavailable" not in row.error
     assert keys.account_credits(live, principal.account_id) == 10  # refunded
     assert claim(live.db, "w", 30, 3) is None
+
+
+@pytest.fixture
+def other_task_holding_the_disk(
+    live: Context, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[contextlib.ExitStack]:
+    """Another task of this process, its work folder holding 300 MB, on a
+    work disk (the stand-in ``small_disk``) with room for one of the two.
+    Closing the stack ends that task."""
+    data = live.settings.data_dir
+    small_disk(monkeypatch, data, capacity=allocated(data) + 320 * 10**6)
+    with contextlib.ExitStack() as other:
+        folder = other.enter_context(WORK_SPACE.folder(process_work_dir(data)))
+        fill(folder / "plane", 300 * 10**6)
+        yield other
+
+
+def _wait_until_waiting(caplog: pytest.LogCaptureFixture, worker: threading.Thread) -> None:
+    deadline = time.monotonic() + 30
+    while not any("waiting for work space" in r.getMessage() for r in caplog.records):
+        assert worker.is_alive(), "the worker gave up instead of waiting"
+        assert time.monotonic() < deadline, "the worker never waited for work space"
+        time.sleep(0.05)
+
+
+def test_a_file_waits_for_space_this_process_s_other_task_holds_without_spending_an_attempt(
+    live: Context,
+    other_task_holding_the_disk: contextlib.ExitStack,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The space frees by itself when the other task ends: the file waits
+    for it, its lease renewed, instead of handing its task back (which spent
+    one of three attempts, and a long task here could spend them all)."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    worker = threading.Thread(target=handle, args=(live, claim(live.db, "w", LEASE, 3)))
+    worker.start()
+    _wait_until_waiting(caplog, worker)
+    time.sleep(4 * LEASE)  # several leases: renewed while it waits
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.lease_owner) == ("processing", 1, "w")
+    assert claim(live.db, "thief", LEASE, 3) is None
+
+    other_task_holding_the_disk.close()
+    worker.join(60)
+    assert not worker.is_alive()
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("completed", 1, 1)
+
+
+def test_a_file_waiting_for_space_is_handed_back_whole_when_the_pool_stops(
+    live: Context,
+    other_task_holding_the_disk: contextlib.ExitStack,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    stopping = threading.Event()
+    held = claim(live.db, "w", LEASE, 3)
+    worker = threading.Thread(target=handle, args=(live, held, None, stopping))
+    worker.start()
+    _wait_until_waiting(caplog, worker)
+    stopping.set()
+    worker.join(30)
+    assert not worker.is_alive()
+    row = _row(live, task_id)
+    # Pending again at once, its attempt given back: the stop was ours.
+    assert (row.status, row.attempts, row.lease_until, row.error) == ("pending", 0, 0, None)
+    assert keys.account_credits(live, principal.account_id) == 9  # still reserved

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: ``ENOSPC`` (no space left on the device) and ``EDQUOT`` (quota exceeded).
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -85,6 +91,20 @@ def _allocated(folder: Path) -> int:
     return total
 
 
+class WaitCancelledError(Exception):
+    """A file waiting for work space was asked to stop (its lease was lost or
+    the pool is stopping) before the space came free."""
+
+
+@dataclass
+class _Folder:
+    """A task's work folder: the space its file in progress holds (0 when
+    none), and whether that file is waiting in line for space."""
+
+    held: int = 0
+    waiting: bool = False
+
+
 class WorkSpace:
     """The work disk's free space, shared by the worker threads of a process.
 
@@ -92,43 +112,119 @@ class WorkSpace:
     space less what the files in progress here will still write (their
     estimates less what their folders hold already): two large files
     claimed together would otherwise both start on room for one, and one
-    would meet a full disk hours later. Other processes sharing the disk
-    are not seen; their files show up as used space, and a full disk met
-    anyway hands the task back all the same."""
+    would meet a full disk hours later.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[object, tuple[Path, int]] = {}
+    A file that does not fit *now*, but would once this process's other
+    tasks end (their folders removed, their writes not made), waits for
+    them, first come first served, its lease renewed meanwhile: handing it
+    back would spend one of its attempts on work that frees by itself, and
+    a long file here could spend them all. Space held by anything else
+    (other processes sharing the disk show up as used space) may never
+    free, so a file that would not fit even then is handed back at once,
+    and a full disk met anyway is handed back all the same."""
+
+    def __init__(self, poll_seconds: float = 1.0) -> None:
+        self._changed = threading.Condition()
+        self._folders: dict[Path, _Folder] = {}
+        self._line: deque[Path] = deque()
+        #: How often a waiting file looks again at the disk and at whether it
+        #: should stop, beyond the wake-ups of this process's own changes.
+        self._poll_seconds = poll_seconds
 
     @contextlib.contextmanager
-    def hold(self, folder: Path, estimate: int, scale: int) -> Iterator[None]:
+    def folder(self, parent: Path) -> Iterator[Path]:
+        """A new work folder under ``parent`` for one task's files, known to
+        the files that wait for space until it is removed: its bytes are
+        counted as freeing only while its task runs, and a waiting file is
+        woken once they are gone, not before."""
+        path = Path(tempfile.mkdtemp(dir=parent))
+        with self._changed:
+            self._folders[path] = _Folder()
+        try:
+            yield path
+        finally:
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                with self._changed:
+                    del self._folders[path]
+                    self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        folder: Path,
+        estimate: int,
+        scale: int,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[None]:
         """Hold ``estimate`` bytes (plus margin) of work space for a file
-        whose files go under ``folder``, or raise ``WorkDiskTooSmallError``
-        (the disk could never hold it) or ``WorkDiskFullError`` (not now)."""
+        whose files go under ``folder`` (from :meth:`folder`), waiting for
+        this process's other tasks where only they stand in the way; or
+        raise ``WorkDiskTooSmallError`` (the disk could never hold it),
+        ``WorkDiskFullError`` (not now, nor once this process's other tasks
+        end) or ``WaitCancelledError`` (``should_stop`` said so while it
+        waited)."""
         need = work_space_needed(estimate)
-        token = object()
-        with self._lock:
-            usage = shutil.disk_usage(folder)
-            if need > usage.total:
+        with self._changed:
+            mine = self._folders[folder]
+            total = shutil.disk_usage(folder).total
+            if need > total:
                 raise WorkDiskTooSmallError(
                     f"This file needs about {_size(need)} of work space to upscale at "
-                    f"{scale}x, more than this server's work disk holds ({_size(usage.total)}): "
+                    f"{scale}x, more than this server's work disk holds ({_size(total)}): "
                     "choose a smaller scale (or a smaller image)"
                 )
-            others = sum(max(0, held - _allocated(path)) for path, held in self._held.values())
-            still = max(0, need - _allocated(folder))
-            if still > usage.free - others:
-                raise WorkDiskFullError(
-                    f"the work disk is full for now: this file needs {_size(still)} more, "
-                    f"{_size(usage.free)} is free and files in progress here will still "
-                    f"write {_size(others)}"
-                )
-            self._held[token] = (folder, need)
+            self._line.append(folder)
+            try:
+                self._wait_for(folder, mine, need, should_stop)
+            finally:
+                self._line.remove(folder)
+                mine.waiting = False
+                self._changed.notify_all()  # the next in line may go now
+            mine.held = need
         try:
             yield
         finally:
-            with self._lock:
-                del self._held[token]
+            with self._changed:
+                mine.held = 0
+                self._changed.notify_all()
+
+    def _wait_for(
+        self, folder: Path, mine: _Folder, need: int, should_stop: Callable[[], bool]
+    ) -> None:
+        """Return once the file may start; the caller holds the lock."""
+        while True:
+            free = shutil.disk_usage(folder).free
+            others = {path: entry for path, entry in self._folders.items() if path != folder}
+            written = {path: _allocated(path) for path in others}
+            owed = sum(max(0, e.held - written[p]) for p, e in others.items() if e.held)
+            still = max(0, need - _allocated(folder))
+            first = self._line[0] == folder
+            if first and still <= free - owed:
+                return
+            # Only tasks that run free their space by themselves: a waiting
+            # one frees nothing until it has run. A file behind the first in
+            # line counts every task here, the first's included: it waits for
+            # the first to start or give up before it judges for itself.
+            running = (p for p, e in others.items() if not e.waiting)
+            freeing = sum(written[p] for p in running) if first else sum(written.values())
+            if still > free + freeing:
+                raise WorkDiskFullError(
+                    f"the work disk is full for now: this file needs {_size(still)} more, "
+                    f"{_size(free)} is free and files in progress here will still "
+                    f"write {_size(owed)}"
+                )
+            if not mine.waiting:
+                mine.waiting = True
+                log.info(
+                    "waiting for work space: %s needed, %s free, this process's other "
+                    "tasks hold %s and will still write %s",
+                    _size(still), _size(free), _size(freeing), _size(owed),
+                )  # fmt: skip
+            self._changed.wait(self._poll_seconds)
+            if should_stop():
+                raise WaitCancelledError("stopped while waiting for work space")
 
 
 #: This process's work space (its worker threads share one work folder).

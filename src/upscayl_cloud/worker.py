@@ -10,9 +10,11 @@ An outage of the object store or the database is not the task's fault: the
 task goes back to the queue, due again after a backoff, and only fails once
 its attempts are spent. So is a full work disk: before each file the
 worker compares the engine's estimate of the work space it needs
-(``pipeline.work_space_bytes``) with the disk's free space, and a disk full
-of other work, or a write that meets ENOSPC anyway, hands the task back the
-same way; a file the whole disk could never hold fails at once. Work files
+(``pipeline.work_space_bytes``) with the disk's free space: a file waits
+while this process's other tasks hold the space it needs (``WorkSpace``), a
+disk full of anything else, or a write that meets ENOSPC anyway, hands the
+task back the same way, and a file the whole disk could never hold fails at
+once. Work files
 live in a folder per process (``work/<host>-<pid>-<random>``) held by a lock,
 so a starting pool can remove what killed processes left behind without
 touching a live one's.
@@ -25,7 +27,6 @@ import math
 import os
 import random
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -40,6 +41,7 @@ from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.diskspace import (
     WORK_SPACE,
+    WaitCancelledError,
     WorkDiskTooSmallError,
     out_of_space,
 )
@@ -239,20 +241,23 @@ def process(
     )
     settings = engine_settings(ctx.settings)
     outcomes: list[FileOutcome] = []
-    with Heartbeat(ctx, held) as beat, tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+    with Heartbeat(ctx, held) as beat, WORK_SPACE.folder(settings.work_dir) as tmp:
 
         def report(fraction: float, index: int) -> None:
             beat.progress = min(99, int(100 * (index + fraction) / len(files)))
 
+        def should_cancel() -> bool:
+            return beat.lost or stopping.is_set()
+
         for index, item in enumerate(files):
             # The previous file's source, result and thumbnail are stored or
             # given up by now: their space goes to this file.
-            for leftover in Path(tmp).iterdir():
+            for leftover in tmp.iterdir():
                 if leftover.is_file():
                     leftover.unlink()
-            source = Path(tmp) / f"{index}-source"
-            result = Path(tmp) / f"{index}.{task.save_image_as}"
-            thumb = Path(tmp) / f"{index}-thumb.webp"
+            source = tmp / f"{index}-source"
+            result = tmp / f"{index}.{task.save_image_as}"
+            thumb = tmp / f"{index}-thumb.webp"
             started = time.monotonic()
             try:
                 ctx.storage.download_to(item.source_key, source)
@@ -266,20 +271,21 @@ def process(
                     sixteen_bit=header.sixteen_bit,
                     source_bytes=source.stat().st_size,
                 )
-                with WORK_SPACE.hold(Path(tmp), estimate, task.scale):
+                # Waits while this process's other tasks hold the space.
+                with WORK_SPACE.hold(tmp, estimate, task.scale, should_cancel):
                     done = upscale_file(
                         source,
                         result,
                         request,
                         # Planes inside the held folder, so that what they
                         # have written counts against what this file holds.
-                        settings=replace(settings, work_dir=Path(tmp)),
+                        settings=replace(settings, work_dir=tmp),
                         progress=lambda f, i=index: report(f, i),
                         declared_type=item.file_type,
-                        should_cancel=lambda: beat.lost or stopping.is_set(),
+                        should_cancel=should_cancel,
                     )
                     make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
-            except CancelledError as exc:
+            except (CancelledError, WaitCancelledError) as exc:
                 if stopping.is_set():
                     raise ShutdownError(held.task_id) from exc
                 raise LeaseLostError(held.task_id) from exc

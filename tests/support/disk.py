@@ -3,7 +3,10 @@ to mount a small file system)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,3 +23,37 @@ def disk_with_little_free(monkeypatch: pytest.MonkeyPatch, free: int = 10**6) ->
         return usage._replace(used=usage.total - free, free=free)
 
     monkeypatch.setattr(shutil, "disk_usage", full_disk_usage)
+
+
+def small_disk(monkeypatch: pytest.MonkeyPatch, root: Path, capacity: int) -> None:
+    """A stand-in, named so, for a small file system mounted at ``root`` (we
+    cannot mount one): ``shutil.disk_usage`` reports ``capacity`` bytes, of
+    which the files under ``root`` take what they really take on disk, so
+    that removing them frees space as it would there."""
+    real_disk_usage = shutil.disk_usage
+
+    def small_disk_usage(path: Any) -> Any:
+        used = allocated(root)
+        return real_disk_usage(path)._replace(
+            total=capacity, used=used, free=max(0, capacity - used)
+        )
+
+    monkeypatch.setattr(shutil, "disk_usage", small_disk_usage)
+
+
+def allocated(root: Path) -> int:
+    """Bytes the files under ``root`` take on disk (a file removed while
+    counted counts nothing)."""
+    total = 0
+    for parent, _dirs, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return total
+
+
+def fill(path: Path, size: int) -> None:
+    """A file of ``size`` bytes really allocated on disk (quickly: reserved,
+    not written; a sparse file would take no space)."""
+    with path.open("wb") as out:
+        os.posix_fallocate(out.fileno(), 0, size)
