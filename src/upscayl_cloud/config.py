@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     #: How often an idle worker looks for work.
     poll_interval_seconds: float = Field(default=0.5, gt=0)
+    #: Port on which an ``upscayl-cloud worker`` process serves its own
+    #: Prometheus metrics (the files it processed); 0: none. A worker has no
+    #: other port, and what it measures is in no API process's /metrics.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Interface for that port; loopback by default, like ``host``.
+    worker_metrics_host: str = "127.0.0.1"
 
     # -- housekeeping --------------------------------------------------------------
     #: Interval of the sweeper (expired objects) and reaper (lost tasks).

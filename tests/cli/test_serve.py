@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 # A child process with a soft limit of 64 under a hard limit of 1000 (lowering
 # a hard limit needs no privilege, so this runs wherever the test does).
@@ -14,6 +17,8 @@ from upscayl_cloud.cli.serve import raise_descriptor_limit
 print(raise_descriptor_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))
 """
 
+_CLI = "from upscayl_cloud.cli import app; app()"
+
 
 def test_serve_lifts_the_open_file_limit_to_the_hard_limit() -> None:
     """A soft limit of 64 would refuse the 60th client; serve takes all it may."""
@@ -22,3 +27,25 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_limit() -> None:
     ).stdout.split()
     returned, soft, hard = (int(v) for v in out)
     assert returned == soft == hard == 1000
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_and_stops(tmp_path: Path) -> None:
+    """Before claiming any task: a worker nobody can observe is a surprise
+    found later, the port's owner unknown."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-c", _CLI, "worker", "--metrics-port", str(port)],
+            env={**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert f"Cannot serve worker metrics on 127.0.0.1:{port}: Address already in use" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert "Worker running" not in done.stdout

@@ -9,7 +9,7 @@ import httpx
 
 from support.client import ApiClient, file_entry, make_client
 from support.images import png_bytes
-from support.server import Server
+from support.server import Server, free_port
 
 
 def test_first_start_prints_a_working_key_once(tmp_path: Path) -> None:
@@ -45,11 +45,21 @@ def test_health_ready_and_metrics(server: Server) -> None:
     assert " INFO upscayl_cloud." in server.log() and " INFO pyvips" not in server.log()
 
 
+def _processed_count(metrics_text: str) -> int:
+    found = re.search(
+        r'upscayl_processing_seconds_count\{model="quick-clear-4x"\} (\S+)', metrics_text
+    )
+    return int(float(found.group(1))) if found else 0
+
+
 def test_separate_worker_processes_share_the_queue(tmp_path: Path) -> None:
+    """Each worker process serves its own metrics (its processing times are
+    observed nowhere else): together they count every file once."""
     import signal
 
     api_only = Server(tmp_path / "data", workers=0).start()
-    workers = [api_only.start_worker(threads=1) for _ in range(2)]
+    ports = [free_port(), free_port()]
+    workers = [api_only.start_worker(threads=1, worker_metrics_port=port) for port in ports]
     try:
         api = make_client(api_only)
         links = [api.upload(f"{i}.png", png_bytes(16, 16)) for i in range(4)]
@@ -60,6 +70,11 @@ def test_separate_worker_processes_share_the_queue(tmp_path: Path) -> None:
             for link in links
         ]
         assert all(api.wait(task_id)["status"] == "completed" for task_id in ids)
+        scraped = [httpx.get(f"http://127.0.0.1:{port}/metrics").text for port in ports]
+        assert sum(_processed_count(text) for text in scraped) == 4
+        # The task counts come from the API processes alone.
+        assert not any("upscayl_tasks{" in text for text in scraped)
+        assert _processed_count(httpx.get(api_only.url + "/metrics").text) == 0
         for process in workers:
             process.send_signal(signal.SIGTERM)
         assert [process.wait(timeout=30) for process in workers] == [0, 0]

@@ -104,14 +104,15 @@ class Server:
         }
 
     def start_worker(
-        self, threads: int = 1, hold_engine: Path | None = None
+        self, threads: int = 1, hold_engine: Path | None = None, **env: object
     ) -> subprocess.Popen[bytes]:
         """A separate ``upscayl-cloud worker`` process on this server's data
-        (``hold_engine``: see ``_HOLD``)."""
+        (``hold_engine``: see ``_HOLD``; ``env``: more settings, by name)."""
         log = (self.data_dir.parent / f"{self.data_dir.name}-worker.log").open("ab")
+        more = {f"UPSCAYL_{k.upper()}": str(v) for k, v in env.items()}
         return subprocess.Popen(
             [sys.executable, "-c", _script(_WORKER, hold_engine), str(threads)],
-            env=self._env(),
+            env={**self._env(), **more},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -11,13 +11,17 @@ storage) with the API; a killed one loses nothing (its leases expire).
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from socketserver import BaseServer
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from upscayl_cloud.config import Settings, get_settings
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import build_context, prepare_data_dir
+
+if TYPE_CHECKING:
+    from upscayl_cloud.services.metrics import Metrics
 
 #: Longest wait for requests in flight when ``serve`` is asked to stop.
 DRAIN_SECONDS = 30
@@ -113,6 +117,10 @@ def worker(
     workers: Annotated[
         int | None, typer.Option("--workers", help="Worker threads in this process.", min=1)
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this process's Prometheus metrics on this port (0: none).", min=0),
+    ] = None,
 ) -> None:
     """Process tasks from the shared database until interrupted (Ctrl-C, SIGTERM)."""
     import signal
@@ -122,13 +130,18 @@ def worker(
     from upscayl_cloud.services.sweeper import Sweeper
     from upscayl_cloud.worker import WorkerPool
 
-    settings = get_settings()
-    if workers is not None:
-        settings = settings.model_copy(update={"workers": workers})
+    overrides = {
+        name: value
+        for name, value in (("workers", workers), ("worker_metrics_port", metrics_port))
+        if value is not None
+    }
+    settings = get_settings().model_copy(update=overrides)
     configure_logging()
     ctx = build_context(settings)
     count = max(1, settings.workers)
-    pool = WorkerPool(ctx, count, Metrics(ctx))
+    metrics = Metrics(ctx, task_counts=False)
+    exporter = serve_worker_metrics(settings, metrics)
+    pool = WorkerPool(ctx, count, metrics)
     sweeper = Sweeper(ctx)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +153,29 @@ def worker(
     typer.echo("Stopping: finishing or handing back tasks in progress (up to 30 s)")
     pool.stop(timeout=30)
     sweeper.stop()
+    if exporter is not None:
+        exporter.shutdown()
+        exporter.server_close()
     ctx.db.dispose()
+
+
+def serve_worker_metrics(settings: Settings, metrics: Metrics) -> BaseServer | None:
+    """Serve a worker process's own metrics (``UPSCAYL_WORKER_METRICS_PORT``)
+    on a thread of prometheus-client's: its processing times are observed
+    here, and no API process sees them. Exits with a clear line when the
+    port cannot be had, before any task is claimed."""
+    if not settings.worker_metrics_port:
+        return None
+    from prometheus_client import start_http_server
+
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        typer.echo(f"Cannot serve worker metrics on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"Worker metrics on http://{host}:{port}/metrics")
+    return server
 
 
 def migrate() -> None:

@@ -1,6 +1,7 @@
 """Prometheus metrics: tasks by status and queue depth (read from the
 database at scrape time, so every replica reports the same truth) and
-processing seconds per model (observed by the workers of this process)."""
+processing seconds per model (observed by the workers of this process:
+``serve``'s /metrics, or a ``worker`` process's own port)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,17 @@ class _TaskCollector(Collector):
 
 
 class Metrics:
-    """One registry per service instance (tests build several in one process)."""
+    """One registry per service instance (tests build several in one process).
 
-    def __init__(self, ctx: Context) -> None:
+    ``task_counts``: whether this registry reads the task counts from the
+    database. A worker process's own registry leaves them out: every API
+    process reports them already, and N workers scraped would read them N
+    times more for the same numbers."""
+
+    def __init__(self, ctx: Context, task_counts: bool = True) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_TaskCollector(ctx))
+        if task_counts:
+            self.registry.register(_TaskCollector(ctx))
         self.processing_seconds = Histogram(
             "upscayl_processing_seconds",
             "Seconds spent upscaling one file, by model",
