@@ -3,11 +3,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import Engine, insert, inspect, select, text
+from sqlalchemy import Engine, func, insert, inspect, select, text
 
 from upscayl_cloud.db.engine import make_engine
 from upscayl_cloud.db.migrate import alembic_config, upgrade
-from upscayl_cloud.db.tables import accounts, metadata, uploads
+from upscayl_cloud.db.tables import (
+    TASK_COUNT_SHARDS,
+    accounts,
+    metadata,
+    task_counts,
+    tasks,
+    uploads,
+)
 
 
 def test_migrations_create_every_table_and_are_idempotent(tmp_path: Path) -> None:
@@ -98,6 +105,7 @@ PARTIAL_0004 = {
 def _indexes(engine: Engine) -> dict[str, dict[str, list[str | None]]]:
     """Each table's indexes (unique constraints aside): name -> columns."""
     inspector = inspect(engine)
+    present = set(inspector.get_table_names())
     return {
         table: {
             ix["name"]: list(ix["column_names"])
@@ -105,6 +113,7 @@ def _indexes(engine: Engine) -> dict[str, dict[str, list[str | None]]]:
             if ix["name"] and not ix.get("unique")
         }
         for table in metadata.tables
+        if table in present
     }
 
 
@@ -152,5 +161,54 @@ def test_0004_indexes_match_the_metadata_and_go_away_on_downgrade(
 
         upgrade(engine)  # and up again, as a rollback followed by a redeploy does
         assert _indexes(engine) == expected
+    finally:
+        engine.dispose()
+
+
+def _task(task_id: str, status: str) -> dict[str, object]:
+    """A tasks row as revision 0004 knows it."""
+    return {
+        "id": task_id,
+        "account_id": "a",
+        "status": status,
+        "model": "m",
+        "scale": 4,
+        "save_image_as": "png",
+        "enhance_face": False,
+        "batch_mode": False,
+        "progress": 0,
+        "attempts": 1,
+        "lease_until": 0,
+        "credits_reserved": 1,
+        "credits_charged": 0,
+        "created_at": 1,
+        "updated_at": 1,
+    }
+
+
+def test_0005_counts_the_tasks_finished_before_it(tmp_path: Path, database_url: str) -> None:
+    """/metrics reads the finished tasks from task_counts from then on: those
+    finished before it are counted once, by the migration."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'x.db'}")
+    statuses = ["completed", "completed", "failed", "pending", "processing"]
+    try:
+        _migrate(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(insert(accounts).values(id="a", name="a", created_at=1))
+            conn.execute(insert(tasks), [_task(f"t{n}", s) for n, s in enumerate(statuses)])
+        upgrade(engine)
+        with engine.connect() as conn:
+            summed = select(task_counts.c.status, func.sum(task_counts.c.count)).group_by(
+                task_counts.c.status
+            )
+            assert {status: int(n) for status, n in conn.execute(summed)} == {
+                "completed": 2,
+                "failed": 1,
+            }
+            shards = conn.execute(select(func.count()).select_from(task_counts)).scalar_one()
+            assert shards == 2 * TASK_COUNT_SHARDS
+        _migrate(engine, "0004", down=True)
+        assert "task_counts" not in inspect(engine).get_table_names()
+        upgrade(engine)
     finally:
         engine.dispose()

@@ -150,6 +150,26 @@ task_files = Table(
 )
 
 
+#: Rows a final status's count is spread over (migration 0005 made them).
+TASK_COUNT_SHARDS = 16
+
+#: Tasks finished, by final status, counted as they finish (``lease.
+#: lock_for_finish``), so that /metrics need not count a year of history at
+#: every scrape. Each finish adds one to a random one of a status's rows:
+#: concurrent finishes would otherwise queue on one row's lock.
+task_counts = Table(
+    "task_counts",
+    metadata,
+    #: completed | failed
+    Column("status", String(16), primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("count", BigInteger, nullable=False, default=0),
+)
+
+#: Where a task is not finished yet: what the claim's partial index holds.
+UNFINISHED_TASK = or_(tasks.c.status == "pending", tasks.c.status == "processing")
+
+
 def _partial(name: str, *columns: Any, where: ColumnElement[bool]) -> Index:
     """An index of the rows ``where`` holds only, on both databases."""
     return Index(name, *columns, postgresql_where=where, sqlite_where=where)
@@ -184,8 +204,4 @@ _partial(
     where=and_(task_files.c.deleted_at.is_(None), task_files.c.expires_at.is_not(None)),
 )
 #: The claim: unfinished tasks, oldest first (the first one due is near the front).
-_partial(
-    "ix_tasks_queue",
-    tasks.c.created_at,
-    where=or_(tasks.c.status == "pending", tasks.c.status == "processing"),
-)
+_partial("ix_tasks_queue", tasks.c.created_at, where=UNFINISHED_TASK)

@@ -12,12 +12,13 @@ on PostgreSQL the sub-select takes ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from upscayl_cloud.db.engine import now_ms
-from upscayl_cloud.db.tables import tasks
+from upscayl_cloud.db.tables import TASK_COUNT_SHARDS, task_counts, tasks
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def release(
 
 
 def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | None) -> bool:
-    """Move a held task to its final status inside the caller's transaction."""
+    """Move a held task to its final status inside the caller's transaction,
+    and count it there (``task_counts``): every task finishes through here."""
     now = now_ms()
     result = conn.execute(
         update(tasks)
@@ -127,7 +129,17 @@ def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | No
             finished_at=now,
         )
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    conn.execute(
+        update(task_counts)
+        .where(
+            task_counts.c.status == status,
+            task_counts.c.shard == random.randrange(TASK_COUNT_SHARDS),
+        )
+        .values(count=task_counts.c.count + 1)
+    )
+    return True
 
 
 def lost_beyond_retry(conn: Connection, max_attempts: int) -> list[tuple[str, int]]:
