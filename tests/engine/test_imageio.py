@@ -510,6 +510,43 @@ def test_a_failed_write_is_a_server_error_not_a_bad_image(tmp_path):
     assert not isinstance(caught.value, EngineError)
 
 
+#: Decodes a file in a process where libvips can write no temporary file:
+#: TMPDIR names no folder, and any image over 1 KB of pixels would go there.
+_DECODE_WITHOUT_TMPDIR = """
+import sys
+from pathlib import Path
+from upscayl_cloud.engine import imageio
+from upscayl_cloud.engine.options import ImageLimits
+decoded = imageio.decode(Path(sys.argv[1]), Path(sys.argv[2]), ImageLimits())
+print(decoded.color.width, decoded.color.height, decoded.alpha is not None)
+"""
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".png", ".jpg"])
+def test_decoding_writes_nothing_outside_the_work_folder(tmp_path, suffix):
+    """libvips's WebP loader cannot stream: above its disc threshold (100 MB
+    of pixels) it copied the frame into TMPDIR, a disk the work-space check
+    never sees, and a full one there failed the client's file as corrupt."""
+    import subprocess
+    import sys
+
+    source = tmp_path / f"in{suffix}"
+    vips_image(COFFEE).write_to_file(str(source))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "no-such-folder"), "VIPS_DISC_THRESHOLD": "1k"}
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_WITHOUT_TMPDIR, str(source), str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    width, height, _alpha = done.stdout.split()
+    assert (int(width), int(height)) == (COFFEE.shape[1], COFFEE.shape[0])
+
+
 # -- what real clients send ---------------------------------------------------
 
 

@@ -196,8 +196,13 @@ def _open(
         )
     name = _NAMES[mime_type]
     try:
+        # memory=True: a loader that cannot stream (WebP's decodes the whole
+        # frame) would otherwise copy a source over 100 MB of pixels into an
+        # unnamed file in TMPDIR, a disk the work-space check never sees, and
+        # a full one there failed the client's file as corrupt. The frame is
+        # in memory all the same; JPEG and PNG stream and ignore it.
         image = pyvips.Operation.call(
-            _LOADERS[mime_type], str(path), access="sequential", fail_on="error"
+            _LOADERS[mime_type], str(path), access="sequential", fail_on="error", memory=True
         )
     except pyvips.Error as err:
         raise InvalidImageError(
@@ -323,7 +328,9 @@ def _write_failed(err: pyvips.Error) -> bool:
     """Decoding writes only into our own work directory, so a failed write
     (full disk, quota, a vanished folder) is ours; libvips says so in words."""
     text = f"{err.message} {err.detail}".lower()
-    return any(words in text for words in ("unable to open for write", "write error"))
+    return any(
+        words in text for words in ("unable to open for write", "write error", "write failed")
+    )
 
 
 def _orientation(image: pyvips.Image) -> int:
