@@ -179,3 +179,48 @@ def test_a_file_the_whole_work_disk_cannot_hold_fails_at_once(
     assert "smaller scale" in item.error
     assert item.error in row.error
     assert keys.account_credits(ctx, principal.account_id) == 10  # refunded
+
+
+def test_a_tile_running_past_the_stop_timeout_is_handed_back_at_once(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads each inside a tile that outlasts the stop: the pool waits
+    ``timeout`` in all (not per thread), then hands both tasks back due at
+    once, attempts counted, instead of leaving them to their leases; the
+    threads' later writes are fenced off."""
+    engine_calls = threading.Semaphore(0)
+    tile_may_end = threading.Event()
+    real_upscale = pipeline.upscale_file
+
+    def long_tile(*args: Any, should_cancel: Callable[[], bool], **kw: Any) -> Any:
+        engine_calls.release()
+        tile_may_end.wait(60)  # a tile: no cancellation inside it
+        return real_upscale(*args, should_cancel=should_cancel, **kw)
+
+    monkeypatch.setattr(pipeline, "upscale_file", long_tile)
+    ids = [
+        queued_task(ctx, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+        for _ in range(2)
+    ]
+    pool = WorkerPool(ctx, 2)
+    pool.start()
+    try:
+        for _ in ids:
+            assert engine_calls.acquire(timeout=120), "a task never reached the engine"
+        began = time.monotonic()
+        pool.stop(timeout=1.0)
+        assert time.monotonic() - began < 1.8  # one timeout, not one per thread
+        for task_id in ids:
+            row = _task(ctx, task_id)
+            assert (row.status, row.attempts, row.lease_until, row.lease_owner) == (
+                "pending",
+                1,
+                0,
+                None,
+            )
+    finally:
+        tile_may_end.set()
+    time.sleep(1.5)  # the threads end their tiles: nothing they do counts
+    for task_id in ids:
+        row = _task(ctx, task_id)
+        assert (row.status, row.attempts, row.credits_charged) == ("pending", 1, 0)

@@ -453,6 +453,9 @@ class WorkerPool:
             threading.Thread(target=self._run, args=(f"{base}:{n}",), daemon=True, name=f"w{n}")
             for n in range(count)
         ]
+        #: The claim each worker thread holds now, by thread name.
+        self._holding: dict[str, Claim] = {}
+        self._holding_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the workers, first removing work folders of dead processes."""
@@ -474,9 +477,31 @@ class WorkerPool:
             self._sweeping.release()
 
     def stop(self, timeout: float = 30) -> None:
+        """Stop claiming, and wait at most ``timeout`` seconds in all for the
+        tasks in progress to be handed back at their next tile (or to
+        finish). A task whose tile runs longer is handed back from here at
+        once, its attempt counted: the thread may still write under that
+        attempt's storage prefix, which the next claim would reuse if the
+        attempt were given back; every later write of that thread is
+        fenced off by the lease guard. Without this the task waited for its
+        lease to expire after the process exited."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=timeout)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = {thread.name for thread in self._threads if thread.is_alive()}
+        with self._holding_lock:
+            stuck = [held for name, held in self._holding.items() if name in alive]
+        for held in stuck:
+            try:
+                if release(self._ctx.db, held):
+                    log.warning(
+                        "task %s attempt %d: still running after %.0f s; handed back, "
+                        "attempt counted",
+                        held.task_id, held.attempt, timeout,
+                    )  # fmt: skip
+            except Exception as exc:  # the lease will expire instead
+                log.warning("task %s: could not hand it back: %s", held.task_id, exc)
 
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
@@ -497,6 +522,9 @@ class WorkerPool:
                     self._sweep_work_dirs()
                 self._stop.wait(idle_wait(settings.poll_interval_seconds))
                 continue
+            name = threading.current_thread().name
+            with self._holding_lock:
+                self._holding[name] = held
             try:
                 handle(self._ctx, held, self._metrics, self._stop)
             except Exception as exc:  # e.g. the database went away: the lease will expire
@@ -505,3 +533,6 @@ class WorkerPool:
                 else:
                     log.exception("task %s: could not record its outcome", held.task_id)
                 self._stop.wait(settings.poll_interval_seconds)
+            finally:
+                with self._holding_lock:
+                    del self._holding[name]
