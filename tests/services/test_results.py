@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from sqlalchemy import select
 
@@ -72,3 +73,13 @@ def test_reaper_fails_tasks_lost_on_their_last_attempt(ctx: Context, principal: 
         row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
     assert row.status == "failed" and "interrupted 3 times" in row.error
     assert keys.account_credits(ctx, principal.account_id) == 10
+
+
+def test_a_task_lost_on_its_only_attempt_says_once(ctx: Context, principal: Principal) -> None:
+    task_id = queued_task(ctx, principal)
+    assert claim(ctx.db, "dies", 0.01, 1) is not None
+    time.sleep(0.03)
+    assert reap_lost(replace(ctx, settings=ctx.settings.model_copy(update={"max_attempts": 1})))
+    with ctx.db.begin() as conn:
+        error = conn.execute(select(tasks.c.error).where(tasks.c.id == task_id)).scalar_one()
+    assert error == "Processing was interrupted once; giving up"

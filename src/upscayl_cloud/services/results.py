@@ -108,7 +108,8 @@ def reap_lost(ctx: Context) -> int:
         lost = lost_beyond_retry(conn, ctx.settings.max_attempts)
     reaped = 0
     for task_id, attempts in lost:
-        message = f"Processing was interrupted {attempts} times; giving up"
+        times = "once" if attempts == 1 else f"{attempts} times"
+        message = f"Processing was interrupted {times}; giving up"
         if fail_task(ctx, Claim(task_id, attempts), message):
             reaped += 1
     return reaped
