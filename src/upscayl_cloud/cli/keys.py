@@ -15,9 +15,10 @@ from typing import Annotated
 
 import typer
 
+from upscayl_cloud.cli.startup import open_context
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.services import keys as key_service
-from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import ServiceError
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -25,7 +26,7 @@ credits_app = typer.Typer(help="Manage credits.", no_args_is_help=True)
 
 
 def _context() -> Context:
-    return build_context(get_settings())
+    return open_context(get_settings())
 
 
 def _when(ms: int | None) -> str:

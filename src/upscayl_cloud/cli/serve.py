@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from upscayl_cloud.cli.startup import open_context
 from upscayl_cloud.config import Settings, get_settings
 from upscayl_cloud.services import keys
-from upscayl_cloud.services.context import build_context, prepare_data_dir
+from upscayl_cloud.services.context import prepare_data_dir
 
 if TYPE_CHECKING:
     from upscayl_cloud.services.metrics import Metrics
@@ -29,7 +30,7 @@ DRAIN_SECONDS = 30
 
 def first_start_key(settings: Settings) -> str | None:
     """Create a key if none exists yet; returns it (shown once) or None."""
-    ctx = build_context(settings)
+    ctx = open_context(settings)
     try:
         if not settings.create_first_key or keys.count_keys(ctx) > 0:
             return None
@@ -137,7 +138,7 @@ def worker(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging()
-    ctx = build_context(settings)
+    ctx = open_context(settings)
     count = max(1, settings.workers)
     metrics = Metrics(ctx, task_counts=False)
     exporter = serve_worker_metrics(settings, metrics)

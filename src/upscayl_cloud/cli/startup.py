@@ -1,0 +1,38 @@
+"""Opening the service's context for a command: a database or object store
+that cannot be reached at start is one line saying which, not a traceback.
+
+An operator starting a process before PostgreSQL or the store is up (a
+compose file, a reboot) read some 475 lines ending in psycopg's words; the
+password in the database URL is never shown.
+"""
+
+from __future__ import annotations
+
+import typer
+from sqlalchemy.engine import make_url
+
+from upscayl_cloud.config import Settings
+from upscayl_cloud.db.engine import database_unavailable
+from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.storage.base import StorageUnavailableError
+
+
+def open_context(settings: Settings) -> Context:
+    """``build_context``, or exit 1 with one line naming what is unreachable."""
+    try:
+        return build_context(settings)
+    except StorageUnavailableError as exc:
+        typer.echo(f"Cannot reach the object store: {_first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        url = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        reason = _first_line(getattr(exc, "orig", None) or exc)
+        typer.echo(f"Cannot reach the database {url}: {reason}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

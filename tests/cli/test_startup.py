@@ -1,0 +1,69 @@
+"""A database or object store that cannot be reached when a command starts:
+one line saying which, the password never shown (it was ~475 lines of
+traceback). Both are provoked for real: connections to loopback ports
+nobody listens on are refused."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from upscayl_cloud.cli import app
+from upscayl_cloud.config import get_settings
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "list"], ["keys", "create", "--name", "x"], ["worker"]]
+)
+def test_an_unreachable_database_is_one_line_without_the_password(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    port = _closed_port()
+    url = f"postgresql+psycopg://upscayl:s3cret-pw@127.0.0.1:{port}/upscayl"
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", url)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Cannot reach the database postgresql+psycopg://upscayl:***@127.0.0.1:{port}/upscayl: "
+        f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
+        "Connection refused"
+    ]
+    assert "s3cret-pw" not in result.output
+
+
+def test_an_unreachable_object_store_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    for name, value in {
+        "STORAGE_BACKEND": "s3",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "S3_BUCKET": "photos",
+        "S3_CREATE_BUCKET": "true",
+        "S3_ACCESS_KEY_ID": "key",
+        "S3_SECRET_ACCESS_KEY": "secret-key",
+    }.items():
+        monkeypatch.setenv(f"UPSCAYL_{name}", value)
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Cannot reach the object store: bucket photos: store unavailable")
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "secret-key" not in result.output
