@@ -168,9 +168,9 @@ def work_space_bytes(
       its uncompressed size (a bound for PNG, which stores noise at about
       that; JPEG and WebP come far below).
 
-    Not counted: face enhancement's small detection preview, the thumbnail
-    (made after the planes are gone), and libvips's own temporary files
-    (under TMPDIR, not the work folder).
+    Not counted: face enhancement's small detection preview and the
+    thumbnail (made after the planes are gone). libvips writes no temporary
+    files of its own: the loaders open with ``memory=True`` (``decode``).
 
     A 3950x3950 RGBA PNG at 8x (998 MP out) with a 4x+2x model: 12.1 GB
     (colour output 6.0 GB, alpha 2.0 GB, encoded bound 4.0 GB; the alpha
