@@ -183,7 +183,8 @@ def test_space_held_by_anything_else_hands_the_task_back_at_once(
         began = time.monotonic()
         with pytest.raises(WorkDiskFullError), space.hold(folder, estimate, 2):
             pass
-        assert time.monotonic() - began < SETTLE_S
+        # No waiting: it would wait for good (nothing here frees enough).
+        assert time.monotonic() - began < 5
 
 
 def test_a_file_the_whole_disk_cannot_hold_is_told_so(

@@ -208,8 +208,8 @@ def test_a_tile_running_past_the_stop_timeout_is_handed_back_at_once(
         for _ in ids:
             assert engine_calls.acquire(timeout=120), "a task never reached the engine"
         began = time.monotonic()
-        pool.stop(timeout=1.0)
-        assert time.monotonic() - began < 1.8  # one timeout, not one per thread
+        pool.stop(timeout=2.0)
+        assert time.monotonic() - began < 3.5  # one timeout, not one per thread (4 s)
         for task_id in ids:
             row = _task(ctx, task_id)
             assert (row.status, row.attempts, row.lease_until, row.lease_owner) == (
@@ -220,7 +220,7 @@ def test_a_tile_running_past_the_stop_timeout_is_handed_back_at_once(
             )
     finally:
         tile_may_end.set()
-    time.sleep(1.5)  # the threads end their tiles: nothing they do counts
+    time.sleep(2)  # the threads end their tiles: nothing they do counts
     for task_id in ids:
         row = _task(ctx, task_id)
         assert (row.status, row.attempts, row.credits_charged) == ("pending", 1, 0)

@@ -320,13 +320,17 @@ def test_a_file_waits_for_space_this_process_s_other_task_holds_without_spending
     caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
     principal = new_principal(live)[1]
     task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
-    worker = threading.Thread(target=handle, args=(live, claim(live.db, "w", LEASE, 3)))
+    # A lease of 3 s, renewed every second: a busy machine's pause between
+    # renewals stays well within it.
+    lease = 3.0
+    longer = replace(live, settings=live.settings.model_copy(update={"lease_seconds": lease}))
+    worker = threading.Thread(target=handle, args=(longer, claim(live.db, "w", lease, 3)))
     worker.start()
     _wait_until_waiting(caplog, worker)
-    time.sleep(4 * LEASE)  # several leases: renewed while it waits
+    time.sleep(lease + 1)  # past the first lease: renewed while it waits
     row = _row(live, task_id)
     assert (row.status, row.attempts, row.lease_owner) == ("processing", 1, "w")
-    assert claim(live.db, "thief", LEASE, 3) is None
+    assert claim(live.db, "thief", lease, 3) is None
 
     other_task_holding_the_disk.close()
     worker.join(60)
