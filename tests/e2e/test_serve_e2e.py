@@ -58,6 +58,11 @@ def test_separate_worker_processes_share_the_queue(tmp_path: Path) -> None:
     import signal
 
     api_only = Server(tmp_path / "data", workers=0).start()
+    # No workers of its own: no workers check, rather than a "true" it never made.
+    assert httpx.get(api_only.url + "/readyz").json()["checks"] == {
+        "database": True,
+        "storage": True,
+    }
     ports = [free_port(), free_port()]
     workers = [api_only.start_worker(threads=1, worker_metrics_port=port) for port in ports]
     try:

@@ -22,10 +22,14 @@ def healthz() -> dict[str, Any]:
 
 @router.get("/readyz", response_model=None)
 async def readyz(request: Request, ctx: ContextDep) -> Any:
-    """Database reachable, storage writable, workers alive."""
+    """Database reachable, storage writable, and this process's workers
+    alive where it has any: an API-only process (``--workers 0``) reports
+    no workers check rather than a ``true`` it never checked (worker
+    processes are seen through ``upscayl_queue_depth``)."""
     checks = await readiness(request.app.state, ctx).checks()
     pool = getattr(request.app.state, "workers", None)
-    checks["workers"] = pool is None or pool.alive()
+    if pool is not None:
+        checks["workers"] = pool.alive()
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
     failing = ", ".join(name for name, ok in checks.items() if not ok)
