@@ -224,3 +224,43 @@ def test_a_tile_running_past_the_stop_timeout_is_handed_back_at_once(
     for task_id in ids:
         row = _task(ctx, task_id)
         assert (row.status, row.attempts, row.credits_charged) == ("pending", 1, 0)
+
+
+def test_a_task_on_its_last_attempt_is_left_to_its_lease_when_the_stop_times_out(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handed back with its last attempt counted, it would be pending with
+    none left: claimed by nobody, reaped by nobody, its credits held for
+    good. It stays processing instead, for the reaper once its lease ends
+    (here its thread, still alive, ends the tile and hands it back itself)."""
+    entered, tile_may_end = threading.Event(), threading.Event()
+    real_upscale = pipeline.upscale_file
+
+    def long_tile(*args: Any, should_cancel: Callable[[], bool], **kw: Any) -> Any:
+        entered.set()
+        tile_may_end.wait(60)
+        return real_upscale(*args, should_cancel=should_cancel, **kw)
+
+    monkeypatch.setattr(pipeline, "upscale_file", long_tile)
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    last = ctx.settings.max_attempts
+    with ctx.db.begin() as conn:  # two attempts spent already
+        conn.execute(tasks.update().where(tasks.c.id == task_id).values(attempts=last - 1))
+    pool = WorkerPool(ctx, 1)
+    pool.start()
+    try:
+        assert entered.wait(120), "the task never reached the engine"
+        pool.stop(timeout=0.5)
+        row = _task(ctx, task_id)
+        assert (row.status, row.attempts) == ("processing", last)
+        assert row.lease_owner is not None
+    finally:
+        tile_may_end.set()
+    deadline = time.monotonic() + 60
+    while _task(ctx, task_id).status == "processing":
+        assert time.monotonic() < deadline, "the thread never handed the task back"
+        time.sleep(0.05)
+    row = _task(ctx, task_id)
+    # The thread saw the stop at its next tile: a clean hand-back, attempt returned.
+    assert (row.status, row.attempts) == ("pending", last - 1)
+    assert claim(ctx.db, "next", 30, last) is not None

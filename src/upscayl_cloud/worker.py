@@ -484,7 +484,8 @@ class WorkerPool:
         attempt's storage prefix, which the next claim would reuse if the
         attempt were given back; every later write of that thread is
         fenced off by the lease guard. Without this the task waited for its
-        lease to expire after the process exited."""
+        lease to expire after the process exited, as one on its last attempt
+        still does."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -492,7 +493,11 @@ class WorkerPool:
         alive = {thread.name for thread in self._threads if thread.is_alive()}
         with self._holding_lock:
             stuck = [held for name, held in self._holding.items() if name in alive]
-        for held in stuck:
+        # On its last attempt a task handed back would be pending with none
+        # left, claimed by nobody and reaped by nobody: it is left to its
+        # lease, and the reaper fails it (refunded) once that expires.
+        last = self._ctx.settings.max_attempts
+        for held in (held for held in stuck if held.attempt < last):
             try:
                 if release(self._ctx.db, held):
                     log.warning(

@@ -42,10 +42,25 @@ def test_an_unreachable_database_is_one_line_without_the_password(
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Cannot reach the database postgresql+psycopg://upscayl:***@127.0.0.1:{port}/upscayl: "
+        f"Cannot use the database postgresql+psycopg://upscayl:***@127.0.0.1:{port}/upscayl: "
         f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
         "Connection refused"
     ]
+    assert "s3cret-pw" not in result.output
+
+
+def test_a_password_in_the_database_url_s_query_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq also takes the password as a parameter (``?password=``)."""
+    port = _closed_port()
+    url = f"postgresql+psycopg://upscayl@127.0.0.1:{port}/upscayl?password=s3cret-pw"
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Cannot use the database postgresql+psycopg://upscayl@127.0.0.1:{port}/upscayl: "
+    )
     assert "s3cret-pw" not in result.output
 
 

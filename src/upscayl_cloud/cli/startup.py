@@ -1,5 +1,5 @@
 """Opening the service's context for a command: a database or object store
-that cannot be reached at start is one line saying which, not a traceback.
+that cannot be used at start is one line saying which, not a traceback.
 
 An operator starting a process before PostgreSQL or the store is up (a
 compose file, a reboot) read some 475 lines ending in psycopg's words; the
@@ -18,7 +18,9 @@ from upscayl_cloud.storage.base import StorageUnavailableError
 
 
 def open_context(settings: Settings) -> Context:
-    """``build_context``, or exit 1 with one line naming what is unreachable."""
+    """``build_context``, or exit 1 with one line naming what failed: the
+    store unreachable, or the database unreachable or refusing (locked,
+    out of connections...), in its own words."""
     try:
         return build_context(settings)
     except StorageUnavailableError as exc:
@@ -27,9 +29,11 @@ def open_context(settings: Settings) -> Context:
     except Exception as exc:
         if not database_unavailable(exc):
             raise
-        url = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        # The query may hold a password too (libpq's ?password=).
+        url = make_url(settings.resolved_database_url).set(query={})
+        shown = url.render_as_string(hide_password=True)
         reason = _first_line(getattr(exc, "orig", None) or exc)
-        typer.echo(f"Cannot reach the database {url}: {reason}", err=True)
+        typer.echo(f"Cannot use the database {shown}: {reason}", err=True)
         raise typer.Exit(1) from None
 
 
