@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 import time
@@ -62,6 +63,15 @@ POLL_S = 0.02
 SETTLE_S = 0.3
 
 
+def _until_waiting(caplog: pytest.LogCaptureFixture, files: int) -> None:
+    """Until ``files`` files have said they wait for work space (a file that
+    has not reached the line yet would pass "not started" checks anyway)."""
+    deadline = time.monotonic() + 30
+    while sum("waiting for work space" in r.getMessage() for r in caplog.records) < files:
+        assert time.monotonic() < deadline, f"fewer than {files} files waited for work space"
+        time.sleep(0.01)
+
+
 class _FileInThread:
     """A worker thread's file: holds its work space until told to finish."""
 
@@ -107,11 +117,12 @@ class _FileInThread:
 
 
 def test_files_in_progress_keep_the_space_they_will_still_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two worker threads of one process: the second file starts only if the
     free space covers what the first will still write, not just its own; it
     waits meanwhile, and starts once the first task's folder is gone."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
     estimate = 10 * MB
     need = work_space_needed(estimate)
     small_disk(monkeypatch, tmp_path, capacity=2 * need - MB)
@@ -121,7 +132,7 @@ def test_files_in_progress_keep_the_space_they_will_still_write(
         first = _FileInThread(space, first_folder, estimate)
         assert first.started.wait(10)
         second = _FileInThread(space, second_folder, estimate)
-        time.sleep(SETTLE_S)
+        _until_waiting(caplog, 1)
         assert not second.started.is_set()  # the disk is free, but owed
         # What the first has written is no longer owed, and no longer free.
         fill(first_folder / "plane", need - MB // 2)
@@ -139,11 +150,12 @@ def test_files_in_progress_keep_the_space_they_will_still_write(
 
 
 def test_a_file_waits_for_this_process_s_other_tasks_then_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A file that fits once the other tasks here end waits for them, without
     an error: handing its task back would spend one of its attempts on space
     that frees by itself."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
     estimate = 10 * MB
     need = work_space_needed(estimate)
     small_disk(monkeypatch, tmp_path, capacity=need + 20 * MB)
@@ -152,7 +164,8 @@ def test_a_file_waits_for_this_process_s_other_tasks_then_starts(
         with space.folder(tmp_path) as running_folder:
             fill(running_folder / "result", 30 * MB)  # stored, not yet uploaded
             waiting = _FileInThread(space, waiting_folder, estimate)
-            time.sleep(SETTLE_S)
+            _until_waiting(caplog, 1)
+            time.sleep(SETTLE_S)  # it keeps waiting
             assert not waiting.started.is_set()
             assert waiting.error is None
         assert waiting.started.wait(10)
@@ -202,8 +215,11 @@ def test_a_file_the_whole_disk_cannot_hold_is_told_so(
     assert "choose a smaller scale" in str(caught.value)
 
 
-def test_a_waiting_file_stops_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_waiting_file_stops_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A lost lease or a stopping pool ends the wait at the next look."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
     estimate = 10 * MB
     need = work_space_needed(estimate)
     small_disk(monkeypatch, tmp_path, capacity=need + 20 * MB)
@@ -212,7 +228,7 @@ def test_a_waiting_file_stops_when_asked(tmp_path: Path, monkeypatch: pytest.Mon
     with space.folder(tmp_path) as running_folder, space.folder(tmp_path) as folder:
         fill(running_folder / "plane", 30 * MB)
         waiting = _FileInThread(space, folder, estimate, should_stop=stop.is_set)
-        time.sleep(SETTLE_S)
+        _until_waiting(caplog, 1)
         assert waiting.error is None
         stop.set()
         waiting.finish()
@@ -221,10 +237,11 @@ def test_a_waiting_file_stops_when_asked(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_files_get_their_space_first_come_first_served(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A small file that would fit now does not pass a large one waiting
     ahead of it: a stream of small files would otherwise starve it."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
     large, small = 100 * MB, 0
     capacity = work_space_needed(10 * MB) + work_space_needed(large) - MB
     small_disk(monkeypatch, tmp_path, capacity=capacity)
@@ -235,9 +252,9 @@ def test_files_get_their_space_first_come_first_served(
             running = _FileInThread(space, running_folder, 10 * MB, order)
             assert running.started.wait(10)
             waiting_large = _FileInThread(space, large_folder, large, order)
-            time.sleep(SETTLE_S)
+            _until_waiting(caplog, 1)
             waiting_small = _FileInThread(space, small_folder, small, order)
-            time.sleep(SETTLE_S)
+            _until_waiting(caplog, 2)
             assert order == [running_folder.name]  # the small one fits, but waits
             running.finish()
         assert waiting_large.started.wait(10)
