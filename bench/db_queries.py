@@ -22,7 +22,7 @@ rows it returned, the rows its scans read, the shared buffers it touched and
 the scans it used. This is done at each revision of ``--revisions`` in
 turn (default: 0003, the schema before the indexes of 0004, then head), on
 the same data. The code is head's: cases that need a table an older
-revision lacks (0005's ``task_counts``: the scrape, finish and fail) are
+revision lacks (0005's ``task_counts``: the scrape, finish, fail and sweep) are
 left out there, and the scrape's query from before 0005 runs as a case of
 its own at every revision.
 
@@ -611,13 +611,15 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
             conn.execute(select(tasks.c.status, func.count()).group_by(tasks.c.status)).all()
 
     metrics = Metrics(ctx)
-    # The scrape and the finishes use task_counts, from 0005 on: at an older
+    # The scrape and the finishes (the sweep's reaper too) use task_counts,
+    # from 0005 on: at an older
     # revision they are left out, and the scrape's old query runs alone.
     if inspect(db.engine).has_table("task_counts"):
         counted: list[tuple[str, Callable[[], object]]] = [
             ("metrics scrape", lambda: list(metrics.registry.collect())),
             ("finish (completed)", finish),
             ("fail", lambda: results.fail_task(ctx, fx.processing, "boom")),
+            ("sweep", lambda: sweeper.sweep(ctx)),  # its reaper fails tasks
         ]
     else:
         counted = []
@@ -629,7 +631,7 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
         ("claim", lambda: lease.claim(db, "bench", 60, 3)),
         ("worker reads", worker_reads),
         ("renew", lambda: lease.renew(db, fx.processing, 60, 50)),
-        *counted[1:],
+        *counted[1:3],
         ("task status", lambda: status.task_status(ctx, big, BASE_URL, fx.status_task)),
         ("history", history()),
         ("history failed=true", history(failed=True)),
@@ -649,7 +651,7 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
         ),
         ("pending cap refused", over_cap),
         ("complete multipart", complete_multipart),
-        ("sweep", lambda: sweeper.sweep(ctx)),
+        *counted[3:],
     ]
 
 
