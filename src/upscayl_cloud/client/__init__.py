@@ -17,6 +17,7 @@ from upscayl_cloud.client.errors import (
     RateLimitedError,
     StartUncertainError,
     TaskFailedError,
+    UploadCancelledError,
     UpscaylError,
     WaitTimeoutError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "StartUncertainError",
     "TaskFailedError",
     "TaskStatus",
+    "UploadCancelledError",
     "UploadLink",
     "UpscaleReport",
     "UpscaylError",

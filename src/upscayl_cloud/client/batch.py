@@ -12,6 +12,7 @@ is reported with its reason.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -166,7 +167,14 @@ def _upload_all(
     hooks: Reporter,
     report: UpscaleReport,
 ) -> list[tuple[Source, dict[str, Any]]]:
-    """Upload every source (a few at a time); failures are reported, not raised."""
+    """Upload every source (a few at a time); failures are reported, not raised.
+
+    An interruption (Ctrl-C lands in this thread, while it waits) cancels the
+    uploads not yet started and tells the running ones to start no new part,
+    then waits only for the requests already on the wire: leaving the pool
+    plainly would run every queued upload to completion, and delete the
+    state files that let the next run resume."""
+    cancel = threading.Event()
 
     def one(source: Source) -> dict[str, Any] | Exception:
         try:
@@ -176,18 +184,27 @@ def _upload_all(
                 file_type=source.mime_type,
                 multipart_threshold=threshold,
                 on_bytes=hooks.uploaded,
+                cancel=cancel,
             )
         except (UpscaylError, OSError) as exc:
             return exc
 
     uploaded = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for source, outcome in zip(sources, pool.map(one, sources), strict=True):
-            if isinstance(outcome, Exception):
-                reason = f"upload failed: {_reason(outcome)}"
-                _finish(report, hooks, FileResult(source.path, "failed", reason))
-            else:
-                uploaded.append((source, outcome))
+        futures = [pool.submit(one, source) for source in sources]
+        try:
+            for source, future in zip(sources, futures, strict=True):
+                outcome = future.result()
+                if isinstance(outcome, Exception):
+                    reason = f"upload failed: {_reason(outcome)}"
+                    _finish(report, hooks, FileResult(source.path, "failed", reason))
+                else:
+                    uploaded.append((source, outcome))
+        except BaseException:
+            cancel.set()
+            for pending in futures:
+                pending.cancel()
+            raise
     return uploaded
 
 

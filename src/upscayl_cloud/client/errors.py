@@ -3,7 +3,8 @@
 Callers branch on ``code`` (the spec's ``error`` field, e.g. ``INSUFFICIENT_CREDITS``)
 rather than on HTTP statuses or message text, so the server's error body is kept
 whole. Failures that never reached a server response get codes of our own
-(``CONNECTION_ERROR``, ``START_UNCERTAIN``, ``TASK_FAILED``, ``TIMEOUT``) so that
+(``CONNECTION_ERROR``, ``START_UNCERTAIN``, ``TASK_FAILED``, ``TIMEOUT``,
+``CANCELLED``) so that
 one ``except UpscaylError`` covers everything.
 """
 
@@ -70,3 +71,11 @@ class WaitTimeoutError(UpscaylError):
     def __init__(self, task_id: str, seconds: float) -> None:
         super().__init__("TIMEOUT", f"task {task_id} not finished after {seconds:.0f} s")
         self.task_id = task_id
+
+
+class UploadCancelledError(UpscaylError):
+    """An upload stopped because its caller was interrupted (Ctrl-C); a
+    multipart upload keeps its state file, so running it again resumes it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("CANCELLED", message)

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from upscayl_cloud.client.errors import ApiError
+from upscayl_cloud.client.errors import ApiError, UploadCancelledError
 from upscayl_cloud.client.files import STATE_SUFFIX, sniff
 from upscayl_cloud.client.sync import Client
 
@@ -138,14 +138,20 @@ def upload_file(
     part_workers: int = 4,
     on_bytes: BytesHook | None = None,
     on_part: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Upload ``path``; returns the ``files`` entry for start-task.
 
     Multipart is asked for from ``multipart_threshold`` bytes on, and used
     whenever the server offers it (it may have a lower threshold of its own).
     ``on_bytes`` receives byte deltas (negative when a retried range restarts);
-    ``on_part`` is called after each part's ETag has been saved.
+    ``on_part`` is called after each part's ETag has been saved. Once
+    ``cancel`` is set (Ctrl-C in the caller's thread), no new request starts:
+    parts already on the wire finish and are recorded, the upload is left
+    incomplete with its state file kept, and :class:`UploadCancelledError`
+    is raised, so that running it again sends only the missing parts.
     """
+    cancel = cancel or threading.Event()
     size = path.stat().st_size
     if file_type is None:
         with path.open("rb") as handle:
@@ -163,18 +169,20 @@ def upload_file(
                 on_bytes(delta)
 
         try:
-            return _send_parts(client, path, state, part_workers, count, on_part)
+            return _send_parts(client, path, state, part_workers, count, on_part, cancel)
         except ApiError as exc:
             if exc.status_code not in (400, 403, 404, 410):
                 raise
             state.discard()  # the server forgot it (expired, swept): start over
             if on_bytes is not None and counted:
                 on_bytes(-counted)
+    _check(cancel, path)
     link = client.get_upload_url(path.name, file_type, size, multipart=wants_multipart or None)
     if link.get("uploadId") and link.get("parts"):
         state = _State(path, client.base_url, dict(link))
         state.save()
-        return _send_parts(client, path, state, part_workers, on_bytes, on_part)
+        return _send_parts(client, path, state, part_workers, on_bytes, on_part, cancel)
+    _check(cancel, path)
     client.put_upload(link["uploadURL"], _chunks(path, 0, size, on_bytes), size, file_type)
     return uploaded_entry(link)
 
@@ -186,6 +194,7 @@ def _send_parts(
     workers: int,
     on_bytes: BytesHook | None,
     on_part: Callable[[int], None] | None,
+    cancel: threading.Event,
 ) -> dict[str, Any]:
     link = state.link
     part_size, size = int(link["partSize"]), int(link["fileSize"])
@@ -197,7 +206,7 @@ def _send_parts(
     stop = threading.Event()  # one failed part: start no more (the rest resume later)
 
     def send(part: dict[str, Any]) -> None:
-        if stop.is_set():
+        if stop.is_set() or cancel.is_set():
             return
         try:
             _send_part(part)
@@ -225,9 +234,17 @@ def _send_parts(
                 for future in futures:
                     future.cancel()
                 raise failed[0].exception()  # type: ignore[misc]
+    # Parts skipped after a cancel are missing: completing now would fail, and
+    # discarding the state would lose the parts that are stored.
+    _check(cancel, path)
     client.complete_multipart_upload(link["uploadId"], link["key"], sorted(state.etags.items()))
     state.discard()
     return uploaded_entry(link)
+
+
+def _check(cancel: threading.Event, path: Path) -> None:
+    if cancel.is_set():
+        raise UploadCancelledError(f"upload of {path.name} was interrupted")
 
 
 def _part_length(number: int, part_size: int, size: int) -> int:

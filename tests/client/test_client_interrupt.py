@@ -1,0 +1,90 @@
+"""Ctrl-C during a multipart upload: the real command, interrupted by a real SIGINT.
+
+The command runs in a subprocess against the test server. Its signed PUTs are
+slowed down (the first goes at once, each later one waits ``_SLOW`` seconds,
+like a slow uplink), so that the SIGINT lands while parts are on the wire and
+others are still queued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.server import Server
+from tests.client.helpers import FAST, MIB, QUICK_POLL, big_png
+from upscayl_cloud.client import Client, upload_file
+from upscayl_cloud.client.uploads import state_path
+
+_SLOW = 3.0
+_SLOW_UPLINK = f"""
+import threading, time
+from upscayl_cloud.client.sync import Client
+_real, _lock, _calls = Client.put_upload, threading.Lock(), [0]
+def _slow(self, *args, **kwargs):
+    with _lock:
+        _calls[0] += 1
+        first = _calls[0] == 1
+    if not first:
+        time.sleep({_SLOW})
+    return _real(self, *args, **kwargs)
+Client.put_upload = _slow
+from upscayl_cloud.cli import app
+app(prog_name="upscayl-cloud")
+"""
+
+
+def _recorded(source: Path) -> set[int]:
+    try:
+        return {int(n) for n in json.loads(state_path(source).read_text())["etags"]}
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
+def test_ctrl_c_stops_uploading_and_keeps_the_parts_for_resuming(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    source = big_png(tmp_path / "big.png", 36 * MIB)  # eight 5 MiB parts, four at a time
+    env = {**os.environ, "UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key}
+    args = ["client", "upscale", str(source), "-m", FAST, "-s", "2"]
+    command = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_UPLINK, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _recorded(source):  # part 1 is stored; parts 2-5 are on the wire
+            assert command.poll() is None, command.communicate()[0].decode()
+            assert time.monotonic() < deadline, "no part was ever recorded"
+            time.sleep(0.02)
+        command.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        output = command.communicate(timeout=60)[0].decode()
+        elapsed = time.monotonic() - began
+    finally:
+        if command.poll() is None:
+            command.kill()
+
+    assert command.returncode == 130, output
+    assert "interrupted" in output
+    # The parts on the wire finished (one slow round); the three queued ones never
+    # started, which would have taken a second round and completed the upload.
+    assert elapsed < 1.6 * _SLOW, (elapsed, output)
+    recorded = _recorded(source)
+    assert {1} <= recorded <= {1, 2, 3, 4, 5}, recorded
+
+    parts: list[int] = []
+    with Client(server.url, api_key, poll=QUICK_POLL) as again:
+        entry = upload_file(again, source, on_part=parts.append)
+        assert sorted(parts) == sorted(set(range(1, 9)) - recorded)  # only the missing ones
+        assert not state_path(source).exists()
+        task_id = again.start_task([entry], model=FAST, scale=2)
+        assert again.wait(task_id, timeout=60)["status"] == "completed"
