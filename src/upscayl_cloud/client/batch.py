@@ -250,16 +250,21 @@ def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) ->
 
 
 def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
-    """Round-robin polling of every running task on the client's schedule."""
+    """Round-robin polling of every running task on the client's schedule, each
+    poll drawn from the client's hourly budget (shared by all the tasks)."""
     running = list(tasks)
     for delay in api.poll.delays():
         for task in list(running):
+            time.sleep(api.poll_budget.take())
             try:
                 task.status = api.get_task_status(task.task_id)
             except RateLimitedError as exc:
-                # Out of status calls for a while; the task runs on regardless.
-                time.sleep(exc.retry_after or delay)
-                continue
+                # A short Retry-After was already waited out by the client; this
+                # one is longer than it waits (an hourly limit spent, perhaps by
+                # another program): say so instead of sitting silent for an hour.
+                # The limit is the key's, so no other task can be asked either.
+                _status_unknown(running, exc)
+                return
             except UpscaylError as exc:
                 reason = f"status of task {task.task_id} unknown: {_reason(exc)}"
                 task.status = {"status": "failed", "error": reason}
@@ -269,6 +274,16 @@ def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
         if not running:
             return
         time.sleep(delay)
+
+
+def _status_unknown(running: list[_Task], exc: RateLimitedError) -> None:
+    wait = f" for {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
+    for task in running:
+        task.status = {
+            "status": "failed",
+            "error": f"status unknown: get-task-status limit reached{wait} (the task runs on); "
+            f"check later with `upscayl-cloud client status {task.task_id}`",
+        }
 
 
 def _collect(

@@ -1,31 +1,82 @@
 """How often to ask for a task's status.
 
-``get-task-status`` is rate limited (100 per hour per key by default), so a
-tight poll loop would lock a long batch out of its own status. Polls start
-quick (small images finish in a second) and slow down geometrically to a cap;
-a 429 on a poll is simply waited out, since re-polling is idempotent.
+``get-task-status`` is rate limited (the spec: 100 per hour per key), and the
+limit is shared by every task the key polls. Polling one task every 5 s is
+720 an hour, so a long batch used to lock itself out of its own status within
+minutes. Polls start quick (small images finish in a second) and slow down
+geometrically to ``maximum``; on top of that, every poll of a client draws
+from one :class:`PollBudget`, which keeps all its polls together within the
+hourly limit (a short burst for the quick start, then an even rate), however
+many tasks are running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+#: The spec's ``x-rateLimit`` of get-task-status: requests per hour per key.
+#: (This server's ``/capabilities`` does not publish its rate limits.)
+SPEC_STATUS_LIMIT_PER_HOUR = 100
 
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """Delays between polls: ``initial``, then times ``factor`` up to ``maximum`` seconds."""
+    """Delays between polls: ``initial``, then times ``factor`` up to ``maximum``
+    seconds; and the hourly budget all polls of one client share.
+
+    ``hourly_limit`` is the server's get-task-status limit; polls use at most
+    ``share`` of it in any hour (the rest is left for ``client status``, link
+    re-signing and other programs using the key), of which ``burst`` may go
+    at once, for the quick start.
+    """
 
     initial: float = 0.5
     factor: float = 1.5
     maximum: float = 5.0
+    hourly_limit: int = SPEC_STATUS_LIMIT_PER_HOUR
+    share: float = 0.9
+    burst: int = 10
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
             yield delay
             delay = min(self.maximum, delay * self.factor)
+
+    @property
+    def hourly_polls(self) -> float:
+        """The most polls this schedule makes in any hour."""
+        return max(1.0, self.hourly_limit * self.share)
+
+
+class PollBudget:
+    """A token bucket over all polls of one client (thread-safe).
+
+    ``burst`` polls may go at once; after that polls are spaced so that no hour
+    holds more than ``hourly_polls`` of them: with the spec's limit, one poll
+    every 45 s, spread over however many tasks are running.
+    """
+
+    def __init__(self, schedule: PollSchedule, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(max(1, min(schedule.burst, int(schedule.hourly_polls))))
+        self.rate = max(1e-9, (schedule.hourly_polls - self.capacity) / 3600)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Reserve the next poll; returns how many seconds to wait before sending it."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
 def percent(data: Mapping[str, Any]) -> float:

@@ -24,7 +24,7 @@ from upscayl_cloud.client.errors import (
     WaitTimeoutError,
 )
 from upscayl_cloud.client.naming import partial_file
-from upscayl_cloud.client.polling import PollSchedule
+from upscayl_cloud.client.polling import PollBudget, PollSchedule
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 Content = bytes | Callable[[], Iterable[bytes]]
@@ -46,6 +46,9 @@ class Client:
         self.base_url, self._key = _core.resolve(base_url, api_key)
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollSchedule()
+        #: Shared by every poll of this client (``wait`` and ``upscale``), so that
+        #: together they stay within get-task-status's hourly limit.
+        self.poll_budget = PollBudget(self.poll)
         self.on_retry = on_retry
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
 
@@ -232,6 +235,10 @@ class Client:
         """Poll (with backoff) until the task is completed or failed; returns its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
+            pause = self.poll_budget.take()
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise WaitTimeoutError(task_id, timeout or 0)
+            time.sleep(pause)
             data = self.get_task_status(task_id)
             if on_status is not None:
                 on_status(data)

@@ -1,0 +1,78 @@
+"""Polling within get-task-status's hourly limit, and a spent limit reported, not slept on."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.context import new_principal
+from support.server import Server
+from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, write_image
+from upscayl_cloud.client import Client, PollSchedule, UpscaleReport, upscale
+from upscayl_cloud.client.polling import PollBudget
+
+#: No workers: tasks stay queued, so only the status limit can end the polling.
+STATUS_LIMIT = json.dumps({"get-task-status": "2 per hour"})
+
+
+@pytest.fixture(scope="module")
+def status_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(
+        tmp_path_factory.mktemp("status") / "data", workers=0, rate_limits=STATUS_LIMIT
+    )
+    yield running.start()
+    running.stop()
+
+
+def _simulate(tasks: int, hours: float) -> list[float]:
+    """When ``tasks`` never-ending tasks are polled, round after round, on the
+    default schedule and budget (a simulated clock: no sleeping)."""
+    now = 0.0
+    budget = PollBudget(PollSchedule(), clock=lambda: now)
+    sent: list[float] = []
+    for delay in PollSchedule().delays():
+        for _ in range(tasks):
+            now += budget.take()
+            sent.append(now)
+        if now > hours * 3600:
+            return sent
+        now += delay
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("tasks", [1, 3, 20])
+def test_polls_stay_within_the_hourly_status_limit(tasks: int) -> None:
+    sent = _simulate(tasks, hours=3)
+    # A quick start: up to ten polls at once (one task is asked again within a second).
+    assert sent[min(tasks, 10) - 1] == 0 and (tasks > 1 or sent[1] < 1)
+    for start in sent:  # every hour-long window, wherever it begins
+        in_window = sum(start <= t < start + 3600 for t in sent)
+        assert in_window <= 0.9 * 100, (start, in_window)
+    assert len(sent) >= 3 * 80  # and the budget is used, not wasted
+
+
+def test_spent_status_limit_is_reported_not_slept_on(
+    status_limited: Server, tmp_path: Path
+) -> None:
+    key = new_principal(status_limited.ctx, credits=5)[0]
+    image = write_image(tmp_path / "a.png", 16, 16)
+    reports: list[UpscaleReport] = []
+    with Client(status_limited.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api:
+        run = threading.Thread(
+            target=lambda: reports.append(upscale([image], model=FAST, client=api)), daemon=True
+        )
+        began = time.monotonic()
+        run.start()
+        run.join(timeout=30)
+        assert not run.is_alive(), "upscale slept on an hour-long Retry-After"
+    assert time.monotonic() - began < 30
+    [result] = reports[0].results
+    assert result.status == "failed" and result.task_id is not None
+    reason = result.reason or ""
+    assert reason.startswith("status unknown: get-task-status limit reached")
+    assert f"upscayl-cloud client status {result.task_id}" in reason
