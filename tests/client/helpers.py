@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,24 +50,37 @@ def dimensions(path: Path) -> tuple[int, int]:
 
 
 class RenamingProxy:
-    """A proxy in front of the real server that answers hostile ``processedFileName``s.
+    """A proxy in front of the real server that answers hostile ``processedFileName``s
+    (and, with ``status_outage``, stands for a server that is down for a while).
 
     A stand-in for a failure we cannot provoke for real: our server always
     names results itself, safely, but the client must not trust any server.
     Every request is forwarded unchanged to ``upstream``; only the files of
     get-task-status answers get ``names[originalFileName]`` as their
     ``processedFileName``. Uploads and downloads use the real server's signed
-    links directly, so everything else is real.
+    links directly, so everything else is real. With ``status_outage``, every
+    get-task-status during that many seconds from the first one fails, by a
+    dropped connection and a 503 in turn, as while a server restarts.
     """
 
-    def __init__(self, upstream: str, names: Mapping[str, str]) -> None:
+    def __init__(self, upstream: str, names: Mapping[str, str], status_outage: float = 0.0) -> None:
         self.upstream, self.names = upstream, dict(names)
+        self.status_outage = status_outage
+        self.outage_began: float | None = None
+        self.refused = 0
         self._http = httpx.Client(timeout=30)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/get-task-status" and proxy._down():
+                    proxy.refused += 1
+                    if proxy.refused % 2:  # a dropped connection, then a 503
+                        self.close_connection = True
+                        return
+                    self.send_error(503, "Service Unavailable")
+                    return
                 keep = ("X-API-Key", "Content-Type")
                 headers = {h: self.headers[h] for h in keep if self.headers.get(h)}
                 answer = proxy._http.post(proxy.upstream + self.path, content=body, headers=headers)
@@ -84,6 +98,12 @@ class RenamingProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _down(self) -> bool:
+        """Whether status calls fail: for ``status_outage`` seconds from the first."""
+        if self.outage_began is None:
+            self.outage_began = time.monotonic()
+        return time.monotonic() - self.outage_began < self.status_outage
 
     def _rename(self, body: dict[str, Any]) -> bytes:
         for entry in body.get("data", {}).get("files") or []:

@@ -1,4 +1,5 @@
-"""Polling within get-task-status's hourly limit, and a spent limit reported, not slept on."""
+"""Polling within get-task-status's hourly limit, a spent limit reported (not slept
+on), and polling through a server outage."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from support.context import new_principal
 from support.server import Server
-from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, write_image
+from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, RenamingProxy, write_image
 from upscayl_cloud.client import Client, PollSchedule, UpscaleReport, upscale
 from upscayl_cloud.client.polling import PollBudget
 
@@ -76,3 +77,42 @@ def test_spent_status_limit_is_reported_not_slept_on(
     reason = result.reason or ""
     assert reason.startswith("status unknown: get-task-status limit reached")
     assert f"upscayl-cloud client status {result.task_id}" in reason
+
+
+def _through_outage(
+    server: Server, api_key: str, image: Path, outage: float, patience: float
+) -> tuple[UpscaleReport, int]:
+    """The report, and how many status calls failed (more than one call's retries)."""
+    schedule = PollSchedule(initial=0.1, factor=1.5, maximum=0.5, outage_seconds=patience)
+    with (
+        RenamingProxy(server.url, {}, status_outage=outage) as proxy,
+        Client(proxy.url, api_key, poll=schedule, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([image], model=FAST, scale=2, client=api)
+    return report, proxy.refused
+
+
+def test_polling_goes_on_through_a_short_outage(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "a.png", 16, 16)
+    # Status calls fail for 3 s, many times the client's retries (well under 1 s).
+    report, refused = _through_outage(server, api_key, image, outage=3, patience=60)
+    assert report.ok, report.results
+    assert refused > QUICK_RETRY.attempts
+    assert report.results[0].output == tmp_path / f"a_upscayl_2x_{FAST}.jpg"
+
+
+def test_a_long_outage_names_the_task_to_check_later(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "b.png", 16, 16)
+    began = time.monotonic()
+    report, refused = _through_outage(server, api_key, image, outage=3600, patience=2)
+    assert time.monotonic() - began < 20
+    [result] = report.results
+    assert result.status == "failed" and result.task_id is not None
+    reason = result.reason or ""
+    assert f"status of task {result.task_id} unknown: the server could not be asked" in reason
+    assert f"upscayl-cloud client status {result.task_id}" in reason
+    assert refused > QUICK_RETRY.attempts  # it was asked again, not given up at once

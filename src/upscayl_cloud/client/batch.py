@@ -13,7 +13,6 @@ is reported with its reason.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from upscayl_cloud.client._core import MODELS
-from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
+from upscayl_cloud.client.errors import ApiError, UpscaylError, describe
 from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import OutputNames, local_name, result_file_name
-from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
+from upscayl_cloud.client.watching import Watched, watch
 
 #: Codes of a whole-batch refusal that may be one file's fault.
 _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
@@ -71,13 +70,6 @@ class _Quiet:
     def uploaded(self, delta: int) -> None: ...
     def processing(self, task_id: str, files: int, percent: float) -> None: ...
     def finished(self, result: FileResult) -> None: ...
-
-
-@dataclass
-class _Task:
-    task_id: str
-    sources: dict[str, Source]  # upload fileName -> source
-    status: Mapping[str, Any] = field(default_factory=dict)
 
 
 def upscale(
@@ -130,7 +122,7 @@ def upscale(
             "save_image_as": fmt,
             "enhance_face": True if face else None,
         }
-        tasks: list[_Task] = []
+        tasks: list[Watched] = []
         size = max(1, batch_size)
         # Each batch starts as soon as it is uploaded: the server works while we upload.
         for start in range(0, len(sources), size):
@@ -138,7 +130,7 @@ def upscale(
             uploaded = _upload_all(api, chunk, upload_workers, multipart_threshold, hooks, report)
             if uploaded:
                 tasks += _start(api, uploaded, options, hooks, report)
-        _poll(api, tasks, hooks)
+        watch(api, tasks, hooks.processing)
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
         for task in tasks:
             _collect(api, task, target, thumbnails, options, names, hooks, report)
@@ -151,12 +143,6 @@ def upscale(
 def _finish(report: UpscaleReport, hooks: Reporter, result: FileResult) -> None:
     report.results.append(result)
     hooks.finished(result)
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, UpscaylError):
-        return f"{exc.code}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _upload_all(
@@ -196,7 +182,7 @@ def _upload_all(
             for source, future in zip(sources, futures, strict=True):
                 outcome = future.result()
                 if isinstance(outcome, Exception):
-                    reason = f"upload failed: {_reason(outcome)}"
+                    reason = f"upload failed: {describe(outcome)}"
                     _finish(report, hooks, FileResult(source.path, "failed", reason))
                 else:
                     uploaded.append((source, outcome))
@@ -214,7 +200,7 @@ def _start(
     options: dict[str, Any],
     hooks: Reporter,
     report: UpscaleReport,
-) -> list[_Task]:
+) -> list[Watched]:
     """One task for the batch. A refusal that names a file (``File '<fileName>'``
     or ``files[i]``) fails that file and the rest is sent again, so k bad files
     cost k+1 requests, not one per file (start-task is limited to 50 an hour)."""
@@ -226,12 +212,12 @@ def _start(
             culprit = _culprit(exc, pending)
             if culprit is None or len(pending) == 1:
                 for source, _entry in pending:
-                    _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
+                    _finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
                 return []
             source, _entry = pending.pop(culprit)
-            _finish(report, hooks, FileResult(source.path, "failed", _reason(exc)))
+            _finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
             continue
-        return [_Task(task_id, {entry["fileName"]: source for source, entry in pending})]
+        return [Watched(task_id, {entry["fileName"]: source for source, entry in pending})]
     return []
 
 
@@ -249,46 +235,9 @@ def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) ->
     return blamed[0] if len(blamed) == 1 else None
 
 
-def _poll(api: Client, tasks: list[_Task], hooks: Reporter) -> None:
-    """Round-robin polling of every running task on the client's schedule, each
-    poll drawn from the client's hourly budget (shared by all the tasks)."""
-    running = list(tasks)
-    for delay in api.poll.delays():
-        for task in list(running):
-            time.sleep(api.poll_budget.take())
-            try:
-                task.status = api.get_task_status(task.task_id)
-            except RateLimitedError as exc:
-                # A short Retry-After was already waited out by the client; this
-                # one is longer than it waits (an hourly limit spent, perhaps by
-                # another program): say so instead of sitting silent for an hour.
-                # The limit is the key's, so no other task can be asked either.
-                _status_unknown(running, exc)
-                return
-            except UpscaylError as exc:
-                reason = f"status of task {task.task_id} unknown: {_reason(exc)}"
-                task.status = {"status": "failed", "error": reason}
-            hooks.processing(task.task_id, len(task.sources), percent(task.status))
-            if task.status.get("status") in ("completed", "failed"):
-                running.remove(task)
-        if not running:
-            return
-        time.sleep(delay)
-
-
-def _status_unknown(running: list[_Task], exc: RateLimitedError) -> None:
-    wait = f" for {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
-    for task in running:
-        task.status = {
-            "status": "failed",
-            "error": f"status unknown: get-task-status limit reached{wait} (the task runs on); "
-            f"check later with `upscayl-cloud client status {task.task_id}`",
-        }
-
-
 def _collect(
     api: Client,
-    task: _Task,
+    task: Watched,
     out_dir: Path | None,
     thumbnails: bool,
     options: Mapping[str, Any],
@@ -320,7 +269,7 @@ def _collect(
                 thumb = names.claim(folder, f"{output.stem}_thumb.webp")
                 result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
         except (UpscaylError, OSError) as exc:
-            result.status, result.reason = "failed", f"download failed: {_reason(exc)}"
+            result.status, result.reason = "failed", f"download failed: {describe(exc)}"
         _finish(report, hooks, result)
 
 
@@ -339,7 +288,7 @@ def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str,
     )
 
 
-def _fetch(api: Client, task: _Task, file_name: str, link: str, dest: Path) -> Path:
+def _fetch(api: Client, task: Watched, file_name: str, link: str, dest: Path) -> Path:
     """Download one link; an expired (410) or refused (403) link is re-signed once
     by asking for the status again (every status call signs fresh links)."""
     for fresh in (False, True):

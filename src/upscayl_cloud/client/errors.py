@@ -79,3 +79,10 @@ class UploadCancelledError(UpscaylError):
 
     def __init__(self, message: str) -> None:
         super().__init__("CANCELLED", message)
+
+
+def describe(exc: Exception) -> str:
+    """One line for a report: ``CODE: message`` for ours, the type otherwise."""
+    if isinstance(exc, UpscaylError):
+        return f"{exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"

@@ -40,6 +40,9 @@ class PollSchedule:
     hourly_limit: int = SPEC_STATUS_LIMIT_PER_HOUR
     share: float = 0.9
     burst: int = 10
+    #: How long ``upscale()`` keeps polling a task whose status cannot be read
+    #: (connection failures, 5xx) before giving up on it.
+    outage_seconds: float = 600.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
