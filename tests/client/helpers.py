@@ -20,8 +20,9 @@ from upscayl_cloud.client import PollSchedule, RetryPolicy
 
 MIB = 1024 * 1024
 FAST = "quick-clear-4x"
-#: Quick polls and retries: tiny images finish within a second.
-QUICK_POLL = PollSchedule(initial=0.1, factor=1.5, maximum=0.5)
+#: Quick polls and retries: tiny images finish within a second. A fresh key may
+#: make 100 status calls an hour: up to 45 of them at once.
+QUICK_POLL = PollSchedule(initial=0.1, factor=1.5, maximum=0.5, burst=90)
 QUICK_RETRY = RetryPolicy(attempts=4, backoff_base=0.05, backoff_cap=0.2)
 
 

@@ -49,12 +49,12 @@ def _simulate(tasks: int, hours: float) -> list[float]:
 @pytest.mark.parametrize("tasks", [1, 3, 20])
 def test_polls_stay_within_the_hourly_status_limit(tasks: int) -> None:
     sent = _simulate(tasks, hours=3)
-    # A quick start: up to ten polls at once (one task is asked again within a second).
-    assert sent[min(tasks, 10) - 1] == 0 and (tasks > 1 or sent[1] < 1)
+    # A quick start: up to 30 polls at once (one task is asked again within a second).
+    assert sent[min(tasks, 30) - 1] == 0 and (tasks > 1 or sent[1] < 1)
     for start in sent:  # every hour-long window, wherever it begins
         in_window = sum(start <= t < start + 3600 for t in sent)
         assert in_window <= 0.9 * 100, (start, in_window)
-    assert len(sent) >= 3 * 80  # and the budget is used, not wasted
+    assert len(sent) >= 3 * 60  # and the budget is used, not wasted
 
 
 def test_spent_status_limit_is_reported_not_slept_on(

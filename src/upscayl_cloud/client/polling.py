@@ -39,7 +39,7 @@ class PollSchedule:
     maximum: float = 5.0
     hourly_limit: int = SPEC_STATUS_LIMIT_PER_HOUR
     share: float = 0.9
-    burst: int = 10
+    burst: int = 30
     #: How long ``upscale()`` keeps polling a task whose status cannot be read
     #: (connection failures, 5xx) before giving up on it.
     outage_seconds: float = 600.0
@@ -61,11 +61,13 @@ class PollBudget:
 
     ``burst`` polls may go at once; after that polls are spaced so that no hour
     holds more than ``hourly_polls`` of them: with the spec's limit, one poll
-    every 45 s, spread over however many tasks are running.
+    a minute, spread over however many tasks are running.
     """
 
     def __init__(self, schedule: PollSchedule, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(max(1, min(schedule.burst, int(schedule.hourly_polls))))
+        # At most half the hour's polls at once, so that the rest still come
+        # at a useful pace (one every 2 minutes with the spec's limit).
+        self.capacity = float(max(1, min(schedule.burst, int(schedule.hourly_polls / 2))))
         self.rate = max(1e-9, (schedule.hourly_polls - self.capacity) / 3600)
         self._tokens = self.capacity
         self._clock = clock
