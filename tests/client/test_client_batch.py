@@ -3,8 +3,12 @@ link; results with the same name, and hostile names from a server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from support.context import new_principal
 from support.images import png_bytes
 from support.server import Server
 from tests.client.helpers import (
@@ -167,3 +171,26 @@ def test_hostile_result_names_stay_in_the_output_folder(
     assert written <= {sources / n for n in names} | {sources / "self (2).png"} | set(out.iterdir())
     assert not (tmp_path / "abs").exists()
     assert {name: (sources / name).read_bytes() for name in names} == originals
+
+
+@pytest.fixture(scope="module")
+def five_per_task(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that takes at most 5 files per task (and says so in /capabilities)."""
+    data = tmp_path_factory.mktemp("five") / "data"
+    running = Server(data, workers=1, engine_threads=2, max_files_per_task=5)
+    yield running.start()
+    running.stop()
+
+
+def test_batches_never_exceed_the_servers_files_per_task(
+    five_per_task: Server, tmp_path: Path
+) -> None:
+    for n in range(12):
+        write_image(tmp_path / f"{n:02}.png", 16, 16, seed=n)
+    key = new_principal(five_per_task.ctx, credits=20)[0]
+    with Client(five_per_task.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api:
+        report = upscale([tmp_path], model=FAST, scale=2, client=api)  # batch_size 50
+        assert report.ok, [r.reason for r in report.failed]
+        tasks = [r.task_id for r in report.results]
+        assert sorted(tasks.count(t) for t in set(tasks)) == [2, 5, 5]
+        assert api.get_history()["pagination"]["total"] == 3

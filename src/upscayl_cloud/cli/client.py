@@ -155,7 +155,9 @@ def upscale_command(
         Path | None, typer.Option("-o", "--output", help="Folder for results (default: beside).")
     ] = None,
     thumbnails: Annotated[bool, typer.Option(help="Also download WebP previews.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Most files per task.")] = 50,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Most files per task (or the server's limit, if lower).")
+    ] = 50,
     url: Url = None,
     key: Key = None,
 ) -> None:
