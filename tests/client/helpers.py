@@ -69,12 +69,14 @@ class RenamingProxy:
         self.status_outage = status_outage
         self.outage_began: float | None = None
         self.refused = 0
+        self.hits: list[str] = []  # the paths of the API calls, in order
         self._http = httpx.Client(timeout=30)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.hits.append(self.path)
                 if self.path == "/get-task-status" and proxy._down():
                     proxy.refused += 1
                     if proxy.refused % 2:  # a dropped connection, then a 503

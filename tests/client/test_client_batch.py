@@ -194,3 +194,36 @@ def test_batches_never_exceed_the_servers_files_per_task(
         tasks = [r.task_id for r in report.results]
         assert sorted(tasks.count(t) for t in set(tasks)) == [2, 5, 5]
         assert api.get_history()["pagination"]["total"] == 3
+
+
+def test_a_bad_key_stops_the_run_at_its_first_refusal(server: Server, tmp_path: Path) -> None:
+    for n in range(12):
+        write_image(tmp_path / f"{n:02}.png", 16, 16, seed=n)
+    with (
+        RenamingProxy(server.url, {}) as proxy,
+        Client(proxy.url, "uc_wrong", poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([tmp_path], model=FAST, client=api, upload_workers=4)
+    assert len(report.results) == 12 and not report.ok
+    assert all("UNAUTHORIZED" in (r.reason or "") for r in report.failed)
+    assert len(report.failed) == 12
+    # Only the uploads already under way when the first 401 came back were asked.
+    assert proxy.hits.count("/get-upload-url") <= 4 and "/start-task" not in proxy.hits
+
+
+def test_no_credits_left_stops_starting_batches(server: Server, tmp_path: Path) -> None:
+    for n in range(3):
+        write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
+    key = new_principal(server.ctx, credits=1)[0]
+    with (
+        RenamingProxy(server.url, {}) as proxy,
+        Client(proxy.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([tmp_path], model=FAST, scale=2, client=api, batch_size=1)
+    assert [r.status for r in report.results if r.source.name == "0.png"] == ["done"]
+    refused = {r.source.name: r.reason or "" for r in report.failed}
+    assert refused.keys() == {"1.png", "2.png"}
+    assert refused["1.png"].startswith("INSUFFICIENT_CREDITS")
+    assert refused["2.png"].startswith("not sent, the run stopped: INSUFFICIENT_CREDITS")
+    # The third file was neither uploaded nor offered to start-task.
+    assert proxy.hits.count("/start-task") == 2 and proxy.hits.count("/get-upload-url") == 2

@@ -2,13 +2,13 @@
 
 The steps users would otherwise write themselves, with their failure modes:
 collect images (skipping what is not one, with a reason), upload them (parts
-in parallel, resumable), start one task per ``batch_size`` files (fewer
-when the server's ``maxFilesPerTask`` is lower; each started as soon as it
-is uploaded), poll with
-backoff, download each result next to its source or into ``out_dir``. One bad
-file never sinks the others: a batch the server refuses because of one file is
-sent again without it, so only the culprit fails, and everything that failed
-is reported with its reason.
+in parallel, resumable), start one task per ``batch_size`` files (fewer when
+the server's ``maxFilesPerTask`` is lower; each started as soon as it is
+uploaded), poll with backoff, download each result next to its source or into
+``out_dir``. One bad file never sinks the others: a batch the server refuses
+because of one file is sent again without it, so only the culprit fails, and
+everything that failed is reported with its reason. A refusal that every
+later request would meet too (a bad key, no credits left) stops the run.
 """
 
 from __future__ import annotations
@@ -16,61 +16,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, UpscaylError, describe
 from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import OutputNames, local_name, result_file_name
+from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
 from upscayl_cloud.client.watching import Watched, watch
 
 #: Codes of a whole-batch refusal that may be one file's fault.
 _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
-
-
-@dataclass
-class FileResult:
-    """What happened to one input: ``done``, ``failed`` or ``skipped``."""
-
-    source: Path
-    status: str
-    reason: str | None = None
-    output: Path | None = None
-    thumbnail: Path | None = None
-    task_id: str | None = None
-
-
-@dataclass
-class UpscaleReport:
-    results: list[FileResult] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-class Reporter(Protocol):
-    """Progress hooks (the CLI draws rich bars with them); all optional to act on."""
-
-    def uploading(self, total_bytes: int) -> None: ...
-    def uploaded(self, delta: int) -> None: ...
-    def processing(self, task_id: str, files: int, percent: float) -> None: ...
-    def finished(self, result: FileResult) -> None: ...
-
-
-class _Quiet:
-    def uploading(self, total_bytes: int) -> None: ...
-    def uploaded(self, delta: int) -> None: ...
-    def processing(self, task_id: str, files: int, percent: float) -> None: ...
-    def finished(self, result: FileResult) -> None: ...
 
 
 def upscale(
@@ -105,7 +64,7 @@ def upscale(
     """
     own = client is None
     api = client or Client(base_url, api_key)
-    report, hooks = UpscaleReport(), reporter or _Quiet()
+    report, hooks = UpscaleReport(), reporter or Quiet()
     named = [Path(p) for p in paths]
     found = collect(named, recursive)
     target = Path(out_dir) if out_dir is not None else None
@@ -115,7 +74,7 @@ def upscale(
             if isinstance(item, Skipped):
                 # A file named explicitly failed; one met in a folder is merely skipped.
                 status = "failed" if item.path in named else "skipped"
-                _finish(report, hooks, FileResult(item.path, status, item.reason))
+                finish(report, hooks, FileResult(item.path, status, item.reason))
         hooks.uploading(sum(s.size for s in sources))
         options = {
             "model": model,
@@ -124,13 +83,23 @@ def upscale(
             "enhance_face": True if face else None,
         }
         tasks: list[Watched] = []
-        size = _batch_size(api, batch_size) if sources else 1
-        # Each batch starts as soon as it is uploaded: the server works while we upload.
-        for start in range(0, len(sources), size):
-            chunk = sources[start : start + size]
-            uploaded = _upload_all(api, chunk, upload_workers, multipart_threshold, hooks, report)
-            if uploaded:
-                tasks += _start(api, uploaded, options, hooks, report)
+        try:
+            size = _batch_size(api, batch_size) if sources else 1
+            # Each batch starts as soon as it is uploaded: the server works while we upload.
+            for start in range(0, len(sources), size):
+                chunk = sources[start : start + size]
+                uploaded = _upload_all(
+                    api, chunk, upload_workers, multipart_threshold, hooks, report
+                )
+                if uploaded:
+                    tasks += _start(api, uploaded, options, hooks, report)
+        except _RunStoppedError as stop:
+            reported = {r.source for r in report.results}
+            reported |= {source.path for task in tasks for source in task.sources.values()}
+            reason = f"not sent, the run stopped: {describe(stop.cause)}"
+            for source in sources:
+                if source.path not in reported:
+                    finish(report, hooks, FileResult(source.path, "failed", reason))
         watch(api, tasks, hooks.processing)
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
         for task in tasks:
@@ -148,7 +117,9 @@ def _batch_size(api: Client, wanted: int) -> int:
     server taking 5. The spec sets no number, so without one ``wanted`` stands."""
     try:
         info = api.capabilities() or {}
-    except UpscaylError:
+    except UpscaylError as exc:
+        if _stops_the_run(exc):
+            raise _RunStoppedError(exc) from exc
         info = {}
     limits = info.get("limits")
     most = limits.get("maxFilesPerTask") if isinstance(limits, dict) else None
@@ -157,9 +128,20 @@ def _batch_size(api: Client, wanted: int) -> int:
     return max(1, wanted)
 
 
-def _finish(report: UpscaleReport, hooks: Reporter, result: FileResult) -> None:
-    report.results.append(result)
-    hooks.finished(result)
+class _RunStoppedError(Exception):
+    """A refusal that every later request would meet too: a 401 (the key), or
+    start-task's 402 (no credits left). Uploading and starting the remaining
+    files would only repeat it, one request (or batch) at a time."""
+
+    def __init__(self, cause: UpscaylError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
+    if not isinstance(exc, ApiError):
+        return False
+    return exc.status_code == 401 or (starting and exc.status_code == 402)
 
 
 def _upload_all(
@@ -190,6 +172,8 @@ def _upload_all(
                 cancel=cancel,
             )
         except (UpscaylError, OSError) as exc:
+            if _stops_the_run(exc):
+                cancel.set()  # at once, before this worker takes the next file
             return exc
 
     uploaded = []
@@ -198,9 +182,11 @@ def _upload_all(
         try:
             for source, future in zip(sources, futures, strict=True):
                 outcome = future.result()
+                if isinstance(outcome, ApiError) and _stops_the_run(outcome):
+                    raise _RunStoppedError(outcome)
                 if isinstance(outcome, Exception):
                     reason = f"upload failed: {describe(outcome)}"
-                    _finish(report, hooks, FileResult(source.path, "failed", reason))
+                    finish(report, hooks, FileResult(source.path, "failed", reason))
                 else:
                     uploaded.append((source, outcome))
         except BaseException:
@@ -229,10 +215,12 @@ def _start(
             culprit = _culprit(exc, pending)
             if culprit is None or len(pending) == 1:
                 for source, _entry in pending:
-                    _finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
+                    finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
+                if _stops_the_run(exc, starting=True):
+                    raise _RunStoppedError(exc) from exc
                 return []
             source, _entry = pending.pop(culprit)
-            _finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
+            finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
             continue
         return [Watched(task_id, {entry["fileName"]: source for source, entry in pending})]
     return []
@@ -272,7 +260,7 @@ def _collect(
     for file_name, source in task.sources.items():
         entry = delivered.get(file_name)
         if entry is None:
-            _finish(report, hooks, FileResult(source.path, "failed", error, task_id=task.task_id))
+            finish(report, hooks, FileResult(source.path, "failed", error, task_id=task.task_id))
             continue
         folder = (out_dir / source.relative.parent) if out_dir else source.path.parent
         result = FileResult(source.path, "done", task_id=task.task_id)
@@ -287,7 +275,7 @@ def _collect(
                 result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
         except (UpscaylError, OSError) as exc:
             result.status, result.reason = "failed", f"download failed: {describe(exc)}"
-        _finish(report, hooks, result)
+        finish(report, hooks, result)
 
 
 def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str, Any]) -> str:
