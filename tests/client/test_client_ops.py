@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from pathlib import Path
 
 import pytest
@@ -117,23 +118,43 @@ def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Pa
     async def flow() -> None:
         async with AsyncClient(server.url, api_key, poll=QUICK_POLL) as api:
             link = await api.get_upload_url("a.png", "image/png", len(single))
-            await api.put_upload(link["uploadURL"], single, "image/png")
+            await api.put_upload(link["uploadURL"], single, len(single), "image/png")
             multi = await api.get_upload_url("b.png", "image/png", len(parted), multipart=True)
             [part] = multi["parts"]  # a small file: one (last) part of any size
-            etag = await api.put_upload(part["uploadURL"], parted)
+            halves = [parted[:100], parted[100:]]  # a re-openable chunk source, streamed
+            etag = await api.put_upload(part["uploadURL"], lambda: iter(halves), len(parted))
             assert etag
             await api.complete_multipart_upload(multi["uploadId"], multi["key"], [(1, etag)])
             entries = [uploaded_entry(link), uploaded_entry(multi)]
             task_id = await api.start_task(entries, model=FAST, scale="2", save_image_as="png")
-            done = await api.wait(task_id, timeout=60, raise_on_failure=True)
+            seen: list[str] = []
+            done = await api.wait(
+                task_id, timeout=60, on_status=lambda d: seen.append(d["status"]),
+                raise_on_failure=True,
+            )  # fmt: skip
             assert done["batchMode"] is True and len(done["files"]) == 2
+            assert seen[-1] == "completed"
+            info = await api.capabilities()
+            assert info is not None and info["limits"]["maxFilesPerTask"] >= 1
             assert (await api.get_task_status(task_id))["status"] == "completed"
             first = next(f for f in done["files"] if f["fileName"] == link["fileName"])
+            (tmp_path / "a.png").write_bytes(b"an earlier result")  # replaced
             out = await api.download(first["downloadLink"], tmp_path / "a.png")
-            assert dimensions(out) == (32, 48)
+            assert dimensions(out) == (32, 48) and list(tmp_path.iterdir()) == [out]
             assert [t["taskId"] async for t in api.iter_history(limit=1)] == [task_id]
             with pytest.raises(ApiError) as missing:
                 await api.get_task_status("30a89e69-c702-4247-9905-f0a53dfa45ab")
             assert missing.value.code == "NOT_FOUND"
 
     asyncio.run(flow())
+
+
+def test_async_client_has_the_sync_clients_signatures() -> None:
+    """The documented calls work on both: same methods, same parameters and defaults."""
+    public = [n for n in vars(Client) if not n.startswith("_") and callable(getattr(Client, n))]
+    for name in public:
+        if name == "close":  # AsyncClient.aclose, as httpx names it
+            continue
+        sync, aio = inspect.signature(getattr(Client, name)), getattr(AsyncClient, name, None)
+        assert aio is not None, f"AsyncClient has no {name}()"
+        assert inspect.signature(aio).parameters == sync.parameters, name

@@ -1,4 +1,4 @@
-"""The asyncio client: the same operations and retry rules as :class:`Client`.
+"""The asyncio client: the same operations, signatures and retry rules as :class:`Client`.
 
 For applications that already run an event loop (web backends, bots). It
 shares request building and retry decisions with the sync client
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from upscayl_cloud.client.errors import (
 )
 from upscayl_cloud.client.naming import partial_file
 from upscayl_cloud.client.polling import PollBudget, PollSchedule
+from upscayl_cloud.client.sync import Content
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 
@@ -116,13 +117,20 @@ class AsyncClient:
         return cast(UploadLink, body["data"])
 
     async def put_upload(
-        self, url: str, content: bytes, content_type: str | None = None
+        self, url: str, content: Content, size: int, content_type: str | None = None
     ) -> str | None:
-        """PUT bytes to a signed URL (a whole upload or one part); returns the ETag."""
-        headers = {"Content-Type": content_type} if content_type else {}
-        response, _ = await self._attempts(
-            "PUT upload", True, lambda: self._http.put(url, content=content, headers=headers)
-        )
+        """As :meth:`Client.put_upload`: PUT bytes (or a re-openable chunk source)
+        to a signed URL; returns the ETag. A chunk source is streamed, and read
+        again from its start by a retry."""
+        headers = {"Content-Length": str(size)}
+        if content_type:
+            headers["Content-Type"] = content_type
+
+        def send() -> Any:
+            body = content if isinstance(content, bytes) else _stream(content)
+            return self._http.put(url, content=body, headers=headers)
+
+        response, _ = await self._attempts("PUT upload", True, send)
         if not response.is_success:
             raise _core.error_of(response)
         etag = response.headers.get("etag")
@@ -174,9 +182,32 @@ class AsyncClient:
                 return
             offset = pagination["nextOffset"]
 
+    async def capabilities(self) -> dict[str, Any] | None:
+        """As :meth:`Client.capabilities`: the server's self-description, found
+        through its served OpenAPI document; None when it has none."""
+        try:
+            document = await self._http.get(self.base_url + "/openapi.json")
+            paths = document.json().get("paths", {}) if document.is_success else {}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        path = next((p for p, ops in paths.items() if "capabilit" in p and "get" in ops), None)
+        if path is None:
+            return None
+        url, headers = self.base_url + path, {"X-API-Key": self._key}
+        response, _ = await self._attempts(path, True, lambda: self._http.get(url, headers=headers))
+        body = _core.payload(response)
+        data = body.get("data", body)
+        return data if isinstance(data, dict) else None
+
     async def wait(
-        self, task_id: str, timeout: float | None = None, raise_on_failure: bool = False
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        on_status: Callable[[TaskStatus], None] | None = None,
+        raise_on_failure: bool = False,
     ) -> TaskStatus:
+        """Poll (with backoff, within the hourly budget) until the task is
+        completed or failed; ``on_status`` sees every answer."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
             pause = self.poll_budget.take()
@@ -184,6 +215,8 @@ class AsyncClient:
                 raise WaitTimeoutError(task_id, timeout or 0)
             await asyncio.sleep(pause)
             data = await self.get_task_status(task_id)
+            if on_status is not None:
+                on_status(data)
             if data.get("status") in _core.FINISHED:
                 if raise_on_failure and data["status"] == "failed":
                     raise TaskFailedError(task_id, str(data.get("error") or "task failed"))
@@ -194,17 +227,32 @@ class AsyncClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def download(self, url: str, dest: Path) -> Path:
-        """GET a signed link into ``dest`` (written whole, then renamed into place).
-
-        As :meth:`Client.download`: ``dest`` is used as given, a partial file of its
-        own is renamed over it, an existing ``dest`` is replaced."""
-        response, _ = await self._attempts("GET download", True, lambda: self._http.get(url))
-        if not response.is_success:
-            raise _core.error_of(response)
+        """As :meth:`Client.download`: streamed (never whole in memory) into a
+        partial file of its own, renamed over ``dest`` when complete; ``dest`` is
+        used as given, and an existing one is replaced."""
         partial = partial_file(dest)
         try:
-            partial.write_bytes(response.content)
+
+            async def send() -> httpx.Response:
+                async with self._http.stream("GET", url) as response:
+                    if response.is_success:
+                        with partial.open("wb") as out:
+                            async for chunk in response.aiter_bytes(1 << 20):
+                                out.write(chunk)
+                    else:
+                        await response.aread()
+                    return response
+
+            response, _ = await self._attempts("GET download", True, send)
+            if not response.is_success:
+                raise _core.error_of(response)
             os.replace(partial, dest)
         finally:
             partial.unlink(missing_ok=True)
         return dest
+
+
+async def _stream(content: Callable[[], Iterable[bytes]]) -> AsyncIterator[bytes]:
+    """The chunks of a re-openable source, for httpx's async streaming."""
+    for chunk in content():
+        yield chunk
