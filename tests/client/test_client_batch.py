@@ -227,3 +227,20 @@ def test_no_credits_left_stops_starting_batches(server: Server, tmp_path: Path) 
     assert refused["2.png"].startswith("not sent, the run stopped: INSUFFICIENT_CREDITS")
     # The third file was neither uploaded nor offered to start-task.
     assert proxy.hits.count("/start-task") == 2 and proxy.hits.count("/get-upload-url") == 2
+
+
+def test_a_folder_at_the_result_name_gets_the_next_name(client: Client, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "a.png", 16, 16)
+    squatter = tmp_path / f"a_upscayl_2x_{FAST}.jpg"
+    (squatter / "inside").mkdir(parents=True)
+    report = upscale([image], model=FAST, scale=2, client=client)
+    assert report.ok, report.results
+    assert report.results[0].output == tmp_path / f"a_upscayl_2x_{FAST} (2).jpg"
+    assert (squatter / "inside").is_dir()
+
+
+def test_an_out_dir_that_is_a_file_raises_before_sending(client: Client, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "a.png", 16, 16)
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        upscale([image], model=FAST, out_dir=image, client=client)
+    assert client.get_history()["pagination"]["total"] == 0

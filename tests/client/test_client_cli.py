@@ -131,3 +131,17 @@ def test_ids_shown_whole_on_a_narrow_terminal(server: Server, api_key: str, tmp_
     link = task["files"][0]["downloadLink"]
     folded = "".join(line.strip("│ ").split("│")[-1].strip() for line in status.output.splitlines())
     assert status.exit_code == 0 and "…" not in status.output and link.split("?")[0] in folded
+
+
+def test_an_output_that_is_a_file_is_refused_before_uploading(
+    run: CliRunner, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "me.png", 16, 16)
+    taken = write_image(tmp_path / "me.jpg", 16, 16, seed=1)
+    for out in (taken, taken / "big"):
+        result = run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "-o", str(out)])
+        assert result.exit_code == 2, result.output
+        unboxed = " ".join(result.output.replace("│", " ").split())  # rich folds long lines
+        assert "is a file, not a folder" in unboxed, result.output
+    history = run.invoke(app, ["client", "history", "--json"])
+    assert json.loads(history.output) == []  # nothing was sent, nothing charged

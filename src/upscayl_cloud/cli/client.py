@@ -40,6 +40,7 @@ from upscayl_cloud.client import (
     UpscaylError,
     upscale,
 )
+from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
     help="Talk to an Upscayl Cloud server (UPSCAYL_URL, UPSCAYL_API_KEY).",
@@ -165,6 +166,9 @@ def upscale_command(
     _check(model, MODELS, "--model")
     _check(scale, SCALES, "--scale")
     _check(fmt, FORMATS, "--format")
+    problem = output_folder_problem(out_dir) if out_dir is not None else None
+    if problem is not None:  # before any upload, not after the server has charged
+        raise typer.BadParameter(problem, param_hint="'-o' / '--output'")
     console = _console()
     try:
         api = Client(url, key)

@@ -22,7 +22,12 @@ from typing import Any
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, UpscaylError, describe
 from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
-from upscayl_cloud.client.naming import OutputNames, local_name, result_file_name
+from upscayl_cloud.client.naming import (
+    OutputNames,
+    local_name,
+    output_folder_problem,
+    result_file_name,
+)
 from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
@@ -59,15 +64,20 @@ def upscale(
     down to a plain name, so it can never pick the folder (see
     :mod:`upscayl_cloud.client.naming`), and a name this run already used, or
     one of its inputs, gets `` (2)``, `` (3)``, ... before its extension.
-    A file left by an earlier run is replaced. ``FileResult.output`` is the
-    path actually written.
+    A file left by an earlier run is replaced; a folder at the name is not (the
+    next free `` (n)`` name is used). ``FileResult.output`` is the path actually
+    written. An ``out_dir`` that is a file (or lies below one) raises
+    ``NotADirectoryError`` before anything is sent.
     """
+    target = Path(out_dir) if out_dir is not None else None
+    problem = output_folder_problem(target) if target is not None else None
+    if problem is not None:
+        raise NotADirectoryError(problem)
     own = client is None
     api = client or Client(base_url, api_key)
     report, hooks = UpscaleReport(), reporter or Quiet()
     named = [Path(p) for p in paths]
     found = collect(named, recursive)
-    target = Path(out_dir) if out_dir is not None else None
     try:
         sources = [item for item in found if isinstance(item, Source)]
         for item in found:

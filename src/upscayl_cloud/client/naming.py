@@ -117,17 +117,36 @@ class OutputNames:
 
     def claim(self, folder: Path, name: str) -> Path:
         """``folder / name``, or ``<stem> (2)<ext>``, ``(3)``, ... when this run
-        already uses that path; always a file directly inside ``folder``."""
+        already uses that path or something other than a file (a folder) is
+        there; always a file directly inside ``folder``."""
         stem, ext = os.path.splitext(name)
         number = 1
         while True:
             candidate = name if number == 1 else f"{stem} ({number}){ext}"
             dest = inside(folder, candidate)
             key = self._key(folder, candidate)
-            if key not in self._taken:
+            # A folder (or anything but a file) at the name cannot be replaced by
+            # a rename: found only after the server had charged, it lost the result.
+            blocked = dest.exists() and not dest.is_file()
+            if key not in self._taken and not blocked:
                 self._taken.add(key)
                 return dest
             number += 1
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why results cannot be written below ``folder``, or None when they can.
+
+    Checked before anything is uploaded: ``-o me.jpg`` naming an existing file
+    otherwise failed only at the first download, after the server had
+    processed (and charged for) every image."""
+    for place in (folder, *folder.parents):
+        if place.exists() or place.is_symlink():
+            if place.is_dir():
+                return None
+            what = "the output folder" if place == folder else f"{place}, in its path,"
+            return f"{folder}: {what} is a file, not a folder"
+    return None
 
 
 def partial_file(dest: Path) -> Path:
