@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from support.server import Server
 from tests.client.helpers import FAST, write_image
 from upscayl_cloud.cli import app
-from upscayl_cloud.client import MODELS
+from upscayl_cloud.client import MODELS, Client, UpscaylError
 
 
 @pytest.fixture
@@ -145,3 +146,25 @@ def test_an_output_that_is_a_file_is_refused_before_uploading(
         assert "is a file, not a folder" in unboxed, result.output
     history = run.invoke(app, ["client", "history", "--json"])
     assert json.loads(history.output) == []  # nothing was sent, nothing charged
+
+
+def test_empty_results_bools_and_a_url_without_scheme(run: CliRunner, tmp_path: Path) -> None:
+    empty = run.invoke(app, ["client", "upscale", str(tmp_path)])
+    assert empty.exit_code == 0 and "No images found" in empty.output, empty.output
+    assert "Summary" not in empty.output
+    none = run.invoke(app, ["client", "history"])
+    assert none.exit_code == 0 and "No tasks" in none.output, none.output
+
+    image = write_image(tmp_path / "a.png", 16, 16)
+    assert run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "-s", "2"]).exit_code == 0
+    [task] = json.loads(run.invoke(app, ["client", "history", "--json"]).output)
+    status = run.invoke(app, ["client", "status", task["taskId"]])
+    assert "enhanceFace: false" in status.output and "False" not in status.output
+
+    began = time.monotonic()
+    schemeless = run.invoke(app, ["client", "history", "--url", "localhost:8000"])
+    assert schemeless.exit_code == 2 and time.monotonic() - began < 5
+    assert "http:// or https://" in " ".join(schemeless.output.replace("│", " ").split())
+    with pytest.raises(UpscaylError) as refused:
+        Client("localhost:8000", "k")
+    assert refused.value.code == "INVALID_URL"

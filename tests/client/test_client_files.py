@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.client.helpers import write_image
-from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
+from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
 
 
 def test_a_folder_upscaled_in_place_skips_its_earlier_results(tmp_path: Path) -> None:
@@ -30,3 +30,21 @@ def test_a_folder_upscaled_in_place_skips_its_earlier_results(tmp_path: Path) ->
 
     named = collect([tmp_path / results[0]])
     assert [type(i) for i in named] == [Source]
+
+
+def test_links_to_files_already_taken_are_reported_not_dropped(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", 8, 8)
+    write_image(tmp_path / "real" / "b.png", 8, 8)
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    (tmp_path / "sub").symlink_to(tmp_path / "real", target_is_directory=True)
+
+    found = collect([tmp_path], recursive=True)
+    taken = sorted(str(i.path.relative_to(tmp_path)) for i in found if isinstance(i, Source))
+    twins = {str(i.path.relative_to(tmp_path)): i.reason for i in found if isinstance(i, Duplicate)}
+    assert taken == ["a.png", "real/b.png"]
+    skipped = {str(i.path.relative_to(tmp_path)): i.reason for i in found if type(i) is Skipped}
+    assert twins == {"link.png": f"the same file as {tmp_path / 'a.png'} (a link)"}
+    assert skipped == {"sub": "a link to a folder, not followed (name it to include its files)"}
+    named = collect([tmp_path / "sub"])  # named, a linked folder is taken
+    assert [i.path.name for i in named if isinstance(i, Source)] == ["b.png"]
+    assert [type(i) for i in collect([tmp_path / "a.png", tmp_path / "a.png"])] == [Source]

@@ -40,6 +40,7 @@ from upscayl_cloud.client import (
     UpscaylError,
     upscale,
 )
+from upscayl_cloud.client._core import url_problem
 from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
@@ -47,7 +48,19 @@ client_app = typer.Typer(
     no_args_is_help=True,
 )
 
-Url = Annotated[str | None, typer.Option("--url", envvar="UPSCAYL_URL", help="Server base URL.")]
+
+def _url(value: str | None) -> str | None:
+    """A URL without a scheme is a usage error at once, not five retries."""
+    problem = url_problem(value.rstrip("/")) if value else None
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
+Url = Annotated[
+    str | None,
+    typer.Option("--url", envvar="UPSCAYL_URL", help="Server base URL.", callback=_url),
+]
 Key = Annotated[
     str | None,
     typer.Option("--key", envvar="UPSCAYL_API_KEY", help="API key.", show_default=False),
@@ -69,6 +82,11 @@ def _when(ms: object) -> str:
     if not isinstance(ms, int):
         return "-"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _plain(value: object) -> str:
+    """A field as the API writes it: ``true``/``false``, not Python's ``True``."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def _check(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
@@ -207,6 +225,9 @@ def upscale_command(
             "Run the same command again to resume large uploads."
         )
         raise typer.Exit(code=130) from None
+    if not report.results:
+        console.print("No images found")
+        return
     console.print(_summary(report.results))
     done = sum(r.status == "done" for r in report.results)
     skipped = sum(r.status == "skipped" for r in report.results)
@@ -237,7 +258,7 @@ def status_command(
     console.print(f"Task {task_id}: [{colour}]{state}[/] {data.get('progress', '0')}%")
     for name in ("model", "scale", "saveImageAs", "enhanceFace", "batchMode", "error"):
         if data.get(name) not in (None, ""):
-            console.print(f"  {name}: {data[name]}")
+            console.print(f"  {name}: {_plain(data[name])}")
     files = data.get("files") or []
     if files:
         # Names and links fold rather than end in "…": they are there to be copied.
@@ -268,6 +289,9 @@ def history_command(
     console = _console()
     if as_json:
         console.print_json(json.dumps(items))
+        return
+    if not items:
+        console.print("No tasks")
         return
     console.print(_history_table(items) if console.width >= _TABLE_WIDTH else _history_list(items))
 

@@ -45,10 +45,26 @@ FINISHED = frozenset({"completed", "failed"})
 def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     """Arguments win over ``UPSCAYL_URL`` / ``UPSCAYL_API_KEY``; a key is required."""
     url = (base_url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL).rstrip("/")
+    problem = url_problem(url)
+    if problem is not None:
+        raise UpscaylError("INVALID_URL", problem)
     key = api_key or os.environ.get("UPSCAYL_API_KEY")
     if not key:
         raise UpscaylError("MISSING_API_KEY", "pass api_key or set UPSCAYL_API_KEY")
     return url, key
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a server's base URL, or None. Without a scheme
+    (``localhost:8000``), httpx fails every request and the client used to
+    retry each five times before saying anything."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        return f"{url!r} is not a URL: {exc}"
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return f"{url!r} is not an http:// or https:// URL with a host (e.g. {DEFAULT_URL})"
+    return None
 
 
 @dataclass(frozen=True)

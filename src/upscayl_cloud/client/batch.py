@@ -21,7 +21,7 @@ from typing import Any
 
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import ApiError, UpscaylError, describe
-from upscayl_cloud.client.files import EarlierResult, Skipped, Source, collect
+from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import (
     OutputNames,
     local_name,
@@ -83,7 +83,8 @@ def upscale(
         for item in found:
             if isinstance(item, Skipped):
                 # A file named explicitly failed; one met in a folder is merely skipped.
-                status = "failed" if item.path in named else "skipped"
+                failed = item.path in named and not isinstance(item, Duplicate)
+                status = "failed" if failed else "skipped"
                 finish(report, hooks, FileResult(item.path, status, item.reason))
         hooks.uploading(sum(s.size for s in sources))
         options = {

@@ -19,6 +19,9 @@ STATE_SUFFIX = ".upscayl-upload.json"
 _RESULT_NAME = re.compile(r".+_upscayl_\d+x_[^/]+?( \(\d+\))?\.(png|jpe?g|webp)", re.IGNORECASE)
 
 
+_LINKED_FOLDER = "a link to a folder, not followed (name it to include its files)"
+
+
 def sniff(head: bytes) -> str | None:
     """The MIME type the server will accept this file as, or None."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -70,6 +73,12 @@ def inspect(path: Path, relative: Path) -> Source | Skipped:
     return Source(path, relative, mime, size)
 
 
+@dataclass(frozen=True)
+class Duplicate(Skipped):
+    """A second path (a link) to a file already taken: skipped, never a failure,
+    and reported so that a linked file or folder does not silently vanish."""
+
+
 def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Skipped]:
     """Expand arguments into files in a stable order; folders only with ``recursive``
     (their direct files are always taken), hidden files, upload state and
@@ -77,12 +86,16 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
     upscaled (and paid for) the previous run's results, and the originals' new
     results took `` (3)`` names because their own belonged to inputs."""
     found: list[Source | Skipped] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}
     for arg in paths:
         if arg.is_dir():
             pattern = "**/*" if recursive else "*"
             for path in sorted(arg.glob(pattern)):
-                if path.is_dir() or any(p.startswith(".") for p in path.relative_to(arg).parts):
+                if any(p.startswith(".") for p in path.relative_to(arg).parts):
+                    continue
+                if path.is_dir():
+                    if recursive and path.is_symlink():  # the walk does not follow links
+                        found.append(Skipped(path, _LINKED_FOLDER))
                     continue
                 if _RESULT_NAME.fullmatch(path.name):
                     found.append(EarlierResult(path))
@@ -95,9 +108,15 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
     return found
 
 
-def _add(found: list[Source | Skipped], seen: set[Path], path: Path, relative: Path) -> None:
-    key = path.resolve()
-    if key in seen or path.name.endswith(STATE_SUFFIX):
+def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, relative: Path) -> None:
+    """Each file once: a later path to the same file (through a link) is skipped
+    with a reason; the very same path named twice is simply taken once."""
+    if path.name.endswith(STATE_SUFFIX):
         return
-    seen.add(key)
-    found.append(inspect(path, relative))
+    key = path.resolve()
+    first = seen.get(key)
+    if first is None:
+        seen[key] = path
+        found.append(inspect(path, relative))
+    elif first != path:
+        found.append(Duplicate(path, f"the same file as {first} (a link)"))
