@@ -14,7 +14,7 @@ import pytest
 from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, RenamingProxy, write_image
-from upscayl_cloud.client import Client, PollSchedule, UpscaleReport, upscale
+from upscayl_cloud.client import Client, PollSchedule, RetryPolicy, UpscaleReport, upscale
 from upscayl_cloud.client.polling import PollBudget
 
 #: No workers: tasks stay queued, so only the status limit can end the polling.
@@ -26,6 +26,15 @@ def status_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     running = Server(
         tmp_path_factory.mktemp("status") / "data", workers=0, rate_limits=STATUS_LIMIT
     )
+    yield running.start()
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def status_every_2s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("status2s") / "data"
+    limits = json.dumps({"get-task-status": "1 per 2 seconds"})
+    running = Server(data, workers=1, engine_threads=2, rate_limits=limits)
     yield running.start()
     running.stop()
 
@@ -77,6 +86,17 @@ def test_spent_status_limit_is_reported_not_slept_on(
     reason = result.reason or ""
     assert reason.startswith("status unknown: get-task-status limit reached")
     assert f"upscayl-cloud client status {result.task_id}" in reason
+
+
+def test_a_short_retry_after_is_waited_out_even_past_the_clients_attempts(
+    status_every_2s: Server, tmp_path: Path
+) -> None:
+    key = new_principal(status_every_2s.ctx, credits=5)[0]
+    image = write_image(tmp_path / "a.png", 16, 16)
+    once = RetryPolicy(attempts=1)  # every 429 reaches upscale() as RateLimitedError
+    with Client(status_every_2s.url, key, poll=QUICK_POLL, retry=once) as api:
+        report = upscale([image], model=FAST, scale=2, client=api)
+    assert report.ok, report.results
 
 
 def _through_outage(

@@ -56,8 +56,11 @@ def watch(api: Client, tasks: list[Watched], on_progress: ProgressHook) -> None:
                 task.status = api.get_task_status(task.task_id)
                 task.unreachable_since = None
             except RateLimitedError as exc:
-                # A short Retry-After was already waited out by the client; this
-                # one is longer than it waits (an hourly limit spent, perhaps by
+                wait = exc.retry_after
+                if wait is not None and wait <= api.retry.max_retry_after:
+                    time.sleep(wait)  # short, but the client's attempts ran out first
+                    continue
+                # Longer than the client waits (an hourly limit spent, perhaps by
                 # another program): say so instead of sitting silent for an hour.
                 # The limit is the key's, so no other task can be asked either.
                 _status_unknown(running, exc)
