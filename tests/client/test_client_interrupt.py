@@ -13,8 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from support.server import Server
 from tests.client.helpers import FAST, MIB, QUICK_POLL, big_png
@@ -88,3 +92,35 @@ def test_ctrl_c_stops_uploading_and_keeps_the_parts_for_resuming(
         assert not state_path(source).exists()
         task_id = again.start_task([entry], model=FAST, scale=2)
         assert again.wait(task_id, timeout=60)["status"] == "completed"
+
+
+def test_ctrl_c_in_upload_file_itself_sends_no_queued_part(
+    server: Server, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python API called from the main thread: SIGINT lands while it waits."""
+    source = big_png(tmp_path / "direct.png", 36 * MIB)  # eight parts, four at a time
+    real_put = Client.put_upload
+    calls: list[float] = []
+
+    def slow_put(self: Client, *args: Any, **kwargs: Any) -> str | None:
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            time.sleep(_SLOW / 2)
+        return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "put_upload", slow_put)
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread().ident == main
+
+    interrupted = threading.Event()
+
+    def interrupt_after_first_part(number: int) -> None:
+        if not interrupted.is_set():  # once: a second SIGINT would hit pytest itself
+            interrupted.set()
+            signal.pthread_kill(main, signal.SIGINT)
+
+    with Client(server.url, api_key) as api, pytest.raises(KeyboardInterrupt):
+        upload_file(api, source, on_part=interrupt_after_first_part)
+    assert len(calls) <= 5  # part 1 and the three or four on the wire, none queued
+    recorded = _recorded(source)
+    assert 1 in recorded and 8 not in recorded

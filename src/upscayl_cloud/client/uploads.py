@@ -228,7 +228,13 @@ def _send_parts(
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(send, part) for part in todo]
-            finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            try:
+                finished, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C in this (the caller's) thread
+                cancel.set()  # only the parts on the wire finish; the state stays
+                for future in futures:
+                    future.cancel()
+                raise
             failed = [f for f in finished if f.exception() is not None]
             if failed:
                 for future in futures:
