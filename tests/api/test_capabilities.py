@@ -6,7 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from support.app import client_for
 from support.context import new_principal
+from upscayl_cloud.config import Settings
 from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.catalog import MODELS
 from upscayl_cloud.services.context import Context
@@ -96,3 +98,28 @@ def test_static_files_ship_inside_the_package() -> None:
     from upscayl_cloud import web
 
     assert Path(web.STATIC_DIR, "index.html").is_file()
+
+
+def test_the_rate_limits_are_published(client: TestClient) -> None:
+    """The spec's x-rateLimit unless the operator set other limits: a client
+    polling many tasks paces itself by get-task-status's."""
+    limits = client.get("/capabilities").json()["data"]["rateLimits"]
+    assert limits["get-task-status"] == {"requests": 100, "periodSeconds": 3600}
+    assert limits["start-task"] == {"requests": 50, "periodSeconds": 3600}
+    assert set(limits) == {
+        "get-upload-url",
+        "complete-multipart-upload",
+        "start-task",
+        "get-task-status",
+        "get-upscayl-history",
+    }
+
+
+def test_raised_and_disabled_rate_limits_are_published_as_they_are(settings: Settings) -> None:
+    raised = settings.model_copy(update={"rate_limits": {"get-task-status": "20 per minute"}})
+    with client_for(raised) as client:
+        limits = client.get("/capabilities").json()["data"]["rateLimits"]
+    assert limits["get-task-status"] == {"requests": 20, "periodSeconds": 60}
+    off = settings.model_copy(update={"rate_limits_enabled": False})
+    with client_for(off) as client:
+        assert "rateLimits" not in client.get("/capabilities").json()["data"]

@@ -15,7 +15,7 @@ from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, RenamingProxy, write_image
 from upscayl_cloud.client import Client, PollSchedule, RetryPolicy, UpscaleReport, upscale
-from upscayl_cloud.client.polling import PollBudget
+from upscayl_cloud.client.polling import PollBudget, published_status_limit
 
 #: No workers: tasks stay queued, so only the status limit can end the polling.
 STATUS_LIMIT = json.dumps({"get-task-status": "2 per hour"})
@@ -136,3 +136,50 @@ def test_a_long_outage_names_the_task_to_check_later(
     assert f"status of task {result.task_id} unknown: the server could not be asked" in reason
     assert f"upscayl-cloud client status {result.task_id}" in reason
     assert refused > QUICK_RETRY.attempts  # it was asked again, not given up at once
+
+
+def _hourly(budget: PollBudget) -> float:
+    """The most polls ``budget`` lets through in an hour."""
+    return budget.capacity + budget.rate * 3600
+
+
+def test_a_server_that_publishes_a_higher_status_limit_is_polled_faster(
+    status_every_2s: Server, status_limited: Server, tmp_path: Path
+) -> None:
+    """One poll every 2 s is 1,800 an hour: the budget takes 90 % of it, not
+    of the spec's 100. A server publishing less than the spec's is met as
+    before (its 429 reported), not paced to a few silent polls an hour."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    key = new_principal(status_every_2s.ctx, credits=5)[0]
+    with Client(status_every_2s.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api:
+        assert _hourly(api.poll_budget) == pytest.approx(90)
+        assert upscale([image], model=FAST, scale=2, client=api).ok
+        assert _hourly(api.poll_budget) == pytest.approx(0.9 * 1800)
+    key = new_principal(status_limited.ctx, credits=5)[0]
+    with Client(status_limited.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api:
+        upscale([image], model=FAST, client=api)
+        assert _hourly(api.poll_budget) == pytest.approx(90)
+    # A schedule that names its limit keeps it.
+    named = PollSchedule(initial=0.1, maximum=0.5, hourly_limit=50)
+    key = new_principal(status_every_2s.ctx, credits=5)[0]
+    with Client(status_every_2s.url, key, poll=named, retry=QUICK_RETRY) as api:
+        assert upscale([image], model=FAST, scale=2, client=api).ok
+        assert _hourly(api.poll_budget) == pytest.approx(45)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "per_hour"),
+    [
+        ({"rateLimits": {"get-task-status": {"requests": 20, "periodSeconds": 60}}}, 1200),
+        ({"rateLimits": {"get-task-status": {"requests": 100, "periodSeconds": 3600}}}, 100),
+        ({"rateLimits": {"get-task-status": {"requests": True, "periodSeconds": 60}}}, None),
+        ({"rateLimits": {"get-task-status": {"requests": 5, "periodSeconds": 0}}}, None),
+        ({"rateLimits": {"start-task": {"requests": 5, "periodSeconds": 60}}}, None),
+        ({"rateLimits": None}, None),
+        ({}, None),
+    ],
+)
+def test_the_published_status_limit_is_read_strictly(
+    capabilities: dict[str, object], per_hour: int | None
+) -> None:
+    assert published_status_limit(capabilities) == per_hour

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from upscayl_cloud.client.naming import (
     local_name,
     output_folder_problem,
     result_file_name,
+)
+from upscayl_cloud.client.polling import (
+    SPEC_STATUS_LIMIT_PER_HOUR,
+    PollBudget,
+    published_status_limit,
 )
 from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
 from upscayl_cloud.client.sync import Client
@@ -125,13 +131,23 @@ def _batch_size(api: Client, wanted: int) -> int:
     """``wanted``, but no more than the server takes in one task: a batch over its
     ``limits.maxFilesPerTask`` (published in its capabilities, when it has
     them) is refused whole, which failed every file of a 12-file folder on a
-    server taking 5. The spec sets no number, so without one ``wanted`` stands."""
+    server taking 5. The spec sets no number, so without one ``wanted`` stands.
+    The same answer raises the poll budget to the server's get-task-status
+    limit where that is above the spec's, unless the client's schedule names
+    one."""
     try:
         info = api.capabilities() or {}
     except UpscaylError as exc:
         if _stops_the_run(exc):
             raise _RunStoppedError(exc) from exc
         info = {}
+    published = published_status_limit(info)
+    if api.poll.hourly_limit is None and (published or 0) > SPEC_STATUS_LIMIT_PER_HOUR:
+        # Before any poll: a server whose operator raised the limit is polled
+        # that much faster. A lower one is met as before: its 429 is waited
+        # out if short, else reported (a budget paced to a few polls an hour
+        # would sit silent between them).
+        api.poll_budget = PollBudget(replace(api.poll, hourly_limit=published))
     limits = info.get("limits")
     most = limits.get("maxFilesPerTask") if isinstance(limits, dict) else None
     if isinstance(most, int) and not isinstance(most, bool) and most >= 1:

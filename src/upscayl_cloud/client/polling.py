@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
-#: The spec's ``x-rateLimit`` of get-task-status: requests per hour per key.
-#: (This server's ``/capabilities`` does not publish its rate limits.)
+#: The spec's ``x-rateLimit`` of get-task-status: requests per hour per key,
+#: assumed where the server does not publish its own (``/capabilities``'
+#: ``rateLimits``, see :func:`published_status_limit`).
 SPEC_STATUS_LIMIT_PER_HOUR = 100
 
 
@@ -28,16 +29,18 @@ class PollSchedule:
     """Delays between polls: ``initial``, then times ``factor`` up to ``maximum``
     seconds; and the hourly budget all polls of one client share.
 
-    ``hourly_limit`` is the server's get-task-status limit; polls use at most
-    ``share`` of it in any hour (the rest is left for ``client status``, link
-    re-signing and other programs using the key), of which ``burst`` may go
-    at once, for the quick start.
+    ``hourly_limit`` is the server's get-task-status limit (``None``: the
+    spec's, or a higher one the server publishes, where ``upscale()`` reads
+    it);
+    polls use at most ``share`` of it in any hour (the rest is left for
+    ``client status``, link re-signing and other programs using the key), of
+    which ``burst`` may go at once, for the quick start.
     """
 
     initial: float = 0.5
     factor: float = 1.5
     maximum: float = 5.0
-    hourly_limit: int = SPEC_STATUS_LIMIT_PER_HOUR
+    hourly_limit: int | None = None
     share: float = 0.9
     burst: int = 30
     #: How long ``upscale()`` keeps polling a task whose status cannot be read
@@ -53,7 +56,7 @@ class PollSchedule:
     @property
     def hourly_polls(self) -> float:
         """The most polls this schedule makes in any hour."""
-        return max(1.0, self.hourly_limit * self.share)
+        return max(1.0, (self.hourly_limit or SPEC_STATUS_LIMIT_PER_HOUR) * self.share)
 
 
 class PollBudget:
@@ -82,6 +85,24 @@ class PollBudget:
             self._stamp = now
             self._tokens -= 1
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+def published_status_limit(capabilities: Mapping[str, Any]) -> int | None:
+    """get-task-status's limit per hour as the server publishes it in
+    ``/capabilities`` (``rateLimits``), or None where it publishes none: a
+    server whose operator raised it can be polled that much faster."""
+    limits = capabilities.get("rateLimits")
+    status = limits.get("get-task-status") if isinstance(limits, Mapping) else None
+    if not isinstance(status, Mapping):
+        return None
+    requests, period = status.get("requests"), status.get("periodSeconds")
+    if not (_positive_int(requests) and _positive_int(period)):
+        return None
+    return max(1, int(requests * 3600 / period))
+
+
+def _positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def percent(data: Mapping[str, Any]) -> float:

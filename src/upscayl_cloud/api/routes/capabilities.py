@@ -17,10 +17,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from limits import parse
 from pydantic import BaseModel
 
 from upscayl_cloud.api.deps import ContextDep, api_key_header
 from upscayl_cloud.api.routes import error_responses
+from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
 from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.options import MAX_OUTPUT_EDGE, OUTPUT_FORMATS, SCALES
@@ -60,6 +62,13 @@ class LimitsPublic(BaseModel):
     multipartPartBytes: int
 
 
+class RateLimitPublic(BaseModel):
+    """An operation's limit per key: ``requests`` in any ``periodSeconds``."""
+
+    requests: int
+    periodSeconds: int
+
+
 class AccountPublic(BaseModel):
     credits: int
 
@@ -76,6 +85,8 @@ class CapabilitiesData(BaseModel):
     faceEnhancementMessage: str | None = None
     creditsPerImage: int
     limits: LimitsPublic
+    #: Absent where this server enforces none (``UPSCAYL_RATE_LIMITS_ENABLED``).
+    rateLimits: dict[str, RateLimitPublic] | None = None
     account: AccountPublic | None = None
 
 
@@ -119,7 +130,18 @@ def _describe(ctx: Context) -> dict[str, Any]:
             "multipartThresholdBytes": settings.multipart_threshold_bytes,
             "multipartPartBytes": settings.multipart_part_bytes,
         },
+        # The spec's x-rateLimit, or this server's own: a client polling many
+        # tasks paces itself by get-task-status's.
+        "rateLimits": _rate_limits(settings) if settings.rate_limits_enabled else None,
     }
+
+
+def _rate_limits(settings: Settings) -> dict[str, dict[str, int]]:
+    published = {}
+    for operation in SPEC_RATE_LIMITS:
+        item = parse(settings.rate_limit_for(operation))
+        published[operation] = {"requests": item.amount, "periodSeconds": item.get_expiry()}
+    return published
 
 
 def _describe_for(ctx: Context, key: str | None) -> dict[str, Any]:
