@@ -165,6 +165,23 @@ def payload(response: httpx.Response) -> dict[str, Any]:
     raise error_of(response)
 
 
+def capabilities_path(document: httpx.Response) -> str | None:
+    """The GET path naming "capabilities" in a served OpenAPI document (the
+    spec has no such operation; a server may add one), or None."""
+    try:
+        paths = document.json().get("paths", {}) if document.is_success else {}
+        return next((p for p, ops in paths.items() if "capabilit" in p and "get" in ops), None)
+    except (ValueError, AttributeError):
+        return None
+
+
+def capabilities_data(response: httpx.Response) -> dict[str, Any] | None:
+    """The capabilities answer's ``data`` (or the whole body), if an object."""
+    body = payload(response)
+    data = body.get("data", body)
+    return data if isinstance(data, dict) else None
+
+
 def upload_url_call(name: str, file_type: str, size: int, multipart: bool | None = None) -> Call:
     body: dict[str, Any] = {"originalFileName": name, "fileType": file_type, "fileSize": size}
     if multipart is not None:

@@ -186,18 +186,14 @@ class AsyncClient:
         """As :meth:`Client.capabilities`: the server's self-description, found
         through its served OpenAPI document; None when it has none."""
         try:
-            document = await self._http.get(self.base_url + "/openapi.json")
-            paths = document.json().get("paths", {}) if document.is_success else {}
-        except (httpx.HTTPError, ValueError, AttributeError):
+            path = _core.capabilities_path(await self._http.get(self.base_url + "/openapi.json"))
+        except httpx.HTTPError:
             return None
-        path = next((p for p, ops in paths.items() if "capabilit" in p and "get" in ops), None)
         if path is None:
             return None
         url, headers = self.base_url + path, {"X-API-Key": self._key}
         response, _ = await self._attempts(path, True, lambda: self._http.get(url, headers=headers))
-        body = _core.payload(response)
-        data = body.get("data", body)
-        return data if isinstance(data, dict) else None
+        return _core.capabilities_data(response)
 
     async def wait(
         self,

@@ -212,18 +212,14 @@ class Client:
         matter; None when there is none.
         """
         try:
-            document = self._http.get(self.base_url + "/openapi.json")
-            paths = document.json().get("paths", {}) if document.is_success else {}
-        except (httpx.HTTPError, ValueError, AttributeError):
+            path = _core.capabilities_path(self._http.get(self.base_url + "/openapi.json"))
+        except httpx.HTTPError:
             return None
-        path = next((p for p, ops in paths.items() if "capabilit" in p and "get" in ops), None)
         if path is None:
             return None
         url, headers = self.base_url + path, {"X-API-Key": self._key}
         response, _ = self._attempts(path, True, lambda: self._http.get(url, headers=headers))
-        body = _core.payload(response)
-        data = body.get("data", body)
-        return data if isinstance(data, dict) else None
+        return _core.capabilities_data(response)
 
     def wait(
         self,
