@@ -183,3 +183,43 @@ def test_the_published_status_limit_is_read_strictly(
     capabilities: dict[str, object], per_hour: int | None
 ) -> None:
     assert published_status_limit(capabilities) == per_hour
+
+
+def test_a_tiny_limit_still_polls_once_an_hour_and_bad_schedules_are_refused() -> None:
+    now = 0.0
+    budget = PollBudget(PollSchedule(hourly_limit=1), clock=lambda: now)
+    assert budget.take() == 0
+    assert budget.take() == pytest.approx(3600)  # not 10**9 s, as a near-zero rate gave
+    for bad in ({"share": 0}, {"share": 1.5}, {"burst": 0}, {"hourly_limit": 0}):
+        with pytest.raises(ValueError):
+            PollSchedule(**bad)  # type: ignore[arg-type]
+
+
+def test_wait_polls_at_its_deadline_when_the_budget_is_spent(
+    client: Client, tmp_path: Path
+) -> None:
+    """A spent burst puts the next poll a minute away: ``wait(timeout=2)``
+    asked once at its deadline, instead of raising unasked."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    [result] = upscale([image], model=FAST, scale=2, client=client).results
+    assert result.task_id is not None
+    while client.poll_budget.take() == 0:
+        pass  # the burst, spent
+    began = time.monotonic()
+    status = client.wait(result.task_id, timeout=2)
+    assert status["status"] == "completed"
+    assert 1.5 < time.monotonic() - began < 30
+
+
+def test_runs_on_one_client_share_its_raised_budget(
+    status_every_2s: Server, tmp_path: Path
+) -> None:
+    """The published limit is taken once: a second run must not start from a
+    full bucket again (N runs an hour would make N bursts)."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    key = new_principal(status_every_2s.ctx, credits=5)[0]
+    with Client(status_every_2s.url, key, poll=QUICK_POLL, retry=QUICK_RETRY) as api:
+        assert upscale([image], model=FAST, scale=2, client=api).ok
+        budget = api.poll_budget
+        assert upscale([image], model=FAST, scale=2, client=api).ok
+        assert api.poll_budget is budget

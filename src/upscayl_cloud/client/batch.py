@@ -142,11 +142,13 @@ def _batch_size(api: Client, wanted: int) -> int:
             raise _RunStoppedError(exc) from exc
         info = {}
     published = published_status_limit(info)
-    if api.poll.hourly_limit is None and (published or 0) > SPEC_STATUS_LIMIT_PER_HOUR:
+    raised = (published or 0) > SPEC_STATUS_LIMIT_PER_HOUR
+    if raised and api.poll.hourly_limit is None and api.poll_budget.hourly_limit != published:
         # Before any poll: a server whose operator raised the limit is polled
-        # that much faster. A lower one is met as before: its 429 is waited
-        # out if short, else reported (a budget paced to a few polls an hour
-        # would sit silent between them).
+        # that much faster (once per client: a later run keeps what earlier
+        # ones spent). A lower one is met as before: its 429 is waited out if
+        # short, else reported (a budget paced to a few polls an hour would
+        # sit silent between them).
         api.poll_budget = PollBudget(replace(api.poll, hourly_limit=published))
     limits = info.get("limits")
     most = limits.get("maxFilesPerTask") if isinstance(limits, dict) else None

@@ -47,6 +47,14 @@ class PollSchedule:
     #: (connection failures, 5xx) before giving up on it.
     outage_seconds: float = 600.0
 
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1:
+            raise ValueError(f"share must be in (0, 1], not {self.share}")
+        if self.burst < 1:
+            raise ValueError(f"burst must be at least 1, not {self.burst}")
+        if self.hourly_limit is not None and self.hourly_limit < 1:
+            raise ValueError(f"hourly_limit must be at least 1, not {self.hourly_limit}")
+
     def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
@@ -56,7 +64,8 @@ class PollSchedule:
     @property
     def hourly_polls(self) -> float:
         """The most polls this schedule makes in any hour."""
-        return max(1.0, (self.hourly_limit or SPEC_STATUS_LIMIT_PER_HOUR) * self.share)
+        limit = SPEC_STATUS_LIMIT_PER_HOUR if self.hourly_limit is None else self.hourly_limit
+        return max(1.0, limit * self.share)
 
 
 class PollBudget:
@@ -70,8 +79,12 @@ class PollBudget:
     def __init__(self, schedule: PollSchedule, clock: Callable[[], float] = time.monotonic) -> None:
         # At most half the hour's polls at once, so that the rest still come
         # at a useful pace (one every 2 minutes with the spec's limit).
+        #: The get-task-status limit this budget was sized for.
+        self.hourly_limit = schedule.hourly_limit or SPEC_STATUS_LIMIT_PER_HOUR
         self.capacity = float(max(1, min(schedule.burst, int(schedule.hourly_polls / 2))))
-        self.rate = max(1e-9, (schedule.hourly_polls - self.capacity) / 3600)
+        # At least one poll an hour after the burst, however small the limit:
+        # a rate near zero meant waits of decades.
+        self.rate = max(1.0, schedule.hourly_polls - self.capacity) / 3600
         self._tokens = self.capacity
         self._clock = clock
         self._stamp = clock()

@@ -232,8 +232,12 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
             pause = self.poll_budget.take()
-            if deadline is not None and time.monotonic() + pause > deadline:
-                raise WaitTimeoutError(task_id, timeout or 0)
+            # The budget's next poll comes after the deadline: one last poll
+            # at the deadline, so that a finished task is never reported as
+            # timed out unasked.
+            last = deadline is not None and time.monotonic() + pause > deadline
+            if last and deadline is not None:
+                pause = max(0.0, deadline - time.monotonic())
             time.sleep(pause)
             data = self.get_task_status(task_id)
             if on_status is not None:
@@ -242,7 +246,7 @@ class Client:
                 if raise_on_failure and data["status"] == "failed":
                     raise TaskFailedError(task_id, str(data.get("error") or "task failed"))
                 return data
-            if deadline is not None and time.monotonic() + delay > deadline:
+            if last or (deadline is not None and time.monotonic() + delay > deadline):
                 raise WaitTimeoutError(task_id, timeout or 0)
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
