@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -206,9 +206,11 @@ def _upload_all(
             return exc
 
     uploaded = []
+    futures: list[Future[Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(one, source) for source in sources]
         try:
+            # Inside the try: a Ctrl-C while submitting cancels what is queued.
+            futures.extend(pool.submit(one, source) for source in sources)
             for source, future in zip(sources, futures, strict=True):
                 outcome = future.result()
                 if isinstance(outcome, ApiError) and _stops_the_run(outcome):
