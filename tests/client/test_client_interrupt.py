@@ -26,8 +26,12 @@ from upscayl_cloud.client import Client, upload_file
 from upscayl_cloud.client.uploads import state_path
 
 _SLOW = 3.0
+#: The child first takes Ctrl-C as a terminal's user would: a shell that
+#: starts a job in the background (as a CI runner may start the suite) has
+#: it ignore SIGINT, and Python then installs no KeyboardInterrupt handler.
 _SLOW_UPLINK = f"""
-import threading, time
+import signal, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from upscayl_cloud.client.sync import Client
 _real, _lock, _calls = Client.put_upload, threading.Lock(), [0]
 def _slow(self, *args, **kwargs):
@@ -119,8 +123,13 @@ def test_ctrl_c_in_upload_file_itself_sends_no_queued_part(
             interrupted.set()
             signal.pthread_kill(main, signal.SIGINT)
 
-    with Client(server.url, api_key) as api, pytest.raises(KeyboardInterrupt):
-        upload_file(api, source, on_part=interrupt_after_first_part)
+    # As in a terminal, whatever this test process inherited (see _SLOW_UPLINK).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Client(server.url, api_key) as api, pytest.raises(KeyboardInterrupt):
+            upload_file(api, source, on_part=interrupt_after_first_part)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) <= 5  # part 1 and the three or four on the wire, none queued
     recorded = _recorded(source)
     assert 1 in recorded and 8 not in recorded
