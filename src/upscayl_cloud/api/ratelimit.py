@@ -37,6 +37,16 @@ class RateLimits:
             op: parse(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
         }
 
+    def published(self) -> dict[str, dict[str, int]] | None:
+        """Each operation's limit as ``/capabilities`` publishes it (``requests``
+        in any ``periodSeconds``); None where none is enforced."""
+        if not self.enabled:
+            return None
+        return {
+            op: {"requests": item.amount, "periodSeconds": item.get_expiry()}
+            for op, item in self._items.items()
+        }
+
     def check(self, operation: str, key_id: str) -> tuple[dict[str, str], Exception | None]:
         """Count one request; returns its headers and, when refused, the error to raise."""
         if not self.enabled:

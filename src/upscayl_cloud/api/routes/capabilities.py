@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from limits import parse
 from pydantic import BaseModel
 
 from upscayl_cloud.api.deps import ContextDep, api_key_header
+from upscayl_cloud.api.ratelimit import RateLimits
 from upscayl_cloud.api.routes import error_responses
-from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
 from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.options import MAX_OUTPUT_EDGE, OUTPUT_FORMATS, SCALES
@@ -130,18 +129,7 @@ def _describe(ctx: Context) -> dict[str, Any]:
             "multipartThresholdBytes": settings.multipart_threshold_bytes,
             "multipartPartBytes": settings.multipart_part_bytes,
         },
-        # The spec's x-rateLimit, or this server's own: a client polling many
-        # tasks paces itself by get-task-status's.
-        "rateLimits": _rate_limits(settings) if settings.rate_limits_enabled else None,
     }
-
-
-def _rate_limits(settings: Settings) -> dict[str, dict[str, int]]:
-    published = {}
-    for operation in SPEC_RATE_LIMITS:
-        item = parse(settings.rate_limit_for(operation))
-        published[operation] = {"requests": item.amount, "periodSeconds": item.get_expiry()}
-    return published
 
 
 def _describe_for(ctx: Context, key: str | None) -> dict[str, Any]:
@@ -163,7 +151,11 @@ def _describe_for(ctx: Context, key: str | None) -> dict[str, Any]:
     responses=error_responses(401, 500),
 )
 async def get_capabilities(
-    ctx: ContextDep, key: Annotated[str | None, Depends(api_key_header)]
+    request: Request, ctx: ContextDep, key: Annotated[str | None, Depends(api_key_header)]
 ) -> dict[str, Any]:
     data = await run_in_threadpool(_describe_for, ctx, key)
+    # The limits the app enforces, as it parsed them: a client polling many
+    # tasks paces itself by get-task-status's.
+    limits: RateLimits = request.app.state.rate_limits
+    data["rateLimits"] = limits.published()
     return {"status": "success", "data": data}
