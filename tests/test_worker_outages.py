@@ -25,11 +25,11 @@ import pytest
 from sqlalchemy import select
 
 from support.context import make_settings, new_principal
-from support.disk import allocated, disk_with_little_free, fill, small_disk
+from support.disk import disk_with_little_free, fill, small_disk
 from support.tasks import queued_task
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks
-from upscayl_cloud.diskspace import WORK_SPACE
+from upscayl_cloud.diskspace import WORK_SPACE, allocated_bytes
 from upscayl_cloud.engine import encode, planes
 from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
@@ -294,7 +294,7 @@ def other_task_holding_the_disk(
     work disk (the stand-in ``small_disk``) with room for one of the two.
     Closing the stack ends that task."""
     data = live.settings.data_dir
-    small_disk(monkeypatch, data, capacity=allocated(data) + 320 * 10**6)
+    small_disk(monkeypatch, data, capacity=allocated_bytes(data) + 320 * 10**6)
     with contextlib.ExitStack() as other:
         folder = other.enter_context(WORK_SPACE.folder(process_work_dir(data)))
         fill(folder / "plane", 300 * 10**6)

@@ -81,7 +81,7 @@ def _size(count: int) -> str:
     return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{max(1, round(count / 1e6))} MB"
 
 
-def _allocated(folder: Path) -> int:
+def allocated_bytes(folder: Path) -> int:
     """Bytes the files under ``folder`` take on disk now."""
     total = 0
     for parent, _dirs, names in os.walk(folder):
@@ -197,9 +197,9 @@ class WorkSpace:
         while True:
             free = shutil.disk_usage(folder).free
             others = {path: entry for path, entry in self._folders.items() if path != folder}
-            written = {path: _allocated(path) for path in others}
+            written = {path: allocated_bytes(path) for path in others}
             owed = sum(max(0, e.held - written[p]) for p, e in others.items() if e.held)
-            still = max(0, need - _allocated(folder))
+            still = max(0, need - allocated_bytes(folder))
             first = self._line[0] == folder
             if first and still <= free - owed:
                 return

@@ -3,13 +3,14 @@ to mount a small file system)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from upscayl_cloud.diskspace import allocated_bytes
 
 
 def disk_with_little_free(monkeypatch: pytest.MonkeyPatch, free: int = 10**6) -> None:
@@ -33,23 +34,12 @@ def small_disk(monkeypatch: pytest.MonkeyPatch, root: Path, capacity: int) -> No
     real_disk_usage = shutil.disk_usage
 
     def small_disk_usage(path: Any) -> Any:
-        used = allocated(root)
+        used = allocated_bytes(root)
         return real_disk_usage(path)._replace(
             total=capacity, used=used, free=max(0, capacity - used)
         )
 
     monkeypatch.setattr(shutil, "disk_usage", small_disk_usage)
-
-
-def allocated(root: Path) -> int:
-    """Bytes the files under ``root`` take on disk (a file removed while
-    counted counts nothing)."""
-    total = 0
-    for parent, _dirs, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
-    return total
 
 
 def fill(path: Path, size: int) -> None:
