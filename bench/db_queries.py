@@ -537,7 +537,11 @@ def _count(conn: Connection, account: str) -> int:
     ).scalar_one()
 
 
-def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
+#: A case's name and the call it measures.
+Case = tuple[str, Callable[[], object]]
+
+
+def cases(ctx: Context, fx: Fixture) -> list[Case]:
     db: Any = ctx.db
     big = fx.big
 
@@ -612,26 +616,25 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
 
     metrics = Metrics(ctx)
     # The scrape and the finishes (the sweep's reaper too) use task_counts,
-    # from 0005 on: at an older
-    # revision they are left out, and the scrape's old query runs alone.
-    if inspect(db.engine).has_table("task_counts"):
-        counted: list[tuple[str, Callable[[], object]]] = [
-            ("metrics scrape", lambda: list(metrics.registry.collect())),
-            ("finish (completed)", finish),
-            ("fail", lambda: results.fail_task(ctx, fx.processing, "boom")),
-            ("sweep", lambda: sweeper.sweep(ctx)),  # its reaper fails tasks
-        ]
-    else:
-        counted = []
+    # from 0005 on: at an older revision they are left out, and the
+    # scrape's old query runs alone.
+    scrape: list[Case] = [("metrics scrape", lambda: list(metrics.registry.collect()))]
+    finishes: list[Case] = [
+        ("finish (completed)", finish),
+        ("fail", lambda: results.fail_task(ctx, fx.processing, "boom")),
+    ]
+    sweep: list[Case] = [("sweep", lambda: sweeper.sweep(ctx))]
+    if not inspect(db.engine).has_table("task_counts"):
+        scrape = finishes = sweep = []
     return [
         ("authenticate", lambda: keys.authenticate(ctx, BENCH_KEY)),
         ("readiness", lambda: health.check_dependencies(ctx, {})),
         ("metrics scrape as before 0005", scrape_before_0005),
-        *counted[:1],
+        *scrape,
         ("claim", lambda: lease.claim(db, "bench", 60, 3)),
         ("worker reads", worker_reads),
         ("renew", lambda: lease.renew(db, fx.processing, 60, 50)),
-        *counted[1:3],
+        *finishes,
         ("task status", lambda: status.task_status(ctx, big, BASE_URL, fx.status_task)),
         ("history", history()),
         ("history failed=true", history(failed=True)),
@@ -651,7 +654,7 @@ def cases(ctx: Context, fx: Fixture) -> list[tuple[str, Callable[[], object]]]:
         ),
         ("pending cap refused", over_cap),
         ("complete multipart", complete_multipart),
-        *counted[3:],
+        *sweep,
     ]
 
 

@@ -101,7 +101,7 @@ def upscale(
         }
         tasks: list[Watched] = []
         try:
-            size = _batch_size(api, batch_size) if sources else 1
+            size = _follow_server_limits(api, batch_size) if sources else 1
             # Each batch starts as soon as it is uploaded: the server works while we upload.
             for start in range(0, len(sources), size):
                 chunk = sources[start : start + size]
@@ -127,7 +127,7 @@ def upscale(
     return report
 
 
-def _batch_size(api: Client, wanted: int) -> int:
+def _follow_server_limits(api: Client, wanted: int) -> int:
     """``wanted``, but no more than the server takes in one task: a batch over its
     ``limits.maxFilesPerTask`` (published in its capabilities, when it has
     them) is refused whole, which failed every file of a 12-file folder on a
