@@ -61,12 +61,24 @@ class RenamingProxy:
     ``processedFileName``. Uploads and downloads use the real server's signed
     links directly, so everything else is real. With ``status_outage``, every
     get-task-status during that many seconds from the first one fails, by a
-    dropped connection and a 503 in turn, as while a server restarts.
+    dropped connection and a 503 in turn, as while a server restarts. History
+    pages are renamed alike; ``history`` stands for servers whose
+    get-upscayl-history is of no use to the client's sweep: ``"refused"``
+    answers it 404 (a server without it), ``"anonymous"`` drops each item's
+    ``taskId`` (the spec's ``ProcessingTask`` has none), ``"linkless"`` each
+    file's ``downloadLink`` (a server that signs links in status answers only).
     """
 
-    def __init__(self, upstream: str, names: Mapping[str, str], status_outage: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        names: Mapping[str, str],
+        status_outage: float = 0.0,
+        history: str = "real",
+    ) -> None:
         self.upstream, self.names = upstream, dict(names)
         self.status_outage = status_outage
+        self.history = history
         self.outage_began: float | None = None
         self.refused = 0
         self.hits: list[str] = []  # the paths of the API calls, in order
@@ -74,8 +86,14 @@ class RenamingProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the OpenAPI document and /capabilities
+                key = self.headers.get("X-API-Key")
+                headers = {"X-API-Key": key} if key else {}
+                answer = proxy._http.get(proxy.upstream + self.path, headers=headers)
+                self._relay(answer, answer.content)
+
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sent = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.hits.append(self.path)
                 if self.path == "/get-task-status" and proxy._down():
                     proxy.refused += 1
@@ -84,14 +102,32 @@ class RenamingProxy:
                         return
                     self.send_error(503, "Service Unavailable")
                     return
+                if self.path == "/get-upscayl-history" and proxy.history == "refused":
+                    self.send_error(404, "Not Found")
+                    return
                 keep = ("X-API-Key", "Content-Type")
                 headers = {h: self.headers[h] for h in keep if self.headers.get(h)}
-                answer = proxy._http.post(proxy.upstream + self.path, content=body, headers=headers)
+                answer = proxy._http.post(proxy.upstream + self.path, content=sent, headers=headers)
                 content = answer.content
                 if self.path == "/get-task-status" and answer.is_success:
-                    content = proxy._rename(answer.json())
+                    body = answer.json()
+                    content = proxy._rename([body.get("data") or {}], body)
+                if self.path == "/get-upscayl-history" and answer.is_success:
+                    body = answer.json()
+                    for task in body.get("data") or []:
+                        if proxy.history == "anonymous":
+                            task.pop("taskId", None)
+                        for entry in task.get("files") or []:
+                            if proxy.history == "linkless":
+                                entry.pop("downloadLink", None)
+                    content = proxy._rename(body.get("data") or [], body)
+                self._relay(answer, content)
+
+            def _relay(self, answer: httpx.Response, content: bytes) -> None:
                 self.send_response(answer.status_code)
-                self.send_header("Content-Type", answer.headers.get("content-type", ""))
+                for name in ("Content-Type", "Retry-After"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content)
@@ -108,11 +144,13 @@ class RenamingProxy:
             self.outage_began = time.monotonic()
         return time.monotonic() - self.outage_began < self.status_outage
 
-    def _rename(self, body: dict[str, Any]) -> bytes:
-        for entry in body.get("data", {}).get("files") or []:
-            original = entry.get("originalFileName")
-            if original in self.names:
-                entry["processedFileName"] = self.names[original]
+    def _rename(self, tasks: list[dict[str, Any]], body: dict[str, Any]) -> bytes:
+        """``body`` with the files of ``tasks`` (its parts) renamed."""
+        for task in tasks:
+            for entry in task.get("files") or []:
+                original = entry.get("originalFileName")
+                if original in self.names:
+                    entry["processedFileName"] = self.names[original]
         return json.dumps(body).encode()
 
     def __enter__(self) -> RenamingProxy:

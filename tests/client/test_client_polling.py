@@ -15,7 +15,7 @@ from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, RenamingProxy, write_image
 from upscayl_cloud.client import Client, PollSchedule, RetryPolicy, UpscaleReport, upscale
-from upscayl_cloud.client.polling import PollBudget, published_status_limit
+from upscayl_cloud.client.polling import PollBudget, published_limit
 
 #: No workers: tasks stay queued, so only the status limit can end the polling.
 STATUS_LIMIT = json.dumps({"get-task-status": "2 per hour"})
@@ -182,7 +182,7 @@ def test_a_server_that_publishes_a_higher_status_limit_is_polled_faster(
 def test_the_published_status_limit_is_read_strictly(
     capabilities: dict[str, object], per_hour: int | None
 ) -> None:
-    assert published_status_limit(capabilities) == per_hour
+    assert published_limit(capabilities, "get-task-status") == per_hour
 
 
 def test_a_tiny_limit_still_polls_once_an_hour_and_bad_schedules_are_refused() -> None:

@@ -30,9 +30,10 @@ from upscayl_cloud.client.naming import (
     result_file_name,
 )
 from upscayl_cloud.client.polling import (
+    SPEC_HISTORY_LIMIT_PER_HOUR,
     SPEC_STATUS_LIMIT_PER_HOUR,
     PollBudget,
-    published_status_limit,
+    published_limit,
 )
 from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
 from upscayl_cloud.client.sync import Client
@@ -132,29 +133,38 @@ def _follow_server_limits(api: Client, wanted: int) -> int:
     ``limits.maxFilesPerTask`` (published in its capabilities, when it has
     them) is refused whole, which failed every file of a 12-file folder on a
     server taking 5. The spec sets no number, so without one ``wanted`` stands.
-    The same answer raises the poll budget to the server's get-task-status
-    limit where that is above the spec's, unless the client's schedule names
-    one."""
+    The same answer may raise the poll budgets (:func:`_follow_published_limits`)."""
     try:
         info = api.capabilities() or {}
     except UpscaylError as exc:
         if _stops_the_run(exc):
             raise _RunStoppedError(exc) from exc
         info = {}
-    published = published_status_limit(info)
-    raised = (published or 0) > SPEC_STATUS_LIMIT_PER_HOUR
-    if raised and api.poll.hourly_limit is None and api.poll_budget.hourly_limit != published:
-        # Before any poll: a server whose operator raised the limit is polled
-        # that much faster (once per client: a later run keeps what earlier
-        # ones spent). A lower one is met as before: its 429 is waited out if
-        # short, else reported (a budget paced to a few polls an hour would
-        # sit silent between them).
-        api.poll_budget = PollBudget(replace(api.poll, hourly_limit=published))
+    _follow_published_limits(api, info)
     limits = info.get("limits")
     most = limits.get("maxFilesPerTask") if isinstance(limits, dict) else None
     if isinstance(most, int) and not isinstance(most, bool) and most >= 1:
         wanted = min(wanted, most)
     return max(1, wanted)
+
+
+def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
+    """Before any poll: a server whose operator raised get-task-status's or
+    get-upscayl-history's limit is polled that much faster (once per client:
+    a later run keeps what earlier ones spent). A lower one is met as before:
+    its 429 is waited out if short, else reported (a budget paced to a few
+    polls an hour would sit silent between them). A schedule that names its
+    own status limit keeps it."""
+    status = published_limit(info, "get-task-status") or 0
+    if (
+        status > SPEC_STATUS_LIMIT_PER_HOUR
+        and api.poll.hourly_limit is None
+        and api.poll_budget.hourly_limit != status
+    ):
+        api.poll_budget = PollBudget(replace(api.poll, hourly_limit=status))
+    history = published_limit(info, "get-upscayl-history") or 0
+    if history > SPEC_HISTORY_LIMIT_PER_HOUR and api.history_budget.hourly_limit != history:
+        api.history_budget = PollBudget(api.poll.for_history(history))
 
 
 class _RunStoppedError(Exception):

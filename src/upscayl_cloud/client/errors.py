@@ -81,6 +81,18 @@ class UploadCancelledError(UpscaylError):
         super().__init__("CANCELLED", message)
 
 
+#: Answers of a server that is down or restarting, after the client's own retries.
+_OUTAGE_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def is_outage(exc: UpscaylError) -> bool:
+    """Whether ``exc`` says the server could not be asked (it was unreachable,
+    or down or restarting), not that it refused: asking again later may work."""
+    if isinstance(exc, ConnectionFailedError):
+        return True
+    return isinstance(exc, ApiError) and exc.status_code in _OUTAGE_STATUSES
+
+
 def describe(exc: Exception) -> str:
     """One line for a report: ``CODE: message`` for ours, the type otherwise."""
     if isinstance(exc, UpscaylError):

@@ -7,7 +7,9 @@ minutes. Polls start quick (small images finish in a second) and slow down
 geometrically to ``maximum``; on top of that, every poll of a client draws
 from one :class:`PollBudget`, which keeps all its polls together within the
 hourly limit (a short burst for the quick start, then an even rate), however
-many tasks are running.
+many tasks are running. ``upscale()`` watches a run of several tasks through
+history pages, which have a limit and a budget of their own
+(:mod:`upscayl_cloud.client.sweep`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
 
 #: The spec's ``x-rateLimit`` of get-task-status: requests per hour per key,
 #: assumed where the server does not publish its own (``/capabilities``'
-#: ``rateLimits``, see :func:`published_status_limit`).
+#: ``rateLimits``, see :func:`published_limit`).
 SPEC_STATUS_LIMIT_PER_HOUR = 100
+#: The spec's ``x-rateLimit`` of get-upscayl-history, which ``upscale()`` reads
+#: to watch several tasks at once (see :mod:`upscayl_cloud.client.sweep`).
+SPEC_HISTORY_LIMIT_PER_HOUR = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,12 @@ class PollSchedule:
         while True:
             yield delay
             delay = min(self.maximum, delay * self.factor)
+
+    def for_history(self, hourly_limit: int | None = None) -> PollSchedule:
+        """The same schedule for history pages: get-upscayl-history's limit
+        (the spec's, or ``hourly_limit`` where the server publishes a higher
+        one) in place of get-task-status's."""
+        return replace(self, hourly_limit=hourly_limit or SPEC_HISTORY_LIMIT_PER_HOUR)
 
     @property
     def hourly_polls(self) -> float:
@@ -100,15 +111,15 @@ class PollBudget:
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
-def published_status_limit(capabilities: Mapping[str, Any]) -> int | None:
-    """get-task-status's limit per hour as the server publishes it in
+def published_limit(capabilities: Mapping[str, Any], operation: str) -> int | None:
+    """``operation``'s limit per hour as the server publishes it in
     ``/capabilities`` (``rateLimits``), or None where it publishes none: a
     server whose operator raised it can be polled that much faster."""
     limits = capabilities.get("rateLimits")
-    status = limits.get("get-task-status") if isinstance(limits, Mapping) else None
-    if not isinstance(status, Mapping):
+    published = limits.get(operation) if isinstance(limits, Mapping) else None
+    if not isinstance(published, Mapping):
         return None
-    requests, period = status.get("requests"), status.get("periodSeconds")
+    requests, period = published.get("requests"), published.get("periodSeconds")
     if not (_positive_int(requests) and _positive_int(period)):
         return None
     return max(1, int(requests * 3600 / period))

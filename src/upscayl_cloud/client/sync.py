@@ -49,6 +49,9 @@ class Client:
         #: Shared by every poll of this client (``wait`` and ``upscale``), so that
         #: together they stay within get-task-status's hourly limit.
         self.poll_budget = PollBudget(self.poll)
+        #: Paces the history pages ``upscale()`` reads to watch several tasks at
+        #: once (get-upscayl-history's own hourly limit; see ``client.sweep``).
+        self.history_budget = PollBudget(self.poll.for_history())
         self.on_retry = on_retry
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
 
