@@ -67,6 +67,11 @@ class RenamingProxy:
     answers it 404 (a server without it), ``"anonymous"`` drops each item's
     ``taskId`` (the spec's ``ProcessingTask`` has none), ``"linkless"`` each
     file's ``downloadLink`` (a server that signs links in status answers only).
+    ``thumbnails_gone`` points every ``thumbnailLink`` at nothing (404), and
+    ``status_throttled`` answers every get-task-status 429 with a
+    ``Retry-After`` of 1 s (a server that never lets the client in), and
+    ``unauthorized_upload`` answers 401 to the get-upload-url of the file of
+    that name (a key revoked between two uploads of one run).
     """
 
     def __init__(
@@ -75,10 +80,16 @@ class RenamingProxy:
         names: Mapping[str, str],
         status_outage: float = 0.0,
         history: str = "real",
+        thumbnails_gone: bool = False,
+        status_throttled: bool = False,
+        unauthorized_upload: str | None = None,
     ) -> None:
         self.upstream, self.names = upstream, dict(names)
         self.status_outage = status_outage
         self.history = history
+        self.thumbnails_gone = thumbnails_gone
+        self.status_throttled = status_throttled
+        self.unauthorized_upload = unauthorized_upload
         self.outage_began: float | None = None
         self.refused = 0
         self.hits: list[str] = []  # the paths of the API calls, in order
@@ -102,6 +113,13 @@ class RenamingProxy:
                         return
                     self.send_error(503, "Service Unavailable")
                     return
+                if self.path == "/get-task-status" and proxy.status_throttled:
+                    self._refuse(429, "RATE_LIMIT_EXCEEDED", {"Retry-After": "1"})
+                    return
+                revoked = proxy.unauthorized_upload
+                if self.path == "/get-upload-url" and revoked and revoked.encode() in sent:
+                    self._refuse(401, "UNAUTHORIZED", {})
+                    return
                 if self.path == "/get-upscayl-history" and proxy.history == "refused":
                     self.send_error(404, "Not Found")
                     return
@@ -122,6 +140,15 @@ class RenamingProxy:
                                 entry.pop("downloadLink", None)
                     content = proxy._rename(body.get("data") or [], body)
                 self._relay(answer, content)
+
+            def _refuse(self, status: int, code: str, headers: dict[str, str]) -> None:
+                refusal = json.dumps({"error": code, "message": "refused by the proxy"}).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(refusal)))
+                self.end_headers()
+                self.wfile.write(refusal)
 
             def _relay(self, answer: httpx.Response, content: bytes) -> None:
                 self.send_response(answer.status_code)
@@ -148,6 +175,8 @@ class RenamingProxy:
         """``body`` with the files of ``tasks`` (its parts) renamed."""
         for task in tasks:
             for entry in task.get("files") or []:
+                if self.thumbnails_gone and "thumbnailLink" in entry:
+                    entry["thumbnailLink"] = f"{self.upstream}/no-such-thumbnail.webp"
                 original = entry.get("originalFileName")
                 if original in self.names:
                     entry["processedFileName"] = self.names[original]

@@ -3,8 +3,11 @@ link; results with the same name, and hostile names from a server."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +16,11 @@ from support.images import png_bytes
 from support.server import Server
 from tests.client.helpers import (
     FAST,
+    MIB,
     QUICK_POLL,
     QUICK_RETRY,
     RenamingProxy,
+    big_png,
     dimensions,
     write_image,
 )
@@ -211,6 +216,43 @@ def test_a_bad_key_stops_the_run_at_its_first_refusal(server: Server, tmp_path: 
     assert proxy.hits.count("/get-upload-url") <= 4 and "/start-task" not in proxy.hits
 
 
+class _SlowUplink(Client):
+    """A stand-in for a slow uplink: each signed PUT after the first waits 2 s,
+    so that a multipart upload is still under way when a later one is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._puts = 0
+        self._lock = threading.Lock()
+
+    def put_upload(self, *args: Any, **kwargs: Any) -> str | None:
+        with self._lock:
+            self._puts += 1
+            first = self._puts == 1
+        if not first:
+            time.sleep(2)
+        return super().put_upload(*args, **kwargs)
+
+
+def test_an_upload_cut_short_by_a_401_is_reported_as_not_sent(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """The big file's upload stops starting parts when the small one's 401
+    stops the run: it was not sent because the run stopped, which is what it
+    says (it used to say "upload failed: CANCELLED")."""
+    big = big_png(tmp_path / "a-big.png", 36 * MIB)  # eight 5 MiB parts, four at a time
+    small = write_image(tmp_path / "b-small.png", 16, 16)
+    with (
+        RenamingProxy(server.url, {}, unauthorized_upload="b-small.png") as proxy,
+        _SlowUplink(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([big, small], model=FAST, client=api, upload_workers=2)
+    reasons = {r.source: r.reason or "" for r in report.results}
+    assert reasons[big].startswith("not sent, the run stopped: UNAUTHORIZED"), reasons[big]
+    assert reasons[small].startswith("UNAUTHORIZED") or reasons[small].startswith("not sent")
+    assert "/start-task" not in proxy.hits
+
+
 def test_no_credits_left_stops_starting_batches(server: Server, tmp_path: Path) -> None:
     for n in range(3):
         write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
@@ -244,3 +286,19 @@ def test_an_out_dir_that_is_a_file_raises_before_sending(client: Client, tmp_pat
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         upscale([image], model=FAST, out_dir=image, client=client)
     assert client.get_history()["pagination"]["total"] == 0
+
+
+def test_a_thumbnail_that_cannot_be_fetched_leaves_the_result_done(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    image = write_image(tmp_path / "a.png", 16, 16)
+    with (
+        RenamingProxy(server.url, {}, thumbnails_gone=True) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([image], model=FAST, scale=2, thumbnails=True, client=api)
+    [result] = report.results
+    assert report.ok and result.status == "done"
+    assert result.output is not None and result.output.stat().st_size > 0
+    assert result.thumbnail is None
+    assert (result.reason or "").startswith("thumbnail not saved: "), result.reason

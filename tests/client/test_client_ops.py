@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,25 @@ def test_insufficient_credits(server: Server) -> None:
     with Client(server.url, key) as broke, pytest.raises(ApiError) as refused:
         broke.start_task(file=("x.png", image_bytes(16, 16)), model=FAST)
     assert (refused.value.code, refused.value.status_code) == ("INSUFFICIENT_CREDITS", 402)
+
+
+def test_async_uploads_read_their_chunks_off_the_event_loop(server: Server, api_key: str) -> None:
+    parted = image_bytes(24, 16, seed=5)
+    readers: set[int] = set()
+
+    def chunks() -> Iterator[bytes]:
+        for piece in (parted[:100], parted[100:]):
+            readers.add(threading.get_ident())
+            yield piece
+
+    async def flow() -> int:
+        async with AsyncClient(server.url, api_key, poll=QUICK_POLL) as api:
+            link = await api.get_upload_url("b.png", "image/png", len(parted))
+            await api.put_upload(link["uploadURL"], chunks, len(parted), "image/png")
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(flow())
+    assert readers and loop_thread not in readers
 
 
 def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Path) -> None:

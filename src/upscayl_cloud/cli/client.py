@@ -134,8 +134,8 @@ class _Bars:
             self.progress.update(self.tasks[task_id], completed=percent)
 
     def finished(self, result: FileResult) -> None:
-        if result.status != "done":
-            colour = _STYLE.get(result.status, "red")
+        if result.status != "done" or result.reason:  # a done file's reason: its preview
+            colour = _STYLE.get(result.status, "red") if result.status != "done" else "yellow"
             self.progress.console.print(
                 f"[{colour}]{result.status}[/] {result.source}: {result.reason}"
             )

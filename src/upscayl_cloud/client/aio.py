@@ -25,12 +25,12 @@ from upscayl_cloud.client.errors import (
     WaitTimeoutError,
 )
 from upscayl_cloud.client.naming import partial_file
-from upscayl_cloud.client.polling import PollBudget, PollSchedule
+from upscayl_cloud.client.polling import PollPacing, PollSchedule
 from upscayl_cloud.client.sync import Content
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 
-class AsyncClient:
+class AsyncClient(PollPacing):
     """Asynchronous Upscayl Cloud client; use ``async with AsyncClient(...) as c``."""
 
     def __init__(
@@ -45,10 +45,7 @@ class AsyncClient:
     ) -> None:
         self.base_url, self._key = _core.resolve(base_url, api_key)
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollSchedule()
-        #: Shared by every poll of this client (``wait`` and ``upscale``), so that
-        #: together they stay within get-task-status's hourly limit.
-        self.poll_budget = PollBudget(self.poll)
+        self.poll = poll or PollSchedule()  # and its budgets (PollPacing)
         self.on_retry = on_retry
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
 
@@ -253,6 +250,11 @@ class AsyncClient:
 
 
 async def _stream(content: Callable[[], Iterable[bytes]]) -> AsyncIterator[bytes]:
-    """The chunks of a re-openable source, for httpx's async streaming."""
-    for chunk in content():
+    """The chunks of a re-openable source, for httpx's async streaming.
+
+    Each chunk is read in a worker thread: read on the event loop, every 1 MiB
+    from a slow disk or a network share stalled all of the program's other
+    coroutines (four parts upload at once)."""
+    chunks = iter(await asyncio.to_thread(content))
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
         yield chunk

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from upscayl_cloud.client._core import MODELS
-from upscayl_cloud.client.errors import ApiError, UpscaylError, describe
+from upscayl_cloud.client.errors import ApiError, UploadCancelledError, UpscaylError, describe
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import (
     OutputNames,
@@ -221,15 +221,21 @@ def _upload_all(
         try:
             # Inside the try: a Ctrl-C while submitting cancels what is queued.
             futures.extend(pool.submit(one, source) for source in sources)
+            cut_short: list[tuple[Source, Exception]] = []
             for source, future in zip(sources, futures, strict=True):
                 outcome = future.result()
                 if isinstance(outcome, ApiError) and _stops_the_run(outcome):
-                    raise _RunStoppedError(outcome)
-                if isinstance(outcome, Exception):
+                    raise _RunStoppedError(outcome)  # those cut short: "not sent"
+                if isinstance(outcome, UploadCancelledError):
+                    cut_short.append((source, outcome))  # told once the cause is known
+                elif isinstance(outcome, Exception):
                     reason = f"upload failed: {describe(outcome)}"
                     finish(report, hooks, FileResult(source.path, "failed", reason))
                 else:
                     uploaded.append((source, outcome))
+            for source, outcome in cut_short:  # cancelled, with no stop of the run
+                reason = f"upload failed: {describe(outcome)}"
+                finish(report, hooks, FileResult(source.path, "failed", reason))
         except BaseException:
             cancel.set()
             for pending in futures:
@@ -311,11 +317,15 @@ def _collect(
             )
             output = names.claim(folder, name)
             result.output = _fetch(api, task, file_name, "downloadLink", output)
-            if thumbnails:
-                thumb = names.claim(folder, f"{output.stem}_thumb.webp")
-                result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
         except (UpscaylError, OSError) as exc:
             result.status, result.reason = "failed", f"download failed: {describe(exc)}"
+        if thumbnails and result.output is not None:
+            # The result is saved: a preview that cannot be is noted, not a failure.
+            try:
+                thumb = names.claim(folder, f"{result.output.stem}_thumb.webp")
+                result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
+            except (UpscaylError, OSError) as exc:
+                result.reason = f"thumbnail not saved: {describe(exc)}"
         finish(report, hooks, result)
 
 

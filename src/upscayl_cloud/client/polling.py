@@ -111,6 +111,29 @@ class PollBudget:
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
+class PollPacing:
+    """A client's poll schedule and the budgets it sizes, kept together:
+    assigning a new ``poll`` brings budgets of its own limit and burst (they
+    used to go on pacing by the schedule it replaced)."""
+
+    #: Shared by every poll of the client (``wait`` and ``upscale``), so that
+    #: together they stay within get-task-status's hourly limit.
+    poll_budget: PollBudget
+    #: Paces the history pages ``upscale()`` reads to watch several tasks at
+    #: once (get-upscayl-history's own hourly limit; see ``client.sweep``).
+    history_budget: PollBudget
+
+    @property
+    def poll(self) -> PollSchedule:
+        return self._poll
+
+    @poll.setter
+    def poll(self, schedule: PollSchedule) -> None:
+        self._poll = schedule
+        self.poll_budget = PollBudget(schedule)
+        self.history_budget = PollBudget(schedule.for_history())
+
+
 def published_limit(capabilities: Mapping[str, Any], operation: str) -> int | None:
     """``operation``'s limit per hour as the server publishes it in
     ``/capabilities`` (``rateLimits``), or None where it publishes none: a

@@ -13,7 +13,10 @@ from typing import Protocol
 
 @dataclass
 class FileResult:
-    """What happened to one input: ``done``, ``failed`` or ``skipped``."""
+    """What happened to one input: ``done``, ``failed`` or ``skipped``.
+
+    ``reason`` says why a file failed or was skipped; on a ``done`` file it
+    says why its thumbnail, asked for, was not saved (the result was)."""
 
     source: Path
     status: str

@@ -24,13 +24,13 @@ from upscayl_cloud.client.errors import (
     WaitTimeoutError,
 )
 from upscayl_cloud.client.naming import partial_file
-from upscayl_cloud.client.polling import PollBudget, PollSchedule
+from upscayl_cloud.client.polling import PollPacing, PollSchedule
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 Content = bytes | Callable[[], Iterable[bytes]]
 
 
-class Client:
+class Client(PollPacing):
     """Synchronous Upscayl Cloud client (thread-safe: parts upload in parallel)."""
 
     def __init__(
@@ -45,13 +45,7 @@ class Client:
     ) -> None:
         self.base_url, self._key = _core.resolve(base_url, api_key)
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollSchedule()
-        #: Shared by every poll of this client (``wait`` and ``upscale``), so that
-        #: together they stay within get-task-status's hourly limit.
-        self.poll_budget = PollBudget(self.poll)
-        #: Paces the history pages ``upscale()`` reads to watch several tasks at
-        #: once (get-upscayl-history's own hourly limit; see ``client.sweep``).
-        self.history_budget = PollBudget(self.poll.for_history())
+        self.poll = poll or PollSchedule()  # and its budgets (PollPacing)
         self.on_retry = on_retry
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
 

@@ -36,7 +36,8 @@ class Watched:
     task_id: str
     sources: dict[str, Source]  # upload fileName -> source
     status: Mapping[str, Any] = field(default_factory=dict)
-    #: When polls of it began to fail for want of a server (None: the last one worked).
+    #: When polls of it began to fail for want of a server, or to be refused
+    #: with short Retry-Afters (None: the last one worked).
     unreachable_since: float | None = None
     #: The task's ``createdAt`` (Unix ms), once a status has told it.
     created_at: int | None = None
@@ -67,13 +68,22 @@ def watch(api: Client, tasks: list[Watched], on_progress: ProgressHook) -> None:
                 task.seen(api.get_task_status(task.task_id))
             except RateLimitedError as exc:
                 wait = exc.retry_after
-                if wait is not None and wait <= api.retry.max_retry_after:
-                    time.sleep(wait)  # short, but the client's attempts ran out first
+                short = wait is not None and wait <= api.retry.max_retry_after
+                if short and not _given_up(api, task):
+                    # Short, but the client's attempts ran out first. Refused
+                    # like this for longer than an outage is waited out, the
+                    # limit is reported like a long one.
+                    time.sleep(wait or 0)
                     continue
                 # Longer than the client waits (an hourly limit spent, perhaps by
                 # another program): say so instead of sitting silent for an hour.
                 # The limit is the key's, so no other task can be asked either.
-                _status_unknown(running, exc)
+                if short and task.unreachable_since is not None:
+                    lasted = time.monotonic() - task.unreachable_since
+                    _status_unknown(running, f"refused (429) for {lasted:.0f} s")
+                else:
+                    wait_text = f" for {wait:.0f} s" if wait is not None else ""
+                    _status_unknown(running, f"limit reached{wait_text}")
                 return
             except UpscaylError as exc:
                 if is_outage(exc) and not _given_up(api, task):
@@ -116,11 +126,10 @@ def _unknown(api: Client, task: Watched, exc: UpscaylError) -> str:
     )
 
 
-def _status_unknown(running: list[Watched], exc: RateLimitedError) -> None:
-    wait = f" for {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
+def _status_unknown(running: list[Watched], why: str) -> None:
     for task in running:
         task.status = {
             "status": "failed",
-            "error": f"status unknown: get-task-status limit reached{wait} (the task runs on); "
+            "error": f"status unknown: get-task-status {why} (the task runs on); "
             f"check later with `upscayl-cloud client status {task.task_id}`",
         }
