@@ -48,3 +48,10 @@ def test_links_to_files_already_taken_are_reported_not_dropped(tmp_path: Path) -
     named = collect([tmp_path / "sub"])  # named, a linked folder is taken
     assert [i.path.name for i in named if isinstance(i, Source)] == ["b.png"]
     assert [type(i) for i in collect([tmp_path / "a.png", tmp_path / "a.png"])] == [Source]
+
+
+def test_one_folder_spelt_two_ways_is_taken_once_without_a_word(tmp_path: Path) -> None:
+    """``pics`` and ``pics/../pics`` are one folder named twice, not a link."""
+    write_image(tmp_path / "pics" / "a.png", 8, 8)
+    found = collect([tmp_path / "pics", tmp_path / "pics" / ".." / "pics"])
+    assert [type(i) for i in found] == [Source]

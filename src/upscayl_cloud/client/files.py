@@ -7,6 +7,7 @@ skipped here with a reason instead of costing an upload and a failed batch.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,8 +110,9 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
 
 
 def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, relative: Path) -> None:
-    """Each file once: a later path to the same file (through a link) is skipped
-    with a reason; the very same path named twice is simply taken once."""
+    """Each file once: a later path to the same file through a link is skipped
+    with a reason; the same path named twice, or twice spelt differently
+    (``pics`` and ``./pics/../pics``), is simply taken once."""
     if path.name.endswith(STATE_SUFFIX):
         return
     key = path.resolve()
@@ -118,5 +120,11 @@ def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, rela
     if first is None:
         seen[key] = path
         found.append(inspect(path, relative))
-    elif first != path:
+    elif _spelling(first) != _spelling(path):
         found.append(Duplicate(path, f"the same file as {first} (a link)"))
+
+
+def _spelling(path: Path) -> str:
+    """The path with ``.`` and ``..`` taken away without following links: two
+    paths to one file differ here only when one of them goes through a link."""
+    return os.path.normpath(path.absolute())
