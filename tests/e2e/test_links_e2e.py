@@ -61,7 +61,7 @@ def test_tampered_upload_links_are_403(client: ApiClient) -> None:
     data = png_bytes()
     link = client.upload_url("a.png", "image/png", len(data))
     url = link["uploadURL"]
-    png = {"content-type": "image/png"}
+    png, jpeg = {"content-type": "image/png"}, {"content-type": "image/jpeg"}
     forged = [
         httpx.put(_with(url, signature="0" * 64), content=data, headers=png),
         httpx.put(
@@ -69,12 +69,20 @@ def test_tampered_upload_links_are_403(client: ApiClient) -> None:
         ),
         httpx.put(_with(url, length=str(len(data) + 5)), content=data + b"12345", headers=png),
         httpx.put(url.replace("/uploads/", "/results/"), content=data, headers=png),
-        httpx.put(url, content=data, headers={"content-type": "image/jpeg"}),
         httpx.put(url, content=data + b"extra", headers=png),
+        httpx.put(_with(url, type="image/jpeg"), content=data, headers=jpeg),
         httpx.get(url),
     ]
     for response in forged:
         assert _status(response) == (403, "FORBIDDEN"), response.request
+    # A genuine link sent with another Content-Type (curl's --data-binary sends
+    # a form type) says so, instead of calling the link invalid or expired.
+    for sent, named in ((jpeg, "image/jpeg"), ({}, "none")):
+        response = httpx.put(url, content=data, headers=sent)
+        assert _status(response) == (403, "FORBIDDEN")
+        message = response.json()["message"]
+        assert message == f"This link is for Content-Type image/png; the request sent {named}"
+    assert "Content-Type" not in forged[-2].json()["message"]  # a forged type is forged
     assert httpx.put(url, content=data, headers=png).status_code == 200
 
 
@@ -142,6 +150,7 @@ def test_expired_links_are_refused(short_lived: Server) -> None:
         assert (late.status_code, expired.status_code) == (403, 403)
     else:
         assert _status(late) == (403, "FORBIDDEN")
+        assert "call get-upload-url for a new one" in late.json()["message"]
         assert _status(expired) == (410, "GONE")
     # a new status call signs new links
     _while_fresh(lambda: api.status(task["taskId"])["files"][0]["downloadLink"], httpx.get)

@@ -15,7 +15,7 @@ still there: the message sends the caller to get-task-status for fresh links.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from upscayl_cloud.db.engine import now_ms
@@ -37,6 +37,7 @@ from upscayl_cloud.storage.local import LocalStorage
 from upscayl_cloud.storage.signing import LinkClaims, LinkExpiredError, SignatureError
 
 _SIZE_DIFFERS = "The body's size differs from the size the link was issued for"
+_UPLOAD_LINK_EXPIRED = "This upload link has expired; call get-upload-url for a new one"
 
 EXPIRED_DOWNLOAD_MESSAGE = (
     "This link has expired. Call get-task-status for fresh downloadLink and thumbnailLink; "
@@ -104,8 +105,10 @@ def authorize_put(
     )
     try:
         storage.signer.verify(claims, query.get("signature", ""), now_ms())
-    except (SignatureError, LinkExpiredError) as exc:
-        raise ForbiddenError() from exc
+    except LinkExpiredError as exc:  # the signature held: only the time is wrong
+        raise ForbiddenError(_UPLOAD_LINK_EXPIRED) from exc
+    except SignatureError as exc:
+        raise ForbiddenError(_put_refusal(storage, claims, query)) from exc
     if content_length is not None and content_length > claims.max_length:
         raise ForbiddenError("The body is larger than the link allows")
     # Parts too: the split is planned by the service, and S3 signs each part's
@@ -113,6 +116,26 @@ def authorize_put(
     if content_length is not None and content_length != claims.max_length:
         raise ForbiddenError(_SIZE_DIFFERS)
     return PutGrant(key, claims.max_length, upload_id, part_number)
+
+
+def _put_refusal(storage: LocalStorage, claims: LinkClaims, query: Mapping[str, str]) -> str:
+    """Why a PUT link was refused. The Content-Type is part of the signature,
+    so a request without the type the link was issued for (curl's
+    ``--data-binary`` sends a form type) used to read as a link "invalid or
+    expired". When the link verifies with the type it names, that is the
+    only thing wrong with it, and the answer says so."""
+    issued_for = query.get("type", "")
+    if claims.part_number or not issued_for or issued_for == claims.content_type:
+        return ForbiddenError.public_message
+    try:
+        as_issued = replace(claims, content_type=issued_for)
+        storage.signer.verify(as_issued, query["signature"], now_ms())
+    except (SignatureError, KeyError):
+        return ForbiddenError.public_message
+    except LinkExpiredError:
+        return _UPLOAD_LINK_EXPIRED
+    sent = claims.content_type or "none"
+    return f"This link is for Content-Type {issued_for}; the request sent {sent}"
 
 
 def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str | None:
