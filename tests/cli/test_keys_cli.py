@@ -42,13 +42,13 @@ def test_create_prints_key_alone_on_last_line(app: typer.Typer) -> None:
 
 def test_json_revoke_and_credits(app: typer.Typer) -> None:
     runner = CliRunner()
-    created = json.loads(runner.invoke(app, ["keys", "create", "--name", "b", "--json"]).output)
+    created = json.loads(runner.invoke(app, ["keys", "create", "--name", "b", "--json"]).stdout)
     assert created["credits"] == 0 and created["key"].startswith("uc_")
     added = runner.invoke(app, ["credits", "add", created["prefix"], "12"])
     assert "12 credits" in added.output
     revoked = runner.invoke(app, ["keys", "revoke", created["id"]])
     assert revoked.exit_code == 0
-    listing = json.loads(runner.invoke(app, ["keys", "list", "--json"]).output)
+    listing = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)
     assert listing[0]["revokedAt"] is not None
     missing = runner.invoke(app, ["keys", "revoke", "nope"])
     assert missing.exit_code == 1
@@ -67,13 +67,13 @@ def test_create_without_a_name_labels_the_key_with_its_day(app: typer.Typer) -> 
     """docs/web.md tells people to run plain ``keys create``: it must work."""
     result = CliRunner().invoke(app, ["keys", "create", "--json"])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(r"key-\d{4}-\d{2}-\d{2}", json.loads(result.output)["name"])
+    assert re.fullmatch(r"key-\d{4}-\d{2}-\d{2}", json.loads(result.stdout)["name"])
 
 
 def test_credits_remove_and_short_prefixes(app: typer.Typer) -> None:
     runner = CliRunner()
     created = runner.invoke(app, ["keys", "create", "--name", "c", "--credits", "25", "--json"])
-    info = json.loads(created.output)
+    info = json.loads(created.stdout)
     short = info["prefix"][:7]
     too_many = runner.invoke(app, ["credits", "remove", short, "1000"])
     assert too_many.exit_code == 1 and "at most 25 can be removed" in too_many.output
@@ -82,3 +82,37 @@ def test_credits_remove_and_short_prefixes(app: typer.Typer) -> None:
     revoked = runner.invoke(app, ["keys", "revoke", short])
     assert revoked.exit_code == 0 and info["id"] in revoked.output
     assert info["key"] not in revoked.output + removed.output + too_many.output
+
+
+def test_commands_outside_the_servers_folder_do_not_start_a_database_silently(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    """Run where no database is (another folder than the server's): reading
+    or changing keys refuses and creates nothing; creating one says it starts
+    a new database."""
+    runner = CliRunner()
+    database = (tmp_path / "data" / "upscayl.db").resolve()
+    for command in (
+        ["keys", "list"],
+        ["keys", "revoke", "uc_d_Us"],
+        ["credits", "add", "uc_d_Us", "5"],
+        ["credits", "remove", "uc_d_Us", "5"],
+    ):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 1, (command, refused.output)
+        assert f"no database at {database}" in refused.output
+        assert "UPSCAYL_DATA_DIR" in refused.output
+    assert not (tmp_path / "data").exists()
+    created = runner.invoke(app, ["keys", "create", "--credits", "3"])
+    assert created.exit_code == 0, created.output
+    assert f"Started a new database at {database}" in created.stderr
+    assert created.stdout.strip().splitlines()[-1].startswith("uc_")
+    again = runner.invoke(app, ["keys", "create"])
+    assert "Started a new database" not in again.output
+    assert "credits=3" in runner.invoke(app, ["keys", "list"]).stdout
+
+
+def test_an_empty_key_list_says_how_to_make_one(app: typer.Typer) -> None:
+    build_context(get_settings())  # a database, as a server's first start leaves it
+    listed = CliRunner().invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0 and "No keys yet" in listed.stdout

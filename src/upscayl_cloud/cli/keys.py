@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from upscayl_cloud.cli.startup import open_context
+from upscayl_cloud.cli.startup import missing_embedded_database, open_context
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.services import keys as key_service
 from upscayl_cloud.services.context import Context
@@ -25,8 +25,28 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 credits_app = typer.Typer(help="Manage credits.", no_args_is_help=True)
 
 
-def _context() -> Context:
-    return open_context(get_settings())
+def _context(creating: bool = False) -> Context:
+    """The service's context. Without a database at the data directory
+    (another folder than the server's, or no UPSCAYL_DATA_DIR), a command
+    that reads or changes keys refuses, and ``keys create`` says it starts a
+    new one (stderr: the key stays alone on the last line of stdout)."""
+    settings = get_settings()
+    missing = missing_embedded_database(settings)
+    if missing is not None and not creating:
+        typer.echo(
+            f"error: no database at {missing}: run this in the folder the server "
+            "runs in, or set UPSCAYL_DATA_DIR (or UPSCAYL_DATABASE_URL) as the server has it",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    ctx = open_context(settings)
+    if missing is not None:
+        typer.echo(
+            f"Started a new database at {missing}: a server using another data "
+            "directory will not know this key (UPSCAYL_DATA_DIR picks one)",
+            err=True,
+        )
+    return ctx
 
 
 def _when(ms: int | None) -> str:
@@ -82,7 +102,7 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key. The key is printed once, alone on the last line."""
-    ctx = _context()
+    ctx = _context(creating=True)
     try:
         key, info = key_service.create_key(ctx, name or _default_name(), credits, account)
     except ServiceError as exc:
@@ -104,6 +124,8 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     if as_json:
         typer.echo(json.dumps([_info_dict(i) for i in infos]))
         return
+    if not infos:
+        typer.echo("No keys yet: `upscayl-cloud keys create --credits N` makes one")
     for info in infos:
         state = "revoked " + _when(info.revoked_at) if info.revoked_at else "active"
         typer.echo(

@@ -8,6 +8,8 @@ password in the database URL is never shown.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from sqlalchemy.engine import make_url
 
@@ -35,6 +37,18 @@ def open_context(settings: Settings) -> Context:
         reason = _first_line(getattr(exc, "orig", None) or exc)
         typer.echo(f"Cannot use the database {shown}: {reason}", err=True)
         raise typer.Exit(1) from None
+
+
+def missing_embedded_database(settings: Settings) -> Path | None:
+    """The embedded database's file when it does not exist yet (None when it
+    does, or the database is a server's). ``keys`` and ``credits`` run in a
+    folder other than the server's used to create a fresh ``./data`` there,
+    silently: ``keys list`` printed nothing, and a key made there was unknown
+    to the running server."""
+    if settings.database_url:
+        return None
+    path = (settings.data_dir / "upscayl.db").resolve()
+    return None if path.exists() else path
 
 
 def _first_line(error: BaseException) -> str:
