@@ -66,7 +66,9 @@ class RenamingProxy:
     get-upscayl-history is of no use to the client's sweep: ``"refused"``
     answers it 404 (a server without it), ``"anonymous"`` drops each item's
     ``taskId`` (the spec's ``ProcessingTask`` has none), ``"linkless"`` each
-    file's ``downloadLink`` (a server that signs links in status answers only).
+    file's ``downloadLink`` (a server that signs links in status answers only),
+    ``"thumbless"`` each ``thumbnailLink``, ``"partial"`` lists only the first
+    file of each task, and ``"broken"`` answers it 500.
     ``thumbnails_gone`` points every ``thumbnailLink`` at nothing (404), and
     ``status_throttled`` answers every get-task-status 429 with a
     ``Retry-After`` of 1 s (a server that never lets the client in), and
@@ -123,6 +125,9 @@ class RenamingProxy:
                 if self.path == "/get-upscayl-history" and proxy.history == "refused":
                     self.send_error(404, "Not Found")
                     return
+                if self.path == "/get-upscayl-history" and proxy.history == "broken":
+                    self._refuse(500, "INTERNAL_ERROR", {})
+                    return
                 keep = ("X-API-Key", "Content-Type")
                 headers = {h: self.headers[h] for h in keep if self.headers.get(h)}
                 answer = proxy._http.post(proxy.upstream + self.path, content=sent, headers=headers)
@@ -135,9 +140,13 @@ class RenamingProxy:
                     for task in body.get("data") or []:
                         if proxy.history == "anonymous":
                             task.pop("taskId", None)
+                        if proxy.history == "partial":
+                            task["files"] = (task.get("files") or [])[:1]
                         for entry in task.get("files") or []:
                             if proxy.history == "linkless":
                                 entry.pop("downloadLink", None)
+                            if proxy.history == "thumbless":
+                                entry.pop("thumbnailLink", None)
                     content = proxy._rename(body.get("data") or [], body)
                 self._relay(answer, content)
 

@@ -38,7 +38,8 @@ from upscayl_cloud.client.polling import (
 from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
-from upscayl_cloud.client.watching import Watched, watch
+from upscayl_cloud.client.watched import Watched
+from upscayl_cloud.client.watching import watch
 
 #: Codes of a whole-batch refusal that may be one file's fault.
 _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
@@ -118,7 +119,7 @@ def upscale(
             for source in sources:
                 if source.path not in reported:
                     finish(report, hooks, FileResult(source.path, "failed", reason))
-        watch(api, tasks, hooks.processing)
+        watch(api, tasks, hooks.processing, thumbnails)
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
         for task in tasks:
             _collect(api, task, target, thumbnails, options, names, hooks, report)
@@ -161,10 +162,12 @@ def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
         and api.poll.hourly_limit is None
         and api.poll_budget.hourly_limit != status
     ):
-        api.poll_budget = PollBudget(replace(api.poll, hourly_limit=status))
+        raised = PollBudget(replace(api.poll, hourly_limit=status))
+        api.poll_budget = raised.continue_from(api.poll_budget)
     history = published_limit(info, "get-upscayl-history") or 0
     if history > SPEC_HISTORY_LIMIT_PER_HOUR and api.history_budget.hourly_limit != history:
-        api.history_budget = PollBudget(api.poll.for_history(history))
+        raised = PollBudget(api.poll.for_history(history))
+        api.history_budget = raised.continue_from(api.history_budget)
 
 
 class _RunStoppedError(Exception):
@@ -345,14 +348,17 @@ def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str,
 
 
 def _fetch(api: Client, task: Watched, file_name: str, link: str, dest: Path) -> Path:
-    """Download one link; an expired (410) or refused (403) link is re-signed once
-    by asking for the status again (every status call signs fresh links)."""
+    """Download one link; an expired (410) or refused (403) link, or one the
+    status at hand does not list, is looked for once more by asking for the
+    status again (every status call signs fresh links)."""
     for fresh in (False, True):
         if fresh:
             task.status = api.get_task_status(task.task_id)
         files = task.status.get("files") or []
         entry = next((f for f in files if f.get("fileName") == file_name), None)
         if entry is None or not entry.get(link):
+            if not fresh:
+                continue
             raise ApiError("NOT_FOUND", f"the task no longer lists {link} for this file", 404)
         try:
             return api.download(str(entry[link]), dest)

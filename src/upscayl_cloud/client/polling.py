@@ -101,6 +101,17 @@ class PollBudget:
         self._stamp = clock()
         self._lock = threading.Lock()
 
+    def continue_from(self, earlier: PollBudget) -> PollBudget:
+        """Start from what ``earlier`` has left now (at most this budget's
+        burst): a new schedule or a raised limit must not hand back the polls
+        already spent this hour, or the next ones meet 429s. Returns self."""
+        with earlier._lock:
+            elapsed = self._clock() - earlier._stamp
+            left = min(earlier.capacity, earlier._tokens + elapsed * earlier.rate)
+        with self._lock:
+            self._tokens = min(self.capacity, left)
+        return self
+
     def take(self) -> float:
         """Reserve the next poll; returns how many seconds to wait before sending it."""
         with self._lock:
@@ -130,8 +141,11 @@ class PollPacing:
     @poll.setter
     def poll(self, schedule: PollSchedule) -> None:
         self._poll = schedule
-        self.poll_budget = PollBudget(schedule)
-        self.history_budget = PollBudget(schedule.for_history())
+        status, history = PollBudget(schedule), PollBudget(schedule.for_history())
+        if hasattr(self, "poll_budget"):  # a new schedule, not the first
+            status.continue_from(self.poll_budget)
+            history.continue_from(self.history_budget)
+        self.poll_budget, self.history_budget = status, history
 
 
 def published_limit(capabilities: Mapping[str, Any], operation: str) -> int | None:

@@ -15,91 +15,92 @@ results can still be fetched with ``client status``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Literal
 
 from upscayl_cloud.client._core import FINISHED
 from upscayl_cloud.client.errors import RateLimitedError, UpscaylError, describe, is_outage
-from upscayl_cloud.client.files import Source
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sweep import HistorySweep
 from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.watched import Watched
 
 ProgressHook = Callable[[str, int, float], None]
 
 
-@dataclass
-class Watched:
-    """A started task of the run and what its last poll said."""
-
-    task_id: str
-    sources: dict[str, Source]  # upload fileName -> source
-    status: Mapping[str, Any] = field(default_factory=dict)
-    #: When polls of it began to fail for want of a server, or to be refused
-    #: with short Retry-Afters (None: the last one worked).
-    unreachable_since: float | None = None
-    #: The task's ``createdAt`` (Unix ms), once a status has told it.
-    created_at: int | None = None
-
-    def seen(self, status: Mapping[str, Any]) -> None:
-        """Take a status the server answered for this task."""
-        self.status, self.unreachable_since = status, None
-        created = status.get("createdAt")
-        if isinstance(created, int) and not isinstance(created, bool):
-            self.created_at = created
-
-
-def watch(api: Client, tasks: list[Watched], on_progress: ProgressHook) -> None:
+def watch(
+    api: Client, tasks: list[Watched], on_progress: ProgressHook, thumbnails: bool = False
+) -> None:
     """Poll every task until each is completed or failed (or given up on, with
-    its reason in ``status["error"]``)."""
+    its reason in ``status["error"]``). ``thumbnails``: the run will fetch
+    each file's ``thumbnailLink`` too, so a history item must carry it."""
     running = list(tasks)
     # One task is asked about directly: no history page is cheaper than that.
-    sweep = HistorySweep(api) if len(tasks) > 1 else None
+    sweep = HistorySweep(api, thumbnails) if len(tasks) > 1 else None
+    refused: str | None = None  # why get-task-status cannot be asked any more
     for delay in api.poll.delays():
-        shown = sweep.statuses(*_sweep_arguments(running, tasks)) if sweep else {}
+        shown = sweep.statuses(running, tasks) if sweep else {}
+        answered = False  # whether a status call got an answer this round
         for task in list(running):
             if task.task_id in shown:
                 task.seen(shown[task.task_id])
-                _progress(task, running, on_progress)
-                continue
-            time.sleep(api.poll_budget.take())
-            try:
-                task.seen(api.get_task_status(task.task_id))
-            except RateLimitedError as exc:
-                wait = exc.retry_after
-                short = wait is not None and wait <= api.retry.max_retry_after
-                if short and not _given_up(api, task):
-                    # Short, but the client's attempts ran out first. Refused
-                    # like this for longer than an outage is waited out, the
-                    # limit is reported like a long one.
-                    time.sleep(wait or 0)
-                    continue
-                # Longer than the client waits (an hourly limit spent, perhaps by
-                # another program): say so instead of sitting silent for an hour.
-                # The limit is the key's, so no other task can be asked either.
-                if short and task.unreachable_since is not None:
-                    lasted = time.monotonic() - task.unreachable_since
-                    _status_unknown(running, f"refused (429) for {lasted:.0f} s")
-                else:
-                    wait_text = f" for {wait:.0f} s" if wait is not None else ""
-                    _status_unknown(running, f"limit reached{wait_text}")
-                return
-            except UpscaylError as exc:
-                if is_outage(exc) and not _given_up(api, task):
-                    continue  # ask again next round
-                task.status = {"status": "failed", "error": _unknown(api, task, exc)}
+            elif refused is not None:
+                _status_unknown([task], refused)
+            else:
+                try:
+                    outcome = _poll(api, task)
+                    if outcome == "again":
+                        continue  # ask again next round
+                    answered = answered or outcome == "answered"
+                except _StatusRefusedError as exc:
+                    refused = str(exc)
+                    _status_unknown([task], refused)
             _progress(task, running, on_progress)
+        if sweep is not None and answered:
+            sweep.status_calls_work()
+        if refused is not None and running and (sweep is None or not sweep.usable):
+            # The limit is the key's, and no history page can stand in for it.
+            _status_unknown(running, refused)
+            return
         if not running:
             return
         time.sleep(delay)
 
 
-def _sweep_arguments(
-    running: list[Watched], tasks: list[Watched]
-) -> tuple[dict[str, int | None], list[int]]:
-    started = [task.created_at for task in tasks if task.created_at is not None]
-    return {task.task_id: task.created_at for task in running}, started
+class _StatusRefusedError(Exception):
+    """get-task-status refuses the key for longer than is worth waiting (its
+    hourly limit spent, perhaps by another program): say so instead of
+    sitting silent for an hour. ``str()`` says how."""
+
+
+def _poll(api: Client, task: Watched) -> Literal["answered", "again", "given up"]:
+    """Ask get-task-status about ``task``: "answered" (``task.status`` holds
+    the server's answer), "again" (ask next round) or "given up" (it holds a
+    failure of ours, with the reason)."""
+    time.sleep(api.poll_budget.take())
+    try:
+        task.seen(api.get_task_status(task.task_id))
+    except RateLimitedError as exc:
+        wait = exc.retry_after
+        short = wait is not None and wait <= api.retry.max_retry_after
+        if short and not _given_up(api, task):
+            # Short, but the client's attempts ran out first. Refused like this
+            # for longer than an outage is waited out, it is reported as a
+            # long refusal.
+            time.sleep(wait or 0)
+            return "again"
+        if short and task.unreachable_since is not None:
+            lasted = time.monotonic() - task.unreachable_since
+            raise _StatusRefusedError(f"refused (429) for {lasted:.0f} s") from exc
+        raise _StatusRefusedError(
+            f"limit reached{f' for {wait:.0f} s' if wait is not None else ''}"
+        ) from exc
+    except UpscaylError as exc:
+        if is_outage(exc) and not _given_up(api, task):
+            return "again"
+        task.status = {"status": "failed", "error": _unknown(api, task, exc)}
+        return "given up"
+    return "answered"
 
 
 def _progress(task: Watched, running: list[Watched], on_progress: ProgressHook) -> None:
@@ -126,8 +127,8 @@ def _unknown(api: Client, task: Watched, exc: UpscaylError) -> str:
     )
 
 
-def _status_unknown(running: list[Watched], why: str) -> None:
-    for task in running:
+def _status_unknown(tasks: list[Watched], why: str) -> None:
+    for task in tasks:
         task.status = {
             "status": "failed",
             "error": f"status unknown: get-task-status {why} (the task runs on); "
