@@ -16,7 +16,14 @@ import pytest
 from support.context import new_principal
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, RenamingProxy, write_image
-from upscayl_cloud.client import ApiError, Client, HistoryPage, RetryPolicy, upscale
+from upscayl_cloud.client import (
+    ApiError,
+    Client,
+    HistoryPage,
+    RetryPolicy,
+    UpscaleReport,
+    upscale,
+)
 from upscayl_cloud.client.polling import PollBudget
 from upscayl_cloud.client.sweep import HistorySweep
 from upscayl_cloud.client.uploads import upload_file
@@ -42,6 +49,23 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = Server(tmp_path_factory.mktemp("sweep-idle") / "data", workers=0)
     yield running.start()
     running.stop()
+
+
+def _through_proxy(
+    server: Server, api_key: str, tmp_path: Path, files: int, batch_size: int, **proxied: Any
+) -> tuple[UpscaleReport, RenamingProxy]:
+    """Upscale ``files`` tiny images in tasks of ``batch_size`` through a
+    :class:`RenamingProxy` made with ``proxied``; the report and the proxy
+    (its ``hits``)."""
+    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(files)]
+    with (
+        RenamingProxy(server.url, {}, **proxied) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale(
+            images, model=FAST, scale=2, thumbnails=True, client=api, batch_size=batch_size
+        )
+    return report, proxy
 
 
 def _hourly(budget: PollBudget) -> float:
@@ -77,29 +101,10 @@ def test_a_run_of_many_tasks_is_watched_through_the_history(
 def test_a_history_of_no_use_is_tried_once_then_tasks_are_polled_one_by_one(
     server: Server, api_key: str, tmp_path: Path, history: str
 ) -> None:
-    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(3)]
-    with (
-        RenamingProxy(server.url, {}, history=history) as proxy,
-        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
-    ):
-        report = upscale(images, model=FAST, scale=2, client=api, batch_size=1)
+    report, proxy = _through_proxy(server, api_key, tmp_path, 3, 1, history=history)
     assert report.ok, report.results
     assert proxy.hits.count("/get-upscayl-history") == 1
     assert proxy.hits.count("/get-task-status") >= 3
-
-
-def test_a_finished_task_listed_without_its_links_is_asked_about_directly(
-    server: Server, api_key: str, tmp_path: Path
-) -> None:
-    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(3)]
-    with (
-        RenamingProxy(server.url, {}, history="linkless") as proxy,
-        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
-    ):
-        report = upscale(images, model=FAST, scale=2, client=api, batch_size=1)
-    assert report.ok, report.results
-    assert proxy.hits.count("/get-upscayl-history") >= 1
-    assert proxy.hits.count("/get-task-status") >= 3  # each, once finished
 
 
 def _started(server: Server, tmp_path: Path, count: int) -> tuple[Client, list[str]]:
@@ -207,21 +212,17 @@ def test_items_of_the_history_that_are_not_tasks_are_skipped(
     assert report.ok, report.results
 
 
-@pytest.mark.parametrize("history", ["partial", "thumbless"])
+@pytest.mark.parametrize("history", ["partial", "thumbless", "linkless"])
 def test_a_finished_task_listed_with_less_than_the_run_needs_is_asked_about_directly(
     server: Server, api_key: str, tmp_path: Path, history: str
 ) -> None:
     """Two tasks of two files; the history lists only the first file of each
-    ("partial"), or no thumbnails ("thumbless"): every result and thumbnail
-    is still saved, from status calls."""
-    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(4)]
-    with (
-        RenamingProxy(server.url, {}, history=history) as proxy,
-        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
-    ):
-        report = upscale(images, model=FAST, scale=2, thumbnails=True, client=api, batch_size=2)
+    ("partial"), no thumbnails ("thumbless") or no results ("linkless"):
+    every result and thumbnail is still saved, from status calls."""
+    report, proxy = _through_proxy(server, api_key, tmp_path, 4, 2, history=history)
     assert report.ok, report.results
     assert all(r.output and r.thumbnail and not r.reason for r in report.results), report.results
+    assert proxy.hits.count("/get-upscayl-history") >= 1
     assert proxy.hits.count("/get-task-status") >= 2
 
 
@@ -229,12 +230,7 @@ def test_a_history_that_fails_while_status_calls_work_is_dropped(
     server: Server, api_key: str, tmp_path: Path
 ) -> None:
     """A history answering 500 (one bad row, say) is tried once, not every round."""
-    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(3)]
-    with (
-        RenamingProxy(server.url, {}, history="broken") as proxy,
-        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
-    ):
-        report = upscale(images, model=FAST, scale=2, client=api, batch_size=1)
+    report, proxy = _through_proxy(server, api_key, tmp_path, 3, 1, history="broken")
     assert report.ok, report.results
     assert proxy.hits.count("/get-upscayl-history") <= QUICK_RETRY.attempts  # one call
 
@@ -277,11 +273,7 @@ def test_a_spent_status_limit_gives_up_only_the_tasks_history_does_not_show(
 
 
 def test_a_run_of_one_task_reads_no_history(server: Server, api_key: str, tmp_path: Path) -> None:
-    image = write_image(tmp_path / "a.png", 16, 16)
-    with (
-        RenamingProxy(server.url, {}) as proxy,
-        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
-    ):
-        assert upscale([image], model=FAST, scale=2, client=api).ok
+    report, proxy = _through_proxy(server, api_key, tmp_path, 1, 1)
+    assert report.ok, report.results
     assert "/get-upscayl-history" not in proxy.hits
     assert proxy.hits.count("/get-task-status") >= 1
