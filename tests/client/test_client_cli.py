@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_upscale_folder_summary_and_exit_status(run: CliRunner, tmp_path: Path) 
     assert ok.exit_code == 0, ok.output
     assert (out / f"a_upscayl_2x_{FAST}.png").exists()
     assert "Summary" in ok.output and "1 done, 0 failed" in ok.output
+    with Client(run.env["UPSCAYL_URL"], run.env["UPSCAYL_API_KEY"]) as api:
+        [task] = api.get_history()["data"]
+    assert f"task {task['taskId']} (1 file)" in ok.output  # whole: `client status` takes it
 
     flat = run.invoke(
         app, ["client", "upscale", str(folder), "-m", FAST, "-s", "2", "-o", str(out)]
@@ -89,6 +93,21 @@ def test_errors_show_code_and_message(run: CliRunner, server: Server) -> None:
     assert denied.exit_code == 1 and "UNAUTHORIZED" in denied.output
     bad = run.invoke(app, ["client", "upscale", "x.png", "-m", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_errors_say_what_to_do_in_the_command_lines_words(server: Server) -> None:
+    """No key: the option to pass, not the SDK's ``api_key``. No server: which
+    URL was tried, and how to name another."""
+    bare = CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": None})
+    keyless = bare.invoke(app, ["client", "history"])
+    assert keyless.exit_code == 1
+    assert "MISSING_API_KEY: pass --key or set UPSCAYL_API_KEY" in keyless.output
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    unreachable = bare.invoke(app, ["client", "history", "--url", nobody, "--key", "uc_x"])
+    assert unreachable.exit_code == 1 and "CONNECTION_ERROR" in unreachable.output
+    assert f"is the server at {nobody} running?" in " ".join(unreachable.output.split())
 
 
 def test_upscale_reports_the_second_name_it_wrote(run: CliRunner, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ bars (upload bytes, processing percent per task) and a summary table; it exits
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from upscayl_cloud.client import (
     UpscaylError,
     upscale,
 )
-from upscayl_cloud.client._core import url_problem
+from upscayl_cloud.client._core import DEFAULT_URL, url_problem
 from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
@@ -73,8 +74,18 @@ def _console() -> Console:
     return Console(highlight=False)
 
 
-def _fail(exc: UpscaylError) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {exc.code}: {exc.message}")
+def _fail(exc: UpscaylError, url: str | None) -> typer.Exit:
+    """Exit 1 with the error, in the command line's words where the SDK's
+    are a programmer's (``api_key``), and naming the server that could not
+    be reached (``url``: the ``--url`` given, else UPSCAYL_URL's, else the
+    default)."""
+    message = exc.message
+    if exc.code == "MISSING_API_KEY":
+        message = "pass --key or set UPSCAYL_API_KEY"
+    elif exc.code == "CONNECTION_ERROR":
+        server = url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL
+        message += f"; is the server at {server} running? (--url or UPSCAYL_URL names another)"
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {exc.code}: {message}")
     return typer.Exit(code=1)
 
 
@@ -129,7 +140,8 @@ class _Bars:
     def processing(self, task_id: str, files: int, percent: float) -> None:
         with self._lock:
             if task_id not in self.tasks:
-                label = f"task {task_id[:8]} ({files} file{'s' * (files != 1)})"
+                # Whole: the id is what `client status` takes.
+                label = f"task {task_id} ({files} file{'s' * (files != 1)})"
                 self.tasks[task_id] = self.progress.add_task(label, total=100)
             self.progress.update(self.tasks[task_id], completed=percent)
 
@@ -191,7 +203,7 @@ def upscale_command(
     try:
         api = Client(url, key)
     except UpscaylError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc, url) from exc
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -248,7 +260,7 @@ def status_command(
         with Client(url, key) as api:
             data = api.get_task_status(task_id)
     except UpscaylError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc, url) from exc
     console = _console()
     if as_json:
         console.print_json(json.dumps(data))
@@ -285,7 +297,7 @@ def history_command(
         with Client(url, key) as api:
             items = list(api.iter_history(max_items=limit, limit=min(limit, 100), **filters))
     except UpscaylError as exc:
-        raise _fail(exc) from exc
+        raise _fail(exc, url) from exc
     console = _console()
     if as_json:
         console.print_json(json.dumps(items))
