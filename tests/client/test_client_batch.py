@@ -302,3 +302,21 @@ def test_a_thumbnail_that_cannot_be_fetched_leaves_the_result_done(
     assert result.output is not None and result.output.stat().st_size > 0
     assert result.thumbnail is None
     assert (result.reason or "").startswith("thumbnail not saved: "), result.reason
+
+
+def test_face_enhancement_the_server_has_not_is_refused_before_uploading(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(2)]
+    with (
+        RenamingProxy(server.url, {}) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        assert (api.capabilities() or {})["faceEnhancement"] is False  # no face models here
+        report = upscale(images, model=FAST, face=True, client=api)
+    reasons = [r.reason or "" for r in report.results]
+    assert len(reasons) == 2 and not report.ok
+    assert all(
+        r.startswith("not sent, the run stopped: FACE_ENHANCEMENT_UNAVAILABLE") for r in reasons
+    ), reasons
+    assert "/get-upload-url" not in proxy.hits and "/start-task" not in proxy.hits

@@ -103,7 +103,7 @@ def upscale(
         }
         tasks: list[Watched] = []
         try:
-            size = _follow_server_limits(api, batch_size) if sources else 1
+            size = _follow_server_limits(api, batch_size, face) if sources else 1
             # Each batch starts as soon as it is uploaded: the server works while we upload.
             for start in range(0, len(sources), size):
                 chunk = sources[start : start + size]
@@ -129,18 +129,23 @@ def upscale(
     return report
 
 
-def _follow_server_limits(api: Client, wanted: int) -> int:
+def _follow_server_limits(api: Client, wanted: int, face: bool) -> int:
     """``wanted``, but no more than the server takes in one task: a batch over its
     ``limits.maxFilesPerTask`` (published in its capabilities, when it has
     them) is refused whole, which failed every file of a 12-file folder on a
     server taking 5. The spec sets no number, so without one ``wanted`` stands.
-    The same answer may raise the poll budgets (:func:`_follow_published_limits`)."""
+    The same answer may raise the poll budgets (:func:`_follow_published_limits`),
+    and stops a run asking for face enhancement that the server says it has
+    not: every file used to be uploaded first, then refused."""
     try:
         info = api.capabilities() or {}
     except UpscaylError as exc:
         if _stops_the_run(exc):
             raise _RunStoppedError(exc) from exc
         info = {}
+    if face and info.get("faceEnhancement") is False:
+        why = info.get("faceEnhancementMessage") or "this server has no face enhancement"
+        raise _RunStoppedError(UpscaylError("FACE_ENHANCEMENT_UNAVAILABLE", str(why)))
     _follow_published_limits(api, info)
     limits = info.get("limits")
     most = limits.get("maxFilesPerTask") if isinstance(limits, dict) else None
