@@ -59,6 +59,7 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert client.get("/nope").json()["error"] == "NOT_FOUND"
     response = client.get("/start-task")
     assert (response.status_code, response.json()["error"]) == (405, "METHOD_NOT_ALLOWED")
+    assert response.json()["message"] == "GET is not allowed on /start-task; use POST"
 
 
 def test_malformed_json(client: TestClient, key: str) -> None:

@@ -47,7 +47,9 @@ def test_json_revoke_and_credits(app: typer.Typer) -> None:
     added = runner.invoke(app, ["credits", "add", created["prefix"], "12"])
     assert "12 credits" in added.output
     revoked = runner.invoke(app, ["keys", "revoke", created["id"]])
-    assert revoked.exit_code == 0
+    assert revoked.exit_code == 0 and revoked.stdout.startswith("Revoked key")
+    again = runner.invoke(app, ["keys", "revoke", created["id"]])
+    assert again.exit_code == 0 and "was already revoked 20" in again.stdout
     listing = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)
     assert listing[0]["revokedAt"] is not None
     missing = runner.invoke(app, ["keys", "revoke", "nope"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -58,3 +60,9 @@ def test_client_commands_do_not_need_the_servers_settings(
     monkeypatch.setenv("UPSCAYL_PORT", "abc")
     result = CliRunner().invoke(app, ["client", "--help"])
     assert result.exit_code == 0, result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert re.fullmatch(r"upscayl-cloud \d+\.\d+\.\d+\S*\n", result.output)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from support.server import Server
+
 # A child process with a soft limit of 64 under a hard limit of 1000 (lowering
 # a hard limit needs no privilege, so this runs wherever the test does).
 _CHILD = """
@@ -49,3 +53,13 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_and_stops(tmp_path: Path) 
     )
     assert "Traceback" not in done.stderr
     assert "Worker running" not in done.stdout
+
+
+def test_serve_says_where_the_web_page_is(tmp_path: Path) -> None:
+    running = Server(tmp_path / "data", workers=0).start()
+    try:
+        assert f"Web page: {running.url}/ " in running.log()
+        page = httpx.get(running.url + "/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    finally:
+        running.stop()

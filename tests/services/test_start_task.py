@@ -100,8 +100,10 @@ def test_not_yet_uploaded_wrong_type_and_pixel_bomb(ctx: Context, principal: Pri
     [TaskOptions(model="nope"), TaskOptions(scale="3"), TaskOptions(save_image_as="gif")],
 )
 def test_options_are_validated(ctx: Context, principal: Principal, options: TaskOptions) -> None:
-    with pytest.raises(BadRequestError):
+    with pytest.raises(BadRequestError) as refused:
         task_service.start_task(ctx, principal, options, [{"fileName": "x"}])
+    if options.model == "nope":  # the message lists what the caller may send instead
+        assert "Unknown model 'nope'; use one of: upscayl-standard-4x, " in str(refused.value)
 
 
 def test_created_at_strictly_increases_per_account(ctx: Context, principal: Principal) -> None:
@@ -276,7 +278,8 @@ def test_messages_echo_at_most_a_hundred_characters_of_a_name(
     assert "x" * 101 not in refused.value.public_message
     with pytest.raises(BadRequestError) as unknown:
         task_service.start_task(ctx, principal, TaskOptions(model="m" * 5000), [{"fileName": "x"}])
-    assert len(unknown.value.public_message) < 200
+    assert "m" * 100 + "…" in unknown.value.public_message
+    assert "m" * 101 not in unknown.value.public_message
 
 
 def test_a_request_the_account_cannot_pay_for_reads_no_file(

@@ -166,6 +166,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
         message = "Requested resource could not be found"
+    allowed = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allowed:  # Starlette's bare "Method Not Allowed"
+        method, path = clip(request.method), clip(request.url.path)
+        message = f"{method} is not allowed on {path}; use {allowed}"
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
 

@@ -6,6 +6,8 @@ Every command honours ``UPSCAYL_DATA_DIR`` (default ``./data``).
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -22,8 +24,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"upscayl-cloud {version('upscayl-cloud')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     """Self-hostable Upscayl Cloud API: AI image upscaling as a service."""
     # Read the settings before any command runs, so a bad UPSCAYL_* value is
     # one line naming the variable, not a traceback from wherever it is first

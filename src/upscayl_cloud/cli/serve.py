@@ -92,6 +92,7 @@ def serve(
         typer.echo(f"  X-API-Key: {key}")
         typer.echo(f"  API: {url}")
     typer.echo(f"Serving the Upscayl Cloud API on {url} (data: {settings.data_dir.resolve()})")
+    typer.echo(f"Web page: {url}/ (paste the key there)")
     # SIGTERM: uvicorn stops accepting connections, lets requests in flight
     # finish (at most DRAIN_SECONDS), then the lifespan stops the workers,
     # which hand their tasks back to the queue.

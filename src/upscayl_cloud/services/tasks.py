@@ -58,7 +58,7 @@ class TaskOptions:
     def validate(self) -> None:
         if self.model not in MODEL_NAMES:
             model = clip(self.model)
-            raise BadRequestError(f"Unknown model {model!r}; use one of the spec's models")
+            raise BadRequestError(f"Unknown model {model!r}; use one of: {', '.join(MODEL_NAMES)}")
         if self.scale not in SCALES:
             raise BadRequestError("scale must be one of '2', '4', '8'")
         if self.save_image_as not in OUTPUT_FORMATS:
