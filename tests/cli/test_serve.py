@@ -63,3 +63,22 @@ def test_serve_says_where_the_web_page_is(tmp_path: Path) -> None:
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     finally:
         running.stop()
+
+
+def test_a_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data")}
+        result = subprocess.run(
+            [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"Cannot listen on 127.0.0.1:{port}: Address already in use (another server "
+        "running?); --port or UPSCAYL_PORT picks another port"
+    ), result.stderr
+    assert "Serving" not in result.stdout and "API key" not in result.stdout
+    assert not (tmp_path / "data" / "upscayl.db").exists()

@@ -289,7 +289,7 @@ def test_a_request_the_account_cannot_pay_for_reads_no_file(
     _key, poor = new_principal(ctx, name="poor", credits=1)
     name = _upload(ctx, poor, _real_jpeg(metadata=5), "image/jpeg", "deep.jpg")
     reads = _reads(ctx, monkeypatch)
-    with pytest.raises(InsufficientCreditsError, match="2 needed"):
+    with pytest.raises(InsufficientCreditsError, match="2 needed, 1 left"):
         task_service.start_task(ctx, poor, TaskOptions(), [{"fileName": name}] * 2)
     assert reads == []
     assert keys.account_credits(ctx, poor.account_id) == 1

@@ -92,7 +92,7 @@ def _fail(exc: UpscaylError, url: str | None) -> typer.Exit:
 def _when(ms: object) -> str:
     if not isinstance(ms, int):
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _plain(value: object) -> str:

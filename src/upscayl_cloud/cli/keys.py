@@ -95,7 +95,12 @@ def create(
             show_default=False,
         ),
     ] = None,
-    credits: Annotated[int, typer.Option("--credits", min=0, help="Starting credits.")] = 0,
+    credits: Annotated[
+        int,
+        typer.Option(
+            "--credits", min=0, help="Credits for the new account (with --account: added to it)."
+        ),
+    ] = 0,
     account: Annotated[
         str | None, typer.Option("--account", help="Add a key to this existing account id.")
     ] = None,

@@ -11,6 +11,7 @@ storage) with the API; a killed one loses nothing (its leases expire).
 from __future__ import annotations
 
 import logging
+import socket
 from socketserver import BaseServer
 from typing import TYPE_CHECKING, Annotated
 
@@ -80,6 +81,10 @@ def serve(
         if value is not None
     }
     settings = get_settings().model_copy(update=overrides)
+    taken = listen_problem(settings.host, settings.port)
+    if taken is not None:  # before a first start's key, and before the banner
+        typer.echo(taken, err=True)
+        raise typer.Exit(1)
     configure_logging()
     logging.getLogger(__name__).info(
         "open-file limit: %d (each connection holds one)", raise_descriptor_limit()
@@ -105,6 +110,28 @@ def serve(
         # Connections that never finish their headers are closed (see protocol.py).
         http=HeaderTimeoutH11Protocol,
     )
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why ``serve`` could not listen on ``host:port``, or None. A second
+    ``make serve`` printed its banner and "startup complete" before uvicorn's
+    "address already in use"; this says so first, and what to do. (The port
+    may still be taken between this check and uvicorn's bind: then uvicorn
+    says so, as before.)"""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return (
+            f"Cannot listen on {host}:{port}: {reason} (another server running?); "
+            "--port or UPSCAYL_PORT picks another port"
+        )
+    return None
 
 
 def configure_logging() -> None:

@@ -295,9 +295,18 @@ def check_affordable(ctx: Context, principal: Principal, images: int) -> int:
     check that counts.
     """
     cost = ctx.settings.credits_per_image * images
-    if account_credits(ctx, principal.account_id) < cost:
-        raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+    balance = account_credits(ctx, principal.account_id)
+    if balance < cost:
+        raise _short_of_credits(cost, balance)
     return cost
+
+
+def _short_of_credits(cost: int, balance: int) -> InsufficientCreditsError:
+    """402 saying how far short the account is, and who can fix it."""
+    return InsufficientCreditsError(
+        f"Not enough credits to process request: {cost} needed, {balance} left "
+        "(the server's operator adds credits)"
+    )
 
 
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
@@ -323,8 +332,11 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
             .where(accounts.c.id == principal.account_id, accounts.c.credits >= cost)
             .values(credits=accounts.c.credits - cost)
         )
-        if reserved.rowcount != 1:
-            raise InsufficientCreditsError(f"Not enough credits to process request: {cost} needed")
+        if reserved.rowcount != 1:  # spent meanwhile by a request of the same account
+            balance = conn.execute(
+                select(accounts.c.credits).where(accounts.c.id == principal.account_id)
+            ).scalar_one()
+            raise _short_of_credits(cost, int(balance))
         created = _next_created_at(conn, principal.account_id, now)
         conn.execute(
             insert(tasks).values(
