@@ -68,3 +68,24 @@ def test_unknown_model_is_a_usage_error(tmp_path, photo):
     good = _photo(tmp_path / "good.png", photo)
     result = CliRunner().invoke(app, ["upscale", str(good), "-m", "no-such-model"])
     assert result.exit_code == 2
+
+
+def test_folders_are_walked_like_the_clients(tmp_path, photo):
+    """A folder's images (subfolders with -r) land under -o in the same
+    places; a non-image met in a folder is skipped, not a failure."""
+    folder = tmp_path / "in"
+    (folder / "deep").mkdir(parents=True)
+    _photo(folder / "a.png", photo)
+    _photo(folder / "deep" / "b.png", photo, size=(16, 16))
+    (folder / "notes.png").write_text("not an image")
+    out = tmp_path / "out"
+    fast = ["-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    result = CliRunner().invoke(app, ["upscale", str(folder), "-r", *fast, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "a_upscayl_2x_quick-clear-4x.png").is_file()
+    assert (out / "deep" / "b_upscayl_2x_quick-clear-4x.png").is_file()
+    assert "skipped" in result.output and "notes.png" in result.output
+    again = CliRunner().invoke(app, ["upscale", str(folder), *fast])
+    assert again.exit_code == 0, again.output  # results beside the sources, top level only
+    assert (folder / "a_upscayl_2x_quick-clear-4x.png").is_file()
+    assert not (folder / "deep" / "b_upscayl_2x_quick-clear-4x.png").exists()

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from upscayl_cloud.client.files import Duplicate, Skipped, collect
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
@@ -47,7 +48,9 @@ def output_name(source: Path, model: str, scale: int, fmt: str) -> str:
 
 
 def upscale(
-    inputs: Annotated[list[Path], typer.Argument(help="Images to upscale (JPEG, PNG, WebP).")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images (JPEG, PNG, WebP) and folders of them.")
+    ],
     model: Annotated[ModelName, typer.Option("-m", "--model")] = ModelName[DEFAULT_MODEL],  # type: ignore[valid-type]
     scale: Annotated[Scale, typer.Option("-s", "--scale")] = Scale.four,
     fmt: Annotated[Format, typer.Option("-f", "--format")] = Format.png,
@@ -55,8 +58,14 @@ def upscale(
         int | None, typer.Option("-q", "--quality", min=1, max=100, help="jpg/webp quality.")
     ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Folder for results (default: beside).")
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Folder for results, keeping subfolders (default: beside)."
+        ),
     ] = None,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Also the images in subfolders.")
+    ] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Never use a GPU.")] = False,
     backend: Annotated[
@@ -66,7 +75,12 @@ def upscale(
         Precision, typer.Option(help="fp32: full precision on every backend.")
     ] = Precision.auto,
 ) -> None:
-    """Upscale local images with a model of the catalog."""
+    """Upscale local images with a model of the catalog.
+
+    Folders are found as ``client upscale`` finds them (the same rules: files
+    recognised by their bytes, hidden files and earlier results skipped).
+    A file named on the command line that cannot be upscaled fails the run
+    (exit 1); one met in a folder is skipped with its reason."""
     from upscayl_cloud.config import get_settings
     from upscayl_cloud.engine.pipeline import upscale_file
 
@@ -78,24 +92,24 @@ def upscale(
         **({"threads": threads} if threads else {}),
     )
     console = Console(stderr=True)
+    request = UpscaleRequest(model.value, int(scale.value), fmt.value, quality)
     failures = 0
-    for source in inputs:
-        folder = out_dir or source.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / output_name(source, model.value, int(scale.value), fmt.value)
-        request = UpscaleRequest(model.value, int(scale.value), fmt.value, quality)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(source.name, total=1.0)
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        for found in collect(inputs, recursive):
+            if isinstance(found, Skipped):
+                named = found.path in inputs and not isinstance(found, Duplicate)
+                failures += named
+                mark = "[red]✗[/red]" if named else "[yellow]skipped[/yellow]"
+                bar.console.print(f"{mark} {found.path}: {found.reason}", soft_wrap=True)
+                continue
+            folder = (out_dir / found.relative.parent) if out_dir else found.path.parent
+            target = folder / output_name(found.path, model.value, int(scale.value), fmt.value)
+            task = bar.add_task(found.path.name, total=1.0)
             try:
+                folder.mkdir(parents=True, exist_ok=True)
                 result = upscale_file(
-                    source,
+                    found.path,
                     target,
                     request,
                     settings=settings,
@@ -104,12 +118,15 @@ def upscale(
             except (EngineError, OSError) as exc:
                 failures += 1
                 message = exc.public_message if isinstance(exc, EngineError) else exc.strerror
-                console.print(f"[red]✗[/red] {source}: {message}")
+                bar.console.print(f"[red]✗[/red] {found.path}: {message}", soft_wrap=True)
                 continue
-        console.print(
-            f"[green]✓[/green] {source} → {target} ({result.width}x{result.height}, "
-            f"{result.size_bytes / 1e6:.2f} MB)"
-        )
+            finally:
+                bar.remove_task(task)
+            bar.console.print(
+                f"[green]✓[/green] {found.path} → {target} ({result.width}x{result.height}, "
+                f"{result.size_bytes / 1e6:.2f} MB)",
+                soft_wrap=True,
+            )
     if failures:
         raise typer.Exit(code=1)
 
