@@ -66,3 +66,12 @@ def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert re.fullmatch(r"upscayl-cloud \d+\.\d+\.\d+\S*\n", result.output)
+
+
+def test_help_fits_docstrings_to_the_terminal_and_shows_no_markup() -> None:
+    """Docstrings keep their source line breaks out of ``--help`` (a sentence
+    broke mid-way), and their double backquotes."""
+    result = CliRunner(env={"COLUMNS": "140"}).invoke(app, ["models", "--help"])
+    assert result.exit_code == 0
+    assert "the installed face models, and whether face enhancement is available" in result.output
+    assert "``" not in result.output and "UPSCAYL_ENGINE_BACKEND" in result.output

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from upscayl_cloud.cli import client, keys, models, serve, upscale
+from upscayl_cloud.cli.help import HELP_MARKUP
 from upscayl_cloud.config import get_settings
 
 app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     name="upscayl-cloud",
     help="Self-hostable Upscayl Cloud API: AI image upscaling as a service.",
     no_args_is_help=True,

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from upscayl_cloud.cli.help import HELP_MARKUP
 from upscayl_cloud.client import (
     FORMATS,
     MODELS,
@@ -45,6 +46,7 @@ from upscayl_cloud.client._core import DEFAULT_URL, url_problem
 from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     help="Talk to an Upscayl Cloud server (UPSCAYL_URL, UPSCAYL_API_KEY).",
     no_args_is_help=True,
 )

@@ -15,14 +15,19 @@ from typing import Annotated
 
 import typer
 
+from upscayl_cloud.cli.help import HELP_MARKUP
 from upscayl_cloud.cli.startup import missing_embedded_database, open_context
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.services import keys as key_service
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import ServiceError
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-credits_app = typer.Typer(help="Manage credits.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP
+)
+credits_app = typer.Typer(
+    help="Manage credits.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP
+)
 
 
 def _context(creating: bool = False) -> Context:

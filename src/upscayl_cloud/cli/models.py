@@ -16,11 +16,14 @@ from typing import Annotated
 
 import typer
 
+from upscayl_cloud.cli.help import HELP_MARKUP
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 
 models_app = typer.Typer(
-    help="List upscaling models; install face-restoration models.", no_args_is_help=True
+    rich_markup_mode=HELP_MARKUP,
+    help="List upscaling models; install face-restoration models.",
+    no_args_is_help=True,
 )
 
 

@@ -63,10 +63,17 @@ def raise_descriptor_limit() -> int:
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port to listen on.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: UPSCAYL_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port to listen on (default: UPSCAYL_PORT, 8000).")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Worker threads (0: API only).", min=0)
+        int | None,
+        typer.Option(
+            "--workers", help="Worker threads (0: API only; default: UPSCAYL_WORKERS).", min=0
+        ),
     ] = None,
 ) -> None:
     """Run the API, its workers and the retention sweeper."""
