@@ -75,3 +75,6 @@ def test_help_fits_docstrings_to_the_terminal_and_shows_no_markup() -> None:
     assert result.exit_code == 0
     assert "the installed face models, and whether face enhancement is available" in result.output
     assert "``" not in result.output and "UPSCAYL_ENGINE_BACKEND" in result.output
+    # Markdown takes <...> for a tag: help text must not use it for a placeholder.
+    create = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["keys", "create", "--help"])
+    assert "Default: key-YYYY-MM-DD (today, UTC)." in create.output

@@ -96,7 +96,7 @@ def create(
         str | None,
         typer.Option(
             "--name",
-            help="Label for the key (and its account). Default: key-<UTC date>.",
+            help="Label for the key (and its account). Default: key-YYYY-MM-DD (today, UTC).",
             show_default=False,
         ),
     ] = None,
