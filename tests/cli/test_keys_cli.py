@@ -99,6 +99,7 @@ def test_commands_outside_the_servers_folder_do_not_start_a_database_silently(
         ["keys", "revoke", "uc_d_Us"],
         ["credits", "add", "uc_d_Us", "5"],
         ["credits", "remove", "uc_d_Us", "5"],
+        ["keys", "create", "--account", "acc_elsewhere"],
     ):
         refused = runner.invoke(app, command)
         assert refused.exit_code == 1, (command, refused.output)

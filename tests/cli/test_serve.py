@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from support.server import Server
+from upscayl_cloud.cli.serve import listen_problem
 
 # A child process with a soft limit of 64 under a hard limit of 1000 (lowering
 # a hard limit needs no privilege, so this runs wherever the test does).
@@ -82,3 +83,31 @@ def test_a_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path) ->
     ), result.stderr
     assert "Serving" not in result.stdout and "API key" not in result.stdout
     assert not (tmp_path / "data" / "upscayl.db").exists()
+
+
+def _ipv6_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_the_port_check_binds_as_uvicorn_does() -> None:
+    """Only a real clash is refused: "" is every interface (as asyncio takes
+    it), and an IPv6 listener beside an IPv4 server on the same port is none
+    (asyncio makes IPv6 sockets IPv6-only)."""
+    with socket.socket() as ipv4:
+        ipv4.bind(("127.0.0.1", 0))
+        ipv4.listen()
+        port = ipv4.getsockname()[1]
+        assert listen_problem("127.0.0.1", port) is not None
+        if _ipv6_works():
+            assert listen_problem("::", port) is None
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        free = spare.getsockname()[1]
+    assert listen_problem("", free) is None
+    unknown = listen_problem("no-such-host.invalid", free)
+    assert unknown is not None and "another server" not in unknown

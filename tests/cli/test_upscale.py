@@ -89,3 +89,25 @@ def test_folders_are_walked_like_the_clients(tmp_path, photo):
     assert again.exit_code == 0, again.output  # results beside the sources, top level only
     assert (folder / "a_upscayl_2x_quick-clear-4x.png").is_file()
     assert not (folder / "deep" / "b_upscayl_2x_quick-clear-4x.png").exists()
+
+
+def test_sources_with_one_result_name_get_one_file_each(tmp_path, photo):
+    """p.png and p.jpg both make p_upscayl_2x_...png: the second is numbered,
+    as client upscale numbers it, instead of overwriting the first."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "p.png", photo)
+    _photo(folder / "p.jpg", photo, size=(16, 16))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["upscale", str(folder), "-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    made = sorted(path.name for path in out.iterdir())
+    assert made == ["p_upscayl_2x_quick-clear-4x (2).png", "p_upscayl_2x_quick-clear-4x.png"]
+    sizes = {pyvips.Image.new_from_file(str(out / name)).width for name in made}
+    assert sizes == {32, 60}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = CliRunner().invoke(app, ["upscale", str(empty)])
+    assert nothing.exit_code == 0 and "No images found" in nothing.output

@@ -112,7 +112,7 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key. The key is printed once, alone on the last line."""
-    ctx = _context(creating=True)
+    ctx = _context(creating=account is None)  # an existing account needs its database
     try:
         key, info = key_service.create_key(ctx, name or _default_name(), credits, account)
     except ServiceError as exc:

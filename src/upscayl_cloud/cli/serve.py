@@ -10,6 +10,7 @@ storage) with the API; a killed one loses nothing (its leases expire).
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from socketserver import BaseServer
@@ -67,7 +68,8 @@ def serve(
         str | None, typer.Option(help="Interface to listen on (default: UPSCAYL_HOST, 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="TCP port to listen on (default: UPSCAYL_PORT, 8000).")
+        int | None,
+        typer.Option(help="TCP port to listen on (default: UPSCAYL_PORT, 8000).", min=0, max=65535),
     ] = None,
     workers: Annotated[
         int | None,
@@ -122,22 +124,37 @@ def serve(
 def listen_problem(host: str, port: int) -> str | None:
     """Why ``serve`` could not listen on ``host:port``, or None. A second
     ``make serve`` printed its banner and "startup complete" before uvicorn's
-    "address already in use"; this says so first, and what to do. (The port
-    may still be taken between this check and uvicorn's bind: then uvicorn
-    says so, as before.)"""
+    "address already in use"; this says so first, and what to do.
+
+    The probe binds as asyncio's ``create_server`` (under uvicorn) does: every
+    address the host resolves to ("" is every interface), IPv6 sockets
+    IPv6-only (so an IPv4 server on the port is no clash), addresses this
+    machine does not have skipped. The port may still be taken between this
+    check and uvicorn's bind: then uvicorn says so, as before."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind(address)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return (
-            f"Cannot listen on {host}:{port}: {reason} (another server running?); "
-            "--port or UPSCAYL_PORT picks another port"
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+    except OSError as exc:
+        return f"Cannot listen on {host}:{port}: {exc.strerror or exc}"
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks: asyncio skips it too
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue
+                hint = ""
+                if exc.errno == errno.EADDRINUSE:
+                    hint = " (another server running?); --port or UPSCAYL_PORT picks another port"
+                return f"Cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
     return None
 
 

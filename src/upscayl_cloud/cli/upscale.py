@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from upscayl_cloud.client.files import Duplicate, Skipped, collect
+from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
+from upscayl_cloud.client.naming import OutputNames
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
@@ -94,9 +95,16 @@ def upscale(
     console = Console(stderr=True)
     request = UpscaleRequest(model.value, int(scale.value), fmt.value, quality)
     failures = 0
+    everything = collect(inputs, recursive)
+    if not everything:
+        console.print("No images found")
+        return
+    # Each result a name of its own: photo.jpg and photo.png (or a/x.png and
+    # b/x.png with -o) would otherwise write one file, and report two.
+    names = OutputNames(f.path for f in everything if not isinstance(f, EarlierResult))
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
-        for found in collect(inputs, recursive):
+        for found in everything:
             if isinstance(found, Skipped):
                 named = found.path in inputs and not isinstance(found, Duplicate)
                 failures += named
@@ -104,10 +112,11 @@ def upscale(
                 bar.console.print(f"{mark} {found.path}: {found.reason}", soft_wrap=True)
                 continue
             folder = (out_dir / found.relative.parent) if out_dir else found.path.parent
-            target = folder / output_name(found.path, model.value, int(scale.value), fmt.value)
             task = bar.add_task(found.path.name, total=1.0)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
+                name = output_name(found.path, model.value, int(scale.value), fmt.value)
+                target = names.claim(folder, name)
                 result = upscale_file(
                     found.path,
                     target,
