@@ -253,6 +253,22 @@ def test_an_upload_cut_short_by_a_401_is_reported_as_not_sent(
     assert "/start-task" not in proxy.hits
 
 
+def test_files_uploaded_before_a_401_are_reported_as_not_started(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    first = write_image(tmp_path / "a.png", 16, 16)
+    refused = write_image(tmp_path / "b-refused.png", 16, 16, seed=1)
+    with (
+        RenamingProxy(server.url, {}, unauthorized_upload="b-refused.png") as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([first, refused], model=FAST, client=api, upload_workers=1)
+    reasons = {r.source: r.reason or "" for r in report.results}
+    assert reasons[first].startswith("uploaded, not started, the run stopped: UNAUTHORIZED")
+    assert reasons[refused].startswith("not sent, the run stopped: UNAUTHORIZED")
+    assert "/start-task" not in proxy.hits
+
+
 def test_no_credits_left_stops_starting_batches(server: Server, tmp_path: Path) -> None:
     for n in range(3):
         write_image(tmp_path / f"{n}.png", 16, 16, seed=n)

@@ -115,9 +115,10 @@ def upscale(
         except _RunStoppedError as stop:
             reported = {r.source for r in report.results}
             reported |= {source.path for task in tasks for source in task.sources.values()}
-            reason = f"not sent, the run stopped: {describe(stop.cause)}"
             for source in sources:
                 if source.path not in reported:
+                    how = "uploaded, not started" if source.path in stop.uploaded else "not sent"
+                    reason = f"{how}, the run stopped: {describe(stop.cause)}"
                     finish(report, hooks, FileResult(source.path, "failed", reason))
         watch(api, tasks, hooks.processing, thumbnails)
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
@@ -183,6 +184,8 @@ class _RunStoppedError(Exception):
     def __init__(self, cause: UpscaylError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        #: Files uploaded before the run stopped, which no task was started for.
+        self.uploaded: set[Path] = set()
 
 
 def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
@@ -225,31 +228,43 @@ def _upload_all(
 
     uploaded = []
     futures: list[Future[Any]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        try:
-            # Inside the try: a Ctrl-C while submitting cancels what is queued.
-            futures.extend(pool.submit(one, source) for source in sources)
-            cut_short: list[tuple[Source, Exception]] = []
-            for source, future in zip(sources, futures, strict=True):
-                outcome = future.result()
-                if isinstance(outcome, ApiError) and _stops_the_run(outcome):
-                    raise _RunStoppedError(outcome)  # those cut short: "not sent"
-                if isinstance(outcome, UploadCancelledError):
-                    cut_short.append((source, outcome))  # told once the cause is known
-                elif isinstance(outcome, Exception):
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            try:
+                # Inside the try: a Ctrl-C while submitting cancels what is queued.
+                futures.extend(pool.submit(one, source) for source in sources)
+                cut_short: list[tuple[Source, Exception]] = []
+                for source, future in zip(sources, futures, strict=True):
+                    outcome = future.result()
+                    if isinstance(outcome, ApiError) and _stops_the_run(outcome):
+                        raise _RunStoppedError(outcome)  # those cut short: "not sent"
+                    if isinstance(outcome, UploadCancelledError):
+                        cut_short.append((source, outcome))  # told once the cause is known
+                    elif isinstance(outcome, Exception):
+                        reason = f"upload failed: {describe(outcome)}"
+                        finish(report, hooks, FileResult(source.path, "failed", reason))
+                    else:
+                        uploaded.append((source, outcome))
+                for source, outcome in cut_short:  # cancelled, with no stop of the run
                     reason = f"upload failed: {describe(outcome)}"
                     finish(report, hooks, FileResult(source.path, "failed", reason))
-                else:
-                    uploaded.append((source, outcome))
-            for source, outcome in cut_short:  # cancelled, with no stop of the run
-                reason = f"upload failed: {describe(outcome)}"
-                finish(report, hooks, FileResult(source.path, "failed", reason))
-        except BaseException:
-            cancel.set()
-            for pending in futures:
-                pending.cancel()
-            raise
+            except BaseException:
+                cancel.set()
+                for pending in futures:
+                    pending.cancel()
+                raise
+    except _RunStoppedError as stop:
+        # The pool has let the requests on the wire finish: these files are on
+        # the server, waiting for a start-task that will not come.
+        stop.uploaded = {s.path for s, f in zip(sources, futures, strict=False) if _sent(f)}
+        raise
     return uploaded
+
+
+def _sent(future: Future[Any]) -> bool:
+    """Whether an upload of ``_upload_all`` went through (``one`` returns its
+    failures rather than raising them)."""
+    return future.done() and not future.cancelled() and isinstance(future.result(), dict)
 
 
 def _start(
