@@ -190,10 +190,11 @@ def test_long_input_is_not_echoed_in_full(client: TestClient, key: str) -> None:
         ),
         client.post("/get-task-status", json={"taskId": "t" * 5000}, headers={"X-API-Key": key}),
     ]
-    for response in cases:
+    for response, echoed in zip(cases, "xmt", strict=True):
         status, code, message = _error(response)
         assert (status, code) == (400, "BAD_REQUEST")
-        assert len(message) < 300, message
+        assert echoed * 101 not in message, message  # clipped to 100 characters
+        assert len(message) < 400, message  # the echo, and what to send instead
 
 
 def test_task_id_pattern_is_explained(client: TestClient, key: str) -> None:
