@@ -59,16 +59,23 @@ def test_keyboard_only_sign_in_lands_on_the_upscale_view(
     assert focused.index("file-input") < focused.index("model")
 
 
-def test_dropped_files_without_enough_credits_are_refused_in_plain_words(
+def test_files_that_cost_more_than_the_credits_left_are_not_uploaded(
     page: Any, server: Server
 ) -> None:
+    """The page knows the balance: two images on one credit are refused
+    before any upload (start-task's 402 came only after every file was up)."""
+    uploads: list[str] = []
+    page.on("request", lambda r: uploads.append(r.url) if "get-upload-url" in r.url else None)
     sign_in(page, server, credits=1)
     drop_files(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(8, 8)})
     page.locator("#file-list li").nth(1).wait_for()
-    page.get_by_role("button", name="Upscale", exact=True).click()
-    alert = page.locator("#tasks .task .error")
-    alert.wait_for()
-    assert "does not have enough credits" in alert.inner_text()
+    cost = page.locator("#cost")
+    assert "needs 2 credits, but 1 left" in cost.inner_text()
+    assert page.get_by_role("button", name="Upscale", exact=True).is_disabled()
+    page.get_by_role("button", name="Remove b.png").click()
+    assert "uses 1 credit" in cost.inner_text()
+    assert page.get_by_role("button", name="Upscale", exact=True).is_enabled()
+    assert uploads == []
 
 
 def test_history_pages_through_older_tasks(page: Any, server: Server) -> None:
@@ -86,8 +93,10 @@ def test_history_pages_through_older_tasks(page: Any, server: Server) -> None:
     summary.filter(has_text=f"Showing 1{DASH}10 of 11 tasks").wait_for()
     assert page.locator("#history-list > li").count() == 10
     page.get_by_role("button", name="Older").click()
-    summary.filter(has_text=f"Showing 11{DASH}11 of 11 tasks").wait_for()
+    summary.filter(has_text="Showing 11 of 11 tasks").wait_for()
     assert page.get_by_role("button", name="Older").is_disabled()
+    # Older was pressed onto the last page: the focus is not lost with it.
+    assert page.evaluate("document.activeElement.id") == "history-summary"
     page.get_by_role("button", name="Newer").click()
     summary.filter(has_text=f"Showing 1{DASH}10 of 11 tasks").wait_for()
     page.get_by_label("Kind").select_option("true")

@@ -40,7 +40,10 @@ function taskItem(task) {
     h(
       "p.help",
       {},
-      task.batchMode ? `Batch · ${files.length} result${files.length === 1 ? "" : "s"}` : "Single image",
+      // Results are listed as they are delivered: none yet is no news while it runs.
+      !task.batchMode ? "Single image"
+      : task.status === "pending" || task.status === "processing" ? "Batch"
+      : `Batch · ${files.length} result${files.length === 1 ? "" : "s"}`,
       task.status === "processing" ? ` · ${task.progress || 0} %` : "",
       task.enhanceFace ? " · faces enhanced" : "",
     ),
@@ -62,16 +65,22 @@ export async function loadHistory() {
     nextOffset = hasMore ? body.pagination.nextOffset : null;
     list.replaceChildren(...tasks.map(taskItem));
     const first = page * PAGE_SIZE + 1;
+    const last = first + tasks.length - 1;
+    const shown = first === last ? `${first}` : `${first}–${last}`;
     summary.textContent = tasks.length
-      ? `Showing ${first}–${first + tasks.length - 1} of ${total} task${total === 1 ? "" : "s"}`
+      ? `Showing ${shown} of ${total} task${total === 1 ? "" : "s"}`
       : "No tasks match these filters.";
   } catch (err) {
     list.replaceChildren();
     summary.textContent = explain(err);
     nextOffset = null;
   }
+  const pressed = document.activeElement;
   $("#history-newer").disabled = page === 0;
   $("#history-older").disabled = nextOffset === null;
+  // Paging onto the first or last page disables the button under the focus:
+  // the focus goes to the summary of what is now shown.
+  if (pressed && pressed.disabled) summary.focus();
 }
 
 function restart() {
@@ -85,6 +94,10 @@ export function initHistory() {
     event.preventDefault();
     restart();
   });
+  // A filter changed and not applied made "Older" page the new filter from
+  // the old filter's offset: a filter applies as soon as it changes.
+  $("#history-filters").addEventListener("change", restart);
+  $("#history-refresh").addEventListener("click", loadHistory);
   $("#history-older").addEventListener("click", () => {
     if (nextOffset === null) return;
     page += 1;

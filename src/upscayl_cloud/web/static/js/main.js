@@ -6,7 +6,7 @@ import { api, setKey } from "./api.js";
 import { $, announce } from "./dom.js";
 import { initHistory } from "./history.js";
 import { explain } from "./messages.js";
-import { initUpscale, setCapabilities } from "./upscale.js";
+import { initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
 
 const KEY_STORAGE = "upscayl-cloud.apiKey";
 let signedIn = false;
@@ -15,6 +15,7 @@ let reloadHistory = () => {};
 function showCredits(caps) {
   const credits = caps.account ? caps.account.credits : null;
   $("#credits").textContent = credits === null ? "" : `${credits} credit${credits === 1 ? "" : "s"} left`;
+  setCredits(credits);
 }
 
 async function refreshCredits() {
@@ -56,6 +57,7 @@ async function signIn(key) {
 
 function signOut() {
   sessionStorage.removeItem(KEY_STORAGE);
+  resetUpscale();
   setKey(null);
   signedIn = false;
   $("#api-key").value = "";
@@ -87,6 +89,10 @@ async function main() {
   });
   $("#sign-out").addEventListener("click", signOut);
   window.addEventListener("hashchange", go);
+  // "History" while on it: no hashchange, but a person expects fresh news.
+  $('#nav a[href="#/history"]').addEventListener("click", () => {
+    if (location.hash === "#/history") reloadHistory();
+  });
 
   const saved = sessionStorage.getItem(KEY_STORAGE);
   if (saved) {

@@ -24,7 +24,10 @@ export function explain(error) {
     case "UNAUTHORIZED":
       return "This API key was not accepted. Check that you pasted all of it and that it has not been revoked.";
     case "INSUFFICIENT_CREDITS":
-      return "Your account does not have enough credits for this. Ask the server's operator to add some (upscayl-cloud credits add).";
+      // The server says how many are needed and how many are left.
+      return message
+        ? `${sentence(message)} Remove some images, or ask the server's operator for more credits.`
+        : "Your account does not have enough credits for this. Ask the server's operator to add some (upscayl-cloud credits add).";
     case "RATE_LIMIT_EXCEEDED": {
       const wait = error.retryAfterSeconds;
       // The hourly request limit refuses with X-RateLimit-Remaining: 0. Any

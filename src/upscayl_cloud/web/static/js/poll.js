@@ -19,21 +19,30 @@ function nextDelay(attempt) {
   return base;
 }
 
-/** Poll until completed or failed; onUpdate(data) for each answer, onWait(seconds) on 429. */
-export async function watchTask(taskId, onUpdate, onWait) {
+/**
+ * Poll until completed or failed; onUpdate(data) for each answer. While it
+ * waits on a 429 or an unreachable server, onWait(secondsLeft, error) is
+ * called every second, so the page can count down and say which it is.
+ * Resolves with the final status, or null once `signal` is aborted (signed out).
+ */
+export async function watchTask(taskId, onUpdate, onWait, signal) {
   for (let attempt = 0; ; attempt++) {
+    if (signal && signal.aborted) return null;
     let data;
     try {
       data = await api.taskStatus(taskId);
     } catch (err) {
       if (err instanceof ApiError && (err.code === "RATE_LIMIT_EXCEEDED" || err.status === 0)) {
-        const wait = err.retryAfterSeconds ?? 10;
-        onWait(wait, err);
-        await sleep(wait * 1000);
+        for (let left = Math.ceil(err.retryAfterSeconds ?? 10); left > 0; left--) {
+          if (signal && signal.aborted) return null;
+          onWait(left, err);
+          await sleep(1000);
+        }
         continue;
       }
       throw err;
     }
+    if (signal && signal.aborted) return null;
     onUpdate(data);
     if (data.status === "completed" || data.status === "failed") return data;
     await sleep(nextDelay(attempt));

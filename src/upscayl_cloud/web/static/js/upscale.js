@@ -1,6 +1,6 @@
 // The upscale view: pick files, choose options, upload, start, watch, compare.
 
-import { api } from "./api.js";
+import { api, ApiError } from "./api.js";
 import { $, announce, h } from "./dom.js";
 import { inspectFile, refusal, refusalSentence } from "./inspect.js";
 import { explain, formatBytes } from "./messages.js";
@@ -10,11 +10,15 @@ import { uploadFile } from "./upload.js";
 
 const UPLOAD_CONCURRENCY = 2;
 
+const TASKS_STORAGE = "upscayl-cloud.tasks"; // tasks started in this tab, for a reload
+
 let caps = null;
 let onCreditsChanged = () => {};
-let items = []; // {file, info, problem, preview, el}
+let credits = null; // the account's balance as last seen (null: not known)
+let items = []; // {file, info, problem, preview, el, entry, startError}
 let nextId = 1;
-let busy = false; // uploading: options and the file picker are locked
+let busy = false; // uploading: options, the file picker, Remove and Sign out are locked
+let watching = new AbortController(); // aborted on sign-out: polls stop
 
 const options = () => ({
   model: $("#model").value,
@@ -64,8 +68,32 @@ export function setCapabilities(value, creditsChanged) {
     ? "Restores faces after upscaling."
     : "Not available on this server: no face-restoration model is installed. An operator can add one with “upscayl-cloud models add”.";
   $("#drop-help").textContent = `JPEG, PNG or WebP, up to ${formatBytes(caps.limits.maxUploadBytes)} each.`;
+  credits = caps.account ? caps.account.credits : null;
   describeModel();
   describeQuality();
+  refresh();
+  resumeTasks();
+}
+
+/** The balance shown in the header, for the cost check before uploading. */
+export function setCredits(value) {
+  credits = value;
+  refresh();
+}
+
+/**
+ * Sign-out: nothing of this key's work stays on screen for the next person
+ * (task cards hold signed download links), and its polls stop.
+ */
+export function resetUpscale() {
+  watching.abort();
+  watching = new AbortController();
+  for (const item of items) URL.revokeObjectURL(item.preview);
+  items = [];
+  credits = null;
+  $("#file-list").replaceChildren();
+  $("#tasks").replaceChildren();
+  sessionStorage.removeItem(TASKS_STORAGE);
   refresh();
 }
 
@@ -90,16 +118,25 @@ function refresh() {
       ? `Will not be sent: ${refusalSentence(item.problem, item.file.name)}`
       : item.uploadError
         ? `Upload failed: ${item.uploadError}`
-        : "";
+        : item.startError
+          ? `Not started: ${item.startError}`
+          : "";
     problem.hidden = !problem.textContent;
-    item.el.classList.toggle("refused", Boolean(item.problem || item.uploadError));
+    item.el.classList.toggle("refused", Boolean(item.problem || item.uploadError || item.startError));
   }
   const ready = items.filter((i) => !i.problem);
   const cost = ready.length * caps.creditsPerImage;
-  $("#start").disabled = busy || ready.length === 0;
-  $("#cost").textContent = items.length
-    ? `${ready.length} of ${items.length} image${items.length === 1 ? "" : "s"} ready · uses ${cost} credit${cost === 1 ? "" : "s"}`
-    : "No images chosen yet.";
+  // Known to be more than the account holds: refused here, before any upload
+  // (start-task's 402 would come only after every file had gone up).
+  const short = credits !== null && cost > credits;
+  $("#start").disabled = busy || ready.length === 0 || short;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  $("#cost").textContent = !items.length
+    ? "No images chosen yet."
+    : short
+      ? `${ready.length} of ${plural(items.length, "image")} ready · needs ${plural(cost, "credit")}, but ${credits} left: remove some, or ask the server's operator for more.`
+      : `${ready.length} of ${plural(items.length, "image")} ready · uses ${plural(cost, "credit")}`;
+  $("#cost").classList.toggle("error", short);
 }
 
 /** A preview; a file whose header is fine but whose pixels are not shows an empty tile. */
@@ -122,12 +159,12 @@ async function addFiles(fileList) {
     const info = await inspectFile(file);
     const preview = URL.createObjectURL(file);
     const id = `file-${nextId++}`;
-    const item = { file, info, preview, problem: null, uploadError: null, el: null };
+    const item = { file, info, preview, problem: null, uploadError: null, startError: null, entry: null, el: null };
     const remove = h("button.link", { type: "button", "aria-label": `Remove ${file.name}` }, "Remove");
     remove.addEventListener("click", () => removeItem(item));
     item.el = h(
       "li.file",
-      { id },
+      { id, tabindex: "-1" },
       info.type ? thumbnail(preview) : h("div.thumb.placeholder", { "aria-hidden": "true" }),
       h(
         "div.file-meta",
@@ -152,8 +189,11 @@ function setBusy(value) {
   for (const el of document.querySelectorAll("#options select, #options input, #file-input")) {
     el.disabled = busy || (el.id === "enhance-face" && !caps.faceEnhancement);
   }
-  $("#start").disabled = busy || !items.some((i) => !i.problem);
+  // Removing a file on its way up did not stop it being sent and charged;
+  // signing out mid-upload would leave the uploads running for no one.
+  for (const el of document.querySelectorAll("#file-list button, #sign-out")) el.disabled = busy;
   $("#drop").classList.toggle("disabled", busy);
+  refresh();
 }
 
 /** Upload one group, two files at a time; resolves with those uploaded, in the chosen order. */
@@ -164,6 +204,12 @@ async function uploadAll(ready) {
     while (next < ready.length) {
       const item = ready[next++];
       if (!items.includes(item)) continue; // removed while earlier files went up
+      if (item.entry) {
+        // Uploaded by an earlier press whose task was refused (no credits,
+        // say): the file is on the server still, so it is not sent again.
+        uploaded.push({ item, entry: item.entry });
+        continue;
+      }
       const bar = item.el.querySelector("progress");
       const state = item.el.querySelector(".file-state");
       bar.hidden = false;
@@ -175,6 +221,7 @@ async function uploadAll(ready) {
           state.textContent = `Uploading… ${Math.floor((sent / (item.file.size || 1)) * 100)} %`;
         });
         state.textContent = "Uploaded";
+        item.entry = entry;
         uploaded.push({ item, entry });
       } catch (err) {
         state.textContent = "";
@@ -193,8 +240,11 @@ function taskCard(title) {
   const state = h("p.task-state", { "aria-live": "polite" }, "Waiting in the queue…");
   const error = h("p.error", { role: "alert" });
   const results = h("div.task-results");
-  const card = h("article.task", {}, h("h3", {}, title), bar, state, error, results);
+  const heading = h("h3", { tabindex: "-1" }, title);
+  const card = h("article.task", {}, heading, bar, state, error, results);
   $("#tasks").prepend(card);
+  // The Upscale button was disabled under the keyboard's focus: it goes to the new card.
+  heading.focus({ preventScroll: true });
   // On a phone the card starts below the options: bring it into sight.
   card.scrollIntoView({ block: "nearest", behavior: "smooth" });
   return { card, bar, state, error, results };
@@ -218,16 +268,49 @@ async function startTask(group, opts) {
   } catch (err) {
     view.state.textContent = "Not started";
     view.error.textContent = explain(err);
-    return null;
+    return { failed: err };
   }
   view.card.dataset.taskId = taskId;
+  remember({ taskId, title });
   announce(`Task started: ${title}`);
   onCreditsChanged();
   return { view, taskId, count, originals };
 }
 
+function remembered() {
+  try {
+    return JSON.parse(sessionStorage.getItem(TASKS_STORAGE) || "[]");
+  } catch {
+    return [];
+  }
+}
+
+function remember(task) {
+  sessionStorage.setItem(TASKS_STORAGE, JSON.stringify([...remembered(), task]));
+}
+
+function forget(taskId) {
+  sessionStorage.setItem(TASKS_STORAGE, JSON.stringify(remembered().filter((t) => t.taskId !== taskId)));
+}
+
+/**
+ * After a reload, the tasks this tab started and had not seen finish get
+ * their cards back and are watched again (their originals are gone with
+ * the old page: no comparison, the results are still there).
+ */
+function resumeTasks() {
+  const shown = new Set([...document.querySelectorAll("#tasks .task")].map((c) => c.dataset.taskId));
+  for (const { taskId, title } of remembered()) {
+    if (shown.has(taskId)) continue;
+    const view = taskCard(title);
+    view.card.dataset.taskId = taskId;
+    followTask({ view, taskId, count: null, originals: new Map() });
+  }
+}
+
 /** Watch a started task until it is done or failed, then show its results. */
 async function followTask({ view, taskId, count, originals }) {
+  const { signal } = watching;
   try {
     const final = await watchTask(
       taskId,
@@ -239,19 +322,27 @@ async function followTask({ view, taskId, count, originals }) {
           : data.status === "completed" ? "Done"
           : "Failed";
       },
-      (seconds) => {
-        view.state.textContent = `Waiting ${Math.ceil(seconds)} s (hourly request limit)…`;
+      (seconds, err) => {
+        view.state.textContent =
+          err.status === 0
+            ? `The server cannot be reached; trying again in ${seconds} s…`
+            : `Waiting ${seconds} s (hourly request limit)…`;
       },
+      signal,
     );
+    if (final === null) return; // signed out
+    forget(taskId);
     if (final.error) view.error.textContent = final.error;
+    const files = final.files || [];
     if (final.status === "completed") {
       view.bar.value = 100;
-      view.results.append(resultList(final.files || [], originals, `upscayl-${taskId.slice(0, 8)}.zip`));
-      announce(`Done: ${(final.files || []).length} of ${count} images upscaled`);
+      view.results.append(resultList(files, originals, `upscayl-${taskId.slice(0, 8)}.zip`));
+      announce(`Done: ${files.length} ${count === null ? "" : `of ${count} `}images upscaled`);
     } else {
       announce(`Task failed: ${final.error || "no image could be upscaled"}`);
     }
   } catch (err) {
+    if (signal.aborted) return;
     view.error.textContent = explain(err);
   }
   onCreditsChanged();
@@ -271,20 +362,50 @@ async function start(event) {
   const opts = options();
   const size = caps.limits.maxFilesPerTask;
   setBusy(true);
+  ready[0].el.focus(); // the Upscale button is disabled under the keyboard's focus
   const runs = [];
   for (let first = 0; first < ready.length; first += size) {
     const uploaded = await uploadAll(ready.slice(first, first + size));
+    refresh(); // this group's failed uploads, with their reason
+    if (!uploaded.length) continue;
+    for (const { item } of uploaded) item.startError = null;
+    const started = await startTask(uploaded, opts);
+    if (started.failed) {
+      keepRefused(uploaded, started.failed);
+      continue;
+    }
     // The group's files now belong to its task card (their previews too).
     for (const { item } of uploaded) item.el.remove();
     items = items.filter((i) => !uploaded.some((u) => u.item === i));
-    refresh(); // the count left, and this group's failed uploads with their reason
-    if (!uploaded.length) continue;
-    const started = await startTask(uploaded, opts);
-    if (started) runs.push(followTask(started));
+    runs.push(followTask(started));
   }
   setBusy(false);
   refresh();
   await Promise.all(runs);
+}
+
+/**
+ * A group whose task the server refused stays listed, with the reason: the
+ * files were lost from the page before, to be chosen again. A refusal that
+ * leaves the uploads usable (no credits, a rate limit) keeps them for the
+ * next press; anything else sends them again. A start whose answer was lost
+ * (no connection, a 5xx) may have started the task after all: those files
+ * are not offered again (the history shows whether it started).
+ */
+function keepRefused(group, err) {
+  const uncertain = !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+  const reuse = err instanceof ApiError && ["INSUFFICIENT_CREDITS", "RATE_LIMIT_EXCEEDED"].includes(err.code);
+  for (const { item } of group) {
+    item.el.querySelector("progress").hidden = true;
+    item.el.querySelector(".file-state").textContent = "";
+    if (uncertain) {
+      item.el.remove();
+      continue;
+    }
+    item.startError = explain(err);
+    if (!reuse) item.entry = null;
+  }
+  if (uncertain) items = items.filter((i) => !group.some((g) => g.item === i));
 }
 
 export function initUpscale() {
@@ -314,4 +435,8 @@ export function initUpscale() {
   });
   $("#scales").addEventListener("change", refresh);
   $("#options").addEventListener("submit", start);
+  // Leaving mid-upload loses the files not yet sent: the browser asks first.
+  window.addEventListener("beforeunload", (event) => {
+    if (busy) event.preventDefault();
+  });
 }
