@@ -79,6 +79,7 @@ def test_upload_upscale_compare_download_and_history(
     assert results.count() == 2
     assert px(96, 96) in results.nth(0).inner_text()
     assert px(128, 64) in results.nth(1).inner_text()
+    assert "from red.png" in results.nth(0).inner_text()  # which source each came from
     page.locator("#credits", has_text="23 credits left").wait_for()
 
     # Before/after at the same zoom: both layers fill one stage.

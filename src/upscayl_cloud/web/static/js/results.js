@@ -14,7 +14,10 @@ function expired(file) {
 function resultItem(file, original) {
   const name = file.processedFileName || file.originalFileName || file.fileName;
   const dims = file.dimensions ? `${file.dimensions.width} × ${file.dimensions.height} px` : "";
-  const facts = [dims, file.finalFileSize ? formatBytes(file.finalFileSize) : ""].filter(Boolean);
+  // Two sources may share a result name (photo.jpg and photo.webp): each
+  // says which it came from.
+  const source = file.originalFileName && file.originalFileName !== name ? `from ${file.originalFileName}` : "";
+  const facts = [source, dims, file.finalFileSize ? formatBytes(file.finalFileSize) : ""].filter(Boolean);
   const slot = h("div.compare-slot", { hidden: true });
   const actions = h("div.actions");
   if (expired(file) || !file.downloadLink) {
