@@ -5,6 +5,7 @@ and a 429 that is not the hourly limit reads as the server's own message."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,14 +89,14 @@ def test_each_group_starts_its_task_before_the_next_group_uploads(
     assert cards.count() == 3
     for n in range(3):
         cards.nth(n).locator(".task-state", has_text="Done").wait_for(timeout=90_000)
-    widths = [
-        [
-            int(result.locator(".file-facts").inner_text().split(f" {TIMES} ")[0])
-            for result in card.locator(".result").all()
-        ]
+    facts = [
+        [result.locator(".file-facts").inner_text() for result in card.locator(".result").all()]
         for card in cards.all()
     ]
-    assert widths == [[24], [20, 22], [16, 18]]  # 2x, in the order chosen
+    widths = [[int(re.search(rf"(\d+) {TIMES} ", f)[1]) for f in card] for card in facts]
+    assert widths == [[24], [20, 22], [16, 18]], facts  # 2x, in the order chosen
+    sources = [[re.search(r"from (\S+)", f)[1] for f in card] for card in facts]
+    assert sources == [["p4.png"], ["p2.png", "p3.png"], ["p0.png", "p1.png"]], facts
     page.locator("#credits", has_text="5 credits left").wait_for()
 
 
