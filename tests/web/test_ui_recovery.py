@@ -14,7 +14,7 @@ from support.client import ApiClient
 from support.context import new_principal
 from support.images import png_bytes
 from support.server import Server
-from tests.web.conftest import SERVER_ENV
+from tests.web.conftest import PHONE, SERVER_ENV
 from tests.web.test_ui_batches import choose, sign_in
 from upscayl_cloud.services import keys
 
@@ -127,3 +127,35 @@ def test_files_cannot_be_removed_while_they_upload(page: Any, queued: Server) ->
         route.continue_()
     page.locator("#tasks .task[data-task-id]").wait_for()
     assert page.get_by_role("button", name="Sign out").is_enabled()
+
+
+def test_on_a_phone_controls_are_big_enough_and_zoom_opens_on_the_divider(
+    page: Any, server: Server
+) -> None:
+    """At 390 px: the nav links, Sign out and Remove are 40 px tall like the
+    rest; a comparison zoomed to 200 % shows the divider, not the left edge
+    (only the original); the original's alt text names the original."""
+    page.set_viewport_size(PHONE)
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    choose(page, {"wide.png": png_bytes(120, 40)})
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('#nav a, #sign-out, #file-list button')]
+            .filter((el) => el.getBoundingClientRect().height < 40).map((el) => el.textContent)"""
+    )
+    assert small == []
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
+    card.get_by_role("button", name="Compare").click()
+    assert card.locator("img.compare-before").get_attribute("alt") == "Original: wide.png"
+    card.get_by_label("Zoom").select_option("2")
+    shown = page.evaluate(
+        """() => {
+            const view = document.querySelector('.compare-viewport');
+            const line = document.querySelector('.compare-divider').getBoundingClientRect();
+            const box = view.getBoundingClientRect();
+            return view.scrollLeft > 0 && line.left >= box.left && line.right <= box.right;
+        }"""
+    )
+    assert shown

@@ -5,10 +5,11 @@
 
 import { h } from "./dom.js";
 
-/** before/after: image URLs; width/height: the output's pixels. */
-export function comparison({ before, after, width, height, name }) {
-  const afterImg = h("img.compare-after", { src: after, alt: `Upscaled ${name}`, draggable: "false" });
-  const beforeImg = h("img.compare-before", { src: before, alt: `Original ${name}`, draggable: "false" });
+/** before/after: image URLs; width/height: the output's pixels; name: the
+ * result's file name, source: the original's. */
+export function comparison({ before, after, width, height, name, source = name }) {
+  const afterImg = h("img.compare-after", { src: after, alt: `Upscaled: ${name}`, draggable: "false" });
+  const beforeImg = h("img.compare-before", { src: before, alt: `Original: ${source}`, draggable: "false" });
   const divider = h("div.compare-divider", { "aria-hidden": "true" });
   const stage = h("div.compare-stage", {}, beforeImg, afterImg, divider);
   stage.style.aspectRatio = `${width} / ${height}`;
@@ -41,6 +42,10 @@ export function comparison({ before, after, width, height, name }) {
     const factor = zoom.value;
     stage.style.width = factor === "fit" ? fitWidth : `${width * Number(factor)}px`;
     viewport.classList.toggle("zoomed", factor !== "fit");
+    // Zoomed wider than the screen, the view opened at the left edge: only
+    // the original showed. It opens on the divider instead.
+    const split = (Number(slider.value) / 100) * stage.offsetWidth;
+    viewport.scrollLeft = Math.max(0, split - viewport.clientWidth / 2);
   });
 
   let dragging = false;

@@ -38,6 +38,7 @@ function resultItem(file, original) {
               width: file.dimensions ? file.dimensions.width : 1,
               height: file.dimensions ? file.dimensions.height : 1,
               name,
+              source: file.originalFileName || name,
             }),
           );
         }
