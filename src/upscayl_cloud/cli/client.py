@@ -9,7 +9,6 @@ bars (upload bytes, processing percent per task) and a summary table; it exits
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ from upscayl_cloud.client import (
     UpscaylError,
     upscale,
 )
-from upscayl_cloud.client._core import DEFAULT_URL, url_problem
+from upscayl_cloud.client._core import server_url, url_problem
 from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
@@ -85,7 +84,7 @@ def _fail(exc: UpscaylError, url: str | None) -> typer.Exit:
     if exc.code == "MISSING_API_KEY":
         message = "pass --key or set UPSCAYL_API_KEY"
     elif exc.code == "CONNECTION_ERROR":
-        server = url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL
+        server = server_url(url)
         message += f"; is the server at {server} running? (--url or UPSCAYL_URL names another)"
     Console(stderr=True, highlight=False).print(f"[red]error:[/] {exc.code}: {message}")
     return typer.Exit(code=1)

@@ -42,9 +42,15 @@ FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
 FINISHED = frozenset({"completed", "failed"})
 
 
+def server_url(base_url: str | None) -> str:
+    """The server a client talks to: the argument, else ``UPSCAYL_URL``, else
+    the default."""
+    return (base_url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL).rstrip("/")
+
+
 def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     """Arguments win over ``UPSCAYL_URL`` / ``UPSCAYL_API_KEY``; a key is required."""
-    url = (base_url or os.environ.get("UPSCAYL_URL") or DEFAULT_URL).rstrip("/")
+    url = server_url(base_url)
     problem = url_problem(url)
     if problem is not None:
         raise UpscaylError("INVALID_URL", problem)
@@ -232,6 +238,18 @@ def history_call(
         "processed": processed,
     }
     return Call("/get-upscayl-history", json={k: v for k, v in fields.items() if v is not None})
+
+
+def next_offset(page: Mapping[str, Any]) -> int | None:
+    """The ``timestampOffset`` of a history page's next page, or None when it
+    is the last (or says so in a way that cannot be followed)."""
+    pagination = page.get("pagination")
+    if not isinstance(pagination, Mapping):
+        return None
+    offset = pagination.get("nextOffset")
+    if not pagination.get("hasMore") or not isinstance(offset, int) or isinstance(offset, bool):
+        return None
+    return offset
 
 
 def complete_call(upload_id: str, key: str, parts: list[tuple[int, str]]) -> Call:

@@ -174,10 +174,9 @@ class AsyncClient(PollPacing):
                     return
                 seen += 1
                 yield item
-            pagination = page.get("pagination") or {}
-            if not pagination.get("hasMore") or pagination.get("nextOffset") is None:
+            offset = _core.next_offset(page)
+            if offset is None:
                 return
-            offset = pagination["nextOffset"]
 
     async def capabilities(self) -> dict[str, Any] | None:
         """As :meth:`Client.capabilities`: the server's self-description, found

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from upscayl_cloud.client._core import FINISHED
+from upscayl_cloud.client._core import FINISHED, next_offset
 from upscayl_cloud.client.errors import RateLimitedError, UpscaylError, is_outage
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.watched import Watched
@@ -106,7 +106,7 @@ class HistorySweep:
                 seen.add(task_id)
                 if self._complete(item, wanted[task_id]):
                     shown[task_id] = item
-            offset = _next_offset(page)
+            offset = next_offset(page)
             if len(seen) == len(wanted) or offset is None:
                 break
             if oldest is not None and offset <= oldest:
@@ -161,13 +161,3 @@ class HistorySweep:
             1 for task in run if task.created_at is not None and oldest <= task.created_at <= newest
         )
         return min(self._page_limit, between + _OTHERS_MARGIN)
-
-
-def _next_offset(page: Mapping[str, Any]) -> int | None:
-    pagination = page.get("pagination")
-    if not isinstance(pagination, Mapping):
-        return None
-    offset = pagination.get("nextOffset")
-    if not pagination.get("hasMore") or not isinstance(offset, int) or isinstance(offset, bool):
-        return None
-    return offset

@@ -195,10 +195,9 @@ class Client(PollPacing):
                     return
                 seen += 1
                 yield item
-            pagination = page.get("pagination") or {}
-            if not pagination.get("hasMore") or pagination.get("nextOffset") is None:
+            offset = _core.next_offset(page)
+            if offset is None:
                 return
-            offset = pagination["nextOffset"]
 
     def capabilities(self) -> dict[str, Any] | None:
         """The server's own description of its models and features, if it has one.
