@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from support.app import client_for
-from support.context import new_principal
+from support.context import make_settings, new_principal
 from upscayl_cloud.config import Settings
 from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.catalog import MODELS
@@ -123,3 +123,19 @@ def test_raised_and_disabled_rate_limits_are_published_as_they_are(settings: Set
     off = settings.model_copy(update={"rate_limits_enabled": False})
     with client_for(off) as client:
         assert "rateLimits" not in client.get("/capabilities").json()["data"]
+
+
+def test_face_enhancement_off_when_the_configured_model_is_missing(tmp_path: Path) -> None:
+    """Start-task refuses faces when ``UPSCAYL_FACE_MODEL`` is not installed, so
+    /capabilities must not promise them because some other model is."""
+    settings = make_settings(tmp_path / "data", face_model="gfpgan-1.4")
+    folder = faces.models_dir(settings.data_dir)
+    folder.mkdir(parents=True)
+    (folder / "other.onnx").write_bytes(b"not opened by this endpoint")
+    with client_for(settings) as client:
+        data = client.get("/capabilities").json()["data"]
+        assert data["faceEnhancement"] is False
+        assert "'gfpgan-1.4' is not installed" in data["faceEnhancementMessage"]
+        (folder / "gfpgan-1.4.onnx").write_bytes(b"not opened either")
+        data = client.get("/capabilities").json()["data"]
+        assert data["faceEnhancement"] is True

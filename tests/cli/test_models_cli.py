@@ -120,3 +120,24 @@ def test_tune_names_the_models_it_knows_when_given_another(app: typer.Typer) -> 
     result = CliRunner().invoke(app, ["models", "tune", "upscayl-lite-4x", "no-such-model"])
     assert result.exit_code == 2
     assert "unknown model 'no-such-model'" in result.output and "quick-clear-4x" in result.output
+
+
+def test_list_names_the_configured_face_model_or_why_it_is_missing(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``UPSCAYL_FACE_MODEL`` is what workers use, so the list says that one,
+    not the first by name, and says so when it is not installed."""
+    for name in ("a-first", "b-chosen"):
+        source = nets.invert(tmp_path / f"{name}.onnx")
+        assert CliRunner().invoke(app, ["models", "add", str(source)]).exit_code == 0
+    monkeypatch.setenv("UPSCAYL_FACE_MODEL", "b-chosen")
+    get_settings.cache_clear()
+    assert "available (uses b-chosen)" in CliRunner().invoke(app, ["models", "list"]).output
+    info = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    assert info["faceModel"] == "b-chosen" and info["faceEnhancement"] is True
+    monkeypatch.setenv("UPSCAYL_FACE_MODEL", "c-missing")
+    get_settings.cache_clear()
+    listed = CliRunner().invoke(app, ["models", "list"]).output
+    assert "Face enhancement: unavailable: " in listed and "'c-missing' is not installed" in listed
+    info = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    assert info["faceModel"] is None and info["faceEnhancement"] is False

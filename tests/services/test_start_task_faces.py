@@ -1,5 +1,7 @@
 """``enhanceFace`` is refused when no face model is installed, never ignored."""
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 
@@ -38,3 +40,19 @@ def test_accepted_once_a_model_is_installed(ctx, principal, tmp_path):
     with ctx.db.connect() as conn:
         row = conn.execute(select(tasks.c.enhance_face).where(tasks.c.id == task_id)).one()
     assert row.enhance_face
+
+
+def test_refused_when_the_configured_model_is_not_installed(ctx, principal, tmp_path):
+    """``UPSCAYL_FACE_MODEL`` names a model the folder lacks: every worker
+    would refuse it, so start-task must too, before charging anything."""
+    ctx = replace(ctx, settings=ctx.settings.model_copy(update={"face_model": "gfpgan-1.4"}))
+    faces.add(faces.models_dir(ctx.settings.data_dir), nets.invert(tmp_path / "invert.onnx"))
+    name = uploaded(ctx, principal)
+    before = _credits(ctx, principal)
+    with pytest.raises(FaceEnhancementUnavailableError) as caught:
+        task_service.start_task(
+            ctx, principal, TaskOptions(enhance_face=True), [{"fileName": name}]
+        )
+    assert "'gfpgan-1.4' is not installed" in caught.value.public_message
+    assert "models add --name gfpgan-1.4" in caught.value.public_message
+    assert _credits(ctx, principal) == before

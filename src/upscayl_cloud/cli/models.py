@@ -40,13 +40,15 @@ def capabilities(faces_dir: Path) -> dict[str, object]:
     from upscayl_cloud.engine import faces
 
     installed = faces.available(faces_dir)
+    chosen = faces.selected(faces_dir, get_settings().face_model)
     return {
         "models": [
             {"name": m.name, "title": m.title, "scales": sorted(m.plans)} for m in MODELS.values()
         ],
         "defaultModel": DEFAULT_MODEL,
         "faceModels": [{"name": m.name, "sizeBytes": m.size_bytes} for m in installed],
-        "faceEnhancement": bool(installed),
+        "faceEnhancement": chosen is not None,
+        "faceModel": chosen.name if chosen else None,
     }
 
 
@@ -72,11 +74,13 @@ def list_models(
     installed = faces.available(directory)
     for face_model in installed:
         typer.echo(f"  {face_model.name:<22} {face_model.size_bytes / 1e6:.1f} MB")
-    if installed:
-        typer.echo(f"Face enhancement: available (uses {installed[0].name})")
-    else:
+    if not installed:
         typer.echo("  (none)")
-        typer.echo(f"Face enhancement: unavailable: {faces.UNAVAILABLE_MESSAGE}")
+    if info["faceModel"]:
+        typer.echo(f"Face enhancement: available (uses {info['faceModel']})")
+    else:
+        reason = faces.unavailable_reason(directory, get_settings().face_model)
+        typer.echo(f"Face enhancement: unavailable: {reason}")
 
 
 @models_app.command("backends")

@@ -312,8 +312,12 @@ def _short_of_credits(cost: int, balance: int) -> InsufficientCreditsError:
 def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries: list[Any]) -> str:
     """Check the files, reserve their price and enqueue the task; returns its id."""
     options.validate()
-    if options.enhance_face and not faces.available(faces.models_dir(ctx.settings.data_dir)):
-        raise FaceEnhancementUnavailableError(faces.UNAVAILABLE_MESSAGE)
+    if options.enhance_face:
+        reason = faces.unavailable_reason(
+            faces.models_dir(ctx.settings.data_dir), ctx.settings.face_model
+        )
+        if reason is not None:
+            raise FaceEnhancementUnavailableError(reason)
     if not entries:
         raise MissingFieldsError("Required fields missing: file or files")
     if len(entries) > ctx.settings.max_files_per_task:

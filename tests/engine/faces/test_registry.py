@@ -19,6 +19,8 @@ from upscayl_cloud.engine.faces import (
     models_dir,
     remove,
     select,
+    selected,
+    unavailable_reason,
 )
 
 
@@ -86,3 +88,15 @@ def test_asking_for_availability_loads_no_inference_library(tmp_path: Path) -> N
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_named_model_that_is_missing_is_named_in_the_refusal(tmp_path: Path) -> None:
+    directory = models_dir(tmp_path / "data")
+    add(directory, nets.invert(tmp_path / "other.onnx"))
+    with pytest.raises(FaceEnhancementUnavailableError) as caught:
+        select(directory, "gfpgan-1.4")
+    assert "'gfpgan-1.4' is not installed" in caught.value.public_message
+    assert selected(directory, "gfpgan-1.4") is None
+    assert unavailable_reason(directory, "gfpgan-1.4") == caught.value.public_message
+    assert selected(directory, "") == selected(directory) == available(directory)[0]
+    assert unavailable_reason(directory) is None

@@ -97,7 +97,9 @@ class CapabilitiesPublic(BaseModel):
 def _describe(ctx: Context) -> dict[str, Any]:
     settings = ctx.settings
     limits = image_limits(settings)
-    has_faces = bool(faces.available(faces.models_dir(settings.data_dir)))
+    faces_refused = faces.unavailable_reason(
+        faces.models_dir(settings.data_dir), settings.face_model
+    )
     return {
         "models": [
             {"name": m.name, "title": m.title, "description": m.description}
@@ -114,8 +116,8 @@ def _describe(ctx: Context) -> dict[str, Any]:
             "webp": settings.webp_quality,
             "adjustable": False,
         },
-        "faceEnhancement": has_faces,
-        "faceEnhancementMessage": None if has_faces else faces.UNAVAILABLE_MESSAGE,
+        "faceEnhancement": faces_refused is None,
+        "faceEnhancementMessage": faces_refused,
         "creditsPerImage": settings.credits_per_image,
         "limits": {
             "fileTypes": list(ALLOWED_TYPES),

@@ -35,6 +35,8 @@ from upscayl_cloud.engine.faces.registry import (
     models_dir,
     remove,
     select,
+    selected,
+    unavailable_reason,
 )
 from upscayl_cloud.engine.faces.settings import FaceSettings
 
@@ -69,4 +71,6 @@ __all__ = [
     "models_dir",
     "remove",
     "select",
+    "selected",
+    "unavailable_reason",
 ]

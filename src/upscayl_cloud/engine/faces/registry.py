@@ -15,7 +15,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from upscayl_cloud.engine.faces.errors import FaceEnhancementUnavailableError, FaceModelError
+from upscayl_cloud.engine.faces.errors import (
+    FaceEnhancementUnavailableError,
+    FaceModelError,
+    named_model_missing_message,
+)
 
 SUFFIX = ".onnx"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -53,11 +57,37 @@ def select(directory: Path | None, name: str | None = None) -> FaceModel:
     Raises FaceEnhancementUnavailableError when none is installed (or the
     named one is not), so a request for faces is refused, never ignored."""
     models = available(directory)
-    if name is not None:
+    if name:
         models = [model for model in models if model.name == name]
+        if not models:
+            raise FaceEnhancementUnavailableError(named_model_missing_message(name))
     if not models:
         raise FaceEnhancementUnavailableError()
     return models[0]
+
+
+def selected(directory: Path | None, name: str | None = None) -> FaceModel | None:
+    """``select``'s answer, or None where it would refuse.
+
+    The API's start-task check, ``/capabilities`` and ``models list`` ask
+    this, the worker calls ``select``: all of them then agree on whether
+    faces can be enhanced, including when ``UPSCAYL_FACE_MODEL`` names a
+    model that is not installed (otherwise the API would accept and charge
+    for faces that every worker then refuses)."""
+    try:
+        return select(directory, name)
+    except FaceEnhancementUnavailableError:
+        return None
+
+
+def unavailable_reason(directory: Path | None, name: str | None = None) -> str | None:
+    """Why ``enhanceFace`` would be refused here, in the client's words; None
+    when it would not."""
+    try:
+        select(directory, name)
+    except FaceEnhancementUnavailableError as exc:
+        return exc.public_message
+    return None
 
 
 def check_name(name: str) -> str:
