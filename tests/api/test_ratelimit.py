@@ -34,6 +34,30 @@ def test_limit_is_per_key_and_operation(tmp_path) -> None:
         assert other_op.status_code == 404
 
 
+def test_what_counts_against_the_limit(tmp_path) -> None:
+    """docs/api.md, "What counts": refusals with a valid key count, a 401
+    does not. (That a 429 takes no slot is the moving window's own rule:
+    ``limits`` records no hit it refuses.)"""
+    settings = make_settings(tmp_path, rate_limits={"get-task-status": "3/minute"})
+    with client_for(settings) as client:
+        key = new_principal(client.app.state.ctx)[0]
+        unknown = {"taskId": "00000000-0000-4000-8000-000000000000"}
+        for _ in range(5):
+            anonymous = client.post("/get-task-status", json=unknown)
+            assert anonymous.status_code == 401
+        malformed = client.post("/get-task-status", json={"taskId": 7}, headers={"X-API-Key": key})
+        assert malformed.status_code == 400
+        assert malformed.headers["X-RateLimit-Remaining"] == "2"
+        missing = client.post("/get-task-status", json=unknown, headers={"X-API-Key": key})
+        assert missing.status_code == 404 and missing.headers["X-RateLimit-Remaining"] == "1"
+        client.post("/get-task-status", json=unknown, headers={"X-API-Key": key})
+        refusals = [
+            client.post("/get-task-status", json=unknown, headers={"X-API-Key": key})
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in refusals] == [429] * 3
+
+
 def test_spec_defaults(tmp_path) -> None:
     limits = RateLimits(make_settings(tmp_path))
     headers, refusal = limits.check("start-task", "k")
