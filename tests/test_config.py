@@ -87,6 +87,31 @@ def test_secret_rotation_list(tmp_path: Path) -> None:
     assert settings.signing_secrets() == [b"new", b"old"]
 
 
+@pytest.mark.parametrize(
+    ("given", "origins"),
+    [
+        ("", []),
+        (" https://App.Example.org/ ", ["https://app.example.org"]),
+        ("http://localhost:8080,https://a.org:443", ["http://localhost:8080", "https://a.org"]),
+        ("http://[::1]:9000", ["http://[::1]:9000"]),
+        ("*", ["*"]),
+    ],
+)
+def test_cors_origins_are_spelt_as_browsers_send_them(given: str, origins: list[str]) -> None:
+    """A browser's ``Origin`` is lower-case, without path or default port; an
+    entry written otherwise must still match it."""
+    assert Settings(_env_file=None, cors_origins=given).cors_origin_list == origins
+
+
+@pytest.mark.parametrize(
+    "given", ["app.example.org", "https://a.org/app", "ftp://a.org", "http://a.org:99999"]
+)
+def test_cors_origins_that_are_not_origins_are_refused(given: str) -> None:
+    with pytest.raises(ValidationError, match="cors_origins") as caught:
+        Settings(_env_file=None, cors_origins=given)
+    assert repr(given) in str(caught.value)
+
+
 def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
     with pytest.raises(ValidationError, match="UPSCAYL_S3_BUCKET"):

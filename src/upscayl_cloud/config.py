@@ -15,6 +15,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,37 @@ SPEC_RATE_LIMITS: dict[str, str] = {
 }
 
 MIB = 1024 * 1024
+
+
+def _origin(entry: str) -> str:
+    """``entry`` as a browser's ``Origin`` header spells it, or ValueError
+    saying what is wrong with it."""
+    entry = entry.strip()
+    if entry == "*":
+        return entry
+    parts = urlsplit(entry.rstrip("/"))
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(
+            f"{entry!r} is not an origin: write scheme://host[:port], such as "
+            "https://app.example.org (no path), or * for any"
+        )
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{entry!r} has an invalid port") from exc
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:  # an IPv6 address, bracketed in an origin
+        host = f"[{host}]"
+    if port == {"http": 80, "https": 443}[scheme]:  # browsers leave default ports out
+        port = None
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class StorageBackend(StrEnum):
@@ -95,6 +127,10 @@ class Settings(BaseSettings):
     # -- HTTP ---------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: Comma-separated origins (``https://app.example.org``) whose web pages
+    #: may call the API from a browser, or ``*`` for any page. Empty: none;
+    #: the server's own page at ``/`` is same-origin and needs no CORS.
+    cors_origins: str = ""
 
     # -- credits --------------------------------------------------------------
     #: Price of one image, reserved at start-task and captured on success.
@@ -218,6 +254,13 @@ class Settings(BaseSettings):
         """``UPSCAYL_STORAGE_DIR=`` means the default, not the current folder."""
         return None if value == "" else value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        """Each entry as a browser sends it in ``Origin`` (lower-case scheme
+        and host, no path), so a listed origin can never silently not match."""
+        return ",".join(_origin(entry) for entry in value.split(",") if entry.strip())
+
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -259,6 +302,10 @@ class Settings(BaseSettings):
     @property
     def resolved_engine_cache_dir(self) -> Path:
         return (self.engine_cache_dir or self.data_dir / "cache").resolve()
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin for origin in self.cors_origins.split(",") if origin]
 
     def rate_limit_for(self, operation: str) -> str:
         return self.rate_limits.get(operation, SPEC_RATE_LIMITS[operation])

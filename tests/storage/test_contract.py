@@ -193,6 +193,8 @@ def test_presigned_put_accepts_the_declared_upload(backend: Backend) -> None:
     response = backend.http.put(url, content=data, headers=PNG)
     assert response.status_code == 200, response.text
     assert backend.store.read_head(key, 100) == data
+    # As S3 answers a PUT: the quoted MD5 of the body, for a client to check.
+    assert response.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"'
 
 
 def test_presigned_put_refuses_anything_else(backend: Backend) -> None:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from upscayl_cloud import web
 from upscayl_cloud.api import errors, redact
 from upscayl_cloud.api.bodylimit import JsonBodyLimit
+from upscayl_cloud.api.cors import ApiCors
 from upscayl_cloud.api.ratelimit import RateLimits
 from upscayl_cloud.api.routes import capabilities, history, objects, ops, tasks, uploads
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
@@ -73,6 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(JsonBodyLimit)
+    if settings.cors_origin_list:
+        # Outermost, so refusals from the layers inside carry the headers a
+        # page needs to read them.
+        app.add_middleware(ApiCors, origins=settings.cors_origin_list)
     app.include_router(uploads.router)
     app.include_router(history.router)
     app.include_router(tasks.router)

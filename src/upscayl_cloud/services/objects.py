@@ -14,6 +14,7 @@ still there: the message sends the caller to get-task-status for fresh links.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -138,13 +139,22 @@ def _put_refusal(storage: LocalStorage, claims: LinkClaims, query: Mapping[str, 
     return f"This link is for Content-Type {issued_for}; the request sent {sent}"
 
 
-def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str | None:
-    """Store the body of an authorised PUT; returns the ETag of a multipart part."""
+def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str:
+    """Store the body of an authorised PUT; returns its ETag, the quoted MD5
+    of the bytes, as S3 answers both a part and a whole object (a client may
+    compare it with its own digest)."""
     storage = _local(ctx)
+    digest = hashlib.md5(usedforsecurity=False)
+
+    def hashed() -> Iterator[bytes]:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
     try:
         if grant.is_part:
             return storage.write_part(grant.upload_id, grant.part_number, chunks, grant.max_length)
-        size = storage.write_stream(grant.key, chunks, grant.max_length)
+        size = storage.write_stream(grant.key, hashed(), grant.max_length)
     except ObjectTooLargeError as exc:
         raise FileSizeExceededError("The body is larger than the link allows") from exc
     except ObjectTooSmallError as exc:
@@ -154,7 +164,7 @@ def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str | N
     if size != grant.max_length:
         storage.delete(grant.key)
         raise ForbiddenError(_SIZE_DIFFERS)
-    return None
+    return f'"{digest.hexdigest()}"'
 
 
 def open_download(ctx: Context, key: str, query: Mapping[str, str]) -> Download:

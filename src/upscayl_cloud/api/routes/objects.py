@@ -58,8 +58,7 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
             return iter(lambda: spool.read(1 << 20), b"")
 
         etag = await run_in_threadpool(objects.store_put, ctx, grant, chunks())
-    headers = {"ETag": etag} if etag else {}
-    return Response(status_code=200, headers=headers)
+    return Response(status_code=200, headers={"ETag": etag})
 
 
 # HEAD too: download tools ask for the size and name before they fetch.
