@@ -44,3 +44,27 @@ def test_a_completion_repeated_after_a_lost_answer_succeeds(
         assert again.status_code == 200, again.text
         assert again.json() == {"status": "success", "data": {"status": "success"}}
     assert store.size(link["key"]) == len(data)
+
+
+def test_parts_handed_back_in_get_upload_urls_casing_are_understood(client: TestClient) -> None:
+    """get-upload-url lists ``partNumber``; a client returning that, with the
+    ``etag`` it read, completes as one using the spec's S3 casing does."""
+    key = new_principal(client.app.state.ctx)[0]
+    headers = {"X-API-Key": key}
+    data = b"0123456789"
+    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data),
+            "multipart": True}  # fmt: skip
+    link = client.post("/get-upload-url", json=body, headers=headers).json()["data"]
+    [part] = link["parts"]
+    etag = client.put(part["uploadURL"], content=data).headers["ETag"]
+    parts = [{"partNumber": part["partNumber"], "etag": etag}]
+    done = {"data": {"uploadId": link["uploadId"], "key": link["key"], "parts": parts}}
+    answer = client.post("/complete-multipart-upload", json=done, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert client.app.state.ctx.storage.size(link["key"]) == len(data)
+    # A part with neither spelling is still named in the spec's casing.
+    done["data"]["parts"] = [{"number": 1}]
+    missing = client.post("/complete-multipart-upload", json=done, headers=headers).json()
+    assert missing["error"] == "MISSING_REQUIRED_FIELDS"
+    assert "data.parts.0.PartNumber" in missing["message"]
+    assert "data.parts.0.ETag" in missing["message"]

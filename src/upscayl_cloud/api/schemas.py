@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -67,8 +68,14 @@ class HistoryQuery(_Body):
 
 
 class CompletedPartIn(BaseModel):
-    PartNumber: StrictInt = Field(ge=1, le=10_000)
-    ETag: StrictStr
+    """The spec's S3 casing; get-upload-url's own ``parts`` list is camelCase
+    (``partNumber``), so a client that hands back what it was given, with
+    the ``etag`` it read, is understood too."""
+
+    PartNumber: StrictInt = Field(
+        ge=1, le=10_000, validation_alias=AliasChoices("PartNumber", "partNumber")
+    )
+    ETag: StrictStr = Field(validation_alias=AliasChoices("ETag", "etag", "eTag"))
 
 
 class MultipartCompletion(BaseModel):
