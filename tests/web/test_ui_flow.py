@@ -55,14 +55,17 @@ def test_upload_upscale_compare_download_and_history(
             {"name": "red.png", "mimeType": "image/png", "buffer": png_bytes(24, 24)},
             {"name": "wide.png", "mimeType": "image/png", "buffer": png_bytes(32, 16)},
             {"name": "fake.png", "mimeType": "image/png", "buffer": GIF},
+            {"name": "empty.png", "mimeType": "image/png", "buffer": b""},
         ],
     )
     files = page.locator("#file-list li")
-    files.nth(2).wait_for()
+    files.nth(3).wait_for()
     assert f"{px(24, 24)} \u2192 {px(96, 96)}" in files.nth(0).inner_text()
     # Refused here exactly as the server would, in the server's words.
     assert "Unsupported file type. Allowed: JPEG, PNG, WEBP" in files.nth(2).inner_text()
+    assert "The file is empty" in files.nth(3).inner_text()
     page.get_by_role("button", name="Remove fake.png").click()
+    page.get_by_role("button", name="Remove empty.png").click()
 
     page.get_by_label("Model").select_option("quick-clear-4x")
     assert "Quick Clear" in page.locator("#model-desc").inner_text()
@@ -92,6 +95,9 @@ def test_upload_upscale_compare_download_and_history(
         results.nth(0).locator(f"img.compare-{side}").bounding_box() for side in ("before", "after")
     ]
     assert boxes[0] == boxes[1]
+    # Zoomed, the view scrolls and is a Tab stop: it has a name.
+    view = results.nth(0).get_by_role("region", name=re.compile("^Comparison of "))
+    assert view.count() == 1
 
     with page.expect_download() as single:
         results.nth(0).get_by_role("link", name=re.compile("^Download ")).click()

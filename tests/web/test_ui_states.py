@@ -57,6 +57,17 @@ def test_keyboard_only_sign_in_lands_on_the_upscale_view(
         focused.append(page.evaluate("document.activeElement.id"))
     assert "file-input" in focused
     assert focused.index("file-input") < focused.index("model")
+    # The hidden input's focus shows on its button alone, not on the help line.
+    for _ in range(12):
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate("document.activeElement.id") == "file-input":
+            break
+    assert page.evaluate("document.activeElement.id") == "file-input"
+    outlines = page.evaluate(
+        """[".drop .button", "#drop-help"].map(
+             (s) => getComputedStyle(document.querySelector(s)).outlineStyle)"""
+    )
+    assert outlines == ["solid", "none"]
 
 
 def test_files_that_cost_more_than_the_credits_left_are_not_uploaded(

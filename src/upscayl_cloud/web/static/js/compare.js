@@ -16,7 +16,9 @@ export function comparison({ before, after, width, height, name, source = name }
   // "Fit": as wide as the card allows, and no taller than most of the screen.
   const fitWidth = `min(100%, calc(70vh * ${width / height}))`;
   stage.style.width = fitWidth;
-  const viewport = h("div.compare-viewport", {}, stage);
+  // Zoomed, the view scrolls, and Chromium then makes it a Tab stop (arrow
+  // keys pan it): a named region says what that stop is.
+  const viewport = h("div.compare-viewport", { role: "region", "aria-label": `Comparison of ${name}` }, stage);
 
   const slider = h("input", {
     type: "range",

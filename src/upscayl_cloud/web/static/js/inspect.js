@@ -180,10 +180,12 @@ export async function inspectFile(file) {
 
 /** Why the server would refuse this file with these options, in its words; null if it would not. */
 export function refusal(info, file, limits, scale, format) {
+  // First: an empty file has no type to sniff, and "unsupported type" would
+  // send its owner looking for the wrong problem.
+  if (file.size < 1) return "The file is empty";
   if (!info.type || !limits.fileTypes.includes(info.type)) {
     return "Unsupported file type. Allowed: JPEG, PNG, WEBP";
   }
-  if (file.size < 1) return "The file is empty";
   if (file.size > limits.maxUploadBytes) {
     return `File size exceeds maximum limit of ${Math.round(limits.maxUploadBytes / 1048576)}MB`;
   }
