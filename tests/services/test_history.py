@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from sqlalchemy import event, select
+
 from support.context import new_principal
 from support.tasks import queued_task
+from upscayl_cloud.db.tables import task_files
 from upscayl_cloud.queue.lease import claim
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import NotFoundError
 from upscayl_cloud.services.keys import Principal
-from upscayl_cloud.services.results import fail_task
+from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
 from upscayl_cloud.services.status import history, task_status
 
 
@@ -59,3 +62,52 @@ def test_other_accounts_task_is_not_found(ctx: Context, principal: Principal) ->
     else:
         raise AssertionError("another account's task must be 404")
     assert history(ctx, other, "http://x")[1]["total"] == 0
+
+
+def _delivered(task_id: str, file_id: int, position: int) -> FileOutcome:
+    name = f"r/{task_id}/{position}.png"
+    return FileOutcome(file_id, True, None, name, "t/x.webp", "a.png", "image/png", 10, 4, 4)
+
+
+def test_a_page_lists_each_tasks_own_files_in_order_in_constant_queries(
+    ctx: Context, principal: Principal
+) -> None:
+    """Files are read for the whole page at once: the statements a page
+    sends do not grow with its tasks (each is a round trip on PostgreSQL)."""
+    principal = new_principal(ctx, credits=50, name="batches")[1]
+    created = [queued_task(ctx, principal, files=n % 3 + 1) for n in range(6)]
+    for _ in created:
+        held = claim(ctx.db, "w", 30, 3)
+        with ctx.db.begin() as conn:
+            ids = conn.execute(
+                select(task_files.c.id, task_files.c.position)
+                .where(task_files.c.task_id == held.task_id)
+                .order_by(task_files.c.position)
+            ).all()
+        outcomes = [_delivered(held.task_id, row.id, row.position) for row in ids]
+        assert finish_task(ctx, held, outcomes, {row.id: "f" for row in ids})
+
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    def page(limit: int) -> list[dict[str, object]]:
+        statements.clear()
+        event.listen(ctx.db, "before_cursor_execute", count)
+        try:
+            return history(ctx, principal, "http://x", limit=limit)[0]
+        finally:
+            event.remove(ctx.db, "before_cursor_execute", count)
+
+    items = page(6)
+    assert [item["taskId"] for item in items] == list(reversed(created))
+    for item, n in zip(items, reversed(range(6)), strict=True):
+        paths = [f["path"] for f in item["files"]]
+        assert paths == [f"r/{item['taskId']}/{p}.png" for p in range(n % 3 + 1)]
+    assert len(page(1)) == 1
+    few = len(statements)
+    page(6)
+    assert len(statements) == few
+    alone = task_status(ctx, principal, "http://x", created[2])["files"]
+    assert [f["path"] for f in alone] == [f["path"] for f in items[3]["files"]]

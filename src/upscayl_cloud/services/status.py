@@ -46,22 +46,32 @@ def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
     }
 
 
-def _files(ctx: Context, conn: Connection, base_url: str, task_id: str) -> list[dict[str, Any]]:
+def _files_of(
+    ctx: Context, conn: Connection, base_url: str, task_ids: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The delivered files of every task in ``task_ids``, by task: one query
+    for a whole history page, not one per task (on PostgreSQL each is a round
+    trip; bench/README.md, "API requests")."""
+    files: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id in task_ids}
+    if not task_ids:
+        return files
     rows = conn.execute(
         select(task_files)
-        .where(task_files.c.task_id == task_id, task_files.c.status == "completed")
-        .order_by(task_files.c.position)
+        .where(task_files.c.task_id.in_(task_ids), task_files.c.status == "completed")
+        .order_by(task_files.c.task_id, task_files.c.position)
     ).all()
-    return [_processed_file(ctx, base_url, row) for row in rows]
+    for row in rows:
+        files[row.task_id].append(_processed_file(ctx, base_url, row))
+    return files
 
 
-def _task_dict(ctx: Context, conn: Connection, base_url: str, task: Row) -> dict[str, Any]:
+def _task_dict(task: Row, files: list[dict[str, Any]]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "taskId": task.id,
         "createdAt": task.created_at,
         "batchMode": bool(task.batch_mode),
         "enhanceFace": bool(task.enhance_face),
-        "files": _files(ctx, conn, base_url, task.id),
+        "files": files,
         "model": task.model,
         "progress": str(task.progress),
         "scale": str(task.scale),
@@ -97,7 +107,7 @@ def task_status(ctx: Context, principal: Principal, base_url: str, task_id: str)
         ).first()
         if task is None:
             raise NotFoundError("Task not found")
-        return _task_dict(ctx, conn, base_url, task)
+        return _task_dict(task, _files_of(ctx, conn, base_url, [task.id])[task.id])
 
 
 def history(
@@ -136,7 +146,8 @@ def history(
         ).all()
         has_more = len(rows) > limit
         rows = rows[:limit]
-        items = [_task_dict(ctx, conn, base_url, row) for row in rows]
+        files = _files_of(ctx, conn, base_url, [row.id for row in rows])
+        items = [_task_dict(row, files[row.id]) for row in rows]
     pagination: dict[str, Any] = {"total": int(total), "hasMore": has_more}
     if has_more and rows:
         pagination["nextOffset"] = rows[-1].created_at
