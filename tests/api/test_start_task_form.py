@@ -60,6 +60,29 @@ def test_files_as_array_or_repeated_parts(client: TestClient) -> None:
     assert _status(client, key, as_file_part.json()["data"]["taskId"])["batchMode"] is False
 
 
+def test_the_specs_example_model_name_is_understood(client: TestClient) -> None:
+    """The spec's example for ``model`` is "digital-art", its enum's name
+    "digital-art-4x": a client copying the example works, and the task
+    reports the enum's name."""
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    entry = _upload(client, key, png_bytes())
+    started = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps([entry]), "application/json"))],
+        data={"model": "digital-art"},
+        headers={"X-API-Key": key},
+    )
+    assert started.status_code == 200, started.text
+    assert _status(client, key, started.json()["data"]["taskId"])["model"] == "digital-art-4x"
+    unknown = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps([entry]), "application/json"))],
+        data={"model": "digital"},
+        headers={"X-API-Key": key},
+    )
+    assert unknown.status_code == 400 and "Unknown model 'digital'" in unknown.json()["message"]
+
+
 def test_file_and_files_together_are_refused(client: TestClient) -> None:
     key = new_principal(client.app.state.ctx, credits=10)[0]
     entry = _upload(client, key, png_bytes())

@@ -44,6 +44,13 @@ from upscayl_cloud.storage.base import ObjectMissingError
 #: The spec's model enum, which is exactly the engine's catalog (a test
 #: checks both against the seed spec).
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+#: The spec's own example for start-task's ``model`` is ``digital-art``,
+#: which its enum spells ``digital-art-4x``. A client that copies the example
+#: must work unchanged, so each model is also taken without its ``-4x``; the
+#: task records, and reports, the enum's name.
+MODEL_ALIASES: dict[str, str] = {
+    name.removesuffix("-4x"): name for name in MODEL_NAMES if name.endswith("-4x")
+}
 SCALES = ("2", "4", "8")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
 
@@ -54,6 +61,9 @@ class TaskOptions:
     scale: str = "4"
     save_image_as: str = "jpg"
     enhance_face: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", MODEL_ALIASES.get(self.model, self.model))
 
     def validate(self) -> None:
         if self.model not in MODEL_NAMES:
