@@ -94,6 +94,8 @@ def test_secret_rotation_list(tmp_path: Path) -> None:
         (" https://App.Example.org/ ", ["https://app.example.org"]),
         ("http://localhost:8080,https://a.org:443", ["http://localhost:8080", "https://a.org"]),
         ("http://[::1]:9000", ["http://[::1]:9000"]),
+        ("http://[0:0:0:0:0:0:0:1]", ["http://[::1]"]),
+        ("https://bücher.example", ["https://xn--bcher-kva.example"]),
         ("*", ["*"]),
     ],
 )
@@ -104,12 +106,33 @@ def test_cors_origins_are_spelt_as_browsers_send_them(given: str, origins: list[
 
 
 @pytest.mark.parametrize(
-    "given", ["app.example.org", "https://a.org/app", "ftp://a.org", "http://a.org:99999"]
+    "given",
+    [
+        "app.example.org",
+        "https://a.org/app",
+        "ftp://a.org",
+        "http://a.org:99999",
+        "http://a.org:0",
+        "http://u@a.org",
+        "http://127.1",
+        "http://a_b.org",
+        "https://a.org?",
+        "https://a.org:",
+        "http://[::1",
+    ],
 )
 def test_cors_origins_that_are_not_origins_are_refused(given: str) -> None:
     with pytest.raises(ValidationError, match="cors_origins") as caught:
         Settings(_env_file=None, cors_origins=given)
     assert repr(given) in str(caught.value)
+
+
+def test_a_face_model_setting_must_be_a_model_name() -> None:
+    """Checked at start: a path here could only fail every face task later."""
+    assert Settings(_env_file=None, face_model="gfpgan-1.4").face_model == "gfpgan-1.4"
+    with pytest.raises(ValidationError, match="face_model") as caught:
+        Settings(_env_file=None, face_model="../GFPGANv1.4.onnx")
+    assert "must be 1-64 letters" in str(caught.value)
 
 
 def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:

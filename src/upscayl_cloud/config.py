@@ -9,6 +9,7 @@ code never changes between the two. ``docs/configuration.md`` lists them all.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from enum import StrEnum
@@ -33,34 +34,51 @@ MIB = 1024 * 1024
 
 
 def _origin(entry: str) -> str:
-    """``entry`` as a browser's ``Origin`` header spells it, or ValueError
-    saying what is wrong with it."""
+    """``entry`` as a browser's ``Origin`` header spells it (lower case, IDNA,
+    IPv6 compressed, no default port), or ValueError saying what is wrong."""
     entry = entry.strip()
     if entry == "*":
         return entry
-    parts = urlsplit(entry.rstrip("/"))
-    if (
-        parts.scheme.lower() not in ("http", "https")
-        or not parts.hostname
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
-    ):
-        raise ValueError(
-            f"{entry!r} is not an origin: write scheme://host[:port], such as "
-            "https://app.example.org (no path), or * for any"
-        )
+    wrong = ValueError(
+        f"{entry!r} is not an origin: write scheme://host[:port], such as "
+        "https://app.example.org (no path), or * for any"
+    )
+    if any(mark in entry for mark in "?#@\\ ") or entry.rstrip("/").endswith(":"):
+        raise wrong
     try:
+        parts = urlsplit(entry.rstrip("/"))
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"{entry!r} has an invalid port") from exc
-    scheme, host = parts.scheme.lower(), parts.hostname.lower()
-    if ":" in host:  # an IPv6 address, bracketed in an origin
-        host = f"[{host}]"
+        raise wrong from exc
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host or parts.path or port == 0:
+        raise wrong
+    host = _origin_host(host)
+    if host is None:
+        raise wrong
     if port == {"http": 80, "https": 443}[scheme]:  # browsers leave default ports out
         port = None
     return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _origin_host(host: str) -> str | None:
+    """The host as browsers serialise it, or None when it cannot be one."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if isinstance(address, ipaddress.IPv6Address):
+        return f"[{address.compressed}]"
+    if address is not None:
+        return str(address)
+    if host.replace(".", "").isdigit():  # 127.1: browsers widen it, refuse it
+        return None
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+    return ascii_host if set(ascii_host) <= allowed else None
 
 
 class StorageBackend(StrEnum):
@@ -260,6 +278,19 @@ class Settings(BaseSettings):
         """Each entry as a browser sends it in ``Origin`` (lower-case scheme
         and host, no path), so a listed origin can never silently not match."""
         return ",".join(_origin(entry) for entry in value.split(",") if entry.strip())
+
+    @field_validator("face_model")
+    @classmethod
+    def _face_model_is_a_name(cls, value: str) -> str:
+        """A name ``models add`` could have installed (not a path): checked
+        at start, not when the first face task fails."""
+        from upscayl_cloud.engine.faces.errors import FaceModelError  # light: no onnxruntime
+        from upscayl_cloud.engine.faces.registry import check_name
+
+        try:
+            return check_name(value) if value else value
+        except FaceModelError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod

@@ -54,5 +54,5 @@ def test_refused_when_the_configured_model_is_not_installed(ctx, principal, tmp_
             ctx, principal, TaskOptions(enhance_face=True), [{"fileName": name}]
         )
     assert "'gfpgan-1.4' is not installed" in caught.value.public_message
-    assert "models add --name gfpgan-1.4" in caught.value.public_message
+    assert "models add PATH --name gfpgan-1.4" in caught.value.public_message
     assert _credits(ctx, principal) == before

@@ -3,10 +3,10 @@
 A page served from another origin (a web app in front of a self-hosted
 server, a page on the LAN) can only call the API, and read its answers, when
 the server says so. The key travels in ``X-API-Key``, never in a cookie, so
-credentials stay off (``Access-Control-Allow-Credentials`` is never sent) and
-``*`` is safe to offer. The local store's signed links are answered by this
-same app, so uploads and downloads through them work cross-origin too; an S3
-bucket needs its own CORS rules (docs/deployment.md).
+credentials stay off (``Access-Control-Allow-Credentials`` is never sent).
+The local store's signed links are answered by this same app, so uploads and
+downloads through them work cross-origin too; an S3 bucket needs its own
+CORS rules (docs/deployment.md).
 
 Nothing is installed when no origin is configured: the server's own page is
 same-origin, and a browser then refuses cross-origin reads, as before.
@@ -14,19 +14,24 @@ same-origin, and a browser then refuses cross-origin reads, as before.
 
 from __future__ import annotations
 
+import functools
+
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from upscayl_cloud.api.errors import error_response
+from upscayl_cloud.api.errors import error_response, unexpected
+from upscayl_cloud.services.errors import clip
 
 #: Every method a client of the spec (and of the signed links) uses.
 ALLOWED_METHODS = ["GET", "HEAD", "POST", "PUT"]
-#: The headers a client sets itself; the rest are CORS-safelisted.
-ALLOWED_HEADERS = ["X-API-Key", "Content-Type"]
+#: The headers a client sets itself (the rest are CORS-safelisted); Range
+#: for resuming a download through a signed link.
+ALLOWED_HEADERS = ["X-API-Key", "Content-Type", "Range"]
 #: Headers a page must be able to read: ETag for multipart completion, the
-#: rate-limit headers to pace itself, Content-Disposition for the file name.
+#: rate-limit headers to pace itself, the file name and ranges of downloads.
 EXPOSED_HEADERS = [
     "ETag",
     "Retry-After",
@@ -36,13 +41,21 @@ EXPOSED_HEADERS = [
     "RateLimit",
     "RateLimit-Policy",
     "Content-Disposition",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
 ]
 #: Browsers cache a preflight this long (Chromium caps it at 2 hours).
 PREFLIGHT_MAX_AGE_SECONDS = 600
+#: For the operator and the orchestrator, never for pages: probes and
+#: metrics answer without CORS headers, so no page reads them, even with ``*``.
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class ApiCors(CORSMiddleware):
-    """Starlette's CORS, with a refused preflight in the spec's error shape."""
+    """Starlette's CORS, with a refused preflight in the spec's error shape,
+    the operations endpoints left out, and unexpected errors answered with
+    the CORS headers a page needs to read them."""
 
     def __init__(self, app: ASGIApp, origins: list[str]) -> None:
         super().__init__(
@@ -52,11 +65,41 @@ class ApiCors(CORSMiddleware):
             allow_headers=ALLOWED_HEADERS,
             expose_headers=EXPOSED_HEADERS,
             allow_credentials=False,
-            # Chromium asks before a public page may call a private address:
-            # exactly the self-hosted server an operator lists a page for.
-            allow_private_network=True,
+            # Chromium asked before a public page may call a private address.
+            # Said yes only to origins listed by name: with "*" any website a
+            # visitor opens could otherwise reach a server on their network.
+            allow_private_network="*" not in origins,
             max_age=PREFLIGHT_MAX_AGE_SECONDS,
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in OPERATIONS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def simple_response(
+        self, scope: Scope, receive: Receive, send: Send, request_headers: Headers
+    ) -> None:
+        """Starlette answers an unhandled exception outside every middleware,
+        so without CORS headers: a page would see a bare network error for a
+        500, or for a 503 while the database is down. It is answered here
+        instead (``errors.unexpected`` logs it), with the headers."""
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await super().simple_response(scope, receive, tracking, request_headers)
+        except Exception as exc:
+            if started:
+                raise
+            response = await unexpected(Request(scope), exc)
+            with_cors = functools.partial(self.send, send=send, request_headers=request_headers)
+            await response(scope, receive, with_cors)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -66,7 +109,7 @@ class ApiCors(CORSMiddleware):
         origin = request_headers["origin"]
         if refused.startswith("origin"):
             message = (
-                f"This server does not take cross-origin requests from {origin[:100]}; "
+                f"This server does not take cross-origin requests from {clip(origin)!r}; "
                 "its operator can allow the origin (UPSCAYL_CORS_ORIGINS)"
             )
         else:

@@ -197,6 +197,12 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "BAD_REQUEST", "The request body was cut off; nothing was stored")
 
 
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to an exception no handler took (logged here); public for
+    the CORS layer, which must answer it with its headers (api/cors.py)."""
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # A full disk (or quota): nothing was kept (writes go to a temporary
     # file first): 503, retry once space is freed.

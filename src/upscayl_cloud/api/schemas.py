@@ -75,7 +75,7 @@ class CompletedPartIn(BaseModel):
     PartNumber: StrictInt = Field(
         ge=1, le=10_000, validation_alias=AliasChoices("PartNumber", "partNumber")
     )
-    ETag: StrictStr = Field(validation_alias=AliasChoices("ETag", "etag", "eTag"))
+    ETag: StrictStr = Field(validation_alias=AliasChoices("ETag", "etag"))
 
 
 class MultipartCompletion(BaseModel):

@@ -19,7 +19,7 @@ def named_model_missing_message(name: str) -> str:
     """The server is set to a face model (``UPSCAYL_FACE_MODEL``) it does not hold."""
     return (
         f"this server's face-restoration model {name!r} is not installed; "
-        f"an operator can add it with `upscayl-cloud models add --name {name}`"
+        f"an operator can add it with `upscayl-cloud models add PATH --name {name}`"
     )
 
 
