@@ -75,8 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(JsonBodyLimit)
     if settings.cors_origin_list:
-        # Outermost, so refusals from the layers inside carry the headers a
-        # page needs to read them.
+        # Outermost of the app's own layers, so refusals from inside (the
+        # body cap, unexpected errors: api/cors.py) carry the headers a page
+        # needs to read them.
         app.add_middleware(ApiCors, origins=settings.cors_origin_list)
     app.include_router(uploads.router)
     app.include_router(history.router)
