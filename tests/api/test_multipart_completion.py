@@ -11,20 +11,27 @@ from fastapi.testclient import TestClient
 from support.context import new_principal
 from upscayl_cloud.storage.base import StorageUnavailableError
 
+DATA = b"0123456789"
+
+
+def _one_part_uploaded(client: TestClient) -> tuple[dict[str, str], dict, dict, str]:
+    """A multipart upload of DATA with its one part sent: the caller's
+    headers, get-upload-url's answer, its part, and the part's ETag."""
+    headers = {"X-API-Key": new_principal(client.app.state.ctx)[0]}
+    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(DATA),
+            "multipart": True}  # fmt: skip
+    link = client.post("/get-upload-url", json=body, headers=headers).json()["data"]
+    [part] = link["parts"]
+    put = client.put(part["uploadURL"], content=DATA)
+    assert put.status_code == 200, put.text
+    return headers, link, part, put.headers["ETag"]
+
 
 def test_a_completion_repeated_after_a_lost_answer_succeeds(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = new_principal(client.app.state.ctx)[0]
-    headers = {"X-API-Key": key}
-    data = b"0123456789"
-    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data),
-            "multipart": True}  # fmt: skip
-    link = client.post("/get-upload-url", json=body, headers=headers).json()["data"]
-    [part] = link["parts"]
-    put = client.put(part["uploadURL"], content=data)
-    assert put.status_code == 200, put.text
-    parts = [{"PartNumber": 1, "ETag": put.headers["ETag"]}]
+    headers, link, _part, etag = _one_part_uploaded(client)
+    parts = [{"PartNumber": 1, "ETag": etag}]
     done = {"data": {"uploadId": link["uploadId"], "key": link["key"], "parts": parts}}
 
     store = client.app.state.ctx.storage
@@ -43,25 +50,18 @@ def test_a_completion_repeated_after_a_lost_answer_succeeds(
         again = client.post("/complete-multipart-upload", json=done, headers=headers)
         assert again.status_code == 200, again.text
         assert again.json() == {"status": "success", "data": {"status": "success"}}
-    assert store.size(link["key"]) == len(data)
+    assert store.size(link["key"]) == len(DATA)
 
 
 def test_parts_handed_back_in_get_upload_urls_casing_are_understood(client: TestClient) -> None:
     """get-upload-url lists ``partNumber``; a client returning that, with the
     ``etag`` it read, completes as one using the spec's S3 casing does."""
-    key = new_principal(client.app.state.ctx)[0]
-    headers = {"X-API-Key": key}
-    data = b"0123456789"
-    body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data),
-            "multipart": True}  # fmt: skip
-    link = client.post("/get-upload-url", json=body, headers=headers).json()["data"]
-    [part] = link["parts"]
-    etag = client.put(part["uploadURL"], content=data).headers["ETag"]
+    headers, link, part, etag = _one_part_uploaded(client)
     parts = [{"partNumber": part["partNumber"], "etag": etag}]
     done = {"data": {"uploadId": link["uploadId"], "key": link["key"], "parts": parts}}
     answer = client.post("/complete-multipart-upload", json=done, headers=headers)
     assert answer.status_code == 200, answer.text
-    assert client.app.state.ctx.storage.size(link["key"]) == len(data)
+    assert client.app.state.ctx.storage.size(link["key"]) == len(DATA)
     # A part with neither spelling is still named in the spec's casing.
     done["data"]["parts"] = [{"number": 1}]
     missing = client.post("/complete-multipart-upload", json=done, headers=headers).json()
