@@ -3,7 +3,10 @@
 SQLite: WAL so readers never block the writer, a busy timeout so concurrent
 writers wait instead of failing, foreign keys on, and every transaction
 opened with ``BEGIN IMMEDIATE`` so the claim of a task (read then write)
-cannot interleave with another claim. PostgreSQL needs none of this.
+cannot interleave with another claim, except those opened by ``reading``,
+which only read: they take a WAL snapshot and no lock, so status calls and
+history pages never queue behind each other or behind a worker's write.
+PostgreSQL needs none of this.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
+
+#: Execution option of a transaction that only reads (see ``reading``).
+READ_ONLY = "upscayl_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -42,7 +48,10 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -66,3 +75,18 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction: committed when the block ends, rolled back on error."""
     with engine.begin() as connection:
         yield connection
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """One transaction that only reads: a consistent snapshot of the database.
+
+    On SQLite it is a deferred transaction, not ``BEGIN IMMEDIATE``: under
+    WAL a reader takes no lock, where an immediate one takes the single
+    write lock and waits its turn in the busy handler's sleeps (bench/
+    README.md, "API requests"). A write inside it would fail on SQLite:
+    use ``engine.begin()`` for anything that writes."""
+    with engine.connect() as connection:
+        connection.execution_options(**{READ_ONLY: True})
+        with connection.begin():
+            yield connection

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.engine import now_ms, reading
 from upscayl_cloud.db.tables import accounts, api_keys
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import BadRequestError, NotFoundError, UnauthorizedError
@@ -220,7 +220,7 @@ def authenticate(ctx: Context, key: str | None) -> Principal:
     if not key or len(key) > 200:
         raise UnauthorizedError()
     candidates = {_digest(s, key) for s in ctx.settings.signing_secrets()}
-    with ctx.db.begin() as conn:
+    with reading(ctx.db) as conn:
         rows = conn.execute(
             select(api_keys.c.id, api_keys.c.account_id, api_keys.c.digest).where(
                 api_keys.c.digest.in_(candidates), api_keys.c.revoked_at.is_(None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.engine import now_ms, reading
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import NotFoundError
@@ -101,7 +101,7 @@ def task_status(ctx: Context, principal: Principal, base_url: str, task_id: str)
     canonical = canonical_task_id(task_id)
     if canonical is None:
         raise NotFoundError("Task not found")
-    with ctx.db.begin() as conn:
+    with reading(ctx.db) as conn:
         task = conn.execute(
             select(tasks).where(tasks.c.id == canonical, tasks.c.account_id == principal.account_id)
         ).first()
@@ -134,7 +134,7 @@ def history(
     page_conditions = list(conditions)
     if timestamp_offset is not None:
         page_conditions.append(tasks.c.created_at < timestamp_offset)
-    with ctx.db.begin() as conn:
+    with reading(ctx.db) as conn:
         total = conn.execute(
             select(func.count()).select_from(tasks).where(*conditions)
         ).scalar_one()
