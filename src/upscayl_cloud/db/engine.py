@@ -4,9 +4,9 @@ SQLite: WAL so readers never block the writer, a busy timeout so concurrent
 writers wait instead of failing, foreign keys on, and every transaction
 opened with ``BEGIN IMMEDIATE`` so the claim of a task (read then write)
 cannot interleave with another claim, except those opened by ``reading``,
-which only read: they take a WAL snapshot and no lock, so status calls and
-history pages never queue behind each other or behind a worker's write.
-PostgreSQL needs none of this.
+which only read: they take a WAL snapshot and no write lock, so status
+calls and history pages never queue behind each other or behind a worker's
+write. PostgreSQL needs none of this.
 """
 
 from __future__ import annotations
@@ -82,10 +82,11 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """One transaction that only reads: a consistent snapshot of the database.
 
     On SQLite it is a deferred transaction, not ``BEGIN IMMEDIATE``: under
-    WAL a reader takes no lock, where an immediate one takes the single
-    write lock and waits its turn in the busy handler's sleeps (bench/
-    README.md, "API requests"). A write inside it would fail on SQLite:
-    use ``engine.begin()`` for anything that writes."""
+    WAL a reader takes no write lock, where an immediate one takes the
+    single write lock and waits its turn in the busy handler's sleeps
+    (bench/README.md, "API requests"). A write inside it could fail with
+    ``SQLITE_BUSY`` once another writer got there first: use
+    ``engine.begin()`` for anything that writes."""
     with engine.connect() as connection:
         connection.execution_options(**{READ_ONLY: True})
         with connection.begin():
