@@ -16,10 +16,11 @@ from upscayl_cloud.services.keys import Principal
 def test_reads_go_on_while_a_writer_holds_its_transaction(
     ctx: Context, principal: Principal
 ) -> None:
-    """A status call, a history page and a key check run while another
-    transaction writes and has not committed: on SQLite a reader takes no
-    write lock (it used to wait for the writer, up to the 30 s busy timeout,
-    and queue behind other readers in the busy handler's sleeps)."""
+    """A status call, a history page, a key check and a credits read run
+    while another transaction writes and has not committed: on SQLite a
+    reader takes no write lock (it used to wait for the writer, up to the
+    30 s busy timeout, and queue behind other readers in the busy handler's
+    sleeps)."""
     task_id = queued_task(ctx, principal)
     key = keys.create_key(ctx, "reader", 1)[0]
     done: list[str] = []
@@ -28,6 +29,7 @@ def test_reads_go_on_while_a_writer_holds_its_transaction(
         status.task_status(ctx, principal, "http://x", task_id)
         status.history(ctx, principal, "http://x")
         keys.authenticate(ctx, key)
+        keys.account_credits(ctx, principal.account_id)
         done.append("read")
 
     with ctx.db.begin() as writer:

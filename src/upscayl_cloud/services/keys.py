@@ -238,7 +238,9 @@ def count_keys(ctx: Context) -> int:
 
 
 def account_credits(ctx: Context, account_id: str) -> int:
-    with ctx.db.begin() as conn:
+    """The account's spendable credits, as a read (for the web page's
+    counter and start-task's first look; the reservation is the check)."""
+    with reading(ctx.db) as conn:
         value = conn.execute(
             select(accounts.c.credits).where(accounts.c.id == account_id)
         ).scalar_one_or_none()
