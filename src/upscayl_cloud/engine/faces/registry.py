@@ -69,11 +69,12 @@ def select(directory: Path | None, name: str | None = None) -> FaceModel:
 def selected(directory: Path | None, name: str | None = None) -> FaceModel | None:
     """``select``'s answer, or None where it would refuse.
 
-    The API's start-task check, ``/capabilities`` and ``models list`` ask
-    this, the worker calls ``select``: all of them then agree on whether
-    faces can be enhanced, including when ``UPSCAYL_FACE_MODEL`` names a
-    model that is not installed (otherwise the API would accept and charge
-    for faces that every worker then refuses)."""
+    ``models list`` asks this, start-task and ``/capabilities`` ask
+    ``unavailable_reason``, the worker calls ``select``: all of them then
+    agree on whether faces can be enhanced, including when
+    ``UPSCAYL_FACE_MODEL`` names a model that is not installed (otherwise
+    the API would accept and charge for faces that every worker then
+    refuses)."""
     try:
         return select(directory, name)
     except FaceEnhancementUnavailableError:
