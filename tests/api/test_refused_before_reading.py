@@ -6,20 +6,16 @@ large body, and the 402 comes without the rest."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from support.context import make_settings, new_principal
 from support.images import png_bytes
-from support.server import free_port
+from support.loopback import read_json_answer, serving
 from upscayl_cloud.api.app import create_app
 from upscayl_cloud.db.tables import uploads
 from upscayl_cloud.services.context import Context
@@ -31,21 +27,8 @@ BOUNDARY = "refused-before-reading"
 def served(tmp_path: Path) -> Iterator[tuple[int, Context]]:
     """The service's app under uvicorn on a free loopback port, and its context."""
     app = create_app(make_settings(tmp_path / "data"))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with serving(app, lifespan="on") as port:
         yield port, app.state.ctx
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _start_of_a_direct_upload(key: str, declared: int) -> bytes:
@@ -64,31 +47,13 @@ def _start_of_a_direct_upload(key: str, declared: int) -> bytes:
     return head + part
 
 
-def _answer(sock: socket.socket) -> tuple[int, dict[str, object]]:
-    """Status and JSON body of one response (``Content-Length`` framed)."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection without an answer"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines[1:])
-    length = int({k.lower(): v for k, v in fields.items()}["content-length"])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection mid-answer"
-        body += chunk
-    return int(lines[0].split()[1]), json.loads(body)
-
-
 def test_no_credits_is_402_before_the_body_is_read(served: tuple[int, Context]) -> None:
     port, ctx = served
     key, who = new_principal(ctx, credits=0)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(_start_of_a_direct_upload(key, 50 * 1024 * 1024))
         try:
-            status, body = _answer(sock)
+            status, body = read_json_answer(sock)
         except TimeoutError:
             pytest.fail("no answer until the body arrives: the server is reading it")
     assert (status, body["error"]) == (402, "INSUFFICIENT_CREDITS")

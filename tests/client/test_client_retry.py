@@ -79,7 +79,7 @@ def test_connection_refused_is_retried_then_raised(tmp_path: Path) -> None:
 
 
 class _Misbehaving(BaseHTTPRequestHandler):
-    """Reads each request, then answers 500 or hangs up without answering."""
+    """Reads each request, then answers 500 (or 408) or hangs up without answering."""
 
     mode = "500"
     hits: list[str] = []  # noqa: RUF012 (one server per test module run)
@@ -90,8 +90,10 @@ class _Misbehaving(BaseHTTPRequestHandler):
         if self.mode == "drop":
             self.close_connection = True
             return
-        body = b'{"error": "INTERNAL_SERVER_ERROR", "message": "boom"}'
-        self.send_response(500)
+        status = 408 if self.mode == "408" else 500
+        code = "REQUEST_TIMEOUT" if status == 408 else "INTERNAL_SERVER_ERROR"
+        body = b'{"error": "%s", "message": "boom"}' % code.encode()
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -126,6 +128,16 @@ def test_5xx_retried_only_when_idempotent(misbehaving: type[_Misbehaving]) -> No
         with pytest.raises(ApiError):
             api.start_task(file=("a.png", b"x"))
         assert misbehaving.hits == ["/start-task"]
+
+
+def test_408_is_retried_even_for_start_task(misbehaving: type[_Misbehaving]) -> None:
+    """A 408 says the request never got past its body: repeating it is safe."""
+    misbehaving.mode = "408"
+    url = misbehaving.url  # type: ignore[attr-defined]
+    with Client(url, "k", retry=QUICK_RETRY) as api, pytest.raises(ApiError) as timed_out:
+        api.start_task(file=("a.png", b"x"))
+    assert timed_out.value.code == "REQUEST_TIMEOUT"
+    assert misbehaving.hits == ["/start-task"] * QUICK_RETRY.attempts
 
 
 def test_dropped_start_is_not_repeated(misbehaving: type[_Misbehaving]) -> None:

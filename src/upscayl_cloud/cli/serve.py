@@ -82,7 +82,7 @@ def serve(
     import uvicorn
 
     from upscayl_cloud.api.app import create_app
-    from upscayl_cloud.api.protocol import HeaderTimeoutH11Protocol
+    from upscayl_cloud.api.protocol import DeadlineH11Protocol
 
     overrides = {
         name: value
@@ -116,8 +116,8 @@ def serve(
         port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=DRAIN_SECONDS,
-        # Connections that never finish their headers are closed (see protocol.py).
-        http=HeaderTimeoutH11Protocol,
+        # Slow headers close the connection, slow bodies get 408 (see protocol.py).
+        http=DeadlineH11Protocol,
     )
 
 

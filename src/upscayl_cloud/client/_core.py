@@ -126,8 +126,10 @@ class Call:
 
 def retryable_status(status: int, idempotent: bool) -> bool:
     """5xx may have been half-done, so only idempotent calls repeat them; a 503
-    (nothing was accepted: overloaded or not ready) repeats for every call."""
-    if status == 503:
+    (nothing was accepted: overloaded or not ready) and a 408 (the body came
+    too slowly or stalled, so the request was never carried out: RFC 9110
+    lets a client repeat it) repeat for every call."""
+    if status in (408, 503):
         return True
     return idempotent and status in (500, 502, 504)
 

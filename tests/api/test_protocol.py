@@ -1,0 +1,245 @@
+"""serve's uvicorn protocol against slow clients, over real sockets.
+
+A connection that never finishes its request headers is closed, on a fresh
+connection and on a kept-alive one; a body that stops arriving, or trickles
+in slower than the minimum rate, is answered 408 in the error shape and its
+connection closed. A slow but steady body, a slow answer, an app slow to
+read a large body, and a prompt request on the same server are served as
+usual. Through the service's own app, a trickled upload stores nothing and
+charges nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from support.context import make_settings, new_principal
+from support.images import png_bytes
+from support.loopback import read_json_answer, serving
+from upscayl_cloud.api.app import create_app
+from upscayl_cloud.api.protocol import DeadlineH11Protocol
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import accounts, tasks, uploads
+from upscayl_cloud.services.context import Context
+
+
+class _Quick(DeadlineH11Protocol):
+    header_timeout = 0.5
+    body_idle_timeout = 0.5
+    min_body_rate = 20  # bytes a second
+    body_rate_grace = 1.0  # after the idle deadline: each test meets the one it is about
+
+
+class _Demanding(_Quick):
+    """A rate no client could keep up over a paused read: only the pause
+    rule lets a body through while the app is slow to take it."""
+
+    min_body_rate = 1_000_000
+
+
+#: What the app's receive() returned last, per request path.
+LAST_MESSAGE: dict[str, str] = {}
+
+
+async def _app(scope: dict, receive: object, send: object) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow-reader":
+        await asyncio.sleep(1.5)  # the body waits in uvicorn's buffer, paused
+    while True:
+        message = await receive()  # type: ignore[operator]
+        LAST_MESSAGE[scope["path"]] = message["type"]
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    if message["type"] == "http.disconnect":
+        return
+    if scope["path"] == "/slow-answer":
+        await asyncio.sleep(1.5)  # three idle deadlines: the client waits on us
+    await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    with serving(_app, http=_Quick) as number:
+        yield number
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except TimeoutError:
+        return False
+
+
+def _app_saw_disconnect(path: str) -> None:
+    deadline = time.monotonic() + 5
+    while LAST_MESSAGE.get(path) != "http.disconnect":
+        assert time.monotonic() < deadline, LAST_MESSAGE
+        time.sleep(0.02)
+
+
+def _trickle(sock: socket.socket, seconds: float = 3) -> None:
+    """One byte every 0.2 s (5 bytes a second, under the minimum of 20),
+    never pausing long enough for the idle deadline, until the server has
+    closed the connection: which must be within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            sock.sendall(b"x")
+    except OSError:  # the server closed: what it should do
+        return
+    pytest.fail(f"a body trickling in was still taken after {seconds} s")
+
+
+def test_unfinished_headers_are_cut_off(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_within(sock, 5)
+
+
+def test_a_kept_alive_connection_gets_a_new_deadline(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        assert b"200" in sock.recv(4096)
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        assert _closed_within(sock, 5)
+
+
+def test_a_slow_but_steady_body_is_not_cut(port: int) -> None:
+    """8 bytes every 0.3 s (27 a second, over the minimum), 1.5 s in all:
+    longer than every deadline."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n")
+        for _ in range(5):
+            time.sleep(0.3)
+            sock.sendall(b"abcdefgh")
+        sock.settimeout(5)
+        assert b"200" in sock.recv(4096)
+
+
+def test_a_body_that_stops_arriving_is_answered_408(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        status, body = read_json_answer(sock)
+        assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
+        assert body["message"] == "The request body stopped arriving for 0.5 s"
+        assert _closed_within(sock, 5)
+    _app_saw_disconnect("/stalled")
+
+
+def test_a_trickling_body_is_answered_408(port: int) -> None:
+    """Never idle for 0.5 s, so only the rate stops it: one byte every
+    0.2 s would otherwise hold the connection for the whole 1000 bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        _trickle(sock)
+        status, body = read_json_answer(sock)
+        assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
+        assert "needs at least 20 on average (after the first 1 s)" in body["message"]
+        assert _closed_within(sock, 5)
+    _app_saw_disconnect("/trickle")
+
+
+def test_an_app_slow_to_read_a_body_is_not_the_clients_fault() -> None:
+    """300 kB sent at once while the app sleeps: uvicorn stops reading at
+    64 kB, and the paused time is not counted against the client's rate."""
+    size = 300_000
+    head = f"POST /slow-reader HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+    with (
+        serving(_app, http=_Demanding) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(head.encode() + b"x" * size)
+        assert b"200" in sock.recv(4096)
+
+
+def test_a_client_waiting_for_100_continue_is_waiting_on_us(port: int) -> None:
+    """It sends its body only once the app asks for it (1.5 s here, three
+    idle deadlines): that wait is not the client's."""
+    head = "POST /slow-reader HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"{head}Content-Length: 5\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"hello")
+        assert b"200" in sock.recv(4096)
+
+
+def test_a_slow_answer_is_not_cut(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"POST /slow-answer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        sock.settimeout(5)
+        assert b"200" in sock.recv(4096)
+
+
+# Through the service's app -------------------------------------------------
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[int, Context]]:
+    app = create_app(make_settings(tmp_path / "data"))
+    with serving(app, http=_Quick, lifespan="on") as port:
+        yield port, app.state.ctx
+
+
+def test_a_trickled_direct_upload_stores_and_charges_nothing(
+    service: tuple[int, Context],
+) -> None:
+    port, ctx = service
+    key, who = new_principal(ctx, credits=5)
+    boundary = "trickled"
+    start = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + png_bytes()[:64]
+    head = (
+        f"POST /start-task HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head + start)
+        _trickle(sock)
+        status, body = read_json_answer(sock)
+    assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
+    with ctx.db.begin() as conn:
+        account = accounts.c.id == who.account_id
+        assert conn.execute(select(accounts.c.credits).where(account)).scalar() == 5
+        for table in (tasks, uploads):
+            count = select(func.count()).where(table.c.account_id == who.account_id)
+            assert conn.execute(count).scalar() == 0
+
+
+def test_a_trickled_signed_put_stores_nothing(service: tuple[int, Context]) -> None:
+    port, ctx = service
+    object_key = "uploads/acct/trickled.png"
+    link = ctx.storage.presign_put(
+        f"http://127.0.0.1:{port}", object_key, "image/png", 100_000, now_ms() + 60_000
+    )
+    target = link.split(str(port), 1)[1]
+    head = (
+        f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head + png_bytes()[:64])
+        _trickle(sock)
+        status, body = read_json_answer(sock)
+    assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
+    deadline = time.monotonic() + 5  # the app drops its partial file once told
+    while ctx.storage.size(object_key) is not None:
+        assert time.monotonic() < deadline, "the partial upload was kept"
+        time.sleep(0.05)
