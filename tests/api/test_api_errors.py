@@ -60,6 +60,17 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     response = client.get("/start-task")
     assert (response.status_code, response.json()["error"]) == (405, "METHOD_NOT_ALLOWED")
     assert response.json()["message"] == "GET is not allowed on /start-task; use POST"
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_405_names_every_method_of_the_path(client: TestClient) -> None:
+    """A local-store link takes PUT (one route) and GET, HEAD (another)."""
+    response = client.delete("/objects/uploads/a/b.png")
+    assert (response.status_code, response.json()["error"]) == (405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "GET, HEAD, PUT"
+    assert response.json()["message"] == (
+        "DELETE is not allowed on /objects/uploads/a/b.png; use one of GET, HEAD, PUT"
+    )
 
 
 def test_malformed_json(client: TestClient, key: str) -> None:

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.diskspace import out_of_space
@@ -166,11 +167,32 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
         message = "Requested resource could not be found"
-    allowed = (exc.headers or {}).get("Allow")
-    if exc.status_code == 405 and allowed:  # Starlette's bare "Method Not Allowed"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and headers.get("Allow"):  # Starlette's bare 405
+        allowed = _allowed_methods(request) or headers["Allow"].split(", ")
+        headers["Allow"] = ", ".join(allowed)
         method, path = clip(request.method), clip(request.url.path)
-        message = f"{method} is not allowed on {path}; use {allowed}"
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+        choice = allowed[0] if len(allowed) == 1 else f"one of {', '.join(allowed)}"
+        message = f"{method} is not allowed on {path}; use {choice}"
+    return error_response(exc.status_code, code, message, headers)
+
+
+#: The methods a 405's ``Allow`` may list.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path: Starlette's 405 names
+    only the first route's (a local-store link takes PUT from one route,
+    GET and HEAD from another), though ``Allow`` is to list them all. Asked
+    of the routes as a request of each method, so routers included within
+    routers answer for themselves."""
+
+    def taken(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
+
+    return [method for method in _METHODS if taken(method)]
 
 
 def _unavailable(
