@@ -172,3 +172,32 @@ def test_a_planted_lock_symlink_is_not_followed(tmp_path: Path) -> None:
         assert not missing.exists()
     finally:
         _end(child)
+
+
+def test_a_clean_stop_leaves_no_work_folder(ctx: Context) -> None:
+    """The last pool of a process to stop removes its folder and lock; one
+    still running keeps them, and stopping a pool twice counts once."""
+    from upscayl_cloud.workdirs import process_work_dir
+
+    work = (ctx.settings.data_dir / "work").resolve()
+    first, second = WorkerPool(ctx, 1), WorkerPool(ctx, 1)
+    first.start()
+    second.start()
+    folder = process_work_dir(ctx.settings.data_dir)  # as a task makes it
+    (folder / "tmpabc").mkdir()
+    (folder / "tmpabc" / "0-source").write_bytes(b"x")
+
+    first.stop()
+    first.stop()
+    assert (folder / "tmpabc" / "0-source").is_file(), "the other pool still works there"
+    second.stop()
+    assert list(work.iterdir()) == []
+
+    third = WorkerPool(ctx, 1)  # the process works again: a folder of its own
+    third.start()
+    try:
+        again = process_work_dir(ctx.settings.data_dir)
+        assert again.is_dir() and again.with_name(again.name + ".lock").is_file()
+    finally:
+        third.stop()
+    assert list(work.iterdir()) == []

@@ -41,6 +41,8 @@ _owner_pid = 0
 _name = ""
 #: Work root -> (folder name, descriptor of its held lock file).
 _work_locks: dict[Path, tuple[str, int]] = {}
+#: Work root -> how many worker pools of this process work under it now.
+_holders: dict[Path, int] = {}
 
 
 def _fresh_name() -> str:
@@ -55,6 +57,7 @@ def _own_state() -> None:
         _owner_pid = os.getpid()
         _name = _fresh_name()
         _work_locks.clear()  # the parent's: its locks, not this process's
+        _holders.clear()
 
 
 def _lock(work: Path) -> tuple[str, int]:
@@ -99,6 +102,42 @@ def process_work_dir(data_dir: Path) -> Path:
         folder = work / _work_locks[work][0]
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def hold_work_dir(data_dir: Path) -> None:
+    """A worker pool of this process starts working under ``data_dir``."""
+    work = (data_dir / "work").resolve()
+    with _work_guard:
+        _own_state()
+        _holders[work] = _holders.get(work, 0) + 1
+
+
+def let_go_work_dir(data_dir: Path) -> bool:
+    """A worker pool stopped with no task left running: once no pool of this
+    process works under ``data_dir`` any more, this process's folder and its
+    lock file are removed, so a clean stop leaves nothing behind (the next
+    start would sweep them, but a host that never starts again kept them).
+    True when removed."""
+    work = (data_dir / "work").resolve()
+    with _work_guard:
+        _own_state()
+        left = _holders.get(work, 0) - 1
+        if left > 0:
+            _holders[work] = left
+            return False
+        _holders.pop(work, None)
+        held = _work_locks.pop(work, None)
+    if held is None:
+        return False  # no task ever made the folder
+    name, fd = held
+    try:
+        # The folder first, the lock file last and while still held (see
+        # _remove_if_dead): a sweep never takes a half-removed folder for ours.
+        shutil.rmtree(work / name, ignore_errors=True)
+        (work / f"{name}.lock").unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _remove_if_dead(work: Path, lock_path: Path) -> bool:

@@ -54,7 +54,12 @@ from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
 from upscayl_cloud.services.uploads import MAX_BASE_NAME_BYTES, fit_name, safe_base_name
 from upscayl_cloud.storage.base import StorageUnavailableError
 from upscayl_cloud.storage.s3client import unavailable as store_unavailable
-from upscayl_cloud.workdirs import process_work_dir, sweep_work_dirs
+from upscayl_cloud.workdirs import (
+    hold_work_dir,
+    let_go_work_dir,
+    process_work_dir,
+    sweep_work_dirs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +461,14 @@ class WorkerPool:
         #: The claim each worker thread holds now, by thread name.
         self._holding: dict[str, Claim] = {}
         self._holding_lock = threading.Lock()
+        #: Whether this pool counts among the work folder's users (start to stop).
+        self._holds_work_dir = False
 
     def start(self) -> None:
         """Start the workers, first removing work folders of dead processes."""
         self._sweep_work_dirs()
+        hold_work_dir(self._ctx.settings.data_dir)
+        self._holds_work_dir = True
         for thread in self._threads:
             thread.start()
 
@@ -507,6 +516,14 @@ class WorkerPool:
                     )  # fmt: skip
             except Exception as exc:  # the lease will expire instead
                 log.warning("task %s: could not hand it back: %s", held.task_id, exc)
+        # A thread still running may still write there: then the folder is
+        # left to the next start's sweep.
+        if self._holds_work_dir and not alive:
+            self._holds_work_dir = False
+            try:
+                let_go_work_dir(self._ctx.settings.data_dir)
+            except OSError as exc:
+                log.warning("could not remove this process's work folder: %s", exc)
 
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
