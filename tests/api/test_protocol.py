@@ -2,20 +2,26 @@
 
 A connection that never finishes its request headers is closed, on a fresh
 connection and on a kept-alive one; a body that stops arriving, or trickles
-in slower than the minimum rate, is answered 408 in the error shape and its
-connection closed. A slow but steady body, a slow answer, an app slow to
-read a large body, and a prompt request on the same server are served as
-usual. Through the service's own app, a trickled upload stores nothing and
-charges nothing.
+in slower than the minimum rate, is answered 408 in the error shape (no
+body for HEAD; a pipelined request's body is timed too) and the connection
+closed after the client's further bytes were read and dropped; an answer
+nobody reads is dropped. A slow but steady body, bytes that came with the
+headers, a slow answer, an app slow to read a large body, a client waiting
+for 100 Continue, a body still arriving after an early answer, and an
+answer read steadily are served as usual. Through the service's own app, a
+trickled upload stores nothing and charges nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from select import select as wait_readable
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -35,6 +41,8 @@ class _Quick(DeadlineH11Protocol):
     body_idle_timeout = 0.5
     min_body_rate = 20  # bytes a second
     body_rate_grace = 1.0  # after the idle deadline: each test meets the one it is about
+    linger_seconds = 0.5
+    write_stall_timeout = 0.5
 
 
 class _Demanding(_Quick):
@@ -48,13 +56,37 @@ class _Demanding(_Quick):
 LAST_MESSAGE: dict[str, str] = {}
 
 
-async def _app(scope: dict, receive: object, send: object) -> None:
+#: What /big answers: more than the kernel's socket buffers on loopback hold.
+BIG_ANSWER = 64 * 1024 * 1024
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _big_answer(send: Any) -> None:
+    length = [(b"content-length", str(BIG_ANSWER).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(BIG_ANSWER // len(chunk)):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _app(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":  # refused before the body is read (a 401, a 402)
+        await _answer(send, 401, b"no")
+        return
+    if scope["path"] == "/big":
+        await _big_answer(send)
         return
     if scope["path"] == "/slow-reader":
         await asyncio.sleep(1.5)  # the body waits in uvicorn's buffer, paused
     while True:
-        message = await receive()  # type: ignore[operator]
+        message = await receive()
         LAST_MESSAGE[scope["path"]] = message["type"]
         if message["type"] != "http.request" or not message.get("more_body"):
             break
@@ -62,8 +94,7 @@ async def _app(scope: dict, receive: object, send: object) -> None:
         return
     if scope["path"] == "/slow-answer":
         await asyncio.sleep(1.5)  # three idle deadlines: the client waits on us
-    await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
-    await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+    await _answer(send, 200, b"ok")
 
 
 @pytest.fixture
@@ -90,16 +121,15 @@ def _app_saw_disconnect(path: str) -> None:
 
 
 def _trickle(sock: socket.socket, seconds: float = 3) -> None:
-    """One byte every 0.2 s (5 bytes a second, under the minimum of 20),
-    never pausing long enough for the idle deadline, until the server has
-    closed the connection: which must be within ``seconds``."""
+    """One byte every 0.2 s (5 bytes a second, under every minimum here),
+    never pausing long enough for the idle deadline, until the server
+    answers: which must be within ``seconds``."""
     deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            sock.sendall(b"x")
-    except OSError:  # the server closed: what it should do
-        return
+    while time.monotonic() < deadline:
+        readable, _, _ = wait_readable([sock], [], [], 0.2)
+        if readable:
+            return
+        sock.sendall(b"x")
     pytest.fail(f"a body trickling in was still taken after {seconds} s")
 
 
@@ -149,8 +179,101 @@ def test_a_trickling_body_is_answered_408(port: int) -> None:
         status, body = read_json_answer(sock)
         assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
         assert "needs at least 20 on average (after the first 1 s)" in body["message"]
+        for _ in range(2):  # what it still sends is read and dropped, not reset
+            sock.sendall(b"x")
+            time.sleep(0.1)
         assert _closed_within(sock, 5)
     _app_saw_disconnect("/trickle")
+
+
+def test_a_pipelined_request_whose_body_never_comes_is_answered_408(port: int) -> None:
+    """Its request starts when the first one's answer is done, not when data
+    arrives: its body is timed from there."""
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"POST /pipelined HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(first + second)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"}"):
+            chunk = sock.recv(4096)
+            assert chunk, f"closed without a 408: {answers!r}"
+            answers += chunk
+        assert answers.startswith(b"HTTP/1.1 200 ")
+        assert b"HTTP/1.1 408 " in answers and b"stopped arriving" in answers
+        assert _closed_within(sock, 5)
+
+
+def test_a_head_with_a_trickling_body_gets_a_bodiless_408(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"HEAD /head HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        _trickle(sock)
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b"\r\n\r\n")
+        assert _closed_within(sock, 5)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_bytes_sent_with_the_headers_count_toward_the_rate() -> None:
+    """1000 bytes with the headers earn 50 s at 20 bytes a second: a 2 s
+    stall after them is not too slow."""
+
+    class Patient(_Quick):
+        body_idle_timeout = 5
+
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
+    with (
+        serving(_app, http=Patient) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(head + b"a" * 1000)
+        time.sleep(2)
+        sock.sendall(b"b" * 1000)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_body_answered_early_may_still_finish_then_the_connection_is_reused(
+    port: int,
+) -> None:
+    """The app refuses before reading (a 401); the client, already sending,
+    finishes its body at a good rate for 1.5 s, three header deadlines."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+        for _ in range(15):
+            time.sleep(0.1)
+            sock.sendall(b"y" * 200)  # 2000 bytes a second: fine
+        assert sock.recv(4096).startswith(b"HTTP/1.1 401 ")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_answer_nobody_reads_is_dropped(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(3)  # buffers fill, writing pauses, 0.5 s later: aborted
+        received = 0
+        try:
+            while chunk := sock.recv(1024 * 1024):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert 0 < received < BIG_ANSWER
+
+
+def test_an_answer_read_steadily_is_not_dropped(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        while chunk := sock.recv(1024 * 1024):
+            received += len(chunk)
+            if received > BIG_ANSWER:
+                break
+            time.sleep(0.001)
+    assert received > BIG_ANSWER  # its headers and all of it
 
 
 def test_an_app_slow_to_read_a_body_is_not_the_clients_fault() -> None:
@@ -187,10 +310,17 @@ def test_a_slow_answer_is_not_cut(port: int) -> None:
 # Through the service's app -------------------------------------------------
 
 
+class _Strict(_Quick):
+    """The start of a real upload (its part headers, a PNG's first bytes)
+    would buy a trickle at 20 bytes a second many seconds."""
+
+    min_body_rate = 1000
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[int, Context]]:
     app = create_app(make_settings(tmp_path / "data"))
-    with serving(app, http=_Quick, lifespan="on") as port:
+    with serving(app, http=_Strict, lifespan="on") as port:
         yield port, app.state.ctx
 
 

@@ -2,35 +2,43 @@
 
 uvicorn times out only an idle keep-alive connection *between* requests; a
 client that opens a connection and sends a request's headers slowly, or
-never finishes them, holds its socket forever (and any further bytes cancel
-the keep-alive timer too). A thousand such connections use up the process's
-file descriptors (the usual limit is 1024) and nobody else is answered;
-uvicorn then logs the accept error in a tight loop. So here:
+never finishes them, or trickles its body, or never reads its answer, holds
+its socket forever. A thousand such connections use up the process's file
+descriptors (the usual limit is 1024) and nobody else is answered; uvicorn
+then logs the accept error in a tight loop. So here:
 
 - every request's headers must arrive within ``header_timeout`` seconds of
-  the connection (or of the previous response on a kept-alive one), else
-  the connection is closed;
+  the connection, or of the previous request's end (its answer, or the end
+  of a body the app answered early without reading), else the connection is
+  closed;
 - a body that stops arriving for ``body_idle_timeout`` seconds (a client
   gone silent mid-upload) is answered 408 and the connection closed;
-- a body that keeps trickling must still average ``min_body_rate`` bytes a
-  second once its first ``body_rate_grace`` seconds are over, else it is
+- a body that keeps trickling must have brought ``min_body_rate`` bytes for
+  every second past its first ``body_rate_grace`` seconds, else it is
   answered 408 too. Holding a connection then costs a client real
   bandwidth, a kilobyte a second each, instead of a byte a minute. The
-  average runs from the body's start, so a fast upload that stalls for a
+  count runs from the body's start, so a fast upload that stalls for a
   while (a phone changing networks) keeps the credit it earned; this is
   Kestrel's ``MinRequestBodyDataRate``, with a less lenient rate since
-  every body here is an image or a small JSON object.
+  every body here is an image or a small JSON object;
+- an answer the client stops reading for ``write_stall_timeout`` seconds
+  (its buffers full) is dropped and the connection aborted. Writing resumes
+  only once about 48 KiB of the buffer drained, so this also asks a reader
+  for some 800 bytes a second.
 
 Time the server makes the client wait does not count: while uvicorn has
 paused reading until the app takes what came, or a client that sent
 ``Expect: 100-continue`` waits for the app to ask for the body, neither
-deadline runs out.
+body deadline runs out.
 
 The 408 is written here, not by the app (which is still waiting for the
 body): in the spec's error shape, with ``Connection: close``; the app's
 ``receive()`` gets ``http.disconnect`` and whatever it was writing is
-dropped (``errors._client_gone``). A request already answered is simply
-closed.
+dropped (``errors._client_gone``). A request already answered is only
+closed. Closing at once while the client is still sending would make the
+kernel reset the connection, which can destroy the 408 before the client
+reads it, so the server first stops writing and discards what still comes
+for ``linger_seconds`` (nginx's lingering close).
 """
 
 from __future__ import annotations
@@ -54,13 +62,20 @@ HEADER_TIMEOUT_SECONDS = 15.0
 #: Seconds a request body may stop arriving before it is refused.
 BODY_IDLE_TIMEOUT_SECONDS = 60.0
 
-#: The slowest average a request body may arrive at, in bytes a second
-#: (8 kbit/s: a 1 MB photo in 17 minutes).
+#: The bytes a second a request body must bring on average (8 kbit/s: a
+#: 1 MB photo in 17 minutes).
 MIN_BODY_BYTES_PER_SECOND = 1024
 
 #: Seconds at the start of a body before its rate counts (TCP's slow start,
 #: a phone waking its radio).
 BODY_RATE_GRACE_SECONDS = 10.0
+
+#: Seconds an answer may wait for the client to read before it is dropped.
+WRITE_STALL_TIMEOUT_SECONDS = 60.0
+
+#: Seconds a refused client's further bytes are read and discarded before
+#: the connection is closed, so that its 408 is not lost to a reset.
+LINGER_SECONDS = 2.0
 
 
 class _TimedFlowControl(FlowControl):
@@ -97,11 +112,17 @@ class DeadlineH11Protocol(H11Protocol):
     body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS
     min_body_rate: float = MIN_BODY_BYTES_PER_SECOND
     body_rate_grace: float = BODY_RATE_GRACE_SECONDS
+    write_stall_timeout: float = WRITE_STALL_TIMEOUT_SECONDS
+    linger_seconds: float = LINGER_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        #: The request after which the next one's headers are awaited.
         self._waiting_after: object = None
+        #: A request answered before its body was in: the header deadline
+        #: starts once that body has been read (and discarded).
+        self._arm_after_body: object = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._rate_timer: asyncio.TimerHandle | None = None
         #: The request whose body is being timed, when it began, the paused
@@ -111,6 +132,8 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_paused_before = 0.0
         self._body_bytes = 0
         self._body_last = 0.0
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     # Headers ---------------------------------------------------------------
 
@@ -125,9 +148,15 @@ class DeadlineH11Protocol(H11Protocol):
             self._header_timer = None
 
     def _check_started(self) -> None:
-        """A new request's headers have arrived once uvicorn made a new cycle."""
+        """A new request's headers have arrived once uvicorn made a new cycle;
+        an early-answered request's body has ended once h11 stops reading it."""
         if self._header_timer is not None and self.cycle is not self._waiting_after:
             self._disarm()
+        answered = self._arm_after_body
+        if answered is not None and self.conn.their_state is not h11.SEND_BODY:
+            self._arm_after_body = None
+            if self.cycle is answered and not self.transport.is_closing():
+                self._arm()
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
@@ -142,39 +171,45 @@ class DeadlineH11Protocol(H11Protocol):
         return self.flow
 
     def _body_arriving(self) -> RequestResponseCycle | None:
-        """The request whose body is still on its way, if any."""
+        """The request whose body is still on its way, if any (h11 knows:
+        ``cycle.more_body`` stays set for a body the app answered early)."""
         cycle = self.cycle
-        if cycle is None or not cycle.more_body or self.transport.is_closing():
+        if (
+            cycle is None
+            or self._lingering
+            or self.transport.is_closing()
+            or self.conn.their_state is not h11.SEND_BODY
+        ):
             return None
         return cycle
 
     def _clock_body(self, cycle: RequestResponseCycle) -> None:
-        """Start timing this request's body from now."""
+        """Start timing this request's body from now, crediting the bytes
+        that came with its headers."""
         self._body_cycle = cycle
         self._body_since = self._body_last = self.loop.time()
         self._body_paused_before = self._timed_flow.paused_seconds()
-        self._body_bytes = 0
+        self._body_bytes = len(cycle.body)
 
-    def _count_body(self, data: bytes) -> None:
-        """Add what arrived to the current body's tally; a new body starts
-        its own clocks (its first bytes, sent with the headers, are free)."""
+    def _track_body(self, received: int) -> None:
+        """Count what arrived for the body on its way (a new body starts its
+        own clocks), and restart its idle deadline."""
         cycle = self._body_arriving()
-        if cycle is None:
-            return
-        if self._body_cycle is not cycle:
+        if cycle is not None and self._body_cycle is not cycle:
             if cycle.waiting_for_100_continue:
                 # It sends nothing until the app asks for the body (uvicorn
                 # then says 100 Continue and resumes reading): our wait.
                 self.flow.pause_reading()
             self._clock_body(cycle)
             self._reschedule_rate_check(cycle)
-        else:
-            self._body_bytes += len(data)
+        elif cycle is not None and received:
+            self._body_bytes += received
             self._body_last = self.loop.time()
+        self._watch_body()
 
     def _watch_body(self) -> None:
-        """(Re)start the idle deadline while this request's body is still
-        arriving; stop it once the body is complete."""
+        """(Re)start the idle deadline while a body is still arriving; stop
+        it once the body is complete."""
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
@@ -200,7 +235,7 @@ class DeadlineH11Protocol(H11Protocol):
         self._refuse_body(cycle, f"The request body stopped arriving for {seconds} s")
 
     def _rate_due(self) -> float:
-        """When the average falls below the minimum unless more arrives."""
+        """When the body falls behind the minimum rate unless more arrives."""
         paused = self._timed_flow.paused_seconds() - self._body_paused_before
         earned = self._body_bytes / self.min_body_rate
         return self._body_since + paused + self.body_rate_grace + earned
@@ -233,8 +268,9 @@ class DeadlineH11Protocol(H11Protocol):
         )
 
     def _refuse_body(self, cycle: RequestResponseCycle, message: str) -> None:
-        """Answer 408 in the spec's error shape and close, while the app is
-        still waiting for the body; a request already answered is closed."""
+        """Answer 408 in the spec's error shape, while the app is still
+        waiting for the body, and close; a request already answered is only
+        closed."""
         log.warning(
             "408 for %s %s from %s: %s",
             cycle.scope["method"],
@@ -242,22 +278,70 @@ class DeadlineH11Protocol(H11Protocol):
             self.client[0] if self.client else "?",
             message,
         )
-        if not cycle.response_started and self.conn.our_state is h11.SEND_RESPONSE:
-            cycle.response_started = True
-            body = json.dumps({"error": "REQUEST_TIMEOUT", "message": message}).encode()
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ]
-            self.transport.write(
-                self.conn.send(h11.Response(status_code=408, headers=headers))
-                + self.conn.send(h11.Data(data=body))
-                + self.conn.send(h11.EndOfMessage())
-            )
-        cycle.disconnected = True  # the app's receive() gets http.disconnect
-        cycle.message_event.set()
-        self.transport.close()
+        try:
+            if not cycle.response_started and self.conn.our_state is h11.SEND_RESPONSE:
+                cycle.response_started = True
+                self._write_408(cycle, message)
+        except h11.LocalProtocolError as exc:  # h11 refused the answer: close anyway
+            log.warning("could not write the 408: %s", exc)
+        finally:
+            cycle.disconnected = True  # the app's receive() gets http.disconnect
+            cycle.message_event.set()
+            self._linger()
+
+    def _write_408(self, cycle: RequestResponseCycle, message: str) -> None:
+        body = json.dumps({"error": "REQUEST_TIMEOUT", "message": message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        head_only = cycle.scope["method"] == "HEAD"  # an answer to HEAD has no body
+        self.transport.write(
+            self.conn.send(h11.Response(status_code=408, headers=headers))
+            + self.conn.send(h11.Data(data=b"" if head_only else body))
+            + self.conn.send(h11.EndOfMessage())
+        )
+
+    def _linger(self) -> None:
+        """Stop writing, read and discard for ``linger_seconds``, then close."""
+        self._lingering = True
+        for timer in (self._body_timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._body_timer = self._rate_timer = None
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(self.linger_seconds, self._close_after_linger)
+
+    def _close_after_linger(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # Answers ---------------------------------------------------------------
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        log.warning(
+            "dropped an answer to %s: not read for %g s",
+            self.client[0] if self.client else "?",
+            self.write_stall_timeout,
+        )
+        self.transport.abort()  # close() would wait for the client to read
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_stall_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     # uvicorn's events ------------------------------------------------------
 
@@ -267,21 +351,26 @@ class DeadlineH11Protocol(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # a refused client's further bytes: discarded
         super().data_received(data)
         self._check_started()
-        self._count_body(data)
-        self._watch_body()
+        self._track_body(len(data))
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
-            self._arm()  # the next request on this connection gets its own deadline
+            if self.conn.their_state is h11.SEND_BODY:
+                self._arm_after_body = self.cycle  # answered early: body still coming
+            else:
+                self._arm()  # the next request on this connection gets its own deadline
         super().on_response_complete()  # may start a pipelined request at once
         self._check_started()
+        self._track_body(0)  # ... whose body is then timed from here
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        for timer in (self._body_timer, self._rate_timer):
+        for timer in (self._body_timer, self._rate_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._body_timer = self._rate_timer = None
+        self._body_timer = self._rate_timer = self._write_timer = None
         super().connection_lost(exc)
