@@ -23,8 +23,8 @@
 #   same port with the same password, so the printed URL stays valid.
 set -euo pipefail
 
-# shellcheck source=scripts/service-args.sh
-. "$(dirname "${BASH_SOURCE[0]}")/service-args.sh"
+# shellcheck source=scripts/service-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 parse_service_args postgres.sh "${POSTGRES_STATE_DIR:-.postgres}" "$@"
 python=${PYTHON:-python3}
 dbname=${POSTGRES_DB:-upscayl}
@@ -52,21 +52,6 @@ fi
 # A folder with one of the files this script writes is one of ours.
 ours() {
     [[ -e $state/port || -e $state/password || -e $state/env || -e $state/db/PG_VERSION ]]
-}
-
-# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
-# an existing, non-empty folder that is not one of ours is refused.
-refuse_foreign() {
-    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
-        ! ours; then
-        echo "postgres.sh: $state is not empty and not a state folder of postgres.sh; refusing it" >&2
-        exit 2
-    fi
-}
-
-print_env() {
-    [[ -f $state/env ]] || { echo "postgres.sh: not started in $state" >&2; return 1; }
-    cat "$state/env"
 }
 
 is_running() {

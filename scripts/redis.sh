@@ -18,8 +18,8 @@
 #   killed test run leaves no server behind.
 set -euo pipefail
 
-# shellcheck source=scripts/service-args.sh
-. "$(dirname "${BASH_SOURCE[0]}")/service-args.sh"
+# shellcheck source=scripts/service-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 parse_service_args redis.sh "${REDIS_STATE_DIR:-.redis}" "$@"
 python=${PYTHON:-python3}
 
@@ -35,21 +35,6 @@ find_server() {
 # A folder with one of the files this script writes is one of ours.
 ours() {
     [[ -e $state/port || -e $state/pid || -e $state/env || -e $state/redis.log ]]
-}
-
-# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
-# an existing, non-empty folder that is not one of ours is refused.
-refuse_foreign() {
-    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
-        ! ours; then
-        echo "redis.sh: $state is not empty and not a state folder of redis.sh; refusing it" >&2
-        exit 2
-    fi
-}
-
-print_env() {
-    [[ -f $state/env ]] || { echo "redis.sh: not started in $state" >&2; return 1; }
-    cat "$state/env"
 }
 
 is_running() {

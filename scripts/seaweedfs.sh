@@ -24,8 +24,8 @@
 #   dies, so a killed test run leaves no server behind.
 set -euo pipefail
 
-# shellcheck source=scripts/service-args.sh
-. "$(dirname "${BASH_SOURCE[0]}")/service-args.sh"
+# shellcheck source=scripts/service-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service-lib.sh"
 parse_service_args seaweedfs.sh "${SEAWEEDFS_STATE_DIR:-.seaweedfs}" "$@"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
@@ -45,21 +45,6 @@ find_weed() {
 ours() {
     [[ -e $state/ports || -e $state/data || -e $state/kept || -e $state/weed.log ]] ||
         compgen -G "$state/data.*" >/dev/null
-}
-
-# `start /tmp` (or `.`) would chmod someone else's folder, `stop` delete in it:
-# an existing, non-empty folder that is not one of ours is refused.
-refuse_foreign() {
-    if [[ -d $state && -n $(find "$state" -mindepth 1 -maxdepth 1 -print -quit 2>/dev/null) ]] &&
-        ! ours; then
-        echo "seaweedfs.sh: $state is not empty and not a state folder of seaweedfs.sh; refusing it" >&2
-        exit 2
-    fi
-}
-
-print_env() {
-    [[ -f $state/env ]] || { echo "seaweedfs.sh: not started in $state" >&2; return 1; }
-    cat "$state/env"
 }
 
 is_running() {
