@@ -4,29 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from fastapi.testclient import TestClient
 
 from support.app import client_for
-from support.context import make_settings, new_principal
+from support.context import SPEC_PATH, make_settings, new_principal
 from upscayl_cloud.config import Settings
 from upscayl_cloud.engine import faces
 from upscayl_cloud.engine.catalog import MODELS
 from upscayl_cloud.services.context import Context
 
-SPEC_MODELS = {
-    "upscayl-standard-4x",
-    "upscayl-lite-4x",
-    "clear-boost-4x",
-    "crystal-plus-4x",
-    "digital-art-4x",
-    "digital-art-plus-4x",
-    "natural-max-4x",
-    "natural-plus-4x",
-    "nature-boost-4x",
-    "pure-boost-4x",
-    "quick-clear-4x",
-    "texture-boost-4x",
-}
+#: start-task's model enum, from the spec itself.
+SPEC_MODELS = set(
+    yaml.safe_load(SPEC_PATH.read_text())["paths"]["/start-task"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]["properties"]["model"]["enum"]
+)
 
 
 def test_public_answer_lists_what_start_task_accepts(client: TestClient) -> None:
