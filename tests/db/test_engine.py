@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import exc, select, update
 
 from support.tasks import queued_task
+from upscayl_cloud.db.engine import reading
 from upscayl_cloud.db.tables import accounts
 from upscayl_cloud.services import keys, status
 from upscayl_cloud.services.context import Context
@@ -38,3 +40,21 @@ def test_reads_go_on_while_a_writer_holds_its_transaction(
         reader.start()
         reader.join(timeout=10)
         assert done == ["read"], "the reads waited for the writer"
+
+
+def test_a_write_inside_reading_is_refused_and_leaves_no_trace(
+    ctx: Context, principal: Principal
+) -> None:
+    """On both databases, at once: not only when another writer happens to
+    be first (SQLite's deferred transaction would otherwise write). The
+    pooled connection then writes as usual again."""
+    credits = select(accounts.c.credits).where(accounts.c.id == principal.account_id)
+    with ctx.db.connect() as conn:
+        before = conn.execute(credits).scalar_one()
+    with pytest.raises(exc.DBAPIError), reading(ctx.db) as conn:
+        conn.execute(update(accounts).values(credits=accounts.c.credits + 1))
+    for _ in range(3):  # whichever pooled connection comes next
+        with ctx.db.begin() as conn:
+            conn.execute(update(accounts).values(credits=accounts.c.credits + 1))
+    with reading(ctx.db) as conn:
+        assert conn.execute(credits).scalar_one() == before + 3

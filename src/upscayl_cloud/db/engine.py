@@ -48,9 +48,12 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        # query_only is the connection's, so every transaction sets its own.
         if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("PRAGMA query_only=ON")
             connection.exec_driver_sql("BEGIN")
         else:
+            connection.exec_driver_sql("PRAGMA query_only=OFF")
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -84,10 +87,14 @@ def reading(engine: Engine) -> Iterator[Connection]:
     On SQLite it is a deferred transaction, not ``BEGIN IMMEDIATE``: under
     WAL a reader takes no write lock, where an immediate one takes the
     single write lock and waits its turn in the busy handler's sleeps
-    (bench/README.md, "API requests"). A write inside it could fail with
-    ``SQLITE_BUSY`` once another writer got there first: use
-    ``engine.begin()`` for anything that writes."""
+    (bench/README.md, "API requests"). A write inside it would work only
+    until another writer got there first, so both databases refuse any
+    write here at once (SQLite's ``query_only``, PostgreSQL's ``READ
+    ONLY`` transaction, reset when the connection goes back to the pool):
+    use ``engine.begin()`` for anything that writes."""
     with engine.connect() as connection:
         connection.execution_options(**{READ_ONLY: True})
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(postgresql_readonly=True)
         with connection.begin():
             yield connection
