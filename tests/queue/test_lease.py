@@ -66,6 +66,26 @@ def test_expired_lease_is_reclaimed_and_old_holder_is_fenced(
     assert (row.progress, row.lease_owner, row.attempts) == (40, "w2", 2)
 
 
+def test_progress_starts_over_with_each_attempt(ctx: Context, principal: Principal) -> None:
+    """A task handed back shows none done while it waits, and a lease that
+    expired mid-task restarts at 0 too: the next attempt redoes the files."""
+    task_id = queued_task(ctx, principal)
+
+    def progress() -> int:
+        with ctx.db.begin() as conn:
+            return conn.execute(select(tasks.c.progress).where(tasks.c.id == task_id)).scalar_one()
+
+    held = claim(ctx.db, "w", 30, 3)
+    assert renew(ctx.db, held, 30, progress=25)
+    assert release(ctx.db, held, give_back_attempt=True)
+    assert progress() == 0
+    held = claim(ctx.db, "w", 0.05, 3)
+    assert renew(ctx.db, held, 0.05, progress=60)
+    time.sleep(0.1)  # the holder died: its lease runs out
+    assert claim(ctx.db, "w2", 30, 3) == Claim(task_id, held.attempt + 1)
+    assert progress() == 0
+
+
 def test_retry_limit_stops_claims(ctx: Context, principal: Principal) -> None:
     task_id = queued_task(ctx, principal)
     with ctx.db.begin() as conn:

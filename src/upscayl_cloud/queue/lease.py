@@ -56,6 +56,7 @@ def claim(db: Engine, owner: str, lease_seconds: float, max_attempts: int) -> Cl
             .values(
                 status="processing",
                 attempts=tasks.c.attempts + 1,
+                progress=0,  # a new attempt starts over (an expired one's files are redone)
                 lease_owner=owner,
                 lease_until=now + int(lease_seconds * 1000),
                 updated_at=now,
@@ -99,6 +100,7 @@ def release(
     due = now + int(delay_seconds * 1000) if delay_seconds > 0 else 0
     values: dict[str, object] = {
         "status": "pending",
+        "progress": 0,  # the next attempt starts over: a pending task shows none done
         "lease_owner": None,
         "lease_until": due,
         "updated_at": now,
