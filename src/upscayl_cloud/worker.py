@@ -47,6 +47,7 @@ from upscayl_cloud.diskspace import (
 )
 from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
+from upscayl_cloud.queue.outage import ClaimOutage
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
@@ -463,6 +464,8 @@ class WorkerPool:
         self._holding_lock = threading.Lock()
         #: Whether this pool counts among the work folder's users (start to stop).
         self._holds_work_dir = False
+        #: Shared by the threads: one log line per database outage, not per poll.
+        self._outage = ClaimOutage()
 
     def start(self) -> None:
         """Start the workers, first removing work folders of dead processes."""
@@ -533,12 +536,14 @@ class WorkerPool:
         while not self._stop.is_set():
             try:
                 held = claim(self._ctx.db, owner, settings.lease_seconds, settings.max_attempts)
+                self._outage.recovered()
             except Exception as exc:
-                if unavailable(exc):  # one line per poll while the database is down
-                    log.warning("claim failed: %s", str(exc).splitlines()[0])
-                else:
-                    log.exception("claim failed")
                 held = None
+                if unavailable(exc):
+                    wait = self._outage.failed(exc, settings.poll_interval_seconds)
+                    self._stop.wait(idle_wait(wait))
+                    continue
+                log.exception("claim failed")
             if held is None:
                 if time.monotonic() - self._swept_at >= WORK_SWEEP_INTERVAL_S:
                     self._sweep_work_dirs()

@@ -1,0 +1,75 @@
+"""A worker pool's claims through a database outage: few log lines, slower polls.
+
+Every idle worker thread asks the database for a task every
+``UPSCAYL_POLL_INTERVAL_SECONDS`` (0.5 s by default). While the database is
+down each ask fails, and logging each failure wrote two lines a second per
+thread, a flood in the middle of a failover. The pool's threads share one
+``ClaimOutage``: one warning when claims start failing, a reminder a
+minute, one line when they succeed again. Meanwhile the polls back off with
+the outage's length (a tenth of it, at most ``OUTAGE_MAX_POLL_SECONDS``), so
+a database coming back is not met by every worker at once, and a short
+blip costs no more than a few seconds of waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two "still unreachable" lines.
+OUTAGE_REMINDER_SECONDS = 60.0
+#: The longest wait between two claims while the database is down.
+OUTAGE_MAX_POLL_SECONDS = 5.0
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+class ClaimOutage:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._reminded = 0.0
+        self._failures = 0
+
+    def failed(self, error: BaseException, poll_interval: float) -> float:
+        """Note a claim that could not reach the database; returns the
+        seconds to wait before the next one."""
+        with self._lock:
+            now = self._clock()
+            self._failures += 1
+            if self._since is None:
+                self._since = self._reminded = now
+                log.warning(
+                    "claims failed: the database cannot be reached (%s); "
+                    "retrying, with a reminder a minute",
+                    _first_line(error),
+                )
+            elif now - self._reminded >= OUTAGE_REMINDER_SECONDS:
+                self._reminded = now
+                log.warning(
+                    "the database is still unreachable after %.0f s (%d failed claims): %s",
+                    now - self._since,
+                    self._failures,
+                    _first_line(error),
+                )
+            down = now - self._since
+        return min(OUTAGE_MAX_POLL_SECONDS, max(poll_interval, down / 10))
+
+    def recovered(self) -> None:
+        """A claim reached the database (cheap when there was no outage)."""
+        with self._lock:
+            if self._since is None:
+                return
+            log.warning(
+                "the database is reachable again after %.0f s (%d failed claims)",
+                self._clock() - self._since,
+                self._failures,
+            )
+            self._since, self._failures = None, 0
