@@ -175,7 +175,7 @@ stop() {
         return 0
     fi
     if [[ -f $state/data ]]; then rm -rf "$(cat "$state/data")"; fi
-    rm -f "$state/data" "$state/s3.json" "$state/ports" "$state/keys" "$state/kept"
+    rm -f "$state/data" "$state/s3.json" "$state/ports" "$state/keys" "$state/kept" "$state/weed.log"
 }
 
 case $cmd in

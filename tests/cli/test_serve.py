@@ -111,3 +111,29 @@ def test_the_port_check_binds_as_uvicorn_does() -> None:
     assert listen_problem("", free) is None
     unknown = listen_problem("no-such-host.invalid", free)
     assert unknown is not None and "another server" not in unknown
+
+
+def test_migrate_says_what_it_did(tmp_path: Path) -> None:
+    """Created, upgraded from an older revision, or already up to date."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from typer.testing import CliRunner
+
+    from upscayl_cloud.cli import app
+    from upscayl_cloud.db.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'upscayl.db'}"
+    config = alembic_config(url)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    env = {"UPSCAYL_DATA_DIR": str(tmp_path), "UPSCAYL_DATABASE_URL": url}
+
+    def migrate() -> str:
+        result = CliRunner().invoke(app, ["migrate"], env=env)
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    assert migrate() == f"Database schema created (revision {head})"
+    assert migrate() == f"Database schema is up to date (revision {head})"
+    command.downgrade(config, "-1")
+    previous = ScriptDirectory.from_config(config).get_revision(head).down_revision
+    assert migrate() == f"Database schema upgraded from revision {previous} to {head}"

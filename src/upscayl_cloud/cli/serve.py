@@ -241,10 +241,15 @@ def migrate() -> None:
     prepare_data_dir(settings)
     engine = make_engine(settings.resolved_database_url)
     try:
-        upgrade(engine)
+        before, after = upgrade(engine)
     finally:
         engine.dispose()
-    typer.echo("Database schema is up to date")
+    if before is None:
+        typer.echo(f"Database schema created (revision {after})")
+    elif before != after:
+        typer.echo(f"Database schema upgraded from revision {before} to {after}")
+    else:
+        typer.echo(f"Database schema is up to date (revision {after})")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -62,18 +63,27 @@ def _file_lock(database: str | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upgrade(engine: Engine) -> None:
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade_on(connection: Connection, config: Config) -> tuple[str | None, str | None]:
+    before = _revision(connection)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+    return before, _revision(connection)
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Bring the database to the newest schema (idempotent; safe on every start,
-    from any number of processes at once)."""
+    from any number of processes at once). Returns the revisions before and
+    after (None before: a new database), for ``migrate`` to say what it did."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection, _postgres_lock(connection):
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-        return
+            return _upgrade_on(connection, config)
     # On SQLite the lock comes before the first connection: switching a new
     # database file to WAL (done on connect) needs the file to itself, and
     # fails at once with "database is locked" while another process does it.
     with _file_lock(engine.url.database), engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        return _upgrade_on(connection, config)
