@@ -96,6 +96,10 @@ def test_secret_rotation_list(tmp_path: Path) -> None:
         ("http://[::1]:9000", ["http://[::1]:9000"]),
         ("http://[0:0:0:0:0:0:0:1]", ["http://[::1]"]),
         ("https://bücher.example", ["https://xn--bcher-kva.example"]),
+        # UTS 46 as browsers apply it, not IDNA 2003's strasse.de, fass.de:
+        ("https://straße.de,https://Faß.de", ["https://xn--strae-oqa.de", "https://xn--fa-hia.de"]),
+        ("https://ελληνικός.gr", ["https://xn--qxaegecap6byf.gr"]),
+        ("http://my_box.lan:5173", ["http://my_box.lan:5173"]),  # browsers allow _
         ("*", ["*"]),
     ],
 )
@@ -115,7 +119,8 @@ def test_cors_origins_are_spelt_as_browsers_send_them(given: str, origins: list[
         "http://a.org:0",
         "http://u@a.org",
         "http://127.1",
-        "http://a_b.org",
+        "http://a\u200db.example",  # a joiner IDNA 2003 silently dropped
+        "http://a b.org",
         "https://a.org?",
         "https://a.org:",
         "http://[::1",

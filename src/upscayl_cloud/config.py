@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -73,11 +74,17 @@ def _origin_host(host: str) -> str | None:
         return str(address)
     if host.replace(".", "").isdigit():  # 127.1: browsers widen it, refuse it
         return None
-    try:
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
-    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+    if host.isascii():
+        ascii_host = host.lower()  # underscores too: browsers keep them (my_box.lan)
+    else:
+        # UTS 46 without transitional mapping, as browsers do: straße.de is
+        # xn--strae-oqa.de. Python's own "idna" codec (IDNA 2003) would make
+        # it strasse.de, another domain, perhaps someone else's.
+        try:
+            ascii_host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+        except idna.IDNAError:
+            return None
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
     return ascii_host if set(ascii_host) <= allowed else None
 
 

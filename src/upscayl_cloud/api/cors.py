@@ -112,6 +112,12 @@ class ApiCors(CORSMiddleware):
                 f"This server does not take cross-origin requests from {clip(origin)!r}; "
                 "its operator can allow the origin (UPSCAYL_CORS_ORIGINS)"
             )
+        elif refused.startswith("private-network"):
+            message = (
+                f"A page on {clip(origin)!r} may reach this server on a private network "
+                "only if its operator lists that origin by name in UPSCAYL_CORS_ORIGINS "
+                "(not through *)"
+            )
         else:
             message = (
                 f"Cross-origin request refused ({refused}): this API takes "
