@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from support.context import make_settings, new_principal
 from support.images import png_bytes
-from support.loopback import read_json_answer, serving
+from support.loopback import read_answer, read_json_answer, serving
 from upscayl_cloud.api.app import create_app
 from upscayl_cloud.api.protocol import DeadlineH11Protocol
 from upscayl_cloud.db.engine import now_ms
@@ -184,6 +184,24 @@ def test_a_trickling_body_is_answered_408(port: int) -> None:
             time.sleep(0.1)
         assert _closed_within(sock, 5)
     _app_saw_disconnect("/trickle")
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [("https://app.example", b"https://app.example"), ("https://other.example", None)],
+)
+def test_a_page_on_a_listed_origin_can_read_its_408(origin: str, allowed: bytes | None) -> None:
+    protocol = _Quick.for_origins(["https://app.example"])
+    head = f"POST / HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nContent-Length: 9\r\n\r\n"
+    with (
+        serving(_app, http=protocol) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(head.encode())
+        status, headers, _ = read_answer(sock)
+    assert status == 408
+    assert headers.get("access-control-allow-origin") == (allowed and allowed.decode())
+    assert headers["vary"] == "Origin"
 
 
 def test_a_pipelined_request_whose_body_never_comes_is_answered_408(port: int) -> None:

@@ -15,6 +15,7 @@ same-origin, and a browser then refuses cross-origin reads, as before.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -50,6 +51,17 @@ PREFLIGHT_MAX_AGE_SECONDS = 600
 #: For the operator and the orchestrator, never for pages: probes and
 #: metrics answer without CORS headers, so no page reads them, even with ``*``.
 OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def allowed_origin(origin: str | None, origins: Sequence[str]) -> str | None:
+    """The ``Access-Control-Allow-Origin`` an answer to a page on ``origin``
+    carries, as ``ApiCors`` gives it (for answers written outside the app:
+    ``protocol.py``'s 408)."""
+    if origin is None or not origins:
+        return None
+    if "*" in origins:
+        return "*"
+    return origin if origin in origins else None
 
 
 class ApiCors(CORSMiddleware):

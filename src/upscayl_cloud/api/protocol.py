@@ -32,7 +32,9 @@ paused reading until the app takes what came, or a client that sent
 body deadline runs out.
 
 The 408 is written here, not by the app (which is still waiting for the
-body): in the spec's error shape, with ``Connection: close``; the app's
+body): in the spec's error shape, with ``Connection: close`` (and, for a
+page on an origin of ``UPSCAYL_CORS_ORIGINS``, the header that lets it read
+the answer); the app's
 ``receive()`` gets ``http.disconnect`` and whatever it was writing is
 dropped (``errors._client_gone``). A request already answered is only
 closed. Closing at once while the client is still sending would make the
@@ -46,12 +48,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+from upscayl_cloud.api.cors import allowed_origin
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,15 @@ class DeadlineH11Protocol(H11Protocol):
     body_rate_grace: float = BODY_RATE_GRACE_SECONDS
     write_stall_timeout: float = WRITE_STALL_TIMEOUT_SECONDS
     linger_seconds: float = LINGER_SECONDS
+    #: UPSCAYL_CORS_ORIGINS: a page on one of them can read its 408 too.
+    cors_origins: tuple[str, ...] = ()
+
+    @classmethod
+    def for_origins(cls, origins: Sequence[str]) -> type[DeadlineH11Protocol]:
+        """This protocol, its 408s readable by pages on ``origins``."""
+        if not origins:
+            return cls
+        return type(cls.__name__, (cls,), {"cors_origins": tuple(origins)})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -296,6 +309,12 @@ class DeadlineH11Protocol(H11Protocol):
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
+        if self.cors_origins:  # as ApiCors would answer this request
+            origin = dict(cycle.scope["headers"]).get(b"origin")
+            allowed = allowed_origin(origin and origin.decode("latin-1"), self.cors_origins)
+            if allowed is not None:
+                headers.append((b"access-control-allow-origin", allowed.encode("latin-1")))
+            headers.append((b"vary", b"Origin"))
         head_only = cycle.scope["method"] == "HEAD"  # an answer to HEAD has no body
         self.transport.write(
             self.conn.send(h11.Response(status_code=408, headers=headers))

@@ -117,7 +117,7 @@ def serve(
         log_level="info",
         timeout_graceful_shutdown=DRAIN_SECONDS,
         # Slow headers close the connection, slow bodies get 408 (see protocol.py).
-        http=DeadlineH11Protocol,
+        http=DeadlineH11Protocol.for_origins(settings.cors_origin_list),
     )
 
 
