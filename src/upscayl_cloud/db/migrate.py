@@ -21,8 +21,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Key of the PostgreSQL advisory lock (any constant shared by every process).
@@ -64,7 +63,12 @@ def _file_lock(database: str | None) -> Iterator[None]:
 
 
 def _revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The schema's Alembic revision, None for a new database (read from its
+    table: ``MigrationContext`` would log a "Context impl" line each time,
+    which reads as one more migration run)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _upgrade_on(connection: Connection, config: Config) -> tuple[str | None, str | None]:
