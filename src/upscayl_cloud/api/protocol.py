@@ -34,9 +34,8 @@ body deadline runs out.
 The 408 is written here, not by the app (which is still waiting for the
 body): in the spec's error shape, with ``Connection: close`` (and, for a
 page on an origin of ``UPSCAYL_CORS_ORIGINS``, the header that lets it read
-the answer); the app's
-``receive()`` gets ``http.disconnect`` and whatever it was writing is
-dropped (``errors._client_gone``). A request already answered is only
+the answer); the app's ``receive()`` gets ``http.disconnect`` and whatever
+it was writing is dropped (``errors._client_gone``). A request already answered is only
 closed. Closing at once while the client is still sending would make the
 kernel reset the connection, which can destroy the 408 before the client
 reads it, so the server first stops writing and discards what still comes
@@ -220,6 +219,14 @@ class DeadlineH11Protocol(H11Protocol):
             self._body_last = self.loop.time()
         self._watch_body()
 
+    def _client_idle_since(self) -> float:
+        """Since its last bytes, or since we last let it send (a pause ended)."""
+        return max(self._body_last, self._timed_flow.resumed_at)
+
+    def _paused_in_body(self) -> float:
+        """Seconds this body's reading has been paused by us so far."""
+        return self._timed_flow.paused_seconds() - self._body_paused_before
+
     def _watch_body(self) -> None:
         """(Re)start the idle deadline while a body is still arriving; stop
         it once the body is complete."""
@@ -236,9 +243,7 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_timer = None
         if self._body_arriving() is not cycle:
             return
-        # The client is idle since its last bytes or since we last let it send.
-        idle_since = max(self._body_last, self._timed_flow.resumed_at)
-        due = idle_since + self.body_idle_timeout
+        due = self._client_idle_since() + self.body_idle_timeout
         paused = self._timed_flow.read_paused
         if paused or self.loop.time() < due:
             when = self.loop.time() + self.body_idle_timeout if paused else due
@@ -249,9 +254,8 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _rate_due(self) -> float:
         """When the body falls behind the minimum rate unless more arrives."""
-        paused = self._timed_flow.paused_seconds() - self._body_paused_before
         earned = self._body_bytes / self.min_body_rate
-        return self._body_since + paused + self.body_rate_grace + earned
+        return self._body_since + self._paused_in_body() + self.body_rate_grace + earned
 
     def _reschedule_rate_check(self, cycle: RequestResponseCycle) -> None:
         if self._rate_timer is not None:
@@ -269,9 +273,8 @@ class DeadlineH11Protocol(H11Protocol):
         if self._timed_flow.read_paused or now < self._rate_due():
             self._reschedule_rate_check(cycle)
             return
-        paused = self._timed_flow.paused_seconds() - self._body_paused_before
-        rate = self._body_bytes / max(now - self._body_since - paused, 1e-9)
-        silent = now - max(self._body_last, self._timed_flow.resumed_at)
+        rate = self._body_bytes / max(now - self._body_since - self._paused_in_body(), 1e-9)
+        silent = now - self._client_idle_since()
         lately = f" (nothing for the last {silent:.0f} s)" if silent >= 1 else ""
         self._refuse_body(
             cycle,
@@ -325,16 +328,23 @@ class DeadlineH11Protocol(H11Protocol):
     def _linger(self) -> None:
         """Stop writing, read and discard for ``linger_seconds``, then close."""
         self._lingering = True
-        for timer in (self._body_timer, self._rate_timer):
-            if timer is not None:
-                timer.cancel()
-        self._body_timer = self._rate_timer = None
+        self._cancel_timers()
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(self.linger_seconds, self._close_after_linger)
+
+    def _cancel_timers(self, including_write: bool = False) -> None:
+        """Stop the body's deadlines (and the answer's, when asked)."""
+        for timer in (self._body_timer, self._rate_timer):
+            if timer is not None:
+                timer.cancel()
+        self._body_timer = self._rate_timer = None
+        if including_write and self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     def _close_after_linger(self) -> None:
         if not self.transport.is_closing():
@@ -388,8 +398,5 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        for timer in (self._body_timer, self._rate_timer, self._write_timer):
-            if timer is not None:
-                timer.cancel()
-        self._body_timer = self._rate_timer = self._write_timer = None
+        self._cancel_timers(including_write=True)
         super().connection_lost(exc)
