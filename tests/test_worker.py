@@ -16,14 +16,17 @@ from sqlalchemy import select
 
 from support.images import _chunk, png_bytes
 from support.tasks import queued_task, uploaded
+from upscayl_cloud import worker
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.engine import pipeline
-from upscayl_cloud.queue.lease import claim
+from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
 from upscayl_cloud.services import tasks as task_service
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.results import output_folders
 from upscayl_cloud.services.tasks import TaskOptions
+from upscayl_cloud.storage.base import StorageUnavailableError
 from upscayl_cloud.worker import WorkerPool, handle, processed_name
 
 
@@ -264,3 +267,52 @@ def test_a_task_on_its_last_attempt_is_left_to_its_lease_when_the_stop_times_out
     # The thread saw the stop at its next tile: a clean hand-back, attempt returned.
     assert (row.status, row.attempts) == ("pending", last - 1)
     assert claim(ctx.db, "next", 30, last) is not None
+
+
+def _stored(ctx: Context, task_id: str, account_id: str, attempt: int) -> list[str]:
+    """The keys an attempt stored, results and thumbnails."""
+    found = []
+    for folder in output_folders(account_id, Claim(task_id, attempt)):
+        path = ctx.storage.path_of(folder)  # type: ignore[attr-defined]
+        if path.is_dir():
+            found += [f"{folder}/{p.name}" for p in path.iterdir()]
+    return found
+
+
+def test_a_task_that_crashes_after_storing_a_result_leaves_none(
+    ctx: Context, principal: Principal
+) -> None:
+    """A store that refuses the thumbnail (a file where its folder goes, for
+    real) fails the task whole; the result stored before it goes too."""
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2")
+    held = claim(ctx.db, "w", 30, 3)
+    blocker = ctx.storage.path_of(f"thumbs/{principal.account_id}/{task_id}/1")  # type: ignore[attr-defined]
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"not a folder")
+    handle(ctx, held)
+    assert _task(ctx, task_id).status == "failed"
+    assert keys.account_credits(ctx, principal.account_id) == 10
+    assert _stored(ctx, task_id, principal.account_id, 1) == []
+
+
+def test_an_outcome_committed_before_an_outage_keeps_its_result(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mock, of a failure not provokable here: the database commits the
+    outcome but its answer is lost (the connection drops), so the worker
+    sees an outage. The task is completed and paid for: its result stays."""
+    real_finish = worker.finish_task
+
+    def commits_then_loses_the_answer(*args: Any) -> bool:
+        assert real_finish(*args)
+        raise StorageUnavailableError("mock: the answer to the commit was lost")
+
+    monkeypatch.setattr(worker, "finish_task", commits_then_loses_the_answer)
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2")
+    handle(ctx, claim(ctx.db, "w", 30, 3))
+    row = _task(ctx, task_id)
+    assert (row.status, row.credits_charged) == ("completed", 1)
+    with ctx.db.begin() as conn:
+        item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
+    assert ctx.storage.size(item.result_key) == item.final_file_size
+    assert ctx.storage.size(item.thumbnail_key) is not None

@@ -51,7 +51,13 @@ from upscayl_cloud.queue.outage import ClaimOutage
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
-from upscayl_cloud.services.results import FileOutcome, fail_task, finish_task
+from upscayl_cloud.services.results import (
+    FileOutcome,
+    discard_outputs,
+    fail_task,
+    finish_task,
+    output_folders,
+)
 from upscayl_cloud.services.uploads import MAX_BASE_NAME_BYTES, fit_name, safe_base_name
 from upscayl_cloud.storage.base import StorageUnavailableError
 from upscayl_cloud.storage.s3client import unavailable as store_unavailable
@@ -238,7 +244,7 @@ def process(
             .order_by(task_files.c.position)
         ).all()
     task = _Task(row.account_id, row.model, row.scale, row.save_image_as)
-    prefix = f"{task.account_id}/{held.task_id}/{held.attempt}"
+    results_folder, thumbs_folder = output_folders(task.account_id, held)
     request = UpscaleRequest(
         model=task.model,
         scale=task.scale,
@@ -318,8 +324,8 @@ def process(
             if metrics is not None:
                 metrics.processing_seconds.labels(task.model).observe(time.monotonic() - started)
             ext = task.save_image_as
-            result_key = f"results/{prefix}/{index}.{ext}"
-            thumb_key = f"thumbs/{prefix}/{index}.webp"
+            result_key = f"{results_folder}/{index}.{ext}"
+            thumb_key = f"{thumbs_folder}/{index}.webp"
             size = ctx.storage.put_file(result_key, result)
             ctx.storage.put_file(thumb_key, thumb)
             outcomes.append(
@@ -345,8 +351,7 @@ def process(
 
 
 def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
-    for root in ("results", "thumbs"):
-        ctx.storage.delete_prefix(f"{root}/{account_id}/{held.task_id}/{held.attempt}")
+    discard_outputs(ctx, account_id, held.task_id, range(held.attempt, held.attempt + 1))
 
 
 def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
@@ -380,17 +385,39 @@ def _retry_later(ctx: Context, account_id: str, held: Claim, error: BaseExceptio
                 "giving up (credits refunded)"
             )
         recorded = fail_task(ctx, held, message)
+        still_held = recorded
     else:
         delay = retry_delay(ctx.settings, held.attempt)
         log.warning(
             "task %s attempt %d/%d: %s; back to the queue, due in %.0f s",
             held.task_id, held.attempt, attempts, reason, delay,
         )  # fmt: skip
-        release(ctx.db, held, delay)
+        still_held = release(ctx.db, held, delay)
         recorded = False
-    for attempt in range(1, held.attempt + 1):
+    # Not held any more: either a successor claimed it (its prefix is its
+    # own), or this attempt's outcome did commit and only the answer was
+    # lost in the outage. Then its outputs are the delivered result.
+    last = held.attempt
+    if not still_held and _completed_by(ctx, held):
+        log.info("task %s attempt %d had completed after all", held.task_id, held.attempt)
+        last -= 1
+    for attempt in range(1, last + 1):
         _discard_quietly(ctx, account_id, Claim(held.task_id, attempt))
     return recorded
+
+
+def _completed_by(ctx: Context, held: Claim) -> bool:
+    """Whether ``held`` is the attempt that completed its task; True when
+    the database cannot say, as keeping an orphan beats deleting a result."""
+    try:
+        with ctx.db.begin() as conn:
+            row = conn.execute(
+                select(tasks.c.status, tasks.c.attempts).where(tasks.c.id == held.task_id)
+            ).one()
+    except Exception as exc:
+        log.warning("task %s: outcome unknown, its outputs are kept: %s", held.task_id, exc)
+        return True
+    return row.status == "completed" and row.attempts == held.attempt
 
 
 def handle(
@@ -424,7 +451,13 @@ def handle(
             _retry_later(ctx, account_id, held, exc)
             return
         log.exception("task %s attempt %d crashed", held.task_id, held.attempt)
-        recorded = fail_task(ctx, held, INTERNAL_TASK_ERROR)
+        if fail_task(ctx, held, INTERNAL_TASK_ERROR):
+            # Failed as a whole: what this attempt stored before it crashed
+            # is delivered to nobody.
+            for attempt in range(1, held.attempt + 1):
+                _discard_attempt(ctx, account_id, Claim(held.task_id, attempt))
+            return
+        recorded = False
     if not recorded:
         _discard_attempt(ctx, account_id, held)
         return

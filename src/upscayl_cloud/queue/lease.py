@@ -114,13 +114,41 @@ def release(
     return result.rowcount == 1
 
 
-def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | None) -> bool:
+def _out_of_attempts(now: int, max_attempts: int) -> object:
+    """Claimable but for its attempts: never to be claimed again, so failed
+    by the reaper. A processing one lost its last worker; a pending one was
+    handed back on its last attempt, or the operator lowered the limit."""
+    return and_(
+        or_(tasks.c.status == "pending", tasks.c.status == "processing"),
+        tasks.c.lease_until < now,
+        tasks.c.attempts >= max_attempts,
+    )
+
+
+def lock_for_finish(
+    conn: Connection,
+    claim: Claim,
+    status: str,
+    error: str | None,
+    reaping_beyond: int | None = None,
+) -> bool:
     """Move a held task to its final status inside the caller's transaction,
-    and count it there (``task_counts``): every task finishes through here."""
+    and count it there (``task_counts``): every task finishes through here.
+    With ``reaping_beyond`` (the attempt limit) the task is not held but
+    reaped, and only while still out of attempts: a worker that renewed its
+    lease since the reaper looked keeps it."""
     now = now_ms()
+    if reaping_beyond is None:
+        condition = guarded(claim.task_id, claim.attempt)
+    else:
+        condition = and_(
+            tasks.c.id == claim.task_id,
+            tasks.c.attempts == claim.attempt,
+            _out_of_attempts(now, reaping_beyond),
+        )
     result = conn.execute(
         update(tasks)
-        .where(guarded(claim.task_id, claim.attempt))
+        .where(condition)
         .values(
             status=status,
             error=error,
@@ -144,14 +172,11 @@ def lock_for_finish(conn: Connection, claim: Claim, status: str, error: str | No
     return True
 
 
-def lost_beyond_retry(conn: Connection, max_attempts: int) -> list[tuple[str, int]]:
-    """Tasks whose last allowed attempt's worker vanished: (id, attempts)."""
-    now = now_ms()
+def lost_beyond_retry(conn: Connection, max_attempts: int) -> list[tuple[str, str, int]]:
+    """Tasks no worker will ever claim again: (id, account id, attempts)."""
     rows = conn.execute(
-        select(tasks.c.id, tasks.c.attempts).where(
-            tasks.c.status == "processing",
-            tasks.c.lease_until < now,
-            tasks.c.attempts >= max_attempts,
+        select(tasks.c.id, tasks.c.account_id, tasks.c.attempts).where(
+            _out_of_attempts(now_ms(), max_attempts)
         )
     ).all()
-    return [(row.id, row.attempts) for row in rows]
+    return [(row.id, row.account_id, row.attempts) for row in rows]

@@ -12,15 +12,18 @@ The task is ``completed`` when at least one file succeeded, else ``failed``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, task_files, tasks
 from upscayl_cloud.queue.lease import Claim, lock_for_finish, lost_beyond_retry
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.uploads import safe_base_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,22 @@ class FileOutcome:
     height: int | None = None
 
 
-def _settle(conn: Connection, task_id: str, charged: int) -> None:
-    """Capture ``charged`` of the reservation and give the rest back."""
+def _settle(conn: Connection, task_id: str, succeeded: int) -> None:
+    """Capture the price of ``succeeded`` files from the reservation; give the rest back.
+
+    The price is the one reserved when the task was started, not today's
+    ``credits_per_image``: an operator who changes the price (and restarts)
+    while tasks wait must neither charge more than was reserved, which would
+    refund a negative amount, nor less than the caller agreed to pay.
+    """
     task = conn.execute(
         select(tasks.c.account_id, tasks.c.credits_reserved).where(tasks.c.id == task_id)
     ).one()
+    files = conn.execute(
+        select(func.count()).select_from(task_files).where(task_files.c.task_id == task_id)
+    ).scalar_one()
+    charged = task.credits_reserved * succeeded // files if files else 0
+    charged = max(0, min(charged, task.credits_reserved))
     refund = task.credits_reserved - charged
     conn.execute(update(tasks).where(tasks.c.id == task_id).values(credits_charged=charged))
     if refund:
@@ -89,27 +103,50 @@ def finish_task(
             conn.execute(
                 update(task_files).where(task_files.c.id == outcome.file_id).values(values)
             )
-        _settle(conn, claim.task_id, ctx.settings.credits_per_image * len(succeeded))
+        _settle(conn, claim.task_id, len(succeeded))
     return True
 
 
-def fail_task(ctx: Context, claim: Claim, error: str) -> bool:
-    """Fail a held task as a whole and release its whole reservation."""
+def fail_task(ctx: Context, claim: Claim, error: str, reaping_beyond: int | None = None) -> bool:
+    """Fail a held (or, with ``reaping_beyond``, a reaped) task as a whole
+    and release its whole reservation."""
     with ctx.db.begin() as conn:
-        if not lock_for_finish(conn, claim, "failed", error):
+        if not lock_for_finish(conn, claim, "failed", error, reaping_beyond):
             return False
         _settle(conn, claim.task_id, 0)
     return True
 
 
+def output_folders(account_id: str, claim: Claim) -> tuple[str, str]:
+    """Where ``claim``'s attempt stores its results and thumbnails: a folder
+    per attempt, so a successor never writes over a lost worker's files."""
+    prefix = f"{account_id}/{claim.task_id}/{claim.attempt}"
+    return f"results/{prefix}", f"thumbs/{prefix}"
+
+
+def discard_outputs(ctx: Context, account_id: str, task_id: str, attempts: range) -> None:
+    """Delete what the given attempts of a task stored."""
+    for attempt in attempts:
+        for folder in output_folders(account_id, Claim(task_id, attempt)):
+            ctx.storage.delete_prefix(folder)
+
+
 def reap_lost(ctx: Context) -> int:
-    """Fail tasks whose workers died on their last allowed attempt; returns how many."""
+    """Fail (and refund) tasks no worker will claim again, and delete what
+    their attempts stored: a worker that died mid-task leaves its finished
+    files behind, delivered to nobody. Returns how many were failed."""
+    limit = ctx.settings.max_attempts
     with ctx.db.begin() as conn:
-        lost = lost_beyond_retry(conn, ctx.settings.max_attempts)
+        lost = lost_beyond_retry(conn, limit)
     reaped = 0
-    for task_id, attempts in lost:
+    for task_id, account_id, attempts in lost:
         times = "once" if attempts == 1 else f"{attempts} times"
         message = f"Processing was interrupted {times}; giving up"
-        if fail_task(ctx, Claim(task_id, attempts), message):
-            reaped += 1
+        if not fail_task(ctx, Claim(task_id, attempts), message, reaping_beyond=limit):
+            continue
+        reaped += 1
+        try:
+            discard_outputs(ctx, account_id, task_id, range(1, attempts + 1))
+        except Exception as exc:  # the task is failed all the same; files stay behind
+            log.warning("task %s: its outputs could not be deleted: %s", task_id, exc)
     return reaped
