@@ -155,3 +155,17 @@ def keys_left(client: TestClient, key: str) -> int:
 
     ctx = client.app.state.ctx
     return keys.account_credits(ctx, keys.authenticate(ctx, key).account_id)
+
+
+def test_a_lone_surrogate_in_a_file_name_is_a_400_not_a_500(client: TestClient) -> None:
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    entry = {"fileName": "\ud800.png"}
+    answer = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps([entry]), "application/json"))],
+        headers={"X-API-Key": key},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"] == (
+        "files[0].fileName must be valid Unicode text (it holds a lone surrogate)"
+    )

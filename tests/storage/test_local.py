@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,8 +90,28 @@ def test_multipart_refusals(store: LocalStorage) -> None:
         store.complete_multipart("up/f", upload_id, [CompletedPart(1, '"0000"')])
     with pytest.raises(MultipartError, match="not uploaded"):
         store.complete_multipart("up/f", upload_id, [CompletedPart(3, '"0000"')])
+    # A missing part is named as missing, not as making part 2 "too small".
+    with pytest.raises(MultipartError, match="part 3 was not uploaded"):
+        store.complete_multipart("up/f", upload_id, [small, last, CompletedPart(3, '"0"')])
     with pytest.raises(MultipartError):
         store.complete_multipart("up/f", "nosuchid", [small])
     store.abort_multipart("up/f", upload_id)
     with pytest.raises(MultipartError):
         store.write_part(upload_id, 1, iter([b"x"]), 10)
+
+
+def test_concurrent_completions_of_one_upload_all_succeed(store: LocalStorage) -> None:
+    """A client retrying a completion whose answer is slow races its own
+    first try: whichever joins first, every try answers the object's size."""
+    upload_id = store.create_multipart("up/raced.png")
+    parts = [
+        _part(store, upload_id, 1, b"a" * MIN_PART_BYTES),
+        _part(store, upload_id, 2, b"b" * MIN_PART_BYTES),
+        _part(store, upload_id, 3, b"tail"),
+    ]
+    with ThreadPoolExecutor(6) as pool:
+        sizes = list(
+            pool.map(lambda _: store.complete_multipart("up/raced.png", upload_id, parts), range(6))
+        )
+    assert sizes == [2 * MIN_PART_BYTES + 4] * 6
+    assert store.read_head("up/raced.png", 4, 2 * MIN_PART_BYTES) == b"tail"

@@ -188,6 +188,13 @@ def _check_entry_types(entry: Any, index: int) -> None:
             continue
         if not isinstance(value, expected) or isinstance(value, bool):
             raise BadRequestError(f"files[{index}].{name} must be {label}, not {_json_type(value)}")
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escaped in JSON ("\ud800")
+                raise BadRequestError(
+                    f"files[{index}].{name} must be valid Unicode text (it holds a lone surrogate)"
+                ) from None
     file_name = entry.get("fileName")
     if isinstance(file_name, str) and len(file_name) > _MAX_FILE_NAME:
         raise BadRequestError(

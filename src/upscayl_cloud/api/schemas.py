@@ -9,9 +9,10 @@ wrapped in ``{"data": {...}}`` (as Upscayl's published examples send it).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -33,6 +34,21 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
+def _encodable(value: str) -> str:
+    """JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which no
+    database, file name or header can hold: refused here as bad input,
+    rather than failing later as a server error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+#: A request string: strict, and encodable as UTF-8.
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -46,7 +62,7 @@ class _Body(BaseModel):
 
 # -- requests -------------------------------------------------------------------
 class UploadUrlCreate(_Body):
-    originalFileName: StrictStr = Field(min_length=1, max_length=255)
+    originalFileName: Text = Field(min_length=1, max_length=255)
     fileType: FileType
     fileSize: StrictInt = Field(ge=1, le=104_857_600)
     #: Extension (docs/api.md): ask for (true) or refuse (false) multipart URLs;
@@ -56,7 +72,7 @@ class UploadUrlCreate(_Body):
 
 class TaskStatusQuery(_Body):
     #: Any case: the service compares the canonical form (``status.canonical_task_id``).
-    taskId: StrictStr = Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})
+    taskId: Text = Field(pattern=UUID_PATTERN, json_schema_extra={"format": "uuid"})
 
 
 class HistoryQuery(_Body):
@@ -75,12 +91,12 @@ class CompletedPartIn(BaseModel):
     PartNumber: StrictInt = Field(
         ge=1, le=10_000, validation_alias=AliasChoices("PartNumber", "partNumber")
     )
-    ETag: StrictStr = Field(validation_alias=AliasChoices("ETag", "etag"))
+    ETag: Text = Field(validation_alias=AliasChoices("ETag", "etag"))
 
 
 class MultipartCompletion(BaseModel):
-    uploadId: StrictStr
-    key: StrictStr
+    uploadId: Text
+    key: Text
     parts: list[CompletedPartIn] = Field(min_length=1)
 
 

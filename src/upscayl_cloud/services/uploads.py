@@ -380,6 +380,8 @@ def complete_multipart(
     # spec gives this operation no 404, so "no such upload" is a 400 here.
     if row is None or row.storage_key != key or now_ms() > row.expires_at:
         raise BadRequestError("No such multipart upload (check uploadId and key)")
+    if row.part_size:
+        _check_all_parts_listed(parts, len(part_lengths(row.file_size, row.part_size)))
     try:
         size = ctx.storage.complete_multipart(key, upload_id, parts)
     except MultipartError as exc:
@@ -389,6 +391,29 @@ def complete_multipart(
         raise BadRequestError(
             f"Cannot complete multipart upload: the parts hold {size} bytes, "
             f"{row.file_size} were declared"
+        )
+
+
+def _check_all_parts_listed(parts: list[CompletedPart], count: int) -> None:
+    """Refuse a completion that does not list every part the server planned.
+
+    The parts' lengths were fixed when their links were signed, so with all
+    of them listed the object has the declared size. A list missing one
+    would join a shorter object (the store drops unlisted parts), whose size
+    check would then have to delete it with every part uploaded: refused
+    before anything is joined, the upload stays whole for a corrected retry.
+    """
+    listed = {part.part_number for part in parts}
+    planned = set(range(1, count + 1))
+    if unknown := sorted(listed - planned):
+        raise BadRequestError(
+            f"Cannot complete multipart upload: it has parts 1 to {count}, "
+            f"there is no part {unknown[0]}"
+        )
+    if missing := sorted(planned - listed):
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise BadRequestError(
+            f"Cannot complete multipart upload: list all {count} parts; missing: part {shown}"
         )
 
 

@@ -193,27 +193,42 @@ class LocalStorage:
         numbers = [part.part_number for part in parts]
         if numbers != sorted(set(numbers)):
             raise MultipartError("parts must be listed in ascending order without repeats")
+        try:
+            paths = self._checked_parts(upload_id, parts)
+
+            def joined() -> Iterator[bytes]:
+                for path in paths:
+                    with path.open("rb") as handle:
+                        yield from iter(lambda h=handle: h.read(1 << 20), b"")
+
+            size = self.write_stream(key, joined(), 1 << 62)
+        except FileNotFoundError:
+            # A concurrent completion of the same upload joined it first and
+            # removed the parts under this one: its object is the answer.
+            if (existing := self.size(key)) is not None:
+                return existing
+            raise MultipartError("unknown or already completed upload id") from None
+        shutil.rmtree(folder, ignore_errors=True)
+        return size
+
+    def _checked_parts(self, upload_id: str, parts: list[CompletedPart]) -> list[Path]:
+        """The listed parts' files, once all are there with their ETags, and
+        only then their sizes: a missing part is named as missing, not as
+        making its predecessor "too small" for a part that is not last."""
         paths: list[Path] = []
-        for index, part in enumerate(parts):
+        for part in parts:
             path = self._part_path(upload_id, part.part_number)
             if not path.is_file():
                 raise MultipartError(f"part {part.part_number} was not uploaded")
             if self._etag_of(path) != part.etag.strip().strip('"'):
                 raise MultipartError(f"part {part.part_number}: ETag does not match")
-            if index < len(parts) - 1 and path.stat().st_size < MIN_PART_BYTES:
+            paths.append(path)
+        for part, path in zip(parts[:-1], paths[:-1], strict=True):
+            if path.stat().st_size < MIN_PART_BYTES:
                 raise MultipartError(
                     f"part {part.part_number} is smaller than 5 MiB and is not the last part"
                 )
-            paths.append(path)
-
-        def joined() -> Iterator[bytes]:
-            for path in paths:
-                with path.open("rb") as handle:
-                    yield from iter(lambda h=handle: h.read(1 << 20), b"")
-
-        size = self.write_stream(key, joined(), 1 << 62)
-        shutil.rmtree(folder, ignore_errors=True)
-        return size
+        return paths
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         if upload_id.isalnum():
