@@ -1,5 +1,5 @@
 """Heavy or abusive bodies, through the real app: a huge JSON body is refused
-before it is parsed (no key needed to send one), JSON nested beyond the
+before it is parsed (401 without a key, 400 with one, counted), JSON nested beyond the
 parser's stack in start-task's ``files`` is a 400, and a full disk is a 503
 in the error shape, not a 500."""
 
@@ -29,17 +29,24 @@ def _chunks(total: int) -> Iterator[bytes]:
 
 @pytest.mark.parametrize("path", ["/get-task-status", "/get-upscayl-history", "/get-upload-url"])
 def test_an_oversized_json_body_is_refused_before_parsing(client: TestClient, path: str) -> None:
+    """Refused unread; counted against the key like any refusal, and
+    without a valid key a 401, as a body that did parse would be."""
+    keyed = {
+        "Content-Type": "application/json",
+        "X-API-Key": new_principal(client.app.state.ctx)[0],
+    }
     body = b'{"taskId": "' + b"a" * (2 * JSON_BODY_LIMIT_BYTES) + b'"}'
-    declared = client.post(path, content=body, headers={"Content-Type": "application/json"})
-    chunked = client.post(
-        path,
-        content=_chunks(2 * JSON_BODY_LIMIT_BYTES),
-        headers={"Content-Type": "application/json"},
-    )
+    declared = client.post(path, content=body, headers=keyed)
+    chunked = client.post(path, content=_chunks(2 * JSON_BODY_LIMIT_BYTES), headers=keyed)
     for response in (declared, chunked):
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "BAD_REQUEST"
         assert "larger than 1024 KiB" in response.json()["message"]
+        assert response.headers["X-RateLimit-Limit"] == "100"
+    assert declared.headers["X-RateLimit-Remaining"] == "99"
+    assert chunked.headers["X-RateLimit-Remaining"] == "98"
+    anonymous = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert anonymous.status_code == 401, anonymous.text
 
 
 def test_a_json_body_under_the_cap_still_works(client: TestClient) -> None:

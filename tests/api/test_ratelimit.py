@@ -58,6 +58,27 @@ def test_what_counts_against_the_limit(tmp_path) -> None:
         assert [r.status_code for r in refusals] == [429] * 3
 
 
+def test_bodies_that_never_parse_count_too(tmp_path) -> None:
+    """FastAPI parses a JSON body before any dependency runs: broken JSON,
+    a body that is not UTF-8 and one over the 1 MiB cap are still asked for
+    a key (401 without one) and counted, so looping on them hits the limit."""
+    settings = make_settings(tmp_path, rate_limits={"get-upload-url": "3/minute"})
+    with client_for(settings) as client:
+        key = new_principal(client.app.state.ctx)[0]
+        json_type = {"Content-Type": "application/json"}
+        anonymous = client.post("/get-upload-url", content=b"{", headers=json_type)
+        assert anonymous.status_code == 401, anonymous.text
+        keyed = {**json_type, "X-API-Key": key}
+        bodies = [b"{", b'{"originalFileName": "\xff"}', b"{" + b" " * (1 << 20) + b"}"]
+        answers = [client.post("/get-upload-url", content=b, headers=keyed) for b in bodies]
+        assert [r.status_code for r in answers] == [400, 400, 400]
+        assert [r.headers.get("X-RateLimit-Remaining") for r in answers] == ["2", "1", "0"]
+        assert "not valid UTF-8" in answers[1].json()["message"]
+        refused = client.post("/get-upload-url", content=b"{", headers=keyed)
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+
+
 def test_spec_defaults(tmp_path) -> None:
     limits = RateLimits(make_settings(tmp_path))
     headers, refusal = limits.check("start-task", "k")

@@ -6,16 +6,19 @@ hold hundreds of megabytes per request. Every JSON body this API takes is
 small (the largest, a multipart completion, lists at most a few thousand
 parts), so a body over ``JSON_BODY_LIMIT_BYTES`` is refused with 400 in the
 spec's error shape: at once when ``Content-Length`` says so, else as soon as
-the streamed body passes the cap. start-task's form and the local store's
+the streamed body passes the cap. The refusal is counted against the key's
+rate limit like any other (401 without a valid key). start-task's form and the local store's
 signed PUTs have caps of their own (``api/form.py``, ``routes/objects.py``)
 and are left alone.
 """
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from upscayl_cloud.api.errors import error_response
+from upscayl_cloud.api.deps import count_unread
+from upscayl_cloud.api.errors import error_response, rate_headers, service_error_response
 from upscayl_cloud.storage.local import LINK_PATH
 
 JSON_BODY_LIMIT_BYTES = 1024 * 1024
@@ -62,5 +65,13 @@ class JsonBodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(400, "BAD_REQUEST", _MESSAGE, {"Connection": "close"})
+        """400, counted against the caller's limit like any refusal (or the
+        401 or 429 that ``count_unread`` finds instead)."""
+        request = Request(scope)
+        instead = await count_unread(request)
+        if instead is not None:
+            response = await service_error_response(request, instead)
+        else:
+            response = error_response(400, "BAD_REQUEST", _MESSAGE, rate_headers(request))
+        response.headers["Connection"] = "close"
         await response(scope, receive, send)

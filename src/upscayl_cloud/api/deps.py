@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
@@ -10,8 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from upscayl_cloud.api.ratelimit import RateLimits
+from upscayl_cloud.config import SPEC_RATE_LIMITS
 from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.errors import ServiceError
 from upscayl_cloud.services.keys import Principal, authenticate
+
+log = logging.getLogger(__name__)
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyAuth")
 
@@ -45,6 +50,37 @@ def limited(operation: str) -> Callable[..., Principal]:
         return principal
 
     return dependency
+
+
+async def count_unread(request: Request) -> Exception | None:
+    """Authenticate and count a request refused before its dependencies ran.
+
+    FastAPI parses a JSON body before it solves the route's dependencies,
+    so a body that is not JSON (or too large, too deep, not UTF-8) would be
+    answered 400 by someone never asked for a key, and never counted: a
+    client looping on a broken body would never meet its limit, against
+    docs/api.md ("What counts"). Returns the error that takes the 400's
+    place (401 without a valid key, 429 over the limit), or None. A
+    database that cannot answer leaves the 400 as it was: it is true, and
+    the next request will be counted.
+    """
+    if hasattr(request.state, "rate_headers"):  # counted by ``limited`` already
+        return None
+    operation = request.url.path.removeprefix("/")
+    if operation not in SPEC_RATE_LIMITS:
+        return None
+    try:
+        key = request.headers.get(api_key_header.model.name)
+        principal = await run_in_threadpool(authenticate, request.app.state.ctx, key)
+    except ServiceError as exc:
+        return exc
+    except Exception as exc:
+        log.warning("a refused %s was not counted: %s", operation, exc)
+        return None
+    limits: RateLimits = request.app.state.rate_limits
+    headers, refusal = limits.check(operation, principal.key_id)
+    request.state.rate_headers = headers
+    return refusal
 
 
 def base_url(request: Request, ctx: ContextDep) -> str:

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from upscayl_cloud.api.deps import count_unread
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.diskspace import out_of_space
 from upscayl_cloud.services.errors import (
@@ -138,15 +139,16 @@ def _unparsable_body(cause: BaseException | None) -> str | None:
     return None
 
 
-def _rate_headers(request: Request) -> dict[str, str]:
+def rate_headers(request: Request) -> dict[str, str]:
     return dict(getattr(request.state, "rate_headers", {}) or {})
 
 
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+async def service_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """A domain error's answer, with the rate headers of a counted request."""
     assert isinstance(exc, ServiceError)
     if exc.report:
         log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
-    headers = _rate_headers(request)
+    headers = rate_headers(request)
     if isinstance(exc, RateLimitExceededError):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     return error_response(exc.status_code, exc.code, exc.public_message, headers)
@@ -154,9 +156,11 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if (instead := await count_unread(request)) is not None:
+        return await service_error_response(request, instead)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     code, message = validation_error_body(list(exc.errors()), media_type)
-    return error_response(400, code, message, _rate_headers(request))
+    return error_response(400, code, message, rate_headers(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -164,10 +168,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_SERVER_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 400 and message == _FASTAPI_PARSE_ERROR:
+        if (instead := await count_unread(request)) is not None:
+            return await service_error_response(request, instead)
         message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
         message = "Requested resource could not be found"
-    headers = dict(exc.headers or {})
+    headers = {**rate_headers(request), **(exc.headers or {})}
     if exc.status_code == 405 and headers.get("Allow"):  # Starlette's bare 405
         allowed = _allowed_methods(request) or headers["Allow"].split(", ")
         headers["Allow"] = ", ".join(allowed)
@@ -199,7 +205,7 @@ def _unavailable(
     request: Request, message: str = "The service is temporarily unavailable; retry shortly"
 ) -> JSONResponse:
     """503 with Retry-After: the project's client retries it (not a 500)."""
-    headers = _rate_headers(request)
+    headers = rate_headers(request)
     headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
     return error_response(503, "SERVICE_UNAVAILABLE", message, headers)
 
@@ -241,7 +247,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ServiceError, service_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
