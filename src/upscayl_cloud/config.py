@@ -32,6 +32,23 @@ SPEC_RATE_LIMITS: dict[str, str] = {
 }
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+HOUR = 3600
+DAY = 24 * HOUR
+#: Longest any retention may be; far inside int64 milliseconds.
+TEN_YEARS = 3650 * DAY
+#: SigV4 signs a link for at most seven days (S3 refuses longer).
+MAX_LINK_SECONDS = 7 * DAY
+#: S3's largest object and largest part.
+MAX_OBJECT_BYTES = 5 * TIB
+MAX_PART_BYTES = 5 * GIB
+#: Most threads of one kind a setting may ask for: far above any machine's
+#: cores, far below what crashes ncnn's thread pool (100,000 did).
+MAX_THREADS = 256
+#: The largest credit amount: one credit below int64's limit keeps every sum
+#: of a price and a balance a database integer.
+MAX_CREDITS = 10**15
 
 
 def _origin(entry: str) -> str:
@@ -136,10 +153,10 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = False
     #: Longest wait for a TCP connection to the store. Short: a store that
     #: does not accept is down, and a request should fail fast (503), not hang.
-    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
     #: Longest silence while waiting for the store's answer. Long enough for the
     #: store to take in a 100 MB object before it answers the upload.
-    s3_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=60.0, gt=0, le=HOUR, allow_inf_nan=False)
     #: Tries per store call, the first included (botocore "standard" retries).
     #: Few: each try can wait the timeouts above, and a caller retries a 503.
     s3_max_attempts: int = Field(default=3, ge=1, le=10)
@@ -159,9 +176,9 @@ class Settings(BaseSettings):
 
     # -- credits --------------------------------------------------------------
     #: Price of one image, reserved at start-task and captured on success.
-    credits_per_image: int = Field(default=1, ge=0)
+    credits_per_image: int = Field(default=1, ge=0, le=10**9)
     #: Credits of the key created on the first start of ``serve``.
-    first_key_credits: int = Field(default=100, ge=0)
+    first_key_credits: int = Field(default=100, ge=0, le=MAX_CREDITS)
 
     # -- rate limits ------------------------------------------------------------
     rate_limits_enabled: bool = True
@@ -175,7 +192,7 @@ class Settings(BaseSettings):
 
     # -- uploads ------------------------------------------------------------------
     #: Largest accepted image, as in the spec (100 MB).
-    max_upload_bytes: int = Field(default=104_857_600, ge=1)
+    max_upload_bytes: int = Field(default=104_857_600, ge=1, le=MAX_OBJECT_BYTES)
     #: Declared bytes an account's uploads may hold while no task names them
     #: (until they expire); get-upload-url refuses more with 429. Uploads
     #: cost no credits, so without a cap a key with none could park 100
@@ -184,33 +201,33 @@ class Settings(BaseSettings):
     #: 2 x max_files_per_task x max_upload_bytes (about 10 GB): a client that
     #: uploads a batch, then starts its task, as this project's client and
     #: web page do, never meets it, whatever those two are set to.
-    max_pending_upload_bytes: int = Field(default=0, ge=0)
+    max_pending_upload_bytes: int = Field(default=0, ge=0, le=2**62)
     #: How long a pre-signed upload URL stays valid.
-    upload_url_ttl_seconds: int = Field(default=3600, ge=1)
+    upload_url_ttl_seconds: int = Field(default=3600, ge=1, le=MAX_LINK_SECONDS)
     #: Uploaded originals are deleted this long after upload.
-    upload_retention_seconds: int = Field(default=24 * 3600, ge=1)
+    upload_retention_seconds: int = Field(default=24 * 3600, ge=1, le=TEN_YEARS)
     #: Uploads at least this large also get multipart URLs (see docs/api.md).
-    multipart_threshold_bytes: int = Field(default=64 * MIB, ge=1)
+    multipart_threshold_bytes: int = Field(default=64 * MIB, ge=1, le=MAX_OBJECT_BYTES)
     #: Part size offered for multipart uploads; S3's minimum is 5 MiB.
-    multipart_part_bytes: int = Field(default=8 * MIB, ge=5 * MIB)
+    multipart_part_bytes: int = Field(default=8 * MIB, ge=5 * MIB, le=MAX_PART_BYTES)
     #: Most files one start-task may name (a batch).
-    max_files_per_task: int = Field(default=50, ge=1)
+    max_files_per_task: int = Field(default=50, ge=1, le=10_000)
     #: Largest accepted source image, width x height, read from the header.
-    max_source_pixels: int = Field(default=50_000_000, ge=1)
+    max_source_pixels: int = Field(default=50_000_000, ge=1, le=10**10)
 
     # -- results ------------------------------------------------------------------
     #: Results and thumbnails are deleted this long after the task completes.
-    result_retention_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    result_retention_seconds: int = Field(default=7 * DAY, ge=1, le=TEN_YEARS)
     #: Lifetime of a download or thumbnail link handed out by get-task-status
     #: (never beyond the object's own expiry).
-    download_url_ttl_seconds: int = Field(default=3600, ge=1)
-    thumbnail_long_edge: int = Field(default=256, ge=16)
+    download_url_ttl_seconds: int = Field(default=3600, ge=1, le=MAX_LINK_SECONDS)
+    thumbnail_long_edge: int = Field(default=256, ge=16, le=4096)
 
     # -- workers and the queue ---------------------------------------------------
     #: Worker threads inside ``serve``; 0 runs an API-only process.
-    workers: int = Field(default=1, ge=0)
+    workers: int = Field(default=1, ge=0, le=MAX_THREADS)
     #: Inference threads per worker; 0 shares this machine's cores between workers.
-    engine_threads: int = Field(default=0, ge=0)
+    engine_threads: int = Field(default=0, ge=0, le=MAX_THREADS)
     #: Use a GPU when the backend sees one.
     engine_use_gpu: bool = True
     #: Runtime for the networks: ``auto`` picks by this machine's features
@@ -221,12 +238,12 @@ class Settings(BaseSettings):
     #: Compiled networks kept between runs; empty means ``<data_dir>/cache``.
     engine_cache_dir: Path | None = None
     #: Size the compiled-network cache is pruned to.
-    engine_cache_max_mb: int = Field(default=4096, ge=64)
+    engine_cache_max_mb: int = Field(default=4096, ge=64, le=10**8)
     #: Tile edge in input pixels; 0 sizes tiles per network from the memory
     #: budget below (docs/models.md, "Tiling").
-    engine_tile_size: int = Field(default=0, ge=0)
+    engine_tile_size: int = Field(default=0, ge=0, le=16384)
     #: Memory one network call may use when tiles are sized automatically.
-    engine_tile_memory_mb: int = Field(default=3072, ge=64)
+    engine_tile_memory_mb: int = Field(default=3072, ge=64, le=10**7)
     #: PNG zlib level (0-9): 2 with the "up" filter is 2-3x faster than 6 and
     #: smaller on upscaled photos (bench/README.md).
     png_compression: int = Field(default=2, ge=0, le=9)
@@ -247,11 +264,11 @@ class Settings(BaseSettings):
     face_model: str = ""
     #: A claimed task whose lease is not renewed within this time is taken
     #: over by another worker. Progress writes renew it.
-    lease_seconds: float = Field(default=60.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0, le=DAY, allow_inf_nan=False)
     #: A task is tried at most this many times (worker deaths included).
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=100)
     #: How often an idle worker looks for work.
-    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0, le=HOUR, allow_inf_nan=False)
     #: Port on which an ``upscayl-cloud worker`` process serves its own
     #: Prometheus metrics (the files it processed); 0: none. A worker has no
     #: other port, and what it measures is in no API process's /metrics.
@@ -261,17 +278,17 @@ class Settings(BaseSettings):
 
     # -- housekeeping --------------------------------------------------------------
     #: Interval of the sweeper (expired objects) and reaper (lost tasks).
-    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    sweep_interval_seconds: float = Field(default=60.0, gt=0, le=DAY, allow_inf_nan=False)
     #: Create a key and print it on the first start of ``serve``.
     create_first_key: bool = True
     #: ``/readyz`` probes the database and the store at most once per this
     #: many seconds and answers from the last result in between, so that a
     #: probing load balancer (or anyone: the endpoint needs no key) cannot
     #: pile up probes against a slow store.
-    readiness_cache_seconds: float = Field(default=2.0, ge=0)
+    readiness_cache_seconds: float = Field(default=2.0, ge=0, le=HOUR, allow_inf_nan=False)
     #: Longest ``/readyz`` waits for the probe; past it, checks not yet
     #: answered count as failing (503) while the probe finishes on its own.
-    readiness_timeout_seconds: float = Field(default=5.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
 
     @field_validator("storage_dir", "engine_cache_dir", mode="before")
     @classmethod
@@ -301,8 +318,90 @@ class Settings(BaseSettings):
 
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _base_url(cls, value: str) -> str:
+        """An http(s) URL with a host (a path is allowed: a proxy's prefix),
+        or empty; links built on anything else would point nowhere."""
+        value = value.strip().rstrip("/")
+        if not value:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  (raises on a port that is no number)
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must have no query, fragment or user name in it")
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_data_dir_is_default(cls, value: object) -> object:
+        """``UPSCAYL_DATA_DIR=`` means ``./data``, not the current folder."""
+        return Path("./data") if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_one(cls, value: str) -> str:
+        """Parsed, and its dialect known, at start: a typo is one line then,
+        not a traceback from the first query."""
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(value).get_dialect()
+        except NoSuchModuleError:  # an ArgumentError too: first
+            raise ValueError(
+                "unknown kind of database; use sqlite:///path or postgresql+psycopg://..."
+            ) from None
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; write e.g. postgresql+psycopg://user:password@host/db"
+            ) from None
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_are_known(cls, value: dict[str, str]) -> dict[str, str]:
+        """Each operation named as the spec names it, each limit one ``limits``
+        reads: a misspelt operation would otherwise keep the spec's limit
+        silently, and a bad limit fail the first request."""
+        from limits import parse
+
+        for operation, limit in value.items():
+            if operation not in SPEC_RATE_LIMITS:
+                raise ValueError(
+                    f"unknown operation {operation!r}; the operations are "
+                    + ", ".join(SPEC_RATE_LIMITS)
+                )
+            try:
+                item = parse(limit)
+            except ValueError:
+                item = None
+            if item is None or item.amount < 1:
+                raise ValueError(
+                    f'{operation}: {limit!r} is not a limit; write e.g. "5/minute" or '
+                    '"100 per hour" (UPSCAYL_RATE_LIMITS_ENABLED=false turns limits off)'
+                )
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _counter_storage_is_one(cls, value: str) -> str:
+        """A storage ``limits`` knows and that keeps a moving window."""
+        from limits.storage import SCHEMES, MovingWindowSupport
+
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        storage = SCHEMES.get(scheme)
+        if storage is None or not issubclass(storage, MovingWindowSupport):
+            raise ValueError(
+                "not a counter storage for moving windows; use memory:// or "
+                "redis://host:6379 (also rediss://, redis+sentinel://, redis+cluster://)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:

@@ -74,3 +74,48 @@ def test_an_unreachable_object_store_is_one_line(monkeypatch: pytest.MonkeyPatch
     assert lines[0].startswith("Cannot reach the object store: bucket photos: store unavailable")
     assert f"127.0.0.1:{port}" in lines[0]
     assert "secret-key" not in result.output
+
+
+def test_a_data_folder_that_is_a_file_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
+    blocker = tmp_path / "data"  # type: ignore[operator]
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(blocker))
+    for command in (["migrate"], ["worker"], ["keys", "create"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [
+            f"Cannot use the data folder {blocker} (UPSCAYL_DATA_DIR): File exists ({blocker})"
+        ]
+
+
+def test_migrate_with_the_database_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was 451 lines: ``migrate`` opened the database on its own."""
+    port = _closed_port()
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", f"postgresql+psycopg://u:pw@127.0.0.1:{port}/d")
+    result = CliRunner().invoke(app, ["migrate"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Cannot use the database postgresql+psycopg://u:***@127.0.0.1:{port}/d: "
+        f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
+        "Connection refused"
+    ]
+
+
+def test_a_bucket_name_s3_refuses_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused by botocore before any connection: no store is needed."""
+    for name, value in {
+        "STORAGE_BACKEND": "s3",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}",
+        "S3_BUCKET": "Not_A_Bucket!",
+        "S3_CREATE_BUCKET": "true",
+        "S3_ACCESS_KEY_ID": "key",
+        "S3_SECRET_ACCESS_KEY": "secret-key",
+    }.items():
+        monkeypatch.setenv(f"UPSCAYL_{name}", value)
+    result = CliRunner().invoke(app, ["keys", "create"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Cannot use the object store: bucket Not_A_Bucket!")

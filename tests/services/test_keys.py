@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
+from upscayl_cloud.config import MAX_CREDITS
 from upscayl_cloud.db.tables import api_keys
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import Context
@@ -97,3 +98,17 @@ def test_remove_credits_refuses_more_than_the_balance(ctx: Context) -> None:
     assert keys.remove_credits(ctx, info.prefix[:6], 25).credits == 0
     with pytest.raises(BadRequestError):
         keys.remove_credits(ctx, info.id, -1)
+
+
+def test_a_balance_never_leaves_a_database_integer(ctx: Context) -> None:
+    """Past int64 SQLite stored the sum as a float (credits 9.2e18), and
+    PostgreSQL refused it with a 500: a top-up is refused whole instead."""
+    _key, info = keys.create_key(ctx, "rich", MAX_CREDITS - 10)
+    with pytest.raises(BadRequestError, match="at most 10 can be added"):
+        keys.add_credits(ctx, info.id, 11)
+    with pytest.raises(BadRequestError, match="at most"):
+        keys.add_credits(ctx, info.id, 2**63)
+    with pytest.raises(BadRequestError, match="at most"):
+        keys.create_key(ctx, "richer", 2**64)
+    balance = keys.add_credits(ctx, info.id, 10).credits
+    assert balance == MAX_CREDITS and isinstance(balance, int)

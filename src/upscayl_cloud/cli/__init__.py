@@ -55,6 +55,10 @@ def main(
             raise typer.Exit(2) from None
 
 
+#: Settings whose value may hold a password: named, never repeated.
+_NOT_ECHOED = {"database_url", "secret_keys", "s3_secret_access_key", "rate_limit_storage_uri"}
+
+
 def setting_errors(exc: ValidationError | SettingsError) -> list[str]:
     """One line per invalid setting, named as it is set: ``UPSCAYL_<NAME>``."""
     if isinstance(exc, SettingsError):  # a JSON value that does not parse
@@ -65,8 +69,12 @@ def setting_errors(exc: ValidationError | SettingsError) -> list[str]:
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
         if error["loc"]:
-            name = f"UPSCAYL_{str(error['loc'][0]).upper()}"
-            lines.append(f"Invalid setting {name}={error['input']!r}: {message}")
+            field = str(error["loc"][0])
+            name = f"UPSCAYL_{field.upper()}"
+            if field in _NOT_ECHOED:
+                lines.append(f"Invalid setting {name}: {message}")
+            else:
+                lines.append(f"Invalid setting {name}={error['input']!r}: {message}")
         else:
             lines.append(f"Invalid settings: {message}")
     return lines

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from upscayl_cloud.cli.startup import open_context
-from upscayl_cloud.config import Settings, get_settings
+from upscayl_cloud.cli.startup import exit_if_database_failed, open_context, prepare_folder
+from upscayl_cloud.config import MAX_THREADS, Settings, get_settings
 from upscayl_cloud.services import keys
-from upscayl_cloud.services.context import prepare_data_dir
 
 if TYPE_CHECKING:
     from upscayl_cloud.services.metrics import Metrics
@@ -74,7 +73,10 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", help="Worker threads (0: API only; default: UPSCAYL_WORKERS).", min=0
+            "--workers",
+            help="Worker threads (0: API only; default: UPSCAYL_WORKERS).",
+            min=0,
+            max=MAX_THREADS,
         ),
     ] = None,
 ) -> None:
@@ -168,11 +170,16 @@ def configure_logging() -> None:
 
 def worker(
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Worker threads in this process.", min=1)
+        int | None,
+        typer.Option("--workers", help="Worker threads in this process.", min=1, max=MAX_THREADS),
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve this process's Prometheus metrics on this port (0: none).", min=0),
+        typer.Option(
+            help="Serve this process's Prometheus metrics on this port (0: none).",
+            min=0,
+            max=65535,
+        ),
     ] = None,
 ) -> None:
     """Process tasks from the shared database until interrupted (Ctrl-C, SIGTERM)."""
@@ -238,10 +245,13 @@ def migrate() -> None:
     from upscayl_cloud.db.migrate import upgrade
 
     settings = get_settings()
-    prepare_data_dir(settings)
+    prepare_folder(settings)
     engine = make_engine(settings.resolved_database_url)
     try:
         before, after = upgrade(engine)
+    except Exception as exc:
+        exit_if_database_failed(settings, exc)
+        raise
     finally:
         engine.dispose()
     if before is None:

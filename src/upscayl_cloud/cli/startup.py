@@ -1,5 +1,6 @@
-"""Opening the service's context for a command: a database or object store
-that cannot be used at start is one line saying which, not a traceback.
+"""Opening the service's context for a command: a data folder, database or
+object store that cannot be used at start is one line saying which, not a
+traceback.
 
 An operator starting a process before PostgreSQL or the store is up (a
 compose file, a reboot) read some 475 lines ending in psycopg's words; the
@@ -15,28 +16,56 @@ from sqlalchemy.engine import make_url
 
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import database_unavailable
-from upscayl_cloud.services.context import Context, build_context
-from upscayl_cloud.storage.base import StorageUnavailableError
+from upscayl_cloud.services.context import Context, build_context, prepare_data_dir
+from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 
 
 def open_context(settings: Settings) -> Context:
     """``build_context``, or exit 1 with one line naming what failed: the
-    store unreachable, or the database unreachable or refusing (locked,
-    out of connections...), in its own words."""
+    data folder unusable, the store unreachable or refusing (no such
+    bucket, no credentials, a name S3 does not allow), or the database
+    unreachable or refusing (locked, out of connections...), in their own
+    words."""
+    prepare_folder(settings)
     try:
         return build_context(settings)
     except StorageUnavailableError as exc:
         typer.echo(f"Cannot reach the object store: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from None
-    except Exception as exc:
-        if not database_unavailable(exc):
-            raise
-        # The query may hold a password too (libpq's ?password=).
-        url = make_url(settings.resolved_database_url).set(query={})
-        shown = url.render_as_string(hide_password=True)
-        reason = _first_line(getattr(exc, "orig", None) or exc)
-        typer.echo(f"Cannot use the database {shown}: {reason}", err=True)
+    except StorageError as exc:
+        typer.echo(f"Cannot use the object store: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from None
+    except Exception as exc:
+        exit_if_database_failed(settings, exc)
+        raise
+
+
+def prepare_folder(settings: Settings) -> None:
+    """``prepare_data_dir``, or exit 1 naming the folder and why (a file in
+    its place, no permission), instead of a traceback."""
+    try:
+        prepare_data_dir(settings)
+    except OSError as exc:
+        where = exc.filename or settings.data_dir
+        typer.echo(
+            f"Cannot use the data folder {settings.data_dir} (UPSCAYL_DATA_DIR): "
+            f"{exc.strerror or exc} ({where})",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def exit_if_database_failed(settings: Settings, exc: BaseException) -> None:
+    """Exit 1 with one line when ``exc`` says the database cannot be used;
+    return (for the caller to re-raise) when it is something else."""
+    if not database_unavailable(exc):
+        return
+    # The query may hold a password too (libpq's ?password=).
+    url = make_url(settings.resolved_database_url).set(query={})
+    shown = url.render_as_string(hide_password=True)
+    reason = _first_line(getattr(exc, "orig", None) or exc)
+    typer.echo(f"Cannot use the database {shown}: {reason}", err=True)
+    raise typer.Exit(1) from None
 
 
 def missing_embedded_database(settings: Settings) -> Path | None:

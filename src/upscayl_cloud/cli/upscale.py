@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
 from upscayl_cloud.client.naming import OutputNames
+from upscayl_cloud.config import MAX_THREADS
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
 from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
@@ -67,7 +68,10 @@ def upscale(
     recursive: Annotated[
         bool, typer.Option("-r", "--recursive", help="Also the images in subfolders.")
     ] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (default: all cores).", min=1, max=MAX_THREADS),
+    ] = None,
     cpu: Annotated[bool, typer.Option("--cpu", help="Never use a GPU.")] = False,
     backend: Annotated[
         Backend, typer.Option(help="Runtime (see `upscayl-cloud models backends`).")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from upscayl_cloud.config import MAX_CREDITS
 from upscayl_cloud.db.engine import now_ms, reading
 from upscayl_cloud.db.tables import accounts, api_keys
 from upscayl_cloud.services.context import Context
@@ -60,6 +61,7 @@ def create_key(
 
     Returns the key itself, which is never stored and cannot be shown again.
     """
+    _check_amount(credits)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     digest = _digest(ctx.settings.signing_secrets()[0], key)
     now = now_ms()
@@ -187,24 +189,41 @@ def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
     larger than the balance is refused whole (not clamped), and the error says
     how many could be removed, so an operator never loses track of a balance.
     """
+    _check_amount(amount)
     key_id = resolve_key_id(ctx, ident)
     info = get_key(ctx, key_id)
     with ctx.db.begin() as conn:
-        # Conditional, so a removal can never take an account below zero.
+        # Conditional, so a removal can never take an account below zero,
+        # nor a top-up past MAX_CREDITS (SQLite would turn the sum into a
+        # float past int64, PostgreSQL refuse it).
         changed = conn.execute(
             update(accounts)
-            .where(accounts.c.id == info.account_id, accounts.c.credits + amount >= 0)
+            .where(
+                accounts.c.id == info.account_id,
+                accounts.c.credits + amount >= 0,
+                accounts.c.credits + amount <= MAX_CREDITS,
+            )
             .values(credits=accounts.c.credits + amount)
         )
         if changed.rowcount != 1:
             balance = conn.execute(
                 select(accounts.c.credits).where(accounts.c.id == info.account_id)
             ).scalar_one()
+            if amount > 0:
+                raise BadRequestError(
+                    f"Cannot add {amount} credits: the account has {balance}, and a balance "
+                    f"holds at most {MAX_CREDITS}, so at most {MAX_CREDITS - balance} can be added"
+                )
             raise BadRequestError(
                 f"Cannot remove {-amount} credits: the account has only {balance}, "
                 f"so at most {balance} can be removed"
             )
     return get_key(ctx, key_id)
+
+
+def _check_amount(amount: int) -> None:
+    if abs(amount) > MAX_CREDITS:
+        raise BadRequestError(f"A credit amount is at most {MAX_CREDITS}, not {amount}")
 
 
 def remove_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
