@@ -571,6 +571,26 @@ def test_a_source_without_resolution_gets_72_dpi(tmp_path):
     assert (out.xres * 25.4, out.yres * 25.4) == pytest.approx((72, 72), abs=0.1)
 
 
+@pytest.mark.parametrize(
+    ("x", "y", "unit"),
+    [
+        (3000, 3000, 0),  # an aspect ratio, no unit: libvips read it as 76,200 DPI
+        (0xFFFFFFFF, 0xFFFFFFFF, 1),  # beyond what libvips writes back (GLib CRITICAL)
+    ],
+)
+def test_a_png_density_that_is_no_resolution_gets_72_dpi(tmp_path, x, y, unit):
+    plain = tmp_path / "plain.png"
+    vips_image(COFFEE[:32, :32]).pngsave(str(plain), keep=pyvips.enums.ForeignKeep.NONE)
+    raw = plain.read_bytes()
+    at = raw.index(b"pHYs")  # libvips always writes one; its body is rewritten
+    phys = struct.pack(">IIB", x, y, unit)
+    crc = struct.pack(">I", zlib.crc32(b"pHYs" + phys) & 0xFFFFFFFF)
+    source = tmp_path / "in.png"
+    source.write_bytes(raw[: at + 4] + phys + crc + raw[at + 4 + 9 + 4 :])
+    out = load(round_trip(tmp_path, source, "png"))
+    assert (out.xres * 25.4, out.yres * 25.4) == pytest.approx((72, 72), abs=0.1)
+
+
 def _adobe_cmyk_jpeg(path: Path, inks: np.ndarray, ycck: bool) -> Path:
     """A Photoshop-style CMYK JPEG (Adobe marker, inverted samples, no
     profile), written by Pillow; ``ycck`` stores the same inks as YCCK (the

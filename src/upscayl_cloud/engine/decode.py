@@ -41,7 +41,8 @@ Choices worth knowing:
   1.3-2.5 s for a 145 MB 49 MP one of noise (restart markers the slowest).
 * **Resolution (DPI) is kept**, as the source states it (JFIF density, PNG
   pHYs, EXIF), swapped with the axes by a 90 degree orientation; a source
-  that states none gets 72 DPI, libvips's own default for JPEG and PNG. The
+  that states none (a PNG pHYs without unit, an impossible density among
+  them) gets 72 DPI, libvips's own default for JPEG and PNG. The
   output is then ``scale`` times larger on paper too, as after any resampling
   that keeps the resolution.
 """
@@ -76,6 +77,10 @@ ICC_RGB = b"RGB "
 ICC_GREY = b"GRAY"
 #: Pixels per millimetre when the source states no resolution: 72 DPI.
 DEFAULT_RESOLUTION = 72 / 25.4
+#: The most pixels per millimetre libvips takes (``vips_copy``'s ``xres``).
+MAX_RESOLUTION = 1_000_000.0
+#: Chunks looked at for pHYs before giving up (real files have a handful).
+MAX_PNG_CHUNKS_BEFORE_DATA = 1024
 #: Most scans (SOS markers) a JPEG may have: libjpeg-turbo's fuzzers' limit
 #: (``TJPARAM_SCANLIMIT``); every scan costs a pass over the whole image.
 MAX_JPEG_SCANS = 500
@@ -150,7 +155,7 @@ def decode(
     cmyk = image.interpretation == "cmyk"
     icc = None if cmyk else _icc_profile(image, ICC_GREY if source.is_grey else ICC_RGB)
     exif = _exif(image)
-    resolution = _resolution(image, source, orientation)
+    resolution = _resolution(image, source, orientation, Path(path))
     if exif is not None and orientation in _TRANSPOSING:
         # libvips saves the EXIF block's resolution over the image's own.
         exif = _swap_exif_resolution(exif)
@@ -340,15 +345,46 @@ def _orientation(image: pyvips.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _resolution(image: pyvips.Image, source: SourceImage, orientation: int) -> tuple[float, float]:
-    """The source's pixels per millimetre, upright. libvips says 1.0 where a
-    format has no resolution of its own (WebP, unless its EXIF gives one),
-    which read back would be 25.4 DPI: a made-up value, so 72 DPI instead."""
-    stated = source.mime_type != sniff.WEBP or bool(image.get_typeof("exif-ifd0-XResolution"))
+def _resolution(
+    image: pyvips.Image, source: SourceImage, orientation: int, path: Path
+) -> tuple[float, float]:
+    """The source's pixels per millimetre, upright; 72 DPI where it states
+    none. libvips says 1.0 where a format has no resolution of its own
+    (WebP, unless its EXIF gives one), which read back would be 25.4 DPI,
+    and passes a PNG pHYs of unit 0 (an aspect ratio, no unit) through as
+    if its numbers were per millimetre (3000:3000 became 76,200 DPI). A
+    value libvips cannot write back (over 10^6 per millimetre: a pHYs of
+    2^32 - 1) is no resolution either."""
+    if source.mime_type == sniff.WEBP:
+        stated = bool(image.get_typeof("exif-ifd0-XResolution"))
+    elif source.mime_type == sniff.PNG:
+        stated = _png_density_unit(path) != 0
+    else:
+        stated = True
     xres, yres = (image.xres, image.yres) if stated else (0.0, 0.0)
-    xres = xres if xres > 0 else DEFAULT_RESOLUTION
-    yres = yres if yres > 0 else DEFAULT_RESOLUTION
+    xres = xres if 0 < xres <= MAX_RESOLUTION else DEFAULT_RESOLUTION
+    yres = yres if 0 < yres <= MAX_RESOLUTION else DEFAULT_RESOLUTION
     return (yres, xres) if orientation in _TRANSPOSING else (xres, yres)
+
+
+def _png_density_unit(path: Path) -> int | None:
+    """The unit byte of a PNG's pHYs chunk (0: none, 1: metre), or None
+    when there is none before the image data. Walks the chunk headers,
+    seeking over their bodies, as the PNG format puts pHYs before IDAT."""
+    with path.open("rb") as handle:
+        handle.seek(8)
+        for _ in range(MAX_PNG_CHUNKS_BEFORE_DATA):
+            header = handle.read(8)
+            if len(header) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"pHYs" and length == 9:
+                body = handle.read(9)
+                return body[8] if len(body) == 9 else None
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            handle.seek(length + 4, 1)  # the body and its CRC
+    return None
 
 
 def _swap_exif_resolution(exif: bytes) -> bytes:
