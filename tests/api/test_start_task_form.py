@@ -169,3 +169,22 @@ def test_a_lone_surrogate_in_a_file_name_is_a_400_not_a_500(client: TestClient) 
     assert answer.json()["message"] == (
         "files[0].fileName must be valid Unicode text (it holds a lone surrogate)"
     )
+
+
+def test_a_direct_file_that_is_no_image_is_named_and_told_apart_from_an_empty_one(
+    client: TestClient,
+) -> None:
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+
+    def send(name: str, data: bytes) -> dict:
+        files = {"file": (name, data, "image/png")}
+        return client.post("/start-task", files=files, headers={"X-API-Key": key}).json()
+
+    assert send("notes.png", b"just some text") == {
+        "error": "INVALID_FILE_TYPE",
+        "message": "file 'notes.png': not a JPEG, PNG or WebP image",
+    }
+    assert send("blank.png", b"") == {
+        "error": "BAD_REQUEST",
+        "message": "file 'blank.png' is empty; send the image's bytes",
+    }

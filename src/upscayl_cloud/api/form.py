@@ -306,9 +306,12 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
             if not isinstance(upload, UploadFile):
                 raise BadRequestError("file must be a file part")
             head = await upload.read(64)
+            label = f"file {clip(upload.filename)!r}" if upload.filename else "file"
+            if not head:
+                raise BadRequestError(f"{label} is empty; send the image's bytes")
             mime = sniff(head)
             if mime is None:
-                raise InvalidFileTypeError()
+                raise InvalidFileTypeError(f"{label}: not a JPEG, PNG or WebP image")
             result.direct = DirectFile(upload, upload.filename or "", mime)
         elif not result.files:
             raise MissingFieldsError("Required fields missing: file or files")
