@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from support.context import new_principal
 from support.tasks import queued_task
@@ -111,3 +111,29 @@ def test_a_page_lists_each_tasks_own_files_in_order_in_constant_queries(
     assert len(statements) == few
     alone = task_status(ctx, principal, "http://x", created[2])["files"]
     assert [f["path"] for f in alone] == [f["path"] for f in items[3]["files"]]
+
+
+def test_a_result_past_its_expiry_is_listed_without_links(
+    ctx: Context, principal: Principal
+) -> None:
+    """Links capped at an expiry already past would be dead on arrival (410,
+    "ask get-task-status for fresh links", another dead link...)."""
+    task_id = queued_task(ctx, principal, files=2)
+    held = claim(ctx.db, "w", 30, 3)
+    with ctx.db.begin() as conn:
+        ids = (
+            conn.execute(
+                select(task_files.c.id).where(task_files.c.task_id == task_id).order_by("position")
+            )
+            .scalars()
+            .all()
+        )
+    result = ("a_upscayl.png", "image/png", 10, 4, 4)
+    done = [FileOutcome(i, True, None, f"r/{i}.png", f"t/{i}.webp", *result) for i in ids]
+    assert finish_task(ctx, held, done, {i: "x" for i in ids})
+    with ctx.db.begin() as conn:
+        conn.execute(update(task_files).where(task_files.c.id == ids[0]).values(expires_at=1))
+    expired, live = task_status(ctx, principal, "http://x", task_id)["files"]
+    assert "downloadLink" not in expired and "thumbnailLink" not in expired
+    assert (expired["expiresAt"], expired["dimensions"]) == (1, {"width": 4, "height": 4})
+    assert live["downloadLink"].startswith("http://x/") and live["thumbnailLink"]

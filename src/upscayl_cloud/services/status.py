@@ -26,10 +26,22 @@ RESULT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
 def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
-    """Every ProcessedFile field, with fresh signed links capped at the object's expiry."""
-    link_expiry = min(row.expires_at, now_ms() + ctx.settings.download_url_ttl_seconds * 1000)
+    """Every ProcessedFile field, with fresh signed links capped at the object's expiry.
+
+    Past ``expiresAt`` the result is deleted (or about to be): the file is
+    still listed, as history, but without links. Links that expired on
+    arrival sent clients round a loop: 410, "call get-task-status for
+    fresh links", another expired link."""
+    now = now_ms()
+    link_expiry = min(row.expires_at, now + ctx.settings.download_url_ttl_seconds * 1000)
     # Rows recorded before names were made safe at finish time are made safe here.
     name = safe_base_name(row.processed_file_name) if row.processed_file_name else None
+    links = {}
+    if row.expires_at > now:
+        links = {
+            "downloadLink": ctx.storage.presign_get(base_url, row.result_key, link_expiry, name),
+            "thumbnailLink": ctx.storage.presign_get(base_url, row.thumbnail_key, link_expiry),
+        }
     return {
         "fileName": row.file_name,
         "fileType": row.file_type,
@@ -38,11 +50,10 @@ def _processed_file(ctx: Context, base_url: str, row: Row) -> dict[str, Any]:
         "expiresAt": row.expires_at,
         "originalFileName": row.original_file_name,
         "fileSize": row.file_size,
-        "downloadLink": ctx.storage.presign_get(base_url, row.result_key, link_expiry, name),
-        "thumbnailLink": ctx.storage.presign_get(base_url, row.thumbnail_key, link_expiry),
         "finalFileSize": row.final_file_size,
         "processedFileName": name,
         "dimensions": {"width": row.width, "height": row.height},
+        **links,
     }
 
 
