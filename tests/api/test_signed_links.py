@@ -62,3 +62,27 @@ def test_a_download_link_answers_head_with_size_and_name(client: TestClient) -> 
     assert response.headers["content-length"] == str(len(b"\x89PNG-result"))
     assert "a_upscayl_4x.png" in response.headers["content-disposition"]
     assert response.content == b""
+
+
+def test_a_link_whose_method_was_changed_is_refused(client: TestClient) -> None:
+    """Every part of a link is checked, ``method=`` too (it was ignored)."""
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
+    base = str(client.base_url).rstrip("/")
+    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    assert "method=GET" in link and client.get(link).status_code == 200
+    for altered in ("method=PUT", "method=get", "method="):
+        response = client.get(link.replace("method=GET", altered))
+        assert response.status_code == 403, (altered, response.text)
+        assert response.json()["error"] == "FORBIDDEN"
+    put_link = ctx.storage.presign_put(base, "uploads/a/x.png", "image/png", 3, now_ms() + 60_000)
+    assert "method=PUT" in put_link
+    changed = client.put(
+        put_link.replace("method=PUT", "method=POST"),
+        content=b"abc",
+        headers={"Content-Type": "image/png"},
+    )
+    assert changed.status_code == 403, changed.text
+    sent = client.put(put_link, content=b"abc", headers={"Content-Type": "image/png"})
+    assert sent.status_code == 200, sent.text

@@ -83,6 +83,14 @@ class PutGrant:
         return bool(self.upload_id)
 
 
+def _check_named_method(query: Mapping[str, str], method: str) -> None:
+    """The link's ``method`` must be the one it is used with. The signature
+    covers the method of the request, so a changed ``method=`` did not stop
+    a link from working: an altered link, which is refused whole."""
+    if query.get("method") != method:
+        raise ForbiddenError()
+
+
 def authorize_put(
     ctx: Context,
     key: str,
@@ -92,6 +100,7 @@ def authorize_put(
 ) -> PutGrant:
     """Check a PUT link before a single byte of its body is read."""
     storage = _local(ctx)
+    _check_named_method(query, "PUT")
     part_number = _int(query, "partNumber") if "partNumber" in query else 0
     upload_id = query.get("uploadId", "")
     is_part = bool(part_number or upload_id)
@@ -170,6 +179,7 @@ def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str:
 def open_download(ctx: Context, key: str, query: Mapping[str, str]) -> Download:
     """The file behind a signed GET link."""
     storage = _local(ctx)
+    _check_named_method(query, "GET")
     name = query.get("name") or None
     claims = LinkClaims("GET", key, _int(query, "expires"), name or "")
     try:

@@ -186,14 +186,14 @@ class LocalStorage:
         if existing is not None:
             return existing
         folder = self._part_path(upload_id, 1).parent
-        if not folder.is_dir():
-            raise MultipartError("unknown or already completed upload id")
         if not parts:
             raise MultipartError("no parts given")
         numbers = [part.part_number for part in parts]
         if numbers != sorted(set(numbers)):
             raise MultipartError("parts must be listed in ascending order without repeats")
         try:
+            if not folder.is_dir():
+                raise MultipartError("unknown or already completed upload id")
             paths = self._checked_parts(upload_id, parts)
 
             def joined() -> Iterator[bytes]:
@@ -202,11 +202,14 @@ class LocalStorage:
                         yield from iter(lambda h=handle: h.read(1 << 20), b"")
 
             size = self.write_stream(key, joined(), 1 << 62)
-        except FileNotFoundError:
+        except (FileNotFoundError, MultipartError) as exc:
             # A concurrent completion of the same upload joined it first and
-            # removed the parts under this one: its object is the answer.
+            # removed the parts under this one (seen as a part missing, or a
+            # file gone mid-read): its object is the answer.
             if (existing := self.size(key)) is not None:
                 return existing
+            if isinstance(exc, MultipartError):
+                raise
             raise MultipartError("unknown or already completed upload id") from None
         shutil.rmtree(folder, ignore_errors=True)
         return size
