@@ -214,17 +214,17 @@ def test_retention_sweeps_results_and_originals(
             assert time.monotonic() < deadline, "the sweeper never deleted the result or original"
             time.sleep(0.2)
         assert time.time() * 1000 >= entry["expiresAt"]  # not swept before its time
-        # S3 rounds a link's lifetime up to whole seconds: it may outlive the
-        # result by up to a second, and answer 404 (missing) instead of 403.
-        _wait_until_expired(entry["downloadLink"])
-        expired = httpx.get(entry["downloadLink"])
+        # Past its expiry the file is listed without links: none would work.
         again = api.status(task["taskId"])["files"][0]
-        if on_s3(server):  # the store's own answers: expired 403, missing 403/404
-            assert expired.status_code == 403
-            assert httpx.get(again["downloadLink"]).status_code in (403, 404)
-        else:
-            assert _status(expired) == (410, "GONE")
-            assert httpx.get(again["downloadLink"]).status_code in (404, 410)
+        assert "downloadLink" not in again and "thumbnailLink" not in again
+        assert (again["path"], again["expiresAt"]) == (entry["path"], entry["expiresAt"])
+        if "downloadLink" in entry:  # signed before the expiry (a busy machine may miss it)
+            _wait_until_expired(entry["downloadLink"])
+            expired = httpx.get(entry["downloadLink"])
+            if on_s3(server):  # the store's own answer to an expired link
+                assert expired.status_code == 403
+            else:
+                assert _status(expired) == (410, "GONE")
         refused = api.start([file_entry(link)], model="quick-clear-4x")
         assert refused.status_code == 400  # the original is gone
     finally:
