@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import event, update
+from sqlalchemy import event, select, update
 
 from support.context import make_settings, new_principal
 from support.images import png_bytes
@@ -159,3 +159,32 @@ def test_a_cap_below_one_file_is_refused(tmp_path: Path) -> None:
     """It would refuse files of an allowed size forever, with a 429."""
     with pytest.raises(ValidationError, match="MAX_PENDING_UPLOAD_BYTES"):
         make_settings(tmp_path, max_upload_bytes=FILE, max_pending_upload_bytes=FILE - 1)
+
+
+def test_uploads_never_sent_stop_counting_once_their_link_is_long_expired(
+    ctx: Context, principal: Principal
+) -> None:
+    """A client that asked for links and crashed is not held at the cap for
+    a day by bytes that never came; one whose file did come still counts."""
+    sent, unsent = _ask(ctx, principal, FILE), _ask(ctx, principal, FILE)
+    ctx.storage.write_stream(uploads.storage_key(principal.account_id, sent), iter([b"x"]), FILE)
+    _refused(ctx, principal, FILE)
+
+    def link_expired(ago_ms: int) -> None:
+        with ctx.db.begin() as conn:
+            conn.execute(update(uploads_table).values(url_expires_at=now_ms() - ago_ms))
+
+    link_expired(60_000)  # a PUT begun just before may still be arriving
+    _refused(ctx, principal, FILE)
+    link_expired(uploads.UNSENT_GRACE_MS + 60_000)
+    _ask(ctx, principal, FILE)  # the unsent one is forgotten...
+    _refused(ctx, principal, FILE)  # ...the sent one still counts
+    with ctx.db.begin() as conn:
+        deleted = dict(
+            conn.execute(
+                select(uploads_table.c.file_name, uploads_table.c.deleted_at).where(
+                    uploads_table.c.file_name.in_((sent, unsent))
+                )
+            ).all()
+        )
+    assert deleted[sent] is None and deleted[unsent] is not None

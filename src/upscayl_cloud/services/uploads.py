@@ -39,6 +39,11 @@ from upscayl_cloud.storage.base import (
 
 log = logging.getLogger(__name__)
 
+#: How long after its link expired an upload whose file never arrived stops
+#: counting against the pending cap (see :func:`forget_unsent`).
+UNSENT_GRACE_MS = 15 * 60 * 1000
+#: Most uploads the store is asked about when the cap would refuse.
+MAX_UNSENT_CHECKS = 100
 #: Longest generated ``fileName`` in UTF-8 bytes: the local store keeps it as
 #: one file name (255 bytes on common file systems) and the key column holds 300.
 MAX_GENERATED_NAME_BYTES = 200
@@ -208,6 +213,46 @@ def check_pending(conn: Connection, account_id: str, file_size: int, now: int, c
     )
 
 
+def forget_unsent(ctx: Context, account_id: str, now: int) -> int:
+    """Stop counting uploads whose file never came: their link expired
+    :data:`UNSENT_GRACE_MS` ago (a PUT begun just before its link expired
+    may still be arriving) and the store holds nothing under their key. A
+    client that asked for links and crashed would otherwise be held at the
+    cap for the whole retention by bytes that do not exist.
+
+    Only looked at when the cap would refuse, so the store is asked about at
+    most :data:`MAX_UNSENT_CHECKS` uploads then, largest first. Multipart
+    uploads are left alone: their parts may hold bytes, and they can be
+    completed after their links expire. The rows are marked deleted, so the
+    sweeper still deletes whatever arrives under their key after all.
+    Returns how many were forgotten."""
+    with ctx.db.begin() as conn:
+        rows = conn.execute(
+            select(uploads.c.file_name, uploads.c.storage_key)
+            .where(
+                *_waiting(account_id, now),
+                uploads.c.multipart_id.is_(None),
+                uploads.c.url_expires_at < now - UNSENT_GRACE_MS,
+            )
+            .order_by(uploads.c.file_size.desc())
+            .limit(MAX_UNSENT_CHECKS)
+        ).all()
+    unsent = [row.file_name for row in rows if ctx.storage.size(row.storage_key) is None]
+    if unsent:
+        with ctx.db.begin() as conn:
+            conn.execute(
+                update(uploads)
+                .where(
+                    uploads.c.file_name.in_(unsent),
+                    uploads.c.account_id == account_id,
+                    uploads.c.deleted_at.is_(None),
+                )
+                .values(deleted_at=now)
+            )
+        log.info("%d uploads of account %s never sent: no longer held", len(unsent), account_id)
+    return len(unsent)
+
+
 def _in_words(seconds: int) -> str:
     """A wait as a person reads it: seconds, minutes, or about N hours."""
     if seconds < 120:
@@ -259,8 +304,14 @@ def request_upload(
     now = now_ms()
     # A first look, so that a refusal costs the store nothing; the check that
     # counts is repeated under the account's lock when the row is written.
-    with ctx.db.begin() as conn:
-        check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
+    try:
+        with ctx.db.begin() as conn:
+            check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
+    except RateLimitExceededError:
+        if not forget_unsent(ctx, principal.account_id, now):
+            raise
+        with ctx.db.begin() as conn:
+            check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
     url_expires = now + settings.upload_url_ttl_seconds * 1000
     file_name = generated_file_name(original_file_name, file_type)
     key = storage_key(principal.account_id, file_name)
