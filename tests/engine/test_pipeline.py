@@ -105,6 +105,26 @@ def test_alpha_is_upscaled_by_the_network(photo, tmp_path):
     assert np.abs(out[:, :, 3].astype(int) - np.round(expected)).max() <= 1
 
 
+def test_colour_hidden_under_full_transparency_does_not_bleed(tmp_path):
+    """An opaque grey half beside a transparent half whose hidden colour is
+    magenta: the visible pixels come out as with a grey hidden colour (46 of
+    255 levels of magenta bled into them when the network read it)."""
+
+    def upscaled(hidden: tuple[int, int, int]) -> np.ndarray:
+        pixels = np.zeros((24, 32, 4), np.uint8)
+        pixels[:, :16] = (128, 128, 128, 255)
+        pixels[:, 16:, :3] = hidden
+        source = _write(tmp_path / "in.png", pixels)
+        request = UpscaleRequest("quick-clear-4x", 4, "png")
+        upscale_file(source, tmp_path / "out.png", request, settings=SETTINGS)
+        return _read(tmp_path / "out.png").astype(int)
+
+    magenta, grey = upscaled((255, 0, 255)), upscaled((128, 128, 128))
+    visible = magenta[:, :, 3] == 255
+    assert visible[:, :60].all() and not visible[:, 68:].any()
+    assert np.abs(magenta[:, :, :3] - grey[:, :, :3])[visible].max() <= 1
+
+
 def test_opaque_alpha_stays_opaque_without_a_network_pass(photo, tmp_path):
     rgb = np.round(photo[100:132, 200:240] * 255).astype(np.uint8)
     source = _write(tmp_path / "in.png", np.dstack([rgb, np.full((32, 40), 255, np.uint8)]))

@@ -77,6 +77,10 @@ ICC_RGB = b"RGB "
 ICC_GREY = b"GRAY"
 #: Pixels per millimetre when the source states no resolution: 72 DPI.
 DEFAULT_RESOLUTION = 72 / 25.4
+#: Reach of the visible colour carried under fully transparent pixels
+#: (:func:`_fill_hidden`): a Gaussian's sigma, in source pixels, wider than
+#: what the networks' first layers see of a pixel's neighbours.
+HIDDEN_FILL_SIGMA = 8.0
 #: The most pixels per millimetre libvips takes (``vips_copy``'s ``xres``).
 MAX_RESOLUTION = 1_000_000.0
 #: Chunks looked at for pHYs before giving up (real files have a handful).
@@ -171,13 +175,38 @@ def decode(
         upright = load_plane(staged).copy()
         upright.set_type(pyvips.GValue.gint_type, "orientation", orientation)
         upright = upright.autorot()
-        color = save_plane(upright.extract_band(0, n=3), new_plane_path(workdir, "color"))
+        color_bands = upright.extract_band(0, n=3)
         alpha = None
         if source.has_alpha:
-            alpha = save_plane(upright.extract_band(3), new_plane_path(workdir, "alpha"))
+            alpha_band = upright.extract_band(3)
+            color_bands = _fill_hidden(color_bands, alpha_band)
+            alpha = save_plane(alpha_band, new_plane_path(workdir, "alpha"))
+        color = save_plane(color_bands, new_plane_path(workdir, "color"))
     finally:
         staged.path.unlink(missing_ok=True)
     return DecodedImage(color, alpha, source, icc, exif, resolution)
+
+
+def _fill_hidden(color: pyvips.Image, alpha: pyvips.Image) -> pyvips.Image:
+    """``color`` with every fully transparent pixel's colour replaced by the
+    weighted average of the visible colour around it.
+
+    What a transparent pixel stores is arbitrary (magenta, a previous edit,
+    a cut-out's old background), but a network reads it with its
+    neighbours, and bled it into the visible edge: 75 of 255 levels of
+    hidden magenta on an opaque grey next to it. The visible colour carried
+    outwards makes the edge's surroundings what the eye expects there.
+    Pixels far from anything visible become black; nothing shows them. An
+    image with no fully transparent pixel is returned unchanged (one pass
+    over the alpha plane to know)."""
+    if alpha.min() > 0:
+        return color
+    seen = alpha > 0
+    weight = (seen / 255).cast("float")
+    summed = (color.cast("float") * weight).gaussblur(HIDDEN_FILL_SIGMA, precision="float")
+    total = weight.gaussblur(HIDDEN_FILL_SIGMA, precision="float")
+    filled = (summed / total).rint()  # libvips: x / 0 is 0
+    return seen.ifthenelse(color, filled).cast("ushort").copy(interpretation="rgb16")
 
 
 def _open(
