@@ -111,6 +111,10 @@ def test_the_port_check_binds_as_uvicorn_does() -> None:
     assert listen_problem("", free) is None
     unknown = listen_problem("no-such-host.invalid", free)
     assert unknown is not None and "another server" not in unknown
+    # An address of another machine (TEST-NET-1): asyncio skips it, and then
+    # has nothing to listen on; said before a first start's key is printed.
+    foreign = listen_problem("192.0.2.1", free)
+    assert foreign is not None and "this machine has no such address" in foreign
 
 
 def test_migrate_says_what_it_did(tmp_path: Path) -> None:

@@ -139,6 +139,8 @@ def listen_problem(host: str, port: int) -> str | None:
         )
     except OSError as exc:
         return f"Cannot listen on {host}:{port}: {exc.strerror or exc}"
+    missing: OSError | None = None
+    bound = False
     for family, kind, proto, _, address in dict.fromkeys(found):
         try:
             probe = socket.socket(family, kind, proto)
@@ -152,11 +154,18 @@ def listen_problem(host: str, port: int) -> str | None:
                 probe.bind(address)
             except OSError as exc:
                 if exc.errno == errno.EADDRNOTAVAIL:
+                    missing = exc
                     continue
                 hint = ""
                 if exc.errno == errno.EADDRINUSE:
                     hint = " (another server running?); --port or UPSCAYL_PORT picks another port"
                 return f"Cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+            bound = True
+    if missing is not None and not bound:  # every address skipped: nothing to listen on
+        return (
+            f"Cannot listen on {host}:{port}: {missing.strerror} (this machine has no such "
+            "address; --host or UPSCAYL_HOST names one of its own, 0.0.0.0 every one)"
+        )
     return None
 
 
