@@ -154,10 +154,15 @@ def test_internal_server_error(strict_server: Server) -> None:
     uploads: Path = strict_server.data_dir / "objects" / "uploads"
     assert not uploads.exists()  # nothing uploaded to this server yet
     uploads.write_bytes(b"a file where the uploads folder must be")
+    tracebacks = strict_server.log().count("Traceback (most recent call last)")
     try:
         response = api.start_direct("a.png", png_bytes())
         assert _error(response) == (500, "INTERNAL_SERVER_ERROR")
         assert "Traceback" not in response.text
+        # Logged once, with its request: not a second time by uvicorn.
+        log = strict_server.log()
+        assert log.count("Traceback (most recent call last)") == tracebacks + 1
+        assert "unhandled error on POST /start-task" in log
     finally:
         uploads.unlink()
 

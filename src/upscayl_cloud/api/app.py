@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(JsonBodyLimit)
+    app.add_middleware(errors.AnswerUnexpected)
     if settings.cors_origin_list:
         # Outermost of the app's own layers, so refusals from inside (the
         # body cap, unexpected errors: api/cors.py) carry the headers a page

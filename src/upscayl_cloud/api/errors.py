@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from upscayl_cloud.api.deps import count_unread
 from upscayl_cloud.db.engine import database_unavailable
@@ -244,6 +245,36 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _unavailable(request)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
+
+
+class AnswerUnexpected:
+    """Answers an exception no handler took, inside Starlette's own last
+    resort. Starlette answers it too (with the handler registered for
+    ``Exception``), but then re-raises it for the server to log, so every
+    500 was logged twice: our line with its traceback, then uvicorn's
+    "Exception in ASGI application" with the same traceback again."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:  # too late for an answer: the server closes the connection
+                raise
+            response = await unexpected(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:
