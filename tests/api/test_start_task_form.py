@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from support.context import new_principal
 from support.images import png_bytes
+from upscayl_cloud.db.tables import uploads
+from upscayl_cloud.services import tasks as task_service
+from upscayl_cloud.storage.base import StorageUnavailableError
 
 
 def _upload(client: TestClient, key: str, data: bytes) -> dict:
@@ -188,3 +193,25 @@ def test_a_direct_file_that_is_no_image_is_named_and_told_apart_from_an_empty_on
         "error": "BAD_REQUEST",
         "message": "file 'blank.png' is empty; send the image's bytes",
     }
+
+
+def test_a_direct_file_is_not_kept_when_the_task_fails_to_start(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mock, of an outage between two steps: the file is stored, then the
+    store goes away. The caller gets a 503 and sends the file again; the
+    first copy must not count against the pending-upload cap for a day."""
+    ctx = client.app.state.ctx
+    key = new_principal(ctx, credits=10)[0]
+
+    def store_gone(*_args: object) -> str:
+        raise StorageUnavailableError("mock: the store went away after the file was saved")
+
+    monkeypatch.setattr(task_service, "start_task", store_gone)
+    files = {"file": ("a.png", png_bytes(), "image/png")}
+    answer = client.post("/start-task", files=files, headers={"X-API-Key": key})
+    assert answer.status_code == 503, answer.text
+    with ctx.db.begin() as conn:
+        rows = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
+    assert len(rows) == 1 and rows[0].deleted_at is not None
+    assert ctx.storage.size(rows[0].storage_key) is None

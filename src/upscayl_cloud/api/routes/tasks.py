@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -12,9 +13,9 @@ from upscayl_cloud.api.form import START_TASK_BODY, parse_start_task
 from upscayl_cloud.api.routes import error_responses
 from upscayl_cloud.api.schemas import TaskStartedPublic, TaskStatusPublic, TaskStatusQuery
 from upscayl_cloud.services import status, tasks, uploads
-from upscayl_cloud.services.errors import ServiceError
 from upscayl_cloud.services.keys import Principal
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["Tasks"])
 
 
@@ -73,9 +74,16 @@ async def start_task(
             task_id = await run_in_threadpool(
                 tasks.start_task, ctx, principal, form.options, entries
             )
-        except ServiceError:
+        except Exception:
+            # Refused, or the database or store failed (503): the caller will
+            # send the file again, and this copy would only count against
+            # the pending cap until it expired. Best effort: in an outage the
+            # sweeper deletes it at its expiry, as any upload.
             if direct_name is not None:
-                await run_in_threadpool(uploads.discard, ctx, principal, direct_name)
+                try:
+                    await run_in_threadpool(uploads.discard, ctx, principal, direct_name)
+                except Exception as exc:
+                    log.warning("direct upload %s left for the sweeper: %s", direct_name, exc)
             raise
     finally:
         await form.close()
