@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import select
 
 from support.tasks import queued_task
@@ -36,12 +38,19 @@ def _ok(file_id: int) -> FileOutcome:
     )
 
 
-def test_partial_batch_charges_only_successes(ctx: Context, principal: Principal) -> None:
+def test_partial_batch_charges_only_successes(
+    ctx: Context, principal: Principal, caplog: pytest.LogCaptureFixture
+) -> None:
     task_id = queued_task(ctx, principal, files=3)
     held = claim(ctx.db, "w", 30, 3)
     ids = _file_ids(ctx, task_id)
     outcomes = [_ok(ids[0]), FileOutcome(ids[1], False, "corrupt"), _ok(ids[2])]
-    assert finish_task(ctx, held, outcomes, {i: f"'f{i}'" for i in ids})
+    with caplog.at_level(logging.INFO, logger="upscayl_cloud.services.results"):
+        assert finish_task(ctx, held, outcomes, {i: f"'f{i}'" for i in ids})
+    # The operator's one line per task, findable by its id.
+    assert caplog.messages == [
+        f"task {task_id} attempt 1 completed: 2 of 3 files delivered, 2 credits charged"
+    ]
     assert keys.account_credits(ctx, principal.account_id) == 10 - 2
     with ctx.db.begin() as conn:
         row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()

@@ -40,7 +40,7 @@ class FileOutcome:
     height: int | None = None
 
 
-def _settle(conn: Connection, task_id: str, succeeded: int) -> None:
+def _settle(conn: Connection, task_id: str, succeeded: int) -> int:
     """Capture the price of ``succeeded`` files from the reservation; give the rest back.
 
     The price is the one reserved when the task was started, not today's
@@ -64,6 +64,7 @@ def _settle(conn: Connection, task_id: str, succeeded: int) -> None:
             .where(accounts.c.id == task.account_id)
             .values(credits=accounts.c.credits + refund)
         )
+    return charged
 
 
 def finish_task(
@@ -103,7 +104,11 @@ def finish_task(
             conn.execute(
                 update(task_files).where(task_files.c.id == outcome.file_id).values(values)
             )
-        _settle(conn, claim.task_id, len(succeeded))
+        charged = _settle(conn, claim.task_id, len(succeeded))
+    log.info(
+        "task %s attempt %d %s: %d of %d files delivered, %d credits charged",
+        claim.task_id, claim.attempt, status, len(succeeded), len(outcomes), charged,
+    )  # fmt: skip
     return True
 
 
@@ -114,6 +119,7 @@ def fail_task(ctx: Context, claim: Claim, error: str, reaping_beyond: int | None
         if not lock_for_finish(conn, claim, "failed", error, reaping_beyond):
             return False
         _settle(conn, claim.task_id, 0)
+    log.info("task %s attempt %d failed, credits released: %s", claim.task_id, claim.attempt, error)
     return True
 
 
