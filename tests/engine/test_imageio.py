@@ -340,6 +340,27 @@ def test_icc_profile_is_kept(tmp_path, fmt):
     assert load(out).get("icc-profile-data") == profile
 
 
+def test_a_profile_too_large_to_carry_is_applied_instead(tmp_path):
+    """A 2 MB profile (printer profiles run to several) made results that
+    Pillow refuses to open: the colours are converted to sRGB instead, and
+    the result carries no profile."""
+    p3 = vips_image(COFFEE[:48, :64]).icc_transform("p3", input_profile="srgb")
+    profile = bytearray(bytes(p3.get("icc-profile-data")).ljust(2_000_000, b"\0"))
+    profile[:4] = len(profile).to_bytes(4, "big")
+    p3.set_type(pyvips.GValue.blob_type, "icc-profile-data", bytes(profile))
+    source = tmp_path / "in.png"
+    p3.pngsave(str(source))
+    assert len(load(source).get("icc-profile-data")) == 2_000_000
+    out = round_trip(tmp_path, source, "png")
+    assert not load(out).get_typeof("icc-profile-data")
+    expected = load(source).icc_transform("srgb", embedded=True).numpy().astype(int)
+    assert np.abs(pixels(out).astype(int) - expected).max() <= 1
+    assert np.abs(expected - pixels(source)).max() > 10  # P3 and sRGB differ here
+    image_module = pytest.importorskip("PIL.Image")
+    with image_module.open(out) as opened:
+        opened.load()
+
+
 def test_cmyk_jpeg_becomes_srgb(tmp_path):
     source = tmp_path / "cmyk.jpg"
     vips_image(COFFEE).icc_transform("cmyk", input_profile="srgb").jpegsave(str(source), Q=98)

@@ -75,6 +75,9 @@ _TRANSPOSING = frozenset({5, 6, 7, 8})
 #: ICC colour-space signatures (header bytes 16..20) the encoder can attach.
 ICC_RGB = b"RGB "
 ICC_GREY = b"GRAY"
+#: Largest profile carried into a result: Pillow refuses a PNG with more
+#: (``PngImagePlugin.MAX_TEXT_CHUNK``); printer profiles can hold several MB.
+MAX_ICC_BYTES = 1 << 20
 #: Pixels per millimetre when the source states no resolution: 72 DPI.
 DEFAULT_RESOLUTION = 72 / 25.4
 #: Reach of the visible colour carried under fully transparent pixels
@@ -158,6 +161,15 @@ def decode(
     orientation = _orientation(image)
     cmyk = image.interpretation == "cmyk"
     icc = None if cmyk else _icc_profile(image, ICC_GREY if source.is_grey else ICC_RGB)
+    if icc is not None and len(icc) > MAX_ICC_BYTES:
+        # Too large to travel with the result (Pillow refuses a PNG whose
+        # profile holds more than 1 MiB): the colours are converted to sRGB
+        # here, with libvips's own profile, and the result carries none. A
+        # grey source keeps its values (a grey profile describes a tone
+        # curve; converting would make it colour).
+        if not source.is_grey:
+            image = image.icc_transform("srgb", embedded=True, depth=16)
+        icc = None
     exif = _exif(image)
     resolution = _resolution(image, source, orientation, Path(path))
     if exif is not None and orientation in _TRANSPOSING:
