@@ -162,7 +162,9 @@ def test_internal_server_error(strict_server: Server) -> None:
         # Logged once, with its request: not a second time by uvicorn.
         log = strict_server.log()
         assert log.count("Traceback (most recent call last)") == tracebacks + 1
-        assert "unhandled error on POST /start-task" in log
+        # ...and tied to its answer by the request id.
+        request_id = response.headers["X-Request-ID"]
+        assert f"[{request_id}] unhandled error on POST /start-task" in log
     finally:
         uploads.unlink()
 

@@ -17,6 +17,7 @@ from upscayl_cloud.api import errors, redact
 from upscayl_cloud.api.bodylimit import JsonBodyLimit
 from upscayl_cloud.api.cors import ApiCors
 from upscayl_cloud.api.ratelimit import RateLimits
+from upscayl_cloud.api.requestid import RequestId
 from upscayl_cloud.api.routes import capabilities, history, objects, ops, tasks, uploads
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
 from upscayl_cloud.services.context import build_context
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # body cap, unexpected errors: api/cors.py) carry the headers a page
         # needs to read them.
         app.add_middleware(ApiCors, origins=settings.cors_origin_list)
+    # Outermost: every answer carries it, and every line logged while serving.
+    app.add_middleware(RequestId)
     app.include_router(uploads.router)
     app.include_router(history.router)
     app.include_router(tasks.router)

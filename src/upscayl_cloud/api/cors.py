@@ -45,6 +45,7 @@ EXPOSED_HEADERS = [
     "Content-Length",
     "Content-Range",
     "Accept-Ranges",
+    "X-Request-ID",
 ]
 #: Browsers cache a preflight this long (Chromium caps it at 2 hours).
 PREFLIGHT_MAX_AGE_SECONDS = 600

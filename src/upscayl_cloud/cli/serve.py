@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from upscayl_cloud.api.requestid import RequestIdFilter
 from upscayl_cloud.cli.startup import exit_if_database_failed, open_context, prepare_folder
 from upscayl_cloud.config import MAX_THREADS, Settings, get_settings
 from upscayl_cloud.services import keys
@@ -173,7 +174,12 @@ def configure_logging() -> None:
     """Info-level logs for the service; libvips's own info messages (one or
     more per image: which loader, the work files' paths) only from warnings
     up, or they bury the service's lines."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 

@@ -1,0 +1,50 @@
+"""Request ids: on every answer, and on every line logged while serving it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from support.context import new_principal
+from upscayl_cloud.api.requestid import RequestIdFilter
+from upscayl_cloud.services import status
+
+
+def test_every_answer_carries_an_id_and_a_callers_plain_one_is_kept(client: TestClient) -> None:
+    first, second = client.get("/healthz"), client.post("/get-upscayl-history", json={})
+    ids = {first.headers["X-Request-ID"], second.headers["X-Request-ID"]}
+    assert len(ids) == 2 and all(len(i) == 16 for i in ids)  # made here, one per request
+    assert second.status_code == 401  # refusals too
+    kept = client.get("/healthz", headers={"X-Request-ID": "proxy-7f3a.1"})
+    assert kept.headers["X-Request-ID"] == "proxy-7f3a.1"
+    # Written into logs: anything but a short plain token is replaced.
+    for unsafe in ("two words", "a" * 65, "x\\u2028y"):
+        answered = client.get("/healthz", headers={"X-Request-ID": unsafe}).headers
+        assert answered["X-Request-ID"] != unsafe and len(answered["X-Request-ID"]) == 16
+
+
+def test_lines_logged_while_serving_show_the_id(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line logged by a service the route runs in a worker thread
+    (run_in_threadpool) carries the request's id; one outside, ``-``."""
+    real_history = status.history
+
+    def logged_history(*args: Any, **kwargs: Any) -> Any:
+        logging.getLogger("upscayl_cloud.test").info("reading the history")
+        return real_history(*args, **kwargs)
+
+    monkeypatch.setattr(status, "history", logged_history)
+    key = new_principal(client.app.state.ctx)[0]
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="upscayl_cloud.test"):
+        answer = client.post(
+            "/get-upscayl-history", json={}, headers={"X-API-Key": key, "X-Request-ID": "trace-1"}
+        )
+        logging.getLogger("upscayl_cloud.test").info("outside any request")
+    assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "trace-1"
+    ids = {r.getMessage(): getattr(r, "request_id", None) for r in caplog.records}
+    assert ids == {"reading the history": "trace-1", "outside any request": "-"}
