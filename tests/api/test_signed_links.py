@@ -7,6 +7,17 @@ from fastapi.testclient import TestClient
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.services.context import Context
 
+RESULT = b"\x89PNG-result"
+
+
+def _stored_result_link(client: TestClient) -> str:
+    """A result in the local store, and a fresh download link to it."""
+    ctx: Context = client.app.state.ctx
+    key = "results/acct/task/1/0.png"
+    ctx.storage.write_stream(key, iter([RESULT]), 100)
+    base = str(client.base_url).rstrip("/")
+    return ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+
 
 def test_expired_download_link_points_to_fresh_links(client: TestClient) -> None:
     """The link outlives itself, not the file (links last an hour, results
@@ -40,11 +51,7 @@ def test_objects_are_never_sniffed_or_run_by_a_browser(client: TestClient) -> No
 
 
 def test_a_non_ascii_signature_is_a_403_not_a_500(client: TestClient) -> None:
-    ctx: Context = client.app.state.ctx
-    key = "results/acct/task/1/0.png"
-    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
-    base = str(client.base_url).rstrip("/")
-    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    link = _stored_result_link(client)
     forged = link.split("signature=")[0] + "signature=%C3%A9"
     for response in (client.get(forged), client.put(forged, content=b"x")):
         assert response.status_code == 403, response.text
@@ -52,31 +59,25 @@ def test_a_non_ascii_signature_is_a_403_not_a_500(client: TestClient) -> None:
 
 
 def test_a_download_link_answers_head_with_size_and_name(client: TestClient) -> None:
-    ctx: Context = client.app.state.ctx
-    key = "results/acct/task/1/0.png"
-    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
-    base = str(client.base_url).rstrip("/")
-    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    link = _stored_result_link(client)
     response = client.head(link)
     assert response.status_code == 200
-    assert response.headers["content-length"] == str(len(b"\x89PNG-result"))
+    assert response.headers["content-length"] == str(len(RESULT))
     assert "a_upscayl_4x.png" in response.headers["content-disposition"]
     assert response.content == b""
 
 
 def test_a_link_whose_method_was_changed_is_refused(client: TestClient) -> None:
     """Every part of a link is checked, ``method=`` too (it was ignored)."""
-    ctx: Context = client.app.state.ctx
-    key = "results/acct/task/1/0.png"
-    ctx.storage.write_stream(key, iter([b"\x89PNG-result"]), 100)
-    base = str(client.base_url).rstrip("/")
-    link = ctx.storage.presign_get(base, key, now_ms() + 60_000, "a_upscayl_4x.png")
+    link = _stored_result_link(client)
     assert "method=GET" in link and client.get(link).status_code == 200
     for altered in ("method=PUT", "method=get", "method="):
         response = client.get(link.replace("method=GET", altered))
         assert response.status_code == 403, (altered, response.text)
         assert response.json()["error"] == "FORBIDDEN"
-    put_link = ctx.storage.presign_put(base, "uploads/a/x.png", "image/png", 3, now_ms() + 60_000)
+    base = str(client.base_url).rstrip("/")
+    store = client.app.state.ctx.storage
+    put_link = store.presign_put(base, "uploads/a/x.png", "image/png", 3, now_ms() + 60_000)
     assert "method=PUT" in put_link
     changed = client.put(
         put_link.replace("method=PUT", "method=POST"),

@@ -21,8 +21,9 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from upscayl_cloud.api.asgi import TrackedSend
 from upscayl_cloud.api.errors import error_response, unexpected
 from upscayl_cloud.services.errors import clip
 
@@ -98,17 +99,11 @@ class ApiCors(CORSMiddleware):
         so without CORS headers: a page would see a bare network error for a
         500, or for a 503 while the database is down. It is answered here
         instead (``errors.unexpected`` logs it), with the headers."""
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await super().simple_response(scope, receive, tracking, request_headers)
+            await super().simple_response(scope, receive, tracked, request_headers)
         except Exception as exc:
-            if started:
+            if tracked.started:
                 raise
             response = await unexpected(Request(scope), exc)
             with_cors = functools.partial(self.send, send=send, request_headers=request_headers)

@@ -24,8 +24,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from upscayl_cloud.api.asgi import TrackedSend
 from upscayl_cloud.api.deps import count_unread
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.diskspace import out_of_space
@@ -261,17 +262,11 @@ class AnswerUnexpected:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
-            if started:  # too late for an answer: the server closes the connection
+            if tracked.started:  # too late for an answer: the server closes the connection
                 raise
             response = await unexpected(Request(scope), exc)
             await response(scope, receive, send)
