@@ -24,9 +24,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from upscayl_cloud.api.asgi import TrackedSend
+from upscayl_cloud.api.asgi import HttpLayer, TrackedSend
 from upscayl_cloud.api.deps import count_unread
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.diskspace import out_of_space
@@ -248,20 +248,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "INTERNAL_SERVER_ERROR", "An unexpected error occurred")
 
 
-class AnswerUnexpected:
+class AnswerUnexpected(HttpLayer):
     """Answers an exception no handler took, inside Starlette's own last
     resort. Starlette answers it too (with the handler registered for
     ``Exception``), but then re-raises it for the server to log, so every
     500 was logged twice: our line with its traceback, then uvicorn's
     "Exception in ASGI application" with the same traceback again."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)

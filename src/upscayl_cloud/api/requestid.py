@@ -16,7 +16,9 @@ import uuid
 from contextvars import ContextVar
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from upscayl_cloud.api.asgi import HttpLayer
 
 HEADER = "X-Request-ID"
 #: A caller's id is kept only as a short plain token: it is written into logs.
@@ -35,16 +37,10 @@ def _id_of(scope: Scope) -> str:
     return uuid.uuid4().hex[:16]
 
 
-class RequestId:
+class RequestId(HttpLayer):
     """Sets the id for the request's lifetime and adds it to the answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _id_of(scope)
         token = current.set(request_id)
 
