@@ -46,8 +46,8 @@ MAX_PART_BYTES = 5 * GIB
 #: Most threads of one kind a setting may ask for: far above any machine's
 #: cores, far below what crashes ncnn's thread pool (100,000 did).
 MAX_THREADS = 256
-#: The largest credit amount: one credit below int64's limit keeps every sum
-#: of a price and a balance a database integer.
+#: The largest credit amount and top-up balance: far below int64's limit, so
+#: a balance plus any price or refund stays a database integer.
 MAX_CREDITS = 10**15
 
 

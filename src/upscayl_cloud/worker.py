@@ -399,7 +399,6 @@ def _retry_later(ctx: Context, account_id: str, held: Claim, error: BaseExceptio
     # lost in the outage. Then its outputs are the delivered result.
     last = held.attempt
     if not still_held and _completed_by(ctx, held):
-        log.info("task %s attempt %d had completed after all", held.task_id, held.attempt)
         last -= 1
     for attempt in range(1, last + 1):
         _discard_quietly(ctx, account_id, Claim(held.task_id, attempt))
@@ -417,7 +416,10 @@ def _completed_by(ctx: Context, held: Claim) -> bool:
     except Exception as exc:
         log.warning("task %s: outcome unknown, its outputs are kept: %s", held.task_id, exc)
         return True
-    return row.status == "completed" and row.attempts == held.attempt
+    completed = row.status == "completed" and row.attempts == held.attempt
+    if completed:
+        log.info("task %s attempt %d had completed after all", held.task_id, held.attempt)
+    return completed
 
 
 def handle(

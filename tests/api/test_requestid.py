@@ -21,9 +21,9 @@ def test_every_answer_carries_an_id_and_a_callers_plain_one_is_kept(client: Test
     kept = client.get("/healthz", headers={"X-Request-ID": "proxy-7f3a.1"})
     assert kept.headers["X-Request-ID"] == "proxy-7f3a.1"
     # Written into logs: anything but a short plain token is replaced.
-    for unsafe in ("two words", "a" * 65, "x\\u2028y"):
+    for unsafe in (b"two words", b"a" * 65, "caf\u00e9".encode(), b"x\x7fy"):
         answered = client.get("/healthz", headers={"X-Request-ID": unsafe}).headers
-        assert answered["X-Request-ID"] != unsafe and len(answered["X-Request-ID"]) == 16
+        assert len(answered["X-Request-ID"]) == 16 and answered["X-Request-ID"].isalnum()
 
 
 def test_lines_logged_while_serving_show_the_id(

@@ -4,6 +4,7 @@ part or as one JSON object per repeated part, and a direct ``file``."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -215,3 +216,25 @@ def test_a_direct_file_is_not_kept_when_the_task_fails_to_start(
         rows = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
     assert len(rows) == 1 and rows[0].deleted_at is not None
     assert ctx.storage.size(rows[0].storage_key) is None
+
+
+def test_a_direct_file_is_kept_when_its_task_did_start_after_all(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mock, of a connection lost during the commit: the task is created but
+    the route sees an outage. The file the task reads must stay."""
+    ctx = client.app.state.ctx
+    key = new_principal(ctx, credits=10)[0]
+    real_start = task_service.start_task
+
+    def started_then_lost(*args: Any) -> str:
+        real_start(*args)
+        raise StorageUnavailableError("mock: the answer to the commit was lost")
+
+    monkeypatch.setattr(task_service, "start_task", started_then_lost)
+    files = {"file": ("a.png", png_bytes(), "image/png")}
+    answer = client.post("/start-task", files=files, headers={"X-API-Key": key})
+    assert answer.status_code == 503, answer.text
+    with ctx.db.begin() as conn:
+        [row] = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
+    assert row.deleted_at is None and ctx.storage.size(row.storage_key) is not None

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("fresh_settings")
         ("UPSCAYL_UPLOAD_URL_TTL_SECONDS", "100000000000000000000", "604800"),
         ("UPSCAYL_FIRST_KEY_CREDITS", str(2**63), "less than or equal to"),
         ("UPSCAYL_PUBLIC_URL", "upscale.example.org", "http:// or https:// URL"),
+        ("UPSCAYL_PUBLIC_URL", "https://admin:hunter2@up.example.org", "no query, fragment"),
         ("UPSCAYL_DATABASE_URL", "sqlite:/relative", "not a database URL"),
         ("UPSCAYL_RATE_LIMITS", '{"start_task": "5/minute"}', "unknown operation 'start_task'"),
         ("UPSCAYL_RATE_LIMITS", '{"start-task": "5/fortnight"}', "is not a limit"),
@@ -40,7 +41,7 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     result = CliRunner().invoke(app, ["keys", "list"])
     assert result.exit_code == 2
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    if variable.endswith(("DATABASE_URL", "STORAGE_URI")):  # may hold a password: not repeated
+    if variable.endswith(("_URL", "_URI")):  # may hold a password: not repeated
         assert result.output.startswith(f"Invalid setting {variable}: ")
         assert value not in result.output
     elif variable == "UPSCAYL_RATE_LIMITS":  # repeated as read: parsed JSON

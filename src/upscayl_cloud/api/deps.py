@@ -78,7 +78,8 @@ async def count_unread(request: Request) -> Exception | None:
         log.warning("a refused %s was not counted: %s", operation, exc)
         return None
     limits: RateLimits = request.app.state.rate_limits
-    headers, refusal = limits.check(operation, principal.key_id)
+    # A thread, as for ``limited``: with Redis the count is a network call.
+    headers, refusal = await run_in_threadpool(limits.check, operation, principal.key_id)
     request.state.rate_headers = headers
     return refusal
 

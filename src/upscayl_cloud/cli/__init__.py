@@ -55,8 +55,17 @@ def main(
             raise typer.Exit(2) from None
 
 
-#: Settings whose value may hold a password: named, never repeated.
-_NOT_ECHOED = {"database_url", "secret_keys", "s3_secret_access_key", "rate_limit_storage_uri"}
+#: Settings whose value may hold a password (a URL's user part among them):
+#: named, never repeated.
+_NOT_ECHOED = {
+    "database_url",
+    "secret_keys",
+    "s3_secret_access_key",
+    "rate_limit_storage_uri",
+    "public_url",
+    "s3_endpoint_url",
+    "s3_public_endpoint_url",
+}
 
 
 def setting_errors(exc: ValidationError | SettingsError) -> list[str]:

@@ -205,7 +205,7 @@ def _fill_hidden(color: pyvips.Image, alpha: pyvips.Image) -> pyvips.Image:
 
     What a transparent pixel stores is arbitrary (magenta, a previous edit,
     a cut-out's old background), but a network reads it with its
-    neighbours, and bled it into the visible edge: 75 of 255 levels of
+    neighbours, and bled it into the visible edge: 46 of 255 levels of
     hidden magenta on an opaque grey next to it. The visible colour carried
     outwards makes the edge's surroundings what the eye expects there.
     Pixels far from anything visible become black; nothing shows them. An

@@ -212,7 +212,8 @@ def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
             if amount > 0:
                 raise BadRequestError(
                     f"Cannot add {amount} credits: the account has {balance}, and a balance "
-                    f"holds at most {MAX_CREDITS}, so at most {MAX_CREDITS - balance} can be added"
+                    f"holds at most {MAX_CREDITS}, so at most {max(0, MAX_CREDITS - balance)} "
+                    "can be added"
                 )
             raise BadRequestError(
                 f"Cannot remove {-amount} credits: the account has only {balance}, "

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 #: How long after its link expired an upload whose file never arrived stops
 #: counting against the pending cap (see :func:`forget_unsent`).
-UNSENT_GRACE_MS = 15 * 60 * 1000
+UNSENT_GRACE_MS = 60 * 60 * 1000
 #: Most uploads the store is asked about when the cap would refuse.
 MAX_UNSENT_CHECKS = 100
 #: Longest generated ``fileName`` in UTF-8 bytes: the local store keeps it as
@@ -223,9 +223,10 @@ def forget_unsent(ctx: Context, account_id: str, now: int) -> int:
     Only looked at when the cap would refuse, so the store is asked about at
     most :data:`MAX_UNSENT_CHECKS` uploads then, largest first. Multipart
     uploads are left alone: their parts may hold bytes, and they can be
-    completed after their links expire. The rows are marked deleted, so the
-    sweeper still deletes whatever arrives under their key after all.
-    Returns how many were forgotten."""
+    completed after their links expire. The rows are marked deleted, and
+    the sweeper's next pass deletes their keys (a file still arriving an
+    hour after its link expired would outlive that pass). Returns how many
+    were forgotten."""
     with ctx.db.begin() as conn:
         rows = conn.execute(
             select(uploads.c.file_name, uploads.c.storage_key)
@@ -240,13 +241,12 @@ def forget_unsent(ctx: Context, account_id: str, now: int) -> int:
     unsent = [row.file_name for row in rows if ctx.storage.size(row.storage_key) is None]
     if unsent:
         with ctx.db.begin() as conn:
+            # The account's lock, and the waiting conditions again: a
+            # start-task naming one of them meanwhile keeps it.
+            conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
             conn.execute(
                 update(uploads)
-                .where(
-                    uploads.c.file_name.in_(unsent),
-                    uploads.c.account_id == account_id,
-                    uploads.c.deleted_at.is_(None),
-                )
+                .where(uploads.c.file_name.in_(unsent), *_waiting(account_id, now))
                 .values(deleted_at=now)
             )
         log.info("%d uploads of account %s never sent: no longer held", len(unsent), account_id)
@@ -431,7 +431,9 @@ def complete_multipart(
     # spec gives this operation no 404, so "no such upload" is a 400 here.
     if row is None or row.storage_key != key or now_ms() > row.expires_at:
         raise BadRequestError("No such multipart upload (check uploadId and key)")
-    if row.part_size:
+    # A completion repeated after the object was joined answers as the first
+    # did, whatever it lists (docs/api.md): the object is checked first.
+    if row.part_size and ctx.storage.size(key) is None:
         _check_all_parts_listed(parts, len(part_lengths(row.file_size, row.part_size)))
     try:
         size = ctx.storage.complete_multipart(key, upload_id, parts)
@@ -457,9 +459,9 @@ def _check_all_parts_listed(parts: list[CompletedPart], count: int) -> None:
     listed = {part.part_number for part in parts}
     planned = set(range(1, count + 1))
     if unknown := sorted(listed - planned):
+        has = "1 part" if count == 1 else f"parts 1 to {count}"
         raise BadRequestError(
-            f"Cannot complete multipart upload: it has parts 1 to {count}, "
-            f"there is no part {unknown[0]}"
+            f"Cannot complete multipart upload: it has {has}, there is no part {unknown[0]}"
         )
     if missing := sorted(planned - listed):
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -504,14 +506,20 @@ def save_direct(
     return file_name
 
 
-def discard(ctx: Context, principal: Principal, file_name: str) -> None:
+def discard(ctx: Context, principal: Principal, file_name: str, unless_named: bool = False) -> None:
     """Forget a direct upload whose task was refused (nothing was charged).
 
     The object goes first and the row is then marked deleted and purged at
     once: the sweeper has nothing left to do for it (killed in between, the
     row stays live until it expires and the sweeper deletes it as usual).
+    With ``unless_named`` it stays when a task names it: after an outage,
+    the task's commit may have landed though its answer was lost.
     """
     key = storage_key(principal.account_id, file_name)
+    if unless_named:
+        with ctx.db.begin() as conn:
+            if conn.execute(select(exists().where(task_files.c.source_key == key))).scalar():
+                return
     ctx.storage.delete(key)
     now = now_ms()
     with ctx.db.begin() as conn:

@@ -13,6 +13,7 @@ from upscayl_cloud.api.form import START_TASK_BODY, parse_start_task
 from upscayl_cloud.api.routes import error_responses
 from upscayl_cloud.api.schemas import TaskStartedPublic, TaskStatusPublic, TaskStatusQuery
 from upscayl_cloud.services import status, tasks, uploads
+from upscayl_cloud.services.errors import ServiceError
 from upscayl_cloud.services.keys import Principal
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,20 @@ async def start_task(
             task_id = await run_in_threadpool(
                 tasks.start_task, ctx, principal, form.options, entries
             )
-        except Exception:
+        except Exception as exc:
             # Refused, or the database or store failed (503): the caller will
             # send the file again, and this copy would only count against
-            # the pending cap until it expired. Best effort: in an outage the
-            # sweeper deletes it at its expiry, as any upload.
+            # the pending cap until it expired. After an outage, only if no
+            # task names it: the commit may have landed with its answer
+            # lost. Best effort: what stays is swept at its expiry.
             if direct_name is not None:
+                refused = isinstance(exc, ServiceError) and exc.status_code < 500
                 try:
-                    await run_in_threadpool(uploads.discard, ctx, principal, direct_name)
-                except Exception as exc:
-                    log.warning("direct upload %s left for the sweeper: %s", direct_name, exc)
+                    await run_in_threadpool(
+                        uploads.discard, ctx, principal, direct_name, unless_named=not refused
+                    )
+                except Exception as failure:
+                    log.warning("direct upload %s left for the sweeper: %s", direct_name, failure)
             raise
     finally:
         await form.close()
