@@ -246,7 +246,21 @@ def test_rgb_png_round_trip_is_exact(tmp_path):
 
 
 def test_rgba_png_keeps_alpha_exactly(tmp_path):
+    """Alpha and every visible pixel's colour come back exactly; the colour
+    under alpha 0 is the one thing decode replaces (with the visible colour
+    around it, so a network does not bleed it into the edge), and nothing
+    shows it."""
     alpha = np.tile(np.arange(72, dtype=np.uint8) * 3, (48, 1))
+    rgba = np.dstack([COFFEE, alpha])
+    out = pixels(round_trip(tmp_path, write(tmp_path / "in.png", rgba)))
+    assert np.array_equal(out[:, :, 3], alpha)
+    visible = alpha > 0
+    assert np.array_equal(out[visible], rgba[visible])
+    assert not np.array_equal(out[~visible], rgba[~visible])
+
+
+def test_rgba_png_without_fully_transparent_pixels_round_trips_exactly(tmp_path):
+    alpha = np.tile(np.arange(1, 73, dtype=np.uint8) * 3, (48, 1))
     rgba = np.dstack([COFFEE, alpha])
     out = round_trip(tmp_path, write(tmp_path / "in.png", rgba))
     assert np.array_equal(pixels(out), rgba)
@@ -306,7 +320,8 @@ UPRIGHT = {
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_and_reset(tmp_path, orientation):
-    rgba = np.dstack([COFFEE, np.tile(np.arange(72, dtype=np.uint8), (48, 1))])
+    # No alpha of 0, whose colour decode would replace: the round trip is exact.
+    rgba = np.dstack([COFFEE, np.tile(np.arange(1, 73, dtype=np.uint8), (48, 1))])
     source = write(tmp_path / "in.png", rgba, orientation=orientation)
     expected = UPRIGHT[orientation](rgba)
     assert imageio.probe(source, LIMITS).width == expected.shape[1]
