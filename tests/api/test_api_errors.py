@@ -63,6 +63,20 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert response.headers["allow"] == "POST"
 
 
+def test_a_trailing_slash_gets_a_404_naming_the_path_without_it(
+    client: TestClient, key: str
+) -> None:
+    """Not Starlette's bare 307, which a client that does not follow
+    redirects cannot read."""
+    response = client.post("/get-upscayl-history/", json={}, headers={"X-API-Key": key})
+    assert (response.status_code, response.json()["error"]) == (404, "NOT_FOUND")
+    assert response.json()["message"] == (
+        "Nothing is at /get-upscayl-history/; "
+        "did you mean /get-upscayl-history (no trailing slash)?"
+    )
+    assert client.get("/nope/").json()["message"] == "Requested resource could not be found"
+
+
 def test_a_405_names_every_method_of_the_path(client: TestClient) -> None:
     """A local-store link takes PUT (one route) and GET, HEAD (another)."""
     response = client.delete("/objects/uploads/a/b.png")

@@ -67,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the document itself stays at /openapi.json.
         docs_url=None,
         redoc_url=None,
+        # A trailing slash gets a 404 that names the right path
+        # (errors._not_found_message), not a bare 307.
+        redirect_slashes=False,
         openapi_tags=[
             {"name": "Upload", "description": "File upload operations"},
             {"name": "Tasks", "description": "Image processing task operations"},

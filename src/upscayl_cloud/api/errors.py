@@ -174,7 +174,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             return await service_error_response(request, instead)
         message = _unparsable_body(exc.__cause__) or message
     if exc.status_code == 404:
-        message = "Requested resource could not be found"
+        message = _not_found_message(request)
     headers = {**rate_headers(request), **(exc.headers or {})}
     if exc.status_code == 405 and headers.get("Allow"):  # Starlette's bare 405
         allowed = _allowed_methods(request) or headers["Allow"].split(", ")
@@ -185,11 +185,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers)
 
 
+def _not_found_message(request: Request) -> str:
+    """Names the route a trailing slash missed. Starlette would have answered
+    such a path with a bare 307 to the path without it, which a client that
+    does not follow redirects (httpx, by default) takes for a failure it
+    cannot read; the app turns that off (``redirect_slashes=False``) and says
+    what to fix here instead."""
+    path = request.scope["path"]
+    stripped = path.rstrip("/")
+    if stripped and stripped != path and _allowed_methods(request, stripped):
+        return f"Nothing is at {clip(path)}; did you mean {clip(stripped)} (no trailing slash)?"
+    return "Requested resource could not be found"
+
+
 #: The methods a 405's ``Allow`` may list.
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
-def _allowed_methods(request: Request) -> list[str]:
+def _allowed_methods(request: Request, path: str | None = None) -> list[str]:
     """Every method some route takes on this path: Starlette's 405 names
     only the first route's (a local-store link takes PUT from one route,
     GET and HEAD from another), though ``Allow`` is to list them all. Asked
@@ -198,6 +211,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
     def taken(method: str) -> bool:
         scope = {**request.scope, "method": method}
+        if path is not None:
+            scope["path"] = path
         return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
 
     return [method for method in _METHODS if taken(method)]
