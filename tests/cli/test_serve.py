@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -83,6 +84,32 @@ def test_a_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path) ->
     ), result.stderr
     assert "Serving" not in result.stdout and "API key" not in result.stdout
     assert not (tmp_path / "data" / "upscayl.db").exists()
+
+
+def test_port_0_serves_on_a_free_port_the_banner_names(tmp_path: Path) -> None:
+    """Not "on http://127.0.0.1:0", which nobody can open."""
+    env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data"), "UPSCAYL_WORKERS": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        serving = next(line for line in process.stdout if line.startswith("Serving"))
+        url = serving.split(" on ")[1].split()[0]
+        port = int(url.rsplit(":", 1)[1])
+        assert port > 0
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(url + "/healthz").status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def _ipv6_works() -> bool:

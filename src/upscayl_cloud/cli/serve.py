@@ -93,6 +93,9 @@ def serve(
         if value is not None
     }
     settings = get_settings().model_copy(update=overrides)
+    if settings.port == 0 and (chosen := free_port(settings.host)) is not None:
+        # "Any free port": the banner and a first start's key name the one taken.
+        settings = settings.model_copy(update={"port": chosen})
     taken = listen_problem(settings.host, settings.port)
     if taken is not None:  # before a first start's key, and before the banner
         typer.echo(taken, err=True)
@@ -122,6 +125,28 @@ def serve(
         # Slow headers close the connection, slow bodies get 408 (see protocol.py).
         http=DeadlineH11Protocol.for_origins(settings.cors_origin_list),
     )
+
+
+def free_port(host: str) -> int | None:
+    """A port free on ``host`` now, for ``--port 0``: uvicorn would bind an
+    ephemeral port itself, but only after the banner and a first start's key
+    had named port 0, and on each of the host's addresses a different one.
+    None when nothing binds (``listen_problem`` then says why). The port may
+    be taken between this and uvicorn's bind: then uvicorn says so."""
+    try:
+        found = socket.getaddrinfo(
+            host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return None
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+                return int(probe.getsockname()[1])
+        except OSError:
+            continue
+    return None
 
 
 def listen_problem(host: str, port: int) -> str | None:
