@@ -24,7 +24,7 @@ from tests.client.helpers import (
     dimensions,
     write_image,
 )
-from upscayl_cloud.client import Client, FileResult, upscale
+from upscayl_cloud.client import Client, FileResult, UpscaleInterrupted, upscale
 
 
 class Recorder:
@@ -336,3 +336,31 @@ def test_face_enhancement_the_server_has_not_is_refused_before_uploading(
         r.startswith("not sent, the run stopped: FACE_ENHANCEMENT_UNAVAILABLE") for r in reasons
     ), reasons
     assert "/get-upload-url" not in proxy.hits and "/start-task" not in proxy.hits
+
+
+def test_ctrl_c_after_a_batch_was_started_names_its_task(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the second batch uploads: the first batch's task runs on,
+    charged, and the interruption says which it is (it used to be known only
+    once every batch was started, so "none" was printed)."""
+    first = write_image(tmp_path / "a.png", 16, 16)
+    second = write_image(tmp_path / "b.png", 16, 16, seed=1)
+    real_put = Client.put_upload
+    puts: list[int] = []
+
+    def put_then_interrupt(self: Client, *args: Any, **kwargs: Any) -> Any:
+        puts.append(1)
+        if len(puts) == 2:
+            raise KeyboardInterrupt
+        return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "put_upload", put_then_interrupt)
+    with pytest.raises(UpscaleInterrupted) as caught:
+        upscale([first, second], model=FAST, scale=2, client=client, batch_size=1)
+    assert isinstance(caught.value, KeyboardInterrupt)
+    (task_id,) = caught.value.task_ids
+    status = client.wait(task_id, timeout=60)
+    assert status["status"] == "completed"
+    assert [f["originalFileName"] for f in status["files"]] == ["a.png"]
+    assert not list(tmp_path.glob("*_upscayl_*"))  # nothing was downloaded

@@ -38,6 +38,7 @@ from upscayl_cloud.client import (
     Client,
     FileResult,
     RetryPolicy,
+    UpscaleInterrupted,
     UpscaylError,
     upscale,
 )
@@ -230,13 +231,22 @@ def upscale_command(
                 batch_size=batch_size,
                 reporter=bars,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Started tasks run on regardless; unfinished multipart uploads resume.
-        started = ", ".join(bars.tasks) if bars and bars.tasks else "none"
-        console.print(
-            f"[yellow]interrupted[/]; tasks already started (see `client status`): {started}. "
-            "Run the same command again to resume large uploads."
-        )
+        ids = exc.task_ids if isinstance(exc, UpscaleInterrupted) else []
+        ids += [i for i in (bars.tasks if bars else {}) if i not in ids]
+        if ids:
+            console.print(
+                f"[yellow]interrupted[/]; tasks already started (they run on, and are "
+                f"charged; `client status TASK` shows their result links): {', '.join(ids)}. "
+                "Running the same command again sends their files again; it resumes "
+                "large uploads."
+            )
+        else:
+            console.print(
+                "[yellow]interrupted[/]; no task was started. "
+                "Run the same command again to resume large uploads."
+            )
         raise typer.Exit(code=130) from None
     if not report.results:
         console.print("No images found")

@@ -18,6 +18,7 @@ from upscayl_cloud.client.errors import (
     StartUncertainError,
     TaskFailedError,
     UploadCancelledError,
+    UpscaleInterrupted,
     UpscaylError,
     WaitTimeoutError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "TaskStatus",
     "UploadCancelledError",
     "UploadLink",
+    "UpscaleInterrupted",
     "UpscaleReport",
     "UpscaylError",
     "WaitTimeoutError",

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from upscayl_cloud.client._core import MODELS
-from upscayl_cloud.client.errors import ApiError, UploadCancelledError, UpscaylError, describe
+from upscayl_cloud.client.errors import (
+    ApiError,
+    UploadCancelledError,
+    UpscaleInterrupted,
+    UpscaylError,
+    describe,
+)
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import (
     OutputNames,
@@ -75,7 +81,8 @@ def upscale(
     A file left by an earlier run is replaced; a folder at the name is not (the
     next free `` (n)`` name is used). ``FileResult.output`` is the path actually
     written. An ``out_dir`` that is a file (or lies below one) raises
-    ``NotADirectoryError`` before anything is sent.
+    ``NotADirectoryError`` before anything is sent. Ctrl-C raises
+    :class:`UpscaleInterrupted`, which names the tasks already started.
     """
     target = Path(out_dir) if out_dir is not None else None
     problem = output_folder_problem(target) if target is not None else None
@@ -86,6 +93,7 @@ def upscale(
     report, hooks = UpscaleReport(), reporter or Quiet()
     named = [Path(p) for p in paths]
     found = collect(named, recursive)
+    tasks: list[Watched] = []
     try:
         sources = [item for item in found if isinstance(item, Source)]
         for item in found:
@@ -101,7 +109,6 @@ def upscale(
             "save_image_as": fmt,
             "enhance_face": True if face else None,
         }
-        tasks: list[Watched] = []
         try:
             size = _follow_server_limits(api, batch_size, face) if sources else 1
             # Each batch starts as soon as it is uploaded: the server works while we upload.
@@ -111,7 +118,7 @@ def upscale(
                     api, chunk, upload_workers, multipart_threshold, hooks, report
                 )
                 if uploaded:
-                    tasks += _start(api, uploaded, options, hooks, report)
+                    _start(api, uploaded, options, hooks, report, tasks)
         except _RunStoppedError as stop:
             reported = {r.source for r in report.results}
             reported |= {source.path for task in tasks for source in task.sources.values()}
@@ -124,6 +131,10 @@ def upscale(
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
         for task in tasks:
             _collect(api, task, target, thumbnails, options, names, hooks, report)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, UpscaleInterrupted):
+            raise
+        raise UpscaleInterrupted([task.task_id for task in tasks], report) from exc
     finally:
         if own:
             api.close()
@@ -273,9 +284,12 @@ def _start(
     options: dict[str, Any],
     hooks: Reporter,
     report: UpscaleReport,
-) -> list[Watched]:
-    """One task for the batch. A refusal that names a file (``File '<fileName>'``
-    or ``files[i]``) fails that file and the rest is sent again, so k bad files
+    started: list[Watched],
+) -> None:
+    """One task for the batch, added to ``started`` (and told to the hooks)
+    as soon as the server has it: a Ctrl-C before the run's end then still
+    names it. A refusal that names a file (``File '<fileName>'`` or
+    ``files[i]``) fails that file and the rest is sent again, so k bad files
     cost k+1 requests, not one per file (start-task is limited to 50 an hour)."""
     pending = list(batch)
     while pending:
@@ -288,12 +302,13 @@ def _start(
                     finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
                 if _stops_the_run(exc, starting=True):
                     raise _RunStoppedError(exc) from exc
-                return []
+                return
             source, _entry = pending.pop(culprit)
             finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
             continue
-        return [Watched(task_id, {entry["fileName"]: source for source, entry in pending})]
-    return []
+        started.append(Watched(task_id, {entry["fileName"]: source for source, entry in pending}))
+        hooks.processing(task_id, len(pending), 0.0)
+        return
 
 
 def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) -> int | None:

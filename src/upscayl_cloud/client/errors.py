@@ -81,6 +81,19 @@ class UploadCancelledError(UpscaylError):
         super().__init__("CANCELLED", message)
 
 
+class UpscaleInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``upscale()``. Tasks already started run on, and were
+    charged: ``task_ids`` names them (``get-task-status`` finds their results;
+    running the same files again would pay twice). ``report`` holds what was
+    reported before. A KeyboardInterrupt, so code that catches one still does."""
+
+    def __init__(self, task_ids: list[str], report: object) -> None:
+        started = ", ".join(task_ids) or "none"
+        super().__init__(f"interrupted; tasks already started: {started}")
+        self.task_ids = task_ids
+        self.report = report
+
+
 #: Answers of a server that is down or restarting, after the client's own retries.
 _OUTAGE_STATUSES = frozenset({500, 502, 503, 504})
 
