@@ -73,7 +73,12 @@ class RenamingProxy:
     ``status_throttled`` answers every get-task-status 429 with a
     ``Retry-After`` of 1 s (a server that never lets the client in), and
     ``unauthorized_upload`` answers 401 to the get-upload-url of the file of
-    that name (a key revoked between two uploads of one run).
+    that name (a key revoked between two uploads of one run). ``portal_pages``
+    answers that many first get-task-status calls 200 with an HTML page (a
+    captive portal or proxy in the way), ``upload_unavailable`` answers every
+    get-upload-url 503 with ``Retry-After: 1`` for that many seconds from the
+    first (a server whose store is briefly away), and history ``"stuck"``
+    answers every page with ``hasMore`` and the same ``nextOffset``.
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class RenamingProxy:
         thumbnails_gone: bool = False,
         status_throttled: bool = False,
         unauthorized_upload: str | None = None,
+        portal_pages: int = 0,
+        upload_unavailable: float = 0.0,
     ) -> None:
         self.upstream, self.names = upstream, dict(names)
         self.status_outage = status_outage
@@ -92,6 +99,9 @@ class RenamingProxy:
         self.thumbnails_gone = thumbnails_gone
         self.status_throttled = status_throttled
         self.unauthorized_upload = unauthorized_upload
+        self.portal_pages = portal_pages
+        self.upload_unavailable = upload_unavailable
+        self.unavailable_began: float | None = None
         self.outage_began: float | None = None
         self.refused = 0
         self.hits: list[str] = []  # the paths of the API calls, in order
@@ -114,6 +124,18 @@ class RenamingProxy:
                         self.close_connection = True
                         return
                     self.send_error(503, "Service Unavailable")
+                    return
+                if self.path == "/get-task-status" and proxy.portal_pages > 0:
+                    proxy.portal_pages -= 1
+                    page = b"<html><body>Sign in to the hotel Wi-Fi</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                if self.path == "/get-upload-url" and proxy._unavailable():
+                    self._refuse(503, "SERVICE_UNAVAILABLE", {"Retry-After": "1"})
                     return
                 if self.path == "/get-task-status" and proxy.status_throttled:
                     self._refuse(429, "RATE_LIMIT_EXCEEDED", {"Retry-After": "1"})
@@ -147,6 +169,9 @@ class RenamingProxy:
                                 entry.pop("downloadLink", None)
                             if proxy.history == "thumbless":
                                 entry.pop("thumbnailLink", None)
+                    if proxy.history == "stuck":
+                        body["pagination"] = {**body["pagination"], "hasMore": True}
+                        body["pagination"]["nextOffset"] = 2**40
                     content = proxy._rename(body.get("data") or [], body)
                 self._relay(answer, content)
 
@@ -179,6 +204,12 @@ class RenamingProxy:
         if self.outage_began is None:
             self.outage_began = time.monotonic()
         return time.monotonic() - self.outage_began < self.status_outage
+
+    def _unavailable(self) -> bool:
+        """Whether get-upload-url answers 503: for ``upload_unavailable`` seconds."""
+        if self.unavailable_began is None:
+            self.unavailable_began = time.monotonic()
+        return time.monotonic() - self.unavailable_began < self.upload_unavailable
 
     def _rename(self, tasks: list[dict[str, Any]], body: dict[str, Any]) -> bytes:
         """``body`` with the files of ``tasks`` (its parts) renamed."""

@@ -24,7 +24,7 @@ from tests.client.helpers import (
     dimensions,
     write_image,
 )
-from upscayl_cloud.client import Client, FileResult, UpscaleInterrupted, upscale
+from upscayl_cloud.client import ApiError, Client, FileResult, UpscaleInterrupted, upscale
 
 
 class Recorder:
@@ -364,3 +364,56 @@ def test_ctrl_c_after_a_batch_was_started_names_its_task(
     assert status["status"] == "completed"
     assert [f["originalFileName"] for f in status["files"]] == ["a.png"]
     assert not list(tmp_path.glob("*_upscayl_*"))  # nothing was downloaded
+
+
+def test_a_portal_page_in_place_of_a_status_is_waited_out(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """A 200 that is no JSON (a captive portal, a proxy's page) is an outage
+    to poll through, not a crash that left every result undownloaded."""
+    source = write_image(tmp_path / "a.png", 16, 16)
+    with (
+        RenamingProxy(server.url, {}, portal_pages=2) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([source], model=FAST, scale=2, client=api)
+        assert proxy.portal_pages == 0
+    assert report.ok, [r.reason for r in report.failed]
+
+
+def test_a_page_that_is_no_json_is_an_api_error(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    with (
+        RenamingProxy(server.url, {}, portal_pages=1) as proxy,
+        Client(proxy.url, api_key, retry=QUICK_RETRY) as api,
+        pytest.raises(ApiError) as caught,
+    ):
+        api.get_task_status("30a89e69-c702-4247-9905-f0a53dfa45ab")
+    assert caught.value.code == "BAD_RESPONSE" and "text/html" in caught.value.message
+
+
+def test_a_503_is_retried_after_its_retry_after(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """Backoff alone (here at most 0.2 s a try) would spend every attempt
+    before the second the server asked for."""
+    with (
+        RenamingProxy(server.url, {}, upload_unavailable=1.5) as proxy,
+        Client(proxy.url, api_key, retry=QUICK_RETRY) as api,
+    ):
+        link = api.get_upload_url("a.png", "image/png", 10)
+    assert link["fileName"].endswith("a.png")
+
+
+def test_history_that_never_moves_back_in_time_ends(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """A server repeating one nextOffset would be paged forever."""
+    with (
+        RenamingProxy(server.url, {}, history="stuck") as proxy,
+        Client(proxy.url, api_key, retry=QUICK_RETRY) as api,
+    ):
+        api.start_task(file=("a.png", png_bytes(16, 16)), model=FAST, scale=2)
+        items = list(api.iter_history())
+        assert len(items) <= 2 and proxy.hits.count("/get-upscayl-history") <= 2

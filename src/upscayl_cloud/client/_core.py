@@ -18,7 +18,12 @@ from typing import Any
 
 import httpx
 
-from upscayl_cloud.client.errors import ApiError, RateLimitedError, UpscaylError
+from upscayl_cloud.client.errors import (
+    ApiError,
+    RateLimitedError,
+    StartUncertainError,
+    UpscaylError,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: The spec's model enum (``quick-clear-4x`` is the fastest, ``upscayl-standard-4x``
@@ -164,13 +169,71 @@ def error_of(response: httpx.Response) -> ApiError:
     return kind(code, message, response.status_code, retry_after_of(response))
 
 
+#: The code of a success answer that is not what the spec says (a proxy's or
+#: captive portal's HTML page, a cut-off body): an outage, asked again later.
+BAD_RESPONSE = "BAD_RESPONSE"
+
+
 def payload(response: httpx.Response) -> dict[str, Any]:
+    """A success answer's JSON object, else an :class:`ApiError`: every failure
+    a caller meets is an ``UpscaylError``, a page that is no JSON too."""
     if response.is_success:
-        body = response.json()
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            kind = response.headers.get("content-type", "no content type")
+            raise ApiError(
+                BAD_RESPONSE,
+                f"the server answered {response.status_code} with no JSON ({kind}): "
+                "a proxy or portal in the way?",
+                response.status_code,
+            ) from None
         if not isinstance(body, dict):
-            raise ApiError("BAD_RESPONSE", "the server answered with a non-object", 200)
+            raise ApiError(
+                BAD_RESPONSE, "the server answered with a non-object", response.status_code
+            )
         return body
     raise error_of(response)
+
+
+def data_object(body: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """An answer's ``data`` object, which every success of the spec's has."""
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ApiError(BAD_RESPONSE, f"{path} answered without a data object", 200)
+    return data
+
+
+def task_id_of(body: Mapping[str, Any]) -> str:
+    task_id = data_object(body, "/start-task").get("taskId")
+    if not isinstance(task_id, str) or not task_id:
+        raise ApiError(BAD_RESPONSE, "/start-task answered without a taskId", 200)
+    return task_id
+
+
+def start_uncertain(exc: ApiError) -> StartUncertainError:
+    """start-task answered success, but not with a task id: it may have been
+    queued (and charged), so this is no refusal to report as a file's fault."""
+    return StartUncertainError(
+        f"start-task answered {exc.status_code}, but {exc.message}; the task may have "
+        "been queued: look at get-upscayl-history before sending it again"
+    )
+
+
+def history_page(body: dict[str, Any]) -> dict[str, Any]:
+    """A history answer, checked for its ``data`` list."""
+    if not isinstance(body.get("data"), list):
+        raise ApiError(BAD_RESPONSE, "/get-upscayl-history answered without a data list", 200)
+    return body
+
+
+def following_offset(page: Mapping[str, Any], offset: int | None) -> int | None:
+    """:func:`next_offset`, or None when it would not move back in time (a
+    server repeating the same offset would be paged forever)."""
+    following = next_offset(page)
+    if following is None or (offset is not None and following >= offset):
+        return None
+    return following
 
 
 def capabilities_path(document: httpx.Response) -> str | None:
@@ -276,11 +339,17 @@ def status_delay(
     policy: RetryPolicy, attempt: int, idempotent: bool, response: httpx.Response
 ) -> float | None:
     """A 429 was refused before any work (rate limits are checked first), so
-    every call waits it out; other statuses follow :func:`retryable_status`."""
+    every call waits it out; other statuses follow :func:`retryable_status`,
+    no sooner than a ``Retry-After`` they carry (a 503's says when the server
+    expects to be back: backoff alone spent every attempt within 4 s of a
+    ``Retry-After: 5``), unless that is longer than ``max_retry_after``."""
     if response.status_code == 429:
         return policy.rate_limit_wait(retry_after_of(response), attempt)
     if retryable_status(response.status_code, idempotent):
-        return policy.backoff(attempt)
+        asked = retry_after_of(response)
+        if asked is not None and asked > policy.max_retry_after:
+            return None
+        return max(policy.backoff(attempt), asked or 0.0)
     return None
 
 

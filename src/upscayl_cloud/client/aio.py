@@ -19,6 +19,7 @@ import httpx
 from upscayl_cloud.client import _core
 from upscayl_cloud.client._core import Call, RetryEvent, RetryPolicy
 from upscayl_cloud.client.errors import (
+    ApiError,
     ConnectionFailedError,
     StartUncertainError,
     TaskFailedError,
@@ -111,7 +112,7 @@ class AsyncClient(PollPacing):
         self, name: str, file_type: str, size: int, multipart: bool | None = None
     ) -> UploadLink:
         body = await self._call(_core.upload_url_call(name, file_type, size, multipart))
-        return cast(UploadLink, body["data"])
+        return cast(UploadLink, _core.data_object(body, "/get-upload-url"))
 
     async def put_upload(
         self, url: str, content: Content, size: int, content_type: str | None = None
@@ -153,14 +154,20 @@ class AsyncClient(PollPacing):
         enhance_face: bool | None = None,
     ) -> str:
         call = _core.start_task_call(files, file, model, scale, save_image_as, enhance_face)
-        return str((await self._call(call))["data"]["taskId"])
+        try:
+            return _core.task_id_of(await self._call(call))
+        except ApiError as exc:
+            if exc.code != _core.BAD_RESPONSE:
+                raise
+            raise _core.start_uncertain(exc) from exc
 
     async def get_task_status(self, task_id: str) -> TaskStatus:
         body = await self._call(Call("/get-task-status", json={"taskId": task_id}))
-        return cast(TaskStatus, body["data"])
+        return cast(TaskStatus, _core.data_object(body, "/get-task-status"))
 
     async def get_history(self, **filters: Any) -> HistoryPage:
-        return cast(HistoryPage, await self._call(_core.history_call(**filters)))
+        body = await self._call(_core.history_call(**filters))
+        return cast(HistoryPage, _core.history_page(body))
 
     async def iter_history(
         self, max_items: int | None = None, **filters: Any
@@ -174,7 +181,7 @@ class AsyncClient(PollPacing):
                     return
                 seen += 1
                 yield item
-            offset = _core.next_offset(page)
+            offset = _core.following_offset(page, offset)
             if offset is None:
                 return
 

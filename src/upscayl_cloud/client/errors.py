@@ -103,7 +103,10 @@ def is_outage(exc: UpscaylError) -> bool:
     or down or restarting), not that it refused: asking again later may work."""
     if isinstance(exc, ConnectionFailedError):
         return True
-    return isinstance(exc, ApiError) and exc.status_code in _OUTAGE_STATUSES
+    if not isinstance(exc, ApiError):
+        return False
+    # BAD_RESPONSE: a success that was not the API's (a proxy's page, a cut-off body).
+    return exc.status_code in _OUTAGE_STATUSES or exc.code == "BAD_RESPONSE"
 
 
 def describe(exc: Exception) -> str:

@@ -18,6 +18,7 @@ import httpx
 from upscayl_cloud.client import _core
 from upscayl_cloud.client._core import Call, RetryEvent, RetryPolicy
 from upscayl_cloud.client.errors import (
+    ApiError,
     ConnectionFailedError,
     StartUncertainError,
     TaskFailedError,
@@ -117,7 +118,7 @@ class Client(PollPacing):
     ) -> UploadLink:
         """A pre-signed upload (and, for multipart, its parts' URLs): ``data`` of the answer."""
         body = self._call(_core.upload_url_call(name, file_type, size, multipart))
-        return cast(UploadLink, body["data"])
+        return cast(UploadLink, _core.data_object(body, "/get-upload-url"))
 
     def put_upload(
         self, url: str, content: Content, size: int, content_type: str | None = None
@@ -171,18 +172,21 @@ class Client(PollPacing):
         Never repeated once the server may have read it (see ``docs/client.md``).
         """
         call = _core.start_task_call(files, file, model, scale, save_image_as, enhance_face)
-        body = self._call(call)
-        return str(body["data"]["taskId"])
+        try:
+            return _core.task_id_of(self._call(call))
+        except ApiError as exc:
+            if exc.code != _core.BAD_RESPONSE:
+                raise
+            raise _core.start_uncertain(exc) from exc
 
     def get_task_status(self, task_id: str) -> TaskStatus:
-        return cast(
-            TaskStatus, self._call(Call("/get-task-status", json={"taskId": task_id}))["data"]
-        )
+        body = self._call(Call("/get-task-status", json={"taskId": task_id}))
+        return cast(TaskStatus, _core.data_object(body, "/get-task-status"))
 
     def get_history(self, **filters: Any) -> HistoryPage:
         """One page: ``{"data": [...], "pagination": {...}}``. Filters as in the spec
         (``timestamp_offset``, ``batch``, ``failed``, ``limit``, ``processed``)."""
-        return cast(HistoryPage, self._call(_core.history_call(**filters)))
+        return cast(HistoryPage, _core.history_page(self._call(_core.history_call(**filters))))
 
     def iter_history(self, max_items: int | None = None, **filters: Any) -> Iterator[TaskStatus]:
         """Every matching task, newest first, following ``nextOffset`` page by page."""
@@ -195,7 +199,7 @@ class Client(PollPacing):
                     return
                 seen += 1
                 yield item
-            offset = _core.next_offset(page)
+            offset = _core.following_offset(page, offset)
             if offset is None:
                 return
 
