@@ -146,7 +146,10 @@ def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Pa
             etag = await api.put_upload(part["uploadURL"], lambda: iter(halves), len(parted))
             assert etag
             await api.complete_multipart_upload(multi["uploadId"], multi["key"], [(1, etag)])
-            entries = [uploaded_entry(link), uploaded_entry(multi)]
+            entries = [
+                uploaded_entry(link, "image/png", len(single)),
+                uploaded_entry(multi, "image/png", len(parted)),
+            ]
             task_id = await api.start_task(entries, model=FAST, scale="2", save_image_as="png")
             seen: list[str] = []
             done = await api.wait(
@@ -179,3 +182,17 @@ def test_async_client_has_the_sync_clients_signatures() -> None:
         sync, aio = inspect.signature(getattr(Client, name)), getattr(AsyncClient, name, None)
         assert aio is not None, f"AsyncClient has no {name}()"
         assert inspect.signature(aio).parameters == sync.parameters, name
+
+
+def test_a_files_entry_has_what_the_spec_requires_of_it() -> None:
+    """A get-upload-url answer holds only what the spec requires of it
+    (uploadURL, fileName, expiresAt); start-task's UploadedFile also requires
+    fileType and fileSize, which the client fills in from what it asked for."""
+    minimal = {"uploadURL": "https://s3/x", "fileName": "f7-a.png", "expiresAt": 1}
+    assert uploaded_entry(minimal, "image/png", 10) == {
+        "fileName": "f7-a.png",
+        "fileType": "image/png",
+        "fileSize": 10,
+    }
+    ours = {**minimal, "fileType": "image/jpeg", "fileSize": 9}
+    assert uploaded_entry(ours, "image/png", 10)["fileType"] == "image/jpeg"

@@ -38,9 +38,15 @@ def state_path(source: Path) -> Path:
     return source.with_name(f".{source.name}{STATE_SUFFIX}")
 
 
-def uploaded_entry(link: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``files`` item that start-task expects for an upload."""
-    return {key: link[key] for key in ("fileName", "fileType", "fileSize") if key in link}
+def uploaded_entry(link: Mapping[str, Any], file_type: str, size: int) -> dict[str, Any]:
+    """The ``files`` item that start-task expects for an upload: the spec's
+    ``UploadedFile`` requires ``fileType`` and ``fileSize``, which its
+    get-upload-url answer need not repeat, so what was asked for fills in."""
+    return {
+        "fileName": link["fileName"],
+        "fileType": link.get("fileType", file_type),
+        "fileSize": link.get("fileSize", size),
+    }
 
 
 def _chunks(
@@ -169,7 +175,7 @@ def upload_file(
                 on_bytes(delta)
 
         try:
-            return _send_parts(client, path, state, part_workers, count, on_part, cancel)
+            return _send_parts(client, path, state, part_workers, count, on_part, cancel, file_type)
         except ApiError as exc:
             if exc.status_code not in (400, 403, 404, 410):
                 raise
@@ -181,10 +187,10 @@ def upload_file(
     if link.get("uploadId") and link.get("parts"):
         state = _State(path, client.base_url, dict(link))
         state.save()
-        return _send_parts(client, path, state, part_workers, on_bytes, on_part, cancel)
+        return _send_parts(client, path, state, part_workers, on_bytes, on_part, cancel, file_type)
     _check(cancel, path)
     client.put_upload(link["uploadURL"], _chunks(path, 0, size, on_bytes), size, file_type)
-    return uploaded_entry(link)
+    return uploaded_entry(link, file_type, size)
 
 
 def _send_parts(
@@ -195,6 +201,7 @@ def _send_parts(
     on_bytes: BytesHook | None,
     on_part: Callable[[int], None] | None,
     cancel: threading.Event,
+    file_type: str,
 ) -> dict[str, Any]:
     link = state.link
     part_size, size = int(link["partSize"]), int(link["fileSize"])
@@ -245,7 +252,7 @@ def _send_parts(
     _check(cancel, path)
     client.complete_multipart_upload(link["uploadId"], link["key"], sorted(state.etags.items()))
     state.discard()
-    return uploaded_entry(link)
+    return uploaded_entry(link, file_type, size)
 
 
 def _check(cancel: threading.Event, path: Path) -> None:
