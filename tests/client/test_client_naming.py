@@ -11,6 +11,7 @@ import pytest
 from upscayl_cloud.client import UpscaylError
 from upscayl_cloud.client.naming import (
     MAX_NAME_BYTES,
+    RESULT_NAME,
     OutputNames,
     inside,
     local_name,
@@ -117,3 +118,21 @@ def test_partial_files_are_new_and_distinct(tmp_path: Path) -> None:
 def test_a_server_may_only_name_an_image(given: str, expected: str | None) -> None:
     """Results replace files of their name, so a server's name must be an image's."""
     assert result_file_name(given) == expected
+
+
+def test_a_long_stem_is_shortened_and_the_extension_kept() -> None:
+    """A result without its extension would be taken for an input (and paid
+    for again) by the next run in place."""
+    name = local_name(Path("é" * 100 + ".png"), 4, "upscayl-standard-4x", "png")
+    assert name.endswith("_upscayl_4x_upscayl-standard-4x.png")
+    assert name.startswith("é" * 10) and len(name.encode()) <= MAX_NAME_BYTES
+    assert RESULT_NAME.fullmatch(name)
+
+
+def test_a_file_not_named_as_a_result_is_never_replaced(tmp_path: Path) -> None:
+    """A server may suggest any image's name; only an earlier result's is replaced."""
+    (tmp_path / "family.jpg").write_bytes(b"a photo")
+    (tmp_path / "a_upscayl_2x_m.jpg").write_bytes(b"an earlier result")
+    names = OutputNames()
+    assert names.claim(tmp_path, "family.jpg") == tmp_path / "family (2).jpg"
+    assert names.claim(tmp_path, "a_upscayl_2x_m.jpg") == tmp_path / "a_upscayl_2x_m.jpg"

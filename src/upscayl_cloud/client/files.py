@@ -8,16 +8,14 @@ skipped here with a reason instead of costing an upload and a failed batch.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from upscayl_cloud.client.naming import RESULT_NAME
+
 #: State files of interrupted uploads live next to their sources; never send them.
 STATE_SUFFIX = ".upscayl-upload.json"
-#: Upscayl's result names (``<stem>_upscayl_<scale>x_<model>[ (n)].<ext>``, see
-#: naming.py): a folder upscaled in place holds the last run's results.
-_RESULT_NAME = re.compile(r".+_upscayl_\d+x_[^/]+?( \(\d+\))?\.(png|jpe?g|webp)", re.IGNORECASE)
 
 
 _LINKED_FOLDER = "a link to a folder, not followed (name it to include its files)"
@@ -98,7 +96,7 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
                     if recursive and path.is_symlink():  # the walk does not follow links
                         found.append(Skipped(path, _LINKED_FOLDER))
                     continue
-                if _RESULT_NAME.fullmatch(path.name):
+                if RESULT_NAME.fullmatch(path.name):
                     found.append(EarlierResult(path))
                     continue
                 _add(found, seen, path, path.relative_to(arg))

@@ -76,12 +76,28 @@ def result_file_name(name: object) -> str | None:
     return cleaned
 
 
+#: Upscayl's result names (``<stem>_upscayl_<scale>x_<model>[ (n)].<ext>``):
+#: a folder upscaled in place holds the last run's results.
+RESULT_NAME = re.compile(r".+_upscayl_\d+x_[^/]+?( \(\d+\))?\.(png|jpe?g|webp)", re.IGNORECASE)
+
+
 def local_name(source: Path, scale: object, model: object, fmt: object) -> str:
     """Upscayl's naming (``<stem>_upscayl_<scale>x_<model>.<ext>``, as the server
     and ``upscayl-cloud upscale`` use), built from the local input and the options
-    asked for: the name used when the server's cannot be used."""
-    built = f"{source.stem}_upscayl_{scale}x_{model}.{fmt}"
-    return safe_file_name(built) or safe_file_name(f"{source.stem}_upscayl") or "image_upscayl"
+    asked for: the name used when the server's cannot be used. A stem too long
+    for :data:`MAX_NAME_BYTES` is shortened, never the rest: a result without
+    its extension would be taken for an input by the next run."""
+    built = safe_file_name(f"{source.stem}_upscayl_{scale}x_{model}.{fmt}")
+    if built is not None:
+        return built
+    ending = (
+        safe_file_name(f"_upscayl_{scale}x_{model}.{fmt}")
+        or safe_file_name(f"_upscayl.{fmt}")
+        or "_upscayl.jpg"
+    )
+    room = max(0, MAX_NAME_BYTES - len(ending.encode("utf-8")))
+    stem = (safe_file_name(source.stem) or "image").encode("utf-8")[:room]
+    return safe_file_name(stem.decode("utf-8", errors="ignore") + ending) or "image_upscayl.jpg"
 
 
 def inside(folder: Path, name: str) -> Path:
@@ -105,7 +121,10 @@ class OutputNames:
     same file on a case-insensitive filesystem (macOS, Windows) count as one.
     The run's own inputs are reserved up front: a result is never written over
     a file that the run is reading. Files from earlier runs are not reserved:
-    running the same command again replaces its earlier results.
+    running the same command again replaces its earlier results. A file of
+    any other name is never replaced, whatever name a server suggests (a
+    server answering ``family.jpg`` would have replaced the photo of that
+    name beside the input): the result gets the next free `` (n)`` name.
     """
 
     def __init__(self, inputs: Iterable[Path] = ()) -> None:
@@ -127,7 +146,9 @@ class OutputNames:
             key = self._key(folder, candidate)
             # A folder (or anything but a file) at the name cannot be replaced by
             # a rename: found only after the server had charged, it lost the result.
-            blocked = dest.exists() and not dest.is_file()
+            blocked = (dest.exists() or dest.is_symlink()) and not (
+                dest.is_file() and RESULT_NAME.fullmatch(candidate)
+            )
             if key not in self._taken and not blocked:
                 self._taken.add(key)
                 return dest
