@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.client.helpers import write_image
@@ -30,6 +31,19 @@ def test_a_folder_upscaled_in_place_skips_its_earlier_results(tmp_path: Path) ->
 
     named = collect([tmp_path / results[0]])
     assert [type(i) for i in named] == [Source]
+    # Named beside its folder, in either order: taken, not also skipped.
+    for order in ([tmp_path, tmp_path / results[0]], [tmp_path / results[0], tmp_path]):
+        both = collect(order)
+        assert sorted(i.path.name for i in both if isinstance(i, Skipped)) == sorted(results[1:])
+
+
+def test_what_is_no_regular_file_is_skipped_not_opened(tmp_path: Path) -> None:
+    """Opening a named pipe waits for a writer: the run hung."""
+    os.mkfifo(tmp_path / "pipe.png")
+    write_image(tmp_path / "a.png", 8, 8)
+    found = collect([tmp_path])
+    assert [(type(i), i.path.name) for i in found] == [(Source, "a.png"), (Skipped, "pipe.png")]
+    assert "not a regular file" in found[1].reason
 
 
 def test_links_to_files_already_taken_are_reported_not_dropped(tmp_path: Path) -> None:

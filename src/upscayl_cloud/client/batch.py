@@ -79,10 +79,11 @@ def upscale(
     :mod:`upscayl_cloud.client.naming`), and a name this run already used, or
     one of its inputs, gets `` (2)``, `` (3)``, ... before its extension.
     A file left by an earlier run (named as a result) is replaced; any other
-    file, or a folder, at the name is not (the next free `` (n)`` name is used). ``FileResult.output`` is the path actually
-    written. An ``out_dir`` that is a file (or lies below one) raises
-    ``NotADirectoryError`` before anything is sent. Ctrl-C raises
-    :class:`UpscaleInterrupted`, which names the tasks already started.
+    file, or a folder, at the name is not (the next free `` (n)`` name is
+    used). ``FileResult.output`` is the path actually written. An ``out_dir``
+    that is a file (or lies below one) raises ``NotADirectoryError`` before
+    anything is sent. Ctrl-C raises :class:`UpscaleInterrupted`, which names
+    the tasks already started.
     """
     target = Path(out_dir) if out_dir is not None else None
     problem = output_folder_problem(target) if target is not None else None

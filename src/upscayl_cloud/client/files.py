@@ -8,6 +8,7 @@ skipped here with a reason instead of costing an upload and a failed batch.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,12 @@ class EarlierResult(Skipped):
 
 
 def inspect(path: Path, relative: Path) -> Source | Skipped:
-    """Open the file and read its head: unreadable, empty and non-images are skipped."""
+    """Open the file and read its head: unreadable, empty and non-images are
+    skipped, and so is what is no regular file (opening a named pipe waits
+    for a writer: the run hung on a FIFO in a folder)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return Skipped(path, "not a regular file (a pipe, socket or device)")
         with path.open("rb") as handle:
             head = handle.read(16)
         size = path.stat().st_size
@@ -104,7 +109,13 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
             _add(found, seen, arg, Path(arg.name))
         else:
             found.append(Skipped(arg, "no such file or folder"))
-    return found
+    # A result named on its own beside its folder is taken, not also skipped.
+    taken = {item.path.resolve() for item in found if isinstance(item, Source)}
+    return [
+        item
+        for item in found
+        if not (isinstance(item, EarlierResult) and item.path.resolve() in taken)
+    ]
 
 
 def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, relative: Path) -> None:
