@@ -77,7 +77,9 @@ class RenamingProxy:
     answers that many first get-task-status calls 200 with an HTML page (a
     captive portal or proxy in the way), ``upload_unavailable`` answers every
     get-upload-url 503 with ``Retry-After: 1`` for that many seconds from the
-    first (a server whose store is briefly away), and history ``"stuck"``
+    first (a server whose store is briefly away), ``start_throttled``
+    answers every start-task 429 with an hour's ``Retry-After`` (an hourly
+    limit used up), and history ``"stuck"``
     answers every page with ``hasMore`` and the same ``nextOffset``.
     """
 
@@ -91,6 +93,7 @@ class RenamingProxy:
         status_throttled: bool = False,
         unauthorized_upload: str | None = None,
         portal_pages: int = 0,
+        start_throttled: bool = False,
         upload_unavailable: float = 0.0,
     ) -> None:
         self.upstream, self.names = upstream, dict(names)
@@ -100,6 +103,7 @@ class RenamingProxy:
         self.status_throttled = status_throttled
         self.unauthorized_upload = unauthorized_upload
         self.portal_pages = portal_pages
+        self.start_throttled = start_throttled
         self.upload_unavailable = upload_unavailable
         self.unavailable_began: float | None = None
         self.outage_began: float | None = None
@@ -136,6 +140,9 @@ class RenamingProxy:
                     return
                 if self.path == "/get-upload-url" and proxy._unavailable():
                     self._refuse(503, "SERVICE_UNAVAILABLE", {"Retry-After": "1"})
+                    return
+                if self.path == "/start-task" and proxy.start_throttled:
+                    self._refuse(429, "RATE_LIMIT_EXCEEDED", {"Retry-After": "3600"})
                     return
                 if self.path == "/get-task-status" and proxy.status_throttled:
                     self._refuse(429, "RATE_LIMIT_EXCEEDED", {"Retry-After": "1"})

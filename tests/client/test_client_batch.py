@@ -417,3 +417,19 @@ def test_history_that_never_moves_back_in_time_ends(
         api.start_task(file=("a.png", png_bytes(16, 16)), model=FAST, scale=2)
         items = list(api.iter_history())
         assert len(items) <= 2 and proxy.hits.count("/get-upscayl-history") <= 2
+
+
+def test_an_hourly_start_limit_used_up_stops_the_run(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """Every later batch would meet the same 429: none is uploaded for nothing."""
+    for n in range(3):
+        write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
+    with (
+        RenamingProxy(server.url, {}, start_throttled=True) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([tmp_path], model=FAST, client=api, batch_size=1)
+    assert len(report.failed) == 3
+    assert all("RATE_LIMIT_EXCEEDED" in (r.reason or "") for r in report.failed)
+    assert proxy.hits.count("/get-upload-url") == 1 and proxy.hits.count("/start-task") == 1

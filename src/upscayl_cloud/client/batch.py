@@ -23,6 +23,7 @@ from typing import Any
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import (
     ApiError,
+    RateLimitedError,
     UploadCancelledError,
     UpscaleInterrupted,
     UpscaylError,
@@ -153,7 +154,8 @@ def _follow_server_limits(api: Client, wanted: int, face: bool) -> int:
     try:
         info = api.capabilities() or {}
     except UpscaylError as exc:
-        if _stops_the_run(exc):
+        # Its own limit used up says nothing of the upload and start limits.
+        if _stops_the_run(exc) and not isinstance(exc, RateLimitedError):
             raise _RunStoppedError(exc) from exc
         info = {}
     if face and info.get("faceEnhancement") is False:
@@ -189,9 +191,10 @@ def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
 
 
 class _RunStoppedError(Exception):
-    """A refusal that every later request would meet too: a 401 (the key), or
-    start-task's 402 (no credits left). Uploading and starting the remaining
-    files would only repeat it, one request (or batch) at a time."""
+    """A refusal that every later request would meet too: a 401 (the key),
+    start-task's 402 (no credits left), or a 429 too long to wait out.
+    Uploading and starting the remaining files would only repeat it, one
+    request (or batch) at a time."""
 
     def __init__(self, cause: UpscaylError) -> None:
         super().__init__(str(cause))
@@ -201,6 +204,11 @@ class _RunStoppedError(Exception):
 
 
 def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
+    """A 429 reaches here only when its ``Retry-After`` was too long to wait
+    (an hourly limit used up): every later batch would meet it too, after
+    uploading up to 100 MB a file for nothing."""
+    if isinstance(exc, RateLimitedError):
+        return True
     if not isinstance(exc, ApiError):
         return False
     return exc.status_code == 401 or (starting and exc.status_code == 402)
