@@ -187,3 +187,20 @@ def test_empty_results_bools_and_a_url_without_scheme(run: CliRunner, tmp_path: 
     with pytest.raises(UpscaylError) as refused:
         Client("localhost:8000", "k")
     assert refused.value.code == "INVALID_URL"
+
+
+def test_brackets_in_paths_are_printed_not_taken_for_markup(run: CliRunner, tmp_path: Path) -> None:
+    """``holiday [edit].jpg`` was shown as ``holiday .jpg``, and a path
+    holding ``[/b]`` stopped the command with rich's MarkupError after the
+    results were written."""
+    folder = tmp_path / "in [/b]"
+    image = write_image(folder / "holiday [edit].png", 16, 16)
+    missing = folder / "gone [red].png"
+    result = run.invoke(app, ["client", "upscale", str(image), str(missing), "-m", FAST,
+                              "-s", "2", "-f", "png"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "MarkupError" not in result.output
+    flat = " ".join(result.output.split())  # the table may fold long paths
+    assert "gone [red].png: no such file or folder" in flat
+    assert (folder / f"holiday [edit]_upscayl_2x_{FAST}.png").exists()
+    assert "[edit]" in result.output and "[/b]" in result.output

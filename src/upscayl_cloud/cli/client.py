@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -87,7 +88,8 @@ def _fail(exc: UpscaylError, url: str | None) -> typer.Exit:
     elif exc.code == "CONNECTION_ERROR":
         server = server_url(url)
         message += f"; is the server at {server} running? (--url or UPSCAYL_URL names another)"
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {exc.code}: {message}")
+    said = escape(f"{exc.code}: {message}")  # a path or server's words are no markup
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {said}")
     return typer.Exit(code=1)
 
 
@@ -151,7 +153,7 @@ class _Bars:
         if result.status != "done" or result.reason:  # a done file's reason: its preview
             colour = _STYLE.get(result.status, "red") if result.status != "done" else "yellow"
             self.progress.console.print(
-                f"[{colour}]{result.status}[/] {result.source}: {result.reason}"
+                f"[{colour}]{result.status}[/] {escape(f'{result.source}: {result.reason}')}"
             )
 
 
@@ -169,7 +171,8 @@ def _summary(results: list[FileResult]) -> Table:
     table.add_column("Result / reason", overflow="fold")
     for r in results:
         detail = str(r.output) if r.output else (r.reason or "")
-        table.add_row(str(r.source), f"[{_STYLE.get(r.status, 'red')}]{r.status}[/]", detail)
+        status = Text(r.status, style=_STYLE.get(r.status, "red"))
+        table.add_row(Text(str(r.source)), status, Text(detail))
     return table
 
 
@@ -278,10 +281,11 @@ def status_command(
         return
     state = str(data.get("status", ""))
     colour = _STYLE.get(state, "yellow")
-    console.print(f"Task {task_id}: [{colour}]{state}[/] {data.get('progress', '0')}%")
+    progress = escape(str(data.get("progress", "0")))
+    console.print(f"Task {escape(task_id)}: [{colour}]{escape(state)}[/] {progress}%")
     for name in ("model", "scale", "saveImageAs", "enhanceFace", "batchMode", "error"):
         if data.get(name) not in (None, ""):
-            console.print(f"  {name}: {_plain(data[name])}")
+            console.print(f"  {name}: {escape(_plain(data[name]))}")
     files = data.get("files") or []
     if files:
         # Names and links fold rather than end in "…": they are there to be copied.
@@ -290,7 +294,8 @@ def status_command(
             dims = f.get("dimensions") or {}
             size = f"{dims.get('width', '?')}x{dims.get('height', '?')}"
             name = str(f.get("processedFileName", ""))
-            table.add_row(str(f.get("originalFileName", "")), name, size, f.get("downloadLink"))
+            cells = (f.get("originalFileName", ""), name, size, f.get("downloadLink") or "")
+            table.add_row(*(Text(str(cell)) for cell in cells))
         console.print(table)
 
 
@@ -333,13 +338,13 @@ def _history_table(items: list[dict[str, Any]]) -> Table:
     for t in items:
         status = str(t.get("status", ""))
         table.add_row(
-            str(t.get("taskId", "-")),
+            Text(str(t.get("taskId", "-"))),
             _when(t.get("createdAt")),
-            f"[{_STYLE.get(status, 'yellow')}]{status}[/]",
-            str(t.get("model", "")),
-            str(t.get("scale", "")),
+            Text(status, style=_STYLE.get(status, "yellow")),
+            Text(str(t.get("model", ""))),
+            Text(str(t.get("scale", ""))),
             str(len(t.get("files") or [])),
-            str(t.get("error") or ""),
+            Text(str(t.get("error") or "")),
         )
     return table
 
@@ -380,7 +385,7 @@ def models_command(url: Url = None, key: Key = None) -> None:
     notes = {default: "default", "quick-clear-4x": "fastest"}
     for name in names:
         note = f"  ({notes[name]})" if name in notes else ""
-        console.print(f"{name}{note}")
+        console.print(f"{escape(name)}{note}")
     if info is not None and "faceEnhancement" in info:
         available = "available" if info["faceEnhancement"] else "unavailable"
         console.print(f"Face enhancement (--face): {available}")
