@@ -49,6 +49,20 @@ def test_retry_after_is_honoured_or_refused() -> None:
     assert retry_after_of(httpx.Response(429, headers={"retry-after": "soon"})) is None
 
 
+def test_a_503_waits_its_retry_after() -> None:
+    response = httpx.Response(503, headers={"retry-after": "5"})
+    assert all(status_delay(POLICY, 0, False, response) >= 5 for _ in range(20))  # type: ignore[operator]
+    too_long = httpx.Response(503, headers={"retry-after": "3600"})
+    assert status_delay(POLICY, 0, True, too_long) is None
+
+
+@pytest.mark.parametrize("field", ["attempts", "backoff_base", "max_retry_after"])
+def test_a_policy_that_cannot_work_is_refused_when_made(field: str) -> None:
+    """attempts=0 used to fail at the first call, with an AssertionError."""
+    with pytest.raises(ValueError, match=field):
+        RetryPolicy(**{field: 0 if field == "attempts" else -1})
+
+
 def test_poll_schedule_slows_down_to_a_cap() -> None:
     assert list(islice(PollSchedule(0.5, 2, 3).delays(), 4)) == [0.5, 1, 2, 3]
 

@@ -94,6 +94,13 @@ class RetryPolicy:
     max_retry_after: float = 120.0
     retry_after_jitter: float = 0.25
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1 (one try), not {self.attempts}")
+        for name in ("backoff_base", "backoff_cap", "max_retry_after", "retry_after_jitter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
