@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import exc, select, update
 
 from support.tasks import queued_task
+from upscayl_cloud.db import engine
 from upscayl_cloud.db.engine import reading
 from upscayl_cloud.db.tables import accounts
+from upscayl_cloud.queue.lease import claim, renew
 from upscayl_cloud.services import keys, status
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
@@ -58,3 +61,45 @@ def test_a_write_inside_reading_is_refused_and_leaves_no_trace(
             conn.execute(update(accounts).values(credits=accounts.c.credits + 1))
     with reading(ctx.db) as conn:
         assert conn.execute(credits).scalar_one() == before + 3
+
+
+def test_reading_sees_one_snapshot_throughout(ctx: Context, principal: Principal) -> None:
+    """A history page's total and its rows come from one moment: on
+    PostgreSQL's default READ COMMITTED each statement saw a new snapshot,
+    and a task started between the two was in the rows but not the total."""
+    credits = select(accounts.c.credits).where(accounts.c.id == principal.account_id)
+    with reading(ctx.db) as conn:
+        before = conn.execute(credits).scalar_one()
+        with ctx.db.begin() as writer:
+            writer.execute(update(accounts).values(credits=accounts.c.credits + 1))
+        assert conn.execute(credits).scalar_one() == before
+    with reading(ctx.db) as conn:
+        assert conn.execute(credits).scalar_one() == before + 1
+
+
+def test_stored_times_follow_the_databases_clock(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose clock runs a lease ahead (61 s: a stand-in, as a test
+    cannot set the system clock) neither takes over a task whose worker
+    still renews it nor writes leases others see as expired: on PostgreSQL
+    it measures its difference from the database's clock and corrects by it
+    (SQLite is on this machine: there is nothing to correct)."""
+    task_id = queued_task(ctx, principal)
+    held = claim(ctx.db, "on-time", 30, 3)
+    assert held is not None and held.task_id == task_id
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 61 * 10**9)
+    try:
+        offset = engine.sync_clock(ctx.db)
+        if ctx.db.dialect.name == "postgresql":
+            assert abs(offset + 61_000) < 1_000
+            assert abs(engine.now_ms() - real_time_ns() // 10**6) < 1_000
+            assert claim(ctx.db, "ahead", 30, 3) is None  # the lease still holds
+        else:
+            assert offset == 0
+    finally:
+        monkeypatch.undo()
+        engine.sync_clock(ctx.db)
+    assert abs(engine.now_ms() - time.time_ns() // 10**6) < 1_000
+    assert renew(ctx.db, held, 30)

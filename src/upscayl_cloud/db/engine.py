@@ -11,6 +11,7 @@ write. PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,9 +69,58 @@ def database_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
 
 
+#: This process's clock's lag behind the database's, in milliseconds, as
+#: :func:`sync_clock` last measured it.
+_clock_offset_ms = 0
+#: A difference worth a warning: well within a lease (60 s by default), far
+#: beyond what NTP leaves (milliseconds).
+CLOCK_WARNING_MS = 1000
+
+log = logging.getLogger(__name__)
+
+
 def now_ms() -> int:
-    """Wall-clock time in Unix milliseconds, the unit of every stored time."""
-    return time.time_ns() // 1_000_000
+    """The database's time in Unix milliseconds, the unit of every stored
+    time: this machine's clock, corrected by the difference
+    :func:`sync_clock` measured. Leases, expiries and retention are written
+    by one machine and compared by another; with each machine's own clock, a
+    worker whose clock ran a lease ahead took over tasks that their workers
+    were still renewing, and its sweeper failed them."""
+    return time.time_ns() // 1_000_000 + _clock_offset_ms
+
+
+def sync_clock(engine: Engine) -> int:
+    """Measure how far this machine's clock is from the database's and
+    correct :func:`now_ms` by it; returns the difference in milliseconds.
+
+    PostgreSQL is asked its ``clock_timestamp()``, taken as read halfway
+    through the round trip (the error is at most half of it, well under a
+    millisecond on a LAN). SQLite lives on this machine: its clock is ours.
+    Called at startup and before every sweep, so a clock that drifts or is
+    stepped is caught within ``sweep_interval_seconds``. A difference over
+    :data:`CLOCK_WARNING_MS` is logged once each time it changes by as much:
+    the service stays correct, but other tools reading this machine's clock
+    (logs, S3 signatures) are off by as much."""
+    global _clock_offset_ms
+    if engine.dialect.name != "postgresql":
+        return 0
+    with engine.connect() as connection:
+        before = time.time_ns()
+        database_ms = connection.exec_driver_sql(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+        ).scalar_one()
+        after = time.time_ns()
+    offset = int(database_ms) - (before + after) // 2 // 1_000_000
+    if abs(offset) > CLOCK_WARNING_MS and abs(offset - _clock_offset_ms) > CLOCK_WARNING_MS:
+        direction = "behind" if offset > 0 else "ahead of"
+        log.warning(
+            "this machine's clock is %.1f s %s the database's; stored times follow the "
+            "database's (run NTP here)",
+            abs(offset) / 1000,
+            direction,
+        )
+    _clock_offset_ms = offset
+    return offset
 
 
 @contextmanager
@@ -95,6 +145,12 @@ def reading(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         connection.execution_options(**{READ_ONLY: True})
         if connection.dialect.name == "postgresql":
-            connection.execution_options(postgresql_readonly=True)
+            # Under READ COMMITTED every statement sees a new snapshot: a
+            # history page's total and its rows disagreed when a task was
+            # started between them. A read-only REPEATABLE READ transaction
+            # is one snapshot and cannot fail to serialize.
+            connection.execution_options(
+                postgresql_readonly=True, isolation_level="REPEATABLE READ"
+            )
         with connection.begin():
             yield connection

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, make_url
 
 from upscayl_cloud.config import Settings
-from upscayl_cloud.db.engine import make_engine
+from upscayl_cloud.db.engine import make_engine, sync_clock
 from upscayl_cloud.db.migrate import upgrade
 from upscayl_cloud.storage import build_storage
 from upscayl_cloud.storage.base import ObjectStorage
@@ -55,4 +55,5 @@ def build_context(settings: Settings, *, migrate: bool = True) -> Context:
                 upgrade(db)
                 if ":memory:" not in url:
                     _migrated.add(url)
+        sync_clock(db)
     return Context(settings=settings, db=db, storage=build_storage(settings))

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Row, and_, exists, select, update
 
-from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.engine import now_ms, sync_clock
 from upscayl_cloud.db.tables import task_files, tasks, uploads
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.results import reap_lost
@@ -192,6 +192,7 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                sync_clock(self._ctx.db)  # before the reaper compares leases
                 report = sweep(self._ctx)
                 if any((report.uploads_deleted, report.results_deleted, report.tasks_reaped)):
                     log.info("sweep: %s", report)
