@@ -168,3 +168,15 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
     command.downgrade(config, "-1")
     previous = ScriptDirectory.from_config(config).get_revision(head).down_revision
     assert migrate() == f"Database schema upgraded from revision {previous} to {head}"
+    # Migrated by a newer release (a rolling upgrade): this one carries on, as
+    # migrations only add; Alembic stopped it with "Can't locate revision".
+    from sqlalchemy import create_engine, text
+
+    newer = create_engine(url)
+    with newer.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_later'"))
+    newer.dispose()
+    assert migrate().endswith(
+        f"Database schema is at revision 9999_from_later, newer than this release's {head}: "
+        "left as it is"
+    )

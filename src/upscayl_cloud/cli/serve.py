@@ -282,7 +282,7 @@ def migrate() -> None:
     """Upgrade the database schema now (every process also does it on start,
     under a lock; this is for upgrading ahead of a rollout)."""
     from upscayl_cloud.db.engine import make_engine
-    from upscayl_cloud.db.migrate import upgrade
+    from upscayl_cloud.db.migrate import head_revision, upgrade
 
     settings = get_settings()
     prepare_folder(settings)
@@ -298,6 +298,11 @@ def migrate() -> None:
         typer.echo(f"Database schema created (revision {after})")
     elif before != after:
         typer.echo(f"Database schema upgraded from revision {before} to {after}")
+    elif after != head_revision():
+        typer.echo(
+            f"Database schema is at revision {after}, newer than this release's "
+            f"{head_revision()}: left as it is"
+        )
     else:
         typer.echo(f"Database schema is up to date (revision {after})")
 

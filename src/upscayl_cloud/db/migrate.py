@@ -15,13 +15,18 @@ The second process then finds the schema at head and does nothing.
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Key of the PostgreSQL advisory lock (any constant shared by every process).
@@ -73,9 +78,32 @@ def _revision(connection: Connection) -> str | None:
 
 def _upgrade_on(connection: Connection, config: Config) -> tuple[str | None, str | None]:
     before = _revision(connection)
+    if before is not None and not _known(config, before):
+        # A newer release migrated it (a rolling upgrade, or a rollback):
+        # migrations only add or widen, so this release works on it as it
+        # is. Alembic would stop the start: "Can't locate revision".
+        log.warning(
+            "the database schema is at revision %s, newer than this release's %s: "
+            "left as it is (upgrade this machine when the rollout reaches it)",
+            before,
+            head_revision(),
+        )
+        return before, before
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
     return before, _revision(connection)
+
+
+def head_revision() -> str | None:
+    """The newest revision this release's migrations reach."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def _known(config: Config, revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except CommandError:  # alembic's "No such revision"
+        return False
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
