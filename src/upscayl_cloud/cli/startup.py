@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.services.context import Context, build_context, prepare_data_dir
+from upscayl_cloud.services.secrets import SecretMismatchError
 from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 
 
@@ -34,6 +35,9 @@ def open_context(settings: Settings) -> Context:
         raise typer.Exit(1) from None
     except StorageError as exc:
         typer.echo(f"Cannot use the object store: {_first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+    except SecretMismatchError as exc:
+        typer.echo(f"Cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:
         exit_if_database_failed(settings, exc)

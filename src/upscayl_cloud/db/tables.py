@@ -166,6 +166,16 @@ task_counts = Table(
     Column("count", BigInteger, nullable=False, default=0),
 )
 
+#: Fingerprints of the signing secrets the processes of this database use
+#: (``services.secrets``): one machine with another secret would refuse every
+#: API key the others created, so it is refused at its start instead.
+secret_fingerprints = Table(
+    "secret_fingerprints",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 #: Where a task is not finished yet: what the claim's partial index holds.
 UNFINISHED_TASK = or_(tasks.c.status == "pending", tasks.c.status == "processing")
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, make_url
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import make_engine, sync_clock
 from upscayl_cloud.db.migrate import upgrade
+from upscayl_cloud.services.secrets import check_shared_secret
 from upscayl_cloud.storage import build_storage
 from upscayl_cloud.storage.base import ObjectStorage
 
@@ -56,4 +57,5 @@ def build_context(settings: Settings, *, migrate: bool = True) -> Context:
                 if ":memory:" not in url:
                     _migrated.add(url)
         sync_clock(db)
+        check_shared_secret(db, settings)
     return Context(settings=settings, db=db, storage=build_storage(settings))

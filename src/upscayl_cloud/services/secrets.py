@@ -1,0 +1,65 @@
+"""One signing secret for every process of a database, checked at start.
+
+API keys are stored as HMACs under the signing secret, and the local
+store's links are signed with it. A machine whose secret differs from the
+others' (``UPSCAYL_SECRET_KEYS`` unset, so each machine made its own
+``secret.key`` in its own data folder) answered 401 to every key created
+elsewhere: intermittently, behind a load balancer, with nothing in any log.
+Each process therefore records its secrets' fingerprints in the database
+and refuses to start when none of its secrets is one the database knows.
+
+Rotation keeps working: a process started with ``new,old`` shares ``old``
+with those still on ``old`` alone, and records ``new`` for those started
+later with ``new`` only. The fingerprint is an HMAC of a fixed text under
+the secret: it tells whether two secrets are the same, not what they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from sqlalchemy import Engine, insert, select, text
+
+from upscayl_cloud.config import Settings
+from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.tables import secret_fingerprints
+
+_FINGERPRINT_TEXT = b"upscayl-cloud signing secret fingerprint"
+#: The PostgreSQL advisory lock of the check (migrate.py's key + 1).
+_LOCK_KEY = 0x75707363_61796C02
+
+
+class SecretMismatchError(Exception):
+    """This process's signing secrets are none of those the database's other
+    processes use: every API key they created would be refused here."""
+
+
+def fingerprint(secret: bytes) -> str:
+    return hmac.new(secret, _FINGERPRINT_TEXT, hashlib.sha256).hexdigest()
+
+
+def check_shared_secret(db: Engine, settings: Settings) -> None:
+    """Record this process's secrets, or raise :class:`SecretMismatchError`
+    when the database knows secrets and none of them is ours."""
+    ours = {fingerprint(secret) for secret in settings.signing_secrets()}
+    with db.begin() as conn:
+        if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE serialises already
+            # Two first starts at once, with different secrets, would both see none.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        known = set(conn.execute(select(secret_fingerprints.c.fingerprint)).scalars())
+        if known and not known & ours:
+            raise SecretMismatchError(
+                "this machine's signing secret is not the one the other processes of this "
+                "database use, so every API key they created would be refused here: set "
+                "UPSCAYL_SECRET_KEYS to the same value on every machine (deployment.md, "
+                "Roles). To abandon every existing API key and link instead, empty the "
+                "table secret_fingerprints."
+            )
+        missing = ours - known
+        if missing:
+            now = now_ms()
+            conn.execute(
+                insert(secret_fingerprints),
+                [{"fingerprint": f, "created_at": now} for f in sorted(missing)],
+            )
