@@ -20,7 +20,7 @@ from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import uploads as uploads_table
 from upscayl_cloud.services import tasks, uploads
-from upscayl_cloud.services.context import Context
+from upscayl_cloud.services.context import Context, build_context
 from upscayl_cloud.services.errors import RateLimitExceededError
 from upscayl_cloud.services.keys import Principal
 
@@ -188,3 +188,24 @@ def test_uploads_never_sent_stop_counting_once_their_link_is_long_expired(
             ).all()
         )
     assert deleted[sent] is None and deleted[unsent] is not None
+
+
+def test_an_upload_link_never_outlives_its_original(tmp_path: Path) -> None:
+    """A PUT after the sweeper purged the row would store an object that
+    nothing deletes: the link expires with the original's retention."""
+    settings = make_settings(
+        tmp_path / "data", upload_url_ttl_seconds=3600, upload_retention_seconds=60
+    )
+    ctx = build_context(settings)
+    try:
+        who = new_principal(ctx)[1]
+        before = now_ms()
+        link = uploads.request_upload(ctx, who, "http://x", "a.png", "image/png", 10)
+        assert before + 60_000 <= link.expires_at <= now_ms() + 60_000
+        with ctx.db.begin() as conn:
+            row = conn.execute(
+                select(uploads_table).where(uploads_table.c.file_name == link.file_name)
+            ).one()
+        assert row.url_expires_at <= row.expires_at
+    finally:
+        ctx.db.dispose()

@@ -312,7 +312,10 @@ def request_upload(
             raise
         with ctx.db.begin() as conn:
             check_pending(conn, principal.account_id, file_size, now, settings.pending_upload_cap)
-    url_expires = now + settings.upload_url_ttl_seconds * 1000
+    # Never beyond the original's own retention: a PUT after the sweeper
+    # purged the row would store an object nothing would ever delete.
+    ttl = min(settings.upload_url_ttl_seconds, settings.upload_retention_seconds)
+    url_expires = now + ttl * 1000
     file_name = generated_file_name(original_file_name, file_type)
     key = storage_key(principal.account_id, file_name)
     url = ctx.storage.presign_put(base_url, key, file_type, file_size, url_expires)
