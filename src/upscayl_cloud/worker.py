@@ -355,8 +355,10 @@ def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
 
 
 def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
-    """Discard an attempt's outputs while the store may still be down: what
-    stays is removed with the earlier attempts when a later one completes."""
+    """Discard an attempt's outputs while the store may be down. What stays
+    after a handed-back attempt is removed with the earlier attempts when a
+    later one completes; after the task's last outcome it stays in the store
+    (logged; deployment.md's lifecycle rule removes it)."""
     try:
         _discard_attempt(ctx, account_id, held)
     except Exception as exc:
@@ -457,14 +459,16 @@ def handle(
             # Failed as a whole: what this attempt stored before it crashed
             # is delivered to nobody.
             for attempt in range(1, held.attempt + 1):
-                _discard_attempt(ctx, account_id, Claim(held.task_id, attempt))
+                _discard_quietly(ctx, account_id, Claim(held.task_id, attempt))
             return
         recorded = False
     if not recorded:
-        _discard_attempt(ctx, account_id, held)
+        _discard_quietly(ctx, account_id, held)
         return
+    # The outcome is committed: a store that fails now leaves files behind
+    # (logged), and must not read as "could not record its outcome".
     for earlier in range(1, held.attempt):
-        _discard_attempt(ctx, account_id, Claim(held.task_id, earlier))
+        _discard_quietly(ctx, account_id, Claim(held.task_id, earlier))
 
 
 def idle_wait(interval: float) -> float:
