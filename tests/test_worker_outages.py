@@ -34,6 +34,7 @@ from upscayl_cloud.engine import encode, planes
 from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.storage.base import StorageUnavailableError
 from upscayl_cloud.storage.s3 import S3Storage
 from upscayl_cloud.storage.s3client import make_client
 from upscayl_cloud.workdirs import process_work_dir
@@ -99,6 +100,41 @@ def test_unreachable_store_requeues_with_backoff_then_completes(
     row = _row(live, task_id)
     assert (row.status, row.attempts, row.credits_charged) == ("completed", 2, 1)
     assert keys.account_credits(live, principal.account_id) == 9
+
+
+class _DeletesFail:
+    """The live store, except that deleting fails as if it had just gone
+    away: a stand-in, as the instant right after a commit cannot be picked
+    for a real outage."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def delete_prefix(self, prefix: str) -> None:
+        raise StorageUnavailableError("the store went away after the commit")
+
+
+def test_a_store_failing_after_the_outcome_is_committed_changes_nothing_of_it(
+    live: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting an earlier attempt's outputs comes after the task's outcome
+    is committed: failing then used to raise out of ``handle``, logged as
+    "could not record its outcome" though it was recorded."""
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    assert claim(live.db, "lost", LEASE, 3) is not None
+    deadline = time.monotonic() + 30
+    while (second := claim(live.db, "w", 30, 3)) is None:
+        assert time.monotonic() < deadline, "the lost lease never expired"
+        time.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="upscayl_cloud.worker"):
+        handle(replace(live, storage=_DeletesFail(live.storage)), second)
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("completed", 2, 1)
+    assert "attempt 1: outputs not removed yet" in caplog.text
 
 
 def test_outage_through_the_last_attempt_fails_and_refunds(live: Context, down: Context) -> None:
