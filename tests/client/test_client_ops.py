@@ -7,6 +7,7 @@ import inspect
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from upscayl_cloud.client import (
     Client,
     TaskFailedError,
     UpscaylError,
+    aio,
     upload_file,
 )
 from upscayl_cloud.client.uploads import uploaded_entry
@@ -131,6 +133,30 @@ def test_async_uploads_read_their_chunks_off_the_event_loop(server: Server, api_
 
     loop_thread = asyncio.run(flow())
     assert readers and loop_thread not in readers
+
+
+def test_async_downloads_write_off_the_event_loop(
+    server: Server, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writers: set[int] = set()
+    real_append = aio._append
+
+    def append(out: Any, chunk: bytes) -> None:
+        writers.add(threading.get_ident())
+        real_append(out, chunk)
+
+    monkeypatch.setattr(aio, "_append", append)
+
+    async def flow() -> int:
+        async with AsyncClient(server.url, api_key, poll=QUICK_POLL) as api:
+            task_id = await api.start_task(file=("a.png", image_bytes(16, 16)), model=FAST, scale=2)
+            done = await api.wait(task_id, timeout=60, raise_on_failure=True)
+            await api.download(done["files"][0]["downloadLink"], tmp_path / "a.png")
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(flow())
+    assert writers and loop_thread not in writers
+    assert (tmp_path / "a.png").stat().st_size > 0
 
 
 def test_async_client_every_operation(server: Server, api_key: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import httpx
 
@@ -239,9 +239,14 @@ class AsyncClient(PollPacing):
             async def send() -> httpx.Response:
                 async with self._http.stream("GET", url) as response:
                     if response.is_success:
-                        with partial.open("wb") as out:
+                        # Written in a worker thread, as _stream reads: a slow
+                        # disk stalled every other coroutine on each 1 MiB.
+                        out = await asyncio.to_thread(partial.open, "wb")
+                        try:
                             async for chunk in response.aiter_bytes(1 << 20):
-                                out.write(chunk)
+                                await asyncio.to_thread(_append, out, chunk)
+                        finally:
+                            await asyncio.to_thread(out.close)
                     else:
                         await response.aread()
                     return response
@@ -253,6 +258,10 @@ class AsyncClient(PollPacing):
         finally:
             partial.unlink(missing_ok=True)
         return dest
+
+
+def _append(out: BinaryIO, chunk: bytes) -> None:
+    out.write(chunk)
 
 
 async def _stream(content: Callable[[], Iterable[bytes]]) -> AsyncIterator[bytes]:
