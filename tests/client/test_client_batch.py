@@ -3,6 +3,7 @@ link; results with the same name, and hostile names from a server."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,14 @@ from tests.client.helpers import (
     dimensions,
     write_image,
 )
-from upscayl_cloud.client import ApiError, Client, FileResult, UpscaleInterrupted, upscale
+from upscayl_cloud.client import (
+    ApiError,
+    Client,
+    FileResult,
+    RetryEvent,
+    UpscaleInterrupted,
+    upscale,
+)
 
 
 class Recorder:
@@ -433,3 +441,23 @@ def test_an_hourly_start_limit_used_up_stops_the_run(
     assert len(report.failed) == 3
     assert all("RATE_LIMIT_EXCEEDED" in (r.reason or "") for r in report.failed)
     assert proxy.hits.count("/get-upload-url") == 1 and proxy.hits.count("/start-task") == 1
+
+
+def test_an_unreachable_server_stops_the_run_after_one_files_retries(tmp_path: Path) -> None:
+    """Not each file's five tries in turn: a quarter of an hour for 1000 files."""
+    for n in range(6):
+        write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
+    with socket.socket() as probe:  # a loopback port with no listener
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    attempts: list[str] = []
+
+    def count(event: RetryEvent) -> None:
+        attempts.append(event.path)
+
+    with Client(url, "uc_any", retry=QUICK_RETRY, on_retry=count) as api:
+        report = upscale([tmp_path], model=FAST, client=api, upload_workers=1)
+    assert len(report.failed) == 6
+    assert all("not sent, the run stopped: CONNECTION_ERROR" in (r.reason or "")
+               for r in report.failed)  # fmt: skip
+    assert attempts.count("/get-upload-url") == QUICK_RETRY.attempts - 1

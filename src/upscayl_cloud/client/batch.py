@@ -23,6 +23,7 @@ from typing import Any
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import (
     ApiError,
+    ConnectionFailedError,
     RateLimitedError,
     UploadCancelledError,
     UpscaleInterrupted,
@@ -154,8 +155,9 @@ def _follow_server_limits(api: Client, wanted: int, face: bool) -> int:
     try:
         info = api.capabilities() or {}
     except UpscaylError as exc:
-        # Its own limit used up says nothing of the upload and start limits.
-        if _stops_the_run(exc) and not isinstance(exc, RateLimitedError):
+        # Only a bad key: its own limit used up says nothing of the upload
+        # and start limits, and an outage is met (and told) by the uploads.
+        if isinstance(exc, ApiError) and exc.status_code == 401:
             raise _RunStoppedError(exc) from exc
         info = {}
     if face and info.get("faceEnhancement") is False:
@@ -192,7 +194,8 @@ def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
 
 class _RunStoppedError(Exception):
     """A refusal that every later request would meet too: a 401 (the key),
-    start-task's 402 (no credits left), or a 429 too long to wait out.
+    start-task's 402 (no credits left), a 429 too long to wait out, or a
+    server that could not be reached after every retry.
     Uploading and starting the remaining files would only repeat it, one
     request (or batch) at a time."""
 
@@ -205,9 +208,11 @@ class _RunStoppedError(Exception):
 
 def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
     """A 429 reaches here only when its ``Retry-After`` was too long to wait
-    (an hourly limit used up): every later batch would meet it too, after
-    uploading up to 100 MB a file for nothing."""
-    if isinstance(exc, RateLimitedError):
+    (an hourly limit used up), and a connection failure only after every
+    retry: every later file would meet either too, after uploading up to
+    100 MB a file for nothing (an unreachable server cost each of 1000
+    files its five tries: a quarter of an hour before the run gave up)."""
+    if isinstance(exc, RateLimitedError | ConnectionFailedError):
         return True
     if not isinstance(exc, ApiError):
         return False
@@ -256,7 +261,7 @@ def _upload_all(
                 cut_short: list[tuple[Source, Exception]] = []
                 for source, future in zip(sources, futures, strict=True):
                     outcome = future.result()
-                    if isinstance(outcome, ApiError) and _stops_the_run(outcome):
+                    if isinstance(outcome, UpscaylError) and _stops_the_run(outcome):
                         raise _RunStoppedError(outcome)  # those cut short: "not sent"
                     if isinstance(outcome, UploadCancelledError):
                         cut_short.append((source, outcome))  # told once the cause is known
