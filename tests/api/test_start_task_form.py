@@ -4,6 +4,7 @@ part or as one JSON object per repeated part, and a direct ``file``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -202,20 +203,28 @@ def test_a_direct_file_is_not_kept_when_the_task_fails_to_start(
     """Mock, of an outage between two steps: the file is stored, then the
     store goes away. The caller gets a 503 and sends the file again; the
     first copy must not count against the pending-upload cap for a day."""
-    ctx = client.app.state.ctx
-    key = new_principal(ctx, credits=10)[0]
 
     def store_gone(*_args: object) -> str:
         raise StorageUnavailableError("mock: the store went away after the file was saved")
 
-    monkeypatch.setattr(task_service, "start_task", store_gone)
+    row, stored = _direct_start_meeting(client, monkeypatch, store_gone)
+    assert row.deleted_at is not None and stored is None
+
+
+def _direct_start_meeting(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, start_task: Callable[..., str]
+) -> tuple[Any, int | None]:
+    """A direct start-task whose service call is ``start_task``, answered
+    503: the upload's one row, and the size of its object (None: gone)."""
+    ctx = client.app.state.ctx
+    key = new_principal(ctx, credits=10)[0]
+    monkeypatch.setattr(task_service, "start_task", start_task)
     files = {"file": ("a.png", png_bytes(), "image/png")}
     answer = client.post("/start-task", files=files, headers={"X-API-Key": key})
     assert answer.status_code == 503, answer.text
     with ctx.db.begin() as conn:
-        rows = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
-    assert len(rows) == 1 and rows[0].deleted_at is not None
-    assert ctx.storage.size(rows[0].storage_key) is None
+        [row] = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
+    return row, ctx.storage.size(row.storage_key)
 
 
 def test_a_direct_file_is_kept_when_its_task_did_start_after_all(
@@ -223,18 +232,11 @@ def test_a_direct_file_is_kept_when_its_task_did_start_after_all(
 ) -> None:
     """Mock, of a connection lost during the commit: the task is created but
     the route sees an outage. The file the task reads must stay."""
-    ctx = client.app.state.ctx
-    key = new_principal(ctx, credits=10)[0]
     real_start = task_service.start_task
 
     def started_then_lost(*args: Any) -> str:
         real_start(*args)
         raise StorageUnavailableError("mock: the answer to the commit was lost")
 
-    monkeypatch.setattr(task_service, "start_task", started_then_lost)
-    files = {"file": ("a.png", png_bytes(), "image/png")}
-    answer = client.post("/start-task", files=files, headers={"X-API-Key": key})
-    assert answer.status_code == 503, answer.text
-    with ctx.db.begin() as conn:
-        [row] = conn.execute(select(uploads.c.storage_key, uploads.c.deleted_at)).all()
-    assert row.deleted_at is None and ctx.storage.size(row.storage_key) is not None
+    row, stored = _direct_start_meeting(client, monkeypatch, started_then_lost)
+    assert row.deleted_at is None and stored is not None
