@@ -77,7 +77,10 @@ def upscale(
         Backend, typer.Option(help="Runtime (see `upscayl-cloud models backends`).")
     ] = Backend.auto,
     precision: Annotated[
-        Precision, typer.Option(help="fp32: full precision on every backend.")
+        Precision,
+        typer.Option(
+            help="fp32: full precision (ncnn on a Vulkan GPU computes in fp16 regardless)."
+        ),
     ] = Precision.auto,
 ) -> None:
     """Upscale local images with a model of the catalog.

@@ -59,6 +59,8 @@ class LimitsPublic(BaseModel):
     maxFilesPerTask: int
     multipartThresholdBytes: int
     multipartPartBytes: int
+    #: How long a download or thumbnail link lives (a page signs new ones after).
+    downloadLinkSeconds: int
 
 
 class RateLimitPublic(BaseModel):
@@ -130,6 +132,7 @@ def _describe(ctx: Context) -> dict[str, Any]:
             "maxFilesPerTask": settings.max_files_per_task,
             "multipartThresholdBytes": settings.multipart_threshold_bytes,
             "multipartPartBytes": settings.multipart_part_bytes,
+            "downloadLinkSeconds": settings.download_url_ttl_seconds,
         },
     }
 

@@ -108,11 +108,20 @@ export const api = {
 
 /**
  * PUT bytes to a signed link with upload progress (fetch has no upload
- * progress events, XMLHttpRequest does). Resolves with the response's ETag.
+ * progress events, XMLHttpRequest does). Resolves with the response's ETag;
+ * `signal` aborting cancels the request (rejects with code "ABORTED").
  */
-export function putWithProgress(url, blob, contentType, onProgress) {
+export function putWithProgress(url, blob, contentType, onProgress, signal = null) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    if (signal) {
+      if (signal.aborted) {
+        reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
+        return;
+      }
+      signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    }
+    xhr.onabort = () => reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
     xhr.open("PUT", url);
     if (contentType) xhr.setRequestHeader("Content-Type", contentType);
     xhr.upload.onprogress = (event) => onProgress(event.loaded);

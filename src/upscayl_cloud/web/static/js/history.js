@@ -11,6 +11,9 @@ const PAGE_SIZE = 10;
 let offsets = [undefined]; // offsets[i]: timestampOffset of page i
 let page = 0;
 let nextOffset = null;
+// Each load's number: an answer to an earlier one (a second "Older" pressed
+// before the first came back, a sign-out) is dropped, not shown.
+let generation = 0;
 
 function filters() {
   const query = { limit: PAGE_SIZE };
@@ -48,18 +51,25 @@ function taskItem(task) {
       task.enhanceFace ? " · faces enhanced" : "",
     ),
     task.error ? h("p.error", {}, task.error) : null,
-    files.length ? resultList(files, new Map(), `upscayl-${(task.taskId || "batch").slice(0, 8)}.zip`) : null,
+    files.length
+      ? resultList(files, new Map(), `upscayl-${(task.taskId || "batch").slice(0, 8)}.zip`, task.taskId)
+      : null,
   );
 }
 
 export async function loadHistory() {
+  const mine = ++generation;
   const list = $("#history-list");
   const summary = $("#history-summary");
   summary.textContent = "Loading…";
+  // Paging from an answer not in yet would reuse the last page's offset.
+  $("#history-newer").disabled = true;
+  $("#history-older").disabled = true;
   const query = filters();
   if (offsets[page] !== undefined) query.timestampOffset = offsets[page];
   try {
     const body = await api.history(query);
+    if (mine !== generation) return;
     const tasks = body.data || [];
     const { total = tasks.length, hasMore = false } = body.pagination || {};
     nextOffset = hasMore ? body.pagination.nextOffset : null;
@@ -71,6 +81,7 @@ export async function loadHistory() {
       ? `Showing ${shown} of ${total} task${total === 1 ? "" : "s"}`
       : "No tasks match these filters.";
   } catch (err) {
+    if (mine !== generation) return;
     list.replaceChildren();
     summary.textContent = explain(err);
     nextOffset = null;
@@ -81,6 +92,16 @@ export async function loadHistory() {
   // Paging onto the first or last page disables the button under the focus:
   // the focus goes to the summary of what is now shown.
   if (pressed && pressed.disabled) summary.focus();
+}
+
+/** Signed out: the last key's tasks and their signed links leave the page. */
+export function clearHistory() {
+  generation += 1;
+  offsets = [undefined];
+  page = 0;
+  nextOffset = null;
+  $("#history-list").replaceChildren();
+  $("#history-summary").textContent = "";
 }
 
 function restart() {

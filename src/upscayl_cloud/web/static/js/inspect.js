@@ -182,6 +182,7 @@ export async function inspectFile(file) {
 export function refusal(info, file, limits, scale, format) {
   // First: an empty file has no type to sniff, and "unsupported type" would
   // send its owner looking for the wrong problem.
+  if (info.unreadable) return "The file could not be read (a folder, or removed since it was chosen)";
   if (file.size < 1) return "The file is empty";
   if (!info.type || !limits.fileTypes.includes(info.type)) {
     return "Unsupported file type. Allowed: JPEG, PNG, WEBP";

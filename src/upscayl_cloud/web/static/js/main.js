@@ -4,8 +4,9 @@
 
 import { api, setKey } from "./api.js";
 import { $, announce } from "./dom.js";
-import { initHistory } from "./history.js";
+import { clearHistory, initHistory } from "./history.js";
 import { explain } from "./messages.js";
+import { setLinkLifetime } from "./results.js";
 import { initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
 
 const KEY_STORAGE = "upscayl-cloud.apiKey";
@@ -51,6 +52,7 @@ async function signIn(key) {
   if (!caps.account) throw Object.assign(new Error("The server did not confirm this key"), { code: "UNAUTHORIZED" });
   sessionStorage.setItem(KEY_STORAGE, key);
   signedIn = true;
+  setLinkLifetime(caps.limits && caps.limits.downloadLinkSeconds);
   setCapabilities(caps, refreshCredits);
   showCredits(caps);
 }
@@ -58,6 +60,7 @@ async function signIn(key) {
 function signOut() {
   sessionStorage.removeItem(KEY_STORAGE);
   resetUpscale();
+  clearHistory();
   setKey(null);
   signedIn = false;
   $("#api-key").value = "";
@@ -98,9 +101,18 @@ async function main() {
   if (saved) {
     try {
       await signIn(saved);
-    } catch {
-      sessionStorage.removeItem(KEY_STORAGE);
+    } catch (err) {
       setKey(null);
+      if (err.status === 401 || err.code === "UNAUTHORIZED") {
+        // The key itself is refused: forget it, and the tasks it started.
+        sessionStorage.removeItem(KEY_STORAGE);
+        resetUpscale();
+      } else {
+        // The server is away or restarting: a reload then cost the key.
+        // It stays, ready to sign in with again.
+        $("#api-key").value = saved;
+        $("#signin-error").textContent = `${explain(err)} Your key is kept: press Sign in to try again.`;
+      }
     }
   }
   route();

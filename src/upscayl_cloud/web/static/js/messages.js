@@ -43,7 +43,7 @@ export function explain(error) {
     case "FACE_ENHANCEMENT_UNAVAILABLE":
       return "This server cannot enhance faces (no face model is installed). Untick “Enhance faces” and try again.";
     case "GONE":
-      return "This download link has expired. Reload the page to get a fresh one.";
+      return "This download link has expired. History shows the result with a fresh one while it is kept.";
     case "FORBIDDEN":
       return "The upload link was refused (it may have expired). Try again.";
     case "NOT_FOUND":

@@ -11,17 +11,33 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function nextDelay(attempt) {
   const base = STEPS_MS[Math.min(attempt, STEPS_MS.length - 1)];
   const left = rateLimits.get("get-task-status");
-  if (left && left.remaining < 10) {
-    // Spread what is left over the time until the window frees a slot.
+  // Past half the hourly budget, what is left is spread over the time until
+  // the window frees a slot: at 8 s a call the 100 an hour were gone in 13
+  // minutes, and a long task then learned of its end minutes late (as did
+  // every other program using the key).
+  const half = left && Number.isFinite(left.limit) ? left.limit / 2 : 0;
+  if (left && left.remaining < Math.max(10, half)) {
     const untilReset = Math.max(0, left.resetAt - Date.now());
-    return Math.max(base, untilReset / Math.max(1, left.remaining), 15000);
+    return Math.max(base, untilReset / Math.max(1, left.remaining));
   }
   return base;
 }
 
 /**
+ * Whether a failed status call is worth waiting out rather than reporting:
+ * a 429, no answer at all, or the server busy or restarting (a 503 with its
+ * Retry-After, a proxy's 502 or 504, a 408). The task runs on meanwhile.
+ */
+export function waitable(err) {
+  return (
+    err instanceof ApiError &&
+    (err.code === "RATE_LIMIT_EXCEEDED" || [0, 408, 502, 503, 504].includes(err.status))
+  );
+}
+
+/**
  * Poll until completed or failed; onUpdate(data) for each answer. While it
- * waits on a 429 or an unreachable server, onWait(secondsLeft, error) is
+ * waits (see waitable), onWait(secondsLeft, error) is
  * called every second, so the page can count down and say which it is.
  * Resolves with the final status, or null once `signal` is aborted (signed out).
  */
@@ -32,7 +48,7 @@ export async function watchTask(taskId, onUpdate, onWait, signal) {
     try {
       data = await api.taskStatus(taskId);
     } catch (err) {
-      if (err instanceof ApiError && (err.code === "RATE_LIMIT_EXCEEDED" || err.status === 0)) {
+      if (waitable(err)) {
         for (let left = Math.ceil(err.retryAfterSeconds ?? 10); left > 0; left--) {
           if (signal && signal.aborted) return null;
           onWait(left, err);

@@ -2,6 +2,7 @@
 // original is still in this tab) the before/after comparison. Shared by the
 // upscale view and the history page.
 
+import { api } from "./api.js";
 import { comparison } from "./compare.js";
 import { h } from "./dom.js";
 import { explain, formatBytes, formatDate } from "./messages.js";
@@ -11,7 +12,35 @@ function expired(file) {
   return file.expiresAt && file.expiresAt <= Date.now();
 }
 
-function resultItem(file, original) {
+// How long a signed download link lives (the server's limits say; an hour
+// by default), and the margin kept before that: a result is kept for days,
+// but its links expired after an hour, and Download then met a 410.
+let linkSeconds = 3600;
+const LINK_MARGIN_MS = 60_000;
+
+export function setLinkLifetime(seconds) {
+  if (Number.isFinite(seconds) && seconds > 0) linkSeconds = seconds;
+}
+
+/**
+ * The task's files with links fit to use: those at hand while they are
+ * fresh, else those of a new get-task-status (every call signs new ones).
+ */
+function freshLinks(files, taskId) {
+  let current = files;
+  let signedAt = Date.now();
+  return async () => {
+    const stale = Date.now() - signedAt > Math.max(0, linkSeconds * 1000 - LINK_MARGIN_MS);
+    if (stale && taskId) {
+      const data = await api.taskStatus(taskId);
+      current = data.files || [];
+      signedAt = Date.now();
+    }
+    return current;
+  };
+}
+
+function resultItem(file, original, links) {
   const name = file.processedFileName || file.originalFileName || file.fileName;
   const dims = file.dimensions ? `${file.dimensions.width} × ${file.dimensions.height} px` : "";
   // Two sources may share a result name (photo.jpg and photo.webp): each
@@ -23,9 +52,24 @@ function resultItem(file, original) {
   if (expired(file) || !file.downloadLink) {
     actions.append(h("span.muted", {}, "Expired: results are kept for a limited time"));
   } else {
-    actions.append(
-      h("a.button", { href: file.downloadLink, download: name, "aria-label": `Download ${name}` }, "Download"),
-    );
+    const download = h("a.button", { href: file.downloadLink, download: name, "aria-label": `Download ${name}` }, "Download");
+    download.addEventListener("click", async (event) => {
+      if (download.dataset.fresh === "true") {
+        delete download.dataset.fresh; // this click is the fresh link's own
+        return;
+      }
+      event.preventDefault();
+      try {
+        const now = (await links()).find((f) => f.fileName === file.fileName);
+        if (!now || !now.downloadLink) throw Object.assign(new Error("gone"), { code: "GONE" });
+        download.href = now.downloadLink;
+        download.dataset.fresh = "true";
+        download.click();
+      } catch (err) {
+        actions.append(h("p.error", { role: "alert" }, explain(err)));
+      }
+    });
+    actions.append(download);
     if (original) {
       const toggle = h("button.secondary", { type: "button", "aria-expanded": "false" }, "Compare");
       toggle.addEventListener("click", () => {
@@ -67,8 +111,13 @@ function resultItem(file, original) {
 }
 
 /** files: the spec's ProcessedFile list; originals: Map(fileName -> object URL). */
-export function resultList(files, originals = new Map(), zipName = "upscayl-results.zip") {
-  const list = h("ul.results", { "aria-label": "Results" }, files.map((f) => resultItem(f, originals.get(f.fileName))));
+export function resultList(files, originals = new Map(), zipName = "upscayl-results.zip", taskId = null) {
+  const links = freshLinks(files, taskId);
+  const list = h(
+    "ul.results",
+    { "aria-label": "Results" },
+    files.map((f) => resultItem(f, originals.get(f.fileName), links)),
+  );
   const live = files.filter((f) => f.downloadLink && !expired(f));
   if (live.length < 2) return list;
   const error = h("p.error", { role: "alert" });
@@ -79,8 +128,9 @@ export function resultList(files, originals = new Map(), zipName = "upscayl-resu
     const label = button.textContent;
     button.textContent = "Preparing ZIP…";
     try {
+      const now = (await links()).filter((f) => f.downloadLink && !expired(f));
       await downloadAsZip(
-        live.map((f) => ({ name: f.processedFileName || f.fileName, url: f.downloadLink })),
+        now.map((f) => ({ name: f.processedFileName || f.fileName, url: f.downloadLink })),
         zipName,
       );
     } catch (err) {

@@ -1,32 +1,73 @@
 // Uploading one file through pre-signed URLs: one PUT, or S3-style parts for
 // big files (docs/api.md, "Multipart"). Progress is reported in bytes sent.
 
-import { api, putWithProgress } from "./api.js";
+import { api, ApiError, putWithProgress } from "./api.js";
 
 /** Parts in flight at once: enough to fill the pipe, few enough for a phone. */
 const PART_CONCURRENCY = 3;
+
+/** Tries of one PUT, and the waits between them (a blip or an S3 503 SlowDown). */
+const PUT_TRIES = 3;
+const PUT_WAIT_MS = [1000, 3000];
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Whether a failed PUT may succeed when sent again: no answer, or the store busy. */
+function transient(err) {
+  if (!(err instanceof ApiError) || err.code === "ABORTED") return false;
+  return err.status === 0 || err.status === 408 || err.status === 429 || err.status >= 500;
+}
+
+/**
+ * putWithProgress, tried again after a transient failure: one failed PUT
+ * used to fail a whole 100 MB file, sent again from its first byte.
+ */
+async function putRetrying(url, blob, contentType, onProgress, signal = null) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await putWithProgress(url, blob, contentType, onProgress, signal);
+    } catch (err) {
+      if (attempt >= PUT_TRIES || !transient(err) || (signal && signal.aborted)) throw err;
+      onProgress(0);
+      await sleep(Math.max(PUT_WAIT_MS[attempt - 1], (err.retryAfterSeconds ?? 0) * 1000));
+    }
+  }
+}
 
 async function uploadParts(file, link, onProgress) {
   const sent = new Array(link.parts.length).fill(0);
   const report = () => onProgress(sent.reduce((a, b) => a + b, 0));
   const done = [];
+  // The first part that fails for good stops the others: they went on
+  // sending every part (and drawing progress into a file marked failed).
+  const stop = new AbortController();
+  let failure = null;
   let next = 0;
   async function worker() {
-    while (next < link.parts.length) {
+    while (failure === null && next < link.parts.length) {
       const index = next++;
       const part = link.parts[index];
       const start = (part.partNumber - 1) * link.partSize;
       const blob = file.slice(start, Math.min(start + link.partSize, file.size));
-      const etag = await putWithProgress(part.uploadURL, blob, null, (loaded) => {
-        sent[index] = loaded;
-        report();
-      });
+      let etag;
+      try {
+        etag = await putRetrying(part.uploadURL, blob, null, (loaded) => {
+          sent[index] = loaded;
+          if (failure === null) report();
+        }, stop.signal);
+      } catch (err) {
+        if (failure === null) {
+          failure = err;
+          stop.abort();
+        }
+        return;
+      }
       sent[index] = blob.size;
       report();
       done.push({ PartNumber: part.partNumber, ETag: etag });
     }
   }
   await Promise.all(Array.from({ length: PART_CONCURRENCY }, worker));
+  if (failure !== null) throw failure;
   done.sort((a, b) => a.PartNumber - b.PartNumber); // S3 wants ascending order
   await api.completeMultipart({ uploadId: link.uploadId, key: link.key, parts: done });
 }
@@ -42,7 +83,7 @@ export async function uploadFile(file, type, caps, onProgress) {
   if (link.parts && link.parts.length) {
     await uploadParts(file, link, onProgress);
   } else {
-    await putWithProgress(link.uploadURL, file, type, onProgress);
+    await putRetrying(link.uploadURL, file, type, onProgress);
   }
   onProgress(file.size);
   return { fileName: link.fileName, fileType: type, fileSize: file.size };

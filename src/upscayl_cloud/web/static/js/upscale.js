@@ -156,7 +156,14 @@ function removeItem(item) {
 
 async function addFiles(fileList) {
   for (const file of fileList) {
-    const info = await inspectFile(file);
+    let info;
+    try {
+      info = await inspectFile(file);
+    } catch {
+      // One unreadable entry (a folder dropped as a file, a file gone since)
+      // stopped the rest from being added, without a word.
+      info = { type: null, width: null, height: null, broken: null, refused: null, unreadable: true };
+    }
     const preview = URL.createObjectURL(file);
     const id = `file-${nextId++}`;
     const item = { file, info, preview, problem: null, uploadError: null, startError: null, entry: null, el: null };
@@ -266,8 +273,15 @@ async function startTask(group, opts) {
   try {
     taskId = (await api.startTask(form)).taskId;
   } catch (err) {
-    view.state.textContent = "Not started";
-    view.error.textContent = explain(err);
+    if (startUncertain(err)) {
+      // Its files leave the list (keepRefused): "try again" would mean
+      // choosing them again, and paying twice if it did start.
+      view.state.textContent = "May have started";
+      view.error.textContent = `${explain(err)} The answer was lost: look in History before sending these images again.`;
+    } else {
+      view.state.textContent = "Not started";
+      view.error.textContent = explain(err);
+    }
     return { failed: err };
   }
   view.card.dataset.taskId = taskId;
@@ -326,7 +340,9 @@ async function followTask({ view, taskId, count, originals }) {
         view.state.textContent =
           err.status === 0
             ? `The server cannot be reached; trying again in ${seconds} s…`
-            : `Waiting ${seconds} s (hourly request limit)…`;
+            : err.code === "RATE_LIMIT_EXCEEDED"
+              ? `Waiting ${seconds} s (hourly request limit)…`
+              : `The server is busy or restarting; trying again in ${seconds} s…`;
       },
       signal,
     );
@@ -336,7 +352,7 @@ async function followTask({ view, taskId, count, originals }) {
     const files = final.files || [];
     if (final.status === "completed") {
       view.bar.value = 100;
-      view.results.append(resultList(files, originals, `upscayl-${taskId.slice(0, 8)}.zip`));
+      view.results.append(resultList(files, originals, `upscayl-${taskId.slice(0, 8)}.zip`, taskId));
       announce(`Done: ${files.length} ${count === null ? "" : `of ${count} `}images upscaled`);
     } else {
       announce(`Task failed: ${final.error || "no image could be upscaled"}`);
@@ -392,8 +408,13 @@ async function start(event) {
  * (no connection, a 5xx) may have started the task after all: those files
  * are not offered again (the history shows whether it started).
  */
+/** A start-task whose answer was lost (no connection, a 5xx): it may have started. */
+function startUncertain(err) {
+  return !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+}
+
 function keepRefused(group, err) {
-  const uncertain = !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+  const uncertain = startUncertain(err);
   const reuse = err instanceof ApiError && ["INSUFFICIENT_CREDITS", "RATE_LIMIT_EXCEEDED"].includes(err.code);
   for (const { item } of group) {
     item.el.querySelector("progress").hidden = true;
@@ -428,6 +449,13 @@ export function initUpscale() {
     event.preventDefault();
     if (!input.disabled) addFiles([...event.dataTransfer.files]);
   });
+  // An image dropped beside the drop zone: the browser would open it in
+  // place of the page, and the chosen files and finished cards would go.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => {
+      if (!drop.contains(event.target)) event.preventDefault();
+    });
+  }
   $("#model").addEventListener("change", describeModel);
   $("#format").addEventListener("change", () => {
     describeQuality();

@@ -1,0 +1,134 @@
+"""The page through a server that is busy, restarting or slow to answer:
+503s while a task is watched, a reload during an outage, a part PUT that
+fails once, download links older than their lifetime. The failures are
+stand-ins played by the browser's request routing (a real restart cannot be
+timed to one request), everything else is the real server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from support.context import new_principal
+from support.images import png_bytes
+from support.server import Server
+from tests.web.conftest import SERVER_ENV
+from tests.web.test_ui_batches import choose, sign_in
+
+
+def _busy(route: Any) -> None:
+    route.fulfill(
+        status=503,
+        headers={"Retry-After": "2", "Content-Type": "application/json"},
+        body=json.dumps({"error": "SERVICE_UNAVAILABLE", "message": "retry shortly"}),
+    )
+
+
+def test_a_busy_server_is_waited_out_while_a_task_is_watched(page: Any, server: Server) -> None:
+    """A 503 used to end the watch ("Something went wrong") for good."""
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    page.route("**/get-task-status", _busy)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    state = page.locator("#tasks .task .task-state")
+    state.filter(has_text="The server is busy or restarting; trying again in").wait_for()
+    page.unroute("**/get-task-status")
+    state.filter(has_text="Done").wait_for(timeout=60_000)
+
+
+def test_a_reload_during_an_outage_keeps_the_key(page: Any, server: Server) -> None:
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    page.route("**/capabilities", _busy)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert "Your key is kept" in page.locator("#signin-error").inner_text()
+    page.unroute("**/capabilities")
+    page.get_by_role("button", name="Sign in").click()  # the key is in the field
+    page.get_by_role("heading", name="Upscale images").wait_for()
+
+
+def test_a_part_that_fails_once_is_sent_again(page: Any, server: Server) -> None:
+    """One failed PUT used to fail the whole file."""
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    tries: list[str] = []
+
+    def second_part_fails_once(route: Any) -> None:
+        if "partNumber=2" in route.request.url:
+            tries.append(route.request.url)
+            if len(tries) == 1:
+                route.fulfill(status=503, body="SlowDown")
+                return
+        route.continue_()
+
+    page.route("**/objects/**", second_part_fails_once)
+    choose(page, {"big.png": png_bytes(16, 16, padding=6 * 1024 * 1024)})  # two parts
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
+    assert len(tries) == 2
+
+
+def test_a_refused_part_is_not_sent_again_and_fails_its_file(page: Any, server: Server) -> None:
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    tries: list[str] = []
+
+    def refuse_first_part(route: Any) -> None:
+        if "partNumber=1" in route.request.url:
+            tries.append(route.request.url)
+            route.fulfill(status=403, body="AccessDenied")
+            return
+        route.continue_()
+
+    page.route("**/objects/**", refuse_first_part)
+    choose(page, {"big.png": png_bytes(16, 16, padding=6 * 1024 * 1024)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#file-list li .file-problem", has_text="Upload failed").wait_for()
+    assert len(tries) == 1
+
+
+@pytest.fixture(scope="module")
+def short_links(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Download links that live 61 s: past 1 s the page signs new ones
+    (it keeps a minute's margin)."""
+    running = Server(
+        tmp_path_factory.mktemp("short-links") / "data",
+        workers=1,
+        download_url_ttl_seconds=61,
+        **SERVER_ENV,
+    ).start()
+    yield running
+    running.stop()
+
+
+def test_an_old_download_link_is_signed_again_before_use(page: Any, short_links: Server) -> None:
+    key = new_principal(short_links.ctx, credits=5)[0]
+    sign_in(page, short_links, key)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
+    page.wait_for_timeout(1_500)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "get-task-status" in r.url else None)
+    with page.expect_download() as download:
+        card.get_by_role("link", name="Download").first.click()
+    assert download.value.failure() is None
+    assert len(asked) == 1  # a fresh status signed the link used
+
+
+def test_sign_out_clears_the_history_list(page: Any, server: Server) -> None:
+    key = new_principal(server.ctx, credits=5)[0]
+    sign_in(page, server, key)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
+    page.get_by_role("link", name="History").click()
+    page.locator("#history-list li").first.wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    assert page.locator("#history-list li").count() == 0
