@@ -61,6 +61,8 @@ export async function loadHistory() {
   const mine = ++generation;
   const list = $("#history-list");
   const summary = $("#history-summary");
+  // Taken before the pager is disabled below, which takes the focus away.
+  const pressed = document.activeElement;
   summary.textContent = "Loading…";
   // Paging from an answer not in yet would reuse the last page's offset.
   $("#history-newer").disabled = true;
@@ -86,12 +88,13 @@ export async function loadHistory() {
     summary.textContent = explain(err);
     nextOffset = null;
   }
-  const pressed = document.activeElement;
   $("#history-newer").disabled = page === 0;
   $("#history-older").disabled = nextOffset === null;
   // Paging onto the first or last page disables the button under the focus:
-  // the focus goes to the summary of what is now shown.
+  // the focus goes to the summary of what is now shown; else it goes back
+  // to the button, which was disabled while the page loaded.
   if (pressed && pressed.disabled) summary.focus();
+  else if (pressed && pressed !== document.body && document.activeElement === document.body) pressed.focus();
 }
 
 /** Signed out: the last key's tasks and their signed links leave the page. */
