@@ -132,3 +132,24 @@ def test_sign_out_clears_the_history_list(page: Any, server: Server) -> None:
     page.locator("#history-list li").first.wait_for()
     page.get_by_role("button", name="Sign out").click()
     assert page.locator("#history-list li").count() == 0
+
+
+def test_zip_names_are_unique_and_its_size_is_checked_first(page: Any, server: Server) -> None:
+    """Names as Windows and macOS extract them ("a.png, a.png, a (2).png"
+    gave two "a (2).png"); a batch over 1 GB is refused before any download
+    (every file is held in memory until the archive is offered)."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "nothing-here" in r.url else None)
+    names, refused = page.evaluate(
+        """async () => {
+            const zip = await import('/web/js/zip.js');
+            const names = zip.uniqueNames(['a.png', 'a.png', 'a (2).png', 'A.PNG']);
+            const big = [{name: 'x.png', url: '/nothing-here', size: 2 ** 31}];
+            const refused = await zip.downloadAsZip(big, 'z.zip').then(() => null, (e) => e.code);
+            return [names, refused];
+        }"""
+    )
+    assert names == ["a.png", "a (2).png", "a (2) (2).png", "A (3).PNG"]
+    assert refused == "ZIP_TOO_LARGE" and asked == []

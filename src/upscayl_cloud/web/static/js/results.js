@@ -130,7 +130,7 @@ export function resultList(files, originals = new Map(), zipName = "upscayl-resu
     try {
       const now = (await links()).filter((f) => f.downloadLink && !expired(f));
       await downloadAsZip(
-        now.map((f) => ({ name: f.processedFileName || f.fileName, url: f.downloadLink })),
+        now.map((f) => ({ name: f.processedFileName || f.fileName, url: f.downloadLink, size: f.finalFileSize })),
         zipName,
       );
     } catch (err) {

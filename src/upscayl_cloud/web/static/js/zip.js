@@ -25,16 +25,29 @@ function dosTime(date) {
   return [time, day];
 }
 
-function uniqueNames(names) {
-  const seen = new Map();
+/**
+ * Each name once, ignoring case (as Windows and macOS extract them): a
+ * repeated one gets " (2)", " (3)", ... before its extension, skipping any
+ * taken already ("a.png, a.png, a (2).png" gave two "a (2).png").
+ */
+export function uniqueNames(names) {
+  const taken = new Set();
   return names.map((name) => {
-    const count = seen.get(name) || 0;
-    seen.set(name, count + 1);
-    if (!count) return name;
     const dot = name.lastIndexOf(".");
-    return dot > 0 ? `${name.slice(0, dot)} (${count + 1})${name.slice(dot)}` : `${name} (${count + 1})`;
+    let candidate = name;
+    for (let n = 2; taken.has(candidate.toLowerCase()); n++) {
+      candidate = dot > 0 ? `${name.slice(0, dot)} (${n})${name.slice(dot)}` : `${name} (${n})`;
+    }
+    taken.add(candidate.toLowerCase());
+    return candidate;
   });
 }
+
+/**
+ * The most a ZIP made here may hold: every file is held in memory until
+ * the archive is offered (a batch of large PNGs could crash the tab).
+ */
+export const ZIP_MAX_BYTES = 1024 ** 3;
 
 /** entries: [{name, bytes: Uint8Array}] -> Blob of a ZIP archive. */
 export function zipStore(entries, date = new Date()) {
@@ -90,8 +103,20 @@ export function zipStore(entries, date = new Date()) {
   return new Blob([...parts, ...central, end], { type: "application/zip" });
 }
 
-/** Fetch each {name, url} and offer them as one ZIP download called zipName. */
+/**
+ * Fetch each {name, url, size} and offer them as one ZIP download called
+ * zipName; refused before any download when the sizes known add up to more
+ * than ZIP_MAX_BYTES.
+ */
 export async function downloadAsZip(files, zipName) {
+  const total = files.reduce((sum, file) => sum + (file.size || 0), 0);
+  if (total > ZIP_MAX_BYTES) {
+    const err = new Error(
+      `These results add up to ${(total / 1024 ** 3).toFixed(1)} GB, more than a ZIP made in the browser can hold (1 GB): download them one by one.`,
+    );
+    err.code = "ZIP_TOO_LARGE";
+    throw err;
+  }
   const entries = [];
   for (const file of files) {
     const response = await fetch(file.url);
