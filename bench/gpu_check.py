@@ -70,6 +70,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backends", default="ncnn,onnxruntime", help="GPU backends to try")
     parser.add_argument("--networks", default=",".join(CASES))
+    parser.add_argument(
+        "--precisions",
+        default="auto",
+        help="auto,fp32 also runs each GPU backend at fp32 (ncnn's Vulkan fp16 switched off)",
+    )
     args = parser.parse_args()
     gpus = ncnn.get_gpu_count()
     report: dict = {"gpu_count": gpus, "host": platform.node(), "date": time.strftime("%F")}
@@ -86,12 +91,16 @@ def main() -> None:
             start = time.perf_counter()
             cpu_out = to_float(upscale_plane(cpu, crop, work / "cpu.raw", 256).read_all())
             report[key] = {"cpu_seconds_crop": time.perf_counter() - start}
-            for backend in args.backends.split(","):
-                settings = EngineSettings(threads=cores, use_gpu=True, backend=backend)
+            runs = [(b, p) for b in args.backends.split(",") for p in args.precisions.split(",")]
+            for backend, precision in runs:
+                name = backend if precision == "auto" else f"{backend}-{precision}"
+                settings = EngineSettings(
+                    threads=cores, use_gpu=True, backend=backend, precision=precision
+                )
                 try:
                     gpu = load_network(key, settings)
                 except Exception as exc:  # a missing wheel or driver is a result here
-                    report[key][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+                    report[key][name] = {"error": f"{type(exc).__name__}: {exc}"}
                     continue
                 row: dict = {"on_gpu": gpu.on_gpu, "device": gpu.device}
                 start = time.perf_counter()
@@ -106,8 +115,8 @@ def main() -> None:
                     row["seconds_1024_4x"] = seconds
                     if key in H100_FP16_BOUND_S:
                         row["fraction_of_h100_fp16_bound"] = H100_FP16_BOUND_S[key] / seconds
-                report[key][backend] = row
-                print(key, backend, json.dumps(row), flush=True)
+                report[key][name] = row
+                print(key, name, json.dumps(row), flush=True)
     args.out.write_text(json.dumps(report, indent=2))
 
 

@@ -78,9 +78,7 @@ def upscale(
     ] = Backend.auto,
     precision: Annotated[
         Precision,
-        typer.Option(
-            help="fp32: full precision (ncnn on a Vulkan GPU computes in fp16 regardless)."
-        ),
+        typer.Option(help="fp32: full precision on every backend (auto: bf16/fp16 where faster)."),
     ] = Precision.auto,
 ) -> None:
     """Upscale local images with a model of the catalog.

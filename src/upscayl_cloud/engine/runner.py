@@ -67,4 +67,4 @@ def _create(key: str, backend: str, settings: EngineSettings) -> Network:
         )
     from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 
-    return NcnnNetwork(spec, settings.threads, settings.use_gpu)
+    return NcnnNetwork(spec, settings.threads, settings.use_gpu, settings.precision)

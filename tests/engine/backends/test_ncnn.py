@@ -1,9 +1,16 @@
-"""ncnn's look for a Vulkan GPU (``backends.ncnn.gpu_count``)."""
+"""ncnn's look for a Vulkan GPU (``backends.ncnn.gpu_count``), and what
+precision it is asked for."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import ncnn
+import numpy as np
+
+from upscayl_cloud.engine.backends.ncnn import FP16_OPTIONS, NcnnNetwork
+from upscayl_cloud.engine.networks import NETWORKS
 
 SCRIPT = """
 import logging, sys
@@ -26,3 +33,17 @@ def test_the_gpu_probe_writes_to_the_log_not_to_stderr() -> None:
     if count == 0:
         assert "DEBUG ncnn: " in done.stdout
         assert "INFO ncnn sees no Vulkan GPU" in done.stdout
+
+
+def test_fp32_asked_for_changes_nothing_on_the_cpu() -> None:
+    """fp32 switches off ncnn's fp16 options on a Vulkan GPU only (checked
+    on one by bench/gpu_check.py --precisions auto,fp32); the CPU computes
+    in fp32 either way, and its answers stay the same to the bit."""
+    spec = NETWORKS["span-x2-ch48"]
+    chw = np.random.default_rng(0).random((3, 24, 24), dtype=np.float32)
+    auto = NcnnNetwork(spec, threads=2, use_gpu=False)
+    fp32 = NcnnNetwork(spec, threads=2, use_gpu=False, precision="fp32")
+    assert fp32.device == auto.device and "fp32" in fp32.device
+    assert np.array_equal(fp32.run(chw), auto.run(chw))
+    defaults = ncnn.Net().opt
+    assert all(getattr(fp32._net.opt, name) == getattr(defaults, name) for name in FP16_OPTIONS)

@@ -70,10 +70,16 @@ def _c_stderr_captured() -> Iterator[bytearray]:
             captured += sink.read()
 
 
+#: ncnn's options that let a GPU store, pack and compute in half precision.
+FP16_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic")
+
+
 class NcnnNetwork(Network):
     backend = "ncnn"
 
-    def __init__(self, spec: NetworkSpec, threads: int, use_gpu: bool) -> None:
+    def __init__(
+        self, spec: NetworkSpec, threads: int, use_gpu: bool, precision: str = "auto"
+    ) -> None:
         super().__init__(spec)
         files = locate(spec.distribution, spec.stem)
         self._gpu = use_gpu and gpu_count() > 0
@@ -81,6 +87,13 @@ class NcnnNetwork(Network):
         self._net = ncnn.Net()
         self._net.opt.num_threads = threads
         self._net.opt.use_vulkan_compute = self._gpu
+        self._gpu_fp32 = self._gpu and precision == "fp32"
+        if self._gpu_fp32:
+            # ncnn's Vulkan path stores and computes in fp16 by default (as
+            # Upscayl runs it); fp32 asked for is fp32 there too. The CPU
+            # path is left as it is: it computes in fp32 already.
+            for option in FP16_OPTIONS:
+                setattr(self._net.opt, option, False)
         # Our own pools, so their memory can be handed back between passes:
         # with ncnn's built-in ones every network keeps its peak (1.3 GB for
         # x4plus on a 160^2 tile) for as long as the process lives.
@@ -94,7 +107,9 @@ class NcnnNetwork(Network):
 
     @property
     def device(self) -> str:
-        return "Vulkan GPU, fp16" if self._gpu else cpu_device("fp32", self._threads)
+        if self._gpu:
+            return "Vulkan GPU, fp32" if self._gpu_fp32 else "Vulkan GPU, fp16"
+        return cpu_device("fp32", self._threads)
 
     @property
     def on_gpu(self) -> bool:
