@@ -15,7 +15,9 @@ from upscayl_cloud.services.secrets import SecretMismatchError
 
 
 def _start(settings: Settings, secret_keys: str) -> None:
-    build_context(settings.model_copy(update={"secret_keys": secret_keys})).db.dispose()
+    """A start of the service (serve, worker): its secret is recorded."""
+    changed = settings.model_copy(update={"secret_keys": secret_keys})
+    build_context(changed, records_secret=True).db.dispose()
 
 
 def test_a_process_with_another_secret_is_refused_at_its_start(settings: Settings) -> None:
@@ -39,10 +41,14 @@ def test_the_command_line_says_so_in_one_line(
     monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path / "data"))
     cli = typer.Typer()
     keys_cli.register(cli)
-    for secret, command, code in (("one", "create", 0), ("two", "list", 1)):
+    monkeypatch.setenv("UPSCAYL_SECRET_KEYS", "zero")
+    get_settings.cache_clear()
+    assert CliRunner().invoke(cli, ["keys", "create"]).exit_code == 0  # records nothing
+    _start(get_settings(), "one")  # the service starts with the real secret
+    for secret, code in (("one", 0), ("two", 1)):
         monkeypatch.setenv("UPSCAYL_SECRET_KEYS", secret)
         get_settings.cache_clear()
-        result = CliRunner().invoke(cli, ["keys", command])
+        result = CliRunner().invoke(cli, ["keys", "list"])
         assert result.exit_code == code, result.output
     get_settings.cache_clear()
     assert result.output.startswith("Cannot start: this machine's signing secret is not")

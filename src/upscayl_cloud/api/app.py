@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redact.install()
-        ctx = build_context(settings)
+        ctx = build_context(settings, records_secret=True)
         app.state.ctx = ctx
         app.state.rate_limits = RateLimits(settings)
         app.state.metrics = Metrics(ctx)

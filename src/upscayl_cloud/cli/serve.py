@@ -32,7 +32,7 @@ DRAIN_SECONDS = 30
 
 def first_start_key(settings: Settings) -> str | None:
     """Create a key if none exists yet; returns it (shown once) or None."""
-    ctx = open_context(settings)
+    ctx = open_context(settings, records_secret=True)
     try:
         if not settings.create_first_key or keys.count_keys(ctx) > 0:
             return None
@@ -237,7 +237,7 @@ def worker(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging()
-    ctx = open_context(settings)
+    ctx = open_context(settings, records_secret=True)
     count = max(1, settings.workers)
     metrics = Metrics(ctx, task_counts=False)
     exporter = serve_worker_metrics(settings, metrics)

@@ -21,7 +21,7 @@ from upscayl_cloud.services.secrets import SecretMismatchError
 from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 
 
-def open_context(settings: Settings) -> Context:
+def open_context(settings: Settings, *, records_secret: bool = False) -> Context:
     """``build_context``, or exit 1 with one line naming what failed: the
     data folder unusable, the store unreachable or refusing (no such
     bucket, no credentials, a name S3 does not allow), or the database
@@ -29,7 +29,7 @@ def open_context(settings: Settings) -> Context:
     words."""
     prepare_folder(settings)
     try:
-        return build_context(settings)
+        return build_context(settings, records_secret=records_secret)
     except StorageUnavailableError as exc:
         typer.echo(f"Cannot reach the object store: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from None

@@ -234,12 +234,14 @@ def history_page(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def following_offset(page: Mapping[str, Any], offset: int | None) -> int | None:
-    """:func:`next_offset`, or None when it would not move back in time (a
-    server repeating the same offset would be paged forever)."""
+def following_offset(page: Mapping[str, Any], followed: set[int]) -> int | None:
+    """:func:`next_offset`, or None when it was followed already (a server
+    repeating one offset would be paged forever). Any direction is taken:
+    the spec does not say which way its pages go."""
     following = next_offset(page)
-    if following is None or (offset is not None and following >= offset):
+    if following is None or following in followed:
         return None
+    followed.add(following)
     return following
 
 

@@ -174,6 +174,7 @@ class AsyncClient(PollPacing):
     ) -> AsyncIterator[TaskStatus]:
         seen = 0
         offset = filters.pop("timestamp_offset", None)
+        followed: set[int] = set() if offset is None else {offset}
         while True:
             page = await self.get_history(timestamp_offset=offset, **filters)
             for item in page["data"]:
@@ -181,7 +182,7 @@ class AsyncClient(PollPacing):
                     return
                 seen += 1
                 yield item
-            offset = _core.following_offset(page, offset)
+            offset = _core.following_offset(page, followed)
             if offset is None:
                 return
 

@@ -207,12 +207,13 @@ class _RunStoppedError(Exception):
 
 
 def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
-    """A 429 reaches here only when its ``Retry-After`` was too long to wait
-    (an hourly limit used up), and a connection failure only after every
-    retry: every later file would meet either too, after uploading up to
-    100 MB a file for nothing (an unreachable server cost each of 1000
-    files its five tries: a quarter of an hour before the run gave up)."""
-    if isinstance(exc, RateLimitedError | ConnectionFailedError):
+    """start-task's 429 reaches here once it was not worth waiting for (an
+    hourly limit used up): every later batch would meet it too, after
+    uploading up to 100 MB a file for nothing. get-upload-url's may be the
+    cap on uploads waiting for a task, which starting them frees: not a
+    stop. A connection failure comes after every retry: an unreachable
+    server cost each of 1000 files its five tries, a quarter of an hour."""
+    if isinstance(exc, ConnectionFailedError) or (starting and isinstance(exc, RateLimitedError)):
         return True
     if not isinstance(exc, ApiError):
         return False

@@ -192,6 +192,7 @@ class Client(PollPacing):
         """Every matching task, newest first, following ``nextOffset`` page by page."""
         seen = 0
         offset = filters.pop("timestamp_offset", None)
+        followed: set[int] = set() if offset is None else {offset}
         while True:
             page = self.get_history(timestamp_offset=offset, **filters)
             for item in page["data"]:
@@ -199,7 +200,7 @@ class Client(PollPacing):
                     return
                 seen += 1
                 yield item
-            offset = _core.following_offset(page, offset)
+            offset = _core.following_offset(page, followed)
             if offset is None:
                 return
 

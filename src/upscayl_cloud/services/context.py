@@ -40,12 +40,18 @@ def prepare_data_dir(settings: Settings) -> None:
         os.close(os.open(str(path), os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def build_context(settings: Settings, *, migrate: bool = True) -> Context:
+def build_context(
+    settings: Settings, *, migrate: bool = True, records_secret: bool = False
+) -> Context:
     """Data directory, database (migrated to head) and storage, ready to use.
 
     ``serve`` builds a context for the first key and the app builds another:
     the migration runs once per database per process, not per context (an
     in-memory SQLite database is new with every engine, so it always runs).
+    The signing secret is checked against the database's record of them;
+    only the service's own processes (``records_secret``: ``serve``,
+    ``worker``) add theirs to it, never an operator's ``keys list`` from a
+    shell that may lack the secret.
     """
     prepare_data_dir(settings)
     url = settings.resolved_database_url
@@ -57,5 +63,5 @@ def build_context(settings: Settings, *, migrate: bool = True) -> Context:
                 if ":memory:" not in url:
                     _migrated.add(url)
         sync_clock(db)
-        check_shared_secret(db, settings)
+        check_shared_secret(db, settings, record=records_secret)
     return Context(settings=settings, db=db, storage=build_storage(settings))

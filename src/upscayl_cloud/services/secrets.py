@@ -39,9 +39,9 @@ def fingerprint(secret: bytes) -> str:
     return hmac.new(secret, _FINGERPRINT_TEXT, hashlib.sha256).hexdigest()
 
 
-def check_shared_secret(db: Engine, settings: Settings) -> None:
-    """Record this process's secrets, or raise :class:`SecretMismatchError`
-    when the database knows secrets and none of them is ours."""
+def check_shared_secret(db: Engine, settings: Settings, record: bool = True) -> None:
+    """Raise :class:`SecretMismatchError` when the database knows secrets and
+    none of them is ours; else, with ``record``, add ours to what it knows."""
     ours = {fingerprint(secret) for secret in settings.signing_secrets()}
     with db.begin() as conn:
         if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE serialises already
@@ -49,15 +49,17 @@ def check_shared_secret(db: Engine, settings: Settings) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         known = set(conn.execute(select(secret_fingerprints.c.fingerprint)).scalars())
         if known and not known & ours:
+            mine = ", ".join(sorted(f[:16] for f in ours))
             raise SecretMismatchError(
                 "this machine's signing secret is not the one the other processes of this "
                 "database use, so every API key they created would be refused here: set "
                 "UPSCAYL_SECRET_KEYS to the same value on every machine (deployment.md, "
-                "Roles). To abandon every existing API key and link instead, empty the "
-                "table secret_fingerprints."
+                f"Roles). This machine's secret has fingerprint {mine}...; a row of "
+                "secret_fingerprints recorded by a process started with a wrong secret "
+                "may be deleted."
             )
         missing = ours - known
-        if missing:
+        if record and missing:
             now = now_ms()
             conn.execute(
                 insert(secret_fingerprints),
