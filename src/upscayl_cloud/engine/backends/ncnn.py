@@ -88,10 +88,10 @@ class NcnnNetwork(Network):
         self._net.opt.num_threads = threads
         self._net.opt.use_vulkan_compute = self._gpu
         self._gpu_fp32 = self._gpu and precision == "fp32"
-        if self._gpu_fp32:
-            # ncnn's Vulkan path stores and computes in fp16 by default (as
-            # Upscayl runs it); fp32 asked for is fp32 there too. The CPU
-            # path is left as it is: it computes in fp32 already.
+        if precision == "fp32":
+            # ncnn stores and computes in fp16 wherever the device can (a
+            # Vulkan GPU, as Upscayl runs it; ARM CPUs with fp16): fp32 asked
+            # for is fp32 there too. On x86 CPUs it changes nothing.
             for option in FP16_OPTIONS:
                 setattr(self._net.opt, option, False)
         # Our own pools, so their memory can be handed back between passes:

@@ -49,7 +49,7 @@ export async function watchTask(taskId, onUpdate, onWait, signal) {
       data = await api.taskStatus(taskId);
     } catch (err) {
       if (waitable(err)) {
-        for (let left = Math.ceil(err.retryAfterSeconds ?? 10); left > 0; left--) {
+        for (let left = Math.max(1, Math.ceil(err.retryAfterSeconds ?? 10)); left > 0; left--) {
           if (signal && signal.aborted) return null;
           onWait(left, err);
           await sleep(1000);

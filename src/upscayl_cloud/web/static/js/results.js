@@ -66,7 +66,8 @@ function resultItem(file, original, links) {
         download.dataset.fresh = "true";
         download.click();
       } catch (err) {
-        actions.append(h("p.error", { role: "alert" }, explain(err)));
+        const shown = actions.querySelector("p.error") || actions.appendChild(h("p.error", { role: "alert" }));
+        shown.textContent = explain(err);
       }
     });
     actions.append(download);

@@ -28,7 +28,7 @@ async function putRetrying(url, blob, contentType, onProgress, signal = null) {
     } catch (err) {
       if (attempt >= PUT_TRIES || !transient(err) || (signal && signal.aborted)) throw err;
       onProgress(0);
-      await sleep(Math.max(PUT_WAIT_MS[attempt - 1], (err.retryAfterSeconds ?? 0) * 1000));
+      await sleep(PUT_WAIT_MS[attempt - 1]);
     }
   }
 }

@@ -453,7 +453,9 @@ export function initUpscale() {
   // place of the page, and the chosen files and finished cards would go.
   for (const type of ["dragover", "drop"]) {
     window.addEventListener(type, (event) => {
-      if (!drop.contains(event.target)) event.preventDefault();
+      // Only files: text dragged into a field (the key) is the browser's.
+      const files = event.dataTransfer && [...event.dataTransfer.types].includes("Files");
+      if (files && !drop.contains(event.target)) event.preventDefault();
     });
   }
   $("#model").addEventListener("change", describeModel);
