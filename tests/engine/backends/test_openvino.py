@@ -8,6 +8,9 @@ one untiled plain-ncnn call is checked on one network of each family.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +402,23 @@ def test_workers_starting_together_share_the_cache_folder(tmp_path):
         ]
         assert [process.wait(timeout=120) for process in processes] == [0, 0, 0]
         assert (cache / ".lock").exists() and list(cache.glob("*.blob"))
+
+
+def test_importing_openvino_sends_and_stores_nothing(tmp_path: Path) -> None:
+    """OpenVINO's tools send a usage event to Google Analytics on import
+    unless opted out in the home folder (and keep a client id and counts
+    there): a service must do neither."""
+    script = (
+        "from upscayl_cloud.engine.backends import openvino\n"
+        "import openvino.tools.ovc.telemetry_utils as t\n"
+        "print(t.tm.__name__)\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "HOME": str(home), "CI": ""},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip().endswith("telemetry_stub")
+    assert list(home.iterdir()) == []

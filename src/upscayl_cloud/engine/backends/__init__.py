@@ -9,3 +9,14 @@
 
 ``select`` decides which one ``auto`` means on this machine, and why.
 """
+
+import sys
+
+# OpenVINO's conversion tools, run on ``import openvino``, send a usage event
+# to Google Analytics unless the user has opted out in a file under their
+# home folder (and print a warning where that folder is not writable). A
+# service sends nothing anywhere: ``None`` in ``sys.modules`` makes their
+# ``import openvino_telemetry`` fail, and they fall back to their own stub.
+# Here, because every module of this package that imports openvino is
+# imported after this file.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
