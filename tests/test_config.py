@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from upscayl_cloud import worker
-from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
+from upscayl_cloud.config import SPEC_RATE_LIMITS, SecretFileError, Settings
 from upscayl_cloud.engine.options import EncodeSettings
 from upscayl_cloud.services.context import Context
 
@@ -80,6 +80,27 @@ def test_generated_secret_persists(tmp_path: Path) -> None:
     second = Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
     assert first == second and len(first[0]) >= 32
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_generated_secret_is_never_seen_empty(tmp_path: Path) -> None:
+    """Processes starting together on a fresh data folder: one read the file
+    the other had created but not yet written, and signed with b"" (2 in 40
+    tries). Each sees the same whole secret now; no temporary file stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(20):
+        folder = tmp_path / str(attempt)
+        settings = [Settings(_env_file=None, data_dir=folder) for _ in range(4)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            got = list(pool.map(Settings.signing_secrets, settings))
+        assert all(secret == got[0] and len(secret[0]) >= 32 for secret in got)
+        assert [p.name for p in folder.iterdir()] == ["secret.key"]
+
+
+def test_an_empty_secret_file_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_text("\n")
+    with pytest.raises(SecretFileError, match="is empty"):
+        Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
 
 
 def test_secret_rotation_list(tmp_path: Path) -> None:

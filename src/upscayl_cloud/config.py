@@ -9,9 +9,11 @@ code never changes between the two. ``docs/configuration.md`` lists them all.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
+import tempfile
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -451,22 +453,49 @@ class Settings(BaseSettings):
         """The HMAC secrets, newest first; creates a persistent one if none is set.
 
         A secret generated per process would invalidate every stored key and
-        link on restart, so the default one lives in the data directory.
+        link on restart, so the default one lives in the data directory. It
+        appears there whole or not at all (written to a file of its own,
+        then linked to its name): a process starting beside the one that
+        created it read it while still empty, and signed with an empty
+        secret. An empty or unreadable one stops the start
+        (:class:`SecretFileError`).
         """
         given = [s.strip() for s in self.secret_keys.split(",") if s.strip()]
         if given:
             return [s.encode() for s in given]
         path = self.data_dir / "secret.key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process won the race
-                pass
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_urlsafe(48))
-        return [path.read_text().strip().encode()]
+        try:
+            if not path.exists():
+                _create_whole(path, secrets.token_urlsafe(48))
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise SecretFileError(f"Cannot read the signing secret {path}: {why}") from None
+        if not secret:
+            raise SecretFileError(
+                f"The signing secret {path} is empty: restore it from a backup (every API "
+                "key and link depends on it), or delete it to start afresh without them"
+            )
+        return [secret.encode()]
+
+
+class SecretFileError(Exception):
+    """The data folder's signing secret cannot be used (empty, unreadable)."""
+
+
+def _create_whole(path: Path, text: str) -> None:
+    """``path`` holding ``text``, unless another process created it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won, whole
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
 
 
 @lru_cache

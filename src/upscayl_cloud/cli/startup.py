@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from sqlalchemy.engine import make_url
 
-from upscayl_cloud.config import Settings
+from upscayl_cloud.config import SecretFileError, Settings
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.services.context import Context, build_context, prepare_data_dir
 from upscayl_cloud.services.secrets import SecretMismatchError
@@ -38,6 +38,9 @@ def open_context(settings: Settings, *, records_secret: bool = False) -> Context
         raise typer.Exit(1) from None
     except SecretMismatchError as exc:
         typer.echo(f"Cannot start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except SecretFileError as exc:
+        typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     except Exception as exc:
         exit_if_database_failed(settings, exc)
