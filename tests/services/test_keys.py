@@ -112,3 +112,8 @@ def test_a_balance_never_leaves_a_database_integer(ctx: Context) -> None:
         keys.create_key(ctx, "richer", 2**64)
     balance = keys.add_credits(ctx, info.id, 10).credits
     assert balance == MAX_CREDITS and isinstance(balance, int)
+    # A second key of the account adds to the same balance, within the cap too
+    # (past it, every later removal was refused).
+    with pytest.raises(BadRequestError, match="at most 0 can be added"):
+        keys.create_key(ctx, "second", 1, account_id=info.account_id)
+    assert keys.remove_credits(ctx, info.id, 1).credits == MAX_CREDITS - 1

@@ -98,11 +98,22 @@ def _account_exists(conn: Connection, account_id: str) -> None:
 
 
 def _add(conn: Connection, account_id: str, amount: int) -> None:
-    conn.execute(
+    """A second key's credits go to its account, within MAX_CREDITS as a
+    top-up's do (``keys create --account`` went past it, and the balance
+    then refused every removal)."""
+    changed = conn.execute(
         update(accounts)
-        .where(accounts.c.id == account_id)
+        .where(accounts.c.id == account_id, accounts.c.credits + amount <= MAX_CREDITS)
         .values(credits=accounts.c.credits + amount)
     )
+    if changed.rowcount != 1:
+        balance = conn.execute(
+            select(accounts.c.credits).where(accounts.c.id == account_id)
+        ).scalar_one()
+        raise BadRequestError(
+            f"Cannot add {amount} credits: the account has {balance}, and a balance holds "
+            f"at most {MAX_CREDITS}, so at most {max(0, MAX_CREDITS - balance)} can be added"
+        )
 
 
 def _key_query() -> object:
@@ -196,13 +207,16 @@ def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
         # Conditional, so a removal can never take an account below zero,
         # nor a top-up past MAX_CREDITS (SQLite would turn the sum into a
         # float past int64, PostgreSQL refuse it).
+        # The cap only on a top-up: a balance above it (kept from before the
+        # cap) can still be brought down.
+        bound = (
+            accounts.c.credits + amount <= MAX_CREDITS
+            if amount > 0
+            else accounts.c.credits + amount >= 0
+        )
         changed = conn.execute(
             update(accounts)
-            .where(
-                accounts.c.id == info.account_id,
-                accounts.c.credits + amount >= 0,
-                accounts.c.credits + amount <= MAX_CREDITS,
-            )
+            .where(accounts.c.id == info.account_id, bound)
             .values(credits=accounts.c.credits + amount)
         )
         if changed.rowcount != 1:
