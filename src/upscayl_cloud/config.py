@@ -354,7 +354,7 @@ class Settings(BaseSettings):
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
         try:
-            make_url(value).get_dialect()
+            dialect = make_url(value).get_dialect()
         except NoSuchModuleError:  # an ArgumentError too: first
             raise ValueError(
                 "unknown kind of database; use sqlite:///path or postgresql+psycopg://..."
@@ -362,6 +362,13 @@ class Settings(BaseSettings):
         except ArgumentError:
             raise ValueError(
                 "not a database URL; write e.g. postgresql+psycopg://user:password@host/db"
+            ) from None
+        try:  # the driver it names must be installed (psycopg2, mysql...: not ours)
+            dialect.import_dbapi()
+        except ImportError:
+            raise ValueError(
+                f"its driver ({dialect.driver}) is not installed; use sqlite:///path or "
+                "postgresql+psycopg://..."
             ) from None
         return value
 

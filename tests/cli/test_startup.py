@@ -6,6 +6,7 @@ nobody listens on are refused."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,35 @@ def test_a_bucket_name_s3_refuses_is_one_line(monkeypatch: pytest.MonkeyPatch) -
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("Cannot use the object store: bucket Not_A_Bucket!")
+
+
+def test_a_file_that_is_no_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "upscayl.db").write_text("hello\n")
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Cannot use the database sqlite:///{tmp_path}/upscayl.db: file is not a database"
+    ]
+
+
+def test_a_database_folder_that_does_not_exist_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("UPSCAYL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", f"sqlite:///{tmp_path}/no/such/x.db")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Cannot start: No such file or directory ({tmp_path}/no/such/x.db.migrate-lock)"
+    ]
+
+
+def test_a_database_driver_not_installed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", "postgresql+psycopg2://u:pw@127.0.0.1/d")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert "its driver (psycopg2) is not installed" in result.output
+    assert "Traceback" not in result.output

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 
 from upscayl_cloud.config import SecretFileError, Settings
 from upscayl_cloud.db.engine import database_unavailable
@@ -42,6 +43,10 @@ def open_context(settings: Settings, *, records_secret: bool = False) -> Context
     except SecretFileError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # the database's folder missing or not ours, a full disk
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"Cannot start: {exc.strerror or exc}{where}", err=True)
+        raise typer.Exit(1) from None
     except Exception as exc:
         exit_if_database_failed(settings, exc)
         raise
@@ -65,7 +70,9 @@ def prepare_folder(settings: Settings) -> None:
 def exit_if_database_failed(settings: Settings, exc: BaseException) -> None:
     """Exit 1 with one line when ``exc`` says the database cannot be used;
     return (for the caller to re-raise) when it is something else."""
-    if not database_unavailable(exc):
+    # At start, any error of the driver means this database cannot be used
+    # (a file that is no SQLite database answers DatabaseError, not an outage).
+    if not (database_unavailable(exc) or isinstance(exc, DatabaseError)):
         return
     # The query may hold a password too (libpq's ?password=).
     url = make_url(settings.resolved_database_url).set(query={})
