@@ -217,6 +217,9 @@ def add(
     except faces.FaceModelError as exc:
         typer.echo(f"error: {exc.public_message}", err=True)
         raise typer.Exit(code=1) from None
+    except OSError as exc:  # the faces folder not writable, a full disk
+        typer.echo(f"error: {exc.filename or path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo(f"installed face model {model.name!r} ({model.path})")
 
 
@@ -229,6 +232,9 @@ def remove(name: Annotated[str, typer.Argument(help="An installed face model.")]
         faces.remove(_faces_dir(), name)
     except faces.FaceModelError as exc:
         typer.echo(f"error: {exc.public_message}", err=True)
+        raise typer.Exit(code=1) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc.filename or name}: {exc.strerror or exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"removed face model {name!r}")
 

@@ -51,6 +51,29 @@ def test_add_copies_a_valid_model_and_select_finds_it(tmp_path: Path) -> None:
     assert [p.name for p in directory.iterdir()] == ["GFPGANv1.4.onnx"]
 
 
+def test_an_installed_model_is_readable_by_every_user(tmp_path: Path) -> None:
+    """mkstemp's 0600 kept it from a worker running as another user than
+    the operator who installed it."""
+    model = add(tmp_path / "faces", nets.invert(tmp_path / "m.onnx"))
+    assert model.path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_model_with_weights_in_other_files_is_refused(tmp_path: Path) -> None:
+    """Only the .onnx would have been copied: "installed", then unloadable."""
+    import onnx
+
+    source = nets.brighten(tmp_path / "ext.onnx", 0.1)
+    model = onnx.load(str(source))
+    onnx.save(
+        model, str(source), save_as_external_data=True, location="ext.onnx.data",
+        size_threshold=0,
+    )  # fmt: skip
+    assert (tmp_path / "ext.onnx.data").exists()
+    with pytest.raises(FaceModelError, match="external data"):
+        add(tmp_path / "faces", source)
+    assert not (tmp_path / "faces").exists() or not list((tmp_path / "faces").iterdir())
+
+
 def test_add_refuses_a_taken_name_unless_replacing(tmp_path: Path) -> None:
     directory = tmp_path / "faces"
     add(directory, nets.invert(tmp_path / "face.onnx"))

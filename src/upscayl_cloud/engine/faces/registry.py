@@ -120,17 +120,39 @@ def add(directory: Path, source: Path, name: str | None = None, replace: bool = 
     # Imported here: listing models must stay cheap for the API process.
     from upscayl_cloud.engine.faces import restorer
 
+    if _uses_external_data(source):
+        raise FaceModelError(
+            f"{source} keeps its weights in separate files (ONNX external data), which "
+            "would not be installed with it: save it as one file (onnx.save with "
+            "save_as_external_data=False)"
+        )
     restorer.validate(source)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".adding-", suffix=SUFFIX, dir=target.parent)
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
+        # mkstemp's 0600 would keep it from a worker running as another user
+        # (a `sudo models add`), while `models list` called it available.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return FaceModel(name, target)
+
+
+def _uses_external_data(path: Path) -> bool:
+    """Whether the ONNX file at ``path`` reads weights from files beside it.
+    A file that is no ONNX model says no here: ``validate`` says what it is."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(uses_external_data(tensor) for tensor in model.graph.initializer)
 
 
 def remove(directory: Path, name: str) -> None:
