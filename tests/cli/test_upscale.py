@@ -111,3 +111,29 @@ def test_sources_with_one_result_name_get_one_file_each(tmp_path, photo):
     empty.mkdir()
     nothing = CliRunner().invoke(app, ["upscale", str(empty)])
     assert nothing.exit_code == 0 and "No images found" in nothing.output
+
+
+def test_a_libvips_failure_is_one_line_and_the_rest_still_done(tmp_path, photo, monkeypatch):
+    """Mock, of a full output disk (libvips reports the write's failure as
+    its own error, which came out as a traceback ending the batch); and a
+    path with brackets is printed as it is, not read as markup."""
+    from upscayl_cloud.engine import pipeline
+
+    first = _photo(tmp_path / "a [x].png", photo)
+    second = _photo(tmp_path / "b.png", photo)
+    real = pipeline.upscale_file
+
+    def full_disk_for_a(source, *args, **kwargs):
+        if source == first:
+            raise pyvips.Error("unable to write to target", "pngsave: No space left on device\n")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upscale_file", full_disk_for_a)
+    result = CliRunner().invoke(
+        app, ["upscale", str(first), str(second), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "a [x].png: unable to write to target: pngsave: No space left on device" in flat
+    assert "Traceback" not in result.output
+    assert (tmp_path / "b_upscayl_2x_quick-clear-4x.png").is_file()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
@@ -87,6 +88,8 @@ def upscale(
     recognised by their bytes, hidden files and earlier results skipped).
     A file named on the command line that cannot be upscaled fails the run
     (exit 1); one met in a folder is skipped with its reason."""
+    import pyvips
+
     from upscayl_cloud.config import get_settings
     from upscayl_cloud.engine.pipeline import upscale_file
 
@@ -114,7 +117,8 @@ def upscale(
                 named = found.path in inputs and not isinstance(found, Duplicate)
                 failures += named
                 mark = "[red]✗[/red]" if named else "[yellow]skipped[/yellow]"
-                bar.console.print(f"{mark} {found.path}: {found.reason}", soft_wrap=True)
+                said = escape(f"{found.path}: {found.reason}")  # paths are no markup
+                bar.console.print(f"{mark} {said}", soft_wrap=True)
                 continue
             folder = (out_dir / found.relative.parent) if out_dir else found.path.parent
             task = bar.add_task(found.path.name, total=1.0)
@@ -129,20 +133,32 @@ def upscale(
                     settings=settings,
                     progress=lambda done, task=task: bar.update(task, completed=done),
                 )
-            except (EngineError, OSError) as exc:
+            except (EngineError, OSError, pyvips.Error) as exc:
                 failures += 1
-                message = exc.public_message if isinstance(exc, EngineError) else exc.strerror
-                bar.console.print(f"[red]✗[/red] {found.path}: {message}", soft_wrap=True)
+                said = escape(f"{found.path}: {_why(exc)}")
+                bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
                 continue
             finally:
                 bar.remove_task(task)
+            done = escape(f"{found.path} → {target}")
             bar.console.print(
-                f"[green]✓[/green] {found.path} → {target} ({result.width}x{result.height}, "
+                f"[green]✓[/green] {done} ({result.width}x{result.height}, "
                 f"{result.size_bytes / 1e6:.2f} MB)",
                 soft_wrap=True,
             )
     if failures:
         raise typer.Exit(code=1)
+
+
+def _why(exc: BaseException) -> str:
+    """One line for a failed file. libvips's own errors (writing the result
+    to a full disk, say) came out as a traceback that ended the batch."""
+    if isinstance(exc, EngineError):
+        return exc.public_message
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
+    detail = str(getattr(exc, "detail", "") or "").strip().splitlines()
+    return f"{getattr(exc, 'message', 'libvips failed')}: {detail[0]}" if detail else str(exc)
 
 
 def register(app: typer.Typer) -> None:
