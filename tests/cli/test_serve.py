@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from support.server import Server
-from upscayl_cloud.cli.serve import listen_problem
+from upscayl_cloud.cli.serve import listen_problem, url_host
 
 # A child process with a soft limit of 64 under a hard limit of 1000 (lowering
 # a hard limit needs no privilege, so this runs wherever the test does).
@@ -180,3 +180,8 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
         f"Database schema is at revision 9999_from_later, newer than this release's {head}: "
         "left as it is"
     )
+
+
+def test_an_ipv6_host_is_bracketed_in_the_urls_shown() -> None:
+    assert url_host("::1") == "[::1]" and url_host("127.0.0.1") == "127.0.0.1"
+    assert url_host("localhost") == "localhost"

@@ -104,7 +104,7 @@ def serve(
     logging.getLogger(__name__).info(
         "open-file limit: %d (each connection holds one)", raise_descriptor_limit()
     )
-    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    url = settings.public_url or f"http://{url_host(settings.host)}:{settings.port}"
     key = first_start_key(settings)
     if key is not None:
         typer.echo(f"First start: created an API key with {settings.first_key_credits} credits.")
@@ -125,6 +125,12 @@ def serve(
         # Slow headers close the connection, slow bodies get 408 (see protocol.py).
         http=DeadlineH11Protocol.for_origins(settings.cors_origin_list),
     )
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets
+    (``http://[::1]:8000``; ``http://::1:8000`` opens nothing)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def free_port(host: str) -> int | None:
