@@ -52,42 +52,38 @@ def test_a_reload_during_an_outage_keeps_the_key(page: Any, server: Server) -> N
     page.get_by_role("heading", name="Upscale images").wait_for()
 
 
-def test_a_part_that_fails_once_is_sent_again(page: Any, server: Server) -> None:
-    """One failed PUT used to fail the whole file."""
-    key = new_principal(server.ctx, credits=5)[0]
-    sign_in(page, server, key)
+def _upload_big_file_meeting(
+    page: Any, server: Server, part: int, answers: list[tuple[int, str]]
+) -> list[str]:
+    """Upload a two-part file, part ``part``'s PUTs answered ``answers`` in
+    turn (then let through); returns that part's PUTs."""
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
     tries: list[str] = []
 
-    def second_part_fails_once(route: Any) -> None:
-        if "partNumber=2" in route.request.url:
+    def answer(route: Any) -> None:
+        if f"partNumber={part}" in route.request.url:
             tries.append(route.request.url)
-            if len(tries) == 1:
-                route.fulfill(status=503, body="SlowDown")
+            if len(tries) <= len(answers):
+                status, body = answers[len(tries) - 1]
+                route.fulfill(status=status, body=body)
                 return
         route.continue_()
 
-    page.route("**/objects/**", second_part_fails_once)
+    page.route("**/objects/**", answer)
     choose(page, {"big.png": png_bytes(16, 16, padding=6 * 1024 * 1024)})  # two parts
     page.get_by_role("button", name="Upscale", exact=True).click()
+    return tries
+
+
+def test_a_part_that_fails_once_is_sent_again(page: Any, server: Server) -> None:
+    """One failed PUT used to fail the whole file."""
+    tries = _upload_big_file_meeting(page, server, 2, [(503, "SlowDown")])
     page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
     assert len(tries) == 2
 
 
 def test_a_refused_part_is_not_sent_again_and_fails_its_file(page: Any, server: Server) -> None:
-    key = new_principal(server.ctx, credits=5)[0]
-    sign_in(page, server, key)
-    tries: list[str] = []
-
-    def refuse_first_part(route: Any) -> None:
-        if "partNumber=1" in route.request.url:
-            tries.append(route.request.url)
-            route.fulfill(status=403, body="AccessDenied")
-            return
-        route.continue_()
-
-    page.route("**/objects/**", refuse_first_part)
-    choose(page, {"big.png": png_bytes(16, 16, padding=6 * 1024 * 1024)})
-    page.get_by_role("button", name="Upscale", exact=True).click()
+    tries = _upload_big_file_meeting(page, server, 1, [(403, "AccessDenied")] * 3)
     page.locator("#file-list li .file-problem", has_text="Upload failed").wait_for()
     assert len(tries) == 1
 
