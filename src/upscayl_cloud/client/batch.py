@@ -194,8 +194,8 @@ def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
 
 class _RunStoppedError(Exception):
     """A refusal that every later request would meet too: a 401 (the key),
-    start-task's 402 (no credits left), a 429 too long to wait out, or a
-    server that could not be reached after every retry.
+    start-task's 402 (no credits left) or its 429 not worth waiting for, or
+    a server that could not be reached after every retry.
     Uploading and starting the remaining files would only repeat it, one
     request (or batch) at a time."""
 
