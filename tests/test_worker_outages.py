@@ -30,7 +30,7 @@ from support.tasks import queued_task
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.diskspace import WORK_SPACE, allocated_bytes
-from upscayl_cloud.engine import encode, planes
+from upscayl_cloud.engine import planeio, planes
 from upscayl_cloud.queue.lease import Claim, claim
 from upscayl_cloud.services import keys
 from upscayl_cloud.services.context import Context, build_context
@@ -238,13 +238,15 @@ def _tile_writes_to_dev_full(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _encoder_writes_to_dev_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stand-in, named so, for a full disk we cannot provoke: libvips
-    encodes the output into /dev/full, and raises its own error for it."""
+    encodes the output into /dev/full, raises its own error for it, and the
+    engine reports that as the OSError it stands for."""
 
-    def save_to_dev_full(save: Callable[[str], None], _destination: Path) -> int:
-        save("/dev/full")
+    @contextlib.contextmanager
+    def into_dev_full(_destination: Path) -> Iterator[Path]:
+        yield Path("/dev/full")
         raise AssertionError("/dev/full took a whole image")
 
-    monkeypatch.setattr(encode, "save_atomically", save_to_dev_full)
+    monkeypatch.setattr(planeio, "atomic_destination", into_dev_full)
 
 
 def _claim_when_due(ctx: Context, deadline_s: float = 30) -> Claim:
@@ -285,8 +287,8 @@ def test_too_little_free_work_space_requeues_then_completes(
 def test_a_full_disk_met_mid_engine_requeues_not_fails(
     live: Context, monkeypatch: pytest.MonkeyPatch, stand_in: Callable[..., None]
 ) -> None:
-    """ENOSPC during the network pass (an OSError) or the encode (a libvips
-    error that says so) is the disk's state, not the file's fault."""
+    """ENOSPC during the network pass or the encode (libvips's error, which
+    the engine reports as ENOSPC) is the disk's state, not the file's fault."""
     principal = new_principal(live)[1]
     task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
     stand_in(monkeypatch)

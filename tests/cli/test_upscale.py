@@ -1,5 +1,7 @@
 """``upscayl-cloud upscale`` on real files, through the real command."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pyvips
@@ -113,27 +115,35 @@ def test_sources_with_one_result_name_get_one_file_each(tmp_path, photo):
     assert nothing.exit_code == 0 and "No images found" in nothing.output
 
 
-def test_a_libvips_failure_is_one_line_and_the_rest_still_done(tmp_path, photo, monkeypatch):
-    """Mock, of a full output disk (libvips reports the write's failure as
-    its own error, which came out as a traceback ending the batch); and a
-    path with brackets is printed as it is, not read as markup."""
-    from upscayl_cloud.engine import pipeline
+def test_a_full_output_disk_is_one_line_and_the_rest_still_done(tmp_path, photo, monkeypatch):
+    """Stand-in, named so, for a full output disk we cannot provoke: the
+    first result is encoded into /dev/full, whose ENOSPC is the kernel's and
+    whose failure libvips reports in its own words (it came out as a
+    traceback ending the batch). And a path with brackets is printed as it
+    is, not read as markup."""
+    import contextlib
+
+    from upscayl_cloud.engine import planeio
 
     first = _photo(tmp_path / "a [x].png", photo)
     second = _photo(tmp_path / "b.png", photo)
-    real = pipeline.upscale_file
+    real = planeio.atomic_destination
 
-    def full_disk_for_a(source, *args, **kwargs):
-        if source == first:
-            raise pyvips.Error("unable to write to target", "pngsave: No space left on device\n")
-        return real(source, *args, **kwargs)
+    @contextlib.contextmanager
+    def first_into_dev_full(destination):
+        if destination.name.startswith("a [x]"):
+            yield Path("/dev/full")
+            raise AssertionError("/dev/full took a whole image")
+        with real(destination) as temporary:
+            yield temporary
 
-    monkeypatch.setattr(pipeline, "upscale_file", full_disk_for_a)
+    monkeypatch.setattr(planeio, "atomic_destination", first_into_dev_full)
     result = CliRunner().invoke(
         app, ["upscale", str(first), str(second), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
     )
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
-    assert "a [x].png: unable to write to target: pngsave: No space left on device" in flat
+    said = "a [x].png: could not write a [x]_upscayl_2x_quick-clear-4x.png: No space left on device"
+    assert said in flat
     assert "Traceback" not in result.output
     assert (tmp_path / "b_upscayl_2x_quick-clear-4x.png").is_file()

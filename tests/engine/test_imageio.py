@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import zlib
@@ -471,6 +472,33 @@ def test_failed_write_leaves_nothing_at_the_destination(tmp_path):
         planeio.save_atomically(half_then_crash, destination)
     assert destination.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
+
+
+def test_libvips_write_failures_are_os_errors(tmp_path):
+    """A full disk met by libvips (writing into /dev/full, whose ENOSPC is
+    the kernel's) is an OSError with that number, from the encoder's writes
+    and from planes alike; the previous result stays as it was."""
+    image = pyvips.Image.black(16, 8, bands=3).cast("ushort")
+    destination = tmp_path / "result.png"
+    destination.write_bytes(b"previous result")
+
+    with pytest.raises(OSError) as encoded:
+        planeio.save_atomically(lambda _path: image.pngsave("/dev/full"), destination)
+    assert encoded.value.errno == errno.ENOSPC
+    assert encoded.value.strerror == "could not write result.png: No space left on device"
+    assert isinstance(encoded.value.__cause__, pyvips.Error)
+    assert destination.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
+
+    with pytest.raises(OSError) as plane:
+        planeio.save_plane(image, Path("/dev/full"))
+    assert plane.value.errno == errno.ENOSPC
+
+    # Any other libvips failure of ours is an I/O error, in one line.
+    with pytest.raises(OSError) as missing:
+        planeio.save_plane(image, tmp_path / "no such folder" / "plane.u16")
+    assert missing.value.errno == errno.EIO
+    assert "\n" not in missing.value.strerror
 
 
 def test_deleted_planes_are_not_kept_open(tmp_path):

@@ -88,8 +88,6 @@ def upscale(
     recognised by their bytes, hidden files and earlier results skipped).
     A file named on the command line that cannot be upscaled fails the run
     (exit 1); one met in a folder is skipped with its reason."""
-    import pyvips
-
     from upscayl_cloud.config import get_settings
     from upscayl_cloud.engine.pipeline import upscale_file
 
@@ -133,7 +131,7 @@ def upscale(
                     settings=settings,
                     progress=lambda done, task=task: bar.update(task, completed=done),
                 )
-            except (EngineError, OSError, pyvips.Error) as exc:
+            except (EngineError, OSError) as exc:
                 failures += 1
                 said = escape(f"{found.path}: {_why(exc)}")
                 bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
@@ -150,15 +148,12 @@ def upscale(
         raise typer.Exit(code=1)
 
 
-def _why(exc: BaseException) -> str:
-    """One line for a failed file. libvips's own errors (writing the result
-    to a full disk, say) came out as a traceback that ended the batch."""
+def _why(exc: EngineError | OSError) -> str:
+    """One line for a failed file (the engine reports libvips's write
+    failures, a full disk say, as ``OSError``)."""
     if isinstance(exc, EngineError):
         return exc.public_message
-    if isinstance(exc, OSError):
-        return str(exc.strerror or exc)
-    detail = str(getattr(exc, "detail", "") or "").strip().splitlines()
-    return f"{getattr(exc, 'message', 'libvips failed')}: {detail[0]}" if detail else str(exc)
+    return str(exc.strerror or exc)
 
 
 def register(app: typer.Typer) -> None:

@@ -49,7 +49,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import errno
 import mmap
 import re
 import struct
@@ -65,7 +64,13 @@ from upscayl_cloud.engine.errors import (
     UnsupportedImageTypeError,
 )
 from upscayl_cloud.engine.options import ImageLimits
-from upscayl_cloud.engine.planeio import load_plane, new_plane_path, save_plane
+from upscayl_cloud.engine.planeio import (
+    as_os_error,
+    load_plane,
+    new_plane_path,
+    save_loaded_plane,
+    save_plane,
+)
 from upscayl_cloud.engine.planes import Plane
 
 _LOADERS = {sniff.JPEG: "jpegload", sniff.PNG: "pngload", sniff.WEBP: "webpload"}
@@ -358,12 +363,12 @@ def _widen(image: pyvips.Image, source: SourceImage) -> pyvips.Image:
 def _decode_into(image: pyvips.Image, source: SourceImage, path: Path) -> Plane:
     """Stream the loader's pixels, widened, into a plane at ``path``."""
     try:
-        return save_plane(_widen(image, source), path)
+        return save_loaded_plane(_widen(image, source), path)
     except pyvips.Error as err:
         path.unlink(missing_ok=True)
         if _write_failed(err):
             # Our disk, not their bytes: a server error, not a 4xx.
-            raise OSError(errno.EIO, f"could not write a decoded plane: {err.detail}") from err
+            raise as_os_error(err, path) from err
         name = _NAMES[source.mime_type]
         raise InvalidImageError(
             f"The {name} image could not be decoded: the file is truncated or corrupt."

@@ -24,6 +24,7 @@ platform we run on (x86-64, arm64).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -57,7 +58,20 @@ def load_plane(plane: Plane) -> pyvips.Image:
 
 
 def save_plane(image: pyvips.Image, path: Path) -> Plane:
-    """Run ``image``'s pipeline into a new plane file at ``path``."""
+    """Run ``image``'s pipeline into a new plane file at ``path``.
+
+    ``image`` reads only our own planes, so a libvips failure is the disk's
+    and comes out as an ``OSError``, as in :func:`save_atomically`."""
+    try:
+        return save_loaded_plane(image, path)
+    except pyvips.Error as err:
+        raise as_os_error(err, Path(path)) from err
+
+
+def save_loaded_plane(image: pyvips.Image, path: Path) -> Plane:
+    """:func:`save_plane` for a pipeline that reads a client's file: libvips's
+    own error is raised, since only its words tell a truncated file (the
+    client's to fix) from a failed write (ours)."""
     if image.format != "ushort":
         raise ValueError(f"planes hold ushort samples, not {image.format}")
     image.rawsave(str(path))
@@ -135,8 +149,36 @@ def atomic_destination(destination: Path) -> Iterator[Path]:
 
 def save_atomically(save: Callable[[str], None], destination: Path) -> int:
     """Call ``save(path)`` on a temporary path, publish it at ``destination``
-    and return its size in bytes."""
-    with atomic_destination(destination) as temporary:
-        save(str(temporary))
-        size = temporary.stat().st_size
+    and return its size in bytes.
+
+    A libvips failure comes out as an ``OSError``: what ``save`` reads and
+    writes here is ours (our planes, our result file), never the client's
+    bytes, so its failure is the disk's. Callers then meet one kind of I/O
+    failure, with the kernel's number where libvips's words give it, so a
+    full disk is told apart by ``errno`` wherever the engine is used (the
+    worker requeues on it; local ``upscale`` names it in one line)."""
+    try:
+        with atomic_destination(destination) as temporary:
+            save(str(temporary))
+            size = temporary.stat().st_size
+    except pyvips.Error as err:
+        raise as_os_error(err, destination) from err
     return size
+
+
+#: The failures libvips reports in the system's words, not as a number.
+_WORDED_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def as_os_error(err: pyvips.Error, destination: Path) -> OSError:
+    """``err`` as the ``OSError`` it stands for, in one line: ``ENOSPC`` or
+    ``EDQUOT`` where libvips's words say so ("system error: No space left on
+    device", after a line naming the file), ``EIO`` with its first line
+    otherwise."""
+    text = f"{err.message} {err.detail}".lower()
+    for code in _WORDED_ERRNOS:
+        if os.strerror(code).lower() in text:
+            return OSError(code, f"could not write {destination.name}: {os.strerror(code)}")
+    detail = [line.strip() for line in str(err.detail or "").splitlines() if line.strip()]
+    said = detail[0] if detail else str(err.message or "libvips failed").strip()
+    return OSError(errno.EIO, f"could not write {destination.name}: {said}")
