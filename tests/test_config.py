@@ -156,6 +156,7 @@ def test_cors_origins_that_are_not_origins_are_refused(given: str) -> None:
 def test_a_face_model_setting_must_be_a_model_name() -> None:
     """Checked at start: a path here could only fail every face task later."""
     assert Settings(_env_file=None, face_model="gfpgan-1.4").face_model == "gfpgan-1.4"
+    assert Settings(_env_file=None, face_model="gfpgan-1.4.onnx").face_model == "gfpgan-1.4"
     with pytest.raises(ValidationError, match="face_model") as caught:
         Settings(_env_file=None, face_model="../GFPGANv1.4.onnx")
     assert "must be 1-64 letters" in str(caught.value)

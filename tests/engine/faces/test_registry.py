@@ -51,6 +51,17 @@ def test_add_copies_a_valid_model_and_select_finds_it(tmp_path: Path) -> None:
     assert [p.name for p in directory.iterdir()] == ["GFPGANv1.4.onnx"]
 
 
+def test_a_name_given_as_a_file_name_means_the_model(tmp_path: Path) -> None:
+    """``--name x.onnx`` installed ``x.onnx.onnx``, which ``x.onnx`` then
+    named as nothing installed."""
+    directory = tmp_path / "faces"
+    model = add(directory, nets.invert(tmp_path / "m.onnx"), name="restorer.onnx")
+    assert model.name == "restorer" and model.path == directory / "restorer.onnx"
+    assert select(directory, "restorer.onnx") == model
+    remove(directory, "restorer.onnx")
+    assert available(directory) == []
+
+
 def test_an_installed_model_is_readable_by_every_user(tmp_path: Path) -> None:
     """mkstemp's 0600 kept it from a worker running as another user than
     the operator who installed it."""

@@ -57,6 +57,7 @@ def select(directory: Path | None, name: str | None = None) -> FaceModel:
     Raises FaceEnhancementUnavailableError when none is installed (or the
     named one is not), so a request for faces is refused, never ignored."""
     models = available(directory)
+    name = name and name.removesuffix(SUFFIX)
     if name:
         models = [model for model in models if model.name == name]
         if not models:
@@ -92,6 +93,10 @@ def unavailable_reason(directory: Path | None, name: str | None = None) -> str |
 
 
 def check_name(name: str) -> str:
+    """``name`` as installed: a name given as the file's (``x.onnx``) means
+    the model ``x``, not a file ``x.onnx.onnx`` that ``x.onnx`` would not
+    find again."""
+    name = name.removesuffix(SUFFIX)
     if not NAME_PATTERN.fullmatch(name):
         raise FaceModelError(
             f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-',"
@@ -109,9 +114,8 @@ def add(directory: Path, source: Path, name: str | None = None, replace: bool = 
     if not source.is_file():
         raise FaceModelError(f"{source} is not a file")
     if name is None:
-        stem = source.name[: -len(SUFFIX)] if source.name.endswith(SUFFIX) else source.stem
-        name = stem
-    check_name(name)
+        name = source.name if source.name.endswith(SUFFIX) else source.stem
+    name = check_name(name)
     target = Path(directory) / f"{name}{SUFFIX}"
     if target.exists() and not replace:
         raise FaceModelError(
