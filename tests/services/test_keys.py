@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from sqlalchemy import select, update
 
@@ -31,9 +34,27 @@ def test_authenticate(ctx: Context) -> None:
 
 def test_revoked_key_stops_working(ctx: Context) -> None:
     key, info = keys.create_key(ctx, "alice")
-    keys.revoke_key(ctx, info.prefix)
+    revoked, revoked_now = keys.revoke_key(ctx, info.prefix)
+    assert revoked_now and revoked.revoked_at is not None
     with pytest.raises(UnauthorizedError):
         keys.authenticate(ctx, key)
+    again, revoked_now = keys.revoke_key(ctx, info.id)
+    assert not revoked_now and again.revoked_at == revoked.revoked_at
+
+
+def test_racing_revokes_revoke_once(ctx: Context) -> None:
+    """Two operators revoking one key together were both told they revoked
+    it (each looked before revoking); the update's condition tells which did."""
+    _key, info = keys.create_key(ctx, "alice")
+    start = threading.Barrier(6)
+
+    def revoke() -> bool:
+        start.wait()
+        return keys.revoke_key(ctx, info.id)[1]
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: revoke(), range(6)))
+    assert sorted(outcomes) == [False] * 5 + [True]
 
 
 def test_second_key_shares_the_account_and_credits(ctx: Context) -> None:

@@ -149,12 +149,11 @@ def revoke(ident: Annotated[str, typer.Argument(help=IDENT_HELP)]) -> None:
     """Revoke a key: it stops working at once."""
     ctx = _context()
     try:
-        before = key_service.get_key(ctx, key_service.resolve_key_id(ctx, ident))
-        info = key_service.revoke_key(ctx, ident)
+        info, revoked_now = key_service.revoke_key(ctx, ident)
     except ServiceError as exc:
         _fail(exc)
         return
-    if before.revoked_at is not None:
+    if not revoked_now:
         typer.echo(f"Key {info.id} ({info.prefix}...) was already revoked {_when(info.revoked_at)}")
         return
     typer.echo(f"Revoked key {info.id} ({info.prefix}...)")

@@ -182,15 +182,18 @@ def resolve_key_id(ctx: Context, ident: str) -> str:
     return rows[0].id
 
 
-def revoke_key(ctx: Context, ident: str) -> KeyInfo:
+def revoke_key(ctx: Context, ident: str) -> tuple[KeyInfo, bool]:
+    """Revoke a key; return it and whether this call revoked it (False: it
+    was revoked already, by an earlier call or one racing this one, which
+    the update's condition tells apart where a look before could not)."""
     key_id = resolve_key_id(ctx, ident)
     with ctx.db.begin() as conn:
-        conn.execute(
+        revoked = conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=now_ms())
-        )
-    return get_key(ctx, key_id)
+        ).rowcount
+    return get_key(ctx, key_id), revoked == 1
 
 
 def add_credits(ctx: Context, ident: str, amount: int) -> KeyInfo:
