@@ -130,19 +130,16 @@ def threads_per_worker(settings: Settings) -> int:
     return settings.engine_threads or max(1, available_cores() // max(1, settings.workers))
 
 
-def engine_settings(settings: Settings) -> EngineSettings:
-    """The engine's settings from the service's: threads shared between the
-    workers of this process, work files under the data directory (planes can
-    be several times an output's size: not for a small /tmp), in this
-    process's own folder (``process_work_dir``)."""
+def configured_engine(settings: Settings) -> EngineSettings:
+    """The engine as ``UPSCAYL_*`` configures it (backend, precision, tiles,
+    encoders, image limits, faces), for one caller using this machine's
+    cores alone with its work files in the system's temporary folder: local
+    ``upscale``, which would otherwise ignore what the service was told."""
     from upscayl_cloud.engine import faces
     from upscayl_cloud.engine.options import EncodeSettings
 
-    threads = threads_per_worker(settings)
-    work = process_work_dir(settings.data_dir)
     return EngineSettings(
-        threads=threads,
-        concurrency=max(1, settings.workers),
+        threads=settings.engine_threads or available_cores(),
         use_gpu=settings.engine_use_gpu,
         backend=settings.engine_backend,
         precision=settings.engine_precision,
@@ -150,7 +147,6 @@ def engine_settings(settings: Settings) -> EngineSettings:
         cache_max_mb=settings.engine_cache_max_mb,
         tile_size=settings.engine_tile_size or None,
         tile_memory_mb=settings.engine_tile_memory_mb,
-        work_dir=work,
         limits=image_limits(settings),
         encode=EncodeSettings(
             png_compression=settings.png_compression,
@@ -162,6 +158,19 @@ def engine_settings(settings: Settings) -> EngineSettings:
         ),
         face_models_dir=faces.models_dir(settings.data_dir),
         face_model=settings.face_model or None,
+    )
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    """The engine's settings for this process's workers: threads shared
+    between them, work files under the data directory (planes can be several
+    times an output's size: not for a small /tmp), in this process's own
+    folder (``process_work_dir``)."""
+    return replace(
+        configured_engine(settings),
+        threads=threads_per_worker(settings),
+        concurrency=max(1, settings.workers),
+        work_dir=process_work_dir(settings.data_dir),
     )
 
 

@@ -147,3 +147,30 @@ def test_a_full_output_disk_is_one_line_and_the_rest_still_done(tmp_path, photo,
     assert said in flat
     assert "Traceback" not in result.output
     assert (tmp_path / "b_upscayl_2x_quick-clear-4x.png").is_file()
+
+
+@pytest.mark.usefixtures("fresh_settings")
+def test_the_service_configuration_applies_under_the_flags(tmp_path, photo, monkeypatch):
+    """UPSCAYL_* settings (image limits, encoders) were ignored here: a local
+    run upscaled what the workers would refuse, and encoded otherwise."""
+    from upscayl_cloud.config import get_settings
+
+    source = _photo(tmp_path / "a.png", photo)
+    result_file = tmp_path / "a_upscayl_2x_quick-clear-4x.png"
+    command = ["upscale", str(source), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+
+    monkeypatch.setenv("UPSCAYL_MAX_SOURCE_PIXELS", "100")  # the photo has 720
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 1 and not result_file.exists()
+    assert "100" in " ".join(refused.output.split())
+
+    sizes = {}
+    for level in ("0", "9"):
+        monkeypatch.setenv("UPSCAYL_MAX_SOURCE_PIXELS", "50000000")
+        monkeypatch.setenv("UPSCAYL_PNG_COMPRESSION", level)
+        get_settings.cache_clear()
+        result_file.unlink(missing_ok=True)
+        done = CliRunner().invoke(app, command)
+        assert done.exit_code == 0, done.output
+        sizes[level] = result_file.stat().st_size
+    assert sizes["0"] > 2 * sizes["9"]  # stored, not deflated

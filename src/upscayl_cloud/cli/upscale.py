@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from upscayl_cloud.client.naming import OutputNames
 from upscayl_cloud.config import MAX_THREADS
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
-from upscayl_cloud.engine.options import EngineSettings, UpscaleRequest
+from upscayl_cloud.engine.options import UpscaleRequest
 
 ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)  # type: ignore[misc]
 
@@ -71,32 +72,52 @@ def upscale(
     ] = False,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads (default: all cores).", min=1, max=MAX_THREADS),
+        typer.Option(
+            help="CPU threads (default: UPSCAYL_ENGINE_THREADS, else all cores).",
+            min=1,
+            max=MAX_THREADS,
+        ),
     ] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Never use a GPU.")] = False,
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="Never use a GPU (as UPSCAYL_ENGINE_USE_GPU=false).")
+    ] = False,
     backend: Annotated[
-        Backend, typer.Option(help="Runtime (see `upscayl-cloud models backends`).")
-    ] = Backend.auto,
+        Backend | None,
+        typer.Option(
+            help="Runtime (default: UPSCAYL_ENGINE_BACKEND, else auto; "
+            "see `upscayl-cloud models backends`).",
+            show_default=False,
+        ),
+    ] = None,
     precision: Annotated[
-        Precision,
-        typer.Option(help="fp32: full precision on every backend (auto: bf16/fp16 where faster)."),
-    ] = Precision.auto,
+        Precision | None,
+        typer.Option(
+            help="fp32: full precision on every backend; auto: bf16/fp16 where faster "
+            "(default: UPSCAYL_ENGINE_PRECISION, else auto).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Upscale local images with a model of the catalog.
 
     Folders are found as ``client upscale`` finds them (the same rules: files
     recognised by their bytes, hidden files and earlier results skipped).
     A file named on the command line that cannot be upscaled fails the run
-    (exit 1); one met in a folder is skipped with its reason."""
+    (exit 1); one met in a folder is skipped with its reason.
+
+    The engine is configured as the service's workers are (``UPSCAYL_ENGINE_*``,
+    the encoder settings, the image limits), with these flags over it."""
     from upscayl_cloud.config import get_settings
     from upscayl_cloud.engine.pipeline import upscale_file
+    from upscayl_cloud.worker import configured_engine
 
-    settings = EngineSettings(
-        use_gpu=not cpu,
-        backend=backend.value,
-        precision=precision.value,  # type: ignore[arg-type]
-        cache_dir=get_settings().resolved_engine_cache_dir,
-        **({"threads": threads} if threads else {}),
+    configured = configured_engine(get_settings())
+    settings = replace(
+        configured,
+        use_gpu=configured.use_gpu and not cpu,
+        backend=backend.value if backend else configured.backend,
+        precision=precision.value if precision else configured.precision,
+        threads=threads or configured.threads,
     )
     console = Console(stderr=True)
     request = UpscaleRequest(model.value, int(scale.value), fmt.value, quality)
