@@ -37,24 +37,33 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_limit() -> None:
 
 def test_a_worker_whose_metrics_port_is_taken_says_so_and_stops(tmp_path: Path) -> None:
     """Before claiming any task: a worker nobody can observe is a surprise
-    found later, the port's owner unknown."""
+    found later, the port's owner unknown. And a worker that creates the
+    database (started in another folder than the server's, it would wait
+    for tasks nobody can send it) says so, once."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-c", _CLI, "worker", "--metrics-port", str(port)],
-            env={**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data")},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", _CLI, "worker", "--metrics-port", str(port)],
+                env={**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data")},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            for _ in range(2)
+        ]
+    for done in runs:
+        assert done.returncode == 2
+        assert f"Cannot serve worker metrics on 127.0.0.1:{port}: Address already in use" in (
+            done.stderr
         )
-    assert done.returncode == 2
-    assert f"Cannot serve worker metrics on 127.0.0.1:{port}: Address already in use" in (
-        done.stderr
-    )
-    assert "Traceback" not in done.stderr
-    assert "Worker running" not in done.stdout
+        assert "Traceback" not in done.stderr
+        assert "Worker running" not in done.stdout
+    database = (tmp_path / "data" / "upscayl.db").resolve()
+    assert f"note: no database at {database} yet" in " ".join(runs[0].stderr.split())
+    assert "note:" not in runs[1].stderr
 
 
 def test_serve_says_where_the_web_page_is(tmp_path: Path) -> None:

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from upscayl_cloud.api.requestid import RequestIdFilter
-from upscayl_cloud.cli.startup import exit_if_database_failed, open_context, prepare_folder
+from upscayl_cloud.cli.startup import (
+    exit_if_database_failed,
+    missing_embedded_database,
+    open_context,
+    prepare_folder,
+)
 from upscayl_cloud.config import MAX_THREADS, Settings, get_settings
 from upscayl_cloud.services import keys
 
@@ -243,6 +248,16 @@ def worker(
     }
     settings = get_settings().model_copy(update=overrides)
     configure_logging()
+    missing = missing_embedded_database(settings)
+    if missing is not None:
+        # Started before the server is fine (they share the file it creates);
+        # started in another folder than the server's, it waits for nothing.
+        typer.echo(
+            f"note: no database at {missing} yet, so a new one is created: a worker "
+            "serves the server whose data folder it shares (run it in the folder the "
+            "server runs in, or set UPSCAYL_DATA_DIR as the server has it)",
+            err=True,
+        )
     ctx = open_context(settings, records_secret=True)
     count = max(1, settings.workers)
     metrics = Metrics(ctx, task_counts=False)
