@@ -49,6 +49,22 @@ def test_add_then_list_then_remove(app: typer.Typer, tmp_path: Path) -> None:
     assert "Face enhancement: unavailable" in CliRunner().invoke(app, ["models", "list"]).output
 
 
+def test_add_beside_no_database_says_the_server_may_not_see_it(
+    app: typer.Typer, tmp_path: Path
+) -> None:
+    """Run in another folder than the server's, ``models add`` installed
+    into a ``./data`` there that no server reads, silently."""
+    source = nets.invert(tmp_path / "restorer.onnx")
+    lonely = CliRunner().invoke(app, ["models", "add", str(source)])
+    assert lonely.exit_code == 0, lonely.output
+    database = (tmp_path / "data" / "upscayl.db").resolve()
+    assert f"note: no database at {database}" in " ".join(lonely.output.split())
+
+    database.touch()  # the server's data folder
+    beside = CliRunner().invoke(app, ["models", "add", str(source), "--name", "second"])
+    assert beside.exit_code == 0 and "note:" not in beside.output
+
+
 def test_add_refuses_a_bad_model_with_a_clear_error(app: typer.Typer, tmp_path: Path) -> None:
     source = nets.affine(tmp_path / "bytes.onnx", 127.5, 127.5)
     result = CliRunner().invoke(app, ["models", "add", str(source)])

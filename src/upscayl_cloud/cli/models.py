@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from upscayl_cloud.cli.help import HELP_MARKUP
+from upscayl_cloud.cli.startup import missing_embedded_database
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 
@@ -221,6 +222,14 @@ def add(
         typer.echo(f"error: {exc.filename or path}: {exc.strerror or exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"installed face model {model.name!r} ({model.path})")
+    missing = missing_embedded_database(get_settings())
+    if missing is not None:  # most likely another folder than the server's
+        typer.echo(
+            f"note: no database at {missing}: a server reads face models from its own "
+            "data folder; if it runs elsewhere, add the model there (or set "
+            "UPSCAYL_DATA_DIR as the server has it)",
+            err=True,
+        )
 
 
 @models_app.command("remove")
