@@ -153,3 +153,57 @@ def test_long_generated_file_name_is_cut_in_the_stem(client: TestClient) -> None
         assert len(name.encode()) <= 200  # one file name on any file system, with room
         # The generated name is usable in start-task.
         assert _start(client, key, name)
+
+
+def test_a_nul_anywhere_a_client_names_something_is_a_400_on_every_database(
+    client: TestClient,
+) -> None:
+    """PostgreSQL's text columns refuse NUL (SQLite takes it): each of these
+    was a 500 there, and the direct file's object was left behind."""
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    headers = {"X-API-Key": key}
+    data = png_bytes()
+    asked = client.post(
+        "/get-upload-url",
+        json={"originalFileName": "a\x00b.png", "fileType": "image/png", "fileSize": len(data)},
+        headers=headers,
+    )
+    assert asked.status_code == 400, asked.text
+    assert asked.json()["error"] == "BAD_REQUEST"
+    assert "originalFileName: must not contain NUL characters" in asked.json()["message"]
+
+    listed = client.post(
+        "/start-task",
+        files=[("files", (None, json.dumps([{"fileName": "a\x00b.png"}]), "application/json"))],
+        headers=headers,
+    )
+    assert listed.status_code == 400, listed.text
+    assert listed.json()["message"] == "files[0].fileName must not contain NUL characters (\\u0000)"
+
+    boundary = b"nul-in-a-filename"
+    body = b"".join(
+        [
+            b"--" + boundary + b"\r\n",
+            b'Content-Disposition: form-data; name="file"; filename="a\x00b.png"\r\n',
+            b"Content-Type: image/png\r\n\r\n",
+            data,
+            b"\r\n--" + boundary + b"--\r\n",
+        ]
+    )  # fmt: skip (by hand: httpx escapes the NUL)
+    sent = client.post(
+        "/start-task",
+        content=body,
+        headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary.decode()}"},
+    )
+    assert sent.status_code == 400, sent.text
+    assert "filename must not contain NUL characters" in sent.json()["message"]
+    objects = client.app.state.ctx.settings.resolved_storage_dir
+    assert not [p for p in objects.rglob("*") if p.is_file() and "uploads" in p.parts]
+
+    done = client.post(
+        "/complete-multipart-upload",
+        json={"uploadId": "a\x00", "key": "k", "parts": [{"PartNumber": 1, "ETag": "x"}]},
+        headers=headers,
+    )
+    assert done.status_code == 400, done.text
+    assert "must not contain NUL characters" in done.json()["message"]

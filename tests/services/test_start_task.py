@@ -7,6 +7,7 @@ import struct
 import pytest
 import pyvips
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from support.context import new_principal
 from support.images import png_bytes, png_header_only
@@ -266,6 +267,17 @@ def test_a_direct_upload_is_named_as_the_caller_named_it(
         f"File 'b.png' ({stored!r}): 100000x100000 pixels exceeds"
     )
     assert keys.account_credits(ctx, principal.account_id) == 10
+
+
+def test_a_direct_upload_whose_row_fails_leaves_no_object(ctx: Context) -> None:
+    """The object was written before its row: a failed insert (here a real
+    one, an account the database does not have) left an object no sweeper
+    would ever find."""
+    ghost = Principal(account_id="00000000-0000-0000-0000-000000000000", key_id="k")
+    with pytest.raises(IntegrityError):
+        uploads.save_direct(ctx, ghost, "a.png", "image/png", iter([png_bytes()]))
+    stored = ctx.settings.resolved_storage_dir
+    assert not [path for path in stored.rglob("*") if path.is_file() and "uploads" in path.parts]
 
 
 def test_messages_echo_at_most_a_hundred_characters_of_a_name(

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
+from upscayl_cloud.api.schemas import unstorable
 from upscayl_cloud.config import Settings
 from upscayl_cloud.services.errors import (
     BadRequestError,
@@ -188,13 +189,8 @@ def _check_entry_types(entry: Any, index: int) -> None:
             continue
         if not isinstance(value, expected) or isinstance(value, bool):
             raise BadRequestError(f"files[{index}].{name} must be {label}, not {_json_type(value)}")
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate escaped in JSON ("\ud800")
-                raise BadRequestError(
-                    f"files[{index}].{name} must be valid Unicode text (it holds a lone surrogate)"
-                ) from None
+        if isinstance(value, str) and (reason := unstorable(value)) is not None:
+            raise BadRequestError(f"files[{index}].{name} {reason}")
     file_name = entry.get("fileName")
     if isinstance(file_name, str) and len(file_name) > _MAX_FILE_NAME:
         raise BadRequestError(
@@ -307,6 +303,8 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
                 raise BadRequestError("file must be a file part")
             head = await upload.read(64)
             label = f"file {clip(upload.filename)!r}" if upload.filename else "file"
+            if upload.filename and (reason := unstorable(upload.filename)) is not None:
+                raise BadRequestError(f"The file part's filename {reason}")
             if not head:
                 raise BadRequestError(f"{label} is empty; send the image's bytes")
             mime = sniff(head)

@@ -22,6 +22,7 @@ from pydantic import (
     StrictStr,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from upscayl_cloud.services.tasks import MODEL_NAMES
 
@@ -34,14 +35,26 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
-def _encodable(value: str) -> str:
-    """JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which no
-    database, file name or header can hold: refused here as bad input,
-    rather than failing later as a server error."""
+def unstorable(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None when it can.
+
+    JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which no
+    database, file name or header can hold, and a NUL (``"\\u0000"``), which
+    PostgreSQL's text columns refuse (SQLite takes it): both are refused as
+    bad input where they arrive, rather than failing later as a server
+    error on one database only."""
+    if "\x00" in value:
+        return "must not contain NUL characters (\\u0000)"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _encodable(value: str) -> str:
+    if (reason := unstorable(value)) is not None:
+        raise PydanticCustomError("unstorable_text", reason)  # no "Value error, " before it
     return value
 
 

@@ -491,22 +491,36 @@ def save_direct(
     if size == 0:
         ctx.storage.delete(key)
         raise BadRequestError("The file is empty")
-    with ctx.db.begin() as conn:
-        conn.execute(
-            insert(uploads).values(
-                file_name=file_name,
-                account_id=principal.account_id,
-                original_file_name=(original_file_name or file_name)[:255],
-                file_type=file_type,
-                file_size=size,
-                storage_key=key,
-                created_at=now,
-                url_expires_at=now,
-                expires_at=now + ctx.settings.upload_retention_seconds * 1000,
-                deleted_at=None,
+    try:
+        with ctx.db.begin() as conn:
+            conn.execute(
+                insert(uploads).values(
+                    file_name=file_name,
+                    account_id=principal.account_id,
+                    original_file_name=(original_file_name or file_name)[:255],
+                    file_type=file_type,
+                    file_size=size,
+                    storage_key=key,
+                    created_at=now,
+                    url_expires_at=now,
+                    expires_at=now + ctx.settings.upload_retention_seconds * 1000,
+                    deleted_at=None,
+                )
             )
-        )
+    except BaseException:
+        # Without its row the sweeper never learns of the object. Deleting it
+        # is safe even if the insert's commit landed unseen: no client was
+        # told its name, and a row whose object is gone is swept as usual.
+        _delete_quietly(ctx, key)
+        raise
     return file_name
+
+
+def _delete_quietly(ctx: Context, key: str) -> None:
+    try:
+        ctx.storage.delete(key)
+    except Exception:  # the store down too: the object stays, said in the log
+        log.warning("could not delete %s after its upload failed to be recorded", key)
 
 
 def discard(ctx: Context, principal: Principal, file_name: str, unless_named: bool = False) -> None:
