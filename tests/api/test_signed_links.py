@@ -87,3 +87,33 @@ def test_a_link_whose_method_was_changed_is_refused(client: TestClient) -> None:
     assert changed.status_code == 403, changed.text
     sent = client.put(put_link, content=b"abc", headers={"Content-Type": "image/png"})
     assert sent.status_code == 200, sent.text
+
+
+def test_a_refused_short_put_leaves_the_upload_already_stored(client: TestClient) -> None:
+    """A second PUT on the same link, chunked (no Content-Length to refuse
+    it by) and short, was refused only once its bytes had replaced the
+    stored upload, which was then deleted: the file was lost."""
+    from support.context import new_principal
+    from support.images import png_bytes
+
+    ctx: Context = client.app.state.ctx
+    key = new_principal(ctx, credits=10)[0]
+    data = png_bytes()
+    asked = client.post(
+        "/get-upload-url",
+        json={"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data)},
+        headers={"X-API-Key": key},
+    )
+    link = asked.json()["data"]["uploadURL"]
+    assert client.put(link, content=data, headers={"Content-Type": "image/png"}).status_code == 200
+
+    def short_body():  # a generator: sent chunked
+        yield data[:10]
+
+    again = client.put(link, content=short_body(), headers={"Content-Type": "image/png"})
+    assert again.status_code == 403, again.text
+    assert (
+        again.json()["message"] == "The body's size differs from the size the link was issued for"
+    )
+    stored = ctx.storage.path_of(link.split("/objects/", 1)[1].split("?", 1)[0])
+    assert stored.read_bytes() == data

@@ -156,23 +156,26 @@ def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str:
     digest = hashlib.md5(usedforsecurity=False)
 
     def hashed() -> Iterator[bytes]:
+        received = 0
         for chunk in chunks:
+            received += len(chunk)
             digest.update(chunk)
             yield chunk
+        # Refused before the file is moved into place: a short body must not
+        # replace (nor, deleted after, lose) an upload already stored there.
+        if received < grant.max_length:
+            raise ObjectTooSmallError(f"{received} bytes of {grant.max_length}")
 
     try:
         if grant.is_part:
             return storage.write_part(grant.upload_id, grant.part_number, chunks, grant.max_length)
-        size = storage.write_stream(grant.key, hashed(), grant.max_length)
+        storage.write_stream(grant.key, hashed(), grant.max_length)
     except ObjectTooLargeError as exc:
         raise FileSizeExceededError("The body is larger than the link allows") from exc
     except ObjectTooSmallError as exc:
         raise ForbiddenError(_SIZE_DIFFERS) from exc
     except MultipartError as exc:
         raise BadRequestError(str(exc)) from exc
-    if size != grant.max_length:
-        storage.delete(grant.key)
-        raise ForbiddenError(_SIZE_DIFFERS)
     return f'"{digest.hexdigest()}"'
 
 
