@@ -117,3 +117,23 @@ def test_a_refused_short_put_leaves_the_upload_already_stored(client: TestClient
     )
     stored = ctx.storage.path_of(link.split("/objects/", 1)[1].split("?", 1)[0])
     assert stored.read_bytes() == data
+
+
+def test_ranges_are_read_as_s3_reads_them(client: TestClient) -> None:
+    """A part of the file for a resuming download; a Range that cannot be
+    parsed is ignored (the whole file), one past the end is a 416 in the
+    error shape (both were plain text)."""
+    link = _stored_result_link(client)
+    part = client.get(link, headers={"Range": "bytes=1-3"})
+    assert (part.status_code, part.content) == (206, RESULT[1:4])
+    assert part.headers["content-range"] == f"bytes 1-3/{len(RESULT)}"
+    for unreadable in ("bytes=junk", "bytes=5-2", "pages=1-2"):
+        whole = client.get(link, headers={"Range": unreadable})
+        assert (whole.status_code, whole.content) == (200, RESULT), unreadable
+    for method in ("GET", "HEAD"):
+        past = client.request(method, link, headers={"Range": "bytes=99999-"})
+        assert past.status_code == 416
+        assert past.headers["content-range"] == f"bytes */{len(RESULT)}"
+        if method == "GET":
+            assert past.json()["error"] == "RANGE_NOT_SATISFIABLE"
+            assert past.json()["message"].startswith(f"The file has {len(RESULT)} bytes")

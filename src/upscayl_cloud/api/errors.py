@@ -32,7 +32,6 @@ from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.diskspace import out_of_space
 from upscayl_cloud.services.errors import (
     ECHO_LIMIT,
-    RateLimitExceededError,
     ServiceError,
     clip,
 )
@@ -150,9 +149,7 @@ async def service_error_response(request: Request, exc: Exception) -> JSONRespon
     assert isinstance(exc, ServiceError)
     if exc.report:
         log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
-    headers = rate_headers(request)
-    if isinstance(exc, RateLimitExceededError):
-        headers["Retry-After"] = str(exc.retry_after_seconds)
+    headers = {**rate_headers(request), **exc.response_headers()}
     return error_response(exc.status_code, exc.code, exc.public_message, headers)
 
 

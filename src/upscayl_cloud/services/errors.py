@@ -28,6 +28,10 @@ class ServiceError(Exception):
             self.public_message = public_message
         super().__init__(self.public_message)
 
+    def response_headers(self) -> dict[str, str]:
+        """Headers the answer carries beyond the rate headers."""
+        return {}
+
 
 class BadRequestError(ServiceError):
     code = "BAD_REQUEST"
@@ -99,6 +103,27 @@ class RateLimitExceededError(ServiceError):
     def __init__(self, public_message: str, retry_after_seconds: int) -> None:
         super().__init__(public_message)
         self.retry_after_seconds = retry_after_seconds
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class RangeNotSatisfiableError(ServiceError):
+    """A download's ``Range`` starts at or past the file's end, as S3's
+    ``InvalidRange``; ``Content-Range`` gives the size (RFC 9110)."""
+
+    code = "RANGE_NOT_SATISFIABLE"
+    status_code = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"The file has {size} bytes and the Range asked for starts at or past its end: "
+            "ask for bytes within it, or send no Range for the whole file"
+        )
+        self.size = size
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
 
 
 class InternalError(ServiceError):

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from upscayl_cloud.api.deps import ContextDep
 from upscayl_cloud.services import objects
-from upscayl_cloud.services.errors import FileSizeExceededError
+from upscayl_cloud.services.errors import FileSizeExceededError, RangeNotSatisfiableError
 from upscayl_cloud.storage.base import image_type
 from upscayl_cloud.storage.local import LINK_PATH
 
@@ -61,11 +62,29 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
     return Response(status_code=200, headers={"ETag": etag})
 
 
+class _ObjectResponse(FileResponse):
+    """A stored file, whose ``Range`` is read as S3 reads it: one that cannot
+    be parsed (``bytes=junk``, ``bytes=5-2``) is ignored and the whole file
+    sent (RFC 9110 lets a server ignore an invalid Range), and one past the
+    end is a 416 in the error shape. Starlette answered both in plain text,
+    which no client of ours reads."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no range: the whole file
+        except RangeNotSatisfiable:
+            # Raised before anything is sent, so the error handlers answer it.
+            raise RangeNotSatisfiableError(file_size) from None
+
+
 # HEAD too: download tools ask for the size and name before they fetch.
 @router.api_route(LINK_PATH + "{key:path}", methods=["GET", "HEAD"])
 def get_object(key: str, request: Request, ctx: ContextDep) -> Response:
     download = objects.open_download(ctx, key, request.query_params)
-    return FileResponse(
+    return _ObjectResponse(
         download.path,
         media_type=image_type(download.path.name) or "application/octet-stream",
         filename=download.download_name,
