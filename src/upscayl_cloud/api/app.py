@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,7 +19,15 @@ from upscayl_cloud.api.bodylimit import JsonBodyLimit
 from upscayl_cloud.api.cors import ApiCors
 from upscayl_cloud.api.ratelimit import RateLimits
 from upscayl_cloud.api.requestid import RequestId
-from upscayl_cloud.api.routes import capabilities, history, objects, ops, tasks, uploads
+from upscayl_cloud.api.routes import (
+    capabilities,
+    history,
+    objects,
+    ops,
+    tasks,
+    uploads,
+    without_validation_422,
+)
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
 from upscayl_cloud.services.context import build_context
 from upscayl_cloud.services.metrics import Metrics
@@ -76,6 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "History", "description": "Historical data operations"},
         ],
     )
+    generate_document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return without_validation_422(generate_document())  # cached by FastAPI: once
+
+    app.openapi = openapi  # type: ignore[method-assign]
     errors.install(app)
     app.add_middleware(JsonBodyLimit)
     app.add_middleware(errors.AnswerUnexpected)

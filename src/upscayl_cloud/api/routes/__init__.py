@@ -21,3 +21,17 @@ _DESCRIPTIONS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses an operation can answer."""
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+def without_validation_422(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (edited in place) without the 422 FastAPI documents for
+    every operation that validates input: this server answers validation
+    failures 400 in the spec's error shape, so a client generated from the
+    served document would otherwise model an answer that never comes."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
