@@ -92,9 +92,10 @@ class _CountingReceive:
     a truncated upload would otherwise read as "field missing".
     """
 
-    def __init__(self, request: Request, limit: int, boundary: bytes) -> None:
+    def __init__(self, request: Request, settings: Settings, boundary: bytes) -> None:
         self._receive = request.receive
-        self._limit = limit
+        self._file_limit = settings.max_upload_bytes
+        self._limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
         self._seen = 0
         self._closing = b"--" + boundary + b"--"
         self._tail = b""
@@ -111,7 +112,7 @@ class _CountingReceive:
             body = message.get("body", b"")
             self._seen += len(body)
             if self._seen > self._limit:
-                raise FileSizeExceededError()
+                raise FileSizeExceededError.over(self._file_limit)
             if not self.closed and self._closing:
                 window = self._tail + body
                 self.closed = self._closing in window
@@ -241,14 +242,14 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
     limit = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
-        raise FileSizeExceededError()
+        raise FileSizeExceededError.over(settings.max_upload_bytes)
     boundary = _boundary(request.headers.get("content-type", ""))
     if not boundary:
         raise BadRequestError(
             "Malformed multipart body: the Content-Type header has no boundary; "
             "let your HTTP client build the multipart/form-data request (e.g. curl -F)"
         )
-    receive = _CountingReceive(request, limit, boundary)
+    receive = _CountingReceive(request, settings, boundary)
     limited = Request(request.scope, receive=receive)
     try:
         form = await limited.form(max_files=2, max_fields=settings.max_files_per_task + 10)

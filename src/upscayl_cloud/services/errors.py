@@ -48,6 +48,14 @@ class FileSizeExceededError(BadRequestError):
     code = "FILE_SIZE_EXCEEDED"
     public_message = "File size exceeds maximum limit of 100MB"
 
+    @classmethod
+    def over(cls, limit_bytes: int, label: str | None = None) -> FileSizeExceededError:
+        """The refusal naming this server's limit (``UPSCAYL_MAX_UPLOAD_BYTES``),
+        in the spec's words where it is the default 100MB."""
+        limit = f"{limit_bytes // 2**20}MB" if limit_bytes % 2**20 == 0 else f"{limit_bytes} bytes"
+        said = f"file size exceeds maximum limit of {limit}"
+        return cls(f"{label}: {said}" if label else said[0].upper() + said[1:])
+
 
 class MissingFieldsError(BadRequestError):
     code = "MISSING_REQUIRED_FIELDS"

@@ -192,7 +192,7 @@ def check_file(
     ):
         raise BadRequestError(f"{label}: fileSize must be an integer")
     if isinstance(declared_size, int) and declared_size > ctx.settings.max_upload_bytes:
-        raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
+        raise FileSizeExceededError.over(ctx.settings.max_upload_bytes, label)
     with ctx.db.begin() as conn:
         row = conn.execute(
             select(uploads).where(
@@ -219,7 +219,7 @@ def check_file(
         if size is None:
             raise ObjectMissingError(row.storage_key)
         if size > ctx.settings.max_upload_bytes:
-            raise FileSizeExceededError(f"{label}: file size exceeds maximum limit of 100MB")
+            raise FileSizeExceededError.over(ctx.settings.max_upload_bytes, label)
         if size != row.file_size or (isinstance(declared_size, int) and declared_size != size):
             raise BadRequestError(
                 f"{label}: the stored file has {size} bytes, not the declared size"

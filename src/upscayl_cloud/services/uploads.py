@@ -164,9 +164,7 @@ def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
     if file_type not in ALLOWED_TYPES:
         raise InvalidFileTypeError()
     if file_size > ctx.settings.max_upload_bytes:
-        raise FileSizeExceededError(
-            f"File size exceeds maximum limit of {ctx.settings.max_upload_bytes} bytes"
-        )
+        raise FileSizeExceededError.over(ctx.settings.max_upload_bytes)
     if file_size < 1:
         raise BadRequestError("fileSize must be at least 1 byte")
 
@@ -487,7 +485,7 @@ def save_direct(
     try:
         size = ctx.storage.write_stream(key, chunks, ctx.settings.max_upload_bytes)
     except ObjectTooLargeError as exc:
-        raise FileSizeExceededError() from exc
+        raise FileSizeExceededError.over(ctx.settings.max_upload_bytes) from exc
     if size == 0:
         ctx.storage.delete(key)
         raise BadRequestError("The file is empty")
