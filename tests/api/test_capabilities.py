@@ -37,7 +37,7 @@ def test_public_answer_lists_what_start_task_accepts(client: TestClient) -> None
     assert data["formats"] == ["png", "jpg", "webp"]
     assert data["limits"]["maxUploadBytes"] == 104_857_600
     assert data["limits"]["fileTypes"] == ["image/jpeg", "image/png", "image/webp"]
-    assert data["limits"]["maxOutputEdge"] == {"webp": 16383, "jpg": 65535}
+    assert data["limits"]["maxOutputEdge"] == {"webp": 16383, "jpg": 65500}
     assert "account" not in data
 
 

@@ -23,7 +23,7 @@ from upscayl_cloud.engine.errors import (
     InvalidOptionError,
     UnsupportedImageTypeError,
 )
-from upscayl_cloud.engine.options import EncodeSettings, ImageLimits
+from upscayl_cloud.engine.options import MAX_OUTPUT_EDGE, EncodeSettings, ImageLimits
 from upscayl_cloud.engine.planes import Plane
 
 LIMITS = ImageLimits()
@@ -524,7 +524,9 @@ def test_check_output_size():
         imageio.check_output_size(16383, 16383, "webp", LIMITS)
     roomy = ImageLimits(max_webp_output_pixels=300_000_000)
     imageio.check_output_size(16383, 16383, "webp", roomy)
-    imageio.check_output_size(65535, 100, "jpg", LIMITS)
+    imageio.check_output_size(65500, 100, "jpg", LIMITS)
+    with pytest.raises(ImageTooLargeError, match="JPEG"):
+        imageio.check_output_size(65501, 100, "jpg", LIMITS)
     imageio.check_output_size(100_000, 100, "png", LIMITS)
     with pytest.raises(ImageTooLargeError, match=r"WebP.*16384x100.*smaller scale, or PNG"):
         imageio.check_output_size(16384, 100, "webp", LIMITS)
@@ -532,6 +534,20 @@ def test_check_output_size():
         imageio.check_output_size(100, 65536, "jpg", LIMITS)
     with pytest.raises(ImageTooLargeError, match="smaller scale"):
         imageio.check_output_size(1000, 1000, "png", ImageLimits(max_output_pixels=999_999))
+
+
+def test_the_jpeg_edge_limit_is_the_encoders(tmp_path):
+    """libjpeg writes up to 65500 pixels an edge (not the 65535 its size
+    fields hold): the limit checked before any work is the one it keeps."""
+    edge = MAX_OUTPUT_EDGE["jpg"]
+    color = Plane.from_array(tmp_path / "c.u16", np.full((2, edge, 3), 30000, np.uint16))
+    source = write(tmp_path / "in.png", np.full((2, 2, 3), 120, np.uint8))
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    imageio.encode(color, None, decoded, tmp_path / "wide.jpg", "jpg", None, SETTINGS)
+    assert pyvips.Image.new_from_file(str(tmp_path / "wide.jpg")).width == edge
+    wider = Plane.from_array(tmp_path / "w.u16", np.full((2, edge + 1, 3), 30000, np.uint16))
+    with pytest.raises(ImageTooLargeError):
+        imageio.encode(wider, None, decoded, tmp_path / "wider.jpg", "jpg", None, SETTINGS)
 
 
 @pytest.mark.parametrize(

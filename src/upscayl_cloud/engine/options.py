@@ -15,10 +15,12 @@ from upscayl_cloud.engine.faces.settings import FaceSettings
 
 OutputFormat = Literal["png", "jpg", "webp"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png", "jpg", "webp")
-#: Longest edge each output container can store (libwebp's limit; JPEG's
-#: 16-bit size fields). PNG's (2^31 - 1) is far beyond any pixel limit. Here,
-#: in a module that loads no decoder, so the API can check it too.
-MAX_OUTPUT_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65535}
+#: Longest edge each output encoder writes: libwebp's 16383, and libjpeg's
+#: 65500 (``JPEG_MAX_DIMENSION``, below the 65535 JPEG's size fields hold:
+#: an edge between them passed this check and failed only at the encode,
+#: after every network pass). PNG's (2^31 - 1) is far beyond any pixel
+#: limit. Here, in a module that loads no decoder, so the API can check it too.
+MAX_OUTPUT_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65500}
 SCALES: tuple[int, ...] = (2, 4, 8)
 
 
