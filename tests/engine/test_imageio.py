@@ -652,6 +652,46 @@ def test_a_source_without_resolution_gets_72_dpi(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("tags", "dpi"),
+    [
+        ({0x010F: "Camera"}, 72),  # EXIF without resolution: libvips's field said 25.4
+        ({0x011A: 300, 0x011B: 150}, (300, 150)),  # inches, unless stated
+        ({0x011A: 300, 0x011B: 300, 0x0128: 2}, 300),
+        ({0x011A: 100, 0x011B: 100, 0x0128: 3}, 254),  # per centimetre
+        ({0x011A: 300, 0x011B: 300, 0x0128: 1}, 72),  # no unit: an aspect ratio
+        ({0x011A: 300}, 72),  # half a resolution is none
+    ],
+)
+def test_a_webp_resolution_is_its_exifs(tmp_path, tags, dpi):
+    """libvips's WebP loader reads no resolution from EXIF, and lists an
+    XResolution field even where the EXIF has none."""
+    image_module = pytest.importorskip("PIL.Image")
+    exif = image_module.Exif()
+    for tag, value in tags.items():
+        exif[tag] = value
+    source = tmp_path / "in.webp"
+    image_module.new("RGB", (16, 12), (90, 140, 200)).save(
+        source, exif=exif.tobytes(), lossless=True
+    )
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    expected = (dpi, dpi) if isinstance(dpi, int) else dpi
+    assert tuple(r * 25.4 for r in decoded.resolution) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_png_without_phys_gets_exactly_72_dpi(tmp_path):
+    """Not libvips's own default, 2834 pixels a metre (71.98 DPI)."""
+    plain = tmp_path / "plain.png"
+    vips_image(COFFEE[:16, :16]).pngsave(str(plain), keep=pyvips.enums.ForeignKeep.NONE)
+    raw = plain.read_bytes()
+    at = raw.index(b"pHYs") - 4  # the chunk's length field
+    source = tmp_path / "in.png"
+    source.write_bytes(raw[:at] + raw[at + 4 + 4 + 9 + 4 :])
+    assert b"pHYs" not in source.read_bytes()
+    decoded = imageio.decode(source, tmp_path, LIMITS)
+    assert tuple(r * 25.4 for r in decoded.resolution) == pytest.approx((72, 72), abs=1e-6)
+
+
+@pytest.mark.parametrize(
     ("x", "y", "unit"),
     [
         (3000, 3000, 0),  # an aspect ratio, no unit: libvips read it as 76,200 DPI

@@ -176,7 +176,7 @@ def decode(
             image = image.icc_transform("srgb", embedded=True, depth=16)
         icc = None
     exif = _exif(image)
-    resolution = _resolution(image, source, orientation, Path(path))
+    resolution = _resolution(image, source, orientation, Path(path), exif)
     if exif is not None and orientation in _TRANSPOSING:
         # libvips saves the EXIF block's resolution over the image's own.
         exif = _swap_exif_resolution(exif)
@@ -392,22 +392,23 @@ def _orientation(image: pyvips.Image) -> int:
 
 
 def _resolution(
-    image: pyvips.Image, source: SourceImage, orientation: int, path: Path
+    image: pyvips.Image, source: SourceImage, orientation: int, path: Path, exif: bytes | None
 ) -> tuple[float, float]:
     """The source's pixels per millimetre, upright; 72 DPI where it states
     none. libvips says 1.0 where a format has no resolution of its own
-    (WebP, unless its EXIF gives one), which read back would be 25.4 DPI,
-    and passes a PNG pHYs of unit 0 (an aspect ratio, no unit) through as
-    if its numbers were per millimetre (3000:3000 became 76,200 DPI). A
-    value libvips cannot write back (over 10^6 per millimetre: a pHYs of
-    2^32 - 1) is no resolution either."""
+    (WebP: read from its EXIF here, which libvips's WebP loader does not
+    do; its ``exif-ifd0-XResolution`` field is there even when the EXIF has
+    no such tag), which read back would be 25.4 DPI, and passes a PNG pHYs
+    of unit 0 (an aspect ratio, no unit) through as if its numbers were per
+    millimetre (3000:3000 became 76,200 DPI). A value libvips cannot write
+    back (over 10^6 per millimetre: a pHYs of 2^32 - 1) is no resolution
+    either."""
     if source.mime_type == sniff.WEBP:
-        stated = bool(image.get_typeof("exif-ifd0-XResolution"))
-    elif source.mime_type == sniff.PNG:
-        stated = _png_density_unit(path) != 0
+        xres, yres = _exif_resolution(exif) or (0.0, 0.0)
+    elif source.mime_type == sniff.PNG and _png_density_unit(path) in (0, None):
+        xres, yres = 0.0, 0.0  # no pHYs, or one without a unit: none stated
     else:
-        stated = True
-    xres, yres = (image.xres, image.yres) if stated else (0.0, 0.0)
+        xres, yres = image.xres, image.yres
     xres = xres if 0 < xres <= MAX_RESOLUTION else DEFAULT_RESOLUTION
     yres = yres if 0 < yres <= MAX_RESOLUTION else DEFAULT_RESOLUTION
     return (yres, xres) if orientation in _TRANSPOSING else (xres, yres)
@@ -433,28 +434,74 @@ def _png_density_unit(path: Path) -> int | None:
     return None
 
 
-def _swap_exif_resolution(exif: bytes) -> bytes:
-    """``exif`` with IFD0's XResolution and YResolution exchanged (their
-    type, count and value offset: the values stay where they are), or
-    unchanged where the block does not hold both."""
+@dataclass(frozen=True)
+class _Ifd0:
+    """IFD0 of an EXIF block: its byte order, where its offsets count from,
+    and where each tag's 12-byte entry starts."""
+
+    order: str
+    base: int
+    entries: dict[int, int]
+
+
+def _ifd0(exif: bytes) -> _Ifd0 | None:
     start = 6 if exif.startswith(b"Exif\0\0") else 0
     order = {b"II": "<", b"MM": ">"}.get(exif[start : start + 2])
     if order is None:
-        return exif
+        return None
     try:
         ifd = start + struct.unpack_from(order + "I", exif, start + 4)[0]
         count = struct.unpack_from(order + "H", exif, ifd)[0]
         entries = {}
         for index in range(count):
             offset = ifd + 2 + 12 * index
-            tag = struct.unpack_from(order + "H", exif, offset)[0]
-            if tag in (0x011A, 0x011B):
-                entries[tag] = offset + 2
-        if len(entries) != 2 or max(entries.values()) + 10 > len(exif):
-            return exif
+            entries[struct.unpack_from(order + "H", exif, offset)[0]] = offset
     except struct.error:
+        return None
+    return _Ifd0(order, start, entries)
+
+
+#: EXIF's ResolutionUnit (inch unless stated; 1 is none) in millimetres.
+_EXIF_UNIT_MM = {2: 25.4, 3: 10.0}
+_EXIF_SHORT, _EXIF_RATIONAL = 3, 5
+
+
+def _exif_resolution(exif: bytes | None) -> tuple[float, float] | None:
+    """IFD0's XResolution and YResolution in pixels per millimetre, or None
+    where the block does not state both (or says they have no unit)."""
+    ifd = _ifd0(exif) if exif else None
+    if ifd is None or exif is None:
+        return None
+    try:
+        unit = 2
+        if (entry := ifd.entries.get(0x0128)) is not None:
+            kind, _count = struct.unpack_from(ifd.order + "HI", exif, entry + 2)
+            if kind == _EXIF_SHORT:
+                unit = struct.unpack_from(ifd.order + "H", exif, entry + 8)[0]
+        per_mm = []
+        for tag in (0x011A, 0x011B):
+            if (entry := ifd.entries.get(tag)) is None:
+                return None
+            kind, _count, where = struct.unpack_from(ifd.order + "HII", exif, entry + 2)
+            numerator, denominator = struct.unpack_from(ifd.order + "II", exif, ifd.base + where)
+            if kind != _EXIF_RATIONAL or denominator == 0 or unit not in _EXIF_UNIT_MM:
+                return None
+            per_mm.append(numerator / denominator / _EXIF_UNIT_MM[unit])
+    except struct.error:
+        return None
+    return per_mm[0], per_mm[1]
+
+
+def _swap_exif_resolution(exif: bytes) -> bytes:
+    """``exif`` with IFD0's XResolution and YResolution exchanged (their
+    type, count and value offset: the values stay where they are), or
+    unchanged where the block does not hold both."""
+    ifd = _ifd0(exif)
+    if ifd is None or not {0x011A, 0x011B} <= ifd.entries.keys():
         return exif
-    x, y = entries[0x011A], entries[0x011B]
+    x, y = ifd.entries[0x011A] + 2, ifd.entries[0x011B] + 2
+    if max(x, y) + 10 > len(exif):
+        return exif
     swapped = bytearray(exif)
     swapped[x : x + 10], swapped[y : y + 10] = exif[y : y + 10], exif[x : x + 10]
     return bytes(swapped)
