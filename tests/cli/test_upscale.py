@@ -174,3 +174,26 @@ def test_the_service_configuration_applies_under_the_flags(tmp_path, photo, monk
         assert done.exit_code == 0, done.output
         sizes[level] = result_file.stat().st_size
     assert sizes["0"] > 2 * sizes["9"]  # stored, not deflated
+
+
+def test_long_names_are_shortened_as_the_client_shortens_them(tmp_path, photo):
+    """A 230-character stem made a 260-byte result name, which no file
+    system takes, found only after the upscaling."""
+    source = _photo(tmp_path / f"{'p' * 230}.png", photo)
+    result = CliRunner().invoke(
+        app, ["upscale", str(source), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    made = [p.name for p in tmp_path.iterdir() if p.name.endswith("_upscayl_2x_quick-clear-4x.png")]
+    assert len(made) == 1 and made[0].startswith("p" * 100)
+    assert len(made[0].encode()) <= 200
+
+
+def test_an_output_folder_nothing_can_be_written_in_fails_before_the_work(tmp_path, photo):
+    source = _photo(tmp_path / "a.png", photo)
+    result = CliRunner().invoke(
+        app,
+        ["upscale", str(source), "-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", "/proc/self"],
+    )
+    assert result.exit_code == 1
+    assert "a.png: cannot write in /proc/self:" in " ".join(result.output.split())

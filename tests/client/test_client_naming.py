@@ -123,10 +123,11 @@ def test_a_server_may_only_name_an_image(given: str, expected: str | None) -> No
 def test_a_long_stem_is_shortened_and_the_extension_kept() -> None:
     """A result without its extension would be taken for an input (and paid
     for again) by the next run in place."""
-    name = local_name(Path("é" * 100 + ".png"), 4, "upscayl-standard-4x", "png")
-    assert name.endswith("_upscayl_4x_upscayl-standard-4x.png")
-    assert name.startswith("é" * 10) and len(name.encode()) <= MAX_NAME_BYTES
-    assert RESULT_NAME.fullmatch(name)
+    for stem in ("é" * 100, "é" * 150, "p" * 240):  # the last two: no safe name alone
+        name = local_name(Path(stem + ".png"), 4, "upscayl-standard-4x", "png")
+        assert name.endswith("_upscayl_4x_upscayl-standard-4x.png")
+        assert name.startswith(stem[:10]) and len(name.encode()) <= MAX_NAME_BYTES
+        assert RESULT_NAME.fullmatch(name)
 
 
 def test_a_file_not_named_as_a_result_is_never_replaced(tmp_path: Path) -> None:

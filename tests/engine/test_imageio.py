@@ -474,6 +474,14 @@ def test_failed_write_leaves_nothing_at_the_destination(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.png"]
 
 
+def test_a_destination_of_the_longest_legal_name_is_written(tmp_path):
+    """The temporary name beside it carried the whole name, and went past
+    the file system's 255 bytes."""
+    destination = tmp_path / ("x" * 251 + ".png")
+    assert planeio.save_atomically(lambda path: Path(path).write_bytes(b"png"), destination) == 3
+    assert [p.name for p in tmp_path.iterdir()] == [destination.name]
+
+
 def test_libvips_write_failures_are_os_errors(tmp_path):
     """A full disk met by libvips (writing into /dev/full, whose ENOSPC is
     the kernel's) is an OSError with that number, from the encoder's writes

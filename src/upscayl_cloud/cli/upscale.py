@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
-from upscayl_cloud.client.naming import OutputNames
+from upscayl_cloud.client.naming import OutputNames, local_name
 from upscayl_cloud.config import MAX_THREADS
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
@@ -46,9 +47,15 @@ class Format(StrEnum):
     webp = "webp"
 
 
-def output_name(source: Path, model: str, scale: int, fmt: str) -> str:
-    """Upscayl's own naming, so results sort next to their originals."""
-    return f"{source.stem}_upscayl_{scale}x_{model}.{fmt}"
+def _check_writable(folder: Path) -> None:
+    """Raise (an ``OSError`` naming ``folder``) unless a file can be created
+    in it: a read-only output folder failed only at the encode, after every
+    network pass."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".upscayl-probe-"):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write in {folder}: {exc.strerror}") from exc
 
 
 def upscale(
@@ -143,7 +150,9 @@ def upscale(
             task = bar.add_task(found.path.name, total=1.0)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                name = output_name(found.path, model.value, int(scale.value), fmt.value)
+                _check_writable(folder)
+                # The client's naming: Upscayl's, a stem too long shortened.
+                name = local_name(found.path, int(scale.value), model.value, fmt.value)
                 target = names.claim(folder, name)
                 result = upscale_file(
                     found.path,

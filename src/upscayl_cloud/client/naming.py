@@ -96,8 +96,10 @@ def local_name(source: Path, scale: object, model: object, fmt: object) -> str:
         or "_upscayl.jpg"
     )
     room = max(0, MAX_NAME_BYTES - len(ending.encode("utf-8")))
-    stem = (safe_file_name(source.stem) or "image").encode("utf-8")[:room]
-    return safe_file_name(stem.decode("utf-8", errors="ignore") + ending) or "image_upscayl.jpg"
+    # Cut before it is cleaned: a stem over MAX_NAME_BYTES is no safe name
+    # by itself, and every such file became "image_upscayl...".
+    cut = source.stem.encode("utf-8", errors="ignore")[:room].decode("utf-8", errors="ignore")
+    return safe_file_name((safe_file_name(cut) or "image") + ending) or "image_upscayl.jpg"
 
 
 def inside(folder: Path, name: str) -> Path:

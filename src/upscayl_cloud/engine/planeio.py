@@ -129,8 +129,10 @@ def atomic_destination(destination: Path) -> Iterator[Path]:
     it is synced first so that a power loss cannot leave a renamed but empty
     file either."""
     destination = Path(destination)
+    # Some of the name, not all: a legal 245-byte name made a temporary name
+    # over the file system's 255 bytes, and failed after all the work.
     fd, name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
+        prefix=f".{destination.name[:40]}.", suffix=".part", dir=destination.parent
     )
     os.close(fd)
     temporary = Path(name)
