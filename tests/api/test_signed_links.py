@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from fastapi.testclient import TestClient
 
 from upscayl_cloud.db.engine import now_ms
@@ -85,6 +87,19 @@ def test_a_link_whose_method_was_changed_is_refused(client: TestClient) -> None:
         headers={"Content-Type": "image/png"},
     )
     assert changed.status_code == 403, changed.text
+    # Numbers as they were signed (int() read "+N" and "0N" as N), and the
+    # type named as signed, though the header is what is checked.
+    expires = parse_qs(urlsplit(link).query)["expires"][0]
+    for number in (f"%2B{expires}", f"0{expires}", f"{expires}%20"):
+        response = client.get(link.replace(f"expires={expires}", f"expires={number}"))
+        assert response.status_code == 403, (number, response.text)
+    for query in ("type=image%2Fjpeg", f"expires=%2B{expires}"):
+        altered = put_link.replace("type=image%2Fpng", query)
+        if query.startswith("expires"):
+            put_expires = parse_qs(urlsplit(put_link).query)["expires"][0]
+            altered = put_link.replace(f"expires={put_expires}", f"expires=%2B{put_expires}")
+        refused = client.put(altered, content=b"abc", headers={"Content-Type": "image/png"})
+        assert refused.status_code == 403, (query, refused.text)
     sent = client.put(put_link, content=b"abc", headers={"Content-Type": "image/png"})
     assert sent.status_code == 200, sent.text
 

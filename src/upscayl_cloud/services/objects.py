@@ -59,10 +59,13 @@ def _local(ctx: Context) -> LocalStorage:
 
 
 def _int(query: Mapping[str, str], name: str) -> int:
-    try:
-        return int(query.get(name, ""))
-    except ValueError as exc:
-        raise ForbiddenError() from exc
+    """A number of a link as it was signed: digits only, as it was written
+    (``int()`` also took ``+N``, ``N_000`` and spaces, so an altered link
+    still worked)."""
+    value = query.get(name, "")
+    if not (value.isascii() and value.isdigit()) or value != str(int(value)):
+        raise ForbiddenError()
+    return int(value)
 
 
 def _media_type(content_type: str | None) -> str:
@@ -119,6 +122,8 @@ def authorize_put(
         raise ForbiddenError(_UPLOAD_LINK_EXPIRED) from exc
     except SignatureError as exc:
         raise ForbiddenError(_put_refusal(storage, claims, query)) from exc
+    if not is_part and query.get("type", claims.content_type) != claims.content_type:
+        raise ForbiddenError()  # the type it names is not the one it was signed for
     if content_length is not None and content_length > claims.max_length:
         raise ForbiddenError("The body is larger than the link allows")
     # Parts too: the split is planned by the service, and S3 signs each part's
