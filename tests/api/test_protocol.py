@@ -391,3 +391,21 @@ def test_a_trickled_signed_put_stores_nothing(service: tuple[int, Context]) -> N
     while ctx.storage.size(object_key) is not None:
         assert time.monotonic() < deadline, "the partial upload was kept"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ],
+)
+def test_a_request_that_is_not_http_gets_the_error_shape(port: int, head: bytes) -> None:
+    """uvicorn answered these in plain text."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        status, body = read_json_answer(sock)
+        assert (status, body["error"]) == (400, "BAD_REQUEST")
+        assert body["message"].startswith("The request is not valid HTTP/1.1")
+        assert _closed_within(sock, 5)

@@ -45,6 +45,7 @@ for ``linger_seconds`` (nginx's lingering close).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -57,6 +58,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from upscayl_cloud.api.cors import allowed_origin
 
 log = logging.getLogger(__name__)
+
+#: The answer to a request that is not valid HTTP/1.1 (h11 gives no detail).
+MALFORMED_HTTP_MESSAGE = (
+    "The request is not valid HTTP/1.1 (a malformed request line or header, or more "
+    "than one Content-Length): send it with an HTTP client library"
+)
 
 #: Seconds a client has to send a request's headers (a real client sends
 #: them at once; slow links need a few seconds at most).
@@ -324,6 +331,25 @@ class DeadlineH11Protocol(H11Protocol):
             + self.conn.send(h11.Data(data=b"" if head_only else body))
             + self.conn.send(h11.EndOfMessage())
         )
+
+    def send_400_response(self, msg: str) -> None:
+        """What h11 cannot parse (two ``Content-Length`` headers, a negative
+        one, a malformed request line or header), in the spec's error shape:
+        uvicorn wrote it as plain text, which no client of ours reads."""
+        body = json.dumps({"error": "BAD_REQUEST", "message": MALFORMED_HTTP_MESSAGE}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        # An answer already begun (h11 refuses another): nothing more can be said.
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.transport.write(
+                self.conn.send(h11.Response(status_code=400, headers=headers))
+                + self.conn.send(h11.Data(data=body))
+                + self.conn.send(h11.EndOfMessage())
+            )
+        self.transport.close()
 
     def _linger(self) -> None:
         """Stop writing, read and discard for ``linger_seconds``, then close."""
