@@ -277,3 +277,38 @@ def test_one_object_the_store_refuses_does_not_stop_the_sweep(
     assert sweep(ctx).uploads_deleted == 1  # still unpurged, deleted once the store agrees
     assert ctx.storage.size(storage_key(principal.account_id, stuck)) is None
     assert _marks(ctx, stuck)[1] is not None
+
+
+def test_an_object_the_local_store_cannot_delete_stops_neither_the_pass_nor_the_reaping(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real refusal: a folder where an original's file should be. The OS's
+    error ended the pass before the reaper ran, so a task lost on its last
+    attempt kept its credits reserved for as long as the folder stayed."""
+    from upscayl_cloud.queue.lease import claim
+
+    task_id = queued_task(ctx, principal)
+    assert claim(ctx.db, "dies", 30, ctx.settings.max_attempts) is not None
+    with ctx.db.begin() as conn:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(attempts=ctx.settings.max_attempts, lease_until=now_ms() - 1)
+        )
+    assert keys.account_credits(ctx, principal.account_id) == 9
+    stuck, other = uploaded(ctx, principal), uploaded(ctx, principal)
+    blocked = ctx.storage.path_of(storage_key(principal.account_id, stuck))
+    blocked.unlink()
+    blocked.mkdir()
+    (blocked / "inside").write_bytes(b"x")
+    _sweep_a_year_later(monkeypatch)
+
+    report = sweep(ctx)
+    assert report.tasks_reaped == 1
+    with ctx.db.begin() as conn:
+        assert conn.execute(select(tasks.c.status).where(tasks.c.id == task_id)).scalar() == (
+            "failed"
+        )
+    assert keys.account_credits(ctx, principal.account_id) == 10
+    assert ctx.storage.size(storage_key(principal.account_id, other)) is None
+    assert blocked.is_dir() and _marks(ctx, stuck)[1] is None  # left for a later pass

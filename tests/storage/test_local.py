@@ -15,6 +15,7 @@ from upscayl_cloud.storage.base import (
     ObjectMissingError,
     ObjectStorage,
     ObjectTooLargeError,
+    StorageError,
 )
 from upscayl_cloud.storage.local import LocalStorage
 
@@ -59,6 +60,31 @@ def test_delete_prefix(store: LocalStorage) -> None:
     store.delete_prefix("r/t/1")
     assert store.size("r/t/1/0.png") is None
     assert store.size("r/t/2/0.png") == 1
+
+
+def test_deletes_leave_no_empty_folders(store: LocalStorage) -> None:
+    """Each task's results have folders of their own: every task left four
+    empty ones behind for good."""
+    store.write_stream("results/a/t1/1/0.png", iter([b"a"]), 5)
+    store.write_stream("results/a/t2/1/0.png", iter([b"b"]), 5)
+    store.write_stream("thumbs/a/t1/1/0.webp", iter([b"c"]), 5)
+    store.delete("results/a/t1/1/0.png")
+    store.delete_prefix("thumbs/a/t1/1")
+    folders = {str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_dir()}
+    assert folders == {"results", "results/a", "results/a/t2", "results/a/t2/1"}
+    store.delete("results/a/t2/1/0.png")
+    assert list(store.root.iterdir()) == [] and store.root.is_dir()
+    assert store.write_stream("results/a/t3/1/0.png", iter([b"d"]), 5) == 1  # made again
+
+
+def test_a_file_the_system_will_not_delete_is_a_storage_error(store: LocalStorage) -> None:
+    """Raised as the OS's error, it ended the sweeper's whole pass (S3's
+    refusals were StorageErrors already). A folder where the file should be
+    is a refusal root cannot override."""
+    store.path_of("uploads/a/x.png").mkdir(parents=True)
+    (store.path_of("uploads/a/x.png") / "inside").write_bytes(b"x")
+    with pytest.raises(StorageError, match=r"could not delete uploads/a/x\.png"):
+        store.delete("uploads/a/x.png")
 
 
 def _part(store: LocalStorage, upload_id: str, n: int, data: bytes) -> CompletedPart:

@@ -22,8 +22,8 @@ its multipart upload, both of which succeed for what is already gone. A
 process killed between the mark and the purge, a store that refuses one
 object, or an outage of the store, therefore only delays the purge to a
 later pass; the mark itself is never undone, since no task may use a row
-marked deleted. An outage ends the pass's deletions, but never the reaping of
-lost tasks.
+marked deleted. An outage ends the pass's deletions; lost tasks are reaped
+before any of them, so nothing the store does keeps their credits reserved.
 
 Results are deleted first and marked after: a process killed between the two
 leaves the row unmarked, and the next pass deletes the (gone) objects again.
@@ -128,7 +128,7 @@ def _each(items: Sequence[_T], delete: Callable[[_T], bool], what: str) -> int:
     """Delete every item, and count them. One the store refuses is logged and
     left for the next pass; an outage of the store ends the loop (every
     other item would wait out the same timeouts), so that the rest of the
-    pass, the reaping above all, still runs."""
+    pass still runs."""
     done = 0
     for item in items:
         try:
@@ -144,7 +144,10 @@ def _each(items: Sequence[_T], delete: Callable[[_T], bool], what: str) -> int:
 
 
 def sweep(ctx: Context) -> SweepReport:
-    """One pass over everything past its expiry."""
+    """One pass over everything past its expiry. Lost tasks are reaped first:
+    whatever the store does with the deletions after, their credits are
+    released."""
+    reaped = reap_lost(ctx)
     now = now_ms()
     with ctx.db.begin() as conn:
         expired_uploads = (
@@ -170,7 +173,7 @@ def sweep(ctx: Context) -> SweepReport:
     return SweepReport(
         _each(_unpurged(ctx), lambda row: _purge_upload(ctx, row), "original"),
         _each(expired_results, lambda row: _delete_result(ctx, row, now), "result"),
-        reap_lost(ctx),
+        reaped,
     )
 
 

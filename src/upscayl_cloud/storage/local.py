@@ -23,12 +23,15 @@ from upscayl_cloud.storage.base import (
     ObjectMissingError,
     ObjectTooLargeError,
     ObjectTooSmallError,
+    StorageError,
 )
 from upscayl_cloud.storage.signing import LinkClaims, Signer
 
 #: Where the service answers signed links (see api/routes/objects.py).
 LINK_PATH = "/objects/"
 _MULTIPART_DIR = ".multipart"
+#: Attempts at creating a file in a folder that deletes may remove meanwhile.
+_FOLDER_RACE_TRIES = 5
 
 
 class LocalStorage:
@@ -53,8 +56,7 @@ class LocalStorage:
         return self.root / _MULTIPART_DIR / upload_id / f"{part_number:05d}"
 
     def _write_atomic(self, target: Path, chunks: Iterator[bytes], max_bytes: int) -> int:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp_name = self._temporary_beside(target)
         written = 0
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -68,6 +70,31 @@ class LocalStorage:
             Path(tmp_name).unlink(missing_ok=True)
             raise
         return written
+
+    def _temporary_beside(self, target: Path) -> tuple[int, str]:
+        """A new temporary file in ``target``'s folder, created as needed. A
+        delete may remove that folder, emptied, between its creation and the
+        file's (see :meth:`_remove_empty_folders`): then it is made again."""
+        for _ in range(_FOLDER_RACE_TRIES - 1):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            except FileNotFoundError:
+                continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """``folder`` and its parents below the root, while they are empty: a
+        task's results live in folders of their own (``results/<account>/
+        <task>/<attempt>/``), and without this every task left four empty
+        folders behind for good, an inode and a block each."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): its parents are not empty either
+                return
+            folder = folder.parent
 
     # -- objects ------------------------------------------------------------------
     def write_stream(self, key: str, chunks: Iterator[bytes], max_bytes: int) -> int:
@@ -98,10 +125,21 @@ class LocalStorage:
             return None
 
     def delete(self, key: str) -> None:
-        self.path_of(key).unlink(missing_ok=True)
+        """Delete ``key``'s file (gone already is fine). A file the system
+        will not delete (permissions, a read-only or failing disk) is a
+        ``StorageError``, as the S3 store's refusals are, so that the sweeper
+        leaves it for its next pass and goes on."""
+        path = self.path_of(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"could not delete {key}: {exc.strerror or exc}") from exc
+        self._remove_empty_folders(path.parent)
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path_of(prefix.rstrip("/")), ignore_errors=True)
+        folder = self.path_of(prefix.rstrip("/"))
+        shutil.rmtree(folder, ignore_errors=True)
+        self._remove_empty_folders(folder.parent)
 
     # -- links ----------------------------------------------------------------------
     def _link(self, base_url: str, claims: LinkClaims, extra: dict[str, str]) -> str:
