@@ -316,3 +316,62 @@ def test_an_outcome_committed_before_an_outage_keeps_its_result(
         item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
     assert ctx.storage.size(item.result_key) == item.final_file_size
     assert ctx.storage.size(item.thumbnail_key) is not None
+
+
+def _with_settings(ctx: Context, **changes: Any) -> Context:
+    from dataclasses import replace
+
+    return replace(ctx, settings=ctx.settings.model_copy(update=changes))
+
+
+def test_a_wedged_engine_call_is_failed_and_refunded_on_its_last_attempt(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in, named so, for a GPU driver hung inside a tile (which we
+    cannot provoke): the call neither progresses nor asks to stop. The
+    heartbeat renewed its lease anyway, so the task stayed processing, its
+    credits reserved, for as long as the process lived."""
+    from upscayl_cloud.services.results import reap_lost
+
+    unwedge = threading.Event()
+    monkeypatch.setattr(pipeline, "upscale_file", lambda *a, **kw: unwedge.wait(60))
+    short = _with_settings(ctx, lease_seconds=0.6, max_attempts=1, task_stall_seconds=1.0)
+    task_id = queued_task(short, principal, model="quick-clear-4x", scale="2")
+    held = claim(short.db, "w", 0.6, 1)
+    assert held is not None
+    running = threading.Thread(target=handle, args=(short, held), daemon=True)
+    running.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not reap_lost(short):
+            assert time.monotonic() < deadline, _task(short, task_id)
+            time.sleep(0.2)
+        row = _task(short, task_id)
+        assert (row.status, row.credits_charged) == ("failed", 0)
+        assert keys.account_credits(short, principal.account_id) == 10
+    finally:
+        unwedge.set()
+        running.join(30)
+    assert _task(short, task_id).status == "failed"  # its late end changes nothing
+
+
+def test_a_slow_file_that_shows_signs_of_life_is_not_taken_for_wedged(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking for cancellation between tiles is enough: 2.5 s of them,
+    with a stall limit of 1 s, and the task completes."""
+    real_upscale = pipeline.upscale_file
+
+    def slow(*args: Any, should_cancel: Callable[[], bool], **kw: Any) -> Any:
+        for _ in range(12):
+            time.sleep(0.2)
+            assert not should_cancel()
+        return real_upscale(*args, should_cancel=should_cancel, **kw)
+
+    monkeypatch.setattr(pipeline, "upscale_file", slow)
+    short = _with_settings(ctx, lease_seconds=0.6, max_attempts=1, task_stall_seconds=1.0)
+    task_id = queued_task(short, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    held = claim(short.db, "w", 0.6, 1)
+    assert held is not None
+    handle(short, held)
+    assert _task(short, task_id).status == "completed"

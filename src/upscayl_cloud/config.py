@@ -269,6 +269,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=60.0, gt=0, le=DAY, allow_inf_nan=False)
     #: A task is tried at most this many times (worker deaths included).
     max_attempts: int = Field(default=3, ge=1, le=100)
+    #: A task whose engine shows no sign of life for this long (no tile
+    #: done, no check for cancellation: a wedged GPU driver or runtime) stops
+    #: having its lease renewed, so that it is taken over or, on its last
+    #: attempt, failed and refunded; 0: never.
+    task_stall_seconds: float = Field(default=1800.0, ge=0, le=DAY, allow_inf_nan=False)
     #: How often an idle worker looks for work.
     poll_interval_seconds: float = Field(default=0.5, gt=0, le=HOUR, allow_inf_nan=False)
     #: Port on which an ``upscayl-cloud worker`` process serves its own

@@ -175,7 +175,15 @@ def engine_settings(settings: Settings) -> EngineSettings:
 
 
 class Heartbeat:
-    """Renews the lease with the latest progress until stopped, on its own thread."""
+    """Renews the lease with the latest progress until stopped, on its own thread.
+
+    It renews only while the task shows signs of life (:meth:`touch`: a
+    tile done, a check for cancellation) at least every
+    ``task_stall_seconds``: an engine call wedged in native code (a hung GPU
+    driver) checks nothing, and renewing for it kept its task processing,
+    its credits reserved, for as long as the process lived. Left to expire,
+    the lease lets another worker take the task over or, on its last
+    attempt, the reaper fail and refund it."""
 
     def __init__(self, ctx: Context, held: Claim) -> None:
         self._ctx = ctx
@@ -184,7 +192,26 @@ class Heartbeat:
         self.progress = 0
         self.lost = False
         self._interval = min(1.0, ctx.settings.lease_seconds / 3)
+        self._stall_seconds = ctx.settings.task_stall_seconds
+        self._active_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def touch(self) -> None:
+        """The task is alive: it did something, or asked whether to stop."""
+        self._active_at = time.monotonic()
+
+    def _stalled(self) -> bool:
+        idle = time.monotonic() - self._active_at
+        if not self._stall_seconds or idle <= self._stall_seconds:
+            return False
+        log.error(
+            "task %s: no sign of life for %.0f s (a wedged GPU driver or runtime?): its "
+            "lease is left to expire for another worker or the reaper; this worker "
+            "thread may stay stuck until the process is restarted",
+            self._claim.task_id,
+            idle,
+        )
+        return True
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -197,6 +224,9 @@ class Heartbeat:
     def _run(self) -> None:
         written = -1
         while not self._stop.wait(self._interval):
+            if self._stalled():
+                self.lost = True  # should it wake, it stops as a task taken over does
+                return
             progress = self.progress
             try:
                 ok = renew(
@@ -265,12 +295,15 @@ def process(
     with Heartbeat(ctx, held) as beat, WORK_SPACE.folder(settings.work_dir) as tmp:
 
         def report(fraction: float, index: int) -> None:
+            beat.touch()
             beat.progress = min(99, int(100 * (index + fraction) / len(files)))
 
         def should_cancel() -> bool:
+            beat.touch()  # the engine between tiles; a file waiting for work space
             return beat.lost or stopping.is_set()
 
         for index, item in enumerate(files):
+            beat.touch()
             # The previous file's source, result and thumbnail are stored or
             # given up by now: their space goes to this file.
             for leftover in tmp.iterdir():
