@@ -375,3 +375,24 @@ def test_a_slow_file_that_shows_signs_of_life_is_not_taken_for_wedged(
     assert held is not None
     handle(short, held)
     assert _task(short, task_id).status == "completed"
+
+
+def test_outputs_left_by_a_handed_back_run_of_the_attempt_are_removed(
+    ctx: Context, principal: Principal
+) -> None:
+    """A run handed back on shutdown gives its attempt number back; if its
+    discard failed (the store down then), the next run of that number wrote
+    beside its leftovers, and a file it no longer produced stayed unlinked."""
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    held = claim(ctx.db, "w", 30, 3)
+    assert held is not None
+    results_folder, thumbs_folder = output_folders(principal.account_id, held)
+    leftovers = [f"{results_folder}/7.png", f"{thumbs_folder}/7.webp"]
+    for key in leftovers:
+        ctx.storage.write_stream(key, iter([b"from the run handed back"]), 100)
+    handle(ctx, held)
+    assert _task(ctx, task_id).status == "completed"
+    assert [ctx.storage.size(key) for key in leftovers] == [None, None]
+    with ctx.db.begin() as conn:
+        item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
+    assert ctx.storage.size(item.result_key) == item.final_file_size

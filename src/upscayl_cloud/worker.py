@@ -398,9 +398,10 @@ def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
 
 def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
     """Discard an attempt's outputs while the store may be down. What stays
-    after a handed-back attempt is removed with the earlier attempts when a
-    later one completes; after the task's last outcome it stays in the store
-    (logged; deployment.md's lifecycle rule removes it)."""
+    after a handed-back attempt is removed when its number is claimed again
+    (``handle``), or with the earlier attempts when a later one completes;
+    after the task's last outcome it stays in the store (logged;
+    deployment.md's lifecycle rule removes it)."""
     try:
         _discard_attempt(ctx, account_id, held)
     except Exception as exc:
@@ -481,6 +482,11 @@ def handle(
             select(tasks.c.account_id).where(tasks.c.id == held.task_id)
         ).scalar_one()
     try:
+        # A run of this attempt handed back on shutdown shares its number and
+        # folders; what its discard could not remove (the store down then)
+        # goes now, or files this run does not produce would stay unlinked.
+        # Quietly: a store that refuses deletes must not stop the work.
+        _discard_quietly(ctx, account_id, held)
         recorded = process(ctx, held, metrics, stopping)
     except ShutdownError:
         # Outputs first: the attempt is given back, so the next claim reuses
