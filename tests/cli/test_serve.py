@@ -194,3 +194,34 @@ def test_migrate_says_what_it_did(tmp_path: Path) -> None:
 def test_an_ipv6_host_is_bracketed_in_the_urls_shown() -> None:
     assert url_host("::1") == "[::1]" and url_host("127.0.0.1") == "127.0.0.1"
     assert url_host("localhost") == "localhost"
+
+
+def test_access_lines_are_logged_as_every_other_line(tmp_path: Path) -> None:
+    """uvicorn's own format went to stdout, without time or request id; a
+    signed link's signature is still cut from them."""
+    env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data"), "UPSCAYL_WORKERS": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        serving = next(line for line in process.stdout if line.startswith("Serving"))
+        url = serving.split(" on ")[1].split()[0]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                missing = httpx.get(url + "/nope", headers={"X-Request-ID": "trace-xyz"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+        assert missing.status_code == 404
+        httpx.get(url + "/objects/a/b.png?method=GET&expires=1&signature=f00dfeed")
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=30)
+    access = [line for line in err.splitlines() if '"GET /nope HTTP/1.1" 404' in line]
+    assert len(access) == 1 and " INFO uvicorn.access [trace-xyz] " in access[0], err
+    assert "f00dfeed" not in err and "signature=[redacted]" in err
+    assert "HTTP/1.1" not in out

@@ -126,6 +126,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level="info",
+        # uvicorn's own lines (its access log above all) through our handler:
+        # its default config wrote them to stdout, without time or request id.
+        log_config=None,
         timeout_graceful_shutdown=DRAIN_SECONDS,
         # Slow headers close the connection, slow bodies get 408 (see protocol.py).
         http=DeadlineH11Protocol.for_origins(settings.cors_origin_list),
