@@ -86,6 +86,26 @@ def test_status_history_and_models(run: CliRunner, tmp_path: Path) -> None:
     assert models.exit_code == 0 and all(name in models.output for name in MODELS)
 
 
+def test_models_come_from_the_server_without_a_key_or_with_a_wrong_one(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key, or with one the server refuses, the spec's list was
+    shown as if it were the server's; with no server at all, silently too."""
+    monkeypatch.delenv("UPSCAYL_API_KEY", raising=False)
+    for key in ([], ["--key", "uc_wrong"]):
+        listed = CliRunner().invoke(app, ["client", "models", "--url", server.url, *key])
+        assert listed.exit_code == 0, listed.output
+        assert "Face enhancement (--face):" in listed.output  # only the server says that
+        assert "listing the spec's models" not in listed.output
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    alone = CliRunner().invoke(app, ["client", "models", "--url", nobody])
+    assert alone.exit_code == 0 and all(name in alone.output for name in MODELS)
+    said = " ".join(alone.output.split())
+    assert f"Cannot reach {nobody}" in said and "listing the spec's models" in said
+
+
 def test_errors_show_code_and_message(run: CliRunner, server: Server) -> None:
     missing = run.invoke(app, ["client", "status", "30a89e69-c702-4247-9905-f0a53dfa45ab"])
     assert missing.exit_code == 1 and "NOT_FOUND" in missing.output

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -38,12 +39,16 @@ from upscayl_cloud.client import (
     SCALES,
     Client,
     FileResult,
-    RetryPolicy,
     UpscaleInterrupted,
     UpscaylError,
     upscale,
 )
-from upscayl_cloud.client._core import server_url, url_problem
+from upscayl_cloud.client._core import (
+    capabilities_data,
+    capabilities_path,
+    server_url,
+    url_problem,
+)
 from upscayl_cloud.client.naming import output_folder_problem
 
 client_app = typer.Typer(
@@ -371,13 +376,11 @@ def models_command(url: Url = None, key: Key = None) -> None:
     """The models a task can ask for: the server's list when it publishes one
     (with face enhancement availability), else the spec's."""
     console = _console()
-    info = None
-    if key:
-        try:
-            with Client(url, key, retry=RetryPolicy(attempts=1)) as api:
-                info = api.capabilities()
-        except UpscaylError:
-            info = None
+    info, why_not = _server_capabilities(server_url(url), key)
+    if why_not is not None:  # the spec's list, said to be that
+        Console(stderr=True, highlight=False).print(
+            f"{escape(why_not)}; listing the spec's models", style="yellow", soft_wrap=True
+        )
     listed = (info or {}).get("models") or []
     names = [str(m.get("name")) if isinstance(m, dict) else str(m) for m in listed]
     names = names or list(MODELS)
@@ -389,6 +392,28 @@ def models_command(url: Url = None, key: Key = None) -> None:
     if info is not None and "faceEnhancement" in info:
         available = "available" if info["faceEnhancement"] else "unavailable"
         console.print(f"Face enhancement (--face): {available}")
+
+
+def _server_capabilities(url: str, key: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The server's capabilities (or None where it publishes none), and why
+    they could not be had. No key is needed to ask (the spec has no such
+    operation; ours answers anyone), and a key the server refuses is left
+    out: ``client models`` used to list the spec's models whenever no key
+    was set, the key was wrong or no server answered, saying nothing."""
+    try:
+        with httpx.Client(timeout=10) as http:
+            path = capabilities_path(http.get(url + "/openapi.json"))
+            if path is None:
+                return None, None
+            headers = {"X-API-Key": key} if key else {}
+            answer = http.get(url + path, headers=headers)
+            if answer.status_code == 401 and key:
+                answer = http.get(url + path)
+    except httpx.HTTPError as exc:
+        return None, f"Cannot reach {url} ({type(exc).__name__}: {exc})"
+    if not answer.is_success:
+        return None, f"{url}{path} answered {answer.status_code}"
+    return capabilities_data(answer), None
 
 
 def register(app: typer.Typer) -> None:
