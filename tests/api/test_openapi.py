@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from support.context import SPEC_PATH
+from support.context import SHARED_SPEC_PATH, SPEC_PATH
 
 Doc = dict[str, Any]
 
@@ -85,3 +86,10 @@ def test_no_interactive_docs_pulling_scripts_from_a_cdn(client: TestClient) -> N
     assert client.get("/docs").status_code == 404
     assert client.get("/redoc").status_code == 404
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_the_carried_spec_is_the_workspaces_original() -> None:
+    """The copy in spec/ must not drift from the contract it stands for."""
+    if not SHARED_SPEC_PATH.is_file():
+        pytest.skip(f"no original at {SHARED_SPEC_PATH} (a clone on its own)")
+    assert SPEC_PATH.read_bytes() == SHARED_SPEC_PATH.read_bytes()

@@ -10,8 +10,10 @@ from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The contract; a clean CI clone finds it at ../shared/spec next to the repo.
-SPEC_PATH = (REPO_ROOT / ".." / "shared" / "spec" / "upscayl-cloud-api.yaml").resolve()
+#: The contract, as this repository carries it (spec/README.md).
+SPEC_PATH = REPO_ROOT / "spec" / "upscayl-cloud-api.yaml"
+#: Where the project's workspace keeps the original, beside the repository.
+SHARED_SPEC_PATH = (REPO_ROOT / ".." / "shared" / "spec" / "upscayl-cloud-api.yaml").resolve()
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
