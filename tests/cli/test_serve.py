@@ -225,3 +225,35 @@ def test_access_lines_are_logged_as_every_other_line(tmp_path: Path) -> None:
     assert len(access) == 1 and " INFO uvicorn.access [trace-xyz] " in access[0], err
     assert "f00dfeed" not in err and "signature=[redacted]" in err
     assert "HTTP/1.1" not in out
+
+
+def test_behind_a_public_url_the_banner_names_the_port_listened_on(tmp_path: Path) -> None:
+    """With UPSCAYL_PUBLIC_URL the banner named only that URL: the port
+    --port 0 took was nowhere but in uvicorn's own line."""
+    env = {
+        **os.environ,
+        "UPSCAYL_DATA_DIR": str(tmp_path / "data"),
+        "UPSCAYL_WORKERS": "0",
+        "UPSCAYL_PUBLIC_URL": "https://up.example.org/pre",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        serving = next(line for line in process.stdout if line.startswith("Serving"))
+        assert serving.startswith("Serving the Upscayl Cloud API on https://up.example.org/pre ")
+        local = serving.split("listening on ")[1].rstrip(")\n")
+        assert local.startswith("http://127.0.0.1:") and int(local.rsplit(":", 1)[1]) > 0
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(local + "/healthz").status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

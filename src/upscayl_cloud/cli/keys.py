@@ -109,9 +109,12 @@ def create(
     account: Annotated[
         str | None, typer.Option("--account", help="Add a key to this existing account id.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print one JSON object, the key in its "key".')
+    ] = False,
 ) -> None:
-    """Create a key. The key is printed once, alone on the last line."""
+    """Create a key. The key is printed once, alone on the last line (with
+    --json: in the object's "key")."""
     ctx = _context(creating=account is None)  # an existing account needs its database
     try:
         key, info = key_service.create_key(ctx, name or _default_name(), credits, account)

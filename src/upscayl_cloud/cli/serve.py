@@ -116,7 +116,13 @@ def serve(
         typer.echo("It is shown only this once; keep it somewhere safe:")
         typer.echo(f"  X-API-Key: {key}")
         typer.echo(f"  API: {url}")
-    typer.echo(f"Serving the Upscayl Cloud API on {url} (data: {settings.data_dir.resolve()})")
+    local = f"http://{url_host(settings.host)}:{settings.port}"
+    # Behind a proxy, the public URL says nothing of the port taken here
+    # (--port 0 above all): the address listened on is named too.
+    listening = f", listening on {local}" if url != local else ""
+    typer.echo(
+        f"Serving the Upscayl Cloud API on {url} (data: {settings.data_dir.resolve()}{listening})"
+    )
     typer.echo(f"Web page: {url}/ (paste the key there)")
     # SIGTERM: uvicorn stops accepting connections, lets requests in flight
     # finish (at most DRAIN_SECONDS), then the lifespan stops the workers,
