@@ -293,6 +293,12 @@ def process(
     settings = engine_settings(ctx.settings)
     outcomes: list[FileOutcome] = []
     with Heartbeat(ctx, held) as beat, WORK_SPACE.folder(settings.work_dir) as tmp:
+        # A run of this attempt handed back on shutdown shares its number and
+        # folders; what its discard could not remove (the store down then)
+        # goes now, or files this run does not produce would stay unlinked.
+        # Quietly, and with the lease renewed: a store that refuses deletes
+        # or hangs must not stop the work or cost an attempt.
+        _discard_quietly(ctx, task.account_id, held)
 
         def report(fraction: float, index: int) -> None:
             beat.touch()
@@ -482,11 +488,6 @@ def handle(
             select(tasks.c.account_id).where(tasks.c.id == held.task_id)
         ).scalar_one()
     try:
-        # A run of this attempt handed back on shutdown shares its number and
-        # folders; what its discard could not remove (the store down then)
-        # goes now, or files this run does not produce would stay unlinked.
-        # Quietly: a store that refuses deletes must not stop the work.
-        _discard_quietly(ctx, account_id, held)
         recorded = process(ctx, held, metrics, stopping)
     except ShutdownError:
         # Outputs first: the attempt is given back, so the next claim reuses

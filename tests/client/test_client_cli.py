@@ -224,3 +224,32 @@ def test_brackets_in_paths_are_printed_not_taken_for_markup(run: CliRunner, tmp_
     assert "gone [red].png: no such file or folder" in flat
     assert (folder / f"holiday [edit]_upscayl_2x_{FAST}.png").exists()
     assert "[edit]" in result.output and "[/b]" in result.output
+
+
+def test_models_from_a_capabilities_answer_that_is_no_json_fall_back_to_the_specs() -> None:
+    """A stand-in, named so, for a proxy's page in place of the capabilities:
+    a 200 that is HTML crashed the command with a traceback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class PortalPages(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            openapi = self.path == "/openapi.json"
+            body = b'{"paths": {"/capabilities": {"get": {}}}}' if openapi else b"<html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json" if openapi else "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), PortalPages) as portal:
+        threading.Thread(target=portal.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{portal.server_address[1]}"
+        listed = CliRunner().invoke(app, ["client", "models", "--url", url])
+        portal.shutdown()
+    assert listed.exit_code == 0, listed.output
+    assert all(name in listed.output for name in MODELS) and "Traceback" not in listed.output
+    assert f"{url}/capabilities:" in " ".join(listed.output.split())

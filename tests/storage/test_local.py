@@ -141,3 +141,57 @@ def test_concurrent_completions_of_one_upload_all_succeed(store: LocalStorage) -
         )
     assert sizes == [2 * MIN_PART_BYTES + 4] * 6
     assert store.read_head("up/raced.png", 4, 2 * MIN_PART_BYTES) == b"tail"
+
+
+def test_a_folder_removed_under_a_write_is_made_again(
+    store: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stand-ins, named so, for a concurrent delete emptying and removing
+    the folders a write is about to use (too narrow a window to provoke):
+    between the folder's creation and the file's, and between a parent's
+    creation and its child's."""
+    import tempfile
+
+    real_mkstemp, real_mkdir = tempfile.mkstemp, Path.mkdir
+    removed: list[str] = []
+
+    def removed_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if "mkstemp" not in removed:
+            removed.append("mkstemp")
+            store._remove_empty_folders(Path(kwargs["dir"]))
+        return real_mkstemp(*args, **kwargs)
+
+    def parent_gone_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "mkdir" not in removed:
+            removed.append("mkdir")
+            raise FileNotFoundError(2, "No such file or directory", str(self.parent))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", removed_first)
+    assert store.write_stream("results/a/t/1/0.png", iter([b"ab"]), 5) == 2
+    monkeypatch.setattr(Path, "mkdir", parent_gone_first)
+    assert store.write_stream("results/b/t/1/0.png", iter([b"abc"]), 5) == 3
+    assert removed == ["mkstemp", "mkdir"]
+    assert store.size("results/a/t/1/0.png") == 2 and store.size("results/b/t/1/0.png") == 3
+
+
+def test_a_part_whose_upload_ends_as_it_is_written_is_refused_not_kept(
+    store: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in, named so, for a completion or abort landing between the
+    part's check of its upload and its write: the upload's folder was made
+    again for it, the part stored, answered 200, and kept until the upload's
+    row was purged."""
+    import tempfile
+
+    upload_id = store.create_multipart("uploads/a/x.png")
+    real_mkstemp = tempfile.mkstemp
+
+    def aborted_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        store.abort_multipart("uploads/a/x.png", upload_id)
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", aborted_first)
+    with pytest.raises(MultipartError, match="unknown or finished upload id"):
+        store.write_part(upload_id, 1, iter([b"late"]), 4)
+    assert not (store.root / ".multipart" / upload_id).exists()

@@ -413,7 +413,10 @@ def _server_capabilities(url: str, key: str | None) -> tuple[dict[str, Any] | No
         return None, f"Cannot reach {url} ({type(exc).__name__}: {exc})"
     if not answer.is_success:
         return None, f"{url}{path} answered {answer.status_code}"
-    return capabilities_data(answer), None
+    try:
+        return capabilities_data(answer), None
+    except UpscaylError as exc:  # a 200 that is no JSON object (a proxy's page)
+        return None, f"{url}{path}: {exc}"
 
 
 def register(app: typer.Typer) -> None:

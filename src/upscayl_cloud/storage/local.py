@@ -55,8 +55,10 @@ class LocalStorage:
             raise MultipartError("unknown upload id")
         return self.root / _MULTIPART_DIR / upload_id / f"{part_number:05d}"
 
-    def _write_atomic(self, target: Path, chunks: Iterator[bytes], max_bytes: int) -> int:
-        fd, tmp_name = self._temporary_beside(target)
+    def _write_atomic(
+        self, target: Path, chunks: Iterator[bytes], max_bytes: int, make_folders: bool = True
+    ) -> int:
+        fd, tmp_name = self._temporary_beside(target, make_folders)
         written = 0
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -71,18 +73,22 @@ class LocalStorage:
             raise
         return written
 
-    def _temporary_beside(self, target: Path) -> tuple[int, str]:
+    def _temporary_beside(self, target: Path, make_folders: bool = True) -> tuple[int, str]:
         """A new temporary file in ``target``'s folder, created as needed. A
-        delete may remove that folder, emptied, between its creation and the
-        file's (see :meth:`_remove_empty_folders`): then it is made again."""
-        for _ in range(_FOLDER_RACE_TRIES - 1):
-            target.parent.mkdir(parents=True, exist_ok=True)
+        delete may remove a folder, emptied, between its creation and the
+        file's, or between a parent's creation and its child's (see
+        :meth:`_remove_empty_folders`): then they are made again. Without
+        ``make_folders`` a missing folder is a ``FileNotFoundError``."""
+        tries_left = _FOLDER_RACE_TRIES
+        while True:
             try:
+                if make_folders:
+                    target.parent.mkdir(parents=True, exist_ok=True)
                 return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
             except FileNotFoundError:
-                continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+                tries_left -= 1
+                if not make_folders or tries_left == 0:
+                    raise
 
     def _remove_empty_folders(self, folder: Path) -> None:
         """``folder`` and its parents below the root, while they are empty: a
@@ -206,7 +212,12 @@ class LocalStorage:
             if received < length:
                 raise ObjectTooSmallError(f"{received} bytes of a {length}-byte part")
 
-        self._write_atomic(path, hashed(), length)
+        try:
+            # Into the upload's own folder only: a completion or abort that
+            # removed it meanwhile must not see it made again for a lost part.
+            self._write_atomic(path, hashed(), length, make_folders=False)
+        except FileNotFoundError:
+            raise MultipartError("unknown or finished upload id") from None
         return f'"{digest.hexdigest()}"'
 
     def _etag_of(self, path: Path) -> str:

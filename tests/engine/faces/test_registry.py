@@ -62,6 +62,20 @@ def test_a_name_given_as_a_file_name_means_the_model(tmp_path: Path) -> None:
     assert available(directory) == []
 
 
+def test_a_model_installed_as_x_onnx_onnx_before_is_still_found(tmp_path: Path) -> None:
+    """``--name x.onnx`` used to install ``x.onnx.onnx``: after the upgrade
+    that made it mean ``x``, that model (listed as ``x.onnx``) must still be
+    selected by either spelling, and removable."""
+    directory = tmp_path / "faces"
+    legacy = add(directory, nets.invert(tmp_path / "m.onnx"), name="x")
+    legacy.path.rename(directory / "x.onnx.onnx")
+    [model] = available(directory)
+    assert model.name == "x.onnx"
+    assert select(directory, "x.onnx") == model and select(directory, "x") == model
+    remove(directory, "x.onnx")
+    assert available(directory) == []
+
+
 def test_an_installed_model_is_readable_by_every_user(tmp_path: Path) -> None:
     """mkstemp's 0600 kept it from a worker running as another user than
     the operator who installed it."""

@@ -57,11 +57,12 @@ def select(directory: Path | None, name: str | None = None) -> FaceModel:
     Raises FaceEnhancementUnavailableError when none is installed (or the
     named one is not), so a request for faces is refused, never ignored."""
     models = available(directory)
-    name = name and name.removesuffix(SUFFIX)
     if name:
-        models = [model for model in models if model.name == name]
-        if not models:
+        by_name = {model.name: model for model in models}
+        found = next((by_name[s] for s in _spellings(name) if s in by_name), None)
+        if found is None:
             raise FaceEnhancementUnavailableError(named_model_missing_message(name))
+        return found
     if not models:
         raise FaceEnhancementUnavailableError()
     return models[0]
@@ -160,7 +161,18 @@ def _uses_external_data(path: Path) -> bool:
 
 
 def remove(directory: Path, name: str) -> None:
-    target = Path(directory) / f"{check_name(name)}{SUFFIX}"
-    if not target.is_file():
-        raise FaceModelError(f"no face model named {name!r} is installed")
-    target.unlink()
+    check_name(name)
+    for spelling in _spellings(name):
+        target = Path(directory) / f"{spelling}{SUFFIX}"
+        if target.is_file():
+            target.unlink()
+            return
+    raise FaceModelError(f"no face model named {name!r} is installed")
+
+
+def _spellings(name: str) -> tuple[str, ...]:
+    """The installed names ``name`` may mean, the likeliest first: as given,
+    without ``.onnx``, and with it, for a model installed as ``x.onnx.onnx``
+    (listed as ``x.onnx``) by ``--name x.onnx`` before that meant ``x``."""
+    bare = name.removesuffix(SUFFIX)
+    return tuple(dict.fromkeys((name, bare, bare + SUFFIX)))
