@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -95,30 +98,42 @@ def test_a_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path) ->
     assert not (tmp_path / "data" / "upscayl.db").exists()
 
 
-def test_port_0_serves_on_a_free_port_the_banner_names(tmp_path: Path) -> None:
-    """Not "on http://127.0.0.1:0", which nobody can open."""
+@contextlib.contextmanager
+def _serving_on_any_port(
+    tmp_path: Path, stderr: int = subprocess.DEVNULL, **variables: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``serve --port 0`` in a child process (no workers), and its banner's
+    "Serving" line; stopped on the way out."""
     env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data"), "UPSCAYL_WORKERS": "0"}
     process = subprocess.Popen(
         [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**env, **variables}, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        serving = next(line for line in process.stdout if line.startswith("Serving"))
-        url = serving.split(" on ")[1].split()[0]
-        port = int(url.rsplit(":", 1)[1])
-        assert port > 0
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx.get(url + "/healthz").status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
+        yield process, next(line for line in process.stdout if line.startswith("Serving"))
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _get_once_up(process: subprocess.Popen[str], url: str, **options: Any) -> httpx.Response:
+    """``GET url`` as soon as the server answers (it binds after its banner)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return httpx.get(url, **options)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+
+
+def test_port_0_serves_on_a_free_port_the_banner_names(tmp_path: Path) -> None:
+    """Not "on http://127.0.0.1:0", which nobody can open."""
+    with _serving_on_any_port(tmp_path) as (process, serving):
+        url = serving.split(" on ")[1].split()[0]
+        assert int(url.rsplit(":", 1)[1]) > 0
+        assert _get_once_up(process, url + "/healthz").status_code == 200
 
 
 def _ipv6_works() -> bool:
@@ -199,28 +214,13 @@ def test_an_ipv6_host_is_bracketed_in_the_urls_shown() -> None:
 def test_access_lines_are_logged_as_every_other_line(tmp_path: Path) -> None:
     """uvicorn's own format went to stdout, without time or request id; a
     signed link's signature is still cut from them."""
-    env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data"), "UPSCAYL_WORKERS": "0"}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        serving = next(line for line in process.stdout if line.startswith("Serving"))
+    with _serving_on_any_port(tmp_path, stderr=subprocess.PIPE) as (process, serving):
         url = serving.split(" on ")[1].split()[0]
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                missing = httpx.get(url + "/nope", headers={"X-Request-ID": "trace-xyz"})
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
+        missing = _get_once_up(process, url + "/nope", headers={"X-Request-ID": "trace-xyz"})
         assert missing.status_code == 404
         httpx.get(url + "/objects/a/b.png?method=GET&expires=1&signature=f00dfeed")
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=30)
+    assert process.stdout is not None and process.stderr is not None
+    out, err = process.stdout.read(), process.stderr.read()
     access = [line for line in err.splitlines() if '"GET /nope HTTP/1.1" 404' in line]
     assert len(access) == 1 and " INFO uvicorn.access [trace-xyz] " in access[0], err
     assert "f00dfeed" not in err and "signature=[redacted]" in err
@@ -230,30 +230,9 @@ def test_access_lines_are_logged_as_every_other_line(tmp_path: Path) -> None:
 def test_behind_a_public_url_the_banner_names_the_port_listened_on(tmp_path: Path) -> None:
     """With UPSCAYL_PUBLIC_URL the banner named only that URL: the port
     --port 0 took was nowhere but in uvicorn's own line."""
-    env = {
-        **os.environ,
-        "UPSCAYL_DATA_DIR": str(tmp_path / "data"),
-        "UPSCAYL_WORKERS": "0",
-        "UPSCAYL_PUBLIC_URL": "https://up.example.org/pre",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        serving = next(line for line in process.stdout if line.startswith("Serving"))
+    public = {"UPSCAYL_PUBLIC_URL": "https://up.example.org/pre"}
+    with _serving_on_any_port(tmp_path, **public) as (process, serving):
         assert serving.startswith("Serving the Upscayl Cloud API on https://up.example.org/pre ")
         local = serving.split("listening on ")[1].rstrip(")\n")
         assert local.startswith("http://127.0.0.1:") and int(local.rsplit(":", 1)[1]) > 0
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert httpx.get(local + "/healthz").status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        assert _get_once_up(process, local + "/healthz").status_code == 200
