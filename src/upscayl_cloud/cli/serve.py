@@ -258,6 +258,7 @@ def worker(
     settings = get_settings().model_copy(update=overrides)
     configure_logging()
     missing = missing_embedded_database(settings)
+    prepare_folder(settings)  # a data folder it cannot use is said first, alone
     if missing is not None:
         # Started before the server is fine (they share the file it creates);
         # started in another folder than the server's, it waits for nothing.
