@@ -24,6 +24,7 @@ from upscayl_cloud.services import keys
 from upscayl_cloud.services import tasks as task_service
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.metrics import Metrics
 from upscayl_cloud.services.results import output_folders
 from upscayl_cloud.services.tasks import TaskOptions
 from upscayl_cloud.storage.base import StorageUnavailableError
@@ -339,7 +340,8 @@ def test_a_wedged_engine_call_is_failed_and_refunded_on_its_last_attempt(
     task_id = queued_task(short, principal, model="quick-clear-4x", scale="2")
     held = claim(short.db, "w", 0.6, 1)
     assert held is not None
-    running = threading.Thread(target=handle, args=(short, held), daemon=True)
+    metrics = Metrics(short, task_counts=False)
+    running = threading.Thread(target=handle, args=(short, held, metrics), daemon=True)
     running.start()
     try:
         deadline = time.monotonic() + 20
@@ -349,6 +351,8 @@ def test_a_wedged_engine_call_is_failed_and_refunded_on_its_last_attempt(
         row = _task(short, task_id)
         assert (row.status, row.credits_charged) == ("failed", 0)
         assert keys.account_credits(short, principal.account_id) == 10
+        # For an alert: the thread stays stuck until the process restarts.
+        assert metrics.registry.get_sample_value("upscayl_stalled_tasks_total") == 1
     finally:
         unwedge.set()
         running.join(30)

@@ -29,6 +29,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -185,9 +186,12 @@ class Heartbeat:
     the lease lets another worker take the task over or, on its last
     attempt, the reaper fail and refund it."""
 
-    def __init__(self, ctx: Context, held: Claim) -> None:
+    def __init__(
+        self, ctx: Context, held: Claim, on_stall: Callable[[], object] | None = None
+    ) -> None:
         self._ctx = ctx
         self._claim = held
+        self._on_stall = on_stall
         self._stop = threading.Event()
         self.progress = 0
         self.lost = False
@@ -226,6 +230,8 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             if self._stalled():
                 self.lost = True  # should it wake, it stops as a task taken over does
+                if self._on_stall is not None:
+                    self._on_stall()
                 return
             progress = self.progress
             try:
@@ -292,7 +298,11 @@ def process(
     )
     settings = engine_settings(ctx.settings)
     outcomes: list[FileOutcome] = []
-    with Heartbeat(ctx, held) as beat, WORK_SPACE.folder(settings.work_dir) as tmp:
+    on_stall = metrics.stalled_tasks.inc if metrics is not None else None
+    with (
+        Heartbeat(ctx, held, on_stall) as beat,
+        WORK_SPACE.folder(settings.work_dir) as tmp,
+    ):
         # A run of this attempt handed back on shutdown shares its number and
         # folders; what its discard could not remove (the store down then)
         # goes now, or files this run does not produce would stay unlinked.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -60,5 +60,13 @@ class Metrics:
             "Seconds spent upscaling one file, by model",
             labelnames=["model"],
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )
+        #: Worth an alert: each stalled task leaves a worker thread stuck
+        #: (a hung GPU driver, say) until its process is restarted.
+        self.stalled_tasks = Counter(
+            "upscayl_stalled_tasks",
+            "Tasks whose engine showed no sign of life for UPSCAYL_TASK_STALL_SECONDS, "
+            "left to another worker; each holds a worker thread until the process restarts",
             registry=self.registry,
         )
