@@ -306,9 +306,11 @@ def process(
         # A run of this attempt handed back on shutdown shares its number and
         # folders; what its discard could not remove (the store down then)
         # goes now, or files this run does not produce would stay unlinked.
-        # Quietly, and with the lease renewed: a store that refuses deletes
-        # or hangs must not stop the work or cost an attempt.
+        # Quietly, and with the lease renewed: a store that refuses deletes,
+        # or is slow to, must not stop the work or cost an attempt (one that
+        # hangs past UPSCAYL_TASK_STALL_SECONDS is given up on as any step is).
         _discard_quietly(ctx, task.account_id, held)
+        beat.touch()
 
         def report(fraction: float, index: int) -> None:
             beat.touch()
@@ -415,7 +417,7 @@ def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:
 def _discard_quietly(ctx: Context, account_id: str, held: Claim) -> None:
     """Discard an attempt's outputs while the store may be down. What stays
     after a handed-back attempt is removed when its number is claimed again
-    (``handle``), or with the earlier attempts when a later one completes;
+    (``process``), or with the earlier attempts when a later one completes;
     after the task's last outcome it stays in the store (logged;
     deployment.md's lifecycle rule removes it)."""
     try:

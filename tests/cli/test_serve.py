@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,23 +99,37 @@ def test_a_port_in_use_is_one_line_before_anything_is_created(tmp_path: Path) ->
     assert not (tmp_path / "data" / "upscayl.db").exists()
 
 
+@dataclass
+class _Served:
+    """A ``serve`` child process, its banner's "Serving" line, and what it
+    wrote to stdout and stderr after that (once it has stopped)."""
+
+    process: subprocess.Popen[str]
+    serving: str
+    out: str = ""
+    err: str = ""
+
+
 @contextlib.contextmanager
 def _serving_on_any_port(
     tmp_path: Path, stderr: int = subprocess.DEVNULL, **variables: str
-) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``serve --port 0`` in a child process (no workers), and its banner's
-    "Serving" line; stopped on the way out."""
+) -> Iterator[_Served]:
+    """``serve --port 0`` in a child process (no workers); stopped on the way
+    out, its remaining output read while it exits (a full pipe would block it)."""
     env = {**os.environ, "UPSCAYL_DATA_DIR": str(tmp_path / "data"), "UPSCAYL_WORKERS": "0"}
     process = subprocess.Popen(
         [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
         env={**env, **variables}, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
+    served = _Served(process, "")
     try:
         assert process.stdout is not None
-        yield process, next(line for line in process.stdout if line.startswith("Serving"))
+        served.serving = next(line for line in process.stdout if line.startswith("Serving"))
+        yield served
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        served.out, served.err = process.communicate(timeout=30)
+        served.err = served.err or ""
 
 
 def _get_once_up(process: subprocess.Popen[str], url: str, **options: Any) -> httpx.Response:
@@ -130,10 +145,10 @@ def _get_once_up(process: subprocess.Popen[str], url: str, **options: Any) -> ht
 
 def test_port_0_serves_on_a_free_port_the_banner_names(tmp_path: Path) -> None:
     """Not "on http://127.0.0.1:0", which nobody can open."""
-    with _serving_on_any_port(tmp_path) as (process, serving):
-        url = serving.split(" on ")[1].split()[0]
+    with _serving_on_any_port(tmp_path) as served:
+        url = served.serving.split(" on ")[1].split()[0]
         assert int(url.rsplit(":", 1)[1]) > 0
-        assert _get_once_up(process, url + "/healthz").status_code == 200
+        assert _get_once_up(served.process, url + "/healthz").status_code == 200
 
 
 def _ipv6_works() -> bool:
@@ -214,13 +229,13 @@ def test_an_ipv6_host_is_bracketed_in_the_urls_shown() -> None:
 def test_access_lines_are_logged_as_every_other_line(tmp_path: Path) -> None:
     """uvicorn's own format went to stdout, without time or request id; a
     signed link's signature is still cut from them."""
-    with _serving_on_any_port(tmp_path, stderr=subprocess.PIPE) as (process, serving):
-        url = serving.split(" on ")[1].split()[0]
-        missing = _get_once_up(process, url + "/nope", headers={"X-Request-ID": "trace-xyz"})
+    with _serving_on_any_port(tmp_path, stderr=subprocess.PIPE) as served:
+        url = served.serving.split(" on ")[1].split()[0]
+        headers = {"X-Request-ID": "trace-xyz"}
+        missing = _get_once_up(served.process, url + "/nope", headers=headers)
         assert missing.status_code == 404
         httpx.get(url + "/objects/a/b.png?method=GET&expires=1&signature=f00dfeed")
-    assert process.stdout is not None and process.stderr is not None
-    out, err = process.stdout.read(), process.stderr.read()
+    out, err = served.out, served.err
     access = [line for line in err.splitlines() if '"GET /nope HTTP/1.1" 404' in line]
     assert len(access) == 1 and " INFO uvicorn.access [trace-xyz] " in access[0], err
     assert "f00dfeed" not in err and "signature=[redacted]" in err
@@ -231,8 +246,9 @@ def test_behind_a_public_url_the_banner_names_the_port_listened_on(tmp_path: Pat
     """With UPSCAYL_PUBLIC_URL the banner named only that URL: the port
     --port 0 took was nowhere but in uvicorn's own line."""
     public = {"UPSCAYL_PUBLIC_URL": "https://up.example.org/pre"}
-    with _serving_on_any_port(tmp_path, **public) as (process, serving):
-        assert serving.startswith("Serving the Upscayl Cloud API on https://up.example.org/pre ")
-        local = serving.split("listening on ")[1].rstrip(")\n")
+    with _serving_on_any_port(tmp_path, **public) as served:
+        banner = "Serving the Upscayl Cloud API on https://up.example.org/pre "
+        assert served.serving.startswith(banner)
+        local = served.serving.split("listening on ")[1].rstrip(")\n")
         assert local.startswith("http://127.0.0.1:") and int(local.rsplit(":", 1)[1]) > 0
-        assert _get_once_up(process, local + "/healthz").status_code == 200
+        assert _get_once_up(served.process, local + "/healthz").status_code == 200

@@ -62,11 +62,11 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
             registry=self.registry,
         )
-        #: Worth an alert: each stalled task leaves a worker thread stuck
-        #: (a hung GPU driver, say) until its process is restarted.
+        #: Worth an alert: a stalled task's worker thread may stay stuck (a
+        #: hung GPU driver, say) until its process is restarted.
         self.stalled_tasks = Counter(
             "upscayl_stalled_tasks",
-            "Tasks whose engine showed no sign of life for UPSCAYL_TASK_STALL_SECONDS, "
-            "left to another worker; each holds a worker thread until the process restarts",
+            "Tasks whose worker showed no sign of life for UPSCAYL_TASK_STALL_SECONDS, "
+            "left to another worker; the thread may stay stuck until the process restarts",
             registry=self.registry,
         )

@@ -260,7 +260,7 @@ class LocalStorage:
             if isinstance(exc, MultipartError):
                 raise
             raise MultipartError("unknown or already completed upload id") from None
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_upload_folder(folder)
         return size
 
     def _checked_parts(self, upload_id: str, parts: list[CompletedPart]) -> list[Path]:
@@ -284,4 +284,17 @@ class LocalStorage:
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         if upload_id.isalnum():
-            shutil.rmtree(self.root / _MULTIPART_DIR / upload_id, ignore_errors=True)
+            _remove_upload_folder(self.root / _MULTIPART_DIR / upload_id)
+
+
+def _remove_upload_folder(folder: Path) -> None:
+    """Remove a multipart upload's folder of parts. Renamed away first, at
+    once: a part written while ``rmtree`` went through the folder (after
+    its listing) kept it from being removed, answered 200 and stayed; once
+    the name is gone, such a part finds no folder and is refused."""
+    gone = folder.with_name(f".gone-{folder.name}-{secrets.token_hex(4)}")
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(gone, ignore_errors=True)
