@@ -469,8 +469,7 @@ _EXIF_SHORT, _EXIF_RATIONAL = 3, 5
 def _exif_resolution(exif: bytes | None) -> tuple[float, float] | None:
     """IFD0's XResolution and YResolution in pixels per millimetre, or None
     where the block does not state both (or says they have no unit)."""
-    ifd = _ifd0(exif) if exif else None
-    if ifd is None or exif is None:
+    if not exif or (ifd := _ifd0(exif)) is None:
         return None
     try:
         unit = 2

@@ -53,8 +53,9 @@ class FileSizeExceededError(BadRequestError):
         """The refusal naming this server's limit (``UPSCAYL_MAX_UPLOAD_BYTES``),
         in the spec's words where it is the default 100MB."""
         limit = f"{limit_bytes // 2**20}MB" if limit_bytes % 2**20 == 0 else f"{limit_bytes} bytes"
-        said = f"file size exceeds maximum limit of {limit}"
-        return cls(f"{label}: {said}" if label else said[0].upper() + said[1:])
+        if label:
+            return cls(f"{label}: file size exceeds maximum limit of {limit}")
+        return cls(f"File size exceeds maximum limit of {limit}")
 
 
 class MissingFieldsError(BadRequestError):

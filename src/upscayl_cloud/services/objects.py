@@ -14,7 +14,6 @@ still there: the message sends the caller to get-task-status for fresh links.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -156,32 +155,19 @@ def _put_refusal(storage: LocalStorage, claims: LinkClaims, query: Mapping[str, 
 def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str:
     """Store the body of an authorised PUT; returns its ETag, the quoted MD5
     of the bytes, as S3 answers both a part and a whole object (a client may
-    compare it with its own digest)."""
+    compare it with its own digest). A body of another length than the link
+    signs is refused before anything is replaced."""
     storage = _local(ctx)
-    digest = hashlib.md5(usedforsecurity=False)
-
-    def hashed() -> Iterator[bytes]:
-        received = 0
-        for chunk in chunks:
-            received += len(chunk)
-            digest.update(chunk)
-            yield chunk
-        # Refused before the file is moved into place: a short body must not
-        # replace (nor, deleted after, lose) an upload already stored there.
-        if received < grant.max_length:
-            raise ObjectTooSmallError(f"{received} bytes of {grant.max_length}")
-
     try:
         if grant.is_part:
             return storage.write_part(grant.upload_id, grant.part_number, chunks, grant.max_length)
-        storage.write_stream(grant.key, hashed(), grant.max_length)
+        return storage.write_exact(grant.key, chunks, grant.max_length)
     except ObjectTooLargeError as exc:
         raise FileSizeExceededError("The body is larger than the link allows") from exc
     except ObjectTooSmallError as exc:
         raise ForbiddenError(_SIZE_DIFFERS) from exc
     except MultipartError as exc:
         raise BadRequestError(str(exc)) from exc
-    return f'"{digest.hexdigest()}"'
 
 
 def open_download(ctx: Context, key: str, query: Mapping[str, str]) -> Download:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from upscayl_cloud.storage.base import (
@@ -105,6 +106,15 @@ class LocalStorage:
     # -- objects ------------------------------------------------------------------
     def write_stream(self, key: str, chunks: Iterator[bytes], max_bytes: int) -> int:
         return self._write_atomic(self.path_of(key), chunks, max_bytes)
+
+    def write_exact(self, key: str, chunks: Iterator[bytes], length: int) -> str:
+        """Store ``key``'s object of exactly ``length`` bytes, as S3 stores a
+        PUT whose link signs its length; returns its ETag (the MD5 of its
+        bytes, quoted). A body of any other length is refused before it is
+        moved into place: the object already there stays as it was."""
+        digest = hashlib.md5(usedforsecurity=False)
+        self._write_atomic(self.path_of(key), _exactly(chunks, length, digest), length)
+        return f'"{digest.hexdigest()}"'
 
     def put_file(self, key: str, source: Path) -> int:
         with source.open("rb") as handle:
@@ -202,20 +212,10 @@ class LocalStorage:
         if not path.parent.is_dir():
             raise MultipartError("unknown or finished upload id")
         digest = hashlib.md5(usedforsecurity=False)
-
-        def hashed() -> Iterator[bytes]:
-            received = 0
-            for chunk in chunks:
-                received += len(chunk)
-                digest.update(chunk)
-                yield chunk
-            if received < length:
-                raise ObjectTooSmallError(f"{received} bytes of a {length}-byte part")
-
         try:
             # Into the upload's own folder only: a completion or abort that
             # removed it meanwhile must not see it made again for a lost part.
-            self._write_atomic(path, hashed(), length, make_folders=False)
+            self._write_atomic(path, _exactly(chunks, length, digest), length, make_folders=False)
         except FileNotFoundError:
             raise MultipartError("unknown or finished upload id") from None
         return f'"{digest.hexdigest()}"'
@@ -285,6 +285,19 @@ class LocalStorage:
     def abort_multipart(self, key: str, upload_id: str) -> None:
         if upload_id.isalnum():
             _remove_upload_folder(self.root / _MULTIPART_DIR / upload_id)
+
+
+def _exactly(chunks: Iterator[bytes], length: int, digest: Any) -> Iterator[bytes]:
+    """``chunks``, fed to ``digest`` as they pass, ending in
+    ``ObjectTooSmallError`` when they come short of ``length`` bytes (a longer
+    body is ``_write_atomic``'s ``ObjectTooLargeError``)."""
+    received = 0
+    for chunk in chunks:
+        received += len(chunk)
+        digest.update(chunk)
+        yield chunk
+    if received < length:
+        raise ObjectTooSmallError(f"{received} bytes of {length}")
 
 
 def _remove_upload_folder(folder: Path) -> None:
