@@ -83,7 +83,9 @@ def test_a_full_disk_is_503_not_500(
     data = png_bytes()
     body = {"originalFileName": "a.png", "fileType": "image/png", "fileSize": len(data)}
     link = client.post("/get-upload-url", json=body, headers={"X-API-Key": key}).json()["data"]
-    monkeypatch.setattr(ctx.storage, "write_stream", _full_disk)
+    # A signed PUT writes through write_exact, a direct file through write_stream.
+    for write in ("write_exact", "write_stream"):
+        monkeypatch.setattr(ctx.storage, write, _full_disk)
     with caplog.at_level(logging.WARNING):
         put = client.put(link["uploadURL"], content=data, headers={"content-type": "image/png"})
         direct = client.post(
