@@ -120,6 +120,30 @@ def test_an_option_sent_twice_is_refused(client: TestClient) -> None:
     }
 
 
+def test_files_json_is_bounded_in_all_before_it_is_checked(client: TestClient) -> None:
+    """Sixty parts of 100 kB of ``[{},{},...]`` made the server build and check
+    millions of entries on its event loop (1.7 GB, every client stalled for
+    tens of seconds) before saying "at most 50 files"."""
+    key = new_principal(client.app.state.ctx, credits=10)[0]
+    huge = json.dumps({"fileName": "a" * 100_000, "fileType": "image/png"})
+    too_much = client.post(
+        "/start-task",
+        files=[("files", (None, huge, "application/json")) for _ in range(20)],
+        headers={"X-API-Key": key},
+    )
+    assert too_much.status_code == 400, too_much.text
+    assert too_much.json()["message"].startswith("files is too large: at most 1024 kB of JSON")
+    # The count is refused as soon as a part passes it, before any entry's
+    # fields are read (7 is no entry at all) and before the next part.
+    many = "[" + ",".join(["7"] * 33_000) + "]"
+    too_many = client.post(
+        "/start-task",
+        files=[("files", (None, many, "application/json")) for _ in range(20)],
+        headers={"X-API-Key": key},
+    )
+    assert too_many.json() == {"error": "BAD_REQUEST", "message": "At most 50 files per task"}
+
+
 def test_direct_upload_size_cap(tmp_path) -> None:
     from support.app import client_for
     from support.context import make_settings

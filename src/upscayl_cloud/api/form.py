@@ -33,7 +33,10 @@ from upscayl_cloud.services.tasks import MODEL_NAMES, TaskOptions
 
 #: Room for the form's other fields and part headers beyond the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
-_MAX_JSON_PART_BYTES = 1024 * 1024
+#: All ``files`` parts of one request together: 50 entries need a few kB,
+#: and parsing is synchronous on the event loop, so a request must not be
+#: able to make it build millions of objects (60 parts of ``[{},{},...]``).
+_MAX_FILES_JSON_BYTES = 1024 * 1024
 
 _ENUM = {"model": list(MODEL_NAMES)}
 
@@ -215,14 +218,20 @@ def _bool(value: str, name: str) -> bool:
     raise BadRequestError(f"{name} must be true or false")
 
 
-async def _json_part(value: str | UploadFile) -> Any:
+async def _json_part(value: str | UploadFile, budget: int) -> tuple[Any, int]:
+    """The part's JSON and the bytes it took from ``budget`` (see _MAX_FILES_JSON_BYTES)."""
     if isinstance(value, UploadFile):
-        raw = await value.read(_MAX_JSON_PART_BYTES + 1)
-        if len(raw) > _MAX_JSON_PART_BYTES:
-            raise BadRequestError("files part too large")
-        value = raw.decode("utf-8", errors="replace")
+        raw = await value.read(budget + 1)
+        size, value = len(raw), raw.decode("utf-8", errors="replace")
+    else:
+        size = len(value.encode("utf-8", errors="surrogatepass"))
+    if size > budget:
+        raise BadRequestError(
+            f"files is too large: at most {_MAX_FILES_JSON_BYTES // 1024} kB of JSON in all; "
+            "list each file with its fileName and fileType only"
+        )
     try:
-        return json.loads(value)
+        return json.loads(value), size
     except ValueError as exc:
         raise BadRequestError("files must be JSON: an array, or one object per part") from exc
     except RecursionError as exc:  # thousands of nested arrays: the parser's stack, not ours
@@ -285,12 +294,13 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
             else False,
         )
         result.options.validate()
+        budget = _MAX_FILES_JSON_BYTES
         for part in form.getlist("files"):
-            parsed = await _json_part(part)
-            if isinstance(parsed, list):
-                result.files.extend(parsed)
-            else:
-                result.files.append(parsed)
+            parsed, used = await _json_part(part, budget)
+            budget -= used
+            result.files.extend(parsed if isinstance(parsed, list) else [parsed])
+            if len(result.files) > settings.max_files_per_task:  # before checking each one
+                raise BadRequestError(f"At most {settings.max_files_per_task} files per task")
         for index, entry in enumerate(result.files):
             _check_entry_types(entry, index)
         direct = form.getlist("file")
