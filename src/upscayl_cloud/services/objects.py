@@ -60,9 +60,10 @@ def _local(ctx: Context) -> LocalStorage:
 def _int(query: Mapping[str, str], name: str) -> int:
     """A number of a link as it was signed: digits only, as it was written
     (``int()`` also took ``+N``, ``N_000`` and spaces, so an altered link
-    still worked)."""
+    still worked). No number we sign has 20 digits: a longer one is refused
+    before ``int()``, which raises past 4,300 digits (a 500, unsigned)."""
     value = query.get(name, "")
-    if not (value.isascii() and value.isdigit()) or value != str(int(value)):
+    if not (value.isascii() and value.isdigit() and len(value) < 20) or value != str(int(value)):
         raise ForbiddenError()
     return int(value)
 
