@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from upscayl_cloud.api.redact import EscapeControls
 from upscayl_cloud.api.requestid import RequestIdFilter
 from upscayl_cloud.cli.startup import (
     exit_if_database_failed,
@@ -225,6 +226,7 @@ def configure_logging() -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())
+        handler.addFilter(EscapeControls())
     logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 
