@@ -118,8 +118,6 @@ def validation_error_body(
         field = _field(error)
         if field.endswith("fileType"):
             return "INVALID_FILE_TYPE", "Unsupported file type. Allowed: JPEG, PNG, WEBP"
-        if field.endswith("fileSize") and error.get("type") == "less_than_equal":
-            return "FILE_SIZE_EXCEEDED", "File size exceeds maximum limit of 100MB"
     details = "; ".join(clip(f"{_field(e)}: {_message(e)}", 2 * ECHO_LIMIT) for e in errors[:5])
     return "BAD_REQUEST", f"Invalid request parameters: {details}"
 

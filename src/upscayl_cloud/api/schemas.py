@@ -77,7 +77,9 @@ class _Body(BaseModel):
 class UploadUrlCreate(_Body):
     originalFileName: Text = Field(min_length=1, max_length=255)
     fileType: FileType
-    fileSize: StrictInt = Field(ge=1, le=104_857_600)
+    #: No upper bound here: the spec's 100 MB is UPSCAYL_MAX_UPLOAD_BYTES's
+    #: default, and the service checks the configured one (check_declared).
+    fileSize: StrictInt = Field(ge=1)
     #: Extension (docs/api.md): ask for (true) or refuse (false) multipart URLs;
     #: unset, files from ``multipart_threshold_bytes`` up get them.
     multipart: StrictBool | None = None
