@@ -103,3 +103,21 @@ def test_stored_times_follow_the_databases_clock(
         engine.sync_clock(ctx.db)
     assert abs(engine.now_ms() - time.time_ns() // 10**6) < 1_000
     assert renew(ctx.db, held, 30)
+
+
+def test_postgresql_connections_notice_a_server_that_stops_answering(
+    postgres_server: object,
+) -> None:
+    """Without these a vanished server held each request (and its pooled
+    connection) for the kernel's ~15 minutes of retransmissions; a URL's own
+    value still wins."""
+    url = postgres_server.new_database()  # type: ignore[attr-defined]
+    for given, expected_connect_timeout in ((url, "10"), (url + "?connect_timeout=3", "3")):
+        made = engine.make_engine(given)
+        try:
+            with made.connect() as conn:
+                parameters = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        finally:
+            made.dispose()
+        assert parameters["connect_timeout"] == expected_connect_timeout
+        assert (parameters["keepalives"], parameters["tcp_user_timeout"]) == ("1", "30000")

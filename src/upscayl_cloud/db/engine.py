@@ -17,17 +17,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 
 #: Execution option of a transaction that only reads (see ``reading``).
 READ_ONLY = "upscayl_read_only"
 
 
+#: libpq's defaults wait as long as the kernel does for a peer that vanished
+#: (a host powered off, a failover's dead address, a firewall dropping idle
+#: connections): about 15 minutes of TCP retransmissions, each request
+#: holding a pooled connection all along instead of answering 503. These
+#: notice it within about a minute; a URL's own ``?connect_timeout=...``
+#: (any of them) wins.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms: data sent but never acknowledged
+}
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, busy timeout and immediate transactions."""
+    """An engine for ``url``: PostgreSQL with dead-peer timeouts, SQLite with
+    WAL, busy timeout and immediate transactions."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        given = make_url(url).query
+        connect_args = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},

@@ -4,6 +4,7 @@ store takes a write (what ``/readyz`` reports, with the workers)."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import text
 
@@ -18,7 +19,18 @@ CHECKS = ("database", "storage")
 
 def check_dependencies(ctx: Context, results: dict[str, bool]) -> None:
     """Fill ``results`` check by check, so a caller that stops waiting still
-    knows which checks answered (and which one hangs)."""
+    knows which checks answered (and which one hangs). The two run side by
+    side: a database that hangs (a frozen server, a lock held) must not hide
+    whether the store answers."""
+    storage = threading.Thread(
+        target=_check_storage, args=(ctx, results), name="readiness-storage", daemon=True
+    )
+    storage.start()
+    _check_database(ctx, results)
+    storage.join()
+
+
+def _check_database(ctx: Context, results: dict[str, bool]) -> None:
     try:
         with ctx.db.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -26,6 +38,9 @@ def check_dependencies(ctx: Context, results: dict[str, bool]) -> None:
     except Exception as exc:
         log.warning("readiness: database check failed: %s", exc)
         results["database"] = False
+
+
+def _check_storage(ctx: Context, results: dict[str, bool]) -> None:
     try:
         ctx.storage.write_stream("health/probe", iter([b"ok"]), 16)
         results["storage"] = True

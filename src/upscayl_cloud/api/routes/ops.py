@@ -15,8 +15,9 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, Any]:
-    """The process answers: nothing more is checked."""
+async def healthz() -> dict[str, Any]:
+    """The process answers: nothing more is checked. On the event loop, not
+    the request threads, which a hung database or store can all hold."""
     return {"status": "ok"}
 
 
