@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
+from upscayl_cloud.storage.base import CompletedPart
 from upscayl_cloud.storage.s3 import MAX_PRESIGN_SECONDS, S3Storage
 from upscayl_cloud.storage.s3client import make_client, redact_url
 
@@ -102,3 +105,66 @@ def test_link_lifetimes_stay_within_sigv4_limits(s3_storage: S3Storage, key: str
     assert _query(month)["X-Amz-Expires"] == str(MAX_PRESIGN_SECONDS)
     past = s3_storage.presign_get("", key, _in(-60))
     assert _query(past)["X-Amz-Expires"] == "1"
+
+
+def test_processes_starting_together_all_find_their_bucket(
+    seaweedfs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With UPSCAYL_S3_CREATE_BUCKET, processes started together all found the
+    bucket missing and all created it; the losers' BucketAlreadyOwnedByYou
+    (real, from the store) ended their start with "Cannot use the object
+    store". The race is set up by answering the first HEAD as it was answered
+    before the winner created the bucket; a stand-in for that moment only."""
+    bucket = f"race-{uuid.uuid4().hex[:12]}"
+
+    def store() -> S3Storage:
+        client = make_client(
+            seaweedfs["UPSCAYL_S3_ENDPOINT_URL"],
+            seaweedfs["UPSCAYL_S3_REGION"],
+            seaweedfs["UPSCAYL_S3_ACCESS_KEY_ID"],
+            seaweedfs["UPSCAYL_S3_SECRET_ACCESS_KEY"],
+            seaweedfs["UPSCAYL_S3_ADDRESSING_STYLE"],
+        )
+        return S3Storage(client, bucket)
+
+    winner, loser = store(), store()
+    winner.ensure_bucket()
+    not_yet = ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadBucket")
+    monkeypatch.setattr(loser.client, "head_bucket", _raising(not_yet))
+    loser.ensure_bucket()  # finds it made by the winner
+    winner.write_stream("uploads/x.png", iter([b"png"]), 3)
+    assert loser.size("uploads/x.png") == 3
+
+
+def test_a_completion_that_overlapped_another_answers_with_the_object(
+    s3_storage: S3Storage, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that timed out repeats its completion while the first still
+    joins the parts: both find no object yet, and on AWS the later one is
+    answered NoSuchUpload, though the object is whole. SeaweedFS joins the
+    parts again instead, so AWS's answer is a stand-in here; the object and
+    the first completion are real."""
+    upload_id = s3_storage.create_multipart(key)
+    url = s3_storage.presign_part("http://unused", key, upload_id, 1, 5, _in(60))
+    sent = httpx.put(url, content=b"parts")
+    assert sent.status_code == 200, sent.text
+    parts = [CompletedPart(1, sent.headers["etag"])]
+    assert s3_storage.complete_multipart(key, upload_id, parts) == 5
+    gone = ClientError({"Error": {"Code": "NoSuchUpload", "Message": "gone"}}, "Complete")
+    real_size = s3_storage.size
+    looks: list[str] = []
+
+    def size_as_before_the_first_finished(name: str) -> int | None:
+        looks.append(name)
+        return None if len(looks) == 1 else real_size(name)
+
+    monkeypatch.setattr(s3_storage, "size", size_as_before_the_first_finished)
+    monkeypatch.setattr(s3_storage.client, "complete_multipart_upload", _raising(gone))
+    assert s3_storage.complete_multipart(key, upload_id, parts) == 5
+
+
+def _raising(error: Exception) -> Callable[..., object]:
+    def call(**_: object) -> object:
+        raise error
+
+    return call

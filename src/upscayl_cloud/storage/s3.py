@@ -106,7 +106,13 @@ class S3Storage:
         )
 
     def ensure_bucket(self) -> None:
-        """Create the bucket when missing (small installs, tests)."""
+        """Create the bucket when missing (small installs, tests).
+
+        Processes started together all find it missing and all create it:
+        those that lose find it made by the winner (``BucketAlreadyOwnedByYou``,
+        or ``BucketAlreadyExists`` on some stores), which is no failure. A
+        bucket of someone else's has the same name only; the HEAD after it
+        says so."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except BotoCoreError as exc:
@@ -120,8 +126,17 @@ class S3Storage:
                 if region in (None, "us-east-1")
                 else {"CreateBucketConfiguration": {"LocationConstraint": region}}
             )
-            with self._translated(self.bucket):
+            try:
                 self.client.create_bucket(Bucket=self.bucket, **where)
+            except BotoCoreError as exc:
+                raise translate(f"bucket {self.bucket}", exc) from exc
+            except ClientError as exc:
+                if error_code(exc) == "BucketAlreadyOwnedByYou":
+                    return
+                if error_code(exc) != "BucketAlreadyExists":
+                    raise translate(f"bucket {self.bucket}", exc) from exc
+                with self._translated(self.bucket):
+                    self.client.head_bucket(Bucket=self.bucket)  # ours after all?
 
     @contextmanager
     def _translated(self, key: str) -> Iterator[None]:
@@ -338,6 +353,10 @@ class S3Storage:
         except BotoCoreError as exc:
             raise translate(key, exc) from exc
         except ClientError as exc:
+            # A repeated completion that overlapped the first: on AWS the
+            # later one finds the upload gone, though the object is whole.
+            if error_code(exc) == "NoSuchUpload" and (done := self.size(key)) is not None:
+                return done
             message = _MULTIPART_MESSAGES.get(error_code(exc))
             if message is None:
                 raise translate(key, exc) from exc
