@@ -106,3 +106,35 @@ def test_unreachable_counter_storage_lets_requests_through(tmp_path) -> None:
 
     limits = RateLimits(make_settings(tmp_path), storage=Down())
     assert limits.check("start-task", "k") == ({}, None)
+
+
+def test_a_refusal_stands_when_the_storage_fails_after_counting(tmp_path) -> None:
+    """The count and the window's stats shared one guard: a storage lost
+    between them let an over-limit request through. The storage that fails
+    only its second call is a stand-in (Redis cannot be made to fail there)."""
+    from limits.storage import MemoryStorage
+
+    class LostAfterCounting(MemoryStorage):
+        def get_moving_window(self, *args: object, **kwargs: object) -> tuple[float, int]:
+            raise ConnectionError("redis is gone")
+
+    settings = make_settings(tmp_path, rate_limits={"start-task": "1/hour"})
+    limits = RateLimits(settings, storage=LostAfterCounting())
+    assert limits.check("start-task", "k") == ({}, None)
+    headers, refusal = limits.check("start-task", "k")
+    assert headers == {} and refusal is not None
+    assert (refusal.retry_after_seconds, refusal.public_message) == (
+        60,
+        "Too many requests: 1 per 3600 seconds for start-task. Try again in 60 seconds",
+    )
+
+
+def test_counters_in_memory_beside_a_shared_database_are_warned_of(tmp_path, caplog) -> None:
+    """Several API processes on PostgreSQL, each with its own counters, gave
+    clients N times the published limits without a word."""
+    shared = "postgresql+psycopg://u:p@db.invalid/upscayl"
+    RateLimits(make_settings(tmp_path, database_url=shared))
+    RateLimits(make_settings(tmp_path, rate_limits_enabled=False, database_url=shared))
+    RateLimits(make_settings(tmp_path))  # SQLite: one process
+    warned = [r.getMessage() for r in caplog.records if r.name == "upscayl_cloud.api.ratelimit"]
+    assert len(warned) == 1 and "each API process allows the full limit" in warned[0]

@@ -27,6 +27,10 @@ from upscayl_cloud.services.errors import RateLimitExceededError
 
 log = logging.getLogger(__name__)
 
+#: Retry-After of a refusal whose window could not be read (the storage
+#: failed between counting and reading): long enough not to hammer it.
+UNKNOWN_RESET_SECONDS = 60
+
 
 class RateLimits:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
@@ -36,6 +40,13 @@ class RateLimits:
         self._items: dict[str, RateLimitItem] = {
             op: parse(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
         }
+        if self.enabled and _per_process_counters_on_a_shared_database(settings):
+            log.warning(
+                "rate limits are counted in this process only (UPSCAYL_RATE_LIMIT_STORAGE_URI="
+                "%s) while the database is shared: each API process allows the full limit; "
+                "set it to redis://... to share the counters",
+                settings.rate_limit_storage_uri,
+            )
 
     def published(self) -> dict[str, dict[str, int]] | None:
         """Each operation's limit as ``/capabilities`` publishes it (``requests``
@@ -52,14 +63,25 @@ class RateLimits:
         if not self.enabled:
             return {}, None
         item = self._items[operation]
+        window = item.get_expiry()
         try:
             allowed = self._limiter.hit(item, key_id, operation)
-            stats = self._limiter.get_window_stats(item, key_id, operation)
         except Exception as exc:  # the storage's own errors (redis.ConnectionError...)
             log.warning("rate-limit storage unavailable, request let through: %s", exc)
             return {}, None
+        try:
+            stats = self._limiter.get_window_stats(item, key_id, operation)
+        except Exception as exc:  # lost after counting: the decision stands, unexplained
+            log.warning("rate-limit storage unavailable after counting: %s", exc)
+            if allowed:
+                return {}, None
+            wait = min(window, UNKNOWN_RESET_SECONDS)
+            return {}, RateLimitExceededError(
+                f"Too many requests: {item.amount} per {window} seconds for {operation}. "
+                f"Try again in {wait} seconds",
+                retry_after_seconds=wait,
+            )
         reset = max(0, math.ceil(stats.reset_time - time.time()))
-        window = item.get_expiry()
         headers = {
             "X-RateLimit-Limit": str(item.amount),
             "X-RateLimit-Remaining": str(stats.remaining),
@@ -74,3 +96,11 @@ class RateLimits:
             f"Try again in {max(1, reset)} seconds",
             retry_after_seconds=max(1, reset),
         )
+
+
+def _per_process_counters_on_a_shared_database(settings: Settings) -> bool:
+    """PostgreSQL means scale-out, where API processes are meant to be many;
+    counters in memory then multiply the published limits by their number."""
+    return settings.rate_limit_storage_uri.startswith("memory") and (
+        not settings.resolved_database_url.startswith("sqlite")
+    )
