@@ -105,6 +105,30 @@ def test_stored_times_follow_the_databases_clock(
     assert renew(ctx.db, held, 30)
 
 
+def test_a_clock_stepped_between_syncs_does_not_reach_stored_times(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock stepped a lease ahead after the last sync (NTP, a resumed VM;
+    stepped by a stand-in, as a test cannot set the system clock) let this
+    machine take over a lease still renewed, until the next sync a sweep
+    later. On PostgreSQL time since the sync is measured on a clock that is
+    never stepped; on SQLite every process reads this machine's clock, the
+    database's own, so a step moves all of them together."""
+    engine.sync_clock(ctx.db)
+    task_id = queued_task(ctx, principal)
+    held = claim(ctx.db, "on-time", 30, 3)
+    assert held is not None and held.task_id == task_id
+    real_time_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 61 * 10**9)
+    if ctx.db.dialect.name == "postgresql":
+        assert abs(engine.now_ms() - real_time_ns() // 10**6) < 1_000
+        assert claim(ctx.db, "stepped", 30, 3) is None  # the lease still holds
+    else:
+        assert abs(engine.now_ms() - (real_time_ns() // 10**6 + 61_000)) < 1_000
+    monkeypatch.undo()
+    assert renew(ctx.db, held, 30)
+
+
 def test_postgresql_connections_notice_a_server_that_stops_answering(
     postgres_server: object,
 ) -> None:

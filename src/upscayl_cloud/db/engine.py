@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
@@ -98,14 +99,34 @@ CLOCK_WARNING_MS = 1000
 log = logging.getLogger(__name__)
 
 
+#: The database's time at the last :func:`sync_clock`, in Unix milliseconds,
+#: and :func:`_elapsed_ns` then; None on SQLite, whose clock is this machine's.
+_anchor: tuple[int, int] | None = None
+
+#: Nanoseconds that only move forward, at the rate of real time, sleep
+#: included (CLOCK_BOOTTIME; CLOCK_MONOTONIC where there is none).
+_elapsed_ns: Callable[[], int] = (
+    partial(time.clock_gettime_ns, time.CLOCK_BOOTTIME)
+    if hasattr(time, "CLOCK_BOOTTIME")
+    else time.monotonic_ns
+)
+
+
 def now_ms() -> int:
     """The database's time in Unix milliseconds, the unit of every stored
-    time: this machine's clock, corrected by the difference
-    :func:`sync_clock` measured. Leases, expiries and retention are written
+    time: on PostgreSQL, the database's time at the last :func:`sync_clock`
+    plus the time elapsed since. Leases, expiries and retention are written
     by one machine and compared by another; with each machine's own clock, a
     worker whose clock ran a lease ahead took over tasks that their workers
-    were still renewing, and its sweeper failed them."""
-    return time.time_ns() // 1_000_000 + _clock_offset_ms
+    were still renewing, and its sweeper failed them. Elapsed time, not this
+    machine's clock: a clock stepped between two syncs (NTP, a resumed VM, a
+    date set by hand) would otherwise write leases already expired, or take
+    live ones, until the next sync."""
+    anchor = _anchor
+    if anchor is None:
+        return time.time_ns() // 1_000_000
+    database_ms, elapsed_ns = anchor
+    return database_ms + (_elapsed_ns() - elapsed_ns) // 1_000_000
 
 
 def sync_clock(engine: Engine) -> int:
@@ -120,16 +141,20 @@ def sync_clock(engine: Engine) -> int:
     :data:`CLOCK_WARNING_MS` is logged once each time it changes by as much:
     the service stays correct, but other tools reading this machine's clock
     (logs, S3 signatures) are off by as much."""
-    global _clock_offset_ms
+    global _clock_offset_ms, _anchor
     if engine.dialect.name != "postgresql":
+        _anchor, _clock_offset_ms = None, 0
         return 0
     with engine.connect() as connection:
-        before = time.time_ns()
-        database_ms = connection.exec_driver_sql(
-            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-        ).scalar_one()
-        after = time.time_ns()
-    offset = int(database_ms) - (before + after) // 2 // 1_000_000
+        before, elapsed_before = time.time_ns(), _elapsed_ns()
+        database_ms = int(
+            connection.exec_driver_sql(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+            ).scalar_one()
+        )
+        after, elapsed_after = time.time_ns(), _elapsed_ns()
+    _anchor = (database_ms, (elapsed_before + elapsed_after) // 2)
+    offset = database_ms - (before + after) // 2 // 1_000_000
     if abs(offset) > CLOCK_WARNING_MS and abs(offset - _clock_offset_ms) > CLOCK_WARNING_MS:
         direction = "behind" if offset > 0 else "ahead of"
         log.warning(
