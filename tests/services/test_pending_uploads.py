@@ -19,10 +19,12 @@ from support.postgres import until_a_lock_is_awaited
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import uploads as uploads_table
+from upscayl_cloud.queue.lease import claim
 from upscayl_cloud.services import tasks, uploads
 from upscayl_cloud.services.context import Context, build_context
 from upscayl_cloud.services.errors import RateLimitExceededError
 from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.results import fail_task
 
 #: Largest file, and the cap: two largest files and half of a third wait at most.
 FILE = 2000
@@ -95,6 +97,24 @@ def test_uploads_a_task_names_stop_counting(ctx: Context, principal: Principal) 
     _refused(ctx, principal, len(data))
     tasks.start_task(ctx, principal, tasks.TaskOptions(), [{"fileName": named}])
     _ask(ctx, principal, len(data))
+
+
+def test_uploads_of_a_failed_task_count_again(ctx: Context, principal: Principal) -> None:
+    """A failed file is refunded: with its upload counted as named, a key with
+    one credit parked undecodable uploads past the cap, one failed task
+    after another, at no cost."""
+    data = png_bytes()
+    named = _ask(ctx, principal, len(data))
+    ctx.storage.write_stream(uploads.storage_key(principal.account_id, named), iter([data]), FILE)
+    _ask(ctx, principal, FILE)
+    _ask(ctx, principal, CAP - FILE - len(data))
+    task_id = tasks.start_task(ctx, principal, tasks.TaskOptions(), [{"fileName": named}])
+    held = claim(ctx.db, "worker", 30, 3)
+    assert held is not None and held.task_id == task_id
+    assert fail_task(ctx, held, "the image could not be decoded")
+    _refused(ctx, principal, len(data))  # its upload waits for a task again
+    tasks.start_task(ctx, principal, tasks.TaskOptions(), [{"fileName": named}])
+    _ask(ctx, principal, len(data))  # named by a task that may be paid for
 
 
 def test_deleted_and_expired_uploads_stop_counting(ctx: Context, principal: Principal) -> None:

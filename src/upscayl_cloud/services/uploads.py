@@ -171,7 +171,11 @@ def check_declared(ctx: Context, file_type: str, file_size: int) -> None:
 
 def _waiting(account_id: str, now: int) -> list[ColumnElement[bool]]:
     """The account's uploads that still hold their bytes for nothing: not
-    deleted, not expired, and named by no task of the account.
+    deleted, not expired, and named by no task of the account that may
+    still be paid for. A file that failed, alone or with its whole task, is
+    refunded: counting it as named let a key with one credit park
+    undecodable uploads, one task after another, far past the cap at no
+    cost (and the cap then no longer holds what it is documented to).
 
     ``NOT EXISTS``, one index lookup per live upload
     (``ix_task_files_source_key``), not ``NOT IN (subquery)``: PostgreSQL
@@ -182,6 +186,8 @@ def _waiting(account_id: str, now: int) -> list[ColumnElement[bool]]:
         task_files.c.source_key == uploads.c.storage_key,
         task_files.c.task_id == tasks.c.id,
         tasks.c.account_id == account_id,
+        task_files.c.status != "failed",
+        tasks.c.status != "failed",
     )
     return [
         uploads.c.account_id == account_id,
