@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from support.services import seaweedfs_client
 from upscayl_cloud.storage.s3 import S3Storage
-from upscayl_cloud.storage.s3client import make_client
 
 BUCKET = "upscayl-test"
 #: Small parts, so that streamed writes cross part boundaries with a few MiB.
@@ -18,14 +18,7 @@ TEST_PART_BYTES = 5 * 1024 * 1024
 @pytest.fixture(scope="session")
 def s3_storage(seaweedfs: dict[str, str]) -> S3Storage:
     """An ``S3Storage`` on a fresh bucket of the session's SeaweedFS."""
-    client = make_client(
-        seaweedfs["UPSCAYL_S3_ENDPOINT_URL"],
-        seaweedfs["UPSCAYL_S3_REGION"],
-        seaweedfs["UPSCAYL_S3_ACCESS_KEY_ID"],
-        seaweedfs["UPSCAYL_S3_SECRET_ACCESS_KEY"],
-        seaweedfs["UPSCAYL_S3_ADDRESSING_STYLE"],
-    )
-    store = S3Storage(client, BUCKET, part_bytes=TEST_PART_BYTES)
+    store = S3Storage(seaweedfs_client(seaweedfs), BUCKET, part_bytes=TEST_PART_BYTES)
     # S3 answers before its filer is ready to create buckets: retry briefly.
     deadline = time.monotonic() + 20
     while True:

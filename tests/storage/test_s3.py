@@ -14,6 +14,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from support.services import seaweedfs_client
 from upscayl_cloud.storage.base import CompletedPart
 from upscayl_cloud.storage.s3 import MAX_PRESIGN_SECONDS, S3Storage
 from upscayl_cloud.storage.s3client import make_client, redact_url
@@ -117,17 +118,7 @@ def test_processes_starting_together_all_find_their_bucket(
     before the winner created the bucket; a stand-in for that moment only."""
     bucket = f"race-{uuid.uuid4().hex[:12]}"
 
-    def store() -> S3Storage:
-        client = make_client(
-            seaweedfs["UPSCAYL_S3_ENDPOINT_URL"],
-            seaweedfs["UPSCAYL_S3_REGION"],
-            seaweedfs["UPSCAYL_S3_ACCESS_KEY_ID"],
-            seaweedfs["UPSCAYL_S3_SECRET_ACCESS_KEY"],
-            seaweedfs["UPSCAYL_S3_ADDRESSING_STYLE"],
-        )
-        return S3Storage(client, bucket)
-
-    winner, loser = store(), store()
+    winner, loser = (S3Storage(seaweedfs_client(seaweedfs), bucket) for _ in range(2))
     winner.ensure_bucket()
     not_yet = ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadBucket")
     monkeypatch.setattr(loser.client, "head_bucket", _raising(not_yet))

@@ -15,8 +15,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from support.context import REPO_ROOT
+from upscayl_cloud.storage.s3client import make_client
 
 SEAWEEDFS_SCRIPT = REPO_ROOT / "scripts" / "seaweedfs.sh"
 REDIS_SCRIPT = REPO_ROOT / "scripts" / "redis.sh"
@@ -79,3 +81,14 @@ class ScriptService:
             timeout=30,
             check=False,
         )
+
+
+def seaweedfs_client(seaweedfs: dict[str, str]) -> Any:
+    """A boto3 client of the session's SeaweedFS (its settings as ``seaweedfs`` gives them)."""
+    return make_client(
+        seaweedfs["UPSCAYL_S3_ENDPOINT_URL"],
+        seaweedfs["UPSCAYL_S3_REGION"],
+        seaweedfs["UPSCAYL_S3_ACCESS_KEY_ID"],
+        seaweedfs["UPSCAYL_S3_SECRET_ACCESS_KEY"],
+        seaweedfs["UPSCAYL_S3_ADDRESSING_STYLE"],
+    )
