@@ -4,15 +4,20 @@ and a proxy that gives results hostile names."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import pyvips
 
 from support.images import png_bytes
@@ -50,6 +55,10 @@ def dimensions(path: Path) -> tuple[int, int]:
     return image.width, image.height
 
 
+#: The path prefix of links that :class:`RenamingProxy` sends through itself.
+_VIA = "/via-proxy"
+
+
 class RenamingProxy:
     """A proxy in front of the real server that answers hostile ``processedFileName``s
     (and, with ``status_outage``, stands for a server that is down for a while).
@@ -81,6 +90,11 @@ class RenamingProxy:
     answers every start-task 429 with an hour's ``Retry-After`` (an hourly
     limit used up), and history ``"stuck"``
     answers every page with ``hasMore`` and the same ``nextOffset``.
+    ``download_outage`` sends the result links of status and history answers
+    through the proxy, which drops every download for that many seconds from
+    the first (a store that is away for a while after the tasks finished);
+    ``put_unavailable`` sends the upload links through it, which answers
+    every PUT 503 with ``Retry-After: 10`` (a store whose disk is full).
     """
 
     def __init__(
@@ -95,6 +109,8 @@ class RenamingProxy:
         portal_pages: int = 0,
         start_throttled: bool = False,
         upload_unavailable: float = 0.0,
+        download_outage: float = 0.0,
+        put_unavailable: bool = False,
     ) -> None:
         self.upstream, self.names = upstream, dict(names)
         self.status_outage = status_outage
@@ -105,6 +121,11 @@ class RenamingProxy:
         self.portal_pages = portal_pages
         self.start_throttled = start_throttled
         self.upload_unavailable = upload_unavailable
+        self.download_outage = download_outage
+        self.put_unavailable = put_unavailable
+        self.downloads_began: float | None = None
+        self.dropped_downloads = 0
+        self.puts: list[float] = []  # when each PUT came (put_unavailable)
         self.unavailable_began: float | None = None
         self.outage_began: float | None = None
         self.refused = 0
@@ -114,6 +135,14 @@ class RenamingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the OpenAPI document and /capabilities
+                if self.path.startswith(_VIA):  # a result link sent through us
+                    if proxy._downloads_down():
+                        proxy.dropped_downloads += 1
+                        self.close_connection = True
+                        return
+                    answer = proxy._http.get(proxy.upstream + self.path[len(_VIA) :])
+                    self._relay(answer, answer.content)
+                    return
                 key = self.headers.get("X-API-Key")
                 headers = {"X-API-Key": key} if key else {}
                 answer = proxy._http.get(proxy.upstream + self.path, headers=headers)
@@ -161,6 +190,10 @@ class RenamingProxy:
                 headers = {h: self.headers[h] for h in keep if self.headers.get(h)}
                 answer = proxy._http.post(proxy.upstream + self.path, content=sent, headers=headers)
                 content = answer.content
+                if self.path == "/get-upload-url" and answer.is_success and proxy.put_unavailable:
+                    body = answer.json()
+                    body["data"]["uploadURL"] = proxy._via(body["data"]["uploadURL"])
+                    content = json.dumps(body).encode()
                 if self.path == "/get-task-status" and answer.is_success:
                     body = answer.json()
                     content = proxy._rename([body.get("data") or {}], body)
@@ -181,6 +214,11 @@ class RenamingProxy:
                         body["pagination"]["nextOffset"] = 2**40
                     content = proxy._rename(body.get("data") or [], body)
                 self._relay(answer, content)
+
+            def do_PUT(self) -> None:  # an upload link sent through us
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.puts.append(time.monotonic())
+                self._refuse(503, "SERVICE_UNAVAILABLE", {"Retry-After": "10"})
 
             def _refuse(self, status: int, code: str, headers: dict[str, str]) -> None:
                 refusal = json.dumps({"error": code, "message": "refused by the proxy"}).encode()
@@ -218,10 +256,24 @@ class RenamingProxy:
             self.unavailable_began = time.monotonic()
         return time.monotonic() - self.unavailable_began < self.upload_unavailable
 
+    def _downloads_down(self) -> bool:
+        """Whether downloads fail: for ``download_outage`` seconds from the first."""
+        if self.downloads_began is None:
+            self.downloads_began = time.monotonic()
+        return time.monotonic() - self.downloads_began < self.download_outage
+
+    def _via(self, link: str) -> str:
+        """``link`` of the upstream server, sent through this proxy instead."""
+        assert link.startswith(self.upstream), link
+        return self.url + _VIA + link[len(self.upstream) :]
+
     def _rename(self, tasks: list[dict[str, Any]], body: dict[str, Any]) -> bytes:
         """``body`` with the files of ``tasks`` (its parts) renamed."""
         for task in tasks:
             for entry in task.get("files") or []:
+                for link in ("downloadLink", "thumbnailLink"):
+                    if self.download_outage and entry.get(link):
+                        entry[link] = self._via(entry[link])
                 if self.thumbnails_gone and "thumbnailLink" in entry:
                     entry["thumbnailLink"] = f"{self.upstream}/no-such-thumbnail.webp"
                 original = entry.get("originalFileName")
@@ -237,3 +289,28 @@ class RenamingProxy:
         self._server.shutdown()
         self._server.server_close()
         self._http.close()
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder``, taking no new file while the block runs: a real refusal
+    from the kernel, as on a read-only disk. A user is refused by the
+    folder's mode; root (these tests run as root in containers) writes
+    whatever the mode, so there the folder is made immutable (``chattr +i``),
+    which binds root too. Skipped where neither can be done."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("cannot make a folder read-only here: no chattr")
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a folder read-only here: {made.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from support.context import new_principal
 from support.images import png_bytes
@@ -23,16 +24,25 @@ from tests.client.helpers import (
     RenamingProxy,
     big_png,
     dimensions,
+    read_only,
     write_image,
 )
+from upscayl_cloud.cli import app
 from upscayl_cloud.client import (
     ApiError,
     Client,
     FileResult,
+    PollSchedule,
     RetryEvent,
+    UnwritableOutputError,
     UpscaleInterrupted,
     upscale,
 )
+
+
+def _visible(folder: Path) -> set[Path]:
+    """What a folder holds, less hidden files (the manifest of its results)."""
+    return {path for path in folder.iterdir() if not path.name.startswith(".")}
 
 
 class Recorder:
@@ -139,7 +149,7 @@ def test_same_result_name_twice_gets_a_second_name(client: Client, tmp_path: Pat
     again = upscale([folder], model=FAST, scale=2, fmt="png", out_dir=out, client=client)
     assert [r.output for r in again.results] == [first, second]
     assert dimensions(first) == (48, 32)
-    assert set(out.iterdir()) == {first, second}
+    assert _visible(out) == {first, second}
 
 
 def test_hostile_result_names_stay_in_the_output_folder(
@@ -180,8 +190,8 @@ def test_hostile_result_names_stay_in_the_output_folder(
     }
     assert all(dimensions(path) == (32, 32) for path in outputs.values() if path)
     assert {r.thumbnail for r in report.results} >= {out / "evil_thumb.webp"}
-    written = {p for p in tmp_path.rglob("*") if p.is_file()}
-    assert written <= {sources / n for n in names} | {sources / "self (2).png"} | set(out.iterdir())
+    written = {p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert written <= {sources / n for n in names} | {sources / "self (2).png"} | _visible(out)
     assert not (tmp_path / "abs").exists()
     assert {name: (sources / name).read_bytes() for name in names} == originals
 
@@ -461,3 +471,225 @@ def test_an_unreachable_server_stops_the_run_after_one_files_retries(tmp_path: P
     assert all("not sent, the run stopped: CONNECTION_ERROR" in (r.reason or "")
                for r in report.failed)  # fmt: skip
     assert attempts.count("/get-upload-url") == QUICK_RETRY.attempts - 1
+
+
+def test_a_later_run_never_replaces_another_sources_result(client: Client, tmp_path: Path) -> None:
+    """Two folders with an IMG_0001.jpg each, upscaled one after the other
+    into one folder: the second used to replace the first's result, as did
+    ``a.png`` alone replace ``a.jpg``'s after ``a.jpg a.png -f png``. Each
+    run still refreshes its own earlier results in place."""
+    out = tmp_path / "upscaled"
+    old = write_image(tmp_path / "trip2023" / "IMG_0001.jpg", 20, 10, seed=1)
+    new = write_image(tmp_path / "trip2024" / "IMG_0001.jpg", 30, 30, seed=2)
+    name, twin = f"IMG_0001_upscayl_2x_{FAST}.jpg", f"IMG_0001_upscayl_2x_{FAST} (2).jpg"
+    options: dict[str, Any] = {"model": FAST, "scale": 2, "out_dir": out, "client": client}
+    assert upscale([old.parent], **options).results[0].output == out / name
+    assert upscale([new.parent], **options).results[0].output == out / twin
+    assert upscale([new.parent], **options).results[0].output == out / twin  # its own
+    assert (dimensions(out / name), dimensions(out / twin)) == ((40, 20), (60, 60))
+    assert _visible(out) == {out / name, out / twin}
+    # Nothing else is left behind: no write probe, no temporary manifest.
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".upscayl-results.json"]
+
+    pair = tmp_path / "pair"
+    a_jpg, a_png = write_image(pair / "a.jpg", 24, 16), write_image(pair / "a.png", 16, 16, seed=3)
+    result, result2 = pair / f"a_upscayl_2x_{FAST}.png", pair / f"a_upscayl_2x_{FAST} (2).png"
+    both = upscale([a_jpg, a_png], model=FAST, scale=2, fmt="png", client=client)
+    assert [r.output for r in both.results] == [result, result2]
+    alone = upscale([a_png], model=FAST, scale=2, fmt="png", client=client)
+    assert alone.results[0].output == result2
+    assert (dimensions(result), dimensions(result2)) == ((48, 32), (32, 32))
+
+
+def test_one_path_given_as_a_string_is_one_path(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``upscale("./a.png")`` iterated the string: "." and "/" became folders,
+    and every image in them was uploaded and charged."""
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "a.png", 16, 16)
+    write_image(tmp_path / "b.png", 16, 16, seed=1)
+    report = upscale("./a.png", model=FAST, scale=2, client=client)
+    assert [(r.source, r.status) for r in report.results] == [(Path("a.png"), "done")]
+    report = upscale(Path("b.png"), model=FAST, scale=2, client=client)
+    assert [(r.source, r.status) for r in report.results] == [(Path("b.png"), "done")]
+    assert client.get_history()["pagination"]["total"] == 2
+
+
+def test_downloads_ride_out_a_short_outage(server: Server, api_key: str, tmp_path: Path) -> None:
+    """The tasks finished (and were charged), then the store serving their
+    links was away for 3 s: the client's few retries (under a second here)
+    failed every result. The proxy that drops the downloads stands in for
+    the store's outage; the server is real."""
+    images = [write_image(tmp_path / f"{n}.png", 16, 16, seed=n) for n in range(2)]
+    with (
+        RenamingProxy(server.url, {}, download_outage=3) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale(images, model=FAST, scale=2, client=api)
+    assert report.ok, [r.reason for r in report.failed]
+    assert proxy.dropped_downloads > QUICK_RETRY.attempts  # more than one download's retries
+    assert all(r.output is not None and dimensions(r.output) == (32, 32) for r in report.results)
+
+
+def test_a_download_given_up_on_says_where_the_result_still_is(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """Past the outage the run waits out (1 s here), the file fails with the
+    task's id and the command that still finds its result. The proxy stands
+    in for the store's outage."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    patient = PollSchedule(initial=0.1, maximum=0.5, burst=90, outage_seconds=1)
+    with (
+        RenamingProxy(server.url, {}, download_outage=60) as proxy,
+        Client(proxy.url, api_key, poll=patient, retry=QUICK_RETRY) as api,
+    ):
+        [result] = upscale([image], model=FAST, scale=2, client=api).results
+    assert result.status == "failed" and result.task_id is not None
+    reason = result.reason or ""
+    assert reason.startswith("download failed: CONNECTION_ERROR"), reason
+    assert f"`upscayl-cloud client status {result.task_id}`" in reason
+    assert not list(tmp_path.glob("*_upscayl_*"))
+
+
+def test_a_persistent_503_stops_the_run_after_one_files_retries(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """A server whose store or database is away (or whose disk is full)
+    answers 503 with Retry-After: each of 1000 files spent its tries on it,
+    83 minutes. The proxy's 503s stand in for such a server."""
+    for n in range(6):
+        write_image(tmp_path / f"{n}.png", 16, 16, seed=n)
+    with (
+        RenamingProxy(server.url, {}, upload_unavailable=120) as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([tmp_path], model=FAST, client=api, upload_workers=1)
+    assert len(report.failed) == 6
+    assert all((r.reason or "").startswith("not sent, the run stopped: SERVICE_UNAVAILABLE")
+               for r in report.failed), [r.reason for r in report.failed]  # fmt: skip
+    assert proxy.hits.count("/get-upload-url") == QUICK_RETRY.attempts
+    assert "/start-task" not in proxy.hits
+
+
+def test_a_file_that_failed_on_its_own_keeps_its_reason_when_the_run_stops(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """b.png, removed while the run began, failed for its own reason; a.png's
+    401 then stopped the run, and b.png was reported "not sent, the run
+    stopped". The 401 is the proxy's stand-in for a key revoked mid-run."""
+    refused = write_image(tmp_path / "a-refused.png", 16, 16)
+    gone = write_image(tmp_path / "b-gone.png", 16, 16, seed=1)
+
+    class RemoveOne(Recorder):
+        def uploading(self, total_bytes: int) -> None:
+            gone.unlink()  # after the files were found, before they are sent
+
+    with (
+        RenamingProxy(server.url, {}, unauthorized_upload="a-refused.png") as proxy,
+        Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        report = upscale([refused, gone], model=FAST, client=api, reporter=RemoveOne())
+    reasons = {r.source: r.reason or "" for r in report.results}
+    assert reasons[refused].startswith("not sent, the run stopped: UNAUTHORIZED"), reasons
+    assert reasons[gone].startswith("upload failed: FileNotFoundError"), reasons
+
+
+def test_an_unwritable_destination_is_refused_before_anything_is_sent(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """Inputs on a read-only folder, upscaled in place: the task completed,
+    was charged, then every download failed. Now nothing is sent: a
+    ``PermissionError`` in Python, a usage error (2) in the shell. The
+    folder is made read-only for real (``read_only``)."""
+    photos = tmp_path / "photos"
+    image = write_image(photos / "a.png", 16, 16)
+    run = CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key, "COLUMNS": "300"})
+    with read_only(photos), Client(server.url, api_key) as api:
+        with pytest.raises(UnwritableOutputError, match="cannot be written") as refused:
+            upscale([photos], model=FAST, client=api)
+        assert isinstance(refused.value, PermissionError) and str(photos) in str(refused.value)
+        shell = run.invoke(app, ["client", "upscale", str(image), "-m", FAST])
+        assert shell.exit_code == 2, shell.output
+        assert "results cannot be written there" in " ".join(shell.output.split())
+        assert api.get_history()["pagination"]["total"] == 0  # nothing charged
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png"]  # no probe left behind
+
+
+def test_a_file_in_the_way_of_a_subfolder_is_refused_before_anything_is_sent(
+    client: Client, tmp_path: Path
+) -> None:
+    """``-o out`` is a folder, but ``out/nested`` (where nested/b.png's result
+    goes) is a file: found only at that download, after the charge."""
+    write_image(tmp_path / "in" / "nested" / "b.png", 16, 16)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "nested").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="nested"):
+        upscale([tmp_path / "in"], recursive=True, model=FAST, out_dir=out, client=client)
+    assert client.get_history()["pagination"]["total"] == 0
+
+
+def _start_then_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C just as start-task's answer is on its way back: the server
+    has created (and charged) the task, the client never learns its id.
+    The exact moment is the stand-in (a real SIGINT cannot be aimed that
+    precisely); the server, and the task it creates, are real."""
+    real = Client.start_task
+
+    def start_then_interrupt(self: Client, *args: Any, **kwargs: Any) -> str:
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "start_task", start_then_interrupt)
+
+
+def test_ctrl_c_while_a_task_is_started_says_it_may_exist(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to say that no task was started."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    _start_then_interrupt(monkeypatch)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        upscale([image], model=FAST, scale=2, client=client)
+    assert isinstance(caught.value, UpscaleInterrupted), caught.value
+    assert caught.value.task_ids == [] and caught.value.maybe_started == [image]
+    assert "client history" in str(caught.value)
+    assert client.get_history()["pagination"]["total"] == 1  # it does exist
+
+
+def test_ctrl_c_while_a_task_is_started_in_the_shell(
+    server: Server, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = write_image(tmp_path / "a.png", 16, 16)
+    _start_then_interrupt(monkeypatch)
+    run = CliRunner(env={"UPSCAYL_URL": server.url, "UPSCAYL_API_KEY": api_key, "COLUMNS": "300"})
+    result = run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "-s", "2"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 130, result.output
+    assert "no task was started" not in said
+    assert f"while a task was being started for {image}" in said and "client history" in said
+
+
+def test_ctrl_c_while_files_are_collected_closes_the_runs_client(
+    server: Server, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C in a long walk of folders raised a plain KeyboardInterrupt
+    and left the client ``upscale()`` made open. Raising it from the walk is
+    the stand-in for a Ctrl-C landing there."""
+    closed: list[Client] = []
+    real_close = Client.close
+
+    def walk_interrupted(*_args: object) -> list[object]:
+        raise KeyboardInterrupt
+
+    def close(self: Client) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr("upscayl_cloud.client.batch.collect", walk_interrupted)
+    monkeypatch.setattr(Client, "close", close)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        upscale([tmp_path], model=FAST, base_url=server.url, api_key=api_key)
+    assert isinstance(caught.value, UpscaleInterrupted) and caught.value.task_ids == []
+    assert len(closed) == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.client.helpers import write_image
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
@@ -69,3 +72,45 @@ def test_one_folder_spelt_two_ways_is_taken_once_without_a_word(tmp_path: Path) 
     write_image(tmp_path / "pics" / "a.png", 8, 8)
     found = collect([tmp_path / "pics", tmp_path / "pics" / ".." / "pics"])
     assert [type(i) for i in found] == [Source]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Path.glob`` passed over a subfolder without read permission, and its
+    images vanished from the run without a word. The folders' modes are
+    real; root (these tests run as root in containers) lists any folder
+    whatever its mode, so there ``os.scandir`` is made to refuse a folder
+    whose mode grants no reading, as the kernel does for a user: a stand-in
+    for the check that root is spared."""
+    write_image(tmp_path / "photos" / "a.png", 16, 16)
+    write_image(tmp_path / "photos" / "locked" / "b.png", 16, 16, seed=1)
+    write_image(tmp_path / "alone" / "c.png", 16, 16, seed=2)
+    locked = [tmp_path / "photos" / "locked", tmp_path / "alone"]
+    if os.geteuid() == 0:
+        real_scandir = os.scandir
+
+        def as_a_user(path: Any) -> Any:
+            if not os.stat(path).st_mode & 0o444:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", as_a_user)
+    for folder in locked:
+        folder.chmod(0)
+    try:
+        found = collect([tmp_path / "photos", tmp_path / "alone"], recursive=True)
+    finally:
+        for folder in locked:
+            folder.chmod(0o755)
+    denied = "a folder that cannot be listed: Permission denied"
+    assert [(item.path, getattr(item, "reason", None)) for item in found] == [
+        (tmp_path / "photos" / "a.png", None),
+        (tmp_path / "photos" / "locked", denied),
+        (tmp_path / "alone", denied),
+    ]
+    # Skipped: upscale() reports the subfolder skipped, and the folder named itself failed.
+    assert [item for item in found if isinstance(item, Skipped)] == [
+        Skipped(locked[0], denied),
+        Skipped(locked[1], denied),
+    ]

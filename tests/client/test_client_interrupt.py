@@ -21,8 +21,16 @@ from typing import Any
 import pytest
 
 from support.server import Server
-from tests.client.helpers import FAST, MIB, QUICK_POLL, big_png
-from upscayl_cloud.client import Client, upload_file
+from tests.client.helpers import (
+    FAST,
+    MIB,
+    QUICK_POLL,
+    QUICK_RETRY,
+    RenamingProxy,
+    big_png,
+    write_image,
+)
+from upscayl_cloud.client import Client, UpscaleInterrupted, upload_file, upscale
 from upscayl_cloud.client.uploads import state_path
 
 _SLOW = 3.0
@@ -133,3 +141,40 @@ def test_ctrl_c_in_upload_file_itself_sends_no_queued_part(
     assert len(calls) <= 5  # part 1 and the three or four on the wire, none queued
     recorded = _recorded(source)
     assert 1 in recorded and 8 not in recorded
+
+
+def test_ctrl_c_while_an_upload_waits_to_be_retried_is_prompt(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """A store answering every PUT 503 with ``Retry-After: 10`` (its disk
+    full; the proxy's 503s stand in for it): Ctrl-C came while the upload,
+    in its worker thread, slept before its next try, and was only obeyed
+    after four more PUTs, 40 s later. A real SIGINT, to the main thread."""
+    image = write_image(tmp_path / "a.png", 16, 16)
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread().ident == main
+    sent = threading.Event()
+
+    def interrupt_once_the_first_put_was_refused() -> None:
+        deadline = time.monotonic() + 30
+        while not proxy.puts and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the worker is asleep before its next try
+        sent.set()
+        signal.pthread_kill(main, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with (
+            RenamingProxy(server.url, {}, put_unavailable=True) as proxy,
+            Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+        ):
+            threading.Thread(target=interrupt_once_the_first_put_was_refused).start()
+            with pytest.raises(KeyboardInterrupt) as caught:
+                upscale([image], model=FAST, client=api)
+            stopped = time.monotonic()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sent.is_set() and isinstance(caught.value, UpscaleInterrupted)
+    assert len(proxy.puts) == 1, proxy.puts
+    assert stopped - proxy.puts[0] < 3

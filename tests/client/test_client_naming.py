@@ -16,6 +16,7 @@ from upscayl_cloud.client.naming import (
     inside,
     local_name,
     partial_file,
+    read_manifest,
     result_file_name,
     safe_file_name,
 )
@@ -132,8 +133,46 @@ def test_a_long_stem_is_shortened_and_the_extension_kept() -> None:
 
 def test_a_file_not_named_as_a_result_is_never_replaced(tmp_path: Path) -> None:
     """A server may suggest any image's name; only an earlier result's is replaced."""
+    source = tmp_path / "a.png"
     (tmp_path / "family.jpg").write_bytes(b"a photo")
-    (tmp_path / "a_upscayl_2x_m.jpg").write_bytes(b"an earlier result")
+    earlier = OutputNames()
+    result = earlier.claim(tmp_path, "a_upscayl_2x_m.jpg", source)
+    result.write_bytes(b"an earlier result")
+    earlier.written(result, source)
+    earlier.save()
     names = OutputNames()
-    assert names.claim(tmp_path, "family.jpg") == tmp_path / "family (2).jpg"
-    assert names.claim(tmp_path, "a_upscayl_2x_m.jpg") == tmp_path / "a_upscayl_2x_m.jpg"
+    assert names.claim(tmp_path, "family.jpg", source) == tmp_path / "family (2).jpg"
+    assert names.claim(tmp_path, "a_upscayl_2x_m.jpg", source) == tmp_path / "a_upscayl_2x_m.jpg"
+
+
+def test_only_an_earlier_result_of_the_same_source_is_replaced(tmp_path: Path) -> None:
+    """trip2023/IMG_0001.jpg's result is not trip2024/IMG_0001.jpg's to
+    replace, nor is a file named as a result that no run of ours recorded
+    (an older client's, or the user's own)."""
+    old, new = tmp_path / "trip2023" / "IMG_0001.jpg", tmp_path / "trip2024" / "IMG_0001.jpg"
+    out = tmp_path / "upscaled"
+    out.mkdir()
+    name = "IMG_0001_upscayl_2x_m.jpg"
+    first = OutputNames()
+    kept = first.claim(out, name, old)
+    kept.write_bytes(b"2023")
+    first.written(kept, old)
+    first.save()
+    assert read_manifest(out) == {name: str(old.resolve())}
+
+    assert OutputNames().claim(out, name, new) == out / "IMG_0001_upscayl_2x_m (2).jpg"
+    assert OutputNames().claim(out, name, old) == kept  # its own: refreshed in place
+    # A caller naming no source keeps no manifest (the local ``upscayl-cloud
+    # upscale``): any file named as a result is replaced there, as before.
+    assert OutputNames().claim(out, name) == kept
+    (out / "x_upscayl_2x_m.jpg").write_bytes(b"nobody's")
+    assert OutputNames().claim(out, "x_upscayl_2x_m.jpg", old) == out / "x_upscayl_2x_m (2).jpg"
+    # A result that is gone is dropped from the manifest at the next save.
+    kept.unlink()
+    later = OutputNames()
+    other = later.claim(out, "y_upscayl_2x_m.jpg", new)
+    other.write_bytes(b"2024")
+    later.written(other, new)
+    later.save()
+    assert read_manifest(out) == {other.name: str(new.resolve())}
+    assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []

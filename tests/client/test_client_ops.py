@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +223,40 @@ def test_a_files_entry_has_what_the_spec_requires_of_it() -> None:
     }
     ours = {**minimal, "fileType": "image/jpeg", "fileSize": 9}
     assert uploaded_entry(ours, "image/png", 10)["fileType"] == "image/jpeg"
+
+
+def test_downloads_reach_the_disk_before_they_take_the_results_name(
+    server: Server, api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut after the rename but before the bytes were written back
+    could leave a short file under the result's name, which a later run
+    takes for done. A power cut cannot be staged: this watches the order of
+    the calls instead (the partial file fsynced, then renamed over the
+    name), in both clients."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: Any, dest: Any) -> None:
+        calls.append(("replace", str(source)))
+        real_replace(source, dest)
+
+    with Client(server.url, api_key, poll=QUICK_POLL) as api:
+        task_id = api.start_task(file=("a.png", image_bytes(16, 16)), model=FAST, scale=2)
+        link = api.wait(task_id, timeout=60, raise_on_failure=True)["files"][0]["downloadLink"]
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        api.download(link, tmp_path / "sync.png")
+
+    async def flow() -> None:
+        async with AsyncClient(server.url, api_key) as api:
+            await api.download(link, tmp_path / "async.png")
+
+    asyncio.run(flow())
+    assert [what for what, _ in calls] == ["fsync", "replace"] * 2, calls
+    for (_, synced), (_, renamed) in zip(calls[::2], calls[1::2], strict=True):
+        assert synced == renamed and renamed.endswith(".part")
+    assert (tmp_path / "sync.png").read_bytes() == (tmp_path / "async.png").read_bytes()

@@ -39,6 +39,7 @@ from upscayl_cloud.client import (
     SCALES,
     Client,
     FileResult,
+    UnwritableOutputError,
     UpscaleInterrupted,
     UpscaylError,
     upscale,
@@ -133,6 +134,7 @@ class _Bars:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
+        self.errors = Console(stderr=True, highlight=False)
         self.upload: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
@@ -160,6 +162,10 @@ class _Bars:
             self.progress.console.print(
                 f"[{colour}]{result.status}[/] {escape(f'{result.source}: {result.reason}')}"
             )
+
+    def notice(self, message: str) -> None:
+        """On stderr: a task that shows no progress (no worker may be running)."""
+        self.errors.print(f"[yellow]notice:[/] {escape(message)}")
 
 
 def _id_column(header: str, ids: Iterable[str]) -> Column:
@@ -199,6 +205,16 @@ def upscale_command(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Most files per task (or the server's limit, if lower).")
     ] = 50,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="Stop waiting for the tasks this long after the last one started "
+            "(they run on; `client status` finds their results). Default: wait.",
+            show_default=False,
+        ),
+    ] = None,
     url: Url = None,
     key: Key = None,
 ) -> None:
@@ -238,23 +254,14 @@ def upscale_command(
                 client=api,
                 batch_size=batch_size,
                 reporter=bars,
+                timeout=timeout,
             )
+    except (NotADirectoryError, UnwritableOutputError) as exc:
+        # Raised before anything is uploaded: a usage error, as for -o.
+        hint = "'-o' / '--output'" if out_dir is not None else "PATH..."
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     except KeyboardInterrupt as exc:
-        # Started tasks run on regardless; unfinished multipart uploads resume.
-        ids = exc.task_ids if isinstance(exc, UpscaleInterrupted) else []
-        ids += [i for i in (bars.tasks if bars else {}) if i not in ids]
-        if ids:
-            console.print(
-                f"[yellow]interrupted[/]; tasks already started (they run on, and are "
-                f"charged; `client status TASK` shows their result links): {', '.join(ids)}. "
-                "Running the same command again sends their files again; it resumes "
-                "large uploads."
-            )
-        else:
-            console.print(
-                "[yellow]interrupted[/]; no task was started. "
-                "Run the same command again to resume large uploads."
-            )
+        _interrupted(console, exc, bars)
         raise typer.Exit(code=130) from None
     if not report.results:
         console.print("No images found")
@@ -265,6 +272,34 @@ def upscale_command(
     console.print(f"{done} done, {len(report.failed)} failed, {skipped} skipped")
     if report.failed:
         raise typer.Exit(code=1)
+
+
+def _interrupted(console: Console, exc: KeyboardInterrupt, bars: _Bars | None) -> None:
+    """Say what Ctrl-C left behind: started tasks run on regardless (and
+    are charged), a start-task that was on the wire may have created one,
+    and unfinished multipart uploads resume."""
+    ids = list(exc.task_ids) if isinstance(exc, UpscaleInterrupted) else []
+    ids += [i for i in (bars.tasks if bars else {}) if i not in ids]
+    maybe = exc.maybe_started if isinstance(exc, UpscaleInterrupted) else []
+    if ids:
+        console.print(
+            f"[yellow]interrupted[/]; tasks already started (they run on, and are "
+            f"charged; `client status TASK` shows their result links): {', '.join(ids)}. "
+            "Running the same command again sends their files again; it resumes "
+            "large uploads."
+        )
+    if maybe:
+        files = escape(", ".join(str(path) for path in maybe))
+        console.print(
+            f"[yellow]interrupted[/] while a task was being started for {files}: the server "
+            "may have created (and charged) it. `client history` shows whether it did "
+            "(and `client status TASK` its results) before you send them again."
+        )
+    if not ids and not maybe:
+        console.print(
+            "[yellow]interrupted[/]; no task was started. "
+            "Run the same command again to resume large uploads."
+        )
 
 
 @client_app.command("status")

@@ -13,10 +13,12 @@ from upscayl_cloud.client.aio import AsyncClient
 from upscayl_cloud.client.batch import FileResult, UpscaleReport, upscale
 from upscayl_cloud.client.errors import (
     ApiError,
+    CompletionLimitedError,
     ConnectionFailedError,
     RateLimitedError,
     StartUncertainError,
     TaskFailedError,
+    UnwritableOutputError,
     UploadCancelledError,
     UpscaleInterrupted,
     UpscaylError,
@@ -35,6 +37,7 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "Client",
+    "CompletionLimitedError",
     "ConnectionFailedError",
     "FileResult",
     "HistoryPage",
@@ -46,6 +49,7 @@ __all__ = [
     "StartUncertainError",
     "TaskFailedError",
     "TaskStatus",
+    "UnwritableOutputError",
     "UploadCancelledError",
     "UploadLink",
     "UpscaleInterrupted",

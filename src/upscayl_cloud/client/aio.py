@@ -232,8 +232,8 @@ class AsyncClient(PollPacing):
 
     async def download(self, url: str, dest: Path) -> Path:
         """As :meth:`Client.download`: streamed (never whole in memory) into a
-        partial file of its own, renamed over ``dest`` when complete; ``dest`` is
-        used as given, and an existing one is replaced."""
+        partial file of its own, on the disk (fsync) before it is renamed over
+        ``dest``; ``dest`` is used as given, and an existing one is replaced."""
         partial = partial_file(dest)
         try:
 
@@ -246,6 +246,7 @@ class AsyncClient(PollPacing):
                         try:
                             async for chunk in response.aiter_bytes(1 << 20):
                                 await asyncio.to_thread(_append, out, chunk)
+                            await asyncio.to_thread(_sync, out)
                         finally:
                             await asyncio.to_thread(out.close)
                     else:
@@ -263,6 +264,12 @@ class AsyncClient(PollPacing):
 
 def _append(out: BinaryIO, chunk: bytes) -> None:
     out.write(chunk)
+
+
+def _sync(out: BinaryIO) -> None:
+    """The file's bytes on the disk before its rename (see ``Client.download``)."""
+    out.flush()
+    os.fsync(out.fileno())
 
 
 async def _stream(content: Callable[[], Iterable[bytes]]) -> AsyncIterator[bytes]:

@@ -13,7 +13,9 @@ later request would meet too (a bad key, no credits left) stops the run.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -23,12 +25,15 @@ from typing import Any
 from upscayl_cloud.client._core import MODELS
 from upscayl_cloud.client.errors import (
     ApiError,
+    CompletionLimitedError,
     ConnectionFailedError,
     RateLimitedError,
+    UnwritableOutputError,
     UploadCancelledError,
     UpscaleInterrupted,
     UpscaylError,
     describe,
+    is_outage,
 )
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
 from upscayl_cloud.client.naming import (
@@ -36,6 +41,7 @@ from upscayl_cloud.client.naming import (
     local_name,
     output_folder_problem,
     result_file_name,
+    unwritable_folder_problem,
 )
 from upscayl_cloud.client.polling import (
     SPEC_HISTORY_LIMIT_PER_HOUR,
@@ -43,7 +49,14 @@ from upscayl_cloud.client.polling import (
     PollBudget,
     published_limit,
 )
-from upscayl_cloud.client.report import FileResult, Quiet, Reporter, UpscaleReport, finish
+from upscayl_cloud.client.report import (
+    FileResult,
+    Quiet,
+    Reporter,
+    UpscaleReport,
+    finish,
+    notice,
+)
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
 from upscayl_cloud.client.watched import Watched
@@ -54,7 +67,7 @@ _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDE
 
 
 def upscale(
-    paths: Iterable[Path | str],
+    paths: Iterable[Path | str] | Path | str,
     *,
     model: str | None = None,
     scale: str | int | None = None,
@@ -70,8 +83,13 @@ def upscale(
     upload_workers: int = 4,
     multipart_threshold: int = MULTIPART_THRESHOLD_BYTES,
     reporter: Reporter | None = None,
+    timeout: float | None = None,
 ) -> UpscaleReport:
     """Upscale images and folders; returns one :class:`FileResult` per input file.
+
+    ``paths`` is a list of files and folders, or one of them alone (a str
+    is a path, never iterated: ``"./x.png"`` used to send every image of
+    ``.`` and ``/``).
 
     Options left as None take the server's defaults (``upscayl-standard-4x``,
     ``4``, ``jpg``). Results are written next to each source, or below
@@ -80,13 +98,22 @@ def upscale(
     down to a plain name, so it can never pick the folder (see
     :mod:`upscayl_cloud.client.naming`), and a name this run already used, or
     one of its inputs, gets `` (2)``, `` (3)``, ... before its extension.
-    A file left by an earlier run (named as a result) is replaced; any other
-    file, or a folder, at the name is not (the next free `` (n)`` name is
-    used). ``FileResult.output`` is the path actually written. An ``out_dir``
-    that is a file (or lies below one) raises ``NotADirectoryError`` before
-    anything is sent. Ctrl-C raises :class:`UpscaleInterrupted`, which names
-    the tasks already started.
+    An earlier result of the same source (recorded in the folder's
+    ``.upscayl-results.json``) is replaced; any other file, or a folder, at
+    the name is not (the next free `` (n)`` name is used).
+    ``FileResult.output`` is the path actually written. An ``out_dir``
+    that is a file (or lies below one) raises ``NotADirectoryError``, and a
+    folder results would go to that takes no file (read-only, no
+    permission) :class:`UnwritableOutputError`, before anything is sent.
+    ``timeout``: seconds to wait for the tasks once all are started (None:
+    as long as they run); the files of tasks still running then fail with
+    the ``client status`` that finds their results. A task that shows no
+    progress for ``client.poll.stall_seconds`` is told in
+    ``report.notices`` (and to ``reporter.notice``). Ctrl-C raises
+    :class:`UpscaleInterrupted`, which names the tasks already started.
     """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     target = Path(out_dir) if out_dir is not None else None
     problem = output_folder_problem(target) if target is not None else None
     if problem is not None:
@@ -95,10 +122,13 @@ def upscale(
     api = client or Client(base_url, api_key)
     report, hooks = UpscaleReport(), reporter or Quiet()
     named = [Path(p) for p in paths]
-    found = collect(named, recursive)
     tasks: list[Watched] = []
+    starting: list[Path] = []  # the files of a start-task on the wire
     try:
+        # Inside the try: Ctrl-C while a large folder is walked closes our client too.
+        found = collect(named, recursive)
         sources = [item for item in found if isinstance(item, Source)]
+        _check_destinations(sources, target)
         for item in found:
             if isinstance(item, Skipped):
                 # A file named explicitly failed; one met in a folder is merely skipped.
@@ -114,14 +144,13 @@ def upscale(
         }
         try:
             size = _follow_server_limits(api, batch_size, face) if sources else 1
+            multipart = _MultipartStop(multipart_threshold)
             # Each batch starts as soon as it is uploaded: the server works while we upload.
             for start in range(0, len(sources), size):
                 chunk = sources[start : start + size]
-                uploaded = _upload_all(
-                    api, chunk, upload_workers, multipart_threshold, hooks, report
-                )
+                uploaded = _upload_all(api, chunk, upload_workers, multipart, hooks, report)
                 if uploaded:
-                    _start(api, uploaded, options, hooks, report, tasks)
+                    _start(api, uploaded, options, hooks, report, tasks, starting)
         except _RunStoppedError as stop:
             reported = {r.source for r in report.results}
             reported |= {source.path for task in tasks for source in task.sources.values()}
@@ -130,18 +159,43 @@ def upscale(
                     how = "uploaded, not started" if source.path in stop.uploaded else "not sent"
                     reason = f"{how}, the run stopped: {describe(stop.cause)}"
                     finish(report, hooks, FileResult(source.path, "failed", reason))
-        watch(api, tasks, hooks.processing, thumbnails)
+        watch(
+            api,
+            tasks,
+            hooks.processing,
+            thumbnails,
+            timeout=timeout,
+            on_notice=lambda message: notice(report, hooks, message),
+        )
         names = OutputNames(item.path for item in found if not isinstance(item, EarlierResult))
+        outage = _DownloadOutage(api)
         for task in tasks:
-            _collect(api, task, target, thumbnails, options, names, hooks, report)
+            try:
+                _collect(api, task, target, thumbnails, options, names, outage, hooks, report)
+            finally:
+                names.save()  # Ctrl-C too: what was downloaded is known as ours
     except KeyboardInterrupt as exc:
         if isinstance(exc, UpscaleInterrupted):
             raise
-        raise UpscaleInterrupted([task.task_id for task in tasks], report) from exc
+        ids = [task.task_id for task in tasks]
+        raise UpscaleInterrupted(ids, report, maybe_started=starting) from exc
     finally:
         if own:
             api.close()
     return report
+
+
+def _check_destinations(sources: list[Source], target: Path | None) -> None:
+    """Every folder a result will go to takes a file, or raise before anything
+    is sent (see :func:`unwritable_folder_problem`)."""
+    folders = {(target / s.relative.parent) if target else s.path.parent for s in sources}
+    for folder in sorted(folders):
+        problem = output_folder_problem(folder)
+        if problem is not None:
+            raise NotADirectoryError(problem)
+        problem = unwritable_folder_problem(folder)
+        if problem is not None:
+            raise UnwritableOutputError(problem)
 
 
 def _follow_server_limits(api: Client, wanted: int, face: bool) -> int:
@@ -195,7 +249,8 @@ def _follow_published_limits(api: Client, info: Mapping[str, Any]) -> None:
 class _RunStoppedError(Exception):
     """A refusal that every later request would meet too: a 401 (the key),
     start-task's 402 (no credits left) or its 429 not worth waiting for, or
-    a server that could not be reached after every retry.
+    a server (or its store) that could not be reached, or answered that it
+    is unavailable, after every retry.
     Uploading and starting the remaining files would only repeat it, one
     request (or batch) at a time."""
 
@@ -212,47 +267,88 @@ def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
     uploading up to 100 MB a file for nothing. get-upload-url's may be the
     cap on uploads waiting for a task, which starting them frees: not a
     stop. A connection failure comes after every retry: an unreachable
-    server cost each of 1000 files its five tries, a quarter of an hour."""
+    server cost each of 1000 files its five tries, a quarter of an hour.
+    So does a 5xx of the uploads' calls, all retried (a server whose store or
+    database is away, or whose disk is full, answers 503 with Retry-After:
+    each file spent its tries on it, 83 minutes for 1000 files); of
+    start-task's, only a 503 is retried, so only it stops the run (a 500
+    may be one batch's, and is not sent again)."""
     if isinstance(exc, ConnectionFailedError) or (starting and isinstance(exc, RateLimitedError)):
         return True
     if not isinstance(exc, ApiError):
         return False
-    return exc.status_code == 401 or (starting and exc.status_code == 402)
+    if exc.status_code == 401 or (starting and exc.status_code == 402):
+        return True
+    # 503: retried for every call, start-task's too. 500/502/504: only for the others.
+    return exc.status_code == 503 or (not starting and exc.status_code in (500, 502, 504))
+
+
+class _MultipartStop:
+    """Set once complete-multipart-upload refused a file for longer than is
+    worth waiting (:class:`CompletionLimitedError`, its hourly limit spent):
+    from then on no file of multipart size is sent in this run, since each
+    would upload every part only to be refused the same way."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.cause: UpscaylError | None = None
+
+    def blocks(self, source: Source) -> bool:
+        return self.cause is not None and source.size >= self.threshold
+
+
+class _NotSentError(Exception):
+    """An upload ``_upload_all`` did not even begin; ``str()`` is the reason."""
 
 
 def _upload_all(
     api: Client,
     sources: list[Source],
     workers: int,
-    threshold: int,
+    multipart: _MultipartStop,
     hooks: Reporter,
     report: UpscaleReport,
 ) -> list[tuple[Source, dict[str, Any]]]:
     """Upload every source (a few at a time); failures are reported, not raised.
 
     An interruption (Ctrl-C lands in this thread, while it waits) cancels the
-    uploads not yet started and tells the running ones to start no new part,
-    then waits only for the requests already on the wire: leaving the pool
-    plainly would run every queued upload to completion, and delete the
-    state files that let the next run resume."""
+    uploads not yet started and tells the running ones to start no new part
+    (nor to retry a request), then waits only for the requests already on
+    the wire: leaving the pool plainly would run every queued upload to
+    completion, and delete the state files that let the next run resume."""
     cancel = threading.Event()
 
     def one(source: Source) -> dict[str, Any] | Exception:
+        if multipart.blocks(source):
+            why = describe(multipart.cause) if multipart.cause else ""
+            return _NotSentError(f"not sent, multipart uploads stopped: {why}")
         try:
             return upload_file(
                 api,
                 source.path,
                 file_type=source.mime_type,
-                multipart_threshold=threshold,
+                multipart_threshold=multipart.threshold,
                 on_bytes=hooks.uploaded,
                 cancel=cancel,
             )
         except (UpscaylError, OSError) as exc:
             if _stops_the_run(exc):
                 cancel.set()  # at once, before this worker takes the next file
+            if isinstance(exc, CompletionLimitedError):
+                multipart.cause = exc
             return exc
 
     uploaded = []
+    told: set[Path] = set()
+
+    def tell(source: Source, outcome: dict[str, Any] | Exception) -> None:
+        """Report a failed upload with its own reason, or keep an uploaded one."""
+        told.add(source.path)
+        if isinstance(outcome, Exception):
+            finish(report, hooks, FileResult(source.path, "failed", _upload_reason(outcome)))
+        else:
+            uploaded.append((source, outcome))
+
     futures: list[Future[Any]] = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -266,14 +362,10 @@ def _upload_all(
                         raise _RunStoppedError(outcome)  # those cut short: "not sent"
                     if isinstance(outcome, UploadCancelledError):
                         cut_short.append((source, outcome))  # told once the cause is known
-                    elif isinstance(outcome, Exception):
-                        reason = f"upload failed: {describe(outcome)}"
-                        finish(report, hooks, FileResult(source.path, "failed", reason))
                     else:
-                        uploaded.append((source, outcome))
+                        tell(source, outcome)
                 for source, outcome in cut_short:  # cancelled, with no stop of the run
-                    reason = f"upload failed: {describe(outcome)}"
-                    finish(report, hooks, FileResult(source.path, "failed", reason))
+                    tell(source, outcome)
             except BaseException:
                 cancel.set()
                 for pending in futures:
@@ -283,8 +375,36 @@ def _upload_all(
         # The pool has let the requests on the wire finish: these files are on
         # the server, waiting for a start-task that will not come.
         stop.uploaded = {s.path for s, f in zip(sources, futures, strict=False) if _sent(f)}
+        # A file that failed for a reason of its own keeps it: it would not
+        # have been sent whether or not the run stopped.
+        for source, future in zip(sources, futures, strict=False):
+            outcome = _failure(future)
+            if source.path not in told and outcome is not None:
+                tell(source, outcome)
         raise
     return uploaded
+
+
+def _failure(future: Future[Any]) -> Exception | None:
+    """The failure of a finished upload that is its file's own (neither the
+    run's stop nor a cancellation it caused), else None."""
+    if not future.done() or future.cancelled():
+        return None
+    outcome = future.result()
+    if not isinstance(outcome, Exception) or isinstance(outcome, UploadCancelledError):
+        return None
+    if isinstance(outcome, UpscaylError) and _stops_the_run(outcome):
+        return None
+    return outcome
+
+
+def _upload_reason(exc: Exception) -> str:
+    if isinstance(exc, _NotSentError):
+        return str(exc)
+    reason = f"upload failed: {describe(exc)}"
+    if isinstance(exc, CompletionLimitedError):
+        reason += "; its parts are kept: the same command completes it once the limit allows"
+    return reason
 
 
 def _sent(future: Future[Any]) -> bool:
@@ -300,17 +420,23 @@ def _start(
     hooks: Reporter,
     report: UpscaleReport,
     started: list[Watched],
+    starting: list[Path],
 ) -> None:
     """One task for the batch, added to ``started`` (and told to the hooks)
     as soon as the server has it: a Ctrl-C before the run's end then still
-    names it. A refusal that names a file (``File '<fileName>'`` or
-    ``files[i]``) fails that file and the rest is sent again, so k bad files
-    cost k+1 requests, not one per file (start-task is limited to 50 an hour)."""
+    names it. While start-task is on the wire, ``starting`` holds the
+    batch's files: Ctrl-C then cannot know whether the server created (and
+    charged) the task, and says so instead of "no task was started". A
+    refusal that names a file (``File '<fileName>'`` or ``files[i]``) fails
+    that file and the rest is sent again, so k bad files cost k+1 requests,
+    not one per file (start-task is limited to 50 an hour)."""
     pending = list(batch)
     while pending:
+        starting[:] = [source.path for source, _ in pending]
         try:
             task_id = api.start_task([entry for _, entry in pending], **options)
         except UpscaylError as exc:
+            starting.clear()  # answered, or StartUncertainError, which says so itself
             culprit = _culprit(exc, pending)
             if culprit is None or len(pending) == 1:
                 for source, _entry in pending:
@@ -322,6 +448,7 @@ def _start(
             finish(report, hooks, FileResult(source.path, "failed", describe(exc)))
             continue
         started.append(Watched(task_id, {entry["fileName"]: source for source, entry in pending}))
+        starting.clear()
         hooks.processing(task_id, len(pending), 0.0)
         return
 
@@ -340,6 +467,36 @@ def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) ->
     return blamed[0] if len(blamed) == 1 else None
 
 
+class _DownloadOutage:
+    """How long the run's downloads have met a server (or store) that cannot
+    be reached, shared by all of them: a download is tried again through an
+    outage of up to ``PollSchedule.outage_seconds``, as a poll is. With only
+    the client's retries (a few seconds), a short outage after the tasks had
+    finished (and been charged) failed every result. Once an outage has lasted
+    that long, each remaining download is tried once more, not waited for."""
+
+    def __init__(self, api: Client) -> None:
+        self._api = api
+        self._since: float | None = None
+        self._delays = api.poll.delays()
+
+    def wait(self) -> bool:
+        """After a download failed for want of a server: wait a little and
+        return True (try again), or False once the outage has lasted too long."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since, self._delays = now, self._api.poll.delays()
+        left = self._since + self._api.poll.outage_seconds - now
+        if left <= 0:
+            return False
+        time.sleep(min(next(self._delays), left))
+        return True
+
+    def over(self) -> None:
+        """A download went through: the server is back."""
+        self._since = None
+
+
 def _collect(
     api: Client,
     task: Watched,
@@ -347,6 +504,7 @@ def _collect(
     thumbnails: bool,
     options: Mapping[str, Any],
     names: OutputNames,
+    outage: _DownloadOutage,
     hooks: Reporter,
     report: UpscaleReport,
 ) -> None:
@@ -354,7 +512,8 @@ def _collect(
 
     Each destination is claimed from ``names``: a plain name inside our folder
     (the server's name sanitized, else one built from the local file), unique
-    within the run."""
+    within the run, and noted there once written. A download that fails says
+    where the result still is: the task finished, and was charged."""
     delivered = {f.get("fileName"): f for f in task.status.get("files") or []}
     error = str(task.status.get("error") or f"task {task.status.get('status', 'failed')}")
     for file_name, source in task.sources.items():
@@ -368,15 +527,21 @@ def _collect(
             name = result_file_name(entry.get("processedFileName")) or _local_name(
                 source, options, task.status
             )
-            output = names.claim(folder, name)
-            result.output = _fetch(api, task, file_name, "downloadLink", output)
+            output = names.claim(folder, name, source.path)
+            result.output = _fetch(api, task, file_name, "downloadLink", output, outage)
+            names.written(result.output, source.path)
         except (UpscaylError, OSError) as exc:
-            result.status, result.reason = "failed", f"download failed: {describe(exc)}"
+            result.status = "failed"
+            result.reason = (
+                f"download failed: {describe(exc)}; the result stays on the server: "
+                f"`upscayl-cloud client status {task.task_id}` has its link"
+            )
         if thumbnails and result.output is not None:
             # The result is saved: a preview that cannot be is noted, not a failure.
             try:
-                thumb = names.claim(folder, f"{result.output.stem}_thumb.webp")
-                result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb)
+                thumb = names.claim(folder, f"{result.output.stem}_thumb.webp", source.path)
+                result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb, outage)
+                names.written(result.thumbnail, source.path)
             except (UpscaylError, OSError) as exc:
                 result.reason = f"thumbnail not saved: {describe(exc)}"
         finish(report, hooks, result)
@@ -397,7 +562,22 @@ def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str,
     )
 
 
-def _fetch(api: Client, task: Watched, file_name: str, link: str, dest: Path) -> Path:
+def _fetch(
+    api: Client, task: Watched, file_name: str, link: str, dest: Path, outage: _DownloadOutage
+) -> Path:
+    """:func:`_fetch_once`, again and again through an outage (``outage``)."""
+    while True:
+        try:
+            fetched = _fetch_once(api, task, file_name, link, dest)
+        except UpscaylError as exc:
+            if is_outage(exc) and outage.wait():
+                continue
+            raise
+        outage.over()
+        return fetched
+
+
+def _fetch_once(api: Client, task: Watched, file_name: str, link: str, dest: Path) -> Path:
     """Download one link; an expired (410) or refused (403) link, or one the
     status at hand does not list, is looked for once more by asking for the
     status again (every status call signs fresh links)."""

@@ -10,6 +10,8 @@ one ``except UpscaylError`` covers everything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UpscaylError(Exception):
     """Base of every client error: a machine-readable ``code`` and a human ``message``."""
@@ -37,6 +39,14 @@ class ApiError(UpscaylError):
 
 class RateLimitedError(ApiError):
     """429 that we did not (or could no longer) wait out; ``retry_after`` says how long."""
+
+
+class CompletionLimitedError(RateLimitedError):
+    """complete-multipart-upload's 429, not waited out: its own limit (the
+    spec: 50 an hour) is spent. The parts stay stored, with the upload's state
+    file: the same upload completes once the limit allows. ``upscale()``
+    sends no further file of multipart size in that run, since each would
+    upload every part only to be refused the same way."""
 
 
 class ConnectionFailedError(UpscaylError):
@@ -84,14 +94,35 @@ class UploadCancelledError(UpscaylError):
 class UpscaleInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``upscale()``. Tasks already started run on, and were
     charged: ``task_ids`` names them (``get-task-status`` finds their results;
-    running the same files again would pay twice). ``report`` holds what was
-    reported before. A KeyboardInterrupt, so code that catches one still does."""
+    running the same files again would pay twice). ``maybe_started`` lists
+    the files of a start-task that was on the wire when Ctrl-C came: the
+    server may have created (and charged) their task although no id came
+    back, so ``client history`` is the place to look before sending them
+    again. ``report`` holds what was reported before. A KeyboardInterrupt,
+    so code that catches one still does."""
 
-    def __init__(self, task_ids: list[str], report: object) -> None:
+    def __init__(
+        self, task_ids: list[str], report: object, maybe_started: list[Path] | None = None
+    ) -> None:
         started = ", ".join(task_ids) or "none"
-        super().__init__(f"interrupted; tasks already started: {started}")
+        message = f"interrupted; tasks already started: {started}"
+        if maybe_started:
+            message += (
+                f"; start-task was under way for {len(maybe_started)} more file(s), whose "
+                "task may have been started (and charged): look at `upscayl-cloud client "
+                "history` before sending them again"
+            )
+        super().__init__(message)
         self.task_ids = task_ids
+        self.maybe_started = list(maybe_started or [])
         self.report = report
+
+
+class UnwritableOutputError(PermissionError):
+    """A folder that ``upscale()`` would write results to cannot take a file
+    (a read-only file system, no permission): raised before anything is
+    uploaded. Found only at the first download, it came after the server
+    had processed, and charged for, every image."""
 
 
 #: Answers of a server that is down or restarting, after the client's own retries.

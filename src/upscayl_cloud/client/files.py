@@ -93,9 +93,9 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
     seen: dict[Path, Path] = {}
     for arg in paths:
         if arg.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in sorted(arg.glob(pattern)):
-                if any(p.startswith(".") for p in path.relative_to(arg).parts):
+            for path, unlisted in _walk(arg, recursive):
+                if unlisted is not None:
+                    found.append(Skipped(path, f"a folder that cannot be listed: {unlisted}"))
                     continue
                 if path.is_dir():
                     if recursive and path.is_symlink():  # the walk does not follow links
@@ -116,6 +116,32 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
         for item in found
         if not (isinstance(item, EarlierResult) and item.path.resolve() in taken)
     ]
+
+
+def _walk(folder: Path, recursive: bool) -> list[tuple[Path, str | None]]:
+    """What ``folder`` holds (and, with ``recursive``, its subfolders, but not
+    what links to folders point at), sorted as paths sort, hidden names left
+    out; each with None, or, for a folder that cannot be listed (``folder``
+    itself included), why. ``Path.glob`` left such a folder out without a
+    word: a subfolder without read permission simply vanished from the run.
+    """
+    listed: list[tuple[Path, str | None]] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as entries:
+                inside = [(Path(e.path), e.is_dir(follow_symlinks=False)) for e in entries]
+        except OSError as exc:
+            listed.append((current, exc.strerror or str(exc)))
+            continue
+        for path, is_folder in inside:
+            if path.name.startswith("."):
+                continue
+            listed.append((path, None))
+            if recursive and is_folder:
+                pending.append(path)
+    return sorted(listed, key=lambda item: item[0].parts)
 
 
 def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, relative: Path) -> None:

@@ -51,6 +51,11 @@ class PollSchedule:
     #: How long ``upscale()`` keeps polling a task whose status cannot be read
     #: (connection failures, 5xx) before giving up on it.
     outage_seconds: float = 600.0
+    #: How long a task of ``upscale()`` may show no progress (the same status
+    #: and percentage) before the run says so: a task still pending after
+    #: that long may be on a server with no worker running, where it used
+    #: to be polled for ever without a word.
+    stall_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1:

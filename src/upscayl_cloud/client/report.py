@@ -29,6 +29,9 @@ class FileResult:
 @dataclass
 class UpscaleReport:
     results: list[FileResult] = field(default_factory=list)
+    #: What the run told along the way that is no file's result (a task that
+    #: shows no progress for long: no worker may be running), in order.
+    notices: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[FileResult]:
@@ -40,7 +43,12 @@ class UpscaleReport:
 
 
 class Reporter(Protocol):
-    """Progress hooks (the CLI draws rich bars with them); all optional to act on."""
+    """Progress hooks (the CLI draws rich bars with them); all optional to act on.
+
+    A reporter may also have ``notice(message: str)``, told what
+    :attr:`UpscaleReport.notices` records as it happens (the CLI prints it on
+    stderr); it is looked up, not required, so reporters written before it
+    still work."""
 
     def uploading(self, total_bytes: int) -> None: ...
     def uploaded(self, delta: int) -> None: ...
@@ -55,6 +63,7 @@ class Quiet:
     def uploaded(self, delta: int) -> None: ...
     def processing(self, task_id: str, files: int, percent: float) -> None: ...
     def finished(self, result: FileResult) -> None: ...
+    def notice(self, message: str) -> None: ...
 
 
 def finish(report: UpscaleReport, hooks: Reporter, result: FileResult) -> None:
@@ -62,3 +71,11 @@ def finish(report: UpscaleReport, hooks: Reporter, result: FileResult) -> None:
     as they happen)."""
     report.results.append(result)
     hooks.finished(result)
+
+
+def notice(report: UpscaleReport, hooks: Reporter, message: str) -> None:
+    """Record a notice and tell it to the hooks' ``notice``, if they have one."""
+    report.notices.append(message)
+    told = getattr(hooks, "notice", None)
+    if callable(told):
+        told(message)

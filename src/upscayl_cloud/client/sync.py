@@ -8,8 +8,10 @@ business seeing the key.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +24,7 @@ from upscayl_cloud.client.errors import (
     ConnectionFailedError,
     StartUncertainError,
     TaskFailedError,
+    UploadCancelledError,
     WaitTimeoutError,
 )
 from upscayl_cloud.client.naming import partial_file
@@ -49,6 +52,8 @@ class Client(PollPacing):
         self.poll = poll or PollSchedule()  # and its budgets (PollPacing)
         self.on_retry = on_retry
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
+        #: Per thread: the event that ends its retry waits (see ``_cancellable``).
+        self._waits = threading.local()
 
     def close(self) -> None:
         self._http.close()
@@ -94,9 +99,30 @@ class Client(PollPacing):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, event: RetryEvent) -> None:
+        """Sleep before the next attempt, unless this thread's uploads were
+        cancelled meanwhile (then :class:`UploadCancelledError`)."""
         if self.on_retry is not None:
             self.on_retry(event)
-        time.sleep(event.delay)
+        cancel: threading.Event | None = getattr(self._waits, "cancel", None)
+        if cancel is None:
+            time.sleep(event.delay)
+        elif cancel.wait(event.delay):
+            raise UploadCancelledError(f"{event.path}: interrupted while waiting to retry")
+
+    @contextmanager
+    def _cancellable(self, cancel: threading.Event) -> Iterator[None]:
+        """Within it, this thread's retry waits end as soon as ``cancel`` is set.
+
+        Uploads run in worker threads; Ctrl-C lands in the main thread, which
+        sets ``cancel`` and waits for them. A worker asleep before its next
+        try (a 503's ``Retry-After: 10``) slept it out and tried again, four
+        times: 40 s before Ctrl-C took effect."""
+        earlier = getattr(self._waits, "cancel", None)
+        self._waits.cancel = cancel
+        try:
+            yield
+        finally:
+            self._waits.cancel = earlier
 
     def _post(self, call: Call) -> httpx.Response:
         return self._http.post(
@@ -258,7 +284,10 @@ class Client(PollPacing):
         ``dest`` is used as given: a caller naming it after a server's answer should
         pass that name through :func:`~upscayl_cloud.client.naming.result_file_name`.
         Bytes go to a partial file of its own (two downloads to one name never mix)
-        that is renamed over ``dest``; an existing ``dest`` is replaced."""
+        that is renamed over ``dest``; an existing ``dest`` is replaced. The
+        bytes reach the disk (fsync) before the rename: else a power cut could
+        leave a name that says "result" on a short file, which the next run
+        would take for a finished one."""
         partial = partial_file(dest)
         try:
 
@@ -268,6 +297,8 @@ class Client(PollPacing):
                         with partial.open("wb") as out:
                             for chunk in response.iter_bytes(1 << 20):
                                 out.write(chunk)
+                            out.flush()
+                            os.fsync(out.fileno())
                     else:
                         response.read()
                     return response

@@ -20,7 +20,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from upscayl_cloud.client.errors import ApiError, UploadCancelledError
+from upscayl_cloud.client.errors import (
+    ApiError,
+    CompletionLimitedError,
+    RateLimitedError,
+    UploadCancelledError,
+)
 from upscayl_cloud.client.files import STATE_SUFFIX, sniff
 from upscayl_cloud.client.sync import Client
 
@@ -153,11 +158,31 @@ def upload_file(
     ``on_bytes`` receives byte deltas (negative when a retried range restarts);
     ``on_part`` is called after each part's ETag has been saved. Once
     ``cancel`` is set (Ctrl-C in the caller's thread), no new request starts:
-    parts already on the wire finish and are recorded, the upload is left
-    incomplete with its state file kept, and :class:`UploadCancelledError`
-    is raised, so that running it again sends only the missing parts.
+    parts already on the wire finish and are recorded, a request waiting to
+    be retried is not sent again, the upload is left incomplete with its
+    state file kept, and :class:`UploadCancelledError` is raised, so that
+    running it again sends only the missing parts. A completion refused for
+    longer than is worth waiting raises :class:`CompletionLimitedError`
+    (the parts and the state file are kept).
     """
     cancel = cancel or threading.Event()
+    with client._cancellable(cancel):
+        return _upload(
+            client, path, file_type, multipart_threshold, part_workers, on_bytes, on_part, cancel
+        )
+
+
+def _upload(
+    client: Client,
+    path: Path,
+    file_type: str | None,
+    multipart_threshold: int,
+    part_workers: int,
+    on_bytes: BytesHook | None,
+    on_part: Callable[[int], None] | None,
+    cancel: threading.Event,
+) -> dict[str, Any]:
+    """:func:`upload_file`, its retry waits already tied to ``cancel``."""
     size = path.stat().st_size
     if file_type is None:
         with path.open("rb") as handle:
@@ -216,7 +241,8 @@ def _send_parts(
         if stop.is_set() or cancel.is_set():
             return
         try:
-            _send_part(part)
+            with client._cancellable(cancel):  # a thread of its own: tied again
+                _send_part(part)
         except BaseException:
             stop.set()
             raise
@@ -250,7 +276,12 @@ def _send_parts(
     # Parts skipped after a cancel are missing: completing now would fail, and
     # discarding the state would lose the parts that are stored.
     _check(cancel, path)
-    client.complete_multipart_upload(link["uploadId"], link["key"], sorted(state.etags.items()))
+    try:
+        client.complete_multipart_upload(link["uploadId"], link["key"], sorted(state.etags.items()))
+    except RateLimitedError as exc:
+        # Named apart: every later multipart upload of the hour meets it too.
+        status = exc.status_code or 429
+        raise CompletionLimitedError(exc.code, exc.message, status, exc.retry_after) from exc
     state.discard()
     return uploaded_entry(link, file_type, size)
 

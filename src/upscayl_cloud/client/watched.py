@@ -3,6 +3,7 @@ see it: which local files it holds, and what the server last said of it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +23,21 @@ class Watched:
     unreachable_since: float | None = None
     #: The task's ``createdAt`` (Unix ms), once a status has told it.
     created_at: int | None = None
+    #: When its status or percentage last changed (from its start), on the
+    #: monotonic clock: how long it has shown no progress.
+    progressed_at: float = field(default_factory=time.monotonic)
+    #: Whether the run has said that it shows no progress.
+    stall_told: bool = False
 
     def seen(self, status: Mapping[str, Any]) -> None:
         """Take a status the server answered for this task."""
+        if _state(status) != _state(self.status):
+            self.progressed_at = time.monotonic()
         self.status, self.unreachable_since = status, None
         created = status.get("createdAt")
         if isinstance(created, int) and not isinstance(created, bool):
             self.created_at = created
+
+
+def _state(status: Mapping[str, Any]) -> tuple[object, object]:
+    return status.get("status"), status.get("progress")

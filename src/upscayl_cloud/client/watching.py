@@ -10,6 +10,12 @@ reached for a while (a restart, a network blip) is polled through for
 the client's few retries marked every file failed although the server went
 on to finish (and charge for) them. A task given up on is named, so that its
 results can still be fetched with ``client status``.
+
+A task that never finishes (a server with no worker running keeps it
+pending) used to be polled for ever without a word. A task that shows no
+progress for ``PollSchedule.stall_seconds`` is told once through
+``on_notice``, and a ``timeout`` ends the wait: the tasks still running are
+then reported as such, with the ``client status`` that finds their results.
 """
 
 from __future__ import annotations
@@ -26,14 +32,24 @@ from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.watched import Watched
 
 ProgressHook = Callable[[str, int, float], None]
+NoticeHook = Callable[[str], None]
 
 
 def watch(
-    api: Client, tasks: list[Watched], on_progress: ProgressHook, thumbnails: bool = False
+    api: Client,
+    tasks: list[Watched],
+    on_progress: ProgressHook,
+    thumbnails: bool = False,
+    timeout: float | None = None,
+    on_notice: NoticeHook | None = None,
 ) -> None:
     """Poll every task until each is completed or failed (or given up on, with
     its reason in ``status["error"]``). ``thumbnails``: the run will fetch
-    each file's ``thumbnailLink`` too, so a history item must carry it."""
+    each file's ``thumbnailLink`` too, so a history item must carry it.
+    ``timeout``: seconds to wait at most (None: as long as the tasks run);
+    the tasks still running then are given up on too, their reason saying
+    so. ``on_notice`` hears of each task that shows no progress for long."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     running = list(tasks)
     # One task is asked about directly: no history page is cheaper than that.
     sweep = HistorySweep(api, thumbnails) if len(tasks) > 1 else None
@@ -64,6 +80,14 @@ def watch(
             return
         if not running:
             return
+        if on_notice is not None:
+            _tell_stalls(api, running, on_notice)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _still_running(running, timeout or 0)
+                return
+            delay = min(delay, left)
         time.sleep(delay)
 
 
@@ -134,3 +158,42 @@ def _status_unknown(tasks: list[Watched], why: str) -> None:
             "error": f"status unknown: get-task-status {why} (the task runs on); "
             f"check later with `upscayl-cloud client status {task.task_id}`",
         }
+
+
+def _tell_stalls(api: Client, running: list[Watched], on_notice: NoticeHook) -> None:
+    """Tell, once per task, of a task whose status and percentage have not
+    changed for ``stall_seconds``; a pending one may wait for a worker that
+    is not running."""
+    now = time.monotonic()
+    for task in running:
+        lasted = now - task.progressed_at
+        if task.stall_told or lasted < api.poll.stall_seconds:
+            continue
+        task.stall_told = True
+        state = str(task.status.get("status") or "not answered")
+        if state == "pending":
+            what = f"is still pending after {_duration(lasted)}: no worker may be running"
+        else:
+            shown = f"{state}, {percent(task.status):.0f}%"
+            what = f"has shown no progress for {_duration(lasted)} ({shown})"
+        on_notice(
+            f"task {task.task_id} {what}; still waiting (Ctrl-C stops waiting, not the task: "
+            f"`upscayl-cloud client status {task.task_id}` shows it later)"
+        )
+
+
+def _still_running(tasks: list[Watched], timeout: float) -> None:
+    """The wait's timeout has passed: each task is left running on the
+    server, its files reported with where to find their results."""
+    for task in tasks:
+        state = str(task.status.get("status") or "not answered")
+        task.status = {
+            "status": state,
+            "error": f"task {task.task_id} still {state} after waiting {_duration(timeout)} "
+            f"(the timeout); it runs on: `upscayl-cloud client status {task.task_id}` "
+            "shows its results once it is done",
+        }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
