@@ -105,7 +105,7 @@ def test_sources_with_one_result_name_get_one_file_each(tmp_path, photo):
         app, ["upscale", str(folder), "-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
-    made = sorted(path.name for path in out.iterdir())
+    made = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
     assert made == ["p_upscayl_2x_quick-clear-4x (2).png", "p_upscayl_2x_quick-clear-4x.png"]
     sizes = {pyvips.Image.new_from_file(str(out / name)).width for name in made}
     assert sizes == {32, 60}
@@ -113,6 +113,23 @@ def test_sources_with_one_result_name_get_one_file_each(tmp_path, photo):
     empty.mkdir()
     nothing = CliRunner().invoke(app, ["upscale", str(empty)])
     assert nothing.exit_code == 0 and "No images found" in nothing.output
+
+
+def test_a_later_run_replaces_only_its_own_sources_results(tmp_path, photo):
+    """trip2023/IMG.png and trip2024/IMG.png upscaled one after the other
+    into one folder: the second run replaced the first's result. A run of
+    the same source again still refreshes its own."""
+    out = tmp_path / "out"
+    fast = ["-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", str(out)]
+    for year, size in (("2023", (24, 30)), ("2024", (16, 16)), ("2024", (16, 16))):
+        (tmp_path / year).mkdir(exist_ok=True)
+        source = _photo(tmp_path / year / "IMG.png", photo, size=size)
+        result = CliRunner().invoke(app, ["upscale", str(source), *fast])
+        assert result.exit_code == 0, result.output
+    made = sorted(path.name for path in out.iterdir() if not path.name.startswith("."))
+    assert made == ["IMG_upscayl_2x_quick-clear-4x (2).png", "IMG_upscayl_2x_quick-clear-4x.png"]
+    widths = [pyvips.Image.new_from_file(str(out / name)).width for name in made]
+    assert widths == [32, 60]  # 2024's (twice, in place), 2023's kept
 
 
 def test_a_full_output_disk_is_one_line_and_the_rest_still_done(tmp_path, photo, monkeypatch):

@@ -82,15 +82,14 @@ def test_inside_refuses_what_is_not_a_plain_name(tmp_path: Path) -> None:
 def test_names_are_unique_within_a_run_and_inputs_reserved(tmp_path: Path) -> None:
     source = tmp_path / "a.png"
     names = OutputNames([source])
-    assert names.claim(tmp_path, "r.png") == tmp_path / "r.png"
-    assert names.claim(tmp_path, "r.png") == tmp_path / "r (2).png"
-    assert (
-        names.claim(tmp_path / "." / "sub" / "..", "R.PNG") == tmp_path / "sub" / ".." / "R (3).PNG"
-    )
-    assert names.claim(tmp_path, "a.png") == tmp_path / "a (2).png"  # never over an input
-    assert names.claim(tmp_path / "other", "r.png") == tmp_path / "other" / "r.png"
-    assert names.claim(tmp_path, "noext") == tmp_path / "noext"
-    assert names.claim(tmp_path, "noext") == tmp_path / "noext (2)"
+    assert names.claim(tmp_path, "r.png", source) == tmp_path / "r.png"
+    assert names.claim(tmp_path, "r.png", source) == tmp_path / "r (2).png"
+    odd = tmp_path / "." / "sub" / ".."
+    assert names.claim(odd, "R.PNG", source) == tmp_path / "sub" / ".." / "R (3).PNG"
+    assert names.claim(tmp_path, "a.png", source) == tmp_path / "a (2).png"  # never over an input
+    assert names.claim(tmp_path / "other", "r.png", source) == tmp_path / "other" / "r.png"
+    assert names.claim(tmp_path, "noext", source) == tmp_path / "noext"
+    assert names.claim(tmp_path, "noext", source) == tmp_path / "noext (2)"
 
 
 def test_partial_files_are_new_and_distinct(tmp_path: Path) -> None:
@@ -162,9 +161,6 @@ def test_only_an_earlier_result_of_the_same_source_is_replaced(tmp_path: Path) -
 
     assert OutputNames().claim(out, name, new) == out / "IMG_0001_upscayl_2x_m (2).jpg"
     assert OutputNames().claim(out, name, old) == kept  # its own: refreshed in place
-    # A caller naming no source keeps no manifest (the local ``upscayl-cloud
-    # upscale``): any file named as a result is replaced there, as before.
-    assert OutputNames().claim(out, name) == kept
     (out / "x_upscayl_2x_m.jpg").write_bytes(b"nobody's")
     assert OutputNames().claim(out, "x_upscayl_2x_m.jpg", old) == out / "x_upscayl_2x_m (2).jpg"
     # A result that is gone is dropped from the manifest at the next save.

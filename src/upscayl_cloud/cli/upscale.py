@@ -153,7 +153,7 @@ def upscale(
                 _check_writable(folder)
                 # The client's naming: Upscayl's, a stem too long shortened.
                 name = local_name(found.path, int(scale.value), model.value, fmt.value)
-                target = names.claim(folder, name)
+                target = names.claim(folder, name, found.path)
                 result = upscale_file(
                     found.path,
                     target,
@@ -161,6 +161,10 @@ def upscale(
                     settings=settings,
                     progress=lambda done, task=task: bar.update(task, completed=done),
                 )
+                # Recorded as client upscale records it: a later run replaces
+                # this result, and no other source's of the same name.
+                names.written(target, found.path)
+                names.save()
             except (EngineError, OSError) as exc:
                 failures += 1
                 said = escape(f"{found.path}: {_why(exc)}")

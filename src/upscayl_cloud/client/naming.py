@@ -187,22 +187,17 @@ class OutputNames:
     def _key(folder: Path, name: str) -> str:
         return os.path.normcase(str(folder.resolve() / name)).casefold()
 
-    def _earlier_result_of(self, dest: Path, source: Path | None) -> bool:
+    def _earlier_result_of(self, dest: Path, source: Path) -> bool:
         """Whether the file at ``dest`` is a result written for ``source``:
-        a plain file (no link, no folder), named as a result, and recorded so.
-        Without a ``source`` (a caller that keeps no manifest, such as the
-        local ``upscayl-cloud upscale``), any such file named as a result is
-        taken for an earlier one, as before manifests."""
+        a plain file (no link, no folder), named as a result, and recorded so."""
         if dest.is_symlink() or not dest.is_file() or not RESULT_NAME.fullmatch(dest.name):
             return False
-        if source is None:
-            return True
         folder = dest.parent
         if folder not in self._recorded:
             self._recorded[folder] = read_manifest(folder)
         return self._recorded[folder].get(dest.name) == str(source.resolve())
 
-    def claim(self, folder: Path, name: str, source: Path | None = None) -> Path:
+    def claim(self, folder: Path, name: str, source: Path) -> Path:
         """``folder / name``, or ``<stem> (2)<ext>``, ``(3)``, ... when this run
         already uses that path or something is there that is not an earlier
         result of ``source`` (see :meth:`_earlier_result_of`); always a file
