@@ -77,8 +77,12 @@ def test_the_page_is_served_at_the_root(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in response.headers["content-security-policy"]
-    asset = client.get("/web/index.html")
+    assert "form-action 'self'" in response.headers["content-security-policy"]
+    # Only there: a copy under /web/ ran without the headers above.
+    assert client.get("/web/index.html").status_code == 404
+    asset = client.get("/web/js/main.js")
     assert asset.status_code == 200
+    assert asset.headers["x-content-type-options"] == "nosniff"
 
 
 def test_unknown_routes_keep_the_api_error_shape(client: TestClient) -> None:

@@ -92,3 +92,22 @@ def page(browser: Any) -> Iterator[Any]:
     tab.set_default_timeout(60_000)
     yield tab
     tab.close()
+
+
+#: From now on, collect what the page says through its live region
+#: (``#announcer``) in ``window.__said``; ``said(page)`` reads it back.
+_LISTEN = """() => {
+    window.__said = [];
+    const region = document.getElementById("announcer");
+    new MutationObserver(() => region.textContent && window.__said.push(region.textContent))
+        .observe(region, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def listen(page: Any) -> None:
+    page.evaluate(_LISTEN)
+
+
+def said(page: Any, words: str) -> None:
+    """Wait until the page has announced something containing ``words``."""
+    page.wait_for_function("(words) => window.__said.some((s) => s.includes(words))", arg=words)

@@ -15,6 +15,7 @@ from support.client import ApiClient
 from support.context import new_principal
 from support.images import png_bytes
 from support.server import Server
+from tests.web.conftest import listen, said
 
 TIMES = "\u00d7"
 FILE_BYTES = 996
@@ -134,3 +135,36 @@ def test_the_hourly_limit_on_upload_links_still_says_this_hour(page: Any, capped
     assert problem.inner_text() == (
         "Upload failed: Too many requests this hour. You can try again in 60 minutes."
     )
+
+
+def test_after_a_402_the_next_groups_are_not_uploaded(page: Any, capped: Server) -> None:
+    """The page saw four credits; another program spent three meanwhile. The
+    first group's task is refused (402), and so would every next one be:
+    they used to be uploaded and refused all the same (here, with the first
+    group's uploads still waiting, the cap refused their uploads too)."""
+    key = new_principal(capped.ctx, credits=4)[0]
+    asked: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            asked.append(r.url.rsplit("/", 1)[1])
+            if r.url.endswith(("/get-upload-url", "/start-task"))
+            else None
+        ),
+    )
+    sign_in(page, capped, key)
+    listen(page)
+    choose(page, {f"p{n}.png": png_of_size(8 + n) for n in range(4)})  # two groups
+    other = ApiClient(capped.url, key)
+    for n in range(3):
+        assert other.start_direct(f"x{n}.png", png_bytes(8, 8)).status_code == 200
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#model:enabled").wait_for()
+    assert asked == ["get-upload-url", "get-upload-url", "start-task"]
+    problems = page.locator("#file-list li .file-problem").all_inner_texts()
+    assert len(problems) == 4
+    assert all(p.startswith("Not started: Not enough credits") for p in problems), problems
+    said(page, "2 more images not sent.")
+    # The balance shown is the real one again, and the Upscale button says so.
+    page.locator("#credits", has_text="1 credit left").wait_for()
+    assert page.get_by_role("button", name="Upscale", exact=True).is_disabled()

@@ -5,6 +5,8 @@ without workers keeps tasks queued for as long as a test needs them to run."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +18,7 @@ from support.images import png_bytes
 from support.server import Server
 from tests.web.conftest import PHONE, SERVER_ENV
 from tests.web.test_ui_batches import choose, sign_in
+from tests.web.test_ui_states import drop_files
 from upscayl_cloud.services import keys
 
 
@@ -38,8 +41,9 @@ def test_a_task_refused_for_credits_keeps_its_files_and_their_uploads(
     page: Any, queued: Server
 ) -> None:
     """The page saw two credits; another program spent them meanwhile. The
-    402 keeps the files listed with the server's words, and once credits are
-    added the next press starts the task without uploading them again."""
+    402 keeps the files listed with the server's words and shows the real
+    balance; once credits are added (the page sees them when its tab is back
+    in focus) the next press starts the task without uploading them again."""
     key = new_principal(queued.ctx, credits=2)[0]
     asked = _upload_urls(page)
     sign_in(page, queued, key)
@@ -53,7 +57,13 @@ def test_a_task_refused_for_credits_keeps_its_files_and_their_uploads(
     assert "2 needed, 1 left" in problems.nth(0).inner_text()
     assert len(asked) == 2
 
+    # The header shows the balance as it is (it said 2 left), and the press
+    # waits for more credits.
+    page.locator("#credits", has_text="1 credit left").wait_for()
+    assert page.get_by_role("button", name="Upscale", exact=True).is_disabled()
     keys.add_credits(queued.ctx, key, 5)
+    page.evaluate("window.dispatchEvent(new Event('focus'))")  # back from asking for more
+    page.locator("#credits", has_text="6 credits left").wait_for()
     page.get_by_role("button", name="Upscale", exact=True).click()
     page.locator("#tasks .task[data-task-id]").wait_for()
     assert page.locator("#file-list li").count() == 0
@@ -159,3 +169,148 @@ def test_on_a_phone_controls_are_big_enough_and_zoom_opens_on_the_divider(
         }"""
     )
     assert shown
+
+
+def test_files_still_being_read_at_sign_out_are_not_listed_for_the_next_key(
+    page: Any, queued: Server
+) -> None:
+    """The images are read one by one; a sign-out in between emptied the
+    list, and the reading went on filling it, for the next person."""
+    sign_in(page, queued, new_principal(queued.ctx, credits=5)[0])
+    files = {f"private-{n}.png": png_bytes(8, 8) for n in range(3)}
+    # Signed out while the first file is read: the drop, bubbling on, clicks
+    # Sign out once the page has begun reading (a person is slower, the
+    # files bigger and more).
+    page.evaluate(
+        "() => window.addEventListener('drop',"
+        " () => document.getElementById('sign-out').click(), {once: true})"
+    )
+    drop_files(page, files)
+    page.get_by_role("heading", name="Sign in").wait_for()
+    page.wait_for_timeout(500)  # ample for three tiny files to be read
+    # Not in the (hidden) list either: a sign-in clears it, but files read
+    # after that (of a hundred chosen) were the next key's to see and send.
+    assert page.locator("#file-list li").count() == 0
+    page.get_by_label("API key").fill(new_principal(queued.ctx, credits=5)[0])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    choose(page, {"mine.png": png_bytes(8, 8)})
+    assert page.locator("#file-list .file-name").all_inner_texts() == ["mine.png"]
+
+
+def _away(route: Any) -> None:
+    """The server restarting (a stand-in: a real restart cannot be timed to one call)."""
+    route.fulfill(
+        status=503,
+        headers={"Retry-After": "2", "Content-Type": "application/json"},
+        body=json.dumps({"error": "SERVICE_UNAVAILABLE", "message": "retry shortly"}),
+    )
+
+
+def test_another_key_after_a_reload_during_an_outage_gets_none_of_the_tasks(
+    page: Any, queued: Server
+) -> None:
+    """The reload kept the first key's tasks (and the key, to sign in again
+    with); a different key signing in resumed and showed them."""
+    first = new_principal(queued.ctx, credits=5)[0]
+    sign_in(page, queued, first)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#tasks .task[data-task-id]").wait_for()
+    page.route("**/capabilities", _away)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.unroute("**/capabilities")
+    page.get_by_label("API key").fill(new_principal(queued.ctx, credits=5)[0])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    assert page.locator("#tasks .task").count() == 0
+    assert page.evaluate("sessionStorage.getItem('upscayl-cloud.tasks')") is None
+
+
+def test_a_remembered_task_the_server_does_not_know_is_forgotten(page: Any, queued: Server) -> None:
+    """Its watch failed (404) after every reload, for as long as the tab lived."""
+    sign_in(page, queued, new_principal(queued.ctx, credits=5)[0])
+    gone = str(uuid.uuid4())  # a task the server does not (or no longer) know
+    page.evaluate(
+        "(id) => sessionStorage.setItem('upscayl-cloud.tasks',"
+        " JSON.stringify([{taskId: id, title: '1 image'}]))",
+        gone,
+    )
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    card = page.locator(f'#tasks .task[data-task-id="{gone}"]')
+    card.locator(".error", has_text="could not be found").wait_for()
+    assert page.evaluate("sessionStorage.getItem('upscayl-cloud.tasks')") == "[]"
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    assert page.locator("#tasks .task").count() == 0
+
+
+def test_a_key_revoked_while_signed_in_signs_out_with_the_reason(page: Any, queued: Server) -> None:
+    """The page stayed signed in, every call failing with the same error."""
+    key = new_principal(queued.ctx, credits=5)[0]
+    sign_in(page, queued, key)
+    keys.revoke_key(queued.ctx, key)
+    page.get_by_role("link", name="History").click()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    assert "You have been signed out" in page.locator("#signin-error").inner_text()
+    assert "was not accepted" in page.locator("#signin-error").inner_text()
+    assert page.evaluate("sessionStorage.getItem('upscayl-cloud.apiKey')") is None
+
+
+#: Runs in the page: a 2000 x 1000 comparison of a plain picture, appended
+#: to the page (the touch test needs a picture wider than a phone, not an
+#: upscaled one).
+_WIDE_COMPARISON = """async () => {
+    const { comparison } = await import("/web/js/compare.js");
+    const canvas = document.createElement("canvas");
+    canvas.width = 2000;
+    canvas.height = 1000;
+    const url = canvas.toDataURL();
+    const size = { width: 2000, height: 1000 };
+    const figure = comparison({ before: url, after: url, ...size, name: "x.png" });
+    figure.id = "wide";
+    document.getElementById("main").prepend(figure);
+}"""
+
+
+def _swipe(page: Any, cdp: Any, x0: float, x1: float, y: float) -> None:
+    """A finger moving from x0 to x1 (CDP touch input: Playwright's touchscreen only taps)."""
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y}]})
+    for step in range(1, 11):
+        point = {"x": x0 + (x1 - x0) * step / 10, "y": y}
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+        page.wait_for_timeout(20)
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_timeout(300)
+
+
+def test_a_zoomed_comparison_pans_by_touch_and_its_divider_still_drags(
+    page: Any, server: Server
+) -> None:
+    """A finger anywhere on the picture moved the divider (touch-action:
+    none), so a zoomed picture could not be panned on a phone at all."""
+    page.set_viewport_size(PHONE)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate(_WIDE_COMPARISON)
+    page.locator("#wide select").select_option("1")  # 100 %: 2000 px in a 390 px screen
+    view = page.locator("#wide .compare-viewport")
+    slider = page.locator("#wide input[type=range]")
+    box = view.bounding_box()
+    y = box["y"] + box["height"] / 2
+    # The divider drags (it opened in the middle of the view).
+    line = page.locator("#wide .compare-divider").bounding_box()
+    assert abs(line["x"] - (box["x"] + box["width"] / 2)) < 5
+    _swipe(page, cdp, line["x"] + 1, line["x"] - 100, y)
+    moved = int(slider.input_value())
+    assert moved < 50
+    # A swipe on the picture, away from the divider, pans it.
+    scrolled = view.evaluate("(v) => v.scrollLeft")
+    _swipe(page, cdp, box["x"] + 300, box["x"] + 40, y)
+    assert view.evaluate("(v) => v.scrollLeft") > scrolled
+    assert int(slider.input_value()) == moved

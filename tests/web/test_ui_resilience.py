@@ -1,8 +1,9 @@
 """The page through a server that is busy, restarting or slow to answer:
-503s while a task is watched, a reload during an outage, a part PUT that
-fails once, download links older than their lifetime. The failures are
-stand-ins played by the browser's request routing (a real restart cannot be
-timed to one request), everything else is the real server."""
+503s, a 500 or a proxy's 429 while a task is watched, a reload during an
+outage, a part PUT or a completion that fails once, download links older
+than their lifetime. The failures are stand-ins played by the browser's
+request routing (a real restart cannot be timed to one request), everything
+else is the real server."""
 
 from __future__ import annotations
 
@@ -38,6 +39,84 @@ def test_a_busy_server_is_waited_out_while_a_task_is_watched(page: Any, server: 
     state.filter(has_text="The server is busy or restarting; trying again in").wait_for()
     page.unroute("**/get-task-status")
     state.filter(has_text="Done").wait_for(timeout=60_000)
+
+
+def test_a_500_or_a_proxys_429_while_watching_is_waited_out(page: Any, server: Server) -> None:
+    """Either ended the watch for good: the card said "Waiting in the queue"
+    while the task ran on, with no way to look again."""
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
+    answers = [
+        # A passing failure (a locked database, say): our JSON, no Retry-After.
+        (500, {"Content-Type": "application/json"}, '{"error": "INTERNAL_SERVER_ERROR"}'),
+        # A proxy's rate limit: its own page, not our JSON.
+        (429, {"Retry-After": "1", "Content-Type": "text/html"}, "<h1>Too Many Requests</h1>"),
+    ]
+
+    def failing_first(route: Any) -> None:
+        if answers:
+            status, headers, body = answers.pop(0)
+            route.fulfill(status=status, headers=headers, body=body)
+        else:
+            route.continue_()
+
+    page.route("**/get-task-status", failing_first)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    state = page.locator("#tasks .task .task-state")
+    state.filter(has_text="The server met an error; trying again in").wait_for()
+    state.filter(has_text="Too many requests; trying again in").wait_for(timeout=30_000)
+    state.filter(has_text="Done").wait_for(timeout=60_000)
+    assert page.locator("#tasks .task .error").inner_text() == ""
+
+
+def test_only_changes_of_state_are_read_out_not_the_countdown_or_percentage(
+    page: Any, server: Server
+) -> None:
+    """The card's live state was rewritten every second of a wait ("trying
+    again in 9 s", "8 s", ...) and at every poll ("Upscaling... 40 %"), each
+    read out by screen readers."""
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
+    polls: list[int] = []
+
+    def slow_task(route: Any) -> None:
+        # Stand-ins: a task that takes polls to finish (the test images are
+        # upscaled in an instant), then a busy server, then the real answer.
+        polls.append(1)
+        if len(polls) <= 3:
+            body = route.fetch().json()
+            body["data"].update(status="processing", progress=30 * len(polls), files=[])
+            route.fulfill(json=body)
+        elif len(polls) == 4:
+            _busy(route)
+        else:
+            route.continue_()
+
+    page.route("**/get-task-status", slow_task)
+    page.evaluate(
+        """() => {
+            window.__live = [];
+            const changed = (changes) => {
+                for (const { target } of changes) {
+                    const live = (target.nodeType === 1 ? target : target.parentElement)
+                        .closest("[aria-live]");
+                    if (live) window.__live.push(live.textContent);
+                }
+            };
+            new MutationObserver(changed).observe(document.getElementById("tasks"),
+                {childList: true, characterData: true, subtree: true});
+        }"""
+    )
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    state = page.locator("#tasks .task .task-state")
+    state.filter(has_text="Upscaling\u2026 60 %").wait_for()
+    state.filter(has_text="trying again in 1 s").wait_for(timeout=30_000)  # counted down
+    state.filter(has_text="Done").wait_for(timeout=60_000)
+    assert page.evaluate("window.__live") == [
+        "Upscaling\u2026",
+        "The server is busy or restarting;",
+        "Done",
+    ]
 
 
 def test_a_reload_during_an_outage_keeps_the_key(page: Any, server: Server) -> None:
@@ -82,6 +161,24 @@ def test_a_part_that_fails_once_is_sent_again(page: Any, server: Server) -> None
     assert len(tries) == 2
 
 
+def test_a_completion_that_fails_once_is_sent_again(page: Any, server: Server) -> None:
+    """Each part had three tries, the completion one: a 503 there lost the
+    whole file, although completing again is safe (docs/api.md)."""
+    completions: list[str] = []
+
+    def once_busy(route: Any) -> None:
+        completions.append(route.request.url)
+        if len(completions) == 1:
+            _busy(route)
+        else:
+            route.continue_()
+
+    page.route("**/complete-multipart-upload", once_busy)
+    tries = _upload_big_file_meeting(page, server, 1, [])
+    page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
+    assert len(completions) == 2 and len(tries) == 1
+
+
 def test_a_refused_part_is_not_sent_again_and_fails_its_file(page: Any, server: Server) -> None:
     tries = _upload_big_file_meeting(page, server, 1, [(403, "AccessDenied")] * 3)
     page.locator("#file-list li .file-problem", has_text="Upload failed").wait_for()
@@ -116,6 +213,25 @@ def test_an_old_download_link_is_signed_again_before_use(page: Any, short_links:
         card.get_by_role("link", name="Download").first.click()
     assert download.value.failure() is None
     assert len(asked) == 1  # a fresh status signed the link used
+
+
+def test_compare_uses_a_link_signed_when_it_opens(page: Any, short_links: Server) -> None:
+    """It used the link the task finished with, expired after an hour (a
+    broken image); Download signed a new one, Compare did not."""
+    sign_in(page, short_links, new_principal(short_links.ctx, credits=5)[0])
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
+    page.wait_for_timeout(1_500)  # the links are old now (see short_links)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "get-task-status" in r.url else None)
+    card.get_by_role("button", name="Compare").click()
+    after = card.locator("img.compare-after")
+    after.wait_for()
+    loaded = "(img) => img.complete && img.naturalWidth > 0"
+    page.wait_for_function(loaded, arg=after.element_handle())
+    assert len(asked) == 1  # a fresh status signed the link shown
 
 
 def test_sign_out_clears_the_history_list(page: Any, server: Server) -> None:

@@ -3,12 +3,17 @@ and history paging, against the same real server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from support.client import ApiClient
 from support.context import new_principal
 from support.images import png_bytes
 from support.server import Server
+from tests.web.conftest import SERVER_ENV, listen, said
+from tests.web.test_ui_batches import sign_in as sign_in_with
 
 DASH = "\u2013"
 
@@ -131,9 +136,12 @@ def test_a_failed_upload_says_why_and_can_be_retried(
     page.get_by_label("Model").select_option("quick-clear-4x")
     # The connection drops during the PUT to the signed link.
     page.route("**/objects/**", lambda route: route.abort())
+    listen(page)
     page.get_by_role("button", name="Upscale", exact=True).click()
     item.locator(".file-problem", has_text="Upload failed").wait_for()
     assert "could not be reached" in item.inner_text()
+    # Said to screen readers too (the reason is in the list, with the file).
+    said(page, "1 image could not be uploaded")
     assert page.locator("#tasks .task").count() == 0
     page.unroute("**/objects/**")
     page.get_by_role("button", name="Upscale", exact=True).click()
@@ -153,3 +161,59 @@ def test_a_file_without_a_readable_size_is_refused_by_name_before_upload(
         "Will not be sent: cut.png is not a complete PNG image: "
         "its header ends before its dimensions"
     )
+
+
+@pytest.fixture(scope="module")
+def missing_face_model(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server set to a face model it does not hold (``server`` first: it
+    skips when Chromium is missing)."""
+    running = Server(
+        tmp_path_factory.mktemp("faces") / "data", workers=0, face_model="gfpgan-x", **SERVER_ENV
+    ).start()
+    yield running
+    running.stop()
+
+
+def test_face_enhancement_says_the_servers_reason(page: Any, missing_face_model: Server) -> None:
+    """The page said "no face-restoration model is installed" whatever the
+    reason; here the server holds none of the name it is set to use."""
+    key = new_principal(missing_face_model.ctx, credits=5)[0]
+    api = ApiClient(missing_face_model.url, key)
+    reason = api.http.get("/capabilities").json()["data"]["faceEnhancementMessage"]
+    assert "'gfpgan-x' is not installed" in reason
+    sign_in_with(page, missing_face_model, key)
+    assert page.get_by_label("Enhance faces").is_disabled()
+    assert page.locator("#face-help").inner_text() == f"Not available: {reason}."
+    # A start-task refused for it (faces were there when the page loaded,
+    # gone since) reads as the server's reason, not a guess.
+    refused = api.start_direct("a.png", png_bytes(8, 8), enhanceFace="true")
+    assert refused.status_code == 400
+    shown = page.evaluate(
+        """async (body) => {
+            const { explain } = await import("/web/js/messages.js");
+            return explain({ code: body.error, message: body.message, status: 400 });
+        }""",
+        refused.json(),
+    )
+    assert shown == (
+        f"This server cannot enhance faces: {refused.json()['message']}."
+        " Untick \u201cEnhance faces\u201d and try again."
+    )
+
+
+def test_two_things_said_at_once_are_both_read_out(page: Any, server: Server) -> None:
+    """The second replaced the first before it was read: "1 image could not
+    be uploaded" was lost when "Task started" followed within 50 ms."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    listen(page)
+    page.evaluate(
+        """async () => {
+            const { announce } = await import("/web/js/dom.js");
+            announce("1 image could not be uploaded: the list says why.");
+            announce("Task started: 1 image");
+        }"""
+    )
+    said(page, "1 image could not be uploaded: the list says why. Task started: 1 image.")

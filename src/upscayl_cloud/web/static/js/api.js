@@ -22,9 +22,15 @@ export class ApiError extends Error {
 export const rateLimits = new Map();
 
 let apiKey = null;
+let keyRefused = () => {};
 
 export function setKey(key) {
   apiKey = key;
+}
+
+/** fn(error) runs when a call made with a key is answered 401 (a key revoked mid-session). */
+export function onKeyRefused(fn) {
+  keyRefused = fn;
 }
 
 function retryAfter(headers) {
@@ -85,7 +91,11 @@ export async function request(path, { method = "POST", json, form } = {}) {
     throw new ApiError(0, "NETWORK", String(err && err.message ? err.message : err));
   }
   remember(path.replace(/^\//, ""), response.headers);
-  if (!response.ok) throw await errorFrom(response);
+  if (!response.ok) {
+    const error = await errorFrom(response);
+    if (response.status === 401 && apiKey) keyRefused(error);
+    throw error;
+  }
   return response.json();
 }
 

@@ -1,7 +1,8 @@
 // Before/after comparison: both images fill the same stage (the output's
 // aspect ratio), so they are always at the same zoom and aligned pixel for
 // pixel; the divider clips the upscaled one. The range input is the
-// keyboard-accessible control; dragging on the picture moves it too.
+// keyboard-accessible control; dragging on the picture moves it too (zoomed:
+// dragging the divider itself, as a drag elsewhere pans the picture).
 
 import { h } from "./dom.js";
 
@@ -56,6 +57,9 @@ export function comparison({ before, after, width, height, name, source = name }
     place(Math.min(100, Math.max(0, ((event.clientX - box.left) / box.width) * 100)));
   };
   stage.addEventListener("pointerdown", (event) => {
+    // Zoomed, a finger on the picture pans it (touch-action in app.css) and
+    // must not move the divider: only the divider's handle drags then.
+    if (viewport.classList.contains("zoomed") && event.target !== divider) return;
     dragging = true;
     stage.setPointerCapture(event.pointerId);
     follow(event);
@@ -71,6 +75,10 @@ export function comparison({ before, after, width, height, name, source = name }
     {},
     viewport,
     h("div.compare-controls", {}, h("label.compare-label", {}, "Before / after", slider), h("label.compare-label", {}, "Zoom", zoom)),
-    h("figcaption.help", {}, "Left of the line: the original, enlarged by your browser. Right: the upscaled result."),
+    h(
+      "figcaption.help",
+      {},
+      "Left of the line: the original, enlarged by your browser. Right: the upscaled result. Zoomed in, drag the line itself to move it.",
+    ),
   );
 }

@@ -21,12 +21,21 @@ export function h(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+let said = []; // sentences waiting for the region, read out together
+
 /** Say something to screen readers through the page's polite live region. */
 export function announce(text) {
   const region = document.getElementById("announcer");
-  region.textContent = "";
-  // A separate task, so the same sentence twice is still read out.
-  setTimeout(() => {
-    region.textContent = text;
-  }, 50);
+  // Sentences said within the same 50 ms are joined: the second replaced
+  // the first before it was read ("2 images could not be uploaded" and
+  // "Task started" come a quick answer apart).
+  if (!said.length) {
+    region.textContent = "";
+    // A separate task, so the same sentence twice is still read out.
+    setTimeout(() => {
+      region.textContent = said.map((text) => (/[.!?…]$/.test(text) ? text : `${text}.`)).join(" ");
+      said = [];
+    }, 50);
+  }
+  said.push(text);
 }

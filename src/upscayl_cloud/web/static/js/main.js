@@ -2,12 +2,12 @@
 // it is forgotten when the tab closes and never leaves this origin except in
 // the X-API-Key header.
 
-import { api, setKey } from "./api.js";
+import { api, onKeyRefused, setKey } from "./api.js";
 import { $, announce } from "./dom.js";
 import { clearHistory, initHistory } from "./history.js";
 import { explain } from "./messages.js";
 import { setLinkLifetime } from "./results.js";
-import { initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
+import { forgetTasks, initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
 
 const KEY_STORAGE = "upscayl-cloud.apiKey";
 let signedIn = false;
@@ -50,6 +50,9 @@ async function signIn(key) {
   setKey(key);
   const caps = await api.capabilities();
   if (!caps.account) throw Object.assign(new Error("The server did not confirm this key"), { code: "UNAUTHORIZED" });
+  // The tasks this tab remembers are the stored key's (a reload while the
+  // server was away keeps both): another key signing in resumed and showed them.
+  if (sessionStorage.getItem(KEY_STORAGE) !== key) forgetTasks();
   sessionStorage.setItem(KEY_STORAGE, key);
   signedIn = true;
   setLinkLifetime(caps.limits && caps.limits.downloadLinkSeconds);
@@ -91,7 +94,19 @@ async function main() {
     }
   });
   $("#sign-out").addEventListener("click", signOut);
+  // The key revoked while signed in: every call would now fail, each card
+  // and file saying so. Signing in again is the way on (with another key).
+  onKeyRefused((err) => {
+    if (!signedIn) return; // signing in: the form says why
+    signOut();
+    $("#signin-error").textContent = `${explain(err)} You have been signed out.`;
+  });
   window.addEventListener("hashchange", go);
+  // Credits change elsewhere (another program spends some, the operator adds
+  // some): back in this tab, the balance and the Upscale button follow.
+  window.addEventListener("focus", () => {
+    if (signedIn) refreshCredits();
+  });
   // "History" while on it: no hashchange, but a person expects fresh news.
   $('#nav a[href="#/history"]').addEventListener("click", () => {
     if (location.hash === "#/history") reloadHistory();

@@ -10,7 +10,7 @@ function minutes(seconds) {
 }
 
 /** A sentence from the server's message, ending with a full stop. */
-function sentence(message) {
+export function sentence(message) {
   return /[.!?]$/.test(message) ? message : `${message}.`;
 }
 
@@ -41,7 +41,8 @@ export function explain(error) {
         : "Too many requests this hour. Please wait a little and try again.";
     }
     case "FACE_ENHANCEMENT_UNAVAILABLE":
-      return "This server cannot enhance faces (no face model is installed). Untick “Enhance faces” and try again.";
+      // The server says why: no model at all, or not the one it is set to use.
+      return `This server cannot enhance faces${message ? `: ${sentence(message)}` : "."} Untick “Enhance faces” and try again.`;
     case "GONE":
       return "This download link has expired. History shows the result with a fresh one while it is kept.";
     case "FORBIDDEN":

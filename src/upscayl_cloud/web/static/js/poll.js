@@ -25,13 +25,16 @@ function nextDelay(attempt) {
 
 /**
  * Whether a failed status call is worth waiting out rather than reporting:
- * a 429, no answer at all, or the server busy or restarting (a 503 with its
- * Retry-After, a proxy's 502 or 504, a 408). The task runs on meanwhile.
+ * any 429 (ours, or a proxy's without our JSON), no answer at all, the
+ * server busy or restarting (a 503 with its Retry-After, a proxy's 502 or
+ * 504, a 408), or a 500: the call only reads, so asking again is safe (the
+ * Python client does), and one passing error (a locked database) ended the
+ * watch for good. The task runs on meanwhile.
  */
 export function waitable(err) {
   return (
     err instanceof ApiError &&
-    (err.code === "RATE_LIMIT_EXCEEDED" || [0, 408, 502, 503, 504].includes(err.status))
+    (err.code === "RATE_LIMIT_EXCEEDED" || [0, 408, 429, 500, 502, 503, 504].includes(err.status))
   );
 }
 

@@ -49,6 +49,16 @@ function resultItem(file, original, links) {
   const facts = [source, dims, file.finalFileSize ? formatBytes(file.finalFileSize) : ""].filter(Boolean);
   const slot = h("div.compare-slot", { hidden: true });
   const actions = h("div.actions");
+  const showError = (err) => {
+    const shown = actions.querySelector("p.error") || actions.appendChild(h("p.error", { role: "alert" }));
+    shown.textContent = explain(err);
+  };
+  /** This file's download link as signed now (see freshLinks). */
+  const fresh = async () => {
+    const now = (await links()).find((f) => f.fileName === file.fileName);
+    if (!now || !now.downloadLink) throw Object.assign(new Error("gone"), { code: "GONE" });
+    return now.downloadLink;
+  };
   if (expired(file) || !file.downloadLink) {
     actions.append(h("span.muted", {}, "Expired: results are kept for a limited time"));
   } else {
@@ -60,26 +70,37 @@ function resultItem(file, original, links) {
       }
       event.preventDefault();
       try {
-        const now = (await links()).find((f) => f.fileName === file.fileName);
-        if (!now || !now.downloadLink) throw Object.assign(new Error("gone"), { code: "GONE" });
-        download.href = now.downloadLink;
+        download.href = await fresh();
         download.dataset.fresh = "true";
         download.click();
       } catch (err) {
-        const shown = actions.querySelector("p.error") || actions.appendChild(h("p.error", { role: "alert" }));
-        shown.textContent = explain(err);
+        showError(err);
       }
     });
     actions.append(download);
     if (original) {
       const toggle = h("button.secondary", { type: "button", "aria-expanded": "false" }, "Compare");
-      toggle.addEventListener("click", () => {
+      let opening = false; // a second click while the link is fetched does nothing
+      toggle.addEventListener("click", async () => {
         const open = slot.hidden;
+        if (opening) return;
         if (open && !slot.firstChild) {
+          // The link as it is now, like Download's: the one the task
+          // finished with expired after an hour, and showed a broken image.
+          let after;
+          opening = true;
+          try {
+            after = await fresh();
+          } catch (err) {
+            showError(err);
+            return;
+          } finally {
+            opening = false;
+          }
           slot.append(
             comparison({
               before: original,
-              after: file.downloadLink,
+              after,
               width: file.dimensions ? file.dimensions.width : 1,
               height: file.dimensions ? file.dimensions.height : 1,
               name,

@@ -6,31 +6,36 @@ import { api, ApiError, putWithProgress } from "./api.js";
 /** Parts in flight at once: enough to fill the pipe, few enough for a phone. */
 const PART_CONCURRENCY = 3;
 
-/** Tries of one PUT, and the waits between them (a blip or an S3 503 SlowDown). */
-const PUT_TRIES = 3;
-const PUT_WAIT_MS = [1000, 3000];
+/** Tries of one PUT (or completion), and the waits between them (a blip or an S3 503 SlowDown). */
+const TRIES = 3;
+const WAIT_MS = [1000, 3000];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Whether a failed PUT may succeed when sent again: no answer, or the store busy. */
+/** Whether a failed call may succeed when sent again: no answer, or the store busy. */
 function transient(err) {
   if (!(err instanceof ApiError) || err.code === "ABORTED") return false;
   return err.status === 0 || err.status === 408 || err.status === 429 || err.status >= 500;
+}
+
+/** send(), sent again after a transient failure (before which retrying() runs). */
+async function withRetries(send, retrying = () => {}, signal = null) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (err) {
+      if (attempt >= TRIES || !transient(err) || (signal && signal.aborted)) throw err;
+      retrying();
+      await sleep(WAIT_MS[attempt - 1]);
+    }
+  }
 }
 
 /**
  * putWithProgress, tried again after a transient failure: one failed PUT
  * used to fail a whole 100 MB file, sent again from its first byte.
  */
-async function putRetrying(url, blob, contentType, onProgress, signal = null) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await putWithProgress(url, blob, contentType, onProgress, signal);
-    } catch (err) {
-      if (attempt >= PUT_TRIES || !transient(err) || (signal && signal.aborted)) throw err;
-      onProgress(0);
-      await sleep(PUT_WAIT_MS[attempt - 1]);
-    }
-  }
+function putRetrying(url, blob, contentType, onProgress, signal = null) {
+  return withRetries(() => putWithProgress(url, blob, contentType, onProgress, signal), () => onProgress(0), signal);
 }
 
 async function uploadParts(file, link, onProgress) {
@@ -69,7 +74,9 @@ async function uploadParts(file, link, onProgress) {
   await Promise.all(Array.from({ length: PART_CONCURRENCY }, worker));
   if (failure !== null) throw failure;
   done.sort((a, b) => a.PartNumber - b.PartNumber); // S3 wants ascending order
-  await api.completeMultipart({ uploadId: link.uploadId, key: link.key, parts: done });
+  // Tried again like a part: the server completes an upload once and
+  // answers a repeat alike (docs/api.md), and one 503 here lost every part.
+  await withRetries(() => api.completeMultipart({ uploadId: link.uploadId, key: link.key, parts: done }));
 }
 
 /**

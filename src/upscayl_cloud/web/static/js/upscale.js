@@ -3,7 +3,7 @@
 import { api, ApiError } from "./api.js";
 import { $, announce, h } from "./dom.js";
 import { inspectFile, refusal, refusalSentence } from "./inspect.js";
-import { explain, formatBytes } from "./messages.js";
+import { explain, formatBytes, sentence } from "./messages.js";
 import { watchTask } from "./poll.js";
 import { resultList } from "./results.js";
 import { uploadFile } from "./upload.js";
@@ -19,6 +19,12 @@ let items = []; // {file, info, problem, preview, el, entry, startError}
 let nextId = 1;
 let busy = false; // uploading: options, the file picker, Remove and Sign out are locked
 let watching = new AbortController(); // aborted on sign-out: polls stop
+// Bumped on sign-out: work begun for the key before (files still being read)
+// finds it changed after its next await and stops, instead of listing the
+// last person's images for the next one.
+let generation = 0;
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 const options = () => ({
   model: $("#model").value,
@@ -64,9 +70,10 @@ export function setCapabilities(value, creditsChanged) {
   const face = $("#enhance-face");
   face.disabled = !caps.faceEnhancement;
   face.checked = false;
+  // The server says why (no model at all, or UPSCAYL_FACE_MODEL names one it lacks).
   $("#face-help").textContent = caps.faceEnhancement
     ? "Restores faces after upscaling."
-    : "Not available on this server: no face-restoration model is installed. An operator can add one with “upscayl-cloud models add”.";
+    : `Not available: ${sentence(caps.faceEnhancementMessage || "this server has no face-restoration model")}`;
   $("#drop-help").textContent = `JPEG, PNG or WebP, up to ${formatBytes(caps.limits.maxUploadBytes)} each.`;
   credits = caps.account ? caps.account.credits : null;
   describeModel();
@@ -86,6 +93,8 @@ export function setCredits(value) {
  * (task cards hold signed download links), and its polls stop.
  */
 export function resetUpscale() {
+  generation += 1;
+  if (busy) setBusy(false); // signed out by a refused key while uploading
   watching.abort();
   watching = new AbortController();
   for (const item of items) URL.revokeObjectURL(item.preview);
@@ -130,7 +139,6 @@ function refresh() {
   // (start-task's 402 would come only after every file had gone up).
   const short = credits !== null && cost > credits;
   $("#start").disabled = busy || ready.length === 0 || short;
-  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   $("#cost").textContent = !items.length
     ? "No images chosen yet."
     : short
@@ -155,6 +163,7 @@ function removeItem(item) {
 }
 
 async function addFiles(fileList) {
+  const mine = generation;
   for (const file of fileList) {
     let info;
     try {
@@ -164,6 +173,7 @@ async function addFiles(fileList) {
       // stopped the rest from being added, without a word.
       info = { type: null, width: null, height: null, broken: null, refused: null, unreadable: true };
     }
+    if (mine !== generation) return; // signed out while this file was read
     const preview = URL.createObjectURL(file);
     const id = `file-${nextId++}`;
     const item = { file, info, preview, problem: null, uploadError: null, startError: null, entry: null, el: null };
@@ -244,7 +254,11 @@ async function uploadAll(ready) {
 
 function taskCard(title) {
   const bar = h("progress", { max: "100", value: "0", "aria-label": `Progress of ${title}` });
-  const state = h("p.task-state", { "aria-live": "polite" }, "Waiting in the queue…");
+  // Only the state is live, read out when it changes; the percentage and the
+  // countdown beside it change every second or poll, and were read out each time.
+  const news = h("span", { "aria-live": "polite" }, "Waiting in the queue…");
+  const detail = h("span.task-detail");
+  const state = h("p.task-state", {}, news, " ", detail);
   const error = h("p.error", { role: "alert" });
   const results = h("div.task-results");
   const heading = h("h3", { tabindex: "-1" }, title);
@@ -254,7 +268,24 @@ function taskCard(title) {
   heading.focus({ preventScroll: true });
   // On a phone the card starts below the options: bring it into sight.
   card.scrollIntoView({ block: "nearest", behavior: "smooth" });
-  return { card, bar, state, error, results };
+  return { card, bar, news, detail, error, results };
+}
+
+/** A card's state (read out if it changed) and detail (shown only). */
+function setState(view, news, detail = "") {
+  if (view.news.textContent !== news) view.news.textContent = news;
+  view.detail.textContent = detail;
+}
+
+const STATES = { pending: "Waiting in the queue…", processing: "Upscaling…", completed: "Done", failed: "Failed" };
+
+/** Why a watch waits (see poll.js, waitable). */
+function waitReason(err) {
+  if (err.status === 0) return "The server cannot be reached";
+  if (err.code === "RATE_LIMIT_EXCEEDED") return "Hourly request limit reached";
+  if (err.status === 429) return "Too many requests";
+  if (err.status === 500) return "The server met an error";
+  return "The server is busy or restarting";
 }
 
 /** Start one task for an uploaded group; resolves once start-task has answered. */
@@ -276,10 +307,10 @@ async function startTask(group, opts) {
     if (startUncertain(err)) {
       // Its files leave the list (keepRefused): "try again" would mean
       // choosing them again, and paying twice if it did start.
-      view.state.textContent = "May have started";
+      setState(view, "May have started");
       view.error.textContent = `${explain(err)} The answer was lost: look in History before sending these images again.`;
     } else {
-      view.state.textContent = "Not started";
+      setState(view, "Not started");
       view.error.textContent = explain(err);
     }
     return { failed: err };
@@ -301,6 +332,11 @@ function remembered() {
 
 function remember(task) {
   sessionStorage.setItem(TASKS_STORAGE, JSON.stringify([...remembered(), task]));
+}
+
+/** Another key signs in: the tasks remembered for the last one are not its to watch. */
+export function forgetTasks() {
+  sessionStorage.removeItem(TASKS_STORAGE);
 }
 
 function forget(taskId) {
@@ -330,20 +366,9 @@ async function followTask({ view, taskId, count, originals }) {
       taskId,
       (data) => {
         view.bar.value = Number(data.progress || 0);
-        view.state.textContent =
-          data.status === "pending" ? "Waiting in the queue…"
-          : data.status === "processing" ? `Upscaling… ${data.progress || 0} %`
-          : data.status === "completed" ? "Done"
-          : "Failed";
+        setState(view, STATES[data.status] || data.status, data.status === "processing" ? `${data.progress || 0} %` : "");
       },
-      (seconds, err) => {
-        view.state.textContent =
-          err.status === 0
-            ? `The server cannot be reached; trying again in ${seconds} s…`
-            : err.code === "RATE_LIMIT_EXCEEDED"
-              ? `Waiting ${seconds} s (hourly request limit)…`
-              : `The server is busy or restarting; trying again in ${seconds} s…`;
-      },
+      (seconds, err) => setState(view, `${waitReason(err)};`, `trying again in ${seconds} s…`),
       signal,
     );
     if (final === null) return; // signed out
@@ -359,7 +384,10 @@ async function followTask({ view, taskId, count, originals }) {
     }
   } catch (err) {
     if (signal.aborted) return;
+    view.detail.textContent = "";
     view.error.textContent = explain(err);
+    // Gone (or not this key's): watched again, it failed again after every reload.
+    if (err.status === 404 || err.status === 401) forget(taskId);
   }
   onCreditsChanged();
 }
@@ -377,17 +405,31 @@ async function start(event) {
   if (!ready.length) return;
   const opts = options();
   const size = caps.limits.maxFilesPerTask;
+  const mine = generation;
   setBusy(true);
   ready[0].el.focus(); // the Upscale button is disabled under the keyboard's focus
   const runs = [];
   for (let first = 0; first < ready.length; first += size) {
-    const uploaded = await uploadAll(ready.slice(first, first + size));
+    const group = ready.slice(first, first + size);
+    const uploaded = await uploadAll(group);
+    if (mine !== generation) return; // signed out meanwhile (the key was refused)
     refresh(); // this group's failed uploads, with their reason
+    // The reasons are in the list; a screen reader hears only that there are some.
+    const failed = group.filter((item) => item.uploadError).length;
+    if (failed) announce(`${plural(failed, "image")} could not be uploaded: the list says why.`);
     if (!uploaded.length) continue;
     for (const { item } of uploaded) item.startError = null;
     const started = await startTask(uploaded, opts);
+    if (mine !== generation) return;
     if (started.failed) {
       keepRefused(uploaded, started.failed);
+      // Out of credits or requests: each next group was uploaded only to be
+      // refused the same way. It stays listed, not sent, for the next press.
+      if ([402, 429].includes(started.failed.status)) {
+        notSent(ready.slice(first + size), started.failed);
+        if (started.failed.status === 402) onCreditsChanged(); // the balance shown was out of date
+        break;
+      }
       continue;
     }
     // The group's files now belong to its task card (their previews too).
@@ -411,6 +453,13 @@ async function start(event) {
 /** A start-task whose answer was lost (no connection, a 5xx): it may have started. */
 function startUncertain(err) {
   return !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+}
+
+/** Files left unsent after `err` refused an earlier group's task. */
+function notSent(rest, err) {
+  const left = rest.filter((item) => items.includes(item));
+  for (const item of left) item.startError = explain(err);
+  if (left.length) announce(`${plural(left.length, "more image")} not sent.`);
 }
 
 function keepRefused(group, err) {
