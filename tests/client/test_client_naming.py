@@ -172,3 +172,24 @@ def test_only_an_earlier_result_of_the_same_source_is_replaced(tmp_path: Path) -
     later.save()
     assert read_manifest(out) == {other.name: str(new.resolve())}
     assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
+
+
+def test_a_save_keeps_earlier_runs_results_known_to_the_run(tmp_path: Path) -> None:
+    """A run whose first result in a folder was a new name saved only its own
+    results in what it knew of the folder: b.png's earlier result, met
+    after that save (a later task, the local command's next file), got a
+    `` (2)`` copy instead of being refreshed."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    out = tmp_path / "out"
+    out.mkdir()
+    first = OutputNames()
+    earlier = first.claim(out, "b_upscayl_2x_m.png", b)
+    earlier.write_bytes(b"b, first run")
+    first.written(earlier, b)
+    first.save()
+    rerun = OutputNames()
+    new = rerun.claim(out, "a_upscayl_2x_m.png", a)
+    new.write_bytes(b"a")
+    rerun.written(new, a)
+    rerun.save()
+    assert rerun.claim(out, "b_upscayl_2x_m.png", b) == earlier

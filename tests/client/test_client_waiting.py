@@ -20,6 +20,7 @@ from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, write_image
 from upscayl_cloud.cli import app
 from upscayl_cloud.client import Client, upscale
+from upscayl_cloud.client.watched import Watched
 
 #: A task that shows no progress for a second is told of.
 STALL_POLL = replace(QUICK_POLL, stall_seconds=1)
@@ -50,12 +51,12 @@ def test_a_timeout_ends_the_wait_and_a_pending_task_is_told_of(
     key = new_principal(idle.ctx, credits=5)[0]
     began = time.monotonic()
     with Client(idle.url, key, poll=STALL_POLL, retry=QUICK_RETRY) as api:
-        report = upscale([image], model=FAST, client=api, timeout=3, reporter=Notices())
+        report = upscale([image], model=FAST, client=api, timeout=5, reporter=Notices())
     assert time.monotonic() - began < 15
     [result] = report.results
     assert result.status == "failed" and result.task_id is not None
     reason = result.reason or ""
-    assert f"task {result.task_id} still pending after waiting 3 s" in reason, reason
+    assert f"task {result.task_id} still pending after waiting 5 s" in reason, reason
     assert f"`upscayl-cloud client status {result.task_id}`" in reason
     [notice] = report.notices
     assert told == [notice]
@@ -75,8 +76,23 @@ def test_client_upscale_takes_a_timeout_and_tells_of_a_stalled_task(
         lambda url, key: Client(url, key, poll=STALL_POLL, retry=QUICK_RETRY),
     )
     run = CliRunner(env={"UPSCAYL_URL": idle.url, "UPSCAYL_API_KEY": key, "COLUMNS": "300"})
-    result = run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "--timeout", "3"])
+    result = run.invoke(app, ["client", "upscale", str(image), "-m", FAST, "--timeout", "5"])
     said = " ".join(result.output.replace("│", " ").split())
     assert result.exit_code == 1, result.output
     assert "notice: task" in said and "no worker may be running" in said
-    assert "still pending after waiting 3 s" in said and "client status" in said
+    assert "still pending after waiting 5 s" in said and "client status" in said
+
+
+def test_a_task_has_waited_since_it_was_started_not_since_its_first_poll() -> None:
+    """Polls begin once the run's uploads are done: a task started before a
+    long upload phase was counted as stalled only from its first poll."""
+    task = Watched("t", {})
+    started = task.progressed_at
+    task.seen({"status": "pending", "progress": 0})
+    assert task.progressed_at == started
+    task.seen({"status": "processing", "progress": 10})
+    assert task.progressed_at > started
+    busy = Watched("u", {})
+    before = busy.progressed_at
+    busy.seen({"status": "processing", "progress": 40})  # progressed while we uploaded
+    assert busy.progressed_at > before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import replace
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -21,6 +22,11 @@ from upscayl_cloud.engine.errors import EngineError
 from upscayl_cloud.engine.options import UpscaleRequest
 
 ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)  # type: ignore[misc]
+
+#: At most one manifest write in this many seconds (and one at the end): a
+#: save rewrites the folder's whole manifest, and once per file grew with
+#: the square of the folder's size (5,000 files: minutes of it).
+MANIFEST_SAVE_SECONDS = 10.0
 
 
 class Scale(StrEnum):
@@ -137,47 +143,54 @@ def upscale(
     # b/x.png with -o) would otherwise write one file, and report two.
     names = OutputNames(f.path for f in everything if not isinstance(f, EarlierResult))
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
-        for found in everything:
-            if isinstance(found, Skipped):
-                named = found.path in inputs and not isinstance(found, Duplicate)
-                failures += named
-                mark = "[red]✗[/red]" if named else "[yellow]skipped[/yellow]"
-                said = escape(f"{found.path}: {found.reason}")  # paths are no markup
-                bar.console.print(f"{mark} {said}", soft_wrap=True)
-                continue
-            folder = (out_dir / found.relative.parent) if out_dir else found.path.parent
-            task = bar.add_task(found.path.name, total=1.0)
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                _check_writable(folder)
-                # The client's naming: Upscayl's, a stem too long shortened.
-                name = local_name(found.path, int(scale.value), model.value, fmt.value)
-                target = names.claim(folder, name, found.path)
-                result = upscale_file(
-                    found.path,
-                    target,
-                    request,
-                    settings=settings,
-                    progress=lambda done, task=task: bar.update(task, completed=done),
+    saved = time.monotonic()
+    try:
+        with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+            for found in everything:
+                if isinstance(found, Skipped):
+                    named = found.path in inputs and not isinstance(found, Duplicate)
+                    failures += named
+                    mark = "[red]✗[/red]" if named else "[yellow]skipped[/yellow]"
+                    said = escape(f"{found.path}: {found.reason}")  # paths are no markup
+                    bar.console.print(f"{mark} {said}", soft_wrap=True)
+                    continue
+                folder = (out_dir / found.relative.parent) if out_dir else found.path.parent
+                task = bar.add_task(found.path.name, total=1.0)
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    _check_writable(folder)
+                    # The client's naming: Upscayl's, a stem too long shortened.
+                    name = local_name(found.path, int(scale.value), model.value, fmt.value)
+                    target = names.claim(folder, name, found.path)
+                    result = upscale_file(
+                        found.path,
+                        target,
+                        request,
+                        settings=settings,
+                        progress=lambda done, task=task: bar.update(task, completed=done),
+                    )
+                    # Recorded as client upscale records it: a later run replaces
+                    # this result, and no other source's of the same name. Saved
+                    # now and then: each save rewrites the folder's manifest.
+                    names.written(target, found.path)
+                    if time.monotonic() - saved >= MANIFEST_SAVE_SECONDS:
+                        names.save()
+                        saved = time.monotonic()
+                except (EngineError, OSError) as exc:
+                    failures += 1
+                    said = escape(f"{found.path}: {_why(exc)}")
+                    bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
+                    continue
+                finally:
+                    bar.remove_task(task)
+                done = escape(f"{found.path} → {target}")
+                bar.console.print(
+                    f"[green]✓[/green] {done} ({result.width}x{result.height}, "
+                    f"{result.size_bytes / 1e6:.2f} MB)",
+                    soft_wrap=True,
                 )
-                # Recorded as client upscale records it: a later run replaces
-                # this result, and no other source's of the same name.
-                names.written(target, found.path)
-                names.save()
-            except (EngineError, OSError) as exc:
-                failures += 1
-                said = escape(f"{found.path}: {_why(exc)}")
-                bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
-                continue
-            finally:
-                bar.remove_task(task)
-            done = escape(f"{found.path} → {target}")
-            bar.console.print(
-                f"[green]✓[/green] {done} ({result.width}x{result.height}, "
-                f"{result.size_bytes / 1e6:.2f} MB)",
-                soft_wrap=True,
-            )
+    finally:
+        names.save()  # Ctrl-C and failures too: what was written is known as ours
     if failures:
         raise typer.Exit(code=1)
 

@@ -286,19 +286,14 @@ def _stops_the_run(exc: Exception, starting: bool = False) -> bool:
 class _MultipartStop:
     """Set once complete-multipart-upload refused a file for longer than is
     worth waiting (:class:`CompletionLimitedError`, its hourly limit spent):
-    from then on no file of multipart size is sent in this run, since each
-    would upload every part only to be refused the same way."""
+    from then on each file is sent in one PUT, multipart refused. Before,
+    each further large file uploaded every part only to be refused the same
+    way; and a file under our threshold is multipart too when the server's
+    own threshold is lower."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
         self.cause: UpscaylError | None = None
-
-    def blocks(self, source: Source) -> bool:
-        return self.cause is not None and source.size >= self.threshold
-
-
-class _NotSentError(Exception):
-    """An upload ``_upload_all`` did not even begin; ``str()`` is the reason."""
 
 
 def _upload_all(
@@ -319,9 +314,6 @@ def _upload_all(
     cancel = threading.Event()
 
     def one(source: Source) -> dict[str, Any] | Exception:
-        if multipart.blocks(source):
-            why = describe(multipart.cause) if multipart.cause else ""
-            return _NotSentError(f"not sent, multipart uploads stopped: {why}")
         try:
             return upload_file(
                 api,
@@ -330,6 +322,7 @@ def _upload_all(
                 multipart_threshold=multipart.threshold,
                 on_bytes=hooks.uploaded,
                 cancel=cancel,
+                single=multipart.cause is not None,
             )
         except (UpscaylError, OSError) as exc:
             if _stops_the_run(exc):
@@ -399,8 +392,6 @@ def _failure(future: Future[Any]) -> Exception | None:
 
 
 def _upload_reason(exc: Exception) -> str:
-    if isinstance(exc, _NotSentError):
-        return str(exc)
     reason = f"upload failed: {describe(exc)}"
     if isinstance(exc, CompletionLimitedError):
         reason += "; its parts are kept: the same command completes it once the limit allows"

@@ -143,12 +143,13 @@ def read_manifest(folder: Path) -> dict[str, str]:
         return {}
 
 
-def write_manifest(folder: Path, written: dict[str, str]) -> None:
+def write_manifest(folder: Path, written: dict[str, str]) -> dict[str, str]:
     """Add ``written`` (name -> source) to ``folder``'s manifest, atomically
-    (a temporary file renamed over it). What is on disk now is merged in, so
-    that two runs writing into one folder lose at most an entry (a later run
-    then adds a `` (n)`` copy rather than replace a result); names no longer
-    there are dropped. A folder that cannot take it only costs that."""
+    (a temporary file renamed over it), and return the whole of it. What is
+    on disk now is merged in, so that two runs writing into one folder lose
+    at most an entry (a later run then adds a `` (n)`` copy rather than
+    replace a result); names no longer there are dropped. A folder that
+    cannot take it only costs that."""
     merged = {**read_manifest(folder), **written}
     kept = {name: src for name, src in sorted(merged.items()) if (folder / name).is_file()}
     temp = folder / f"{MANIFEST_NAME}.{secrets.token_hex(4)}.tmp"
@@ -157,6 +158,7 @@ def write_manifest(folder: Path, written: dict[str, str]) -> None:
         os.replace(temp, folder / MANIFEST_NAME)
     except OSError:
         temp.unlink(missing_ok=True)
+    return kept
 
 
 class OutputNames:
@@ -226,8 +228,9 @@ class OutputNames:
         """Record the results noted since the last save in their folders'
         manifests: one write per folder, not one per file."""
         for folder, written in self._unsaved.items():
-            write_manifest(folder, written)
-            self._recorded.setdefault(folder, {}).update(written)
+            # The whole manifest, not this run's part: a later claim here
+            # asks about earlier runs' results too.
+            self._recorded[folder] = write_manifest(folder, written)
         self._unsaved.clear()
 
 

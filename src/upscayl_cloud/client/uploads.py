@@ -28,6 +28,7 @@ from upscayl_cloud.client.errors import (
 )
 from upscayl_cloud.client.files import STATE_SUFFIX, sniff
 from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.types import UploadLink
 
 #: Ask for multipart from this size on (the server's own default threshold).
 MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
@@ -150,8 +151,13 @@ def upload_file(
     on_bytes: BytesHook | None = None,
     on_part: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    single: bool = False,
 ) -> dict[str, Any]:
     """Upload ``path``; returns the ``files`` entry for start-task.
+
+    ``single``: one PUT of the whole file, multipart refused (``multipart:
+    false``) and an earlier multipart upload of it left as it is; what a
+    run does once completions are refused for the hour.
 
     Multipart is asked for from ``multipart_threshold`` bytes on, and used
     whenever the server offers it (it may have a lower threshold of its own).
@@ -167,6 +173,8 @@ def upload_file(
     """
     cancel = cancel or threading.Event()
     with client._cancellable(cancel):
+        if single:
+            return _upload_whole(client, path, file_type, on_bytes, cancel, multipart=False)
         return _upload(
             client, path, file_type, multipart_threshold, part_workers, on_bytes, on_part, cancel
         )
@@ -184,9 +192,7 @@ def _upload(
 ) -> dict[str, Any]:
     """:func:`upload_file`, its retry waits already tied to ``cancel``."""
     size = path.stat().st_size
-    if file_type is None:
-        with path.open("rb") as handle:
-            file_type = sniff(handle.read(16)) or "application/octet-stream"
+    file_type = file_type or _sniffed(path)
     wants_multipart = size >= multipart_threshold
     # Resume whatever was started, even if the server (not us) chose multipart.
     state = _State.load(path, client.base_url)
@@ -213,9 +219,42 @@ def _upload(
         state = _State(path, client.base_url, dict(link))
         state.save()
         return _send_parts(client, path, state, part_workers, on_bytes, on_part, cancel, file_type)
+    return _put_whole(client, path, file_type, size, link, on_bytes, cancel)
+
+
+def _upload_whole(
+    client: Client,
+    path: Path,
+    file_type: str | None,
+    on_bytes: BytesHook | None,
+    cancel: threading.Event,
+    multipart: bool | None,
+) -> dict[str, Any]:
+    """One link for the whole file (``multipart`` as asked for), one PUT."""
+    size = path.stat().st_size
+    file_type = file_type or _sniffed(path)
+    _check(cancel, path)
+    link = client.get_upload_url(path.name, file_type, size, multipart=multipart)
+    return _put_whole(client, path, file_type, size, link, on_bytes, cancel)
+
+
+def _put_whole(
+    client: Client,
+    path: Path,
+    file_type: str,
+    size: int,
+    link: UploadLink,
+    on_bytes: BytesHook | None,
+    cancel: threading.Event,
+) -> dict[str, Any]:
     _check(cancel, path)
     client.put_upload(link["uploadURL"], _chunks(path, 0, size, on_bytes), size, file_type)
     return uploaded_entry(link, file_type, size)
+
+
+def _sniffed(path: Path) -> str:
+    with path.open("rb") as handle:
+        return sniff(handle.read(16)) or "application/octet-stream"
 
 
 def _send_parts(

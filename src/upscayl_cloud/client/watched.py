@@ -23,15 +23,22 @@ class Watched:
     unreachable_since: float | None = None
     #: The task's ``createdAt`` (Unix ms), once a status has told it.
     created_at: int | None = None
-    #: When its status or percentage last changed (from its start), on the
-    #: monotonic clock: how long it has shown no progress.
+    #: When its status or percentage last changed (at first: when it was
+    #: started), on the monotonic clock: how long it has shown no progress.
     progressed_at: float = field(default_factory=time.monotonic)
     #: Whether the run has said that it shows no progress.
     stall_told: bool = False
 
     def seen(self, status: Mapping[str, Any]) -> None:
         """Take a status the server answered for this task."""
-        if _state(status) != _state(self.status):
+        # A first status still pending is no change: the task has waited
+        # since it was started, not since it was first polled (polls begin
+        # once every upload of the run is done).
+        if self.status:
+            changed = _state(status) != _state(self.status)
+        else:
+            changed = status.get("status") != "pending"
+        if changed:
             self.progressed_at = time.monotonic()
         self.status, self.unreachable_since = status, None
         created = status.get("createdAt")
