@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from support.context import SHARED_SPEC_PATH, SPEC_PATH
+from support.app import client_for
+from support.context import SHARED_SPEC_PATH, SPEC_PATH, make_settings
 
 Doc = dict[str, Any]
 
@@ -78,6 +80,21 @@ def test_served_document_covers_the_seed_spec(client: TestClient) -> None:
         "in": "header",
         "name": "X-API-Key",
     }
+
+
+def test_the_documented_file_size_bound_is_this_servers(client: TestClient, tmp_path: Path) -> None:
+    """The spec's 100 MB by default, the configured limit otherwise: the
+    request model leaves the bound to the service, and a generated client
+    read none from the served document."""
+
+    def maximum(document: dict) -> int:
+        return document["components"]["schemas"]["UploadUrlCreate"]["properties"]["fileSize"][
+            "maximum"
+        ]
+
+    assert maximum(client.get("/openapi.json").json()) == 104_857_600
+    with client_for(make_settings(tmp_path / "big", max_upload_bytes=2**30)) as big:
+        assert maximum(big.get("/openapi.json").json()) == 2**30
 
 
 def test_no_interactive_docs_pulling_scripts_from_a_cdn(client: TestClient) -> None:

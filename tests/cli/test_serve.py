@@ -255,3 +255,21 @@ def test_behind_a_public_url_the_banner_names_the_port_listened_on(tmp_path: Pat
         local = served.serving.split("listening on ")[1].rstrip(")\n")
         assert local.startswith("http://127.0.0.1:") and int(local.rsplit(":", 1)[1]) > 0
         assert _get_once_up(served.process, local + "/healthz").status_code == 200
+
+
+def test_the_service_logs_keep_client_text_on_its_line(caplog: Any) -> None:
+    """configure_logging() gives every handler the escaping filter (a path
+    with %0A in it forged a second log line through the 408 warning)."""
+    import logging
+
+    from upscayl_cloud.cli.serve import configure_logging
+
+    root = logging.getLogger()
+    before = {handler: list(handler.filters) for handler in root.handlers}
+    try:
+        configure_logging()
+        logging.getLogger("upscayl_cloud.test").warning("408 for %s", "/x\nFORGED line")
+    finally:
+        for handler, filters in before.items():
+            handler.filters[:] = filters
+    assert caplog.records[-1].getMessage() == "408 for /x\\nFORGED line"

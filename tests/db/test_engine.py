@@ -130,13 +130,16 @@ def test_a_clock_stepped_between_syncs_does_not_reach_stored_times(
 
 
 def test_postgresql_connections_notice_a_server_that_stops_answering(
-    postgres_server: object,
+    postgres_server: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without these a vanished server held each request (and its pooled
     connection) for the kernel's ~15 minutes of retransmissions; a URL's own
-    value still wins."""
+    value still wins, and so does libpq's PGCONNECT_TIMEOUT."""
     url = postgres_server.new_database()  # type: ignore[attr-defined]
-    for given, expected_connect_timeout in ((url, "10"), (url + "?connect_timeout=3", "3")):
+    cases = ((url, "10", None), (url + "?connect_timeout=3", "3", None), (url, "4", "4"))
+    for given, expected_connect_timeout, environment in cases:
+        if environment is not None:
+            monkeypatch.setenv("PGCONNECT_TIMEOUT", environment)
         made = engine.make_engine(given)
         try:
             with made.connect() as conn:

@@ -26,6 +26,7 @@ from upscayl_cloud.api.routes import (
     ops,
     tasks,
     uploads,
+    with_upload_limit,
     without_validation_422,
 )
 from upscayl_cloud.config import Settings, StorageBackend, get_settings
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     generate_document = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return without_validation_422(generate_document())  # cached by FastAPI: once
+        document = without_validation_422(generate_document())  # cached by FastAPI: once
+        return with_upload_limit(document, settings.max_upload_bytes)
 
     app.openapi = openapi  # type: ignore[method-assign]
     errors.install(app)

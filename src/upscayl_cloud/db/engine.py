@@ -12,6 +12,7 @@ write. PostgreSQL needs none of this.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +46,9 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``: PostgreSQL with dead-peer timeouts, SQLite with
     WAL, busy timeout and immediate transactions."""
     if not url.startswith("sqlite"):
-        given = make_url(url).query
+        given = set(make_url(url).query)
+        if os.environ.get("PGCONNECT_TIMEOUT"):  # libpq's own setting, which ours would hide
+            given.add("connect_timeout")
         connect_args = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     engine = create_engine(

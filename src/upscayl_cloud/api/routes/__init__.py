@@ -35,3 +35,15 @@ def without_validation_422(document: dict[str, Any]) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     return document
+
+
+def with_upload_limit(document: dict[str, Any], max_upload_bytes: int) -> dict[str, Any]:
+    """``document`` (edited in place) with get-upload-url's ``fileSize``
+    bounded by this server's limit (UPSCAYL_MAX_UPLOAD_BYTES), as the spec
+    bounds it by its 100 MB: the request model itself leaves the bound to
+    the service, which applies the configured one."""
+    schemas = document.get("components", {}).get("schemas", {})
+    size = schemas.get("UploadUrlCreate", {}).get("properties", {}).get("fileSize")
+    if size is not None:
+        size["maximum"] = max_upload_bytes
+    return document
