@@ -3,7 +3,8 @@
 One server for the whole folder (starting one costs seconds on a shared
 2-core machine): 5 MiB parts and a 5 MiB multipart threshold, so a ~6 MiB file
 exercises multipart. A second server with a tight rate limit is started only
-by the tests that need a 429.
+by the tests that need a 429, and one without workers (``idle``) by those of
+tasks that never finish.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         multipart_threshold_bytes=5 * MIB,
     ).start()
     yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``serve --workers 0`` and no worker: every task stays pending, in the
+    order it was started (one per module that asks, so none sees another's)."""
+    running = Server(tmp_path_factory.mktemp("idle") / "data", workers=0)
+    yield running.start()
     running.stop()
 
 

@@ -130,15 +130,20 @@ def test_a_long_stem_is_shortened_and_the_extension_kept() -> None:
         assert RESULT_NAME.fullmatch(name)
 
 
+def _deliver(names: OutputNames, folder: Path, name: str, source: Path) -> Path:
+    """What a run does with one result: claim its name, write it, record it."""
+    result = names.claim(folder, name, source)
+    result.write_bytes(f"{source}'s result".encode())
+    names.written(result, source)
+    names.save()
+    return result
+
+
 def test_a_file_not_named_as_a_result_is_never_replaced(tmp_path: Path) -> None:
     """A server may suggest any image's name; only an earlier result's is replaced."""
     source = tmp_path / "a.png"
     (tmp_path / "family.jpg").write_bytes(b"a photo")
-    earlier = OutputNames()
-    result = earlier.claim(tmp_path, "a_upscayl_2x_m.jpg", source)
-    result.write_bytes(b"an earlier result")
-    earlier.written(result, source)
-    earlier.save()
+    _deliver(OutputNames(), tmp_path, "a_upscayl_2x_m.jpg", source)
     names = OutputNames()
     assert names.claim(tmp_path, "family.jpg", source) == tmp_path / "family (2).jpg"
     assert names.claim(tmp_path, "a_upscayl_2x_m.jpg", source) == tmp_path / "a_upscayl_2x_m.jpg"
@@ -152,11 +157,7 @@ def test_only_an_earlier_result_of_the_same_source_is_replaced(tmp_path: Path) -
     out = tmp_path / "upscaled"
     out.mkdir()
     name = "IMG_0001_upscayl_2x_m.jpg"
-    first = OutputNames()
-    kept = first.claim(out, name, old)
-    kept.write_bytes(b"2023")
-    first.written(kept, old)
-    first.save()
+    kept = _deliver(OutputNames(), out, name, old)
     assert read_manifest(out) == {name: str(old.resolve())}
 
     assert OutputNames().claim(out, name, new) == out / "IMG_0001_upscayl_2x_m (2).jpg"
@@ -165,11 +166,7 @@ def test_only_an_earlier_result_of_the_same_source_is_replaced(tmp_path: Path) -
     assert OutputNames().claim(out, "x_upscayl_2x_m.jpg", old) == out / "x_upscayl_2x_m (2).jpg"
     # A result that is gone is dropped from the manifest at the next save.
     kept.unlink()
-    later = OutputNames()
-    other = later.claim(out, "y_upscayl_2x_m.jpg", new)
-    other.write_bytes(b"2024")
-    later.written(other, new)
-    later.save()
+    other = _deliver(OutputNames(), out, "y_upscayl_2x_m.jpg", new)
     assert read_manifest(out) == {other.name: str(new.resolve())}
     assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
 
@@ -182,14 +179,7 @@ def test_a_save_keeps_earlier_runs_results_known_to_the_run(tmp_path: Path) -> N
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     out = tmp_path / "out"
     out.mkdir()
-    first = OutputNames()
-    earlier = first.claim(out, "b_upscayl_2x_m.png", b)
-    earlier.write_bytes(b"b, first run")
-    first.written(earlier, b)
-    first.save()
+    earlier = _deliver(OutputNames(), out, "b_upscayl_2x_m.png", b)
     rerun = OutputNames()
-    new = rerun.claim(out, "a_upscayl_2x_m.png", a)
-    new.write_bytes(b"a")
-    rerun.written(new, a)
-    rerun.save()
+    _deliver(rerun, out, "a_upscayl_2x_m.png", a)
     assert rerun.claim(out, "b_upscayl_2x_m.png", b) == earlier

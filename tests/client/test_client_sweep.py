@@ -43,14 +43,6 @@ def status_spent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """No workers: tasks stay pending, in the order they were started."""
-    running = Server(tmp_path_factory.mktemp("sweep-idle") / "data", workers=0)
-    yield running.start()
-    running.stop()
-
-
 def _through_proxy(
     server: Server, api_key: str, tmp_path: Path, files: int, batch_size: int, **proxied: Any
 ) -> tuple[UpscaleReport, RenamingProxy]:

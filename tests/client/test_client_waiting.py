@@ -8,7 +8,6 @@ timeout ends the wait, naming where the results will be.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,14 +23,6 @@ from upscayl_cloud.client.watched import Watched
 
 #: A task that shows no progress for a second is told of.
 STALL_POLL = replace(QUICK_POLL, stall_seconds=1)
-
-
-@pytest.fixture(scope="module")
-def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``serve --workers 0`` and no worker: every task stays pending."""
-    running = Server(tmp_path_factory.mktemp("idle") / "data", workers=0)
-    yield running.start()
-    running.stop()
 
 
 def test_a_timeout_ends_the_wait_and_a_pending_task_is_told_of(
