@@ -6,8 +6,9 @@ without workers keeps tasks queued for as long as a test needs them to run."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +30,14 @@ def queued(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running = Server(tmp_path_factory.mktemp("queued") / "data", workers=0, **SERVER_ENV).start()
     yield running
     running.stop()
+
+
+def _until(page: Any, condition: Callable[[], bool], seconds: float = 60) -> None:
+    """Wait until ``condition()`` holds, the page's events (routes, requests) let through."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
 
 
 def _upload_urls(page: Any) -> list[str]:
@@ -109,7 +118,142 @@ def test_a_server_out_of_reach_is_said_so_with_a_countdown(page: Any, queued: Se
     first = state.inner_text()
     page.wait_for_timeout(2_100)
     assert state.inner_text() != first  # counting down, not frozen
-    assert "hourly request limit" not in state.inner_text()
+    assert "hourly request limit" not in state.inner_text().lower()
+
+
+def test_after_a_402_upscale_waits_for_the_real_balance(page: Any, queued: Server) -> None:
+    """After a 402 the options unlocked at once, with the balance from before
+    it: Upscale was enabled until the new balance came, and a quick press
+    met another 402. The balance's answer is held here (a stand-in for a
+    slow one); the 402 is the real server's."""
+    key = new_principal(queued.ctx, credits=2)[0]
+    sign_in(page, queued, key)
+    choose(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(9, 8)})
+    spent = ApiClient(queued.url, key).start_direct("x.png", png_bytes(8, 8))
+    assert spent.status_code == 200, spent.text  # one credit left, two needed
+    refused: list[int] = []
+    page.on("response", lambda r: r.url.endswith("/start-task") and refused.append(r.status))
+    held: list[Any] = []
+    released: list[bool] = []
+
+    def after_the_402(route: Any) -> None:  # a focus may ask for the balance before
+        if refused and not released:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/capabilities", after_the_402)
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    _until(page, lambda: bool(held))
+    assert refused == [402]
+    upscale = page.get_by_role("button", name="Upscale", exact=True)
+    assert upscale.is_disabled()
+    released.append(True)
+    for route in held:
+        route.continue_()
+    page.locator("#credits", has_text="1 credit left").wait_for()
+    page.locator("#model:enabled").wait_for()  # the options unlocked, with the real balance
+    assert upscale.is_disabled()
+
+
+def test_a_sign_out_mid_upload_stops_the_uploads(page: Any, queued: Server) -> None:
+    """A refused key signs the page out mid-upload (the only sign-out then:
+    the button is disabled): the PUTs and parts in flight went on sending,
+    and the completion went out after them with whichever key was signed in
+    by then. The PUTs are held (a stand-in for a slow network); the 401 is
+    the real server's, for the key revoked meanwhile."""
+    key = new_principal(queued.ctx, credits=5)[0]
+    sign_in(page, queued, key)
+    big = png_bytes(16, 16, padding=6 * 1024 * 1024)  # two parts
+    choose(page, {"big.png": big, "small.png": png_bytes(8, 8)})
+    held: list[Any] = []
+    page.route("**/objects/**", lambda route: held.append(route))
+    cancelled: list[str] = []
+    page.on("requestfailed", lambda r: cancelled.append(r.url) if "/objects/" in r.url else None)
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    _until(page, lambda: len(held) == 3)  # both parts and the small file
+    keys.revoke_key(queued.ctx, key)
+    page.evaluate("window.dispatchEvent(new Event('focus'))")  # the page asks for the balance
+    page.get_by_role("heading", name="Sign in").wait_for()
+    _until(page, lambda: len(cancelled) == 3)
+    assert sorted(cancelled) == sorted(route.request.url for route in held)
+
+
+def test_a_late_refusal_of_the_last_key_does_not_sign_out_the_next(
+    page: Any, queued: Server
+) -> None:
+    """A call made with the first key before its sign-out (the balance, as
+    the page asks for it on focus) answered 401 once the next person had
+    signed in: the page signed them out. The call's answer is held until
+    then (a stand-in for a slow one); its 401 is the real server's, the
+    first key revoked meanwhile."""
+    first = new_principal(queued.ctx, credits=5)[0]
+    sign_in(page, queued, first)
+    held: list[Any] = []
+    page.route("**/capabilities", lambda route: route.continue_() if held else held.append(route))
+    page.evaluate(
+        """async () => {
+            const { api } = await import("/web/js/api.js");
+            window.__late = api.capabilities().then(() => 200, (err) => err.status);
+        }"""
+    )
+    _until(page, lambda: bool(held))
+    keys.revoke_key(queued.ctx, first)
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").fill(new_principal(queued.ctx, credits=5)[0])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    held[0].continue_()
+    assert page.evaluate("window.__late") == 401  # answered, and handled
+    assert page.get_by_role("heading", name="Upscale images").is_visible()
+    assert page.locator("#signin-error").inner_text() == ""
+
+
+#: Runs in the page: ``window.__answered`` settles once the page has read
+#: start-task's answer and done all it does right after (a timer runs only
+#: once the promise callbacks waiting on that answer have run).
+_WATCH_START = """() => {
+    const fetched = window.fetch;
+    let answered;
+    window.__answered = new Promise((resolve) => { answered = resolve; });
+    window.fetch = async (...args) => {
+        const response = await fetched(...args);
+        if (args[0] === "/start-task") {
+            const json = response.json.bind(response);
+            response.json = () => {
+                const body = json();
+                const after = () => setTimeout(answered, 0);
+                body.then(after, after);
+                return body;
+            };
+        }
+        return response;
+    };
+}"""
+
+
+def test_a_task_started_as_the_key_was_refused_is_not_remembered(page: Any, queued: Server) -> None:
+    """start-task answered after a refused key had signed the page out: the
+    task was remembered in the tab (for whoever reloads it next) and "Task
+    started" read out. The answer is held (a stand-in for a slow one) while
+    the key is revoked and the page, asking for the balance, is refused (the
+    real server's 401); the task itself is the real server's."""
+    key = new_principal(queued.ctx, credits=5)[0]
+    sign_in(page, queued, key)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    held: list[Any] = []
+    page.route("**/start-task", lambda route: held.append(route))
+    page.evaluate(_WATCH_START)
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    _until(page, lambda: bool(held))
+    answer = held[0].fetch()  # the real server starts the task
+    assert answer.status == 200, answer.text()
+    keys.revoke_key(queued.ctx, key)
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    page.get_by_role("heading", name="Sign in").wait_for()
+    held[0].fulfill(response=answer)
+    page.evaluate("window.__answered")
+    assert page.evaluate("sessionStorage.getItem('upscayl-cloud.tasks')") is None
 
 
 def test_files_cannot_be_removed_while_they_upload(page: Any, queued: Server) -> None:
@@ -314,3 +458,37 @@ def test_a_zoomed_comparison_pans_by_touch_and_its_divider_still_drags(
     _swipe(page, cdp, box["x"] + 300, box["x"] + 40, y)
     assert view.evaluate("(v) => v.scrollLeft") > scrolled
     assert int(slider.input_value()) == moved
+
+
+def test_a_zoomed_comparison_still_drags_anywhere_by_mouse(page: Any, server: Server) -> None:
+    """Zoomed in, only the divider itself dragged, for a mouse too: only a
+    finger pans by dragging, and a mouse or pen could no longer move the
+    line from the picture."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate(_WIDE_COMPARISON)
+    page.locator("#wide select").select_option("1")  # 100 %: wider than the screen
+    box = page.locator("#wide .compare-viewport").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 60, y)  # on the picture, far left of the divider
+    page.mouse.down()
+    page.mouse.move(box["x"] + 80, y, steps=4)
+    page.mouse.up()
+    assert int(page.locator("#wide input[type=range]").input_value()) < 50
+
+
+def test_the_divider_at_the_edge_makes_nothing_scroll_sideways(page: Any, server: Server) -> None:
+    """The divider's 40 px grip reached past the picture's right edge with
+    the line there: the comparison scrolled sideways in Fit, and zoomed a
+    little past the picture's end."""
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate(_WIDE_COMPARISON)
+    view = page.locator("#wide .compare-viewport")
+    page.locator("#wide input[type=range]").fill("100")
+    scroll = "(v) => [v.scrollWidth, v.clientWidth, v.querySelector('.compare-stage').offsetWidth]"
+    wide, shown, picture = view.evaluate(scroll)
+    assert wide == shown == picture  # Fit: the picture fills the width, nothing more
+    page.locator("#wide select").select_option("1")
+    wide, shown, picture = view.evaluate(scroll)
+    assert wide == picture == 2000 and shown < wide  # zoomed: the picture's width, no more

@@ -69,6 +69,44 @@ def test_a_500_or_a_proxys_429_while_watching_is_waited_out(page: Any, server: S
     assert page.locator("#tasks .task .error").inner_text() == ""
 
 
+def _server_error(route: Any) -> None:
+    """A 500 of ours (a stand-in: a real one cannot be caused on cue); its
+    Retry-After keeps the waits short (1, 2, 4 s; 5, 10, 20 s without one)."""
+    route.fulfill(
+        status=500,
+        headers={"Retry-After": "1", "Content-Type": "application/json"},
+        body=json.dumps({"error": "INTERNAL_SERVER_ERROR", "message": "no link could be signed"}),
+    )
+
+
+def test_a_lasting_500_while_watching_is_shown_after_a_few_tries(page: Any, server: Server) -> None:
+    """A 500 that lasts (storage credentials expired: no link can be signed)
+    was asked about every 10 s for good, spending the key's get-task-status
+    budget in minutes, and the card never said what was wrong. Four in a row
+    are shown; an answer between them starts the count again. Stand-ins: the
+    500s, and the one answer between them ("processing", from the real one:
+    the test image is upscaled in an instant)."""
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
+    polls: list[str] = []
+
+    def failing(route: Any) -> None:
+        polls.append(route.request.url)
+        if len(polls) == 4:
+            body = route.fetch().json()
+            body["data"].update(status="processing", progress=10, files=[])
+            route.fulfill(json=body)
+        else:
+            _server_error(route)
+
+    page.route("**/get-task-status", failing)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".error", has_text="Something went wrong on the server").wait_for(timeout=90_000)
+    assert len(polls) == 8  # three 500s, the answer, four 500s; none after
+    assert card.locator(".task-state").inner_text() == "Status unknown"
+
+
 def test_only_changes_of_state_are_read_out_not_the_countdown_or_percentage(
     page: Any, server: Server
 ) -> None:
@@ -80,16 +118,22 @@ def test_only_changes_of_state_are_read_out_not_the_countdown_or_percentage(
 
     def slow_task(route: Any) -> None:
         # Stand-ins: a task that takes polls to finish (the test images are
-        # upscaled in an instant), then a busy server, then the real answer.
+        # upscaled in an instant), then a busy server until the real answer
+        # is the end: a real one still running (a slow machine) would add
+        # its state, "Upscaling..." again, to what is read out.
         polls.append(1)
+        if len(polls) == 4:
+            _busy(route)
+            return
+        response = route.fetch()
+        body = response.json()
         if len(polls) <= 3:
-            body = route.fetch().json()
             body["data"].update(status="processing", progress=30 * len(polls), files=[])
             route.fulfill(json=body)
-        elif len(polls) == 4:
-            _busy(route)
+        elif body["data"]["status"] in ("completed", "failed"):
+            route.fulfill(response=response)
         else:
-            route.continue_()
+            _busy(route)
 
     page.route("**/get-task-status", slow_task)
     page.evaluate(
@@ -232,6 +276,36 @@ def test_compare_uses_a_link_signed_when_it_opens(page: Any, short_links: Server
     loaded = "(img) => img.complete && img.naturalWidth > 0"
     page.wait_for_function(loaded, arg=after.element_handle())
     assert len(asked) == 1  # a fresh status signed the link shown
+
+
+def test_a_failed_compare_leaves_no_error_once_it_opens(page: Any, short_links: Server) -> None:
+    """Download and Compare share one error line, never cleared: Compare's
+    failure stayed beside the comparison that opened on the next press. The
+    failure is a stand-in (a 500 for the status call that signs a new link)."""
+    sign_in(page, short_links, new_principal(short_links.ctx, credits=5)[0])
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
+    page.wait_for_timeout(1_500)  # the links are old now (see short_links)
+    asked: list[str] = []
+
+    def failing_once(route: Any) -> None:
+        asked.append(route.request.url)
+        if len(asked) == 1:
+            _server_error(route)
+        else:
+            route.continue_()
+
+    page.route("**/get-task-status", failing_once)
+    compare = card.get_by_role("button", name="Compare")
+    compare.click()
+    error = card.locator(".result .error")
+    error.filter(has_text="Something went wrong on the server").wait_for()
+    compare.click()
+    card.locator("img.compare-after").wait_for()
+    assert error.count() == 0
+    assert len(asked) == 2
 
 
 def test_sign_out_clears_the_history_list(page: Any, server: Server) -> None:

@@ -3,6 +3,7 @@ and history paging, against the same real server."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,6 +164,11 @@ def test_a_file_without_a_readable_size_is_refused_by_name_before_upload(
     )
 
 
+def quoted(message: str) -> str:
+    """The server's message as the page shows it: `backticked` spans in quotes."""
+    return re.sub(r"`([^`]+)`", "\u201c\\1\u201d", message)
+
+
 @pytest.fixture(scope="module")
 def missing_face_model(
     server: Server, tmp_path_factory: pytest.TempPathFactory
@@ -183,9 +189,11 @@ def test_face_enhancement_says_the_servers_reason(page: Any, missing_face_model:
     api = ApiClient(missing_face_model.url, key)
     reason = api.http.get("/capabilities").json()["data"]["faceEnhancementMessage"]
     assert "'gfpgan-x' is not installed" in reason
+    # The command it names is in backticks: the page shows quotes, not them.
+    assert "`upscayl-cloud models add PATH --name gfpgan-x`" in reason
     sign_in_with(page, missing_face_model, key)
     assert page.get_by_label("Enhance faces").is_disabled()
-    assert page.locator("#face-help").inner_text() == f"Not available: {reason}."
+    assert page.locator("#face-help").inner_text() == f"Not available: {quoted(reason)}."
     # A start-task refused for it (faces were there when the page loaded,
     # gone since) reads as the server's reason, not a guess.
     refused = api.start_direct("a.png", png_bytes(8, 8), enhanceFace="true")
@@ -198,7 +206,7 @@ def test_face_enhancement_says_the_servers_reason(page: Any, missing_face_model:
         refused.json(),
     )
     assert shown == (
-        f"This server cannot enhance faces: {refused.json()['message']}."
+        f"This server cannot enhance faces: {quoted(refused.json()['message'])}."
         " Untick \u201cEnhance faces\u201d and try again."
     )
 

@@ -28,7 +28,7 @@ export function setKey(key) {
   apiKey = key;
 }
 
-/** fn(error) runs when a call made with a key is answered 401 (a key revoked mid-session). */
+/** fn(error) runs when a call made with the key still in use is answered 401 (a key revoked mid-session). */
 export function onKeyRefused(fn) {
   keyRefused = fn;
 }
@@ -73,10 +73,15 @@ async function errorFrom(response) {
   return new ApiError(response.status, code, message, retryAfter(headers), remainingOf(headers));
 }
 
-/** Call an operation; returns the parsed body. Network failures become ApiError(0, "NETWORK"). */
-export async function request(path, { method = "POST", json, form } = {}) {
+/**
+ * Call an operation; returns the parsed body. Network failures become
+ * ApiError(0, "NETWORK"); `signal` aborting cancels it (ApiError(0, "ABORTED")).
+ */
+export async function request(path, { method = "POST", json, form, signal = null } = {}) {
   const headers = {};
-  if (apiKey) headers["X-API-Key"] = apiKey;
+  // The key this call carries: a 401 for it says nothing about a key set since.
+  const sentWith = apiKey;
+  if (sentWith) headers["X-API-Key"] = sentWith;
   let body;
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -86,14 +91,17 @@ export async function request(path, { method = "POST", json, form } = {}) {
   }
   let response;
   try {
-    response = await fetch(path, { method, headers, body, cache: "no-store" });
+    response = await fetch(path, { method, headers, body, cache: "no-store", signal });
   } catch (err) {
+    if (signal && signal.aborted) throw new ApiError(0, "ABORTED", "The request was cancelled");
     throw new ApiError(0, "NETWORK", String(err && err.message ? err.message : err));
   }
   remember(path.replace(/^\//, ""), response.headers);
   if (!response.ok) {
     const error = await errorFrom(response);
-    if (response.status === 401 && apiKey) keyRefused(error);
+    // Only for the key in use: a late 401 for a call made before a sign-out
+    // (the key revoked meanwhile) signed the next person out.
+    if (response.status === 401 && sentWith && sentWith === apiKey) keyRefused(error);
     throw error;
   }
   return response.json();
@@ -101,8 +109,9 @@ export async function request(path, { method = "POST", json, form } = {}) {
 
 export const api = {
   capabilities: () => request("/capabilities", { method: "GET" }).then((b) => b.data),
-  uploadUrl: (file, multipart) =>
+  uploadUrl: (file, multipart, signal = null) =>
     request("/get-upload-url", {
+      signal,
       json: {
         originalFileName: file.name,
         fileType: file.type,
@@ -110,7 +119,7 @@ export const api = {
         ...(multipart ? { multipart: true } : {}),
       },
     }).then((b) => b.data),
-  completeMultipart: (data) => request("/complete-multipart-upload", { json: { data } }),
+  completeMultipart: (data, signal = null) => request("/complete-multipart-upload", { json: { data }, signal }),
   startTask: (form) => request("/start-task", { form }).then((b) => b.data),
   taskStatus: (taskId) => request("/get-task-status", { json: { taskId } }).then((b) => b.data),
   history: (query) => request("/get-upscayl-history", { json: query }),
@@ -129,7 +138,10 @@ export function putWithProgress(url, blob, contentType, onProgress, signal = nul
         reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
         return;
       }
-      signal.addEventListener("abort", () => xhr.abort(), { once: true });
+      const abort = () => xhr.abort();
+      signal.addEventListener("abort", abort, { once: true });
+      // The signal may be a whole sign-in's (upscale.js): not kept listening for every file sent.
+      xhr.onloadend = () => signal.removeEventListener("abort", abort);
     }
     xhr.onabort = () => reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
     xhr.open("PUT", url);

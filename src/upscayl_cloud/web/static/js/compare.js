@@ -1,8 +1,8 @@
 // Before/after comparison: both images fill the same stage (the output's
 // aspect ratio), so they are always at the same zoom and aligned pixel for
 // pixel; the divider clips the upscaled one. The range input is the
-// keyboard-accessible control; dragging on the picture moves it too (zoomed:
-// dragging the divider itself, as a drag elsewhere pans the picture).
+// keyboard-accessible control; dragging on the picture moves it too (zoomed,
+// by touch: dragging the divider itself, as a swipe elsewhere pans the picture).
 
 import { h } from "./dom.js";
 
@@ -58,8 +58,10 @@ export function comparison({ before, after, width, height, name, source = name }
   };
   stage.addEventListener("pointerdown", (event) => {
     // Zoomed, a finger on the picture pans it (touch-action in app.css) and
-    // must not move the divider: only the divider's handle drags then.
-    if (viewport.classList.contains("zoomed") && event.target !== divider) return;
+    // must not move the divider: only the divider's handle drags by touch
+    // then. A mouse or pen does not pan by dragging, and still drags anywhere.
+    const panning = event.pointerType === "touch" && viewport.classList.contains("zoomed");
+    if (panning && event.target !== divider) return;
     dragging = true;
     stage.setPointerCapture(event.pointerId);
     follow(event);
@@ -78,7 +80,7 @@ export function comparison({ before, after, width, height, name, source = name }
     h(
       "figcaption.help",
       {},
-      "Left of the line: the original, enlarged by your browser. Right: the upscaled result. Zoomed in, drag the line itself to move it.",
+      "Left of the line: the original, enlarged by your browser. Right: the upscaled result. Zoomed in on a touch screen, drag the line itself to move it.",
     ),
   );
 }

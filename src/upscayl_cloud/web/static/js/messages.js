@@ -9,9 +9,14 @@ function minutes(seconds) {
   return m < 90 ? `${m} minutes` : `about ${Math.round(m / 60)} hours`;
 }
 
-/** A sentence from the server's message, ending with a full stop. */
+/**
+ * A sentence from the server's message, ending with a full stop. The server
+ * writes commands in `backticks` (as its logs and the CLI do): on the page
+ * they read as quotes, not as stray marks.
+ */
 export function sentence(message) {
-  return /[.!?]$/.test(message) ? message : `${message}.`;
+  const quoted = message.replace(/`([^`]+)`/g, "“$1”");
+  return /[.!?]$/.test(quoted) ? quoted : `${quoted}.`;
 }
 
 /** A sentence for an ApiError (or any error). */

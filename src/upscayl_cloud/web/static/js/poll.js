@@ -1,7 +1,8 @@
 // Watching a task without burning the key's hourly request budget:
 // get-task-status allows 100 calls an hour per key (docs/api.md, "Rate
 // limits"), so the interval grows while a task runs, stretches when few calls
-// are left, and a 429 waits for the server's Retry-After instead of failing.
+// are left, and a 429 waits for the server's Retry-After instead of failing;
+// a 500 is asked again only a few times, then shown.
 
 import { api, ApiError, rateLimits } from "./api.js";
 
@@ -29,7 +30,8 @@ function nextDelay(attempt) {
  * server busy or restarting (a 503 with its Retry-After, a proxy's 502 or
  * 504, a 408), or a 500: the call only reads, so asking again is safe (the
  * Python client does), and one passing error (a locked database) ended the
- * watch for good. The task runs on meanwhile.
+ * watch for good. A 500 is waited out only a few times in a row, though
+ * (see MAX_500S). The task runs on meanwhile.
  */
 export function waitable(err) {
   return (
@@ -39,20 +41,34 @@ export function waitable(err) {
 }
 
 /**
+ * 500s without an answer between them after which the error is shown: a lasting one (storage
+ * credentials expired, so no link can be signed) was asked about every 10 s
+ * for good, spending the key's get-task-status budget in 17 minutes, and
+ * the card never said what was wrong. 503s, 429s and no answer are not
+ * counted: those say to wait.
+ */
+const MAX_500S = 4;
+
+/**
  * Poll until completed or failed; onUpdate(data) for each answer. While it
  * waits (see waitable), onWait(secondsLeft, error) is
  * called every second, so the page can count down and say which it is.
  * Resolves with the final status, or null once `signal` is aborted (signed out).
  */
 export async function watchTask(taskId, onUpdate, onWait, signal) {
+  let errors = 0; // 500s since the last answer (a 503 or 429 between them is no answer)
   for (let attempt = 0; ; attempt++) {
     if (signal && signal.aborted) return null;
     let data;
     try {
       data = await api.taskStatus(taskId);
     } catch (err) {
-      if (waitable(err)) {
-        for (let left = Math.max(1, Math.ceil(err.retryAfterSeconds ?? 10)); left > 0; left--) {
+      if (err.status === 500) errors += 1;
+      if (waitable(err) && errors < MAX_500S) {
+        // A 500 is waited out longer each time (5 s, 10 s, 20 s without a
+        // Retry-After); the others as long as the server says, or 10 s.
+        const wait = err.status === 500 ? (err.retryAfterSeconds ?? 5) * 2 ** (errors - 1) : (err.retryAfterSeconds ?? 10);
+        for (let left = Math.max(1, Math.ceil(wait)); left > 0; left--) {
           if (signal && signal.aborted) return null;
           onWait(left, err);
           await sleep(1000);
@@ -62,6 +78,7 @@ export async function watchTask(taskId, onUpdate, onWait, signal) {
       throw err;
     }
     if (signal && signal.aborted) return null;
+    errors = 0; // it was passing after all
     onUpdate(data);
     if (data.status === "completed" || data.status === "failed") return data;
     await sleep(nextDelay(attempt));

@@ -53,6 +53,12 @@ function resultItem(file, original, links) {
     const shown = actions.querySelector("p.error") || actions.appendChild(h("p.error", { role: "alert" }));
     shown.textContent = explain(err);
   };
+  // Download and Compare share it: a failure's words stayed after either
+  // worked the next time.
+  const clearError = () => {
+    const shown = actions.querySelector("p.error");
+    if (shown) shown.remove();
+  };
   /** This file's download link as signed now (see freshLinks). */
   const fresh = async () => {
     const now = (await links()).find((f) => f.fileName === file.fileName);
@@ -71,6 +77,7 @@ function resultItem(file, original, links) {
       event.preventDefault();
       try {
         download.href = await fresh();
+        clearError();
         download.dataset.fresh = "true";
         download.click();
       } catch (err) {
@@ -91,6 +98,7 @@ function resultItem(file, original, links) {
           opening = true;
           try {
             after = await fresh();
+            clearError();
           } catch (err) {
             showError(err);
             return;

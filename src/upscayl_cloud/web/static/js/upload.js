@@ -25,7 +25,7 @@ async function withRetries(send, retrying = () => {}, signal = null) {
     } catch (err) {
       if (attempt >= TRIES || !transient(err) || (signal && signal.aborted)) throw err;
       retrying();
-      await sleep(WAIT_MS[attempt - 1]);
+      await sleep(WAIT_MS[attempt - 1]); // aborted meanwhile: the next try is refused at once
     }
   }
 }
@@ -38,7 +38,7 @@ function putRetrying(url, blob, contentType, onProgress, signal = null) {
   return withRetries(() => putWithProgress(url, blob, contentType, onProgress, signal), () => onProgress(0), signal);
 }
 
-async function uploadParts(file, link, onProgress) {
+async function uploadParts(file, link, onProgress, signal) {
   const sent = new Array(link.parts.length).fill(0);
   const report = () => onProgress(sent.reduce((a, b) => a + b, 0));
   const done = [];
@@ -46,6 +46,12 @@ async function uploadParts(file, link, onProgress) {
   // sending every part (and drawing progress into a file marked failed).
   const stop = new AbortController();
   let failure = null;
+  // A sign-out stops them too, as a failed part does.
+  const signedOut = () => stop.abort();
+  if (signal) {
+    if (signal.aborted) stop.abort();
+    else signal.addEventListener("abort", signedOut, { once: true });
+  }
   let next = 0;
   async function worker() {
     while (failure === null && next < link.parts.length) {
@@ -72,25 +78,33 @@ async function uploadParts(file, link, onProgress) {
     }
   }
   await Promise.all(Array.from({ length: PART_CONCURRENCY }, worker));
+  if (signal) signal.removeEventListener("abort", signedOut);
   if (failure !== null) throw failure;
   done.sort((a, b) => a.PartNumber - b.PartNumber); // S3 wants ascending order
   // Tried again like a part: the server completes an upload once and
   // answers a repeat alike (docs/api.md), and one 503 here lost every part.
-  await withRetries(() => api.completeMultipart({ uploadId: link.uploadId, key: link.key, parts: done }));
+  // `signal` too: after a sign-out it went out later, with whichever key was
+  // signed in by then.
+  await withRetries(
+    () => api.completeMultipart({ uploadId: link.uploadId, key: link.key, parts: done }, signal),
+    () => {},
+    signal,
+  );
 }
 
 /**
  * Upload `file` (whose sniffed type is `type`); resolves with the entry
- * start-task takes. Multipart from the server's threshold on.
+ * start-task takes. Multipart from the server's threshold on. `signal`
+ * aborting (a sign-out) cancels every request of it, sent or to come.
  */
-export async function uploadFile(file, type, caps, onProgress) {
+export async function uploadFile(file, type, caps, onProgress, signal = null) {
   const multipart = file.size >= caps.limits.multipartThresholdBytes;
   const described = { name: file.name, type, size: file.size };
-  const link = await api.uploadUrl(described, multipart);
+  const link = await api.uploadUrl(described, multipart, signal);
   if (link.parts && link.parts.length) {
-    await uploadParts(file, link, onProgress);
+    await uploadParts(file, link, onProgress, signal);
   } else {
-    await putRetrying(link.uploadURL, file, type, onProgress);
+    await putRetrying(link.uploadURL, file, type, onProgress, signal);
   }
   onProgress(file.size);
   return { fileName: link.fileName, fileType: type, fileSize: file.size };

@@ -18,11 +18,14 @@ let credits = null; // the account's balance as last seen (null: not known)
 let items = []; // {file, info, problem, preview, el, entry, startError}
 let nextId = 1;
 let busy = false; // uploading: options, the file picker, Remove and Sign out are locked
-let watching = new AbortController(); // aborted on sign-out: polls stop
 // Bumped on sign-out: work begun for the key before (files still being read)
 // finds it changed after its next await and stops, instead of listing the
 // last person's images for the next one.
 let generation = 0;
+// One per generation, aborted on sign-out: polls stop, and so do uploads
+// (a refused key signs out mid-upload: the PUTs and parts went on sending,
+// and a completion went out later with the next person's key).
+let work = new AbortController();
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
@@ -95,8 +98,8 @@ export function setCredits(value) {
 export function resetUpscale() {
   generation += 1;
   if (busy) setBusy(false); // signed out by a refused key while uploading
-  watching.abort();
-  watching = new AbortController();
+  work.abort();
+  work = new AbortController();
   for (const item of items) URL.revokeObjectURL(item.preview);
   items = [];
   credits = null;
@@ -215,6 +218,7 @@ function setBusy(value) {
 
 /** Upload one group, two files at a time; resolves with those uploaded, in the chosen order. */
 async function uploadAll(ready) {
+  const { signal } = work;
   const uploaded = [];
   let next = 0;
   async function worker() {
@@ -233,10 +237,16 @@ async function uploadAll(ready) {
       item.uploadError = null;
       state.textContent = "Uploading…";
       try {
-        const entry = await uploadFile(item.file, item.info.type, caps, (sent) => {
-          bar.value = sent;
-          state.textContent = `Uploading… ${Math.floor((sent / (item.file.size || 1)) * 100)} %`;
-        });
+        const entry = await uploadFile(
+          item.file,
+          item.info.type,
+          caps,
+          (sent) => {
+            bar.value = sent;
+            state.textContent = `Uploading… ${Math.floor((sent / (item.file.size || 1)) * 100)} %`;
+          },
+          signal,
+        );
         state.textContent = "Uploaded";
         item.entry = entry;
         uploaded.push({ item, entry });
@@ -290,6 +300,7 @@ function waitReason(err) {
 
 /** Start one task for an uploaded group; resolves once start-task has answered. */
 async function startTask(group, opts) {
+  const mine = generation;
   const count = group.length;
   const title = `${count} image${count === 1 ? "" : "s"} · ${opts.model} · ${opts.scale}× · ${opts.format.toUpperCase()}`;
   const view = taskCard(title);
@@ -315,6 +326,8 @@ async function startTask(group, opts) {
     }
     return { failed: err };
   }
+  // Signed out while it started: not remembered (nor announced) for the next person.
+  if (mine !== generation) return null; // start() stops on it too
   view.card.dataset.taskId = taskId;
   remember({ taskId, title });
   announce(`Task started: ${title}`);
@@ -360,7 +373,7 @@ function resumeTasks() {
 
 /** Watch a started task until it is done or failed, then show its results. */
 async function followTask({ view, taskId, count, originals }) {
-  const { signal } = watching;
+  const { signal } = work;
   try {
     const final = await watchTask(
       taskId,
@@ -384,7 +397,8 @@ async function followTask({ view, taskId, count, originals }) {
     }
   } catch (err) {
     if (signal.aborted) return;
-    view.detail.textContent = "";
+    // Not the last wait's reason ("The server met an error;"), left without its countdown.
+    setState(view, "Status unknown");
     view.error.textContent = explain(err);
     // Gone (or not this key's): watched again, it failed again after every reload.
     if (err.status === 404 || err.status === 401) forget(taskId);
@@ -424,10 +438,17 @@ async function start(event) {
     if (started.failed) {
       keepRefused(uploaded, started.failed);
       // Out of credits or requests: each next group was uploaded only to be
-      // refused the same way. It stays listed, not sent, for the next press.
+      // refused, most likely, the same way (a smaller last group might fit
+      // the credits left). It stays listed, not sent, for the next press.
       if ([402, 429].includes(started.failed.status)) {
         notSent(ready.slice(first + size), started.failed);
-        if (started.failed.status === 402) onCreditsChanged(); // the balance shown was out of date
+        if (started.failed.status === 402) {
+          // The balance shown was out of date: Upscale stays locked until the
+          // real one is known (with the old one it came back enabled, and a
+          // quick press met another 402).
+          await onCreditsChanged();
+          if (mine !== generation) return;
+        }
         break;
       }
       continue;
