@@ -8,7 +8,7 @@ else is the real server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +26,20 @@ def _busy(route: Any) -> None:
         headers={"Retry-After": "2", "Content-Type": "application/json"},
         body=json.dumps({"error": "SERVICE_UNAVAILABLE", "message": "retry shortly"}),
     )
+
+
+def _first_answered_by(answer: Callable[[Any], None], calls: list[str]) -> Callable[[Any], None]:
+    """A route handler: the first request gets ``answer``, the rest reach the
+    server; every request's URL is added to ``calls``."""
+
+    def handle(route: Any) -> None:
+        calls.append(route.request.url)
+        if len(calls) == 1:
+            answer(route)
+        else:
+            route.continue_()
+
+    return handle
 
 
 def test_a_busy_server_is_waited_out_while_a_task_is_watched(page: Any, server: Server) -> None:
@@ -209,15 +223,7 @@ def test_a_completion_that_fails_once_is_sent_again(page: Any, server: Server) -
     """Each part had three tries, the completion one: a 503 there lost the
     whole file, although completing again is safe (docs/api.md)."""
     completions: list[str] = []
-
-    def once_busy(route: Any) -> None:
-        completions.append(route.request.url)
-        if len(completions) == 1:
-            _busy(route)
-        else:
-            route.continue_()
-
-    page.route("**/complete-multipart-upload", once_busy)
+    page.route("**/complete-multipart-upload", _first_answered_by(_busy, completions))
     tries = _upload_big_file_meeting(page, server, 1, [])
     page.locator("#tasks .task .task-state", has_text="Done").wait_for(timeout=60_000)
     assert len(completions) == 2 and len(tries) == 1
@@ -289,15 +295,7 @@ def test_a_failed_compare_leaves_no_error_once_it_opens(page: Any, short_links: 
     card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
     page.wait_for_timeout(1_500)  # the links are old now (see short_links)
     asked: list[str] = []
-
-    def failing_once(route: Any) -> None:
-        asked.append(route.request.url)
-        if len(asked) == 1:
-            _server_error(route)
-        else:
-            route.continue_()
-
-    page.route("**/get-task-status", failing_once)
+    page.route("**/get-task-status", _first_answered_by(_server_error, asked))
     compare = card.get_by_role("button", name="Compare")
     compare.click()
     error = card.locator(".result .error")
