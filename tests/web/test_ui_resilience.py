@@ -249,14 +249,20 @@ def short_links(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
     running.stop()
 
 
-def test_an_old_download_link_is_signed_again_before_use(page: Any, short_links: Server) -> None:
-    key = new_principal(short_links.ctx, credits=5)[0]
-    sign_in(page, short_links, key)
+def _done_with_old_links(page: Any, server: Server) -> Any:
+    """Sign in, upscale one image and wait until the links its task finished
+    with are old (past 1 s, see short_links); returns its card."""
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
     choose(page, {"a.png": png_bytes(8, 8)})
     page.get_by_role("button", name="Upscale", exact=True).click()
     card = page.locator("#tasks .task").first
     card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
     page.wait_for_timeout(1_500)
+    return card
+
+
+def test_an_old_download_link_is_signed_again_before_use(page: Any, short_links: Server) -> None:
+    card = _done_with_old_links(page, short_links)
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if "get-task-status" in r.url else None)
     with page.expect_download() as download:
@@ -268,12 +274,7 @@ def test_an_old_download_link_is_signed_again_before_use(page: Any, short_links:
 def test_compare_uses_a_link_signed_when_it_opens(page: Any, short_links: Server) -> None:
     """It used the link the task finished with, expired after an hour (a
     broken image); Download signed a new one, Compare did not."""
-    sign_in(page, short_links, new_principal(short_links.ctx, credits=5)[0])
-    choose(page, {"a.png": png_bytes(8, 8)})
-    page.get_by_role("button", name="Upscale", exact=True).click()
-    card = page.locator("#tasks .task").first
-    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
-    page.wait_for_timeout(1_500)  # the links are old now (see short_links)
+    card = _done_with_old_links(page, short_links)
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if "get-task-status" in r.url else None)
     card.get_by_role("button", name="Compare").click()
@@ -288,12 +289,7 @@ def test_a_failed_compare_leaves_no_error_once_it_opens(page: Any, short_links: 
     """Download and Compare share one error line, never cleared: Compare's
     failure stayed beside the comparison that opened on the next press. The
     failure is a stand-in (a 500 for the status call that signs a new link)."""
-    sign_in(page, short_links, new_principal(short_links.ctx, credits=5)[0])
-    choose(page, {"a.png": png_bytes(8, 8)})
-    page.get_by_role("button", name="Upscale", exact=True).click()
-    card = page.locator("#tasks .task").first
-    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
-    page.wait_for_timeout(1_500)  # the links are old now (see short_links)
+    card = _done_with_old_links(page, short_links)
     asked: list[str] = []
     page.route("**/get-task-status", _first_answered_by(_server_error, asked))
     compare = card.get_by_role("button", name="Compare")
