@@ -213,4 +213,4 @@ def test_an_output_folder_nothing_can_be_written_in_fails_before_the_work(tmp_pa
         ["upscale", str(source), "-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", "/proc/self"],
     )
     assert result.exit_code == 1
-    assert "a.png: cannot write in /proc/self:" in " ".join(result.output.split())
+    assert "a.png: /proc/self: results cannot be written there:" in " ".join(result.output.split())

@@ -616,6 +616,17 @@ def test_an_unwritable_destination_is_refused_before_anything_is_sent(
     assert sorted(p.name for p in photos.iterdir()) == ["a.png"]  # no probe left behind
 
 
+def test_a_destination_no_file_can_be_made_in_is_refused_for_anyone(
+    client: Client, tmp_path: Path
+) -> None:
+    """The same refusal where no folder can be made read-only (no chattr as
+    root): /proc/self takes no new file, whoever asks."""
+    write_image(tmp_path / "a.png", 16, 16)
+    with pytest.raises(UnwritableOutputError, match="/proc/self: results cannot be written"):
+        upscale([tmp_path / "a.png"], model=FAST, out_dir=Path("/proc/self"), client=client)
+    assert client.get_history()["pagination"]["total"] == 0
+
+
 def test_a_file_in_the_way_of_a_subfolder_is_refused_before_anything_is_sent(
     client: Client, tmp_path: Path
 ) -> None:

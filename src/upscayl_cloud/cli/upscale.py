@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import replace
 from enum import Enum, StrEnum
@@ -15,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
-from upscayl_cloud.client.naming import OutputNames, local_name
+from upscayl_cloud.client.naming import OutputNames, local_name, unwritable_folder_problem
 from upscayl_cloud.config import MAX_THREADS
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
@@ -51,17 +50,6 @@ class Format(StrEnum):
     png = "png"
     jpg = "jpg"
     webp = "webp"
-
-
-def _check_writable(folder: Path) -> None:
-    """Raise (an ``OSError`` naming ``folder``) unless a file can be created
-    in it: a read-only output folder failed only at the encode, after every
-    network pass."""
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".upscayl-probe-"):
-            pass
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write in {folder}: {exc.strerror}") from exc
 
 
 def upscale(
@@ -158,7 +146,9 @@ def upscale(
                 task = bar.add_task(found.path.name, total=1.0)
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
-                    _check_writable(folder)
+                    # A read-only folder failed only at the encode, after the work.
+                    if (problem := unwritable_folder_problem(folder)) is not None:
+                        raise OSError(problem)
                     # The client's naming: Upscayl's, a stem too long shortened.
                     name = local_name(found.path, int(scale.value), model.value, fmt.value)
                     target = names.claim(folder, name, found.path)
