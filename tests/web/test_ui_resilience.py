@@ -333,3 +333,29 @@ def test_zip_names_are_unique_and_its_size_is_checked_first(page: Any, server: S
     )
     assert names == ["a.png", "a (2).png", "a (2) (2).png", "A (3).PNG"]
     assert refused == "ZIP_TOO_LARGE" and asked == []
+
+
+def test_a_thumbnail_that_fails_to_load_is_signed_again(page: Any, server: Server) -> None:
+    """A thumbnail loaded lazily after its link expired (a history card
+    scrolled into view an hour later) stayed a broken image. The expiry is a
+    stand-in: the first thumbnail request is answered 403, as an expired
+    link is."""
+    thumbnails: list[str] = []
+
+    def expired_once(route: Any) -> None:
+        thumbnails.append(route.request.url)
+        if len(thumbnails) == 1:
+            route.fulfill(status=403, body="link expired")
+        else:
+            route.continue_()
+
+    page.route("**/objects/thumbs/**", expired_once)
+    sign_in(page, server, new_principal(server.ctx, credits=5)[0])
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    card = page.locator("#tasks .task").first
+    card.locator(".task-state", has_text="Done").wait_for(timeout=60_000)
+    thumb = card.locator("img.thumb")
+    loaded = "(img) => img.complete && img.naturalWidth > 0"
+    page.wait_for_function(loaded, arg=thumb.element_handle(), timeout=10_000)
+    assert len(thumbnails) == 2 and thumbnails[0] != thumbnails[1]

@@ -25,19 +25,63 @@ export function setLinkLifetime(seconds) {
 /**
  * The task's files with links fit to use: those at hand while they are
  * fresh, else those of a new get-task-status (every call signs new ones).
+ * `force` signs anew whatever their age (a thumbnail that failed to load);
+ * calls made while one is asked share its answer, so a card of ten
+ * thumbnails that all expired asks once.
  */
 function freshLinks(files, taskId) {
   let current = files;
   let signedAt = Date.now();
-  return async () => {
+  let asking = null;
+  return async (force = false) => {
     const stale = Date.now() - signedAt > Math.max(0, linkSeconds * 1000 - LINK_MARGIN_MS);
-    if (stale && taskId) {
-      const data = await api.taskStatus(taskId);
-      current = data.files || [];
-      signedAt = Date.now();
+    if (!(stale || force) || !taskId) return current;
+    if (!asking) {
+      asking = api
+        .taskStatus(taskId)
+        .then((data) => {
+          current = data.files || [];
+          signedAt = Date.now();
+          return current;
+        })
+        .finally(() => {
+          asking = null;
+        });
     }
-    return current;
+    return asking;
   };
+}
+
+function placeholderThumb() {
+  return h("div.thumb.placeholder", { "aria-hidden": "true" });
+}
+
+/**
+ * The file's thumbnail. A thumbnail not yet loaded when its link expired
+ * (lazy loading: a card scrolled into view after an hour on the history
+ * page) failed for good; it is signed again once, and a placeholder stands
+ * in if that fails too.
+ */
+function thumbnailOf(file, links) {
+  if (!file.thumbnailLink || expired(file)) return placeholderThumb();
+  const img = h("img.thumb", { src: file.thumbnailLink, alt: "", loading: "lazy" });
+  let signedAgain = false;
+  img.addEventListener("error", async () => {
+    if (!signedAgain) {
+      signedAgain = true;
+      try {
+        const now = (await links(true)).find((f) => f.fileName === file.fileName);
+        if (now && now.thumbnailLink) {
+          img.src = now.thumbnailLink;
+          return;
+        }
+      } catch {
+        // fall through to the placeholder
+      }
+    }
+    img.replaceWith(placeholderThumb());
+  });
+  return img;
 }
 
 function resultItem(file, original, links) {
@@ -123,11 +167,10 @@ function resultItem(file, original, links) {
       actions.append(toggle);
     }
   }
-  const thumb = file.thumbnailLink && !expired(file) ? h("img.thumb", { src: file.thumbnailLink, alt: "", loading: "lazy" }) : h("div.thumb.placeholder", { "aria-hidden": "true" });
   return h(
     "li.result",
     {},
-    thumb,
+    thumbnailOf(file, links),
     h(
       "div.result-meta",
       {},
