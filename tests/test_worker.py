@@ -439,3 +439,22 @@ def test_clearing_an_attempts_folders_keeps_its_lease(ctx: Context, principal: P
     assert [c for c in taken_over if c is not None] == []
     row = _task(short, task_id)
     assert (row.status, row.attempts) == ("completed", 1)
+
+
+def test_every_file_is_counted_by_outcome(ctx: Context, principal: Principal) -> None:
+    """Only the files that succeeded were observed (their time, no count of
+    the failed ones): a model whose every file failed showed nothing."""
+    good = uploaded(ctx, principal, png_bytes(16, 16))
+    cut_off = uploaded(ctx, principal, png_bytes(64, 64)[:-20])
+    options = TaskOptions(model="quick-clear-4x", scale="2")
+    task_id = task_service.start_task(
+        ctx, principal, options, [{"fileName": good}, {"fileName": cut_off}]
+    )
+    metrics = Metrics(ctx, task_counts=False)
+    handle(ctx, claim(ctx.db, "w", 30, 3), metrics)
+    assert _task(ctx, task_id).status == "completed"
+    counted = metrics.registry.get_sample_value
+    model = {"model": "quick-clear-4x"}
+    assert counted("upscayl_files_total", {**model, "outcome": "completed"}) == 1
+    assert counted("upscayl_files_total", {**model, "outcome": "failed"}) == 1
+    assert counted("upscayl_processing_seconds_count", model) == 1

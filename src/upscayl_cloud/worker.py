@@ -330,7 +330,7 @@ def process(
             source = tmp / f"{index}-source"
             result = tmp / f"{index}.{task.save_image_as}"
             thumb = tmp / f"{index}-thumb.webp"
-            started = time.monotonic()
+            upscaled_in = 0.0
             try:
                 ctx.storage.download_to(item.source_key, source)
                 # The header alone says how much work space the file needs.
@@ -345,6 +345,7 @@ def process(
                 )
                 # Waits while this process's other tasks hold the space.
                 with WORK_SPACE.hold(tmp, estimate, task.scale, should_cancel):
+                    started = time.monotonic()
                     done = upscale_file(
                         source,
                         result,
@@ -356,6 +357,7 @@ def process(
                         declared_type=item.file_type,
                         should_cancel=should_cancel,
                     )
+                    upscaled_in = time.monotonic() - started
                     make_thumbnail(result, thumb, ctx.settings.thumbnail_long_edge)
             except (CancelledError, WaitCancelledError) as exc:
                 if stopping.is_set():
@@ -366,10 +368,12 @@ def process(
                     log.error("task %s file %d: %s", held.task_id, index, exc.code)
                 message = exc.public_message if exc.client_error else INTERNAL_FILE_ERROR
                 outcomes.append(FileOutcome(item.id, ok=False, error=message))
+                _count_file(metrics, task.model, "failed")
                 continue
             except WorkDiskTooSmallError as exc:
                 log.warning("task %s file %d: %s", held.task_id, index, exc)
                 outcomes.append(FileOutcome(item.id, ok=False, error=str(exc)))
+                _count_file(metrics, task.model, "failed")
                 continue
             except Exception as exc:
                 if beat.lost:
@@ -380,9 +384,10 @@ def process(
                     raise
                 log.exception("task %s file %d failed", held.task_id, index)
                 outcomes.append(FileOutcome(item.id, ok=False, error=INTERNAL_FILE_ERROR))
+                _count_file(metrics, task.model, "failed")
                 continue
             if metrics is not None:
-                metrics.processing_seconds.labels(task.model).observe(time.monotonic() - started)
+                metrics.processing_seconds.labels(task.model).observe(upscaled_in)
             ext = task.save_image_as
             result_key = f"{results_folder}/{index}.{ext}"
             thumb_key = f"{thumbs_folder}/{index}.webp"
@@ -403,11 +408,20 @@ def process(
                     height=done.height,
                 )
             )
+            _count_file(metrics, task.model, "completed")
             report(0.0, index + 1)
         if beat.lost:
             raise LeaseLostError(held.task_id)
     names = {item.id: repr(item.original_file_name) for item in files}
     return finish_task(ctx, held, outcomes, names)
+
+
+def _count_file(metrics: Metrics | None, model: str, outcome: str) -> None:
+    """Counted when the file's outcome is known, before the task's is
+    recorded: a lease lost afterwards means the file is done again, and
+    counted again, by the successor (work done twice is work done)."""
+    if metrics is not None:
+        metrics.files.labels(model, outcome).inc()
 
 
 def _discard_attempt(ctx: Context, account_id: str, held: Claim) -> None:

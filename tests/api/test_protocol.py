@@ -31,6 +31,7 @@ from support.images import png_bytes
 from support.loopback import read_answer, read_json_answer, serving
 from upscayl_cloud.api.app import create_app
 from upscayl_cloud.api.protocol import DeadlineH11Protocol
+from upscayl_cloud.api.requestid import RequestIdFilter
 from upscayl_cloud.db.engine import now_ms
 from upscayl_cloud.db.tables import accounts, tasks, uploads
 from upscayl_cloud.services.context import Context
@@ -338,7 +339,9 @@ class _Strict(_Quick):
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[int, Context]]:
     app = create_app(make_settings(tmp_path / "data"))
-    with serving(app, http=_Strict, lifespan="on") as port:
+    # Logging as serve sets it up (log_config=None): uvicorn's loggers
+    # propagate, so caplog sees the access lines.
+    with serving(app, http=_Strict, lifespan="on", log_config=None) as port:
         yield port, app.state.ctx
 
 
@@ -369,6 +372,33 @@ def test_a_trickled_direct_upload_stores_and_charges_nothing(
         for table in (tasks, uploads):
             count = select(func.count()).where(table.c.account_id == who.account_id)
             assert conn.execute(count).scalar() == 0
+
+
+def test_a_408_carries_the_requests_id_in_its_answer_and_log_lines(
+    service: tuple[int, Context], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 408 is written by the protocol, not the app: it had no
+    X-Request-ID, no access line, and its warning showed "-", so a client's
+    id for a timed-out upload led nowhere in the logs."""
+    port, ctx = service
+    key, _ = new_principal(ctx, credits=5)
+    caplog.handler.addFilter(RequestIdFilter())
+    head = (
+        f"POST /start-task HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\n"
+        "X-Request-ID: slow-upload-1\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+    ).encode()
+    with (
+        caplog.at_level(logging.INFO, logger="uvicorn.access"),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(head + b"--b\r\n")
+        _trickle(sock)
+        status, headers, _ = read_answer(sock)
+    assert (status, headers["x-request-id"]) == (408, "slow-upload-1")
+    ours = [r for r in caplog.records if getattr(r, "request_id", "-") == "slow-upload-1"]
+    assert any(r.getMessage().startswith("408 for POST /start-task") for r in ours)
+    assert any(r.name == "uvicorn.access" and r.getMessage().endswith(" 408") for r in ours)
 
 
 def test_a_trickled_signed_put_stores_nothing(service: tuple[int, Context]) -> None:
@@ -409,3 +439,20 @@ def test_a_request_that_is_not_http_gets_the_error_shape(port: int, head: bytes)
         assert (status, body["error"]) == (400, "BAD_REQUEST")
         assert body["message"].startswith("The request is not valid HTTP/1.1")
         assert _closed_within(sock, 5)
+
+
+def test_a_request_that_is_not_http_gets_an_id_its_log_line_shares(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())
+    with (
+        caplog.at_level(logging.WARNING),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+        status, headers, _ = read_answer(sock)
+    assert status == 400 and headers["x-request-id"]
+    logged = [r for r in caplog.records if getattr(r, "request_id", "-") == headers["x-request-id"]]
+    assert next(r.getMessage() for r in logged).startswith(
+        "400 for a malformed request from 127.0.0.1"
+    )

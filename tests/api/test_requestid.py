@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from support.context import new_principal
+from support.tasks import uploaded
 from upscayl_cloud.api.requestid import RequestIdFilter
 from upscayl_cloud.services import status
 
@@ -48,3 +50,25 @@ def test_lines_logged_while_serving_show_the_id(
     assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "trace-1"
     ids = {r.getMessage(): getattr(r, "request_id", None) for r in caplog.records}
     assert ids == {"reading the history": "trace-1", "outside any request": "-"}
+
+
+def test_a_started_task_is_logged_under_the_requests_id(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """start-task logged nothing: a caller's id for it led to no task id,
+    which is what the worker's lines name."""
+    ctx = client.app.state.ctx
+    key, who = new_principal(ctx)
+    name = uploaded(ctx, who)
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="upscayl_cloud.services.tasks"):
+        answer = client.post(
+            "/start-task",
+            data={"model": "quick-clear-4x"},
+            files={"files": (None, json.dumps([{"fileName": name}]), "application/json")},
+            headers={"X-API-Key": key, "X-Request-ID": "start-1"},
+        )
+    assert answer.status_code == 200, answer.text
+    task_id = answer.json()["data"]["taskId"]
+    started = [r for r in caplog.records if r.getMessage().startswith(f"task {task_id} started")]
+    assert [getattr(r, "request_id", None) for r in started] == ["start-1"]

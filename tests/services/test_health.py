@@ -1,4 +1,5 @@
-"""The readiness checks against a real database that does not answer."""
+"""The readiness checks against a real database that does not answer, and
+one that is only busy writing."""
 
 from __future__ import annotations
 
@@ -12,17 +13,31 @@ from upscayl_cloud.services.context import build_context
 from upscayl_cloud.services.health import check_dependencies
 
 
+def _locked(database: str, reads_too: bool) -> sqlite3.Connection:
+    """A connection holding SQLite's write lock; with ``reads_too``, in
+    exclusive locking mode, so that readers wait as well (the database hung
+    for every purpose)."""
+    holder = sqlite3.connect(database, isolation_level=None)
+    if reads_too:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM tasks")
+    else:
+        holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
 def test_a_hung_database_does_not_hide_whether_the_store_answers(tmp_path: Path) -> None:
     """The store was only probed after the database answered: with the
     database hung, /readyz said "Not ready: database, storage" though the
-    store was fine. An SQLite write lock held elsewhere makes the database
-    check wait (its busy timeout, 30 s) for real."""
+    store was fine. A lock held elsewhere that shuts readers out makes the
+    database check wait (its busy timeout, 30 s) for real."""
     ctx = build_context(make_settings(tmp_path / "data"))
+    ctx.db.dispose()  # pooled connections would keep the exclusive lock from being taken
     database = ctx.settings.resolved_database_url.removeprefix("sqlite:///")
-    holder = sqlite3.connect(database, isolation_level=None)
+    holder = _locked(database, reads_too=True)
     results: dict[str, bool] = {}
     try:
-        holder.execute("BEGIN IMMEDIATE")
         probe = threading.Thread(target=check_dependencies, args=(ctx, results), daemon=True)
         probe.start()
         deadline = time.monotonic() + 20
@@ -35,4 +50,25 @@ def test_a_hung_database_does_not_hide_whether_the_store_answers(tmp_path: Path)
         holder.close()
     probe.join(timeout=30)
     assert results == {"storage": True, "database": True}
+    ctx.db.dispose()
+
+
+def test_a_write_held_elsewhere_does_not_make_the_database_look_down(tmp_path: Path) -> None:
+    """The check took the write lock (SQLite's BEGIN IMMEDIATE) and waited
+    behind any worker's write: one held past the readiness timeout made
+    /readyz answer "database" not ready while every read worked."""
+    ctx = build_context(make_settings(tmp_path / "data"))
+    database = ctx.settings.resolved_database_url.removeprefix("sqlite:///")
+    holder = _locked(database, reads_too=False)
+    results: dict[str, bool] = {}
+    try:
+        probe = threading.Thread(target=check_dependencies, args=(ctx, results), daemon=True)
+        probe.start()
+        probe.join(timeout=5)
+        answered = dict(results)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    probe.join(timeout=30)
+    assert answered == {"storage": True, "database": True}
     ctx.db.dispose()

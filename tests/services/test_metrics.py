@@ -1,5 +1,7 @@
 """The task counts /metrics reports: unfinished tasks counted at the scrape,
-finished ones counted as they finish (``task_counts``), equal to the rows."""
+finished ones counted as they finish (``task_counts``), equal to the rows;
+read without the write lock, and left out (not failing the scrape) while
+the database cannot be read; the process's own metrics beside them."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from dataclasses import replace
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from support.tasks import bare_tasks, queued_task
+from upscayl_cloud.db.engine import make_engine
 from upscayl_cloud.db.tables import task_counts, task_files, tasks
 from upscayl_cloud.queue.lease import claim, lock_for_finish
 from upscayl_cloud.services.context import Context
@@ -112,3 +115,67 @@ def test_concurrent_finishes_are_all_counted(ctx: Context) -> None:
     with ctx.db.begin() as conn:
         used = conn.execute(select(func.count()).where(task_counts.c.count > 0)).scalar_one()
     assert used > 1  # spread over several rows
+
+
+def test_a_task_whose_worker_died_counts_as_waiting(ctx: Context, principal: Principal) -> None:
+    """It stays "processing" until its lease is claimed again, and was
+    missing from the queue depth: with every worker dead, nothing waited."""
+    queued_task(ctx, principal)
+    queued_task(ctx, principal)
+    claim(ctx.db, "dead", 0.01, 3)
+    claim(ctx.db, "alive", 30, 3)
+    time.sleep(0.05)
+    scraped = _scraped(ctx)
+    assert scraped["processing"] == 2 and scraped["pending"] == 0
+    assert scraped["queue"] == 1
+
+
+def test_a_scrape_does_not_wait_for_the_write_lock(ctx: Context, principal: Principal) -> None:
+    """On SQLite a scrape took the single write lock (``BEGIN IMMEDIATE``)
+    and queued behind every heartbeat and claim; held for long, it failed.
+    On PostgreSQL nothing locks a reader out: both must answer at once."""
+    queued_task(ctx, principal)
+    scraped: list[dict[str, float]] = []
+    with ctx.db.connect() as writer:
+        writer.begin()  # on SQLite, BEGIN IMMEDIATE: the write lock (db/engine.py)
+        if ctx.db.dialect.name == "postgresql":
+            writer.execute(text("LOCK TABLE tasks IN EXCLUSIVE MODE"))
+        scrape = threading.Thread(target=lambda: scraped.append(_scraped(ctx)), daemon=True)
+        scrape.start()
+        scrape.join(5)
+        finished_while_locked = not scrape.is_alive()
+        writer.rollback()
+    scrape.join(60)
+    assert finished_while_locked
+    assert scraped[0]["pending"] == 1
+
+
+def test_an_unreadable_database_leaves_the_task_counts_out(ctx: Context) -> None:
+    """The scrape failed as a whole (a 503), losing this process's own
+    counters when an outage is when they matter. The database here is a
+    real one that refuses connections (nothing listens on port 1)."""
+    gone = replace(ctx, db=make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    try:
+        text_out = generate_latest(Metrics(gone).registry).decode()
+    finally:
+        gone.db.dispose()
+    families = {f.name: f for f in text_string_to_metric_families(text_out)}
+    assert families["upscayl_database_up"].samples[0].value == 0
+    assert "upscayl_tasks" not in families and "upscayl_queue_depth" not in families
+    assert "upscayl_stalled_tasks" in families
+    assert (
+        _scraped(ctx)
+        and "upscayl_database_up 1.0" in generate_latest(Metrics(ctx).registry).decode()
+    )
+
+
+def test_the_process_reports_its_memory_and_descriptors(ctx: Context) -> None:
+    """Deployments are sized by memory per worker and open files; neither
+    was exported."""
+    families = {
+        f.name
+        for f in text_string_to_metric_families(
+            generate_latest(Metrics(ctx, task_counts=False).registry).decode()
+        )
+    }
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_info"} <= families

@@ -18,12 +18,18 @@ from support.server import free_port
 
 
 @contextmanager
-def serving(app: Any, http: Any = "h11", lifespan: str = "auto") -> Iterator[int]:
-    """Serve ``app`` (with ``http``, a uvicorn protocol class or name) and
-    yield its port; stopped on exit."""
+def serving(app: Any, http: Any = "h11", lifespan: str = "auto", **options: Any) -> Iterator[int]:
+    """Serve ``app`` (with ``http``, a uvicorn protocol class or name, and
+    further ``uvicorn.Config`` options) and yield its port; stopped on exit."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=http, log_level="warning", lifespan=lifespan
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=http,
+        log_level="warning",
+        lifespan=lifespan,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -54,8 +54,11 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from upscayl_cloud.api.cors import allowed_origin
+from upscayl_cloud.api.requestid import HEADER as REQUEST_ID_HEADER
+from upscayl_cloud.api.requestid import id_of, logging_as, new_id
 
 log = logging.getLogger(__name__)
 
@@ -293,18 +296,22 @@ class DeadlineH11Protocol(H11Protocol):
     def _refuse_body(self, cycle: RequestResponseCycle, message: str) -> None:
         """Answer 408 in the spec's error shape, while the app is still
         waiting for the body, and close; a request already answered is only
-        closed."""
-        log.warning(
-            "408 for %s %s from %s: %s",
-            cycle.scope["method"],
-            cycle.scope["path"],
-            self.client[0] if self.client else "?",
-            message,
-        )
+        closed. Its log lines carry the request's id, and the answer too,
+        as the app's own answers do."""
+        request_id = id_of(cycle.scope)
+        with logging_as(request_id):
+            log.warning(
+                "408 for %s %s from %s: %s",
+                cycle.scope["method"],
+                cycle.scope["path"],
+                self.client[0] if self.client else "?",
+                message,
+            )
         try:
             if not cycle.response_started and self.conn.our_state is h11.SEND_RESPONSE:
                 cycle.response_started = True
-                self._write_408(cycle, message)
+                self._write_408(cycle, message, request_id)
+                self._log_access(cycle.scope, 408, request_id)
         except h11.LocalProtocolError as exc:  # h11 refused the answer: close anyway
             log.warning("could not write the 408: %s", exc)
         finally:
@@ -312,12 +319,27 @@ class DeadlineH11Protocol(H11Protocol):
             cycle.message_event.set()
             self._linger()
 
-    def _write_408(self, cycle: RequestResponseCycle, message: str) -> None:
+    def _log_access(self, scope: dict[str, Any], status: int, request_id: str) -> None:
+        """The access line uvicorn writes for the app's answers, for one
+        written here."""
+        if self.access_log:
+            with logging_as(request_id):
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(scope),
+                    scope["method"],
+                    get_path_with_query_string(scope),
+                    scope["http_version"],
+                    status,
+                )
+
+    def _write_408(self, cycle: RequestResponseCycle, message: str, request_id: str) -> None:
         body = json.dumps({"error": "REQUEST_TIMEOUT", "message": message}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
         ]
         if self.cors_origins:  # as ApiCors would answer this request
             origin = dict(cycle.scope["headers"]).get(b"origin")
@@ -335,12 +357,22 @@ class DeadlineH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """What h11 cannot parse (two ``Content-Length`` headers, a negative
         one, a malformed request line or header), in the spec's error shape:
-        uvicorn wrote it as plain text, which no client of ours reads."""
+        uvicorn wrote it as plain text, which no client of ours reads. No
+        request was understood, so its id is a new one, logged with the
+        reason."""
+        request_id = new_id()
+        with logging_as(request_id):
+            log.warning(
+                "400 for a malformed request from %s: %s",
+                self.client[0] if self.client else "?",
+                msg,
+            )
         body = json.dumps({"error": "BAD_REQUEST", "message": MALFORMED_HTTP_MESSAGE}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
         ]
         # An answer already begun (h11 refuses another): nothing more can be said.
         with contextlib.suppress(h11.LocalProtocolError):

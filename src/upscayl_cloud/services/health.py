@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import text
+from sqlalchemy import select
 
+from upscayl_cloud.db.engine import reading
+from upscayl_cloud.db.tables import tasks
 from upscayl_cloud.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,13 @@ def check_dependencies(ctx: Context, results: dict[str, bool]) -> None:
 
 
 def _check_database(ctx: Context, results: dict[str, bool]) -> None:
+    # A reading transaction: a plain one is SQLite's BEGIN IMMEDIATE, and a
+    # worker's write held past the readiness timeout made the probe say
+    # "database" down while every read worked. It reads a table, not
+    # ``SELECT 1``, which SQLite answers without opening the database file.
     try:
-        with ctx.db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with reading(ctx.db) as conn:
+            conn.execute(select(tasks.c.id).limit(1)).all()
         results["database"] = True
     except Exception as exc:
         log.warning("readiness: database check failed: %s", exc)

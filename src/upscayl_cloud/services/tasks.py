@@ -8,6 +8,7 @@ without its reservation.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,8 @@ MODEL_ALIASES: dict[str, str] = {
 }
 SCALES = ("2", "4", "8")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,16 @@ def start_task(ctx: Context, principal: Principal, options: TaskOptions, entries
                 for position, f in enumerate(checked)
             ],
         )
+    # Logged under the request's id: what ties a caller's X-Request-ID to
+    # the task's id, which every later line (the worker's) names.
+    log.info(
+        "task %s started: %d file(s), %s at %sx, %d credit(s) reserved",
+        task_id,
+        len(checked),
+        options.model,
+        options.scale,
+        cost,
+    )
     return task_id
 
 
