@@ -128,11 +128,18 @@ def test_a_refused_short_put_leaves_the_upload_already_stored(client: TestClient
 
     again = client.put(link, content=short_body(), headers={"Content-Type": "image/png"})
     assert again.status_code == 403, again.text
-    assert (
-        again.json()["message"] == "The body's size differs from the size the link was issued for"
+    assert again.json()["message"] == (
+        f"The body ended before the {len(data)} bytes this link was issued for"
     )
     stored = ctx.storage.path_of(link.split("/objects/", 1)[1].split("?", 1)[0])
     assert stored.read_bytes() == data
+    # A size refused by its Content-Length names both: which file was sent
+    # to which link is then plain.
+    other = client.put(link, content=data + b"more", headers={"Content-Type": "image/png"})
+    assert other.status_code == 403
+    assert other.json()["message"].startswith(
+        f"The body is {len(data) + 4} bytes; this link was issued for exactly {len(data)}"
+    )
 
 
 def test_ranges_are_read_as_s3_reads_them(client: TestClient) -> None:

@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -92,11 +93,14 @@ def test_models_come_from_the_server_without_a_key_or_with_a_wrong_one(
     """Without a key, or with one the server refuses, the spec's list was
     shown as if it were the server's; with no server at all, silently too."""
     monkeypatch.delenv("UPSCAYL_API_KEY", raising=False)
+    offered = httpx.get(f"{server.url}/capabilities").json()["data"]
     for key in ([], ["--key", "uc_wrong"]):
         listed = CliRunner().invoke(app, ["client", "models", "--url", server.url, *key])
         assert listed.exit_code == 0, listed.output
         assert "Face enhancement (--face):" in listed.output  # only the server says that
         assert "listing the spec's models" not in listed.output
+        if not offered["faceEnhancement"]:  # it said "unavailable", not why
+            assert offered["faceEnhancementMessage"] in " ".join(listed.output.split())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"

@@ -64,7 +64,12 @@ def test_checks_every_file_before_charging(ctx: Context, principal: Principal) -
     ("entry", "error", "text"),
     [
         ({}, MissingFieldsError, "fileName"),
-        ({"fileName": "missing.png"}, BadRequestError, "no such uploaded file"),
+        # The hint: naming the original file is the usual slip by hand.
+        (
+            {"fileName": "missing.png"},
+            BadRequestError,
+            "no such uploaded file; name each file by the fileName that get-upload-url returned",
+        ),
         ({"fileName": "X", "fileType": "image/gif"}, InvalidFileTypeError, "unsupported"),
         ({"fileName": "X", "fileSize": 10**9}, FileSizeExceededError, "100MB"),
         ("just a string", BadRequestError, "must be an object"),

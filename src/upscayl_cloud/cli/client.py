@@ -425,8 +425,12 @@ def models_command(url: Url = None, key: Key = None) -> None:
         note = f"  ({notes[name]})" if name in notes else ""
         console.print(f"{escape(name)}{note}")
     if info is not None and "faceEnhancement" in info:
-        available = "available" if info["faceEnhancement"] else "unavailable"
-        console.print(f"Face enhancement (--face): {available}")
+        if info["faceEnhancement"]:
+            console.print("Face enhancement (--face): available")
+        else:  # and why: the server says what an operator can do about it
+            why = info.get("faceEnhancementMessage")
+            reason = f": {escape(str(why))}" if why else ""
+            console.print(f"Face enhancement (--face): unavailable{reason}", soft_wrap=True)
 
 
 def _server_capabilities(url: str, key: str | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -36,7 +36,15 @@ from upscayl_cloud.storage.base import (
 from upscayl_cloud.storage.local import LocalStorage
 from upscayl_cloud.storage.signing import LinkClaims, LinkExpiredError, SignatureError
 
-_SIZE_DIFFERS = "The body's size differs from the size the link was issued for"
+
+def _size_differs(sent: int, issued: int) -> str:
+    """Both numbers: the caller sees at once which file or part went wrong."""
+    return (
+        f"The body is {sent} bytes; this link was issued for exactly {issued} "
+        "(the fileSize given to get-upload-url, or this part's share of it)"
+    )
+
+
 _UPLOAD_LINK_EXPIRED = "This upload link has expired; call get-upload-url for a new one"
 
 EXPIRED_DOWNLOAD_MESSAGE = (
@@ -125,11 +133,11 @@ def authorize_put(
     if not is_part and query.get("type", claims.content_type) != claims.content_type:
         raise ForbiddenError()  # the type it names is not the one it was signed for
     if content_length is not None and content_length > claims.max_length:
-        raise ForbiddenError("The body is larger than the link allows")
+        raise ForbiddenError(_size_differs(content_length, claims.max_length))
     # Parts too: the split is planned by the service, and S3 signs each part's
     # exact length, so both stores refuse the same bodies.
     if content_length is not None and content_length != claims.max_length:
-        raise ForbiddenError(_SIZE_DIFFERS)
+        raise ForbiddenError(_size_differs(content_length, claims.max_length))
     return PutGrant(key, claims.max_length, upload_id, part_number)
 
 
@@ -164,9 +172,13 @@ def store_put(ctx: Context, grant: PutGrant, chunks: Iterator[bytes]) -> str:
             return storage.write_part(grant.upload_id, grant.part_number, chunks, grant.max_length)
         return storage.write_exact(grant.key, chunks, grant.max_length)
     except ObjectTooLargeError as exc:
-        raise FileSizeExceededError("The body is larger than the link allows") from exc
+        raise FileSizeExceededError(
+            f"The body is larger than the {grant.max_length} bytes this link was issued for"
+        ) from exc
     except ObjectTooSmallError as exc:
-        raise ForbiddenError(_SIZE_DIFFERS) from exc
+        raise ForbiddenError(
+            f"The body ended before the {grant.max_length} bytes this link was issued for"
+        ) from exc
     except MultipartError as exc:
         raise BadRequestError(str(exc)) from exc
 

@@ -206,7 +206,10 @@ def check_file(
         ).first()
     # Someone else's upload is reported exactly like a missing one.
     if row is None:
-        raise BadRequestError(f"{label}: no such uploaded file")
+        raise BadRequestError(
+            f"{label}: no such uploaded file; name each file by the fileName that "
+            "get-upload-url returned for it (not the file's original name)"
+        )
     # From here on the file is named as the caller named it, as the worker's
     # errors do (a direct upload's fileName is one the server generated), and
     # by its fileName, which clients match to tell which file of a batch failed.

@@ -51,7 +51,9 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
         async for chunk in request.stream():
             received += len(chunk)
             if received > grant.max_length:
-                raise FileSizeExceededError("The body is larger than the link allows")
+                raise FileSizeExceededError(
+                    f"The body is larger than the {grant.max_length} bytes this link was issued for"
+                )
             spool.write(chunk)
         spool.seek(0)
 
