@@ -7,7 +7,7 @@ from typing import cast
 import pytest
 from pydantic import ValidationError
 
-from upscayl_cloud import worker
+from upscayl_cloud import config, worker
 from upscayl_cloud.config import SPEC_RATE_LIMITS, SecretFileError, Settings
 from upscayl_cloud.engine.options import EncodeSettings
 from upscayl_cloud.services.context import Context
@@ -75,8 +75,9 @@ def context(settings: Settings) -> Context:
     return cast(Context, SimpleNamespace(settings=settings))
 
 
-def test_generated_secret_persists(tmp_path: Path) -> None:
+def test_generated_secret_persists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
+    monkeypatch.setattr(config, "_secret_files", {})  # as a new process finds it
     second = Settings(_env_file=None, data_dir=tmp_path).signing_secrets()
     assert first == second and len(first[0]) >= 32
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
@@ -85,16 +86,29 @@ def test_generated_secret_persists(tmp_path: Path) -> None:
 def test_a_generated_secret_is_never_seen_empty(tmp_path: Path) -> None:
     """Processes starting together on a fresh data folder: one read the file
     the other had created but not yet written, and signed with b"" (2 in 40
-    tries). Each sees the same whole secret now; no temporary file stays."""
+    tries). Each sees the same whole secret now; no temporary file stays.
+    (Threads stand in for the processes, reading the file as each process
+    does once: a process's own threads share what it read.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     for attempt in range(20):
         folder = tmp_path / str(attempt)
-        settings = [Settings(_env_file=None, data_dir=folder) for _ in range(4)]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            got = list(pool.map(Settings.signing_secrets, settings))
-        assert all(secret == got[0] and len(secret[0]) >= 32 for secret in got)
+            got = list(pool.map(config._read_secret_file, [folder / "secret.key"] * 4))
+        assert all(secret == got[0] and len(secret) >= 32 for secret in got)
         assert [p.name for p in folder.iterdir()] == ["secret.key"]
+
+
+def test_the_secret_is_read_once_and_never_made_anew(tmp_path: Path) -> None:
+    """A running server whose ``secret.key`` disappeared made a new one at
+    the next request, and answered 401 to every key from then on."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    first = settings.signing_secrets()
+    (tmp_path / "secret.key").unlink()
+    assert settings.signing_secrets() == first
+    assert Settings(_env_file=None, data_dir=tmp_path).signing_secrets() == first
+    assert settings.model_copy(update={"workers": 2}).signing_secrets() == first
+    assert not (tmp_path / "secret.key").exists()
 
 
 def test_an_empty_secret_file_stops_the_start(tmp_path: Path) -> None:
@@ -167,6 +181,7 @@ def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="UPSCAYL_S3_BUCKET"):
         Settings(_env_file=None)
     monkeypatch.setenv("UPSCAYL_S3_BUCKET", "b")
+    monkeypatch.setenv("UPSCAYL_S3_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("UPSCAYL_S3_SECRET_ACCESS_KEY", "hidden")
     monkeypatch.setenv("UPSCAYL_S3_ENDPOINT_URL", "http://10.0.0.5:8333/")
     settings = Settings(_env_file=None)
@@ -195,3 +210,102 @@ def test_engine_backend_is_one_of_the_known_runtimes(monkeypatch: pytest.MonkeyP
     assert (settings.engine_backend, settings.engine_precision) == ("openvino", "fp32")
     with pytest.raises(ValidationError, match="engine_backend"):
         Settings(_env_file=None, engine_backend="tensorflow")
+
+
+@pytest.mark.parametrize(
+    "limit", ["100/hour;1/minute", "5/second, 100/hour", "10 per 2 minutes|1000/day"]
+)
+def test_several_limits_for_one_operation_are_read(limit: str) -> None:
+    settings = Settings(_env_file=None, rate_limits={"start-task": limit})
+    assert settings.rate_limit_for("start-task") == limit
+
+
+@pytest.mark.parametrize(
+    "limit", ["5 per 0 minute", "5/0 hours", "100/hour;5 per 00 second", "0/minute", "5/minute;"]
+)
+def test_a_limit_with_nothing_in_it_is_refused(limit: str) -> None:
+    """``limits`` reads a period of 0 minutes as 1 minute, silently."""
+    with pytest.raises(ValidationError, match="is not a limit"):
+        Settings(_env_file=None, rate_limits={"start-task": limit})
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("redis://:s3cret-pw@localhost:notaport", "'notaport'"),
+        ("redis://localhost:99999", "Port out of range"),
+        ("redis+sentinel://:s3cret-pw@localhost:26379", "'service_name' not provided"),
+        ("redis+sentinel://localhost/mymaster", "Missing host or port"),
+        ("redis+cluster://:s3cret-pw@localhost:x", "'x'"),
+        ("redis+cluster://localhost", "Missing host or port"),
+        ("redis://localhost:6379/0?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_a_counter_storage_limits_cannot_read_is_refused(uri: str, says: str) -> None:
+    """These passed (the scheme was all that was checked), and ``serve``
+    crashed after its banner; the password is never repeated."""
+    with pytest.raises(ValidationError, match="rate_limit_storage_uri") as caught:
+        Settings(_env_file=None, rate_limit_storage_uri=uri)
+    message = caught.value.errors()[0]["msg"]
+    assert says in message
+    assert "s3cret-pw" not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "memory://",
+        "redis://localhost:6379",
+        "redis://:pw@10.0.0.5:6379/2",
+        "rediss://localhost",
+        "redis+unix:///run/redis.sock",
+        "redis+sentinel://:pw@h1:26379,h2:26379/mymaster",
+        "redis+cluster://h1:7000,h2:7001",
+    ],
+)
+def test_counter_storages_limits_can_read_are_taken_without_connecting(uri: str) -> None:
+    """Nothing listens at these: reading them must not connect."""
+    assert Settings(_env_file=None, rate_limit_storage_uri=uri).rate_limit_storage_uri == uri
+
+
+@pytest.mark.parametrize("region", ["eu west 1", "eu-west-1.", "-eu", ""])
+def test_an_s3_region_botocore_refuses_is_refused(region: str) -> None:
+    """It was a traceback of 150 lines from every command."""
+    with pytest.raises(ValidationError, match="s3_region") as caught:
+        Settings(_env_file=None, storage_backend="s3", s3_bucket="b", s3_region=region)
+    assert "not an S3 region" in str(caught.value)
+    other = Settings(_env_file=None, storage_backend="s3", s3_bucket="b", s3_region="eu-west-1")
+    assert other.s3_region == "eu-west-1"
+
+
+def test_s3_keys_are_both_given_or_neither() -> None:
+    s3 = {"_env_file": None, "storage_backend": "s3", "s3_bucket": "b"}
+    for half in ({"s3_access_key_id": "id"}, {"s3_secret_access_key": "secret"}):
+        with pytest.raises(ValidationError, match="go together"):
+            Settings(**s3, **half)  # type: ignore[arg-type]
+    Settings(**s3)  # type: ignore[arg-type]
+    Settings(**s3, s3_access_key_id="id", s3_secret_access_key="secret")  # type: ignore[arg-type]
+    Settings(_env_file=None, s3_access_key_id="id")  # another backend uses neither
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite+pysqlite:///:memory:",
+        "sqlite:///file::memory:?uri=true",
+        "sqlite:///file:db?mode=memory&uri=true",
+    ],
+)
+def test_an_in_memory_sqlite_database_is_refused(url: str) -> None:
+    """It passed, then crashed the start (pool arguments); and no other
+    process could ever see it."""
+    with pytest.raises(ValidationError, match="in-memory SQLite database") as caught:
+        Settings(_env_file=None, database_url=url)
+    assert "cannot share it" in str(caught.value)
+
+
+def test_a_sqlite_file_url_is_taken(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/upscayl.db"
+    assert Settings(_env_file=None, database_url=url).resolved_database_url == url

@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import secrets
 import tempfile
+import threading
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import idna
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The spec's ``x-rateLimit`` per operation: requests per hour per key.
@@ -105,6 +108,83 @@ def _origin_host(host: str) -> str | None:
             return None
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
     return ascii_host if set(ascii_host) <= allowed else None
+
+
+def _is_limit(text: str) -> bool:
+    """Whether ``limits`` reads ``text`` as one or more limits (``;``, ``,``
+    or ``|`` between them), each of at least one request in a period of at
+    least one unit: the library reads ``5 per 0 minute`` as 5 per minute."""
+    from limits import parse_many
+
+    try:
+        items = parse_many(text)
+    except ValueError:
+        return False
+    try:  # the library's own grammar; should it move, only this extra check goes
+        from limits.util import SEPARATORS, SINGLE_EXPR
+    except ImportError:
+        return bool(items) and all(item.amount >= 1 for item in items)
+    for part in SEPARATORS.split(text):
+        match = SINGLE_EXPR.match(part)
+        multiples = match.group(3) if match else None
+        if multiples is not None and int(multiples) == 0:
+            return False
+    return bool(items) and all(item.amount >= 1 for item in items)
+
+
+def _counter_storage_problem(uri: str) -> str | None:
+    """Why ``limits`` cannot build its Redis storage from ``uri`` (None when
+    it can), found without connecting: a Redis or Sentinel storage is built
+    as the API builds it (their clients connect on first use); a cluster's
+    client connects as it is made, so its node list is only read, as
+    ``limits`` reads it. The reason never repeats the URI's password."""
+    from limits.errors import ConfigurationError
+    from limits.storage import (
+        SCHEMES,
+        RedisClusterStorage,
+        RedisStorage,
+        storage_from_string,
+    )
+
+    storage = SCHEMES[uri.partition("://")[0]]
+    try:
+        if issubclass(storage, RedisClusterStorage):
+            try:  # a private module of limits: should it move, the check is skipped
+                from limits._storage_scheme import parse_storage_uri
+            except ImportError:
+                return None
+            if not parse_storage_uri(uri).locations:
+                return "no host:port of a cluster node in it"
+        elif issubclass(storage, RedisStorage):  # the Sentinel's too
+            storage_from_string(uri)
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        reason = exc.__cause__ or exc  # limits wraps urllib's ValueError, the precise one
+        return _without_credentials(str(reason) or type(reason).__name__, uri)
+    return None
+
+
+def _without_credentials(reason: str, uri: str) -> str:
+    """``reason`` with the URI, and what may be its user name and password
+    (all before its last ``@``), blotted out; the pieces too, as a password
+    holding ``/`` is cut there, and its end read as a host or port."""
+    userinfo = uri.partition("://")[2].rpartition("@")[0]
+    pieces = [uri, userinfo, *re.split(r"[:/?#]", userinfo)]
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= 3:
+            reason = reason.replace(piece, "***")
+    return reason
+
+
+def _in_memory(database: str | None, query: Mapping[str, object]) -> bool:
+    """Whether a SQLite URL's database is one in memory (``sqlite://``,
+    ``sqlite:///:memory:``, ``sqlite:///file::memory:?uri=true``,
+    ``?mode=memory``)."""
+    return (
+        not database
+        or database == ":memory:"
+        or database.startswith("file::memory:")
+        or query.get("mode") in ("memory", ("memory",))
+    )
 
 
 class StorageBackend(StrEnum):
@@ -359,7 +439,8 @@ class Settings(BaseSettings):
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
         try:
-            dialect = make_url(value).get_dialect()
+            url = make_url(value)
+            dialect = url.get_dialect()
         except NoSuchModuleError:  # an ArgumentError too: first
             raise ValueError(
                 "unknown kind of database; use sqlite:///path or postgresql+psycopg://..."
@@ -375,6 +456,12 @@ class Settings(BaseSettings):
                 f"its driver ({dialect.driver}) is not installed; use sqlite:///path or "
                 "postgresql+psycopg://..."
             ) from None
+        if dialect.name == "sqlite" and _in_memory(url.database, url.query):
+            raise ValueError(
+                "an in-memory SQLite database exists only inside one connection of one "
+                "process, so the server, its workers and the keys command cannot share it; "
+                "use a file, sqlite:///path/to/upscayl.db (or leave it empty)"
+            )
         return value
 
     @field_validator("rate_limits")
@@ -383,29 +470,27 @@ class Settings(BaseSettings):
         """Each operation named as the spec names it, each limit one ``limits``
         reads: a misspelt operation would otherwise keep the spec's limit
         silently, and a bad limit fail the first request."""
-        from limits import parse
-
         for operation, limit in value.items():
             if operation not in SPEC_RATE_LIMITS:
                 raise ValueError(
                     f"unknown operation {operation!r}; the operations are "
                     + ", ".join(SPEC_RATE_LIMITS)
                 )
-            try:
-                item = parse(limit)
-            except ValueError:
-                item = None
-            if item is None or item.amount < 1:
+            if not _is_limit(limit):
                 raise ValueError(
-                    f'{operation}: {limit!r} is not a limit; write e.g. "5/minute" or '
-                    '"100 per hour" (UPSCAYL_RATE_LIMITS_ENABLED=false turns limits off)'
+                    f'{operation}: {limit!r} is not a limit; write e.g. "5/minute", '
+                    '"100 per hour" or both, "100/hour;5/minute": at least 1 request in '
+                    "at least 1 unit of time (UPSCAYL_RATE_LIMITS_ENABLED=false turns "
+                    "limits off)"
                 )
         return value
 
     @field_validator("rate_limit_storage_uri")
     @classmethod
     def _counter_storage_is_one(cls, value: str) -> str:
-        """A storage ``limits`` knows and that keeps a moving window."""
+        """A storage ``limits`` knows, that keeps a moving window, and whose
+        URI it can read: a port that is no number, or a sentinel URI without
+        its service name, crashed ``serve`` after its banner."""
         from limits.storage import SCHEMES, MovingWindowSupport
 
         scheme = value.split("://", 1)[0] if "://" in value else ""
@@ -415,12 +500,56 @@ class Settings(BaseSettings):
                 "not a counter storage for moving windows; use memory:// or "
                 "redis://host:6379 (also rediss://, redis+sentinel://, redis+cluster://)"
             )
+        problem = _counter_storage_problem(value)
+        if problem is not None:
+            raise ValueError(
+                f"{scheme}:// storage that cannot be used: {problem}; write e.g. "
+                "redis://[:password@]host:6379[/db] or redis+sentinel://host:26379/service_name"
+            )
+        return value
+
+    @field_validator("s3_region")
+    @classmethod
+    def _s3_region_is_one(cls, value: str, info: ValidationInfo) -> str:
+        """A region botocore accepts (a host label), checked at start: it
+        refused ``eu west 1`` with a traceback on every command. Not empty
+        either: botocore takes it, then signs for no region, which a store
+        refuses (and builds no AWS endpoint). Only with ``s3``, so that other
+        backends never import botocore."""
+        if info.data.get("storage_backend") is not StorageBackend.s3:
+            return value
+        from botocore.exceptions import InvalidRegionError
+        from botocore.utils import validate_region_name
+
+        try:
+            validate_region_name(value)
+            accepted = bool(value)
+        except InvalidRegionError:
+            accepted = False
+        if not accepted:
+            raise ValueError(
+                "not an S3 region; write its name, such as us-east-1 or eu-west-1 "
+                "(letters, digits and dashes; SeaweedFS and MinIO accept us-east-1)"
+            )
         return value
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:
         if self.storage_backend is StorageBackend.s3 and not self.s3_bucket:
             raise ValueError("UPSCAYL_S3_BUCKET is required when UPSCAYL_STORAGE_BACKEND=s3")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_keys_come_in_pairs(self) -> Settings:
+        """A key id without its secret (or the reverse) is neither a credential
+        nor boto3's usual chain: botocore refused it with a traceback."""
+        given_id = bool(self.s3_access_key_id)
+        given_secret = bool(self.s3_secret_access_key.get_secret_value())
+        if self.storage_backend is StorageBackend.s3 and given_id != given_secret:
+            raise ValueError(
+                "UPSCAYL_S3_ACCESS_KEY_ID and UPSCAYL_S3_SECRET_ACCESS_KEY go together: set "
+                "both, or neither to use boto3's usual chain (environment, ~/.aws, role)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -470,25 +599,43 @@ class Settings(BaseSettings):
         then linked to its name): a process starting beside the one that
         created it read it while still empty, and signed with an empty
         secret. An empty or unreadable one stops the start
-        (:class:`SecretFileError`).
+        (:class:`SecretFileError`). It is read once per process: the file
+        deleted under a running server changes nothing until its restart
+        (which then refuses to start: the database knows the old secret).
         """
         given = [s.strip() for s in self.secret_keys.split(",") if s.strip()]
         if given:
             return [s.encode() for s in given]
         path = self.data_dir / "secret.key"
-        try:
-            if not path.exists():
-                _create_whole(path, secrets.token_urlsafe(48))
-            secret = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise SecretFileError(f"Cannot read the signing secret {path}: {why}") from None
-        if not secret:
-            raise SecretFileError(
-                f"The signing secret {path} is empty: restore it from a backup (every API "
-                "key and link depends on it), or delete it to start afresh without them"
-            )
-        return [secret.encode()]
+        with _secret_files_lock:
+            secret = _secret_files.get(path.resolve())
+            if secret is None:
+                secret = _secret_files[path.resolve()] = _read_secret_file(path)
+        return [secret]
+
+
+#: Each data folder's signing secret as this process first read (or created)
+#: it, by the file's absolute path. Read once: a running server that found
+#: the file gone created a new secret, and answered 401 to every key.
+_secret_files: dict[Path, bytes] = {}
+_secret_files_lock = threading.Lock()
+
+
+def _read_secret_file(path: Path) -> bytes:
+    """The secret in ``path``, created first when there is none."""
+    try:
+        if not path.exists():
+            _create_whole(path, secrets.token_urlsafe(48))
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SecretFileError(f"Cannot read the signing secret {path}: {why}") from None
+    if not secret:
+        raise SecretFileError(
+            f"The signing secret {path} is empty: restore it from a backup (every API "
+            "key and link depends on it), or delete it to start afresh without them"
+        )
+    return secret.encode()
 
 
 class SecretFileError(Exception):

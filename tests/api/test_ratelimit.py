@@ -138,3 +138,93 @@ def test_counters_in_memory_beside_a_shared_database_are_warned_of(tmp_path, cap
     RateLimits(make_settings(tmp_path))  # SQLite: one process
     warned = [r.getMessage() for r in caplog.records if r.name == "upscayl_cloud.api.ratelimit"]
     assert len(warned) == 1 and "each API process allows the full limit" in warned[0]
+
+
+def test_every_limit_of_an_operation_is_enforced(tmp_path) -> None:
+    """``100/hour;2/minute`` was read as 100/hour alone (``limits.parse``
+    keeps the first): the second limit was never applied."""
+    settings = make_settings(tmp_path, rate_limits={"get-upscayl-history": "100/hour;2/minute"})
+    with client_for(settings) as client:
+        key = new_principal(client.app.state.ctx)[0]
+        answers = [
+            client.post("/get-upscayl-history", json={}, headers={"X-API-Key": key})
+            for _ in range(3)
+        ]
+        assert [r.status_code for r in answers] == [200, 200, 429]
+        # The headers describe the limit that binds: the minute's.
+        assert answers[0].headers["X-RateLimit-Limit"] == "2"
+        assert answers[0].headers["X-RateLimit-Remaining"] == "1"
+        assert answers[1].headers["RateLimit-Policy"] == '"get-upscayl-history";q=2;w=60'
+        refused = answers[2]
+        assert refused.headers["X-RateLimit-Limit"] == "2"
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert "2 per 60 seconds" in refused.json()["message"]
+
+
+def test_refusals_by_one_limit_use_up_none_of_the_others(tmp_path) -> None:
+    """A client hammering the short limit would otherwise spend the long one
+    on requests it never got."""
+    from limits import parse
+    from limits.storage import MemoryStorage
+    from limits.strategies import MovingWindowRateLimiter
+
+    storage = MemoryStorage()
+    settings = make_settings(tmp_path, rate_limits={"start-task": "5/hour;1/minute"})
+    limits = RateLimits(settings, storage=storage)
+    assert limits.check("start-task", "k")[1] is None
+    for _ in range(10):
+        headers, refusal = limits.check("start-task", "k")
+        assert refusal is not None and headers["X-RateLimit-Limit"] == "1"
+    hour = MovingWindowRateLimiter(storage).get_window_stats(parse("5/hour"), "k", "start-task")
+    assert hour.remaining == 4
+
+
+def test_the_headers_follow_the_limit_closest_to_refusing(tmp_path) -> None:
+    """Admitted: the limit with the fewest requests left. Refused: the
+    refusing limit that frees last, so that Retry-After is a time when the
+    request is admitted."""
+    settings = make_settings(tmp_path, rate_limits={"start-task": "5/minute;2/hour"})
+    limits = RateLimits(settings)
+    first, _ = limits.check("start-task", "k")
+    assert (first["X-RateLimit-Limit"], first["X-RateLimit-Remaining"]) == ("2", "1")
+    assert first["RateLimit-Policy"] == '"start-task";q=2;w=3600'
+    limits.check("start-task", "k")
+    headers, refusal = limits.check("start-task", "k")
+    assert refusal is not None and headers["X-RateLimit-Limit"] == "2"
+    assert 60 < refusal.retry_after_seconds <= 3600
+
+
+def test_capabilities_publish_the_lowest_sustained_rate(tmp_path) -> None:
+    """One limit per operation is published: the one a client pacing itself
+    must keep under (60 an hour, not 100, for ``100/hour;1/minute``)."""
+    settings = make_settings(
+        tmp_path,
+        rate_limits={"get-task-status": "100/hour;1/minute", "start-task": "5/second;100/hour"},
+    )
+    published = RateLimits(settings).published()
+    assert published is not None
+    assert published["get-task-status"] == {"requests": 1, "periodSeconds": 60}
+    assert published["start-task"] == {"requests": 100, "periodSeconds": 3600}
+
+
+def test_several_limits_are_enforced_in_redis_too(tmp_path, redis_url) -> None:
+    """The same rules with the counters in a real Redis (asked, then counted)."""
+    import uuid
+
+    settings = make_settings(
+        tmp_path,
+        rate_limit_storage_uri=redis_url,
+        rate_limits={"get-task-status": "100/hour;2/minute"},
+    )
+    limits = RateLimits(settings)
+    key = f"k-{uuid.uuid4()}"
+    answers = [limits.check("get-task-status", key) for _ in range(5)]
+    assert [refusal is None for _headers, refusal in answers] == [True, True, False, False, False]
+    headers, refusal = answers[-1]
+    assert headers["X-RateLimit-Limit"] == "2" and 1 <= refusal.retry_after_seconds <= 60
+    other = make_settings(
+        tmp_path, rate_limit_storage_uri=redis_url, rate_limits={"get-task-status": "100/hour"}
+    )
+    hour, _ = RateLimits(other).check("get-task-status", key)
+    assert hour["X-RateLimit-Remaining"] == "97"  # two admitted, and this one

@@ -119,3 +119,57 @@ def test_an_empty_key_list_says_how_to_make_one(app: typer.Typer) -> None:
     build_context(get_settings())  # a database, as a server's first start leaves it
     listed = CliRunner().invoke(app, ["keys", "list"])
     assert listed.exit_code == 0 and "No keys yet" in listed.stdout
+
+
+def test_a_key_name_both_databases_store_is_required(
+    app: typer.Typer, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Over 200 characters worked on SQLite and was a traceback on
+    PostgreSQL (a String(200) column); bytes that are not UTF-8 (a terminal
+    in another encoding; Python keeps them as surrogates) were a traceback on
+    both. Refused before any database is opened."""
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    for name, says in (
+        ("x" * 201, "A key name is 1 to 200 characters long, not 201"),
+        ("bad\udcffname", "A key name must be UTF-8 text"),
+        ("two\nlines", "A key name cannot hold control characters"),
+    ):
+        refused = runner.invoke(app, ["keys", "create", "--name", name])
+        assert refused.exit_code == 1, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+        assert refused.output.startswith(f"error: {says}")
+        assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    assert not (tmp_path / "data").exists()
+    longest = "é" * 200  # characters, not bytes
+    created = runner.invoke(app, ["keys", "create", "--name", longest, "--json"])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout.strip().splitlines()[-1])["name"] == longest
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)
+    assert [info["name"] for info in listed] == [longest]
+
+
+def test_a_sqlite_url_without_its_file_starts_no_database_silently(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative ``sqlite:///upscayl.db`` run from another folder than the
+    server's: ``keys list`` made an empty database there and listed nothing,
+    as the default data folder's did before it was guarded."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("UPSCAYL_DATABASE_URL", "sqlite:///upscayl.db")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    database = elsewhere / "upscayl.db"
+    refused = runner.invoke(app, ["keys", "list"])
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.startswith(f"error: no database at {database}: ")
+    assert list(elsewhere.iterdir()) == []
+    created = runner.invoke(app, ["keys", "create", "--name", "here"])
+    assert created.exit_code == 0, created.output
+    assert f"Started a new database at {database}" in created.stderr
+    assert "UPSCAYL_DATABASE_URL picks one" in created.stderr
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0 and "'here'" in listed.stdout

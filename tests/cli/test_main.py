@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -31,6 +32,11 @@ pytestmark = pytest.mark.usefixtures("fresh_settings")
         ("UPSCAYL_RATE_LIMITS", '{"start_task": "5/minute"}', "unknown operation 'start_task'"),
         ("UPSCAYL_RATE_LIMITS", '{"start-task": "5/fortnight"}', "is not a limit"),
         ("UPSCAYL_RATE_LIMIT_STORAGE_URI", "memcached://127.0.0.1", "moving windows"),
+        # These passed, and ``serve`` crashed after its banner (exit 3).
+        ("UPSCAYL_RATE_LIMIT_STORAGE_URI", "redis://:s3cret-pw@localhost:notaport", "'notaport'"),
+        ("UPSCAYL_RATE_LIMIT_STORAGE_URI", "redis+sentinel://localhost:26379", "service_name"),
+        ("UPSCAYL_RATE_LIMITS", '{"start-task": "5 per 0 minute"}', "is not a limit"),
+        ("UPSCAYL_DATABASE_URL", "sqlite:///:memory:", "in-memory SQLite database"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
@@ -50,7 +56,7 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
         assert result.output.startswith(f"Invalid setting {variable}={value!r}: ")
     assert len(result.output.strip().splitlines()) == 1
     assert says in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "s3cret" not in result.output
 
 
 def test_a_setting_that_is_not_valid_json_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +75,43 @@ def test_settings_that_only_fail_together_say_why(monkeypatch: pytest.MonkeyPatc
     assert result.output.strip() == (
         "Invalid settings: UPSCAYL_S3_BUCKET is required when UPSCAYL_STORAGE_BACKEND=s3"
     )
+
+
+def test_s3_settings_botocore_refuses_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each was a traceback of 120-150 lines from every command."""
+    monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
+    monkeypatch.setenv("UPSCAYL_S3_BUCKET", "photos")
+    monkeypatch.setenv("UPSCAYL_S3_REGION", "eu west 1")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Invalid setting UPSCAYL_S3_REGION='eu west 1': not an S3 region; write its name, "
+        "such as us-east-1 or eu-west-1 (letters, digits and dashes; SeaweedFS and MinIO "
+        "accept us-east-1)"
+    ]
+    monkeypatch.setenv("UPSCAYL_S3_REGION", "eu-west-1")
+    monkeypatch.setenv("UPSCAYL_S3_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Invalid settings: UPSCAYL_S3_ACCESS_KEY_ID and UPSCAYL_S3_SECRET_ACCESS_KEY go "
+        "together: set both, or neither to use boto3's usual chain (environment, ~/.aws, role)"
+    ]
+
+
+def test_a_settings_file_that_is_not_text_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pydantic-settings reads ``.env`` as UTF-8; a Latin-1 one was a long
+    traceback ending in UnicodeDecodeError."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(b"UPSCAYL_WORKERS=1\n# caf\xe9\n")
+    result = CliRunner().invoke(app, ["keys", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Cannot read the settings file {tmp_path / '.env'}: not utf-8 text "
+        "(byte 0xe9 at offset 23)"
+    ]
 
 
 def test_client_commands_do_not_need_the_servers_settings(

@@ -9,9 +9,12 @@ import socket
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from support.context import make_settings
 from upscayl_cloud.cli import app
+from upscayl_cloud.cli.startup import open_context
 
 
 def _closed_port() -> int:
@@ -152,3 +155,21 @@ def test_a_database_driver_not_installed_is_named(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 2
     assert "its driver (psycopg2) is not installed" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_s3_client_botocore_will_not_build_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings refuse these at start; settings built in code (a copy
+    with an update is not validated) reach botocore, which raised from deep
+    inside boto3: its error is the store's one line too."""
+    valid = make_settings(
+        tmp_path / "data", storage_backend="s3", s3_bucket="photos", s3_region="eu-west-1"
+    )
+    for bad in ({"s3_region": "eu west 1"}, {"s3_access_key_id": "AKIDEXAMPLE"}):
+        with pytest.raises(typer.Exit) as stopped:
+            open_context(valid.model_copy(update=bad))
+        assert stopped.value.exit_code == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("Cannot use the object store: cannot build an S3 client: ")

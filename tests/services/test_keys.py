@@ -138,3 +138,29 @@ def test_a_balance_never_leaves_a_database_integer(ctx: Context) -> None:
     with pytest.raises(BadRequestError, match="at most 0 can be added"):
         keys.create_key(ctx, "second", 1, account_id=info.account_id)
     assert keys.remove_credits(ctx, info.id, 1).credits == MAX_CREDITS - 1
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("", "1 to 200 characters long, not 0"),
+        ("x" * 201, "1 to 200 characters long, not 201"),
+        ("bad\udcffname", "must be UTF-8 text"),
+        ("nul\x00byte", "control characters"),
+        ("\x1b[31mred", "control characters"),
+    ],
+)
+def test_a_key_name_either_database_would_refuse_is_a_clear_error(
+    ctx: Context, name: str, says: str
+) -> None:
+    """PostgreSQL refused names over 200 characters (and NUL), where SQLite
+    kept them; both failed on text that is not UTF-8. Nothing is written."""
+    with pytest.raises(BadRequestError, match=says):
+        keys.create_key(ctx, name, 5)
+    assert keys.list_keys(ctx) == []
+
+
+def test_a_key_name_of_200_characters_is_kept_whole(ctx: Context) -> None:
+    name = "ключ-" * 40  # 200 characters, 360 bytes
+    _key, info = keys.create_key(ctx, name)
+    assert len(info.name) == 200 and keys.list_keys(ctx)[0].name == name

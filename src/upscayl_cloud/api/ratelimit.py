@@ -6,6 +6,15 @@ scale-out. Every limited response carries the legacy ``X-RateLimit-*``
 headers and the IETF draft's ``RateLimit-Policy`` / ``RateLimit``; a refusal
 adds ``Retry-After``.
 
+An operation may have several limits (``100/hour;5/minute``): a request is
+refused when any of them is reached, and then counted against none, so that
+a client hammering the short limit does not use up the long one. The headers
+describe one of them, the one that binds: when refused, the refusing limit
+that frees last (``Retry-After`` is when every refusing limit admits again);
+otherwise the limit with the fewest requests left (on a tie, the one that
+frees last). ``/capabilities`` publishes the one with the lowest sustained
+rate, which is what a client pacing itself must stay under.
+
 When the counter storage (Redis) cannot be reached, requests are let through
 without limit headers and a warning is logged: the counters only protect
 against bursts (credits still bound what a key can spend), and an outage of
@@ -18,7 +27,7 @@ import logging
 import math
 import time
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -37,8 +46,8 @@ class RateLimits:
         self.enabled = settings.rate_limits_enabled
         storage = storage or storage_from_string(settings.rate_limit_storage_uri)
         self._limiter = MovingWindowRateLimiter(storage)
-        self._items: dict[str, RateLimitItem] = {
-            op: parse(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
+        self._items: dict[str, list[RateLimitItem]] = {
+            op: parse_many(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
         }
         if self.enabled and _per_process_counters_on_a_shared_database(settings):
             log.warning(
@@ -50,37 +59,42 @@ class RateLimits:
 
     def published(self) -> dict[str, dict[str, int]] | None:
         """Each operation's limit as ``/capabilities`` publishes it (``requests``
-        in any ``periodSeconds``); None where none is enforced."""
+        in any ``periodSeconds``); None where none is enforced. Of several, the
+        one with the lowest sustained rate: a client that keeps under it keeps
+        under all of them over time."""
         if not self.enabled:
             return None
-        return {
-            op: {"requests": item.amount, "periodSeconds": item.get_expiry()}
-            for op, item in self._items.items()
-        }
+        published = {}
+        for op, items in self._items.items():
+            item = min(items, key=lambda i: i.amount / i.get_expiry())
+            published[op] = {"requests": item.amount, "periodSeconds": item.get_expiry()}
+        return published
 
     def check(self, operation: str, key_id: str) -> tuple[dict[str, str], Exception | None]:
         """Count one request; returns its headers and, when refused, the error to raise."""
         if not self.enabled:
             return {}, None
-        item = self._items[operation]
-        window = item.get_expiry()
+        items = self._items[operation]
         try:
-            allowed = self._limiter.hit(item, key_id, operation)
+            refusing = self._count(items, key_id, operation)
         except Exception as exc:  # the storage's own errors (redis.ConnectionError...)
             log.warning("rate-limit storage unavailable, request let through: %s", exc)
             return {}, None
         try:
-            stats = self._limiter.get_window_stats(item, key_id, operation)
+            item, stats = self._binding(refusing or items, bool(refusing), key_id, operation)
         except Exception as exc:  # lost after counting: the decision stands, unexplained
             log.warning("rate-limit storage unavailable after counting: %s", exc)
-            if allowed:
+            if not refusing:
                 return {}, None
+            item = max(refusing, key=RateLimitItem.get_expiry)
+            window = item.get_expiry()
             wait = min(window, UNKNOWN_RESET_SECONDS)
             return {}, RateLimitExceededError(
                 f"Too many requests: {item.amount} per {window} seconds for {operation}. "
                 f"Try again in {wait} seconds",
                 retry_after_seconds=wait,
             )
+        window = item.get_expiry()
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "X-RateLimit-Limit": str(item.amount),
@@ -89,13 +103,44 @@ class RateLimits:
             "RateLimit-Policy": f'"{operation}";q={item.amount};w={window}',
             "RateLimit": f'"{operation}";r={stats.remaining};t={reset}',
         }
-        if allowed:
+        if not refusing:
             return headers, None
         return headers, RateLimitExceededError(
             f"Too many requests: {item.amount} per {window} seconds for {operation}. "
             f"Try again in {max(1, reset)} seconds",
             retry_after_seconds=max(1, reset),
         )
+
+    def _count(
+        self, items: list[RateLimitItem], key_id: str, operation: str
+    ) -> list[RateLimitItem]:
+        """Count one request against each of ``items``; returns those that
+        refused it. With several, each is asked first (``test``) and the
+        request counted only when all admit it: counted against the others,
+        a request refused by one would use up their allowance too. Two
+        requests racing between the test and the count may still count one
+        refusal against the limits before the one that refuses it."""
+        if len(items) > 1:
+            refusing = [i for i in items if not self._limiter.test(i, key_id, operation)]
+            if refusing:
+                return refusing
+        for item in items:
+            if not self._limiter.hit(item, key_id, operation):
+                return [item]
+        return []
+
+    def _binding(
+        self, items: list[RateLimitItem], refused: bool, key_id: str, operation: str
+    ) -> tuple[RateLimitItem, WindowStats]:
+        """The limit the headers describe, and its window: of refusing limits,
+        the one that frees last; of admitting ones, the one with the fewest
+        requests left (then the one that frees last)."""
+        windows = [
+            (item, self._limiter.get_window_stats(item, key_id, operation)) for item in items
+        ]
+        if refused:
+            return max(windows, key=lambda w: w[1].reset_time)
+        return min(windows, key=lambda w: (w[1].remaining, -w[1].reset_time))
 
 
 def _per_process_counters_on_a_shared_database(settings: Settings) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import version
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +16,7 @@ from pydantic_settings import SettingsError
 
 from upscayl_cloud.cli import client, keys, models, serve, upscale
 from upscayl_cloud.cli.help import HELP_MARKUP
-from upscayl_cloud.config import get_settings
+from upscayl_cloud.config import Settings, get_settings
 
 app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,
@@ -53,6 +54,9 @@ def main(
             for line in setting_errors(exc):
                 typer.echo(line, err=True)
             raise typer.Exit(2) from None
+        except (UnicodeDecodeError, OSError) as exc:  # the .env file, read with them
+            typer.echo(env_file_error(exc), err=True)
+            raise typer.Exit(2) from None
 
 
 #: Settings whose value may hold a password (a URL's user part among them):
@@ -87,6 +91,17 @@ def setting_errors(exc: ValidationError | SettingsError) -> list[str]:
         else:
             lines.append(f"Invalid settings: {message}")
     return lines
+
+
+def env_file_error(exc: UnicodeDecodeError | OSError) -> str:
+    """One line naming the settings file that cannot be read, and why."""
+    env_file = Settings.model_config.get("env_file")
+    name = exc.filename if isinstance(exc, OSError) and exc.filename else str(env_file)
+    if isinstance(exc, UnicodeDecodeError):
+        why = f"not {exc.encoding} text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    else:
+        why = exc.strerror or str(exc)
+    return f"Cannot read the settings file {Path(name).resolve()}: {why}"
 
 
 serve.register(app)

@@ -31,10 +31,11 @@ credits_app = typer.Typer(
 
 
 def _context(creating: bool = False) -> Context:
-    """The service's context. Without a database at the data directory
-    (another folder than the server's, or no UPSCAYL_DATA_DIR), a command
-    that reads or changes keys refuses, and ``keys create`` says it starts a
-    new one (stderr: the key stays alone on the last line of stdout)."""
+    """The service's context. Without a SQLite database file where the
+    settings put it (another folder than the server's, no UPSCAYL_DATA_DIR,
+    or a relative sqlite:/// UPSCAYL_DATABASE_URL), a command that reads or
+    changes keys refuses, and ``keys create`` says it starts a new one
+    (stderr: the key stays alone on the last line of stdout)."""
     settings = get_settings()
     missing = missing_embedded_database(settings)
     if missing is not None and not creating:
@@ -46,9 +47,10 @@ def _context(creating: bool = False) -> Context:
         raise typer.Exit(code=1)
     ctx = open_context(settings)
     if missing is not None:
+        chooser = "UPSCAYL_DATABASE_URL" if settings.database_url else "UPSCAYL_DATA_DIR"
         typer.echo(
-            f"Started a new database at {missing}: a server using another data "
-            "directory will not know this key (UPSCAYL_DATA_DIR picks one)",
+            f"Started a new database at {missing}: a server using another database "
+            f"will not know this key ({chooser} picks one)",
             err=True,
         )
     return ctx
@@ -96,7 +98,10 @@ def create(
         str | None,
         typer.Option(
             "--name",
-            help="Label for the key (and its account). Default: key-YYYY-MM-DD (today, UTC).",
+            help=(
+                f"Label for the key (and its account), at most {key_service.MAX_NAME_LENGTH} "
+                "characters. Default: key-YYYY-MM-DD (today, UTC)."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -115,9 +120,14 @@ def create(
 ) -> None:
     """Create a key. The key is printed once, alone on the last line (with
     --json: in the object's "key")."""
+    name = name or _default_name()
+    try:  # before any database is opened (or created) for it
+        key_service.check_key_name(name)
+    except ServiceError as exc:
+        _fail(exc)
     ctx = _context(creating=account is None)  # an existing account needs its database
     try:
-        key, info = key_service.create_key(ctx, name or _default_name(), credits, account)
+        key, info = key_service.create_key(ctx, name, credits, account)
     except ServiceError as exc:
         _fail(exc)
         return

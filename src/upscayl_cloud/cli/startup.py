@@ -83,15 +83,22 @@ def exit_if_database_failed(settings: Settings, exc: BaseException) -> None:
 
 
 def missing_embedded_database(settings: Settings) -> Path | None:
-    """The embedded database's file when it does not exist yet (None when it
+    """The SQLite database's file when it does not exist yet (None when it
     does, or the database is a server's). ``keys`` and ``credits`` run in a
     folder other than the server's used to create a fresh ``./data`` there,
     silently: ``keys list`` printed nothing, and a key made there was unknown
-    to the running server."""
-    if settings.database_url:
-        return None
-    path = (settings.data_dir / "upscayl.db").resolve()
-    return None if path.exists() else path
+    to the running server. A SQLite ``UPSCAYL_DATABASE_URL`` is read the same
+    way (a relative ``sqlite:///upscayl.db`` is a file in the current
+    folder), unless the file's folder is missing too: opening it then says
+    so itself, and creates nothing."""
+    if not settings.database_url:
+        path = (settings.data_dir / "upscayl.db").resolve()
+        return None if path.exists() else path
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or "uri" in url.query:
+        return None  # a server's, or a file: URI (in-memory ones are refused earlier)
+    path = Path(url.database).resolve()
+    return None if path.exists() or not path.parent.is_dir() else path
 
 
 def _first_line(error: BaseException) -> str:

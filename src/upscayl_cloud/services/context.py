@@ -50,8 +50,9 @@ def build_context(
     in-memory SQLite database is new with every engine, so it always runs).
     The signing secret is checked against the database's record of them;
     only the service's own processes (``records_secret``: ``serve``,
-    ``worker``) add theirs to it, never an operator's ``keys list`` from a
-    shell that may lack the secret.
+    ``worker``) add theirs to it, and ``create_key`` the one it hashes a key
+    with, never an operator's ``keys list`` from a shell that may lack the
+    secret.
     """
     prepare_data_dir(settings)
     url = settings.resolved_database_url

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from upscayl_cloud.db.engine import now_ms, reading
 from upscayl_cloud.db.tables import accounts, api_keys
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.errors import BadRequestError, NotFoundError, UnauthorizedError
+from upscayl_cloud.services.secrets import check_shared_secret_in
 
 KEY_PREFIX = "uc_"
 #: Characters of a key kept in the clear (and shown by ``keys list``).
@@ -29,6 +31,8 @@ SHOWN_PREFIX_LENGTH = 10
 #: characters, enough to tell apart the keys of a small server without
 #: letting ``uc_`` alone (which every key starts with) name one.
 MIN_PREFIX_LENGTH = 6
+#: Longest name of a key (and of its account): their columns' size.
+MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,18 @@ def create_key(
     """A new key (for a new account, or a second key of ``account_id``).
 
     Returns the key itself, which is never stored and cannot be shown again.
+    The signing secret's fingerprint is recorded with its digest, so that a
+    server started later with another secret refuses to start instead of
+    refusing this key (services/secrets.py).
     """
+    check_key_name(name)
     _check_amount(credits)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     digest = _digest(ctx.settings.signing_secrets()[0], key)
     now = now_ms()
     key_id = str(uuid.uuid4())
     with ctx.db.begin() as conn:
+        check_shared_secret_in(conn, ctx.settings)
         if account_id is None:
             account_id = str(uuid.uuid4())
             conn.execute(
@@ -90,6 +99,29 @@ def create_key(
             )
         )
     return key, get_key(ctx, key_id)
+
+
+def check_key_name(name: str) -> None:
+    """A name both databases store as given: at most ``MAX_NAME_LENGTH``
+    characters (PostgreSQL refused longer ones where SQLite kept them),
+    UTF-8 text (a terminal in another encoding passes undecodable bytes),
+    and no control characters, which would break ``keys list``'s lines (and
+    PostgreSQL refuses NUL)."""
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise BadRequestError(
+            f"A key name is 1 to {MAX_NAME_LENGTH} characters long, not {len(name)}"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestError(
+            "A key name must be UTF-8 text; this one holds bytes that are not "
+            "(is the terminal set to another encoding?)"
+        ) from None
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise BadRequestError(
+            "A key name cannot hold control characters (line breaks, tabs, escapes)"
+        )
 
 
 def _account_exists(conn: Connection, account_id: str) -> None:

@@ -12,6 +12,11 @@ Rotation keeps working: a process started with ``new,old`` shares ``old``
 with those still on ``old`` alone, and records ``new`` for those started
 later with ``new`` only. The fingerprint is an HMAC of a fixed text under
 the secret: it tells whether two secrets are the same, not what they are.
+
+Besides the service's own processes, ``keys create`` records the secret it
+hashed a key with: run before the first ``serve``, it recorded nothing, and
+a server then started with another secret answered 401 to that key while
+``keys list`` showed it active.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import now_ms
@@ -42,26 +47,32 @@ def fingerprint(secret: bytes) -> str:
 def check_shared_secret(db: Engine, settings: Settings, record: bool = True) -> None:
     """Raise :class:`SecretMismatchError` when the database knows secrets and
     none of them is ours; else, with ``record``, add ours to what it knows."""
-    ours = {fingerprint(secret) for secret in settings.signing_secrets()}
     with db.begin() as conn:
-        if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE serialises already
-            # Two first starts at once, with different secrets, would both see none.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        known = set(conn.execute(select(secret_fingerprints.c.fingerprint)).scalars())
-        if known and not known & ours:
-            mine = ", ".join(sorted(f[:16] for f in ours))
-            raise SecretMismatchError(
-                "this machine's signing secret is not the one the other processes of this "
-                "database use, so every API key they created would be refused here: set "
-                "UPSCAYL_SECRET_KEYS to the same value on every machine (deployment.md, "
-                f"Roles). This machine's secret has fingerprint {mine}...; a row of "
-                "secret_fingerprints recorded by a process started with a wrong secret "
-                "may be deleted."
-            )
-        missing = ours - known
-        if record and missing:
-            now = now_ms()
-            conn.execute(
-                insert(secret_fingerprints),
-                [{"fingerprint": f, "created_at": now} for f in sorted(missing)],
-            )
+        check_shared_secret_in(conn, settings, record=record)
+
+
+def check_shared_secret_in(conn: Connection, settings: Settings, record: bool = True) -> None:
+    """:func:`check_shared_secret` inside the caller's transaction: a key's
+    digest and its secret's fingerprint are written together, or neither."""
+    ours = {fingerprint(secret) for secret in settings.signing_secrets()}
+    if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE serialises already
+        # Two first starts at once, with different secrets, would both see none.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    known = set(conn.execute(select(secret_fingerprints.c.fingerprint)).scalars())
+    if known and not known & ours:
+        mine = ", ".join(sorted(f[:16] for f in ours))
+        raise SecretMismatchError(
+            "this machine's signing secret is not the one the other processes of this "
+            "database use, so every API key they created would be refused here: set "
+            "UPSCAYL_SECRET_KEYS to the same value on every machine (deployment.md, "
+            f"Roles). This machine's secret has fingerprint {mine}...; a row of "
+            "secret_fingerprints recorded by a process started with a wrong secret "
+            "may be deleted."
+        )
+    missing = ours - known
+    if record and missing:
+        now = now_ms()
+        conn.execute(
+            insert(secret_fingerprints),
+            [{"fingerprint": f, "created_at": now} for f in sorted(missing)],
+        )
