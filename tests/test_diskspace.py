@@ -262,3 +262,62 @@ def test_files_get_their_space_first_come_first_served(
         assert order == [running_folder.name, large_folder.name, small_folder.name]
         waiting_large.finish()
         waiting_small.finish()
+
+
+def test_space_a_stalled_task_holds_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task given up on (its heartbeat saw no sign of life: a call wedged
+    in native code) may never remove its folder. Counted as space that
+    frees, it kept a file waiting for good, that file's lease renewed by its
+    very waiting; given up on, it is space held by something else, and the
+    file is handed back at its next look."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
+    estimate = 10 * MB
+    need = work_space_needed(estimate)
+    small_disk(monkeypatch, tmp_path, capacity=need + 20 * MB)
+    space = WorkSpace(POLL_S)
+    stalled = threading.Event()
+    with (
+        space.folder(tmp_path, stalled.is_set) as stuck_folder,
+        space.folder(tmp_path) as folder,
+    ):
+        fill(stuck_folder / "plane", 30 * MB)
+        waiting = _FileInThread(space, folder, estimate)
+        _until_waiting(caplog, 1)
+        time.sleep(SETTLE_S)
+        assert waiting.error is None  # it waits while that task lives
+        stalled.set()
+        waiting.finish()  # raised: not waiting any more
+        assert isinstance(waiting.error, WorkDiskFullError)
+        assert "stalled tasks here hold 30 MB" in str(waiting.error)
+        assert not waiting.started.is_set()
+
+
+def test_what_a_stalled_task_would_still_write_is_not_kept_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task given up on writes no more (should its call return, it stops
+    at its next check): the space its file held but had not written yet
+    goes to the file waiting for it."""
+    caplog.set_level(logging.INFO, logger="upscayl_cloud.diskspace")
+    estimate = 10 * MB
+    need = work_space_needed(estimate)
+    small_disk(monkeypatch, tmp_path, capacity=2 * need - MB)
+    space = WorkSpace(POLL_S)
+    stalled = threading.Event()
+    with (
+        space.folder(tmp_path, stalled.is_set) as stuck_folder,
+        space.folder(tmp_path) as folder,
+    ):
+        stuck = _FileInThread(space, stuck_folder, estimate)
+        assert stuck.started.wait(10)
+        waiting = _FileInThread(space, folder, estimate)
+        _until_waiting(caplog, 1)
+        time.sleep(SETTLE_S)
+        assert not waiting.started.is_set()  # owed to the task while it lives
+        stalled.set()
+        assert waiting.started.wait(10)
+        assert waiting.error is None
+        waiting.finish()
+        stuck.finish()

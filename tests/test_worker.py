@@ -359,6 +359,24 @@ def test_a_wedged_engine_call_is_failed_and_refunded_on_its_last_attempt(
     assert _task(short, task_id).status == "failed"  # its late end changes nothing
 
 
+def test_a_thread_that_does_not_stop_after_losing_its_lease_is_still_given_up_on(
+    ctx: Context, principal: Principal
+) -> None:
+    """A lease lost to another worker (here for real: that worker holds the
+    task's next attempt, so this one's renewals are refused) ended the
+    heartbeat's watch: a thread wedged then was never given up on, and the
+    files of this process waiting for its work space waited for good."""
+    task_id = queued_task(ctx, principal, model="quick-clear-4x", scale="2")
+    short = _with_settings(ctx, lease_seconds=0.6, task_stall_seconds=1.0)
+    assert claim(short.db, "other", 30, 3) is not None  # attempt 1 is the other's
+    with worker.Heartbeat(short, Claim(task_id, 0)) as beat:
+        deadline = time.monotonic() + 20
+        while not beat.given_up():
+            assert time.monotonic() < deadline, "the stuck thread was never given up on"
+            time.sleep(0.05)
+        assert beat.lost
+
+
 def test_a_slow_file_that_shows_signs_of_life_is_not_taken_for_wedged(
     ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,19 +26,24 @@ from sqlalchemy import select
 
 from support.context import make_settings, new_principal
 from support.disk import disk_with_little_free, fill, small_disk
-from support.tasks import queued_task
-from upscayl_cloud.db.engine import now_ms
+from support.images import png_bytes
+from support.tasks import queued_task, uploaded
+from upscayl_cloud.db.engine import make_engine, now_ms
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.diskspace import WORK_SPACE, allocated_bytes
-from upscayl_cloud.engine import planeio, planes
+from upscayl_cloud.engine import pipeline, planeio, planes
 from upscayl_cloud.queue.lease import Claim, claim
+from upscayl_cloud.queue.outage import RenewalOutage
 from upscayl_cloud.services import keys
+from upscayl_cloud.services import tasks as task_service
 from upscayl_cloud.services.context import Context, build_context
+from upscayl_cloud.services.keys import Principal
+from upscayl_cloud.services.tasks import TaskOptions
 from upscayl_cloud.storage.base import StorageUnavailableError
 from upscayl_cloud.storage.s3 import S3Storage
 from upscayl_cloud.storage.s3client import make_client
 from upscayl_cloud.workdirs import process_work_dir
-from upscayl_cloud.worker import handle, unavailable
+from upscayl_cloud.worker import Heartbeat, handle, unavailable
 
 LEASE = 0.5  # the backoff is a lease's length: short here to see the retry
 
@@ -149,7 +154,10 @@ def test_outage_through_the_last_attempt_fails_and_refunds(live: Context, down: 
         handle(down, held)
     row = _row(live, task_id)
     assert (row.status, row.attempts, row.credits_charged) == ("failed", 3, 0)
-    assert "unavailable on all 3 attempts" in row.error
+    # Only the last attempt's reason is known: "on all 3 attempts" claimed
+    # more (an earlier one may have been lost, or met a full disk).
+    assert "unavailable on the task's last attempt (3 of 3)" in row.error
+    assert "all 3" not in row.error
     assert keys.account_credits(live, principal.account_id) == 10  # refunded
     assert claim(live.db, "w", 30, 3) is None
 
@@ -318,7 +326,12 @@ def test_a_work_disk_full_through_the_last_attempt_fails_and_says_so(
         handle(live, held)
     row = _row(live, task_id)
     assert (row.status, row.attempts, row.credits_charged) == ("failed", 3, 0)
-    assert "work disk was full on all 3 attempts" in row.error
+    # Its one file failed on the last attempt, saying why.
+    with live.db.begin() as conn:
+        item = conn.execute(select(task_files).where(task_files.c.task_id == task_id)).one()
+    assert item.status == "failed"
+    assert item.error.startswith("The work disk was full on the task's last attempt (3 of 3)")
+    assert item.error in row.error
     assert "unavailable" not in row.error
     assert keys.account_credits(live, principal.account_id) == 10  # refunded
     assert claim(live.db, "w", 30, 3) is None
@@ -397,3 +410,246 @@ def test_a_file_waiting_for_space_is_handed_back_whole_when_the_pool_stops(
     # Pending again at once, its attempt given back: the stop was ours.
     assert (row.status, row.attempts, row.lease_until, row.error) == ("pending", 0, 0, None)
     assert keys.account_credits(live, principal.account_id) == 9  # still reserved
+
+
+def _task_of_three_files(live: Context, principal: Principal, second: bytes) -> str:
+    sources = [png_bytes(), second, png_bytes()]
+    names = [uploaded(live, principal, data) for data in sources]
+    options = TaskOptions(model="quick-clear-4x", scale="2", save_image_as="png")
+    return task_service.start_task(live, principal, options, [{"fileName": n} for n in names])
+
+
+def _second_file_finds_too_little_free(
+    live: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The second file, 1000x1000, needs about 112 MB of work space; the
+    work disk (the stand-in ``small_disk``) has 100 MB free, enough for the
+    others (67 MB): another process holds 200 MB more."""
+    task_id = _task_of_three_files(live, principal, png_bytes(1000, 1000))
+    data = live.settings.data_dir
+    small_disk(monkeypatch, data, capacity=allocated_bytes(data) + 300 * 10**6)
+    fill(data / "another-process", 200 * 10**6)
+    return task_id
+
+
+def _second_file_meets_a_full_disk_mid_engine(
+    live: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The second file's tile writes go to /dev/full (the stand-in
+    ``_tile_writes_to_dev_full``), the others' to the disk."""
+    task_id = _task_of_three_files(live, principal, png_bytes())
+    real_upscale = pipeline.upscale_file
+    calls: list[Path] = []
+
+    def second_into_dev_full(source: Path, *args: Any, **kw: Any) -> Any:
+        calls.append(source)
+        if len(calls) != 2:
+            return real_upscale(source, *args, **kw)
+        with pytest.MonkeyPatch.context() as during:
+            _tile_writes_to_dev_full(during)
+            return real_upscale(source, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "upscale_file", second_into_dev_full)
+    return task_id
+
+
+@pytest.mark.parametrize(
+    "stand_in", [_second_file_finds_too_little_free, _second_file_meets_a_full_disk_mid_engine]
+)
+def test_a_full_work_disk_on_the_last_attempt_fails_that_file_alone(
+    live: Context, monkeypatch: pytest.MonkeyPatch, stand_in: Callable[..., str]
+) -> None:
+    """Handed back on its last attempt, the task failed whole: the file done
+    already refunded and its result deleted, the one after never tried,
+    though batches are partial-success. Now the file that met the full disk
+    fails alone, saying why, and the others are delivered and charged."""
+    principal = new_principal(live)[1]
+    task_id = stand_in(live, principal, monkeypatch)
+    assert keys.account_credits(live, principal.account_id) == 7  # three reserved
+    last = live.settings.max_attempts
+    with live.db.begin() as conn:  # the earlier attempts are spent
+        conn.execute(tasks.update().where(tasks.c.id == task_id).values(attempts=last - 1))
+    held = claim(live.db, "w", 30, last)
+    assert held is not None and held.attempt == last
+    handle(live, held)
+    row = _row(live, task_id)
+    assert (row.status, row.attempts, row.credits_charged) == ("completed", last, 2)
+    assert keys.account_credits(live, principal.account_id) == 8  # one refunded
+    with live.db.begin() as conn:
+        items = conn.execute(
+            select(task_files)
+            .where(task_files.c.task_id == task_id)
+            .order_by(task_files.c.position)
+        ).all()
+    assert [item.status for item in items] == ["completed", "failed", "completed"]
+    assert items[1].error.startswith(
+        f"The work disk was full on the task's last attempt ({last} of {last})"
+    )
+    assert row.error == f"1 of 3 files failed: 'a.png': {items[1].error}"
+    for done in (items[0], items[2]):
+        assert live.storage.size(done.result_key) == done.final_file_size
+
+
+class _StoresIntoDevFull:
+    """The live store, except that storing a file meets a full disk: a
+    stand-in, named so, for a local store on a full disk (we cannot fill
+    one): its write goes to /dev/full, whose ENOSPC is the kernel's own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def put_file(self, key: str, path: Path) -> int:
+        with open("/dev/full", "wb", buffering=0) as full:
+            full.write(path.read_bytes())
+        raise AssertionError("/dev/full took a whole file")
+
+
+def test_a_full_disk_storing_on_the_last_attempt_fails_the_task_saying_only_that(
+    live: Context,
+) -> None:
+    """Storing is the store's business, not the file's: the task is failed
+    whole, as for a store outage, and its message no longer claims that
+    every attempt met the same (only the last one's reason is known)."""
+    principal = new_principal(live)[1]
+    task_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    last = live.settings.max_attempts
+    with live.db.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.id == task_id).values(attempts=last - 1))
+    held = claim(live.db, "w", 30, last)
+    assert held is not None
+    handle(replace(live, storage=_StoresIntoDevFull(live.storage)), held)
+    row = _row(live, task_id)
+    assert (row.status, row.credits_charged) == ("failed", 0)
+    assert row.error == (
+        f"A disk was full on the task's last attempt ({last} of {last}); "
+        "giving up (credits refunded)"
+    )
+    assert keys.account_credits(live, principal.account_id) == 10
+
+
+def test_a_file_waiting_for_a_stalled_task_s_space_is_handed_back(
+    live: Context, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stand-in, named so, for a GPU driver hung inside a tile (which we
+    cannot provoke): task A's engine call fills 300 MB of its work folder,
+    then neither progresses nor asks to stop; task B, of the same process,
+    waits for that space, which would free when A ends. A's heartbeat gives
+    A up after UPSCAYL_TASK_STALL_SECONDS, but its thread never leaves its
+    folder: B waited for good, its lease renewed by its very waiting, its
+    credits held, and files claimed later queued behind it. Once A is given
+    up on, B is handed back as for space held by anything else."""
+    caplog.set_level(logging.INFO)
+    lease, stall = 3.0, 5.0
+    short = replace(
+        live,
+        settings=live.settings.model_copy(
+            update={"lease_seconds": lease, "task_stall_seconds": stall}
+        ),
+    )
+    principal = new_principal(live)[1]
+    wedged_id = queued_task(live, principal, model="quick-clear-4x", scale="2", save_image_as="png")
+    waiting_id = queued_task(
+        live, principal, model="quick-clear-4x", scale="2", save_image_as="png"
+    )
+    data = live.settings.data_dir
+    small_disk(monkeypatch, data, capacity=allocated_bytes(data) + 320 * 10**6)
+    real_upscale = pipeline.upscale_file
+    planes_in, unwedge = threading.Event(), threading.Event()
+
+    def wedges_first(*args: Any, settings: Any, **kw: Any) -> Any:
+        if planes_in.is_set():
+            return real_upscale(*args, settings=settings, **kw)
+        fill(settings.work_dir / "plane", 300 * 10**6)
+        planes_in.set()
+        unwedge.wait(60)  # no progress, no check for cancellation
+        raise RuntimeError("stand-in: the wedged call returned")
+
+    monkeypatch.setattr(pipeline, "upscale_file", wedges_first)
+    first = claim(live.db, "a", lease, 3)
+    assert first is not None and first.task_id == wedged_id
+    wedged = threading.Thread(target=handle, args=(short, first), daemon=True)
+    wedged.start()
+    try:
+        assert planes_in.wait(60), "the wedged task never reached the engine"
+        second = claim(live.db, "b", lease, 3)
+        assert second is not None and second.task_id == waiting_id
+        waiting = threading.Thread(target=handle, args=(short, second), daemon=True)
+        waiting.start()
+        _wait_until_waiting(caplog, waiting)
+        waiting.join(30)
+        assert not waiting.is_alive(), "it waited for good for a stalled task's space"
+        assert "no sign of life" in caplog.text
+        assert "stalled tasks here hold 300 MB" in caplog.text
+        row = _row(live, waiting_id)
+        # Back to the queue after a backoff, as for a disk full of anything else.
+        assert (row.status, row.attempts, row.error) == ("pending", 1, None)
+        assert keys.account_credits(live, principal.account_id) == 8  # both still reserved
+        assert wedged.is_alive()  # stuck until the process restarts
+    finally:
+        unwedge.set()
+        wedged.join(60)
+    assert not wedged.is_alive()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_heartbeat_s_failed_renewals_are_told_once_reminded_each_minute_and_ended_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A heartbeat logged each failed renewal: a line a second per busy
+    thread through a database outage."""
+    caplog.set_level(logging.INFO)
+    clock = _Clock()
+    outage = RenewalOutage("t1", clock)
+    outage.recovered()  # no outage: nothing to say
+    refused = ConnectionRefusedError("connection refused\nDETAIL: more lines")
+    for second in range(130):
+        clock.now = 1000.0 + second
+        outage.failed(refused)
+    outage.recovered()
+    outage.recovered()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        (
+            "WARNING",
+            "lease renewal failed for task t1 (connection refused); retrying every beat, "
+            "with a reminder a minute",
+        ),
+        (
+            "WARNING",
+            "lease renewals for task t1 still failing after 60 s (61 failed): connection refused",
+        ),
+        (
+            "WARNING",
+            "lease renewals for task t1 still failing after 120 s (121 failed): connection refused",
+        ),
+        ("INFO", "lease renewal for task t1 succeeded again after 129 s (130 failed)"),
+    ]
+
+
+def test_a_heartbeat_facing_a_refused_database_logs_one_line_not_one_a_beat(
+    live: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outage is real: a PostgreSQL URL on a loopback port nobody
+    listens on. With a lease of 0.5 s the heartbeat beats every 0.17 s: 1.5 s
+    of it logged about nine lines."""
+    dead = make_engine(f"postgresql+psycopg://u:p@127.0.0.1:{_closed_port()}/none")
+    caplog.set_level(logging.INFO)
+    try:
+        with Heartbeat(replace(live, db=dead), Claim("t1", 1)) as beat:
+            time.sleep(1.5)
+            assert not beat.lost  # an outage is not a lost lease
+    finally:
+        dead.dispose()
+    lines = [r.getMessage() for r in caplog.records if "lease renewal" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("lease renewal failed for task t1 (")

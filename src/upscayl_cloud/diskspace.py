@@ -96,13 +96,20 @@ class WaitCancelledError(Exception):
     the pool is stopping) before the space came free."""
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class _Folder:
     """A task's work folder: the space its file in progress holds (0 when
-    none), and whether that file is waiting in line for space."""
+    none), whether that file is waiting in line for space, and whether its
+    task was given up on (``given_up``: stalled, its thread maybe stuck for
+    good)."""
 
     held: int = 0
     waiting: bool = False
+    given_up: Callable[[], bool] = _never
 
 
 class WorkSpace:
@@ -121,7 +128,16 @@ class WorkSpace:
     a long file here could spend them all. Space held by anything else
     (other processes sharing the disk show up as used space) may never
     free, so a file that would not fit even then is handed back at once,
-    and a full disk met anyway is handed back all the same."""
+    and a full disk met anyway is handed back all the same.
+
+    Only a task that shows signs of life frees its space by itself: one
+    given up on (its heartbeat saw no sign of life: a call wedged in native
+    code) may hold its folder until the process restarts, so its folder
+    counts as space held by something else (``folder``'s ``given_up``).
+    Counted as freeing, it kept a file waiting for it for good, that file's
+    lease renewed by its very waiting, its credits held. A waiting file
+    looks again within ``poll_seconds`` of the stall: it starts if it fits
+    without that space, and is handed back if not."""
 
     def __init__(self, poll_seconds: float = 1.0) -> None:
         self._changed = threading.Condition()
@@ -132,14 +148,15 @@ class WorkSpace:
         self._poll_seconds = poll_seconds
 
     @contextlib.contextmanager
-    def folder(self, parent: Path) -> Iterator[Path]:
+    def folder(self, parent: Path, given_up: Callable[[], bool] = _never) -> Iterator[Path]:
         """A new work folder under ``parent`` for one task's files, known to
         the files that wait for space until it is removed: its bytes are
-        counted as freeing only while its task runs, and a waiting file is
-        woken once they are gone, not before."""
+        counted as freeing only while its task runs, and not once
+        ``given_up`` says its task was given up on; a waiting file is woken
+        once they are gone, not before."""
         path = Path(tempfile.mkdtemp(dir=parent))
         with self._changed:
-            self._folders[path] = _Folder()
+            self._folders[path] = _Folder(given_up=given_up)
         try:
             yield path
         finally:
@@ -198,22 +215,34 @@ class WorkSpace:
             free = shutil.disk_usage(folder).free
             others = {path: entry for path, entry in self._folders.items() if path != folder}
             written = {path: allocated_bytes(path) for path in others}
-            owed = sum(max(0, e.held - written[p]) for p, e in others.items() if e.held)
+            # A task given up on writes no more (should it wake, it stops at
+            # its next check) and frees nothing a file could wait for.
+            stuck = {path for path, entry in others.items() if entry.given_up()}
+            alive = {path: entry for path, entry in others.items() if path not in stuck}
+            owed = sum(max(0, e.held - written[p]) for p, e in alive.items() if e.held)
             still = max(0, need - allocated_bytes(folder))
             first = self._line[0] == folder
             if first and still <= free - owed:
                 return
             # Only tasks that run free their space by themselves: a waiting
             # one frees nothing until it has run. A file behind the first in
-            # line counts every task here, the first's included: it waits for
-            # the first to start or give up before it judges for itself.
-            running = (p for p, e in others.items() if not e.waiting)
-            freeing = sum(written[p] for p in running) if first else sum(written.values())
+            # line counts every live task here, the first's included: it
+            # waits for the first to start or give up before it judges for
+            # itself.
+            running = (p for p, e in alive.items() if not e.waiting)
+            freeing = sum(written[p] for p in (running if first else alive))
             if still > free + freeing:
+                stalled = sum(written[p] for p in stuck)
                 raise WorkDiskFullError(
                     f"the work disk is full for now: this file needs {_size(still)} more, "
                     f"{_size(free)} is free and files in progress here will still "
                     f"write {_size(owed)}"
+                    + (
+                        f"; stalled tasks here hold {_size(stalled)} until their threads "
+                        "return (or this process restarts)"
+                        if stalled
+                        else ""
+                    )
                 )
             if not mine.waiting:
                 mine.waiting = True

@@ -13,8 +13,9 @@ worker compares the engine's estimate of the work space it needs
 (``pipeline.work_space_bytes``) with the disk's free space: a file waits
 while this process's other tasks hold the space it needs (``WorkSpace``), a
 disk full of anything else, or a write that meets ENOSPC anyway, hands the
-task back the same way, and a file the whole disk could never hold fails at
-once. Work files
+task back the same way (on the task's last attempt that file alone fails:
+the others are still delivered), and a file the whole disk could never
+hold fails at once. Work files
 live in a folder per process (``work/<host>-<pid>-<random>``) held by a lock,
 so a starting pool can remove what killed processes left behind without
 touching a live one's.
@@ -48,7 +49,7 @@ from upscayl_cloud.diskspace import (
 )
 from upscayl_cloud.engine.options import EngineSettings, available_cores
 from upscayl_cloud.queue.lease import Claim, claim, release, renew
-from upscayl_cloud.queue.outage import ClaimOutage
+from upscayl_cloud.queue.outage import ClaimOutage, RenewalOutage
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.limits import image_limits
 from upscayl_cloud.services.metrics import Metrics
@@ -184,7 +185,12 @@ class Heartbeat:
     driver) checks nothing, and renewing for it kept its task processing,
     its credits reserved, for as long as the process lived. Left to expire,
     the lease lets another worker take the task over or, on its last
-    attempt, the reaper fail and refund it."""
+    attempt, the reaper fail and refund it. The task is then given up on
+    (:meth:`given_up`): its work folder stops counting as space that frees
+    by itself (``WorkSpace``), or files of this process waiting for it
+    would wait, their own leases renewed, for as long as it stays stuck.
+    A lease lost to another worker is watched the same way: a thread that
+    does not stop then is as stuck as one that stalled first."""
 
     def __init__(
         self, ctx: Context, held: Claim, on_stall: Callable[[], object] | None = None
@@ -195,6 +201,9 @@ class Heartbeat:
         self._stop = threading.Event()
         self.progress = 0
         self.lost = False
+        self._given_up = False
+        #: One warning per run of failed renewals (a database outage), not one a beat.
+        self._outage = RenewalOutage(held.task_id)
         self._interval = min(1.0, ctx.settings.lease_seconds / 3)
         self._stall_seconds = ctx.settings.task_stall_seconds
         self._active_at = time.monotonic()
@@ -204,14 +213,19 @@ class Heartbeat:
         """The task is alive: it did something, or asked whether to stop."""
         self._active_at = time.monotonic()
 
+    def given_up(self) -> bool:
+        """Whether the task was declared stalled: its thread may never return."""
+        return self._given_up
+
     def _stalled(self) -> bool:
         idle = time.monotonic() - self._active_at
         if not self._stall_seconds or idle <= self._stall_seconds:
             return False
         log.error(
             "task %s: no sign of life for %.0f s (a wedged GPU driver or runtime?): its "
-            "lease is left to expire for another worker or the reaper; this worker "
-            "thread may stay stuck until the process is restarted",
+            "lease is left to expire for another worker or the reaper, and its work "
+            "space is no longer waited for; this worker thread may stay stuck until the "
+            "process is restarted",
             self._claim.task_id,
             idle,
         )
@@ -230,9 +244,12 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             if self._stalled():
                 self.lost = True  # should it wake, it stops as a task taken over does
+                self._given_up = True
                 if self._on_stall is not None:
                     self._on_stall()
                 return
+            if self.lost:
+                continue  # taken over: nothing to renew, only a stall to watch for
             progress = self.progress
             try:
                 ok = renew(
@@ -241,12 +258,13 @@ class Heartbeat:
                     self._ctx.settings.lease_seconds,
                     progress if progress != written else None,
                 )
-            except Exception:  # a busy database: try again next beat
-                log.warning("lease renewal failed for task %s", self._claim.task_id)
+            except Exception as exc:  # a busy database: try again next beat
+                self._outage.failed(exc)
                 continue
+            self._outage.recovered()
             if not ok:
                 self.lost = True
-                return
+                continue
             written = progress
 
 
@@ -301,7 +319,8 @@ def process(
     on_stall = metrics.stalled_tasks.inc if metrics is not None else None
     with (
         Heartbeat(ctx, held, on_stall) as beat,
-        WORK_SPACE.folder(settings.work_dir) as tmp,
+        # Waited for by other files only while this task shows signs of life.
+        WORK_SPACE.folder(settings.work_dir, beat.given_up) as tmp,
     ):
         # A run of this attempt handed back on shutdown shares its number and
         # folders; what its discard could not remove (the store down then)
@@ -378,10 +397,19 @@ def process(
             except Exception as exc:
                 if beat.lost:
                     raise LeaseLostError(held.task_id) from None
-                if unavailable(exc) or out_of_space(exc):
-                    # The whole task waits for the store or for disk space:
-                    # neither is this file's fault.
-                    raise
+                if unavailable(exc):
+                    raise  # the whole task waits for the store: nothing could be stored now
+                if out_of_space(exc):
+                    if held.attempt < ctx.settings.max_attempts:
+                        raise  # the whole task waits for disk space: not this file's fault
+                    # Handed back now, the task would fail whole: the files
+                    # done already refunded and deleted, those after this one
+                    # never tried, though a batch is partial-success.
+                    log.warning("task %s file %d: %s", held.task_id, index, exc)
+                    message = _disk_full_on_last_attempt(held, ctx.settings.max_attempts)
+                    outcomes.append(FileOutcome(item.id, ok=False, error=message))
+                    _count_file(metrics, task.model, "failed")
+                    continue
                 log.exception("task %s file %d failed", held.task_id, index)
                 outcomes.append(FileOutcome(item.id, ok=False, error=INTERNAL_FILE_ERROR))
                 _count_file(metrics, task.model, "failed")
@@ -414,6 +442,19 @@ def process(
             raise LeaseLostError(held.task_id)
     names = {item.id: repr(item.original_file_name) for item in files}
     return finish_task(ctx, held, outcomes, names)
+
+
+def _last_attempt(held: Claim, attempts: int) -> str:
+    """Which attempt the task failed on, and no more: the reasons of its
+    earlier attempts (handed back, lost, interrupted) are not kept."""
+    return f"the task's last attempt ({held.attempt} of {attempts})"
+
+
+def _disk_full_on_last_attempt(held: Claim, attempts: int) -> str:
+    return (
+        f"The work disk was full on {_last_attempt(held, attempts)}: this file was not "
+        "upscaled (refunded); try it again later"
+    )
 
 
 def _count_file(metrics: Metrics | None, model: str, outcome: str) -> None:
@@ -452,15 +493,13 @@ def _retry_later(ctx: Context, account_id: str, held: Claim, error: BaseExceptio
         log.warning(
             "task %s attempt %d/%d: %s; giving up", held.task_id, held.attempt, attempts, reason
         )
+        # A full work disk met by a file on the last attempt fails that file
+        # alone (``process``): a full disk here was met storing a result.
         if out_of_space(error):
-            message = (
-                f"The work disk was full on all {attempts} attempts; giving up (credits refunded)"
-            )
+            what = "A disk was full"
         else:
-            message = (
-                f"The object store or database was unavailable on all {attempts} attempts; "
-                "giving up (credits refunded)"
-            )
+            what = "The object store or database was unavailable"
+        message = f"{what} on {_last_attempt(held, attempts)}; giving up (credits refunded)"
         recorded = fail_task(ctx, held, message)
         still_held = recorded
     else:

@@ -9,6 +9,12 @@ minute, one line when they succeed again. Meanwhile the polls back off with
 the outage's length (a tenth of it, at most ``OUTAGE_MAX_POLL_SECONDS``), so
 a database coming back is not met by every worker at once, and a short
 blip costs no more than a few seconds of waiting.
+
+A busy worker thread's heartbeat renews its task's lease every second
+(``worker.Heartbeat``), and logged each failed renewal: another line a
+second per busy thread. Each heartbeat has a ``RenewalOutage``: one warning
+when its renewals start failing, a reminder a minute, one line when one
+succeeds again. Its beats keep their pace: the lease is what they save.
 """
 
 from __future__ import annotations
@@ -73,3 +79,48 @@ class ClaimOutage:
                 self._failures,
             )
             self._since, self._failures = None, 0
+
+
+class RenewalOutage:
+    """One heartbeat's failed lease renewals, told once per run of them."""
+
+    def __init__(self, task_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._task_id = task_id
+        self._clock = clock
+        self._since: float | None = None
+        self._reminded = 0.0
+        self._failures = 0
+
+    def failed(self, error: BaseException) -> None:
+        """Note a renewal that raised (the database unreachable or busy)."""
+        now = self._clock()
+        self._failures += 1
+        if self._since is None:
+            self._since = self._reminded = now
+            log.warning(
+                "lease renewal failed for task %s (%s); retrying every beat, "
+                "with a reminder a minute",
+                self._task_id,
+                _first_line(error),
+            )
+        elif now - self._reminded >= OUTAGE_REMINDER_SECONDS:
+            self._reminded = now
+            log.warning(
+                "lease renewals for task %s still failing after %.0f s (%d failed): %s",
+                self._task_id,
+                now - self._since,
+                self._failures,
+                _first_line(error),
+            )
+
+    def recovered(self) -> None:
+        """A renewal reached the database (cheap when none had failed)."""
+        if self._since is None:
+            return
+        log.info(
+            "lease renewal for task %s succeeded again after %.0f s (%d failed)",
+            self._task_id,
+            self._clock() - self._since,
+            self._failures,
+        )
+        self._since, self._failures = None, 0
