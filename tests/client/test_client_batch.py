@@ -347,7 +347,9 @@ def test_face_enhancement_the_server_has_not_is_refused_before_uploading(
         Client(proxy.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
     ):
         assert (api.capabilities() or {})["faceEnhancement"] is False  # no face models here
-        report = upscale(images, model=FAST, face=True, client=api)
+        hooks = Recorder()
+        report = upscale(images, model=FAST, face=True, client=api, reporter=hooks)
+    assert hooks.total == 0  # no upload announced (a bar stuck at 0 % was drawn)
     reasons = [r.reason or "" for r in report.results]
     assert len(reasons) == 2 and not report.ok
     assert all(

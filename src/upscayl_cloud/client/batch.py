@@ -135,7 +135,6 @@ def upscale(
                 failed = item.path in named and not isinstance(item, Duplicate)
                 status = "failed" if failed else "skipped"
                 finish(report, hooks, FileResult(item.path, status, item.reason))
-        hooks.uploading(sum(s.size for s in sources))
         options = {
             "model": model,
             "scale": scale,
@@ -144,6 +143,9 @@ def upscale(
         }
         try:
             size = _follow_server_limits(api, batch_size, face) if sources else 1
+            # After the server's answer: a run it stops (no face enhancement)
+            # sends nothing, and drew an upload bar stuck at 0 %.
+            hooks.uploading(sum(s.size for s in sources))
             multipart = _MultipartStop(multipart_threshold)
             # Each batch starts as soon as it is uploaded: the server works while we upload.
             for start in range(0, len(sources), size):
