@@ -59,7 +59,7 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_and_stops(tmp_path: Path) 
             for _ in range(2)
         ]
     for done in runs:
-        assert done.returncode == 2
+        assert done.returncode == 1  # as serve's own port taken
         assert f"Cannot serve worker metrics on 127.0.0.1:{port}: Address already in use" in (
             done.stderr
         )

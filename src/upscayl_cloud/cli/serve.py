@@ -306,7 +306,8 @@ def serve_worker_metrics(settings: Settings, metrics: Metrics) -> BaseServer | N
         server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
         typer.echo(f"Cannot serve worker metrics on {host}:{port}: {exc.strerror}", err=True)
-        raise typer.Exit(2) from None
+        # Like serve's own port taken: a setting that cannot be used at start.
+        raise typer.Exit(1) from None
     typer.echo(f"Worker metrics on http://{host}:{port}/metrics")
     return server
 
