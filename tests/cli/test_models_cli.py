@@ -73,6 +73,24 @@ def test_add_refuses_a_bad_model_with_a_clear_error(app: typer.Typer, tmp_path: 
     assert not (tmp_path / "data" / "models" / "faces" / "bytes.onnx").exists()
 
 
+def test_list_names_a_model_that_cannot_be_used_and_why(app: typer.Typer, tmp_path: Path) -> None:
+    """An empty file copied in by hand was listed, and enhancement called
+    available, though no worker could load it."""
+    faces_dir = tmp_path / "data" / "models" / "faces"
+    faces_dir.mkdir(parents=True)
+    (faces_dir / "gfpgan.onnx").write_bytes(b"")
+    result = CliRunner().invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^  gfpgan +unusable: its file is empty$", result.output, re.M)
+    assert "(none)" not in result.output
+    assert "Face enhancement: unavailable: this server's face-restoration model 'gfpgan'" in (
+        " ".join(result.output.split())
+    )
+    info = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).output)
+    assert info["faceModels"] == [] and info["faceEnhancement"] is False
+    assert info["unusableFaceModels"] == [{"name": "gfpgan", "reason": "its file is empty"}]
+
+
 def test_backends_says_what_each_would_run_and_which_is_selected(
     app: typer.Typer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

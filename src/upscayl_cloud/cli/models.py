@@ -42,12 +42,14 @@ def capabilities(faces_dir: Path) -> dict[str, object]:
 
     installed = faces.available(faces_dir)
     chosen = faces.selected(faces_dir, get_settings().face_model)
+    broken = faces.unusable(faces_dir)
     return {
         "models": [
             {"name": m.name, "title": m.title, "scales": sorted(m.plans)} for m in MODELS.values()
         ],
         "defaultModel": DEFAULT_MODEL,
         "faceModels": [{"name": m.name, "sizeBytes": m.size_bytes} for m in installed],
+        "unusableFaceModels": [{"name": n, "reason": why} for n, why in broken.items()],
         "faceEnhancement": chosen is not None,
         "faceModel": chosen.name if chosen else None,
     }
@@ -75,7 +77,11 @@ def list_models(
     installed = faces.available(directory)
     for face_model in installed:
         typer.echo(f"  {face_model.name:<22} {face_model.size_bytes / 1e6:.1f} MB")
-    if not installed:
+    # Shown, or a file copied in by hand that cannot be used would just vanish.
+    broken = faces.unusable(directory)
+    for broken_name, why in broken.items():
+        typer.echo(f"  {broken_name:<22} unusable: {why}")
+    if not installed and not broken:
         typer.echo("  (none)")
     if info["faceModel"]:
         typer.echo(f"Face enhancement: available (uses {info['faceModel']})")

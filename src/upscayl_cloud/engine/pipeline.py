@@ -87,6 +87,10 @@ def upscale_file(
     info = imageio.probe(Path(source), limits, declared_type)
     out_w, out_h = info.width * request.scale, info.height * request.scale
     imageio.check_output_size(out_w, out_h, request.output_format, limits)
+    if face_model is not None:
+        # Loaded (once per process) before decoding: a model file that cannot
+        # be used failed only after the whole upscale, as an internal error.
+        faces.load_restorer(face_model, settings.faces)
 
     with tempfile.TemporaryDirectory(prefix="upscayl-", dir=settings.work_dir) as tmp:
         job = _Job(request, settings, steps, Path(tmp), progress, should_cancel)

@@ -60,3 +60,31 @@ def test_faces_change_and_faceless_images_do_not(tmp_path: Path) -> None:
         assert (right - left) * (bottom - top) < 0.5 * 512 * 512
         inner = (slice(80, 160), slice(190, 250))
         assert np.abs(after[inner] - (255 - before[inner])).mean() < 12
+
+
+def test_a_model_that_does_not_load_fails_before_decoding_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model file cut short (copied in by hand) lists as installed; it was
+    loaded only after the whole upscale, and failed as an internal error.
+    The source here is cut short too, past its header: had decoding started,
+    that would be the error."""
+    models = tmp_path / "faces"
+    model = faces.add(models, nets.invert(tmp_path / "invert.onnx"), "invert")
+    whole = model.path.read_bytes()
+    model.path.write_bytes(whole[: len(whole) // 2])
+    image = _save(tmp_path / "astronaut.png", data.astronaut(), (64, 64)).read_bytes()
+    source = tmp_path / "cut.png"
+    source.write_bytes(image[: len(image) // 2])
+    request = UpscaleRequest(MODEL, 2, "png", enhance_face=True)
+    with pytest.raises(faces.FaceEnhancementUnavailableError) as caught:
+        upscale_file(source, tmp_path / "out.png", request, settings=_settings(models))
+    error = caught.value
+    assert error.client_error and str(tmp_path) not in error.public_message
+    assert error.public_message.startswith(
+        "this server's face-restoration model 'invert' cannot be used (it does not load)"
+    )
+    # The operator gets what onnxruntime said.
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "'invert'" in record.getMessage()
+    assert "invert.onnx is not a loadable ONNX model" in record.getMessage()

@@ -9,13 +9,14 @@ plane. docs/faces.md tells the whole story and which models fit.
 For the pipeline::
 
     model = faces.select(settings.face_models_dir, settings.face_model)  # before decoding
+    faces.load_restorer(model, settings.faces)  # before decoding too: cached
     ...
     faces.enhance(color, decoded.color, model, job.work, settings.faces, should_cancel)
 
 Importing this package is cheap: the registry, settings and errors need
 neither OpenCV nor onnxruntime, so the API process can ask whether face
-enhancement is available. ``enhance``, ``detect_faces`` and ``Face`` load the
-heavy modules on first use.
+enhancement is available. ``enhance``, ``load_restorer``, ``detect_faces``
+and ``Face`` load the heavy modules on first use.
 """
 
 from __future__ import annotations
@@ -37,17 +38,19 @@ from upscayl_cloud.engine.faces.registry import (
     select,
     selected,
     unavailable_reason,
+    unusable,
 )
 from upscayl_cloud.engine.faces.settings import FaceSettings
 
 if TYPE_CHECKING:
     from upscayl_cloud.engine.faces.detect import Face, detect_faces
-    from upscayl_cloud.engine.faces.enhancer import enhance
+    from upscayl_cloud.engine.faces.enhancer import enhance, load_restorer
 
 _LAZY = {
     "Face": "upscayl_cloud.engine.faces.detect",
     "detect_faces": "upscayl_cloud.engine.faces.detect",
     "enhance": "upscayl_cloud.engine.faces.enhancer",
+    "load_restorer": "upscayl_cloud.engine.faces.enhancer",
 }
 
 
@@ -68,9 +71,11 @@ __all__ = [
     "available",
     "detect_faces",
     "enhance",
+    "load_restorer",
     "models_dir",
     "remove",
     "select",
     "selected",
     "unavailable_reason",
+    "unusable",
 ]

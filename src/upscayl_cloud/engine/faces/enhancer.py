@@ -2,14 +2,17 @@
 
 It runs after the last network pass and before encoding. Detection looks at
 a small copy of the *source* (bounded by ``detect_max_edge``), so it costs
-the same on a 50 MP photo as on a snapshot; the restorer is loaded only when
-a face was found, and an image without faces is left byte for byte as it was.
+the same on a 50 MP photo as on a snapshot, and an image without faces is
+left byte for byte as it was. The restorer is loaded before the image is
+decoded (``load_restorer``, from the pipeline), so a model file that cannot
+be used fails the file at once rather than after the whole upscale.
 Faces are cut from the *upscaled* plane, so the restorer starts from the best
 pixels available and its result is colour-matched against what it replaces.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +22,33 @@ import numpy as np
 from upscayl_cloud.engine.errors import CancelledError
 from upscayl_cloud.engine.faces import align, paste, restorer
 from upscayl_cloud.engine.faces.detect import Face, detect_faces
+from upscayl_cloud.engine.faces.errors import (
+    FaceEnhancementUnavailableError,
+    FaceModelError,
+    unusable_model_message,
+)
 from upscayl_cloud.engine.faces.registry import FaceModel
 from upscayl_cloud.engine.faces.settings import FaceSettings
 from upscayl_cloud.engine.planeio import new_plane_path, resize
 from upscayl_cloud.engine.planes import Plane
+
+log = logging.getLogger(__name__)
+
+
+def load_restorer(model: FaceModel, settings: FaceSettings | None = None) -> restorer.Restorer:
+    """``model``'s restorer as ``enhance`` runs it (loaded once per process).
+
+    A file that lists fine but does not load (cut short, not ONNX, outside
+    the contract) is refused as unavailable, in words the client can act on
+    (drop ``enhanceFace``) and without the server's paths; what onnxruntime
+    said goes to the log, for the operator who has to replace the file."""
+    settings = settings or FaceSettings()
+    try:
+        return restorer.load(model.path, settings.use_gpu, settings.threads, settings.fidelity)
+    except (FaceModelError, OSError) as exc:
+        log.error("face model %r (%s) cannot be used: %s", model.name, model.path, exc)
+        why = "its file cannot be read" if isinstance(exc, OSError) else "it does not load"
+        raise FaceEnhancementUnavailableError(unusable_model_message(model.name, why)) from exc
 
 
 def enhance(
@@ -47,7 +73,7 @@ def enhance(
     faces = faces[: settings.max_faces]
     if not faces:
         return 0
-    net = restorer.load(model.path, settings.use_gpu, settings.threads, settings.fidelity)
+    net = load_restorer(model, settings)
     mask = paste.feather_mask()
     sx = color.width / preview.shape[1]
     sy = color.height / preview.shape[0]

@@ -23,8 +23,29 @@ def named_model_missing_message(name: str) -> str:
     )
 
 
+def unusable_model_message(name: str, why: str) -> str:
+    """The model is installed but its file cannot serve: cut short, emptied,
+    not readable by the service, or not a model that loads. The client can
+    only drop ``enhanceFace``; the operator has to install it again."""
+    return (
+        f"this server's face-restoration model {name!r} cannot be used ({why}); "
+        f"an operator can install it again with "
+        f"`upscayl-cloud models add PATH --name {name} --replace`"
+    )
+
+
+def unreadable_folder_message(why: str) -> str:
+    """The folder of face models cannot be listed by this process (made
+    0700 by a hardened umask, say)."""
+    return (
+        f"this server's face-model folder cannot be read ({why}); an operator can "
+        "make it readable to the service (chmod 755)"
+    )
+
+
 class FaceEnhancementUnavailableError(EngineError):
-    """Face enhancement was asked for, but no restoration model is installed."""
+    """Face enhancement was asked for, but no usable restoration model is
+    installed."""
 
     code = "FACE_ENHANCEMENT_UNAVAILABLE"
 

@@ -47,14 +47,18 @@ def providers(use_gpu: bool) -> list[str]:
     return [*chosen, "CPUExecutionProvider"]
 
 
-def open_session(path: Path, use_gpu: bool = False, threads: int = 0) -> ort.InferenceSession:
+def open_session(
+    path: Path, use_gpu: bool = False, threads: int = 0, label: str | None = None
+) -> ort.InferenceSession:
+    """``label`` names the file in errors (default: its name): ``models add``
+    loads a temporary copy, and the operator knows the file they gave."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=providers(use_gpu))
     except Exception as exc:  # onnxruntime raises its own, undocumented types
-        raise FaceModelError(f"{path.name} is not a loadable ONNX model: {exc}") from exc
+        raise FaceModelError(f"{label or path.name} is not a loadable ONNX model: {exc}") from exc
 
 
 def inspect(session: ort.InferenceSession) -> Signature:
@@ -150,13 +154,14 @@ def probe_image() -> np.ndarray:
     return image
 
 
-def validate(path: Path) -> Signature:
+def validate(path: Path, label: str | None = None) -> Signature:
     """Load ``path`` on the CPU, check the contract and run it once.
 
     Raises FaceModelError naming what is wrong: not ONNX, wrong inputs or
     outputs, an output of the wrong size, non-finite values, or values
-    outside [-1, 1] (such as 0..255 or 0..1 models)."""
-    restorer = Restorer(open_session(Path(path), use_gpu=False))
+    outside [-1, 1] (such as 0..255 or 0..1 models). ``label`` names the
+    file in them."""
+    restorer = Restorer(open_session(Path(path), use_gpu=False, label=label))
     try:
         out = restorer.run_raw(probe_image())
     except FaceModelError:

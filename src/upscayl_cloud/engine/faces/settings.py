@@ -1,4 +1,10 @@
-"""Operator knobs for face enhancement.
+"""How face enhancement runs.
+
+Only ``use_gpu`` and ``threads`` follow the operator's settings
+(``UPSCAYL_ENGINE_USE_GPU``, and ``UPSCAYL_ENGINE_THREADS`` shared between
+``UPSCAYL_WORKERS``, set by ``worker.configured_engine``). The other fields
+are the engine's fixed choices, not settings: fields so that tests and
+library callers can vary them.
 
 Kept free of heavy imports (no OpenCV, no onnxruntime), so that
 ``EngineSettings`` can hold a ``FaceSettings`` without every importer of the
@@ -37,8 +43,9 @@ class FaceSettings:
     #: Run the restorer on CUDA when onnxruntime has it (``onnxruntime-gpu``).
     use_gpu: bool = True
     #: onnxruntime threads for the restorer; 0 lets onnxruntime use every
-    #: core. Detection runs its small networks on one thread (more did not
-    #: help: they are too small to split).
+    #: core (the service passes each worker's share). Detection runs its
+    #: small networks on one thread (more did not help: they are too small
+    #: to split).
     threads: int = 0
     #: Cap on the band of output rows held as floats at once.
     band_pixels: int = BAND_PIXELS
