@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -8,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from upscayl_cloud import config, worker
-from upscayl_cloud.config import SPEC_RATE_LIMITS, SecretFileError, Settings
+from upscayl_cloud.config import SPEC_RATE_LIMITS, SecretFileError, Settings, _read_secret_file
 from upscayl_cloud.engine.options import EncodeSettings
 from upscayl_cloud.services.context import Context
 
@@ -108,7 +109,20 @@ def test_the_secret_is_read_once_and_never_made_anew(tmp_path: Path) -> None:
     assert settings.signing_secrets() == first
     assert Settings(_env_file=None, data_dir=tmp_path).signing_secrets() == first
     assert settings.model_copy(update={"workers": 2}).signing_secrets() == first
-    assert not (tmp_path / "secret.key").exists()
+
+
+def test_a_secret_file_deleted_under_a_running_process_is_written_back(tmp_path: Path) -> None:
+    """Kept only in memory, the next process on the folder (a worker, keys
+    create, a restart) made a secret of its own: refused at start, or every
+    key it made answered 401 here. The data folder itself gone too."""
+    data = tmp_path / "data"
+    settings = Settings(_env_file=None, data_dir=data)
+    first = settings.signing_secrets()
+    shutil.rmtree(data)
+    data.mkdir()
+    assert settings.signing_secrets() == first
+    assert (data / "secret.key").read_bytes() == first[0]
+    assert _read_secret_file(data / "secret.key") == first[0]  # what another process reads
 
 
 def test_an_empty_secret_file_stops_the_start(tmp_path: Path) -> None:
@@ -249,6 +263,15 @@ def test_a_counter_storage_limits_cannot_read_is_refused(uri: str, says: str) ->
     message = caught.value.errors()[0]["msg"]
     assert says in message
     assert "s3cret-pw" not in message
+
+
+def test_a_short_password_read_as_an_address_is_never_quoted() -> None:
+    """Pieces under three characters were left in ("... as 'pw'"): too
+    short to blot out, so the reason goes whole."""
+    with pytest.raises(ValidationError, match="rate_limit_storage_uri") as caught:
+        Settings(_env_file=None, rate_limit_storage_uri="redis://:pw/x@host:6379")
+    message = caught.value.errors()[0]["msg"]
+    assert "'pw'" not in message and "percent-encode" in message
 
 
 @pytest.mark.parametrize(

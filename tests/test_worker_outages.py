@@ -557,14 +557,19 @@ def test_a_file_waiting_for_a_stalled_task_s_space_is_handed_back(
     data = live.settings.data_dir
     small_disk(monkeypatch, data, capacity=allocated_bytes(data) + 320 * 10**6)
     real_upscale = pipeline.upscale_file
-    planes_in, unwedge = threading.Event(), threading.Event()
+    planes_in, b_waits, unwedge = threading.Event(), threading.Event(), threading.Event()
 
-    def wedges_first(*args: Any, settings: Any, **kw: Any) -> Any:
+    def wedges_first(*args: Any, settings: Any, should_cancel: Any, **kw: Any) -> Any:
         if planes_in.is_set():
-            return real_upscale(*args, settings=settings, **kw)
+            return real_upscale(*args, settings=settings, should_cancel=should_cancel, **kw)
         fill(settings.work_dir / "plane", 300 * 10**6)
         planes_in.set()
-        unwedge.wait(60)  # no progress, no check for cancellation
+        # Alive until B waits (its stall clock would otherwise run out
+        # before B, on a slow machine, got as far as waiting), then wedged:
+        # no progress, no check for cancellation.
+        while not b_waits.wait(0.2):
+            should_cancel()
+        unwedge.wait(60)
         raise RuntimeError("stand-in: the wedged call returned")
 
     monkeypatch.setattr(pipeline, "upscale_file", wedges_first)
@@ -579,6 +584,7 @@ def test_a_file_waiting_for_a_stalled_task_s_space_is_handed_back(
         waiting = threading.Thread(target=handle, args=(short, second), daemon=True)
         waiting.start()
         _wait_until_waiting(caplog, waiting)
+        b_waits.set()
         waiting.join(30)
         assert not waiting.is_alive(), "it waited for good for a stalled task's space"
         assert "no sign of life" in caplog.text

@@ -166,12 +166,19 @@ def _counter_storage_problem(uri: str) -> str | None:
 def _without_credentials(reason: str, uri: str) -> str:
     """``reason`` with the URI, and what may be its user name and password
     (all before its last ``@``), blotted out; the pieces too, as a password
-    holding ``/`` is cut there, and its end read as a host or port."""
+    holding ``/`` is cut there, and its end read as a host or port. A piece
+    too short to blot out (it would match inside other words) that the
+    reason still quotes makes the whole reason go: it may be a password."""
     userinfo = uri.partition("://")[2].rpartition("@")[0]
-    pieces = [uri, userinfo, *re.split(r"[:/?#]", userinfo)]
+    pieces = [p for p in [uri, userinfo, *re.split(r"[:/?#]", userinfo)] if p]
     for piece in sorted(pieces, key=len, reverse=True):
         if len(piece) >= 3:
             reason = reason.replace(piece, "***")
+    if any(f"'{piece}'" in reason or f'"{piece}"' in reason for piece in pieces):
+        return (
+            "its user name or password was read as part of its address (percent-encode "
+            "any '/', '?', '#' or '@' in them)"
+        )
     return reason
 
 
@@ -599,9 +606,10 @@ class Settings(BaseSettings):
         then linked to its name): a process starting beside the one that
         created it read it while still empty, and signed with an empty
         secret. An empty or unreadable one stops the start
-        (:class:`SecretFileError`). It is read once per process: the file
-        deleted under a running server changes nothing until its restart
-        (which then refuses to start: the database knows the old secret).
+        (:class:`SecretFileError`). It is read once per process, and a file
+        deleted under a running process (its data folder too) is written
+        back as it was: processes started afterwards, a worker, ``keys
+        create``, a restart, then share it instead of creating another.
         """
         given = [s.strip() for s in self.secret_keys.split(",") if s.strip()]
         if given:
@@ -611,6 +619,9 @@ class Settings(BaseSettings):
             secret = _secret_files.get(path.resolve())
             if secret is None:
                 secret = _secret_files[path.resolve()] = _read_secret_file(path)
+            elif not path.exists():
+                with contextlib.suppress(OSError):  # a folder gone for good: signed all the same
+                    _create_whole(path, secret.decode())
         return [secret]
 
 

@@ -162,6 +162,21 @@ def test_every_limit_of_an_operation_is_enforced(tmp_path) -> None:
         assert "2 per 60 seconds" in refused.json()["message"]
 
 
+def test_a_limit_written_twice_is_counted_once(tmp_path) -> None:
+    """Both spellings share one counter, and each request was counted once
+    per spelling: 3 a minute admitted 1."""
+    settings = make_settings(
+        tmp_path, rate_limits={"get-upscayl-history": "3/minute;3 per 1 minute"}
+    )
+    with client_for(settings) as client:
+        key = new_principal(client.app.state.ctx)[0]
+        answers = [
+            client.post("/get-upscayl-history", json={}, headers={"X-API-Key": key})
+            for _ in range(4)
+        ]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+
+
 def test_refusals_by_one_limit_use_up_none_of_the_others(tmp_path) -> None:
     """A client hammering the short limit would otherwise spend the long one
     on requests it never got."""

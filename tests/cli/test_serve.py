@@ -66,8 +66,35 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_and_stops(tmp_path: Path) 
         assert "Traceback" not in done.stderr
         assert "Worker running" not in done.stdout
     database = (tmp_path / "data" / "upscayl.db").resolve()
-    assert f"note: no database at {database} yet" in " ".join(runs[0].stderr.split())
+    first_note = " ".join(runs[0].stderr.split())
+    assert f"note: no database at {database} yet" in first_note
+    assert "set UPSCAYL_DATA_DIR as the server has it" in first_note
     assert "note:" not in runs[1].stderr
+
+
+def test_a_worker_creating_the_database_its_url_names_says_which_setting_chooses(
+    tmp_path: Path,
+) -> None:
+    """The note told to set UPSCAYL_DATA_DIR, which does not choose the
+    database when UPSCAYL_DATABASE_URL names one."""
+    database = tmp_path / "elsewhere.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = subprocess.run(
+            [sys.executable, "-c", _CLI, "worker", "--metrics-port", str(taken.getsockname()[1])],
+            env={
+                **os.environ,
+                "UPSCAYL_DATA_DIR": str(tmp_path / "data"),
+                "UPSCAYL_DATABASE_URL": f"sqlite:///{database}",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    note = " ".join(done.stderr.split())
+    assert f"note: no database at {database.resolve()} yet" in note
+    assert "set UPSCAYL_DATABASE_URL as the server has it" in note
 
 
 def test_serve_says_where_the_web_page_is(tmp_path: Path) -> None:

@@ -5,13 +5,15 @@ the database cannot be read; the process's own metrics beside them."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import replace
 
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from support.tasks import bare_tasks, queued_task
 from upscayl_cloud.db.engine import make_engine
@@ -120,14 +122,22 @@ def test_concurrent_finishes_are_all_counted(ctx: Context) -> None:
 def test_a_task_whose_worker_died_counts_as_waiting(ctx: Context, principal: Principal) -> None:
     """It stays "processing" until its lease is claimed again, and was
     missing from the queue depth: with every worker dead, nothing waited."""
-    queued_task(ctx, principal)
-    queued_task(ctx, principal)
-    claim(ctx.db, "dead", 0.01, 3)
+    for _ in range(3):
+        queued_task(ctx, principal)
+    dead = claim(ctx.db, "dead", 30, 3)
     claim(ctx.db, "alive", 30, 3)
-    time.sleep(0.05)
+    last = claim(ctx.db, "dead on its last attempt", 30, 3)
+    assert dead is not None and last is not None
+    with ctx.db.begin() as conn:  # both workers died: their leases ran out
+        for held, attempts in ((dead, 1), (last, 3)):
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == held.task_id)
+                .values(lease_until=0, attempts=attempts)
+            )
     scraped = _scraped(ctx)
-    assert scraped["processing"] == 2 and scraped["pending"] == 0
-    assert scraped["queue"] == 1
+    assert scraped["processing"] == 3 and scraped["pending"] == 0
+    assert scraped["queue"] == 1  # the last attempt's waits for the reaper, not a worker
 
 
 def test_a_scrape_does_not_wait_for_the_write_lock(ctx: Context, principal: Principal) -> None:
@@ -150,15 +160,21 @@ def test_a_scrape_does_not_wait_for_the_write_lock(ctx: Context, principal: Prin
     assert scraped[0]["pending"] == 1
 
 
-def test_an_unreadable_database_leaves_the_task_counts_out(ctx: Context) -> None:
+def test_an_unreadable_database_leaves_the_task_counts_out(
+    ctx: Context, caplog: pytest.LogCaptureFixture
+) -> None:
     """The scrape failed as a whole (a 503), losing this process's own
     counters when an outage is when they matter. The database here is a
     real one that refuses connections (nothing listens on port 1)."""
     gone = replace(ctx, db=make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    metrics = Metrics(gone)
     try:
-        text_out = generate_latest(Metrics(gone).registry).decode()
+        with caplog.at_level(logging.WARNING, logger="upscayl_cloud.services.metrics"):
+            text_out = generate_latest(metrics.registry).decode()
+            generate_latest(metrics.registry)
     finally:
         gone.db.dispose()
+    assert len(caplog.records) == 1  # once per outage, not once a scrape
     families = {f.name: f for f in text_string_to_metric_families(text_out)}
     assert families["upscayl_database_up"].samples[0].value == 0
     assert "upscayl_tasks" not in families and "upscayl_queue_depth" not in families

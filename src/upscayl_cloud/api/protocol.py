@@ -359,13 +359,13 @@ class DeadlineH11Protocol(H11Protocol):
         one, a malformed request line or header), in the spec's error shape:
         uvicorn wrote it as plain text, which no client of ours reads. No
         request was understood, so its id is a new one, logged with the
-        reason."""
+        caller's address (uvicorn's own line before it, "Invalid HTTP
+        request received.", has neither); no access line, as there is no
+        method or path to write one with."""
         request_id = new_id()
         with logging_as(request_id):
             log.warning(
-                "400 for a malformed request from %s: %s",
-                self.client[0] if self.client else "?",
-                msg,
+                "400 for a malformed request from %s", self.client[0] if self.client else "?"
             )
         body = json.dumps({"error": "BAD_REQUEST", "message": MALFORMED_HTTP_MESSAGE}).encode()
         headers = [

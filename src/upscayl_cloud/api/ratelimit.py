@@ -46,8 +46,11 @@ class RateLimits:
         self.enabled = settings.rate_limits_enabled
         storage = storage or storage_from_string(settings.rate_limit_storage_uri)
         self._limiter = MovingWindowRateLimiter(storage)
+        # Each limit once: the same one written twice shares one counter,
+        # and was counted twice a request (half its allowance).
         self._items: dict[str, list[RateLimitItem]] = {
-            op: parse_many(settings.rate_limit_for(op)) for op in SPEC_RATE_LIMITS
+            op: list(dict.fromkeys(parse_many(settings.rate_limit_for(op))))
+            for op in SPEC_RATE_LIMITS
         }
         if self.enabled and _per_process_counters_on_a_shared_database(settings):
             log.warning(

@@ -228,7 +228,10 @@ def add(
         typer.echo(f"error: {exc.filename or path}: {exc.strerror or exc}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(f"installed face model {model.name!r} ({model.path})")
-    missing = missing_embedded_database(get_settings())
+    settings = get_settings()
+    # Only the embedded database says which data folder a server uses: with
+    # a database URL, a missing file says nothing of where face models go.
+    missing = None if settings.database_url else missing_embedded_database(settings)
     if missing is not None:  # most likely another folder than the server's
         typer.echo(
             f"note: no database at {missing}: a server reads face models from its own "

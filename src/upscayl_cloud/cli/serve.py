@@ -264,10 +264,11 @@ def worker(
     if missing is not None:
         # Started before the server is fine (they share the file it creates);
         # started in another folder than the server's, it waits for nothing.
+        chooser = "UPSCAYL_DATABASE_URL" if settings.database_url else "UPSCAYL_DATA_DIR"
         typer.echo(
             f"note: no database at {missing} yet, so a new one is created: a worker "
-            "serves the server whose data folder it shares (run it in the folder the "
-            "server runs in, or set UPSCAYL_DATA_DIR as the server has it)",
+            "serves the server whose database it shares (run it in the folder the "
+            f"server runs in, or set {chooser} as the server has it)",
             err=True,
         )
     ctx = open_context(settings, records_secret=True)

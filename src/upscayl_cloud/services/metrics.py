@@ -33,6 +33,7 @@ STATUSES = ("pending", "processing", "completed", "failed")
 class _TaskCollector(Collector):
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._unreadable = False  # told once per outage, not once a scrape
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Unfinished tasks are counted (the claim's partial index holds just
@@ -47,11 +48,19 @@ class _TaskCollector(Collector):
         try:
             counts, waiting = self._read()
         except Exception as exc:
-            log.warning("metrics: task counts not read: %s", exc)
+            if not self._unreadable:
+                self._unreadable = True
+                first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.warning(
+                    "metrics: task counts not read, until the database answers: %s", first_line
+                )
             yield GaugeMetricFamily(
                 "upscayl_database_up", "Whether the task counts could be read", value=0
             )
             return
+        if self._unreadable:
+            self._unreadable = False
+            log.info("metrics: task counts read again")
         yield GaugeMetricFamily(
             "upscayl_database_up", "Whether the task counts could be read", value=1
         )
@@ -77,9 +86,14 @@ class _TaskCollector(Collector):
             )
             counts = dict(conn.execute(unfinished).all()) | dict(conn.execute(finished).all())
             # A dead worker's task stays "processing" until its lease is
-            # claimed again: it waits as much as a pending one does.
+            # claimed again: it waits as much as a pending one does (unless
+            # it has no attempt left: the reaper fails it, no worker takes it).
             orphaned = select(func.count()).where(
-                and_(tasks.c.status == "processing", tasks.c.lease_until < now_ms())
+                and_(
+                    tasks.c.status == "processing",
+                    tasks.c.lease_until < now_ms(),
+                    tasks.c.attempts < self._ctx.settings.max_attempts,
+                )
             )
             waiting = int(counts.get("pending") or 0) + int(conn.execute(orphaned).scalar_one())
         return counts, waiting

@@ -208,7 +208,8 @@ def check_file(
     if row is None:
         raise BadRequestError(
             f"{label}: no such uploaded file; name each file by the fileName that "
-            "get-upload-url returned for it (not the file's original name)"
+            "get-upload-url returned for it (not the file's original name); an upload "
+            "that waited past its expiry is deleted, and must be sent again"
         )
     # From here on the file is named as the caller named it, as the worker's
     # errors do (a direct upload's fileName is one the server generated), and

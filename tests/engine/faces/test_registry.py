@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from select import select as wait_readable
 
 import numpy as np
 import pytest
@@ -88,6 +90,18 @@ def test_an_installed_model_is_readable_by_every_user(tmp_path: Path) -> None:
     the operator who installed it."""
     model = add(tmp_path / "faces", nets.invert(tmp_path / "m.onnx"))
     assert model.path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_refused_model_leaves_no_folders_behind(tmp_path: Path) -> None:
+    """The folders are made before the copy is checked where it will live:
+    a refused file left an empty models/faces in the data folder."""
+    source = tmp_path / "notes.onnx"
+    source.write_bytes(b"not a model")
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(FaceModelError):
+        add(models_dir(data), source)
+    assert list(data.iterdir()) == []
 
 
 def test_a_model_with_weights_in_other_files_is_refused(tmp_path: Path) -> None:
@@ -179,18 +193,32 @@ def _as_service_user(call: Callable[[], object]) -> object:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
+        # Whatever happens, the child ends here: returning into pytest, it
+        # would run the rest of the session as nobody beside its parent.
         try:
+            os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
-            result: object = call()
-        except BaseException as exc:
-            result = f"raised {type(exc).__name__}: {exc}"
-        os.write(write, pickle.dumps(result))
-        os._exit(0)
+            try:
+                result: object = call()
+            except BaseException as exc:
+                result = f"raised {type(exc).__name__}: {exc}"
+            os.write(write, pickle.dumps(result))
+        finally:
+            os._exit(0)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
+    ready: list[object] = []
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            # A child stuck (a lock some thread held at the fork) must not
+            # hang the run: it is killed, and the test fails.
+            ready, _, _ = wait_readable([pipe], [], [], 30)
+            data = pipe.read() if ready else b""
+    finally:
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert data, "the child acting as nobody answered nothing within 30 s"
     return pickle.loads(data)
 
 
@@ -304,7 +332,7 @@ def test_a_model_is_checked_where_it_will_live_not_beside_its_source(
     directory = tmp_path / "faces"
     with pytest.raises(FaceModelError, match=r"^m\.onnx is not a loadable ONNX model"):
         add(directory, _external_constant(tmp_path / "download"))
-    assert list(directory.iterdir()) == []
+    assert not directory.exists()  # nothing left: no temporary copy, no folder
 
 
 def test_a_file_over_2_gib_is_refused_before_it_is_read(

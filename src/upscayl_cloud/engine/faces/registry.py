@@ -11,6 +11,7 @@ when a task loads it, before its image is decoded (``enhancer.load_restorer``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -209,7 +210,7 @@ def add(directory: Path, source: Path, name: str | None = None, replace: bool = 
             "would not be installed with it: save it as one file (onnx.save with "
             "save_as_external_data=False)"
         )
-    _make_folders(target.parent)
+    made = _make_folders(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=".adding-", suffix=SUFFIX, dir=target.parent)
     os.close(fd)
     try:
@@ -224,13 +225,17 @@ def add(directory: Path, source: Path, name: str | None = None, replace: bool = 
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        for folder in made:  # a refused model leaves the data folder as it was
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return FaceModel(name, target)
 
 
-def _make_folders(directory: Path) -> None:
+def _make_folders(directory: Path) -> list[Path]:
     """Create ``directory`` and its missing parents as ``FOLDER_MODE``,
-    whatever the umask; folders that exist keep the mode they have."""
+    whatever the umask; folders that exist keep the mode they have.
+    Returns the folders made, deepest first."""
     missing = []
     while not directory.is_dir():
         missing.append(directory)
@@ -240,6 +245,7 @@ def _make_folders(directory: Path) -> None:
     for folder in reversed(missing):
         folder.mkdir(exist_ok=True)
         os.chmod(folder, FOLDER_MODE)
+    return missing
 
 
 def _uses_external_data(path: Path) -> bool:

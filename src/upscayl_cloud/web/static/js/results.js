@@ -27,13 +27,14 @@ export function setLinkLifetime(seconds) {
  * fresh, else those of a new get-task-status (every call signs new ones).
  * `force` signs anew whatever their age (a thumbnail that failed to load);
  * calls made while one is asked share its answer, so a card of ten
- * thumbnails that all expired asks once.
+ * thumbnails that all expired asks once. `links.current()` is the list at
+ * hand, asking nothing.
  */
 function freshLinks(files, taskId) {
   let current = files;
   let signedAt = Date.now();
   let asking = null;
-  return async (force = false) => {
+  const links = async (force = false) => {
     const stale = Date.now() - signedAt > Math.max(0, linkSeconds * 1000 - LINK_MARGIN_MS);
     if (!(stale || force) || !taskId) return current;
     if (!asking) {
@@ -50,6 +51,8 @@ function freshLinks(files, taskId) {
     }
     return asking;
   };
+  links.current = () => current;
+  return links;
 }
 
 function placeholderThumb() {
@@ -70,7 +73,11 @@ function thumbnailOf(file, links) {
     if (!signedAgain) {
       signedAgain = true;
       try {
-        const now = (await links(true)).find((f) => f.fileName === file.fileName);
+        // A link signed since this one (the card's other thumbnails asked
+        // already) is tried first: each ask spends the hourly status budget.
+        const known = links.current().find((f) => f.fileName === file.fileName);
+        const force = !known || known.thumbnailLink === img.getAttribute("src");
+        const now = (await links(force)).find((f) => f.fileName === file.fileName);
         if (now && now.thumbnailLink) {
           img.src = now.thumbnailLink;
           return;
