@@ -6,6 +6,7 @@ Kept free of any HTTP or database notion: the service and the local
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,85 @@ MAX_OUTPUT_EDGE: dict[str, int] = {"webp": 16383, "jpg": 65500}
 SCALES: tuple[int, ...] = (2, 4, 8)
 
 
-def available_cores() -> int:
-    """Cores this process may run on (honours CPU affinity and cgroup pinning)."""
+#: Where the kernel shows the control groups (Linux), and which this
+#: process is in (paths under that root).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def available_cores(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+    """Cores this process may use: those CPU affinity and cgroup pinning
+    allow, and no more than a cgroup CPU quota pays for. A container
+    limited to 2 CPUs on a 64-core node sees all 64 in its affinity, and 64
+    threads per worker sharing 2 CPUs' time only wait for each other."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup_root, self_cgroup)
+    if quota is not None:
+        cores = min(cores, quota)
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota(root: Path, self_cgroup: Path) -> int | None:
+    """The CPUs a cgroup quota allows, rounded up (1.5 CPUs' time is more
+    than one thread can use): the tightest quota from this process's
+    cgroup up to the root, v2 (``cpu.max``) or v1 (``cpu/cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us``); None without one. In a container the root
+    is its own cgroup; a systemd service's quota sits in its own folder."""
+    quotas = []
+    for folder in _own_cgroups(root, self_cgroup, version=2):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()
+        except (OSError, ValueError):
+            continue
+        quotas.append(_cpus(quota, period))
+    for folder in _own_cgroups(root / "cpu", self_cgroup, version=1):
+        try:
+            quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+            period = (folder / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            continue
+        quotas.append(_cpus(quota, period))
+    found = [quota for quota in quotas if quota is not None]
+    return min(found) if found else None
+
+
+def _cpus(quota: str, period: str) -> int | None:
+    """ceil(quota / period), or None where there is no quota (v2's ``max``,
+    v1's ``-1``)."""
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return max(1, math.ceil(quota_us / period_us))
+
+
+def _own_cgroups(root: Path, self_cgroup: Path, version: int) -> list[Path]:
+    """``root`` and the folders down to this process's cgroup as
+    ``self_cgroup`` names it (v2: the ``0::`` line; v1: the ``cpu``
+    controller's), so quotas set on any of them count. In a container
+    without a cgroup namespace of its own the path is the host's, missing
+    under ``root``: the root, then the container's own cgroup, is read."""
+    relative = ""
+    try:
+        for line in self_cgroup.read_text().splitlines():
+            number, controllers, path = line.split(":", 2)
+            if (version == 2 and number == "0" and not controllers) or (
+                version == 1 and "cpu" in controllers.split(",")
+            ):
+                relative = path.strip("/")
+    except (OSError, ValueError):
+        pass
+    folders = [root]
+    for part in Path(relative).parts if relative else ():
+        if part in ("..", "."):
+            break
+        folders.append(folders[-1] / part)
+    return folders
 
 
 @dataclass(frozen=True)

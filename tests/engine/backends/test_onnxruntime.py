@@ -6,6 +6,8 @@ this code path but are unmeasured until a GPU session runs bench/.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -110,3 +112,24 @@ def test_a_provider_that_falls_back_gets_a_graph_of_its_own(monkeypatch, photo):
     network.run(chw)
     assert built == [True, False]  # the session is kept
     assert result.shape == (3, 64, 64)
+
+
+def test_a_tensorrt_cache_folder_that_cannot_be_made_costs_only_the_cache(tmp_path, caplog):
+    """TensorRT's engine folder could not be created (its parent is a file;
+    a read-only mount, another account's folder): every session failed.
+    TensorRT then runs without its engine cache, warned once. No GPU here:
+    the provider's options are what is checked."""
+    (tmp_path / "not-a-folder").write_bytes(b"")
+    folder = tmp_path / "not-a-folder" / "tensorrt"
+    network = OnnxRuntimeNetwork(
+        NETWORKS["span-x2-ch48"], threads=1, use_gpu=False, cache_dir=folder
+    )
+    network._provider = "TensorrtExecutionProvider"  # as on a GPU with TensorRT
+    with caplog.at_level(logging.WARNING):
+        chosen = [network._providers() for _ in range(2)]
+    assert chosen[0] == chosen[1]
+    assert chosen[0][0] == ("TensorrtExecutionProvider", {"trt_fp16_enable": True})
+    warnings = [
+        record.getMessage() for record in caplog.records if str(folder) in record.getMessage()
+    ]
+    assert len(warnings) == 1 and "Not a directory" in warnings[0]

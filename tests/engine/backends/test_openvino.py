@@ -8,7 +8,9 @@ one untiled plain-ncnn call is checked on one network of each family.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from tests.engine.memory import anonymous_mib
 from tests.engine.reference import plain_ncnn, psnr
+from upscayl_cloud.engine.backends import disk_cache
 from upscayl_cloud.engine.backends import openvino as openvino_backend
 from upscayl_cloud.engine.backends.disk_cache import prune
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
@@ -422,3 +425,162 @@ def test_importing_openvino_sends_and_stores_nothing(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.stdout.strip().endswith("telemetry_stub")
     assert list(home.iterdir()) == []
+
+
+def _tiny_png(photo: np.ndarray, path: Path) -> Path:
+    import pyvips
+
+    pixels = np.round(photo[120:136, 220:240] * 255).astype(np.uint8)
+    pyvips.Image.new_from_array(pixels).write_to_file(str(path))
+    return path
+
+
+def _cache_warnings(caplog, folder: Path) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and str(folder) in record.getMessage()
+    ]
+
+
+def test_a_cache_folder_that_cannot_be_made_costs_only_the_cache(photo, tmp_path, caplog):
+    """``models tune`` run by root, a read-only mount: a cache folder that
+    cannot be created failed every OpenVINO task with an internal error.
+    Here its parent is a file (no one, root included, can make it): the
+    upscale runs without the cache, as it would with none, warned once."""
+    from upscayl_cloud.engine.options import UpscaleRequest
+    from upscayl_cloud.engine.pipeline import upscale_file
+
+    (tmp_path / "not-a-folder").write_bytes(b"")
+    cache_dir = tmp_path / "not-a-folder" / "cache"
+    source = _tiny_png(photo, tmp_path / "in.png")
+    request = UpscaleRequest("quick-clear-4x", 4, "png")
+    settings = EngineSettings(threads=1, use_gpu=False, backend="openvino", cache_dir=cache_dir)
+    uncached = EngineSettings(threads=1, use_gpu=False, backend="openvino")
+    with caplog.at_level(logging.WARNING):
+        upscale_file(source, tmp_path / "cached.png", request, settings=settings)
+        # Another compilation on the same folder: no second warning.
+        OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=cache_dir / "openvino").run(
+            np.ascontiguousarray(photo[:16, :16].transpose(2, 0, 1))
+        )
+    upscale_file(source, tmp_path / "plain.png", request, settings=uncached)
+    assert (tmp_path / "cached.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    (warning,) = _cache_warnings(caplog, cache_dir / "openvino")
+    assert "Not a directory" in warning
+
+
+def test_a_cache_lock_that_cannot_be_opened_costs_only_the_cache(photo, tmp_path, caplog):
+    """The folder's lock cannot be opened (here a folder stands at its name;
+    another account's lock file fails the same way): compilations go on
+    without the cache, warned once, and write nothing into it."""
+    cache = tmp_path / "cache"
+    (cache / ".lock").mkdir(parents=True)
+    chw = np.ascontiguousarray(photo[:16, :16].transpose(2, 0, 1))
+    plain = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1).run(chw)
+    with caplog.at_level(logging.WARNING):
+        first = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=cache).run(chw)
+        again = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=cache).run(chw)
+    assert np.array_equal(first, plain) and np.array_equal(again, plain)
+    (warning,) = _cache_warnings(caplog, cache)
+    assert "Is a directory" in warning
+    assert [path.name for path in cache.iterdir()] == [".lock"]
+
+
+_SPAN_IN_A_PROCESS = """
+import sys
+import numpy as np
+from pathlib import Path
+from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
+from upscayl_cloud.engine.networks import NETWORKS
+chw = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
+out = OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=Path(sys.argv[1])).run(chw)
+np.save(sys.argv[2], out)
+"""
+
+
+def _span_run(cache: Path) -> np.ndarray:
+    """SPAN on a small fixed input, in this process."""
+    chw = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)
+    return OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=cache).run(chw)
+
+
+def _span_run_in_a_process(cache: Path) -> np.ndarray:
+    """The same in a new process: one that has checked no blob yet."""
+    out = cache.parent / "out.npy"
+    subprocess.run(
+        [sys.executable, "-c", _SPAN_IN_A_PROCESS, str(cache), str(out)], check=True, timeout=120
+    )
+    return np.load(out)
+
+
+def test_a_blob_damaged_at_its_full_size_is_compiled_again(tmp_path):
+    """A blob whose middle was zeroed, its size and time unchanged (what a
+    crash leaves when the size reached the disk and the data did not),
+    loaded without complaint and made a garbage image. Its checksum no
+    longer matches: a new process deletes it and compiles again."""
+    cache = tmp_path / "cache"
+    first = _span_run(cache)
+    (blob,) = cache.glob("*.blob")
+    stat = blob.stat()
+    data = bytearray(blob.read_bytes())
+    start, end = len(data) // 4, 3 * len(data) // 4
+    data[start:end] = bytes(end - start)
+    blob.chmod(0o644)  # OpenVINO writes it read-only
+    blob.write_bytes(data)
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert blob.stat().st_size == stat.st_size
+    assert np.array_equal(_span_run_in_a_process(cache), first)
+    assert blob.read_bytes() != data  # written anew, with its checksum
+    assert (cache / f".{blob.name}.sha256").exists()
+
+
+def test_a_blob_without_a_checksum_is_compiled_again(tmp_path):
+    """Blobs of an older version, or of a process that died before writing
+    the checksum, cannot be told whole: they are deleted, and compiled anew."""
+    cache = tmp_path / "cache"
+    first = _span_run(cache)
+    (blob,) = cache.glob("*.blob")
+    written = blob.stat().st_mtime_ns
+    (checksum,) = cache.glob(".*.sha256")
+    checksum.unlink()
+    (cache / ".gone.blob.sha256").write_text("0\n")  # its blob was deleted by hand
+    assert np.array_equal(_span_run_in_a_process(cache), first)
+    assert blob.stat().st_mtime_ns != written  # compiled anew, not loaded
+    assert [path.name for path in cache.glob(".*.sha256")] == [checksum.name]
+
+
+def test_a_blob_is_read_for_its_checksum_once_per_process(tmp_path, monkeypatch):
+    """Every compilation checks the folder; a blob already found whole (same
+    size, time and inode) is not read again: hashing runs at about 1 GB/s."""
+    digests: list[Path] = []
+    digest = disk_cache._digest
+    monkeypatch.setattr(disk_cache, "_digest", lambda path: digests.append(path) or digest(path))
+    cache = tmp_path / "cache"
+    _span_run(cache)  # writes the blob and its checksum: one read
+    _span_run(cache)
+    chw = np.random.default_rng(1).random((3, 8, 24), dtype=np.float32)
+    OpenVinoNetwork(NETWORKS["span-x2-ch48"], threads=1, cache_dir=cache).run(chw)  # same blob
+    assert len(list(cache.glob("*.blob"))) == 1
+    assert len(digests) == 1
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_cache_folder_that_cannot_be_changed_costs_only_the_cache(tmp_path, caplog):
+    """A folder where nothing can be deleted or added (a read-only mount;
+    here an immutable folder, which binds root too), holding a blob that
+    has no checksum: it can be neither trusted nor deleted, so compilations
+    run without the folder, warned once."""
+    cache = tmp_path / "cache"
+    first = _span_run_in_a_process(cache)
+    for checksum in cache.glob(".*.sha256"):
+        checksum.unlink()
+    if subprocess.run(["chattr", "+i", str(cache)], capture_output=True).returncode:
+        pytest.skip("this filesystem or account cannot make a folder immutable")
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert np.array_equal(_span_run(cache), first)
+            assert np.array_equal(_span_run(cache), first)
+    finally:
+        subprocess.run(["chattr", "-i", str(cache)], check=True)
+    (warning,) = _cache_warnings(caplog, cache)
+    assert "cannot be used" in warning and "Operation not permitted" in warning

@@ -6,6 +6,8 @@ and the caching. The real probe on OpenVINO is tested in test_openvino.py.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from upscayl_cloud.engine.backends import width_costs
@@ -137,6 +139,20 @@ def test_timings_kept_in_a_file_serve_the_next_process(tmp_path):
     assert again.relative(600) == pytest.approx(1.0)
     assert timings.timed == []
     assert [p.name for p in path.parent.iterdir()] == ["net.json"]  # no temporary left
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_the_file_is_readable_as_the_umask_allows(tmp_path, umask, mode):
+    """``models tune`` run by another account than the workers': a file
+    written 0600 (a temporary file's mode) made them time widths during
+    tasks; it gets the mode any other file would."""
+    path = tmp_path / "widths" / "net.json"
+    before = os.umask(umask)
+    try:
+        WidthCosts(_Timings({}), path).relative(600)
+    finally:
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == mode
 
 
 def test_an_unreadable_file_is_timed_again_and_rewritten(tmp_path):

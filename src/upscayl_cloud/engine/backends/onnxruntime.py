@@ -25,6 +25,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
+from upscayl_cloud.engine.backends.disk_cache import warn_unusable
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
 from upscayl_cloud.engine.convert.to_onnx import IR_VERSION, OPSET
 from upscayl_cloud.engine.networks import NetworkSpec
@@ -170,12 +171,23 @@ class OnnxRuntimeNetwork(Network):
         self._provider = actual
         return True
 
+    @staticmethod
+    def _cache_usable(folder: Path) -> bool:
+        """Whether TensorRT may keep its engines in ``folder``: one that
+        cannot be created (a file in its path; its parent on a read-only
+        mount, or another account's) costs engine builds, not every task."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            warn_unusable(folder, exc)
+            return False
+        return True
+
     def _providers(self) -> list[str | tuple[str, dict[str, object]]]:
         chosen: list[str | tuple[str, dict[str, object]]] = []
         if self._provider == "TensorrtExecutionProvider":
             trt: dict[str, object] = {"trt_fp16_enable": self._fp16}
-            if self._cache_dir is not None:
-                self._cache_dir.mkdir(parents=True, exist_ok=True)
+            if self._cache_dir is not None and self._cache_usable(self._cache_dir):
                 trt |= {
                     "trt_engine_cache_enable": True,
                     "trt_engine_cache_path": str(self._cache_dir),

@@ -23,7 +23,9 @@ for SPAN, 5/255 for Real-CUGAN pro), both equally close to ncnn (within
 Compiled models are kept in a small in-process cache and, with a cache
 folder, on disk (OpenVINO's ``CACHE_DIR``), which turns a 1.7 s
 compilation of realesrgan-x4plus into a 0.4 s load; the folder is pruned to
-a size limit.
+a size limit, its blobs are checked against checksums before one may load,
+and a folder that cannot be used only costs the compilations
+(``disk_cache``).
 OpenVINO keeps each compiled model's peak working memory, per stream, until
 told to release it; a worker thread's most recently used models keep it
 within one tile budget, and older ones hand it back (``memory_keeper``).
@@ -36,7 +38,6 @@ ones (``width_costs``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import logging
@@ -44,8 +45,8 @@ import platform
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import nullcontext
 from functools import cache
 from pathlib import Path
 
@@ -53,7 +54,7 @@ import numpy as np
 import openvino as ov
 
 from upscayl_cloud.engine.backends.base import Network, cpu_device
-from upscayl_cloud.engine.backends.disk_cache import prune
+from upscayl_cloud.engine.backends.disk_cache import compiling
 from upscayl_cloud.engine.backends.heap import return_freed_memory
 from upscayl_cloud.engine.backends.memory_keeper import MemoryKeeper
 from upscayl_cloud.engine.backends.onnx_models import onnx_bytes, onnx_feeds
@@ -61,9 +62,6 @@ from upscayl_cloud.engine.backends.width_costs import WidthCosts
 from upscayl_cloud.engine.networks import NetworkSpec
 
 log = logging.getLogger(__name__)
-
-#: The lock file in the cache folder (never pruned: see ``disk_cache``).
-LOCK_NAME = ".lock"
 
 #: Compiled models kept per network: a dynamic one and a static one per
 #: graph for a many-tile image (Real-CUGAN's tiles use five graphs: four
@@ -92,12 +90,11 @@ def _cut(shapes: _Shapes, input_blob: str, output: str) -> tuple[str, tuple[str,
 
 
 @cache
-def core(cache_dir: Path | None) -> ov.Core:
-    ov_core = ov.Core()
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        ov_core.set_property({"CACHE_DIR": str(cache_dir)})
-    return ov_core
+def core() -> ov.Core:
+    """One core for the process. The cache folder is given per compilation
+    instead (``CACHE_DIR`` in its settings), so one whose folder cannot be
+    used at that moment runs without it."""
+    return ov.Core()
 
 
 @cache
@@ -114,7 +111,7 @@ def _cpu_model() -> str:
 
 def native_bf16() -> bool:
     """True where OpenVINO runs bf16 by default (AMX or AVX-512-BF16)."""
-    return core(None).get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    return core().get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
 
 
 class _Entry:
@@ -175,7 +172,7 @@ class OpenVinoNetwork(Network):
         #: this many times as long as its graph's dynamic compilation took
         #: (0: from its second call on).
         self._static_after = static_after
-        self._core = core(cache_dir)
+        self._core = core()
         self._lock = threading.Lock()
         self._models: dict[tuple[str, tuple[str, ...]], ov.Model] = {}
         self._entries: OrderedDict[tuple[str, _Shapes], _Entry] = OrderedDict()
@@ -380,14 +377,15 @@ class OpenVinoNetwork(Network):
         if self._fp32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         folder = self._cache_dir
-        with _cache_lock(folder) if folder is not None else nullcontext():
+        max_bytes = self._cache_max_mb * 1024 * 1024
+        with compiling(folder, max_bytes) if folder is not None else nullcontext(False) as cached:
+            if cached:
+                config["CACHE_DIR"] = str(folder)
             # Timed inside the lock: waiting for another process's
             # compilation is not what a static compilation would cost.
             start = time.perf_counter()
             compiled = self._core.compile_model(shaped, "CPU", config)
             seconds = time.perf_counter() - start
-            if folder is not None:
-                prune(folder, self._cache_max_mb * 1024 * 1024)
         if _is_dynamic(shapes):
             # What a static compilation of one shape is taken to cost: about
             # the same work (measured 1.1-1.3 s against 1.1-1.7 s for RRDB).
@@ -395,19 +393,3 @@ class OpenVinoNetwork(Network):
                 self._compile_s[cut] = seconds
         log.info("compiled %s for %s on %s", self.spec.key, dict(shapes), self.device)
         return compiled
-
-
-@contextmanager
-def _cache_lock(folder: Path) -> Iterator[None]:
-    """Hold the cache folder's lock: OpenVINO writes a blob in place and maps
-    blobs it loads, so a process loading one while another still writes it
-    died of SIGBUS (seen with three workers starting together). Compilations
-    that use the folder (and its pruning) take turns, across threads and
-    processes; inference does not wait for it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -28,8 +28,8 @@ import json
 import logging
 import math
 import os
+import secrets
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -182,21 +182,21 @@ def _load(path: Path) -> dict[int, float]:
 def _save(path: Path, ratios: dict[int, float]) -> None:
     """Merge ``ratios`` into the file, atomically: another process may be
     writing it too, and a reader must never see half a file. Widths this
-    process measured win; a write lost to a race costs a later re-timing."""
+    process measured win; a write lost to a race costs a later re-timing.
+    The file gets the umask's mode, as any other (a temporary file's 0600
+    kept workers of another account from reading what ``models tune``
+    timed, so they timed the widths again during tasks)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         merged = {**_load(path), **ratios}
         text = json.dumps({str(width): round(ratio, 3) for width, ratio in sorted(merged.items())})
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
-            try:
-                handle.write(text)
-            except OSError:
-                Path(handle.name).unlink(missing_ok=True)
-                raise
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            os.replace(handle.name, path)
+            with open(temporary, "x") as handle:  # 0666 less the umask
+                handle.write(text)
+            os.replace(temporary, path)
         except OSError:
-            Path(handle.name).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
     except OSError as exc:
         log.warning("could not keep width timings in %s: %s", path, exc)
