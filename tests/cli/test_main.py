@@ -77,26 +77,37 @@ def test_settings_that_only_fail_together_say_why(monkeypatch: pytest.MonkeyPatc
     )
 
 
-def test_s3_settings_botocore_refuses_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        (
+            {"UPSCAYL_S3_REGION": "eu west 1"},
+            "Invalid setting UPSCAYL_S3_REGION='eu west 1': not an S3 region; write its name, "
+            "such as us-east-1 or eu-west-1 (letters, digits and dashes; SeaweedFS and MinIO "
+            "accept us-east-1)",
+        ),
+        (
+            {"UPSCAYL_S3_ACCESS_KEY_ID": "AKIDEXAMPLE"},
+            "Invalid settings: UPSCAYL_S3_ACCESS_KEY_ID and UPSCAYL_S3_SECRET_ACCESS_KEY go "
+            "together: set both, or neither to use boto3's usual chain (environment, ~/.aws, "
+            "role)",
+        ),
+    ],
+)
+def test_s3_settings_botocore_refuses_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, setting: dict[str, str], says: str
+) -> None:
     """Each was a traceback of 120-150 lines from every command."""
-    monkeypatch.setenv("UPSCAYL_STORAGE_BACKEND", "s3")
-    monkeypatch.setenv("UPSCAYL_S3_BUCKET", "photos")
-    monkeypatch.setenv("UPSCAYL_S3_REGION", "eu west 1")
+    for name, value in {
+        "UPSCAYL_STORAGE_BACKEND": "s3",
+        "UPSCAYL_S3_BUCKET": "photos",
+        "UPSCAYL_S3_REGION": "eu-west-1",
+        **setting,
+    }.items():
+        monkeypatch.setenv(name, value)
     result = CliRunner().invoke(app, ["keys", "list"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "Invalid setting UPSCAYL_S3_REGION='eu west 1': not an S3 region; write its name, "
-        "such as us-east-1 or eu-west-1 (letters, digits and dashes; SeaweedFS and MinIO "
-        "accept us-east-1)"
-    ]
-    monkeypatch.setenv("UPSCAYL_S3_REGION", "eu-west-1")
-    monkeypatch.setenv("UPSCAYL_S3_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    result = CliRunner().invoke(app, ["keys", "list"])
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "Invalid settings: UPSCAYL_S3_ACCESS_KEY_ID and UPSCAYL_S3_SECRET_ACCESS_KEY go "
-        "together: set both, or neither to use boto3's usual chain (environment, ~/.aws, role)"
-    ]
+    assert result.output.strip().splitlines() == [says]
 
 
 def test_a_settings_file_that_is_not_text_is_one_line(
