@@ -112,11 +112,13 @@ def test_a_key_and_its_secret_are_recorded_together(ctx: Context) -> None:
 def test_keys_keep_working_when_the_secret_file_goes(settings: Settings) -> None:
     """The generated ``secret.key`` deleted under a running server: it made a
     new one at the next request and answered 401 to every key, silently.
-    The process keeps the secret it started with and writes none."""
+    The process keeps the secret it started with, and writes that one back
+    for the processes started after it."""
     generated = settings.model_copy(update={"secret_keys": ""})
     ctx = build_context(generated, records_secret=True)
     try:
         key, _info = keys.create_key(ctx, "kept")
+        started_with = (settings.data_dir / "secret.key").read_bytes()
         (settings.data_dir / "secret.key").unlink()
         assert keys.authenticate(ctx, key).key_id
         again = build_context(generated, records_secret=True)  # the app's own context
@@ -126,4 +128,4 @@ def test_keys_keep_working_when_the_secret_file_goes(settings: Settings) -> None
             again.db.dispose()
     finally:
         ctx.db.dispose()
-    assert not (settings.data_dir / "secret.key").exists()
+    assert (settings.data_dir / "secret.key").read_bytes().strip() == started_with.strip()
