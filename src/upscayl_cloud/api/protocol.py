@@ -310,8 +310,10 @@ class DeadlineH11Protocol(H11Protocol):
         try:
             if not cycle.response_started and self.conn.our_state is h11.SEND_RESPONSE:
                 cycle.response_started = True
-                self._write_408(cycle, message, request_id)
+                # Logged before it is written, as uvicorn logs its own: a
+                # client reading the answer must find the line already there.
                 self._log_access(cycle.scope, 408, request_id)
+                self._write_408(cycle, message, request_id)
         except h11.LocalProtocolError as exc:  # h11 refused the answer: close anyway
             log.warning("could not write the 408: %s", exc)
         finally:
