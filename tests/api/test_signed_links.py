@@ -160,3 +160,25 @@ def test_ranges_are_read_as_s3_reads_them(client: TestClient) -> None:
         if method == "GET":
             assert past.json()["error"] == "RANGE_NOT_SATISFIABLE"
             assert past.json()["message"].startswith(f"The file has {len(RESULT)} bytes")
+
+
+def test_an_upload_takes_its_type_exactly_as_s3_does(client: TestClient) -> None:
+    """S3 signs the Content-Type and compares it exactly: a type with a
+    parameter, or in capitals, is refused there. The local store took both,
+    so a client built against the embedded server failed on S3. The refusal
+    says what the link is for and what was sent."""
+    base = str(client.base_url).rstrip("/")
+    store = client.app.state.ctx.storage
+    link = store.presign_put(base, "uploads/a/x.png", "image/png", 3, now_ms() + 60_000)
+    for sent in ("image/png; charset=binary", "IMAGE/PNG", "image/png;"):
+        refused = client.put(link, content=b"abc", headers={"Content-Type": sent})
+        assert refused.status_code == 403, (sent, refused.text)
+        assert refused.json()["message"] == (
+            f"This link is for Content-Type image/png; the request sent {sent}"
+        )
+    assert store.size("uploads/a/x.png") is None
+    long = "image/png; " + "x" * 500
+    refused = client.put(link, content=b"abc", headers={"Content-Type": long})
+    assert refused.json()["message"].endswith(f"the request sent {long[:100]}")
+    sent = client.put(link, content=b"abc", headers={"Content-Type": "image/png"})
+    assert sent.status_code == 200, sent.text

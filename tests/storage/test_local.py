@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.storage.refusing import entries_fixed
 from upscayl_cloud.storage.base import (
     MIN_PART_BYTES,
     CompletedPart,
@@ -18,6 +26,8 @@ from upscayl_cloud.storage.base import (
     StorageError,
 )
 from upscayl_cloud.storage.local import LocalStorage
+
+DAY = 24 * 3600
 
 
 @pytest.fixture
@@ -195,3 +205,109 @@ def test_a_part_whose_upload_ends_as_it_is_written_is_refused_not_kept(
     with pytest.raises(MultipartError, match="unknown or finished upload id"):
         store.write_part(upload_id, 1, iter([b"late"]), 4)
     assert list((store.root / ".multipart").iterdir()) == []  # nor its renamed-away folder
+
+
+def test_an_upload_folder_the_system_will_not_remove_is_a_storage_error(
+    store: LocalStorage,
+) -> None:
+    """A real refusal (tests/storage/refusing.py). Raised as the OS's error,
+    it ended the sweeper's whole pass, and every later one, since the same
+    upload came first again: expired results were never deleted."""
+    upload_id = store.create_multipart("uploads/a/x.png")
+    part = _part(store, upload_id, 1, b"data")
+    refused = pytest.raises(StorageError, match=f"could not remove multipart upload {upload_id}")
+    with entries_fixed(store.root / ".multipart"), refused:
+        store.abort_multipart("uploads/a/x.png", upload_id)
+    store.abort_multipart("uploads/a/x.png", upload_id)  # allowed again: gone
+    assert list((store.root / ".multipart").iterdir()) == []
+    with pytest.raises(MultipartError, match="unknown"):
+        store.complete_multipart("uploads/a/x.png", upload_id, [part])
+
+
+def test_a_completion_whose_parts_cannot_be_removed_still_succeeds(
+    store: LocalStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The object is whole under its key when the parts' folder is removed:
+    a refusal then is logged, not a 500 that sends the client to repeat a
+    completion that succeeded. The parts go with the upload's original (the
+    sweeper aborts it), as an abort then shows."""
+    upload_id = store.create_multipart("uploads/a/x.png")
+    parts = [_part(store, upload_id, 1, b"a" * MIN_PART_BYTES), _part(store, upload_id, 2, b"z")]
+    with caplog.at_level(logging.WARNING), entries_fixed(store.root / ".multipart"):
+        assert store.complete_multipart("uploads/a/x.png", upload_id, parts) == MIN_PART_BYTES + 1
+    assert store.read_head("uploads/a/x.png", 2, MIN_PART_BYTES - 1) == b"az"
+    assert "completed uploads/a/x.png, but its parts stay" in caplog.text
+    assert (store.root / ".multipart" / upload_id).is_dir()
+    store.abort_multipart("uploads/a/x.png", upload_id)
+    assert list((store.root / ".multipart").iterdir()) == []
+    assert store.size("uploads/a/x.png") == MIN_PART_BYTES + 1
+
+
+#: A process that stops mid-way for its parent to kill it (SIGKILL): in a
+#: write after its first chunk, or in an abort between renaming the upload's
+#: folder away and removing it.
+_PAUSED_CHILD = r"""
+import shutil, sys, time
+from pathlib import Path
+from upscayl_cloud.storage.local import LocalStorage
+
+def paused(first):
+    yield first
+    print("paused", flush=True)
+    time.sleep(600)
+
+store = LocalStorage(Path(sys.argv[1]), [b"secret"])
+what, name = sys.argv[2], sys.argv[3]
+if what == "object":
+    store.write_stream(name, paused(b"x" * 1000), 1 << 20)
+elif what == "part":
+    store.write_part(name, 1, paused(b"x" * 1000), 2000)
+else:
+    shutil.rmtree = lambda *args, **kwargs: (print("paused", flush=True), time.sleep(600))
+    store.abort_multipart("uploads/a/any.png", name)
+"""
+
+
+@contextmanager
+def _paused_child(store: LocalStorage, what: str, name: str) -> Iterator[None]:
+    """Inside: a process paused mid-way (``_PAUSED_CHILD``); killed on leaving."""
+    command = [sys.executable, "-c", _PAUSED_CHILD, str(store.root), what, name]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "paused"
+        yield
+    finally:
+        child.kill()
+        child.wait(30)
+
+
+def _leftovers(store: LocalStorage) -> list[Path]:
+    return sorted(p for p in store.root.rglob("*") if p.name.startswith((".tmp-", ".gone-")))
+
+
+def test_leftovers_of_killed_processes_are_reclaimed_once_stale(store: LocalStorage) -> None:
+    """Processes killed (SIGKILL) mid-write leave their temporary file beside
+    an object or a part, and mid-abort an upload's folder renamed away: for
+    good, and the first kept its folder from being removed. Once untouched
+    past the bound (aged with ``os.utime``, standing in for waiting a day)
+    they go, and the folders they kept; a live write's file, fresh, stays,
+    and so does the live upload whose part was cut off."""
+    upload_id = store.create_multipart("uploads/a/x.png")
+    aborted = store.create_multipart("uploads/a/y.png")
+    _part(store, aborted, 1, b"part")
+    for what, name in (("object", "uploads/acct/a.png"), ("part", upload_id), ("abort", aborted)):
+        with _paused_child(store, what, name):
+            pass
+    stale = _leftovers(store)
+    assert [p.parent.name for p in stale] == [".multipart", upload_id, "acct"]
+    assert not store.reclaim_leftovers(time.time() - DAY)  # a day has not passed
+    for path in stale:
+        os.utime(path, (time.time() - DAY - 60,) * 2)
+    with _paused_child(store, "object", "uploads/live/b.png"):
+        assert store.reclaim_leftovers(time.time() - DAY) == 3
+        assert [p.parent.name for p in _leftovers(store)] == ["live"]
+        assert not (store.root / "uploads" / "acct").exists()
+        assert (store.root / ".multipart" / upload_id).is_dir()
+        assert _part(store, upload_id, 1, b"still open")
+    assert store.write_stream("uploads/live/b.png", iter([b"b"]), 5) == 1
+    assert [p.parent.name for p in _leftovers(store)] == ["live"]  # the one killed just now

@@ -76,8 +76,16 @@ def _int(query: Mapping[str, str], name: str) -> int:
     return int(value)
 
 
-def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
+#: The most of a request's own Content-Type a refusal repeats.
+_SHOWN_TYPE_CHARS = 100
+
+
+def _sent_type(content_type: str | None) -> str:
+    """The request's Content-Type as sent: compared exactly, as S3 compares
+    the type it signed. Reading only its media type, ignoring case, took
+    ``image/png; charset=binary`` and ``IMAGE/PNG``, which S3 refuses with
+    403: a client built against the embedded server then failed on S3."""
+    return content_type or ""
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ def authorize_put(
         method="PUT",
         key=key,
         expires_at_ms=_int(query, "expires"),
-        content_type="" if is_part else _media_type(content_type),
+        content_type="" if is_part else _sent_type(content_type),
         max_length=_int(query, "length"),
         upload_id=upload_id,
         part_number=part_number,
@@ -157,7 +165,7 @@ def _put_refusal(storage: LocalStorage, claims: LinkClaims, query: Mapping[str, 
         return ForbiddenError.public_message
     except LinkExpiredError:
         return _UPLOAD_LINK_EXPIRED
-    sent = claims.content_type or "none"
+    sent = claims.content_type[:_SHOWN_TYPE_CHARS] or "none"
     return f"This link is for Content-Type {issued_for}; the request sent {sent}"
 
 

@@ -1,12 +1,15 @@
 """Objects as files in a folder; the service itself serves the signed links.
 
 Writes go to a temporary file and are renamed into place, so a reader never
-sees half an object and a crash leaves no truncated one behind.
+sees half an object and a crash leaves no truncated one behind. What a crash
+does leave (the temporary file, or an upload's folder half removed) is taken
+by :meth:`LocalStorage.reclaim_leftovers`, which the sweeper runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -28,9 +31,15 @@ from upscayl_cloud.storage.base import (
 )
 from upscayl_cloud.storage.signing import LinkClaims, Signer
 
+log = logging.getLogger(__name__)
+
 #: Where the service answers signed links (see api/routes/objects.py).
 LINK_PATH = "/objects/"
 _MULTIPART_DIR = ".multipart"
+#: Names no key can take (``path_of`` refuses a dot first): a write's
+#: temporary file, and an upload's folder renamed away to be removed.
+_TMP_PREFIX = ".tmp-"
+_GONE_PREFIX = ".gone-"
 #: Attempts at creating a file in a folder that deletes may remove meanwhile.
 _FOLDER_RACE_TRIES = 5
 
@@ -85,7 +94,7 @@ class LocalStorage:
             try:
                 if make_folders:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                return tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+                return tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX)
             except FileNotFoundError:
                 tries_left -= 1
                 if not make_folders or tries_left == 0:
@@ -260,7 +269,13 @@ class LocalStorage:
             if isinstance(exc, MultipartError):
                 raise
             raise MultipartError("unknown or already completed upload id") from None
-        _remove_upload_folder(folder)
+        try:
+            _remove_upload_folder(folder)
+        except StorageError as exc:
+            # The object is whole under ``key``: the upload was completed, and
+            # a 500 would only send the client to repeat what succeeded. The
+            # parts stay until the sweeper aborts the upload with its original.
+            log.warning("completed %s, but its parts stay for the sweeper: %s", key, exc)
         return size
 
     def _checked_parts(self, upload_id: str, parts: list[CompletedPart]) -> list[Path]:
@@ -283,8 +298,46 @@ class LocalStorage:
         return paths
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop the upload's parts; gone already is fine. A folder the system
+        will not remove is a ``StorageError``, as in :meth:`delete`."""
         if upload_id.isalnum():
             _remove_upload_folder(self.root / _MULTIPART_DIR / upload_id)
+
+    # -- leftovers ------------------------------------------------------------------
+    def reclaim_leftovers(self, untouched_since: float) -> int:
+        """Remove what processes killed mid-write left behind, and return how
+        many: temporary files (``.tmp-*``, beside an object or a part) and
+        upload folders renamed away to be removed (``.multipart/.gone-*``).
+        Nothing else ever removes them, and a temporary file kept its folder
+        from being removed once emptied.
+
+        Only what was last modified before ``untouched_since`` (seconds since
+        the epoch, the file system's clock) goes: a live write modifies its
+        file with every chunk, and every write here copies from local disk
+        (spooled bodies, work files, parts), so the caller's bound only has
+        to exceed any stall of such a copy. No key can take these names."""
+        removed = 0
+        multipart = self.root / _MULTIPART_DIR
+        for top, folders, files in os.walk(self.root):
+            here = Path(top)
+            for name in [name for name in folders if name.startswith(_GONE_PREFIX)]:
+                # Its contents go with it. A folder just renamed away keeps its
+                # old time: removed beside its own process's rmtree, harmless
+                # (both ignore what the other took first).
+                folders.remove(name)
+                if _untouched_since(here / name, untouched_since):
+                    shutil.rmtree(here / name, ignore_errors=True)
+                    removed += not (here / name).exists()
+            stale = [
+                name
+                for name in files
+                if name.startswith(_TMP_PREFIX) and _untouched_since(here / name, untouched_since)
+            ]
+            removed += sum(_unlink_leftover(here / name) for name in stale)
+            # Not an upload's own folder: emptied, it is still a live upload.
+            if stale and here != multipart and multipart not in here.parents:
+                self._remove_empty_folders(here)
+        return removed
 
 
 def _exactly(chunks: Iterator[bytes], length: int, digest: Any) -> Iterator[bytes]:
@@ -304,10 +357,41 @@ def _remove_upload_folder(folder: Path) -> None:
     """Remove a multipart upload's folder of parts. Renamed away first, at
     once: a part written while ``rmtree`` went through the folder (after
     its listing) kept it from being removed, answered 200 and stayed; once
-    the name is gone, such a part finds no folder and is refused."""
-    gone = folder.with_name(f".gone-{folder.name}-{secrets.token_hex(4)}")
+    the name is gone, such a part finds no folder and is refused.
+
+    A rename the system refuses (permissions, a read-only or failing disk) is
+    a ``StorageError``, which the sweeper logs and retries on its next pass:
+    the OS's own error ended the whole pass, every pass, as that upload came
+    first again. What ``rmtree`` cannot remove, or a crash interrupts, is
+    left for :meth:`LocalStorage.reclaim_leftovers`."""
+    gone = folder.with_name(f"{_GONE_PREFIX}{folder.name}-{secrets.token_hex(4)}")
     try:
         os.rename(folder, gone)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise StorageError(
+            f"could not remove multipart upload {folder.name}: {exc.strerror or exc}"
+        ) from exc
     shutil.rmtree(gone, ignore_errors=True)
+
+
+def _untouched_since(path: Path, since: float) -> bool:
+    """Whether ``path`` was last modified before ``since`` (gone: not stale)."""
+    try:
+        return path.lstat().st_mtime < since
+    except FileNotFoundError:
+        return False
+
+
+def _unlink_leftover(path: Path) -> bool:
+    """Remove one stale temporary file; one the system refuses is logged and
+    left for the next walk (another process may have taken it: not an error)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("could not remove leftover %s: %s", path, exc.strerror or exc)
+        return False
+    return True

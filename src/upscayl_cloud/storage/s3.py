@@ -325,9 +325,11 @@ class S3Storage:
     def complete_multipart(self, key: str, upload_id: str, parts: list[CompletedPart]) -> int:
         """Join the parts; the store's refusal becomes a MultipartError message.
 
-        Empty lists and part numbers out of range are refused here, because
-        stores disagree on them (SeaweedFS: NoSuchUpload and InvalidPart,
-        AWS: MalformedXML and InvalidArgument).
+        Empty lists, part numbers out of range and lists not strictly
+        ascending are refused here, because stores disagree on them
+        (SeaweedFS: NoSuchUpload and InvalidPart, AWS: MalformedXML and
+        InvalidArgument; SeaweedFS joins a part listed twice once, where AWS
+        and the local store refuse the list), with the local store's words.
 
         An object already under ``key`` means the upload was completed (keys
         are generated, never reused): its size is the answer, and nothing is
@@ -344,6 +346,9 @@ class S3Storage:
             raise MultipartError("no parts given")
         if bad := [p.part_number for p in parts if not 1 <= p.part_number <= MAX_PARTS]:
             raise MultipartError(f"part number {bad[0]} is out of range (1 to {MAX_PARTS})")
+        numbers = [part.part_number for part in parts]
+        if numbers != sorted(set(numbers)):
+            raise MultipartError(_MULTIPART_MESSAGES["InvalidPartOrder"])
         listed = [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]
         try:
             self.client.complete_multipart_upload(
