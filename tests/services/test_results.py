@@ -12,7 +12,7 @@ from sqlalchemy import select
 from support.tasks import queued_task
 from upscayl_cloud.db.tables import task_files, tasks
 from upscayl_cloud.queue.lease import claim, release, renew
-from upscayl_cloud.services import keys
+from upscayl_cloud.services import keys, results
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.keys import Principal
 from upscayl_cloud.services.results import (
@@ -150,3 +150,31 @@ def test_a_task_lost_on_its_only_attempt_says_once(ctx: Context, principal: Prin
     with ctx.db.begin() as conn:
         error = conn.execute(select(tasks.c.error).where(tasks.c.id == task_id)).scalar_one()
     assert error == "Processing was interrupted once; giving up"
+
+
+def test_a_mass_loss_is_reaped_in_chunks(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of tasks lost at once (every worker gone) are read a chunk
+    at a time, not held whole, and every one is still reaped in one call."""
+    monkeypatch.setattr(results, "REAP_CHUNK", 2)
+    read: list[int] = []
+    real = results.lost_beyond_retry
+
+    def counted(*args: object) -> list[tuple[str, str, int]]:
+        lost = real(*args)  # type: ignore[arg-type]
+        read.append(len(lost))
+        return lost
+
+    monkeypatch.setattr(results, "lost_beyond_retry", counted)
+    task_ids = [queued_task(ctx, principal) for _ in range(5)]
+    for _ in task_ids:
+        assert claim(ctx.db, "dies", 0.01, 1) is not None
+    time.sleep(0.03)
+    once = replace(ctx, settings=ctx.settings.model_copy(update={"max_attempts": 1}))
+    assert reap_lost(once) == 5
+    assert read == [2, 2, 1]
+    with ctx.db.begin() as conn:
+        statuses = conn.execute(select(tasks.c.status).where(tasks.c.id.in_(task_ids))).scalars()
+        assert set(statuses) == {"failed"}
+    assert keys.account_credits(ctx, principal.account_id) == 10

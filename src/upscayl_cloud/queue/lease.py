@@ -172,11 +172,16 @@ def lock_for_finish(
     return True
 
 
-def lost_beyond_retry(conn: Connection, max_attempts: int) -> list[tuple[str, str, int]]:
-    """Tasks no worker will ever claim again: (id, account id, attempts)."""
+def lost_beyond_retry(
+    conn: Connection, max_attempts: int, limit: int
+) -> list[tuple[str, str, int]]:
+    """Tasks no worker will ever claim again: (id, account id, attempts), the
+    longest lost first, at most ``limit`` of them (a mass loss of workers is
+    reaped in chunks, never held in memory whole)."""
     rows = conn.execute(
-        select(tasks.c.id, tasks.c.account_id, tasks.c.attempts).where(
-            _out_of_attempts(now_ms(), max_attempts)
-        )
+        select(tasks.c.id, tasks.c.account_id, tasks.c.attempts)
+        .where(_out_of_attempts(now_ms(), max_attempts))
+        .order_by(tasks.c.lease_until, tasks.c.id)
+        .limit(limit)
     ).all()
     return [(row.id, row.account_id, row.attempts) for row in rows]

@@ -17,13 +17,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select, update
 
-from upscayl_cloud.db.engine import now_ms
+from upscayl_cloud.db.engine import now_ms, reading
 from upscayl_cloud.db.tables import accounts, task_files, tasks
 from upscayl_cloud.queue.lease import Claim, lock_for_finish, lost_beyond_retry
 from upscayl_cloud.services.context import Context
 from upscayl_cloud.services.uploads import safe_base_name
 
 log = logging.getLogger(__name__)
+
+#: Lost tasks the reaper reads at a time: what it holds in memory when a
+#: mass loss of workers left thousands (it asks again until none is left).
+REAP_CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -140,19 +144,33 @@ def discard_outputs(ctx: Context, account_id: str, task_id: str, attempts: range
 def reap_lost(ctx: Context) -> int:
     """Fail (and refund) tasks no worker will claim again, and delete what
     their attempts stored: a worker that died mid-task leaves its finished
-    files behind, delivered to nobody. Returns how many were failed."""
+    files behind, delivered to nobody. Returns how many were failed.
+
+    Read :data:`REAP_CHUNK` at a time, asked for again until none is left:
+    a mass loss of workers left thousands, all loaded at once (and on SQLite
+    the look took the write lock; it is a read)."""
     limit = ctx.settings.max_attempts
-    with ctx.db.begin() as conn:
-        lost = lost_beyond_retry(conn, limit)
     reaped = 0
-    for task_id, account_id, attempts in lost:
-        times = "once" if attempts == 1 else f"{attempts} times"
-        message = f"Processing was interrupted {times}; giving up"
-        if not fail_task(ctx, Claim(task_id, attempts), message, reaping_beyond=limit):
-            continue
-        reaped += 1
-        try:
-            discard_outputs(ctx, account_id, task_id, range(1, attempts + 1))
-        except Exception as exc:  # the task is failed all the same; files stay behind
-            log.warning("task %s: its outputs could not be deleted: %s", task_id, exc)
-    return reaped
+    while True:
+        with reading(ctx.db) as conn:
+            lost = lost_beyond_retry(conn, limit, REAP_CHUNK)
+        failed = sum(_reap(ctx, *task, limit) for task in lost)
+        reaped += failed
+        # A short chunk was the last; one where every task was spared (a
+        # lease renewed since the look) is not asked for again in this call.
+        if len(lost) < REAP_CHUNK or failed == 0:
+            return reaped
+
+
+def _reap(ctx: Context, task_id: str, account_id: str, attempts: int, limit: int) -> bool:
+    """Fail one lost task and delete its attempts' outputs; False when its
+    guarded write found it no longer lost."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    message = f"Processing was interrupted {times}; giving up"
+    if not fail_task(ctx, Claim(task_id, attempts), message, reaping_beyond=limit):
+        return False
+    try:
+        discard_outputs(ctx, account_id, task_id, range(1, attempts + 1))
+    except Exception as exc:  # the task is failed all the same; files stay behind
+        log.warning("task %s: its outputs could not be deleted: %s", task_id, exc)
+    return True
