@@ -39,10 +39,21 @@ of it. Each index below says which query it serves:
   of the unfinished ones, instead of sorting every one of them per claim (a
   backlog of 100,000 would be sorted by every poll).
 
-Partial indexes work on both databases (SQLite since 3.8). On PostgreSQL the
-indexes are built inside the migration's transaction, which blocks writes
-to the table while each is built (seconds at the sizes above; see the
-README's migration time).
+Partial indexes work on both databases (SQLite since 3.8). On PostgreSQL
+every index is built and dropped ``CONCURRENTLY`` (``db/ddl.py``), outside
+the migration's transaction, so the tables stay readable and writable
+throughout. This revision first ran inside one transaction: its first
+``DROP INDEX`` took the ACCESS EXCLUSIVE lock of uploads (then task_files,
+then tasks), which blocks reads as well as writes, and held it through every
+later index build to the final commit (10-12 s at the sizes above, see the
+README's migration time). Each step here commits on its own, and is written
+to be run again from wherever an interrupted run stopped: ``IF [NOT]
+EXISTS``, and an invalid index left by an interrupted build is dropped and
+built again. New indexes come before the ones they replace, so a run that
+stops half way leaves every query an index to use. A concurrent build or
+drop waits for transactions already running (a long report, a ``pg_dump``)
+without blocking anyone meanwhile: such a reader delays the upgrade, not
+the service.
 
 Revision ID: 0004
 Revises: 0003
@@ -50,8 +61,7 @@ Revises: 0003
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+from upscayl_cloud.db.ddl import create_index, drop_index
 
 revision = "0004"
 down_revision = "0003"
@@ -64,45 +74,29 @@ LIVE_RESULT = "deleted_at IS NULL AND expires_at IS NOT NULL"
 UNFINISHED = "status = 'pending' OR status = 'processing'"
 
 
-def _partial(name: str, table: str, columns: list[str], where: str) -> None:
-    op.create_index(
-        name,
-        table,
-        columns,
-        unique=False,
-        postgresql_where=sa.text(where),
-        sqlite_where=sa.text(where),
-    )
-
-
 def upgrade() -> None:
-    _partial("ix_uploads_live_account_id", "uploads", ["account_id", "expires_at"], LIVE_UPLOAD)
-    op.drop_index("ix_uploads_expires_at", table_name="uploads")
-    _partial("ix_uploads_unpurged", "uploads", ["deleted_at"], UNPURGED)
-    op.drop_index("ix_uploads_purged_at", table_name="uploads")
-    _partial("ix_task_files_live_expires_at", "task_files", ["expires_at"], LIVE_RESULT)
-    op.drop_index("ix_task_files_expires_at", table_name="task_files")
-    op.create_index("ix_task_files_source_key", "task_files", ["source_key"], unique=False)
-    op.create_index(
-        "ix_tasks_history",
-        "tasks",
-        ["account_id", "created_at", "status", "batch_mode"],
-        unique=False,
+    create_index(
+        "ix_uploads_live_account_id", "uploads", ["account_id", "expires_at"], where=LIVE_UPLOAD
     )
-    op.drop_index("ix_tasks_account_id_created_at", table_name="tasks")
-    _partial("ix_tasks_queue", "tasks", ["created_at"], UNFINISHED)
+    drop_index("ix_uploads_expires_at", "uploads")
+    create_index("ix_uploads_unpurged", "uploads", ["deleted_at"], where=UNPURGED)
+    drop_index("ix_uploads_purged_at", "uploads")
+    create_index("ix_task_files_live_expires_at", "task_files", ["expires_at"], where=LIVE_RESULT)
+    drop_index("ix_task_files_expires_at", "task_files")
+    create_index("ix_task_files_source_key", "task_files", ["source_key"])
+    create_index("ix_tasks_history", "tasks", ["account_id", "created_at", "status", "batch_mode"])
+    drop_index("ix_tasks_account_id_created_at", "tasks")
+    create_index("ix_tasks_queue", "tasks", ["created_at"], where=UNFINISHED)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tasks_queue", table_name="tasks")
-    op.create_index(
-        "ix_tasks_account_id_created_at", "tasks", ["account_id", "created_at"], unique=False
-    )
-    op.drop_index("ix_tasks_history", table_name="tasks")
-    op.drop_index("ix_task_files_source_key", table_name="task_files")
-    op.create_index("ix_task_files_expires_at", "task_files", ["expires_at"], unique=False)
-    op.drop_index("ix_task_files_live_expires_at", table_name="task_files")
-    op.create_index("ix_uploads_purged_at", "uploads", ["purged_at"], unique=False)
-    op.drop_index("ix_uploads_unpurged", table_name="uploads")
-    op.create_index("ix_uploads_expires_at", "uploads", ["expires_at"], unique=False)
-    op.drop_index("ix_uploads_live_account_id", table_name="uploads")
+    drop_index("ix_tasks_queue", "tasks")
+    create_index("ix_tasks_account_id_created_at", "tasks", ["account_id", "created_at"])
+    drop_index("ix_tasks_history", "tasks")
+    drop_index("ix_task_files_source_key", "task_files")
+    create_index("ix_task_files_expires_at", "task_files", ["expires_at"])
+    drop_index("ix_task_files_live_expires_at", "task_files")
+    create_index("ix_uploads_purged_at", "uploads", ["purged_at"])
+    drop_index("ix_uploads_unpurged", "uploads")
+    create_index("ix_uploads_expires_at", "uploads", ["expires_at"])
+    drop_index("ix_uploads_live_account_id", "uploads")
