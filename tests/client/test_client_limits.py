@@ -72,9 +72,9 @@ class _Downloads(Client):
 
     refused: list[int]
 
-    def download(self, url: str, dest: Path) -> Path:
+    def download(self, url: str, dest: Path, size: int | None = None) -> Path:
         try:
-            return super().download(url, dest)
+            return super().download(url, dest, size)
         except ApiError as exc:
             self.refused.append(exc.status_code)
             raise

@@ -7,15 +7,17 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from support.context import new_principal
 from support.server import Server, free_port
 from tests.client.helpers import FAST, QUICK_RETRY, image_bytes
+from tests.client.relay import Relay, Reply, Seen
 from upscayl_cloud.client import (
     ApiError,
     AsyncClient,
@@ -169,3 +171,32 @@ def test_async_client_follows_the_same_rules(misbehaving: type[_Misbehaving]) ->
     assert misbehaving.hits.count("/get-task-status") == QUICK_RETRY.attempts
     assert misbehaving.hits.count("/start-task") == 2
     assert len(events) == QUICK_RETRY.attempts - 1
+
+
+def test_a_start_answer_that_does_not_decode_is_uncertain(server: Server, api_key: str) -> None:
+    """start-task reaches the real server (the task is created, and charged);
+    the relay garbles the answer's gzip (a stand-in: ours never does).
+    httpx's ``DecodingError`` escaped unwrapped; a retry would have started
+    the task twice. It is :class:`StartUncertainError`, sent once."""
+    starts: list[int] = []
+
+    def edit(seen: Seen, forward: Callable[[], httpx.Response]) -> httpx.Response | Reply:
+        answer = forward()
+        if seen.path != "/start-task":
+            return answer
+        starts.append(answer.status_code)
+        return Reply(200, b"not gzip", {"Content-Encoding": "gzip"})
+
+    async def start_async(url: str) -> None:
+        async with AsyncClient(url, api_key, retry=QUICK_RETRY) as api:
+            await api.start_task(file=("b.png", image_bytes(16, 16)), model=FAST)
+
+    with Relay(server.url, edit) as relay, Client(relay.url, api_key, retry=QUICK_RETRY) as api:
+        with pytest.raises(StartUncertainError) as uncertain:
+            api.start_task(file=("a.png", image_bytes(16, 16)), model=FAST)
+        with pytest.raises(StartUncertainError) as uncertain_async:
+            asyncio.run(start_async(relay.url))
+        assert api.get_history()["pagination"]["total"] == 2  # both were created
+    assert starts == [200, 200]
+    for exc in (uncertain.value, uncertain_async.value):
+        assert exc.code == "START_UNCERTAIN" and "could not be read" in exc.message

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from support.server import Server
-from tests.client.helpers import FAST, MIB, QUICK_POLL, big_png
-from upscayl_cloud.client import Client, upload_file
+from tests.client.helpers import FAST, MIB, QUICK_POLL, QUICK_RETRY, big_png
+from tests.client.relay import Relay, Reply, Seen
+from upscayl_cloud.client import ApiError, Client, upload_file
 from upscayl_cloud.client.uploads import state_path
 
 
@@ -73,3 +76,85 @@ def test_stale_state_is_ignored(client: Client, tmp_path: Path) -> None:
     parts: list[int] = []
     upload_file(client, source, on_part=parts.append)
     assert sorted(parts) == [1, 2] and not state_path(source).exists()
+
+
+_COMPLETE = "/complete-multipart-upload"
+_LOST = Reply.json(500, {"error": "INTERNAL_SERVER_ERROR", "message": "answer lost"})
+
+
+def test_a_400_after_a_lost_completion_is_raised_and_the_state_kept(
+    server: Server, api_key: str, tmp_path: Path
+) -> None:
+    """The relay answers the first completion 500 and the second 400 with
+    another server's "Missing required parameters", sending neither on (a
+    stand-in: ours answers neither). Any 400 after a 500 was taken for
+    "completed already": the state file went, the parts were never joined,
+    and start-task met a file that was never uploaded."""
+    source = big_png(tmp_path / "big.png", 6 * MIB)
+    refusing = True
+    completions: list[int] = []
+
+    def edit(seen: Seen, forward: Callable[[], httpx.Response]) -> httpx.Response | Reply:
+        if seen.path != _COMPLETE or not refusing:
+            return forward()
+        completions.append(1)
+        if len(completions) == 1:
+            return _LOST
+        return Reply.json(400, {"error": "BAD_REQUEST", "message": "Missing required parameters"})
+
+    with (
+        Relay(server.url, edit) as relay,
+        Client(relay.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        with pytest.raises(ApiError) as refused:
+            upload_file(api, source)
+        assert (refused.value.status_code, refused.value.message) == (
+            400,
+            "Missing required parameters",
+        )
+        assert len(completions) == 2 and state_path(source).exists()
+        refusing = False
+        parts: list[int] = []
+        entry = upload_file(api, source, on_part=parts.append)  # resumed: no part sent again
+        assert parts == [] and not state_path(source).exists()
+        task_id = api.start_task([entry], model=FAST, scale=2)
+        assert api.wait(task_id, timeout=60)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "repeat",
+    [
+        {
+            "error": "BAD_REQUEST",
+            "message": "Cannot complete multipart upload: unknown or already completed upload id",
+        },
+        {"error": "NoSuchUpload", "message": "The specified upload does not exist."},
+    ],
+)
+def test_a_400_saying_completed_already_after_a_lost_answer_is_success(
+    server: Server, api_key: str, tmp_path: Path, repeat: dict[str, str]
+) -> None:
+    """The first completion reaches the real server (the parts are joined)
+    but its answer is lost (the relay's 500); the repeat is answered 400 as
+    this server's store words it, or as S3 does (``NoSuchUpload``): a
+    stand-in for a server that refuses a repeat (ours answers success)."""
+    source = big_png(tmp_path / "big.png", 6 * MIB)
+    completions: list[int] = []
+
+    def edit(seen: Seen, forward: Callable[[], httpx.Response]) -> httpx.Response | Reply:
+        if seen.path != _COMPLETE:
+            return forward()
+        completions.append(1)
+        if len(completions) == 1:
+            assert forward().is_success  # joined for real
+            return _LOST
+        return Reply.json(400, repeat)
+
+    with (
+        Relay(server.url, edit) as relay,
+        Client(relay.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
+    ):
+        entry = upload_file(api, source)
+        assert len(completions) == 2 and not state_path(source).exists()
+        task_id = api.start_task([entry], model=FAST, scale=2)
+        assert api.wait(task_id, timeout=60)["status"] == "completed"

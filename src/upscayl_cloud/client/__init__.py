@@ -13,6 +13,7 @@ from upscayl_cloud.client.aio import AsyncClient
 from upscayl_cloud.client.batch import FileResult, UpscaleReport, upscale
 from upscayl_cloud.client.errors import (
     ApiError,
+    BadResponseError,
     CompletionLimitedError,
     ConnectionFailedError,
     RateLimitedError,
@@ -36,6 +37,7 @@ __all__ = [
     "SCALES",
     "ApiError",
     "AsyncClient",
+    "BadResponseError",
     "Client",
     "CompletionLimitedError",
     "ConnectionFailedError",

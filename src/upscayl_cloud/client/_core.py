@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,6 +23,7 @@ import httpx
 
 from upscayl_cloud.client.errors import (
     ApiError,
+    BadResponseError,
     RateLimitedError,
     StartUncertainError,
     UpscaylError,
@@ -262,8 +266,26 @@ def capabilities_data(response: httpx.Response) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def wire_name(name: str) -> str:
+    """``name`` as it can be sent: each lone surrogate replaced by U+FFFD.
+
+    On Linux a file name that is not valid UTF-8 (``zz\\xe9.png``, Latin-1)
+    reaches Python as a ``str`` with lone surrogates, which no JSON body or
+    form header can encode: httpx raised ``UnicodeEncodeError`` and ended the
+    whole ``upscale()`` run, tasks already started (and charged) unreported.
+    Only the name sent changes; the local path is read and written as is."""
+    return _SURROGATES.sub("\ufffd", name)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def upload_url_call(name: str, file_type: str, size: int, multipart: bool | None = None) -> Call:
-    body: dict[str, Any] = {"originalFileName": name, "fileType": file_type, "fileSize": size}
+    body: dict[str, Any] = {
+        "originalFileName": wire_name(name),
+        "fileType": file_type,
+        "fileSize": size,
+    }
     if multipart is not None:
         body["multipart"] = multipart  # our server's extension; others ignore it
     # Repeating it only leaves an unused upload record that expires on its own.
@@ -293,7 +315,7 @@ def start_task_call(
         parts = [("files", (None, json.dumps([dict(f) for f in files]), "application/json"))]
     else:
         assert file is not None
-        parts = [("file", (file[0], file[1], "application/octet-stream"))]
+        parts = [("file", (wire_name(file[0]), file[1], "application/octet-stream"))]
     return Call("/start-task", data=data, files=parts, idempotent=False)
 
 
@@ -326,11 +348,119 @@ def next_offset(page: Mapping[str, Any]) -> int | None:
     return offset
 
 
+def completed_before(response: httpx.Response) -> bool:
+    """Whether complete-multipart-upload's 400 says that the upload was
+    completed already: this server's store says "unknown or already completed
+    upload id" (its S3 backend "unknown, aborted or already completed upload
+    id"), and a server that passes S3's answer on says ``NoSuchUpload``. Only
+    such a 400, after an attempt that may have gone through, is taken as
+    success: any 400 used to be (a wrong ETag too), and the upload's state
+    file was deleted with the parts still unjoined."""
+    if response.status_code != 400:
+        return False
+    refusal = error_of(response)
+    said = f"{refusal.code} {refusal.message}"
+    return bool(_COMPLETED_BEFORE.search(said))
+
+
+_COMPLETED_BEFORE = re.compile(r"already\s+(?:been\s+)?completed|NoSuchUpload", re.IGNORECASE)
+
+
 def complete_call(upload_id: str, key: str, parts: list[tuple[int, str]]) -> Call:
     listed = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(parts)]
     return Call(
         "/complete-multipart-upload",
         json={"data": {"uploadId": upload_id, "key": key, "parts": listed}},
+    )
+
+
+#: What sending a request may raise: httpx's failures, and a link it cannot
+#: parse (``InvalidURL``; a host name IDNA refuses, such as a label over 63
+#: characters, raises ``UnicodeError``).
+HTTP_FAILURES: tuple[type[Exception], ...] = (httpx.HTTPError, httpx.InvalidURL, UnicodeError)
+
+
+def unusable(label: str, exc: Exception, idempotent: bool) -> UpscaylError | None:
+    """The error to raise at once for a failure of :data:`HTTP_FAILURES`
+    that asking again cannot cure, or None for a transport failure (retried
+    as before).
+
+    A body that does not decode, redirects without end, a link that is no
+    URL or names no ``http(s)`` scheme: every try meets the same, and
+    httpx's own exceptions used to escape every ``except UpscaylError``.
+    start-task's answer that does not decode came after the server read the
+    request: the task may exist, so that is :class:`StartUncertainError`."""
+    if isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol):
+        return None
+    if not idempotent and isinstance(exc, httpx.DecodingError):
+        return StartUncertainError(
+            f"{label}: its answer could not be read ({exc}); the task may have been "
+            "queued: look at get-upscayl-history before sending it again"
+        )
+    return BadResponseError(f"{label}: {type(exc).__name__}: {exc}")
+
+
+class DeadlinePassed(Exception):  # noqa: N818 (a signal between our modules, not an error)
+    """A caller's deadline (``wait(timeout=...)``, ``upscale(timeout=...)``)
+    came before an answer: raised instead of sleeping past it to retry.
+    Callers turn it into their own outcome (:class:`WaitTimeoutError`, a task
+    still running)."""
+
+
+#: The least time a request sent at (or just after) a deadline is given: the
+#: last poll at a deadline must still be answerable, or a task finished just
+#: then would be reported as timed out unasked.
+FINAL_REQUEST_SECONDS = 2.0
+
+
+class Deadlines:
+    """A client's deadline for the requests made within :meth:`bounded`.
+
+    Held in a ``ContextVar``, so it is per thread and per asyncio task: the
+    part uploads of other threads, and other coroutines, are not bounded by
+    it. A context rather than a parameter, so that ``wait()`` and
+    ``upscale()`` still go through the public ``get_task_status`` and
+    ``get_history`` (which a subclass may override)."""
+
+    def __init__(self) -> None:
+        self._var: ContextVar[float | None] = ContextVar("upscayl_deadline", default=None)
+
+    def current(self) -> float | None:
+        """The deadline (monotonic) of the requests made now, or None."""
+        return self._var.get()
+
+    @contextmanager
+    def bounded(self, deadline: float | None) -> Iterator[None]:
+        """Within it, requests and their retries end by ``deadline``
+        (monotonic; None: unbounded): see ``Client._attempts``."""
+        token = self._var.set(deadline)
+        try:
+            yield
+        finally:
+            self._var.reset(token)
+
+
+def beyond(deadline: float | None, delay: float = 0.0) -> bool:
+    """Whether waiting ``delay`` seconds from now ends past ``deadline``."""
+    return deadline is not None and time.monotonic() + delay > deadline
+
+
+def request_timeout(default: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
+    """``default`` with each phase cut to the time left before ``deadline``
+    (but no less than :data:`FINAL_REQUEST_SECONDS`): a status read under a
+    deadline waited out a 60 s read timeout, whatever the deadline."""
+    if deadline is None:
+        return default
+    left = max(FINAL_REQUEST_SECONDS, deadline - time.monotonic())
+
+    def cut(phase: float | None) -> float:
+        return left if phase is None else min(phase, left)
+
+    return httpx.Timeout(
+        connect=cut(default.connect),
+        read=cut(default.read),
+        write=cut(default.write),
+        pool=cut(default.pool),
     )
 
 

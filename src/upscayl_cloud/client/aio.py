@@ -28,6 +28,7 @@ from upscayl_cloud.client.errors import (
 from upscayl_cloud.client.naming import partial_file
 from upscayl_cloud.client.polling import PollPacing, PollSchedule
 from upscayl_cloud.client.sync import Content
+from upscayl_cloud.client.transfer import TransferGuard
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 
@@ -48,7 +49,10 @@ class AsyncClient(PollPacing):
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollSchedule()  # and its budgets (PollPacing)
         self.on_retry = on_retry
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0))
+        self._timeout = httpx.Timeout(timeout, connect=10.0)
+        #: The deadline of ``wait()`` for its requests.
+        self._deadlines = _core.Deadlines()
+        self._http = httpx.AsyncClient(timeout=self._timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -60,21 +64,33 @@ class AsyncClient(PollPacing):
         await self.aclose()
 
     async def _attempts(
-        self, label: str, idempotent: bool, send: Callable[[], Any]
+        self,
+        label: str,
+        idempotent: bool,
+        send: Callable[[httpx.Timeout], Any],
     ) -> tuple[httpx.Response, bool]:
-        """As ``Client._attempts``: send until a final answer."""
+        """As ``Client._attempts``: send until a final answer, no retry
+        waiting past the deadline of ``self._deadlines``."""
+        deadline = self._deadlines.current()
         maybe_done = False
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
-                response: httpx.Response = await send()
-            except httpx.TransportError as exc:
+                response: httpx.Response = await send(
+                    _core.request_timeout(self._timeout, deadline)
+                )
+            except _core.HTTP_FAILURES as exc:
+                refused = _core.unusable(label, exc, idempotent)
+                if refused is not None:
+                    raise refused from exc
                 delay = _core.transport_delay(self.retry, attempt, idempotent, exc)
                 if delay is None:
                     raise StartUncertainError(
                         f"{label}: {exc!r} after the request was sent; check the history "
                         "before starting it again"
                     ) from exc
+                if _core.beyond(deadline, delay):
+                    raise _core.DeadlinePassed(f"{label}: {exc!r}") from exc
                 if last:
                     raise ConnectionFailedError(f"{label}: {exc!r}") from exc
                 maybe_done = maybe_done or _core.ambiguous(exc, None)
@@ -83,6 +99,8 @@ class AsyncClient(PollPacing):
             if response.is_success:
                 return response, maybe_done
             delay = _core.status_delay(self.retry, attempt, idempotent, response)
+            if delay is not None and _core.beyond(deadline, delay):
+                raise _core.DeadlinePassed(f"{label}: {response.status_code}")
             if delay is None or last:
                 return response, maybe_done
             maybe_done = maybe_done or _core.ambiguous(None, response)
@@ -95,17 +113,22 @@ class AsyncClient(PollPacing):
             self.on_retry(event)
         await asyncio.sleep(event.delay)
 
-    def _post(self, call: Call) -> Any:
+    def _post(self, call: Call, timeout: httpx.Timeout) -> Any:
+        """As ``Client._post``: with the key, never following a redirect."""
         return self._http.post(
             self.base_url + call.path,
             headers={"X-API-Key": self._key},
             json=call.json,
             data=call.data,
             files=call.files,
+            timeout=timeout,
+            follow_redirects=False,
         )
 
     async def _call(self, call: Call) -> dict[str, Any]:
-        response, _ = await self._attempts(call.path, call.idempotent, lambda: self._post(call))
+        response, _ = await self._attempts(
+            call.path, call.idempotent, lambda timeout: self._post(call, timeout)
+        )
         return _core.payload(response)
 
     async def get_upload_url(
@@ -124,9 +147,9 @@ class AsyncClient(PollPacing):
         if content_type:
             headers["Content-Type"] = content_type
 
-        def send() -> Any:
+        def send(timeout: httpx.Timeout) -> Any:
             body = content if isinstance(content, bytes) else _stream(content)
-            return self._http.put(url, content=body, headers=headers)
+            return self._http.put(url, content=body, headers=headers, timeout=timeout)
 
         response, _ = await self._attempts("PUT upload", True, send)
         if not response.is_success:
@@ -137,9 +160,12 @@ class AsyncClient(PollPacing):
     async def complete_multipart_upload(
         self, upload_id: str, key: str, parts: list[tuple[int, str]]
     ) -> None:
+        """As :meth:`Client.complete_multipart_upload`: a 400 is success only
+        when it says the upload was completed already, after an attempt that
+        may have gone through."""
         call = _core.complete_call(upload_id, key, parts)
-        response, maybe_done = await self._attempts(call.path, True, lambda: self._post(call))
-        if response.status_code == 400 and maybe_done:
+        response, maybe_done = await self._attempts(call.path, True, lambda t: self._post(call, t))
+        if maybe_done and _core.completed_before(response):
             return
         _core.payload(response)
 
@@ -196,7 +222,11 @@ class AsyncClient(PollPacing):
         if path is None:
             return None
         url, headers = self.base_url + path, {"X-API-Key": self._key}
-        response, _ = await self._attempts(path, True, lambda: self._http.get(url, headers=headers))
+
+        def send(timeout: httpx.Timeout) -> Any:
+            return self._http.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+
+        response, _ = await self._attempts(path, True, send)
         return _core.capabilities_data(response)
 
     async def wait(
@@ -207,7 +237,8 @@ class AsyncClient(PollPacing):
         raise_on_failure: bool = False,
     ) -> TaskStatus:
         """Poll (with backoff, within the hourly budget) until the task is
-        completed or failed; ``on_status`` sees every answer."""
+        completed or failed; ``on_status`` sees every answer. ``timeout``
+        bounds the whole wait, as :meth:`Client.wait`'s does."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
             pause = self.poll_budget.take()
@@ -218,7 +249,11 @@ class AsyncClient(PollPacing):
             if last and deadline is not None:
                 pause = max(0.0, deadline - time.monotonic())
             await asyncio.sleep(pause)
-            data = await self.get_task_status(task_id)
+            try:
+                with self._deadlines.bounded(deadline):
+                    data = await self.get_task_status(task_id)
+            except _core.DeadlinePassed:
+                raise WaitTimeoutError(task_id, timeout or 0) from None
             if on_status is not None:
                 on_status(data)
             if data.get("status") in _core.FINISHED:
@@ -230,22 +265,33 @@ class AsyncClient(PollPacing):
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def download(self, url: str, dest: Path) -> Path:
+    async def download(self, url: str, dest: Path, size: int | None = None) -> Path:
         """As :meth:`Client.download`: streamed (never whole in memory) into a
         partial file of its own, on the disk (fsync) before it is renamed over
-        ``dest``; ``dest`` is used as given, and an existing one is replaced."""
+        ``dest``; ``dest`` is used as given, and an existing one is replaced.
+        Redirects are followed (no key is sent); a stalled transfer, or a body
+        shorter than ``size``, fails as a read timeout would."""
         partial = partial_file(dest)
         try:
 
-            async def send() -> httpx.Response:
-                async with self._http.stream("GET", url) as response:
+            async def send(timeout: httpx.Timeout) -> httpx.Response:
+                stream = self._http.stream("GET", url, timeout=timeout, follow_redirects=True)
+                async with stream as response:
                     if response.is_success:
+                        guard = TransferGuard(self._timeout, size)
                         # Written in a worker thread, as _stream reads: a slow
                         # disk stalled every other coroutine on each 1 MiB.
                         out = await asyncio.to_thread(partial.open, "wb")
                         try:
-                            async for chunk in response.aiter_bytes(1 << 20):
-                                await asyncio.to_thread(_append, out, chunk)
+                            held = bytearray()
+                            async for chunk in response.aiter_bytes():
+                                guard.took(len(chunk), response.request)
+                                held += chunk
+                                if len(held) >= _WRITE_BYTES:
+                                    await asyncio.to_thread(_append, out, bytes(held))
+                                    held.clear()
+                            guard.finished(response.request)
+                            await asyncio.to_thread(_append, out, bytes(held))
                             await asyncio.to_thread(_sync, out)
                         finally:
                             await asyncio.to_thread(out.close)
@@ -260,6 +306,11 @@ class AsyncClient(PollPacing):
         finally:
             partial.unlink(missing_ok=True)
         return dest
+
+
+#: Bytes gathered before each write (one worker-thread hop per 1 MiB, not per
+#: network read: the stall guard needs every read as it comes).
+_WRITE_BYTES = 1 << 20
 
 
 def _append(out: BinaryIO, chunk: bytes) -> None:

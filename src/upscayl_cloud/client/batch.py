@@ -6,8 +6,9 @@ in parallel, resumable), start one task per ``batch_size`` files (fewer when
 the server's ``maxFilesPerTask`` is lower; each started as soon as it is
 uploaded), poll with backoff, download each result next to its source or into
 ``out_dir``. One bad file never sinks the others: a batch the server refuses
-because of one file is sent again without it, so only the culprit fails, and
-everything that failed is reported with its reason. A refusal that every
+because of one file is sent again without it when the refusal names that
+file (see ``_culprit``), so only the culprit fails, and everything that
+failed is reported with its reason. A refusal that every
 later request would meet too (a bad key, no credits left) stops the run.
 """
 
@@ -36,6 +37,7 @@ from upscayl_cloud.client.errors import (
     is_outage,
 )
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, Source, collect
+from upscayl_cloud.client.matching import delivered_entry, named_once
 from upscayl_cloud.client.naming import (
     OutputNames,
     local_name,
@@ -58,12 +60,29 @@ from upscayl_cloud.client.report import (
     notice,
 )
 from upscayl_cloud.client.sync import Client
+from upscayl_cloud.client.transfer import expected_size
 from upscayl_cloud.client.uploads import MULTIPART_THRESHOLD_BYTES, upload_file
 from upscayl_cloud.client.watched import Watched
 from upscayl_cloud.client.watching import watch
 
 #: Codes of a whole-batch refusal that may be one file's fault.
 _SPLIT_CODES = frozenset({"BAD_REQUEST", "INVALID_FILE_TYPE", "FILE_SIZE_EXCEEDED"})
+
+#: What one file's upload or download may raise that is that file's alone:
+#: ours, the disk's, and what a file's name or a malformed answer about it
+#: raises (``ValueError``, ``UnicodeError`` among them: a name that does not
+#: encode, a part size that is no number; ``LookupError`` and ``TypeError``:
+#: an answer without a field, or with one of another type). Each fails its
+#: file, not the run: a name that did not encode ended a whole run, the
+#: tasks already started (and charged) neither downloaded nor named. Not a
+#: bare ``Exception``: a bug of ours should still show as one.
+_FILE_FAILURES: tuple[type[Exception], ...] = (
+    UpscaylError,
+    OSError,
+    ValueError,
+    LookupError,
+    TypeError,
+)
 
 
 def upscale(
@@ -326,7 +345,7 @@ def _upload_all(
                 cancel=cancel,
                 single=multipart.cause is not None,
             )
-        except (UpscaylError, OSError) as exc:
+        except _FILE_FAILURES as exc:
             if _stops_the_run(exc):
                 cancel.set()  # at once, before this worker takes the next file
             if isinstance(exc, CompletionLimitedError):
@@ -448,14 +467,20 @@ def _start(
 
 def _culprit(exc: UpscaylError, pending: list[tuple[Source, dict[str, Any]]]) -> int | None:
     """The index of the file a 400 blames, if it names one of ours: by its
-    ``fileName``, its place (``files[i]``), or the name it was uploaded under
-    (servers may quote the caller's own name), the last only when no other
-    pending file has that name, so an innocent file is never dropped."""
+    ``fileName`` (quoted as ``repr`` does, or in any quotes or none, as a
+    whole name: see :func:`named_once`), its place (``files[i]``), or the
+    name it was uploaded under (servers may quote the caller's own name), the
+    last only when no other pending file has that name, so an innocent file
+    is never dropped. A refusal that names no file (or more than one) fails
+    the whole batch: isolating the culprit depends on the server naming it."""
     if not isinstance(exc, ApiError) or exc.code not in _SPLIT_CODES:
         return None
     for index, (_source, entry) in enumerate(pending):
         if repr(entry["fileName"]) in exc.message or f"files[{index}]" in exc.message:
             return index
+    bare = named_once(exc.message, [str(entry["fileName"]) for _, entry in pending])
+    if bare is not None:
+        return bare
     blamed = [i for i, (source, _) in enumerate(pending) if repr(source.path.name) in exc.message]
     return blamed[0] if len(blamed) == 1 else None
 
@@ -507,12 +532,12 @@ def _collect(
     (the server's name sanitized, else one built from the local file), unique
     within the run, and noted there once written. A download that fails says
     where the result still is: the task finished, and was charged."""
-    delivered = {f.get("fileName"): f for f in task.status.get("files") or []}
-    error = str(task.status.get("error") or f"task {task.status.get('status', 'failed')}")
+    files = task.status.get("files") or []
     for file_name, source in task.sources.items():
-        entry = delivered.get(file_name)
+        entry = delivered_entry(files, file_name, task.sources)
         if entry is None:
-            finish(report, hooks, FileResult(source.path, "failed", error, task_id=task.task_id))
+            reason = _undelivered(task)
+            finish(report, hooks, FileResult(source.path, "failed", reason, task_id=task.task_id))
             continue
         folder = (out_dir / source.relative.parent) if out_dir else source.path.parent
         result = FileResult(source.path, "done", task_id=task.task_id)
@@ -523,7 +548,7 @@ def _collect(
             output = names.claim(folder, name, source.path)
             result.output = _fetch(api, task, file_name, "downloadLink", output, outage)
             names.written(result.output, source.path)
-        except (UpscaylError, OSError) as exc:
+        except _FILE_FAILURES as exc:
             result.status = "failed"
             result.reason = (
                 f"download failed: {describe(exc)}; the result stays on the server: "
@@ -535,9 +560,25 @@ def _collect(
                 thumb = names.claim(folder, f"{result.output.stem}_thumb.webp", source.path)
                 result.thumbnail = _fetch(api, task, file_name, "thumbnailLink", thumb, outage)
                 names.written(result.thumbnail, source.path)
-            except (UpscaylError, OSError) as exc:
+            except _FILE_FAILURES as exc:
                 result.reason = f"thumbnail not saved: {describe(exc)}"
         finish(report, hooks, result)
+
+
+def _undelivered(task: Watched) -> str:
+    """Why a file of ``task`` has no result in its status: the task's own
+    error, else (a completed task, charged, that does not list the file) where
+    to look."""
+    status = task.status
+    if status.get("error"):
+        return str(status["error"])
+    state = str(status.get("status") or "failed")
+    if state == "completed":
+        return (
+            f"task {task.task_id} completed, but its answer does not list this file: "
+            f"`upscayl-cloud client status {task.task_id}` shows what it delivered"
+        )
+    return f"task {state}"
 
 
 def _local_name(source: Source, options: Mapping[str, Any], status: Mapping[str, Any]) -> str:
@@ -573,18 +614,20 @@ def _fetch(
 def _fetch_once(api: Client, task: Watched, file_name: str, link: str, dest: Path) -> Path:
     """Download one link; an expired (410) or refused (403) link, or one the
     status at hand does not list, is looked for once more by asking for the
-    status again (every status call signs fresh links)."""
+    status again (every status call signs fresh links). A result is checked
+    against its ``finalFileSize`` (a shorter body is no result)."""
     for fresh in (False, True):
         if fresh:
             task.status = api.get_task_status(task.task_id)
         files = task.status.get("files") or []
-        entry = next((f for f in files if f.get("fileName") == file_name), None)
+        entry = delivered_entry(files, file_name, task.sources)
         if entry is None or not entry.get(link):
             if not fresh:
                 continue
             raise ApiError("NOT_FOUND", f"the task no longer lists {link} for this file", 404)
+        size = expected_size(entry.get("finalFileSize")) if link == "downloadLink" else None
         try:
-            return api.download(str(entry[link]), dest)
+            return api.download(str(entry[link]), dest, size=size)
         except ApiError as exc:
             if fresh or exc.status_code not in (403, 410):
                 raise

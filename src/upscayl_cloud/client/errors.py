@@ -4,8 +4,8 @@ Callers branch on ``code`` (the spec's ``error`` field, e.g. ``INSUFFICIENT_CRED
 rather than on HTTP statuses or message text, so the server's error body is kept
 whole. Failures that never reached a server response get codes of our own
 (``CONNECTION_ERROR``, ``START_UNCERTAIN``, ``TASK_FAILED``, ``TIMEOUT``,
-``CANCELLED``) so that
-one ``except UpscaylError`` covers everything.
+``CANCELLED``, and ``BAD_RESPONSE`` for an answer that cannot be read at all)
+so that one ``except UpscaylError`` covers everything.
 """
 
 from __future__ import annotations
@@ -54,6 +54,20 @@ class ConnectionFailedError(UpscaylError):
 
     def __init__(self, message: str) -> None:
         super().__init__("CONNECTION_ERROR", message)
+
+
+class BadResponseError(UpscaylError):
+    """An answer, or a link an answer gave, that HTTP itself cannot use: a
+    body whose ``Content-Encoding`` does not decode, redirects without end, a
+    link that is no URL or not ``http(s)``. Asking again gets the same, so it
+    is neither retried nor waited out as an outage; before, httpx's own
+    exception escaped and ended a whole ``upscale()`` run, its other results
+    never downloaded. ``code`` is ``BAD_RESPONSE``, as for an
+    :class:`ApiError` whose success answer is not the API's, but with no
+    ``status_code``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BAD_RESPONSE", message)
 
 
 class StartUncertainError(UpscaylError):

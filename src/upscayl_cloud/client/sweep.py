@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from upscayl_cloud.client._core import FINISHED, next_offset
+from upscayl_cloud.client._core import FINISHED, DeadlinePassed, beyond, next_offset
 from upscayl_cloud.client.errors import RateLimitedError, UpscaylError, is_outage
 from upscayl_cloud.client.sync import Client
 from upscayl_cloud.client.watched import Watched
@@ -55,7 +55,10 @@ class HistorySweep:
         self._down = False
 
     def statuses(
-        self, running: Sequence[Watched], run: Sequence[Watched]
+        self,
+        running: Sequence[Watched],
+        run: Sequence[Watched],
+        deadline: float | None = None,
     ) -> dict[str, Mapping[str, Any]]:
         """The statuses the history shows of the ``running`` tasks (of the
         run's ``run`` tasks, which size the pages), by task id.
@@ -63,7 +66,8 @@ class HistorySweep:
         Pages are read newest first, from the newest running task when every
         ``createdAt`` is known (else from the newest task of all), until every
         running task was shown or the pages go past the oldest of them. Each
-        page is one call, paced by the client's ``history_budget``."""
+        page is one call, paced by the client's ``history_budget``. Nothing
+        waits past ``deadline`` (monotonic): the round ends with what it has."""
         if not self.usable or not running:
             return {}
         wanted = {task.task_id: task for task in running}
@@ -79,10 +83,18 @@ class HistorySweep:
         most = math.ceil(len(running) / size) + 2
         self._down = False
         while pages < most:
-            time.sleep(self._api.history_budget.take())
+            pause = self._api.history_budget.take()
+            if beyond(deadline, pause):
+                return shown
+            time.sleep(pause)
             try:
-                page = self._api.get_history(timestamp_offset=offset, limit=size)
+                with self._api._deadlines.bounded(deadline):
+                    page = self._api.get_history(timestamp_offset=offset, limit=size)
+            except DeadlinePassed:
+                return shown
             except UpscaylError as exc:
+                if beyond(deadline, _retry_after(exc) or 0.0):
+                    return shown  # not worth judging the history by: the wait is over
                 if waits < most and self._waited_out(exc):
                     waits += 1
                     continue  # limited for a few seconds only: this page again
@@ -144,7 +156,7 @@ class HistorySweep:
     def _waited_out(self, exc: UpscaylError) -> bool:
         """Whether ``exc`` is a 429 short enough to wait out (which it is, now):
         the client's own attempts may run out within a window of a few seconds."""
-        wait = exc.retry_after if isinstance(exc, RateLimitedError) else None
+        wait = _retry_after(exc)
         if wait is None or wait > self._api.retry.max_retry_after:
             return False
         time.sleep(wait)
@@ -161,3 +173,8 @@ class HistorySweep:
             1 for task in run if task.created_at is not None and oldest <= task.created_at <= newest
         )
         return min(self._page_limit, between + _OTHERS_MARGIN)
+
+
+def _retry_after(exc: UpscaylError) -> float | None:
+    """A 429's ``Retry-After``, or None (another failure, or none given)."""
+    return exc.retry_after if isinstance(exc, RateLimitedError) else None

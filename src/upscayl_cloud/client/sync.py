@@ -29,6 +29,7 @@ from upscayl_cloud.client.errors import (
 )
 from upscayl_cloud.client.naming import partial_file
 from upscayl_cloud.client.polling import PollPacing, PollSchedule
+from upscayl_cloud.client.transfer import TransferGuard
 from upscayl_cloud.client.types import HistoryPage, TaskStatus, UploadLink
 
 Content = bytes | Callable[[], Iterable[bytes]]
@@ -51,7 +52,10 @@ class Client(PollPacing):
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollSchedule()  # and its budgets (PollPacing)
         self.on_retry = on_retry
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
+        self._timeout = httpx.Timeout(timeout, connect=10.0)
+        #: The deadline of ``wait()`` and ``upscale()`` for their requests.
+        self._deadlines = _core.Deadlines()
+        self._http = httpx.Client(timeout=self._timeout)
         #: Per thread: the event that ends its retry waits (see ``_cancellable``).
         self._waits = threading.local()
 
@@ -67,22 +71,36 @@ class Client(PollPacing):
     # -- the retry loop ------------------------------------------------------
 
     def _attempts(
-        self, label: str, idempotent: bool, send: Callable[[], httpx.Response]
+        self,
+        label: str,
+        idempotent: bool,
+        send: Callable[[httpx.Timeout], httpx.Response],
     ) -> tuple[httpx.Response, bool]:
         """Send until a final answer; returns it and whether an earlier attempt
-        may already have been carried out (see ``_core.ambiguous``)."""
+        may already have been carried out (see ``_core.ambiguous``).
+
+        ``send`` gets the timeout to send with: the client's own, cut to what
+        is left before the deadline of ``self._deadlines`` when there is one
+        (``wait()``, ``upscale()``). No retry waits past that deadline:
+        :class:`~_core.DeadlinePassed` is raised instead."""
+        deadline = self._deadlines.current()
         maybe_done = False
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
-                response = send()
-            except httpx.TransportError as exc:
+                response = send(_core.request_timeout(self._timeout, deadline))
+            except _core.HTTP_FAILURES as exc:
+                refused = _core.unusable(label, exc, idempotent)
+                if refused is not None:
+                    raise refused from exc
                 delay = _core.transport_delay(self.retry, attempt, idempotent, exc)
                 if delay is None:
                     raise StartUncertainError(
                         f"{label}: {exc!r} after the request was sent; check the history "
                         "before starting it again"
                     ) from exc
+                if _core.beyond(deadline, delay):
+                    raise _core.DeadlinePassed(f"{label}: {exc!r}") from exc
                 if last:
                     raise ConnectionFailedError(f"{label}: {exc!r}") from exc
                 maybe_done = maybe_done or _core.ambiguous(exc, None)
@@ -91,6 +109,8 @@ class Client(PollPacing):
             if response.is_success:
                 return response, maybe_done
             delay = _core.status_delay(self.retry, attempt, idempotent, response)
+            if delay is not None and _core.beyond(deadline, delay):
+                raise _core.DeadlinePassed(f"{label}: {response.status_code}")
             if delay is None or last:
                 return response, maybe_done
             maybe_done = maybe_done or _core.ambiguous(None, response)
@@ -124,17 +144,23 @@ class Client(PollPacing):
         finally:
             self._waits.cancel = earlier
 
-    def _post(self, call: Call) -> httpx.Response:
+    def _post(self, call: Call, timeout: httpx.Timeout) -> httpx.Response:
+        """An API call: with the key, and never following a redirect (httpx
+        would carry ``X-API-Key`` to wherever it points)."""
         return self._http.post(
             self.base_url + call.path,
             headers={"X-API-Key": self._key},
             json=call.json,
             data=call.data,
             files=call.files,
+            timeout=timeout,
+            follow_redirects=False,
         )
 
     def _call(self, call: Call) -> dict[str, Any]:
-        response, _ = self._attempts(call.path, call.idempotent, lambda: self._post(call))
+        response, _ = self._attempts(
+            call.path, call.idempotent, lambda timeout: self._post(call, timeout)
+        )
         return _core.payload(response)
 
     # -- operations ----------------------------------------------------------
@@ -158,9 +184,9 @@ class Client(PollPacing):
         if content_type:
             headers["Content-Type"] = content_type
 
-        def send() -> httpx.Response:
+        def send(timeout: httpx.Timeout) -> httpx.Response:
             body = content if isinstance(content, bytes) else iter(content())
-            return self._http.put(url, content=body, headers=headers)
+            return self._http.put(url, content=body, headers=headers, timeout=timeout)
 
         response, _ = self._attempts("PUT upload", True, send)
         if not response.is_success:
@@ -173,13 +199,17 @@ class Client(PollPacing):
     ) -> None:
         """Join uploaded parts ``[(number, etag), ...]`` into the object.
 
-        Completing twice answers 400 ("already completed"): if an earlier attempt
-        may have gone through, that 400 is taken as success; start-task still
-        checks that the object exists.
+        This server answers a repeated completion with success. A server that
+        answers it 400, saying the upload was completed already (see
+        ``_core.completed_before``), is taken at its word only when an earlier
+        attempt may have gone through; any other 400 is raised (the state
+        file of ``upload_file`` is kept). This server's start-task checks
+        that the object exists; the spec does not say that every server's
+        does.
         """
         call = _core.complete_call(upload_id, key, parts)
-        response, maybe_done = self._attempts(call.path, True, lambda: self._post(call))
-        if response.status_code == 400 and maybe_done:
+        response, maybe_done = self._attempts(call.path, True, lambda t: self._post(call, t))
+        if maybe_done and _core.completed_before(response):
             return
         _core.payload(response)
 
@@ -245,7 +275,11 @@ class Client(PollPacing):
         if path is None:
             return None
         url, headers = self.base_url + path, {"X-API-Key": self._key}
-        response, _ = self._attempts(path, True, lambda: self._http.get(url, headers=headers))
+
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            return self._http.get(url, headers=headers, timeout=timeout, follow_redirects=False)
+
+        response, _ = self._attempts(path, True, send)
         return _core.capabilities_data(response)
 
     def wait(
@@ -255,7 +289,11 @@ class Client(PollPacing):
         on_status: Callable[[TaskStatus], None] | None = None,
         raise_on_failure: bool = False,
     ) -> TaskStatus:
-        """Poll (with backoff) until the task is completed or failed; returns its status."""
+        """Poll (with backoff) until the task is completed or failed; returns its status.
+
+        ``timeout`` bounds the whole wait: no poll's retries wait past it,
+        and a poll sent at it is given :data:`~_core.FINAL_REQUEST_SECONDS`
+        at most to be answered (else :class:`WaitTimeoutError`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for delay in self.poll.delays():
             pause = self.poll_budget.take()
@@ -266,7 +304,11 @@ class Client(PollPacing):
             if last and deadline is not None:
                 pause = max(0.0, deadline - time.monotonic())
             time.sleep(pause)
-            data = self.get_task_status(task_id)
+            try:
+                with self._deadlines.bounded(deadline):
+                    data = self.get_task_status(task_id)
+            except _core.DeadlinePassed:
+                raise WaitTimeoutError(task_id, timeout or 0) from None
             if on_status is not None:
                 on_status(data)
             if data.get("status") in _core.FINISHED:
@@ -278,7 +320,7 @@ class Client(PollPacing):
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def download(self, url: str, dest: Path) -> Path:
+    def download(self, url: str, dest: Path, size: int | None = None) -> Path:
         """GET a signed link into ``dest`` atomically (a partial file never appears).
 
         ``dest`` is used as given: a caller naming it after a server's answer should
@@ -287,16 +329,26 @@ class Client(PollPacing):
         that is renamed over ``dest``; an existing ``dest`` is replaced. The
         bytes reach the disk (fsync) before the rename: else a power cut could
         leave a name that says "result" on a short file, which the next run
-        would take for a finished one."""
+        would take for a finished one.
+
+        Redirects are followed (a link may answer 302 to a CDN or a store),
+        here only: the link is fetched without ``X-API-Key``, so no hop sees
+        it. A transfer slower than ``transfer.MIN_DOWNLOAD_RATE`` over a window
+        of the read timeout fails as a read timeout would (retried), and so
+        does a body shorter than ``size`` (the task's ``finalFileSize``)."""
         partial = partial_file(dest)
         try:
 
-            def send() -> httpx.Response:
-                with self._http.stream("GET", url) as response:
+            def send(timeout: httpx.Timeout) -> httpx.Response:
+                stream = self._http.stream("GET", url, timeout=timeout, follow_redirects=True)
+                with stream as response:
                     if response.is_success:
+                        guard = TransferGuard(self._timeout, size)
                         with partial.open("wb") as out:
-                            for chunk in response.iter_bytes(1 << 20):
+                            for chunk in response.iter_bytes():
+                                guard.took(len(chunk), response.request)
                                 out.write(chunk)
+                            guard.finished(response.request)
                             out.flush()
                             os.fsync(out.fileno())
                     else:

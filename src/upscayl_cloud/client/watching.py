@@ -16,6 +16,10 @@ pending) used to be polled for ever without a word. A task that shows no
 progress for ``PollSchedule.stall_seconds`` is told once through
 ``on_notice``, and a ``timeout`` ends the wait: the tasks still running are
 then reported as such, with the ``client status`` that finds their results.
+No pause, retry or request of the watch runs past that timeout: each poll
+was a full retry loop (up to five tries, each waiting a ``Retry-After`` of up
+to 2 minutes, or a 60 s read timeout), and a timeout of a minute could last
+ten.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from upscayl_cloud.client._core import FINISHED
+from upscayl_cloud.client._core import FINISHED, DeadlinePassed
 from upscayl_cloud.client.errors import RateLimitedError, UpscaylError, describe, is_outage
 from upscayl_cloud.client.polling import percent
 from upscayl_cloud.client.sweep import HistorySweep
@@ -55,7 +59,7 @@ def watch(
     sweep = HistorySweep(api, thumbnails) if len(tasks) > 1 else None
     refused: str | None = None  # why get-task-status cannot be asked any more
     for delay in api.poll.delays():
-        shown = sweep.statuses(running, tasks) if sweep else {}
+        shown = sweep.statuses(running, tasks, deadline) if sweep else {}
         answered = False  # whether a status call got an answer this round
         for task in list(running):
             if task.task_id in shown:
@@ -64,7 +68,7 @@ def watch(
                 _status_unknown([task], refused)
             else:
                 try:
-                    outcome = _poll(api, task)
+                    outcome = _poll(api, task, deadline)
                     if outcome == "again":
                         continue  # ask again next round
                     answered = answered or outcome == "answered"
@@ -97,13 +101,29 @@ class _StatusRefusedError(Exception):
     sitting silent for an hour. ``str()`` says how."""
 
 
-def _poll(api: Client, task: Watched) -> Literal["answered", "again", "given up"]:
+def _poll(
+    api: Client, task: Watched, deadline: float | None = None
+) -> Literal["answered", "again", "given up"]:
     """Ask get-task-status about ``task``: "answered" (``task.status`` holds
     the server's answer), "again" (ask next round) or "given up" (it holds a
-    failure of ours, with the reason)."""
-    time.sleep(api.poll_budget.take())
+    failure of ours, with the reason).
+
+    Within ``deadline`` (monotonic): a pause of the poll budget that would
+    end past it ends at it, with one last poll (as ``Client.wait`` does), and
+    a poll whose turn comes after it is not sent ("again": the caller's
+    deadline check reports the task still running)."""
+    pause = api.poll_budget.take()
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "again"
+        pause = min(pause, left)
+    time.sleep(pause)
     try:
-        task.seen(api.get_task_status(task.task_id))
+        with api._deadlines.bounded(deadline):
+            task.seen(api.get_task_status(task.task_id))
+    except DeadlinePassed:
+        return "again"
     except RateLimitedError as exc:
         wait = exc.retry_after
         short = wait is not None and wait <= api.retry.max_retry_after
@@ -111,7 +131,7 @@ def _poll(api: Client, task: Watched) -> Literal["answered", "again", "given up"
             # Short, but the client's attempts ran out first. Refused like this
             # for longer than an outage is waited out, it is reported as a
             # long refusal.
-            time.sleep(wait or 0)
+            time.sleep(_until(deadline, wait or 0))
             return "again"
         if short and task.unreachable_since is not None:
             lasted = time.monotonic() - task.unreachable_since
@@ -125,6 +145,13 @@ def _poll(api: Client, task: Watched) -> Literal["answered", "again", "given up"
         task.status = {"status": "failed", "error": _unknown(api, task, exc)}
         return "given up"
     return "answered"
+
+
+def _until(deadline: float | None, seconds: float) -> float:
+    """``seconds``, but none past ``deadline`` (monotonic; None: no bound)."""
+    if deadline is None:
+        return seconds
+    return max(0.0, min(seconds, deadline - time.monotonic()))
 
 
 def _progress(task: Watched, running: list[Watched], on_progress: ProgressHook) -> None:
