@@ -5,8 +5,9 @@ connection and on a kept-alive one; a body that stops arriving, or trickles
 in slower than the minimum rate, is answered 408 in the error shape (no
 body for HEAD; a pipelined request's body is timed too) and the connection
 closed after the client's further bytes were read and dropped; an answer
-nobody reads is dropped. A slow but steady body, bytes that came with the
-headers, a slow answer, an app slow to read a large body, a client waiting
+nobody reads is dropped; a fast start earns a trickle after it only so
+much time. A slow but steady body, bytes that came with the headers, a
+slow answer, an app slow to read a large body, a client waiting
 for 100 Continue, a body still arriving after an early answer, and an
 answer read steadily are served as usual. Through the service's own app, a
 trickled upload stores nothing and charges nothing.
@@ -251,6 +252,30 @@ def test_bytes_sent_with_the_headers_count_toward_the_rate() -> None:
         time.sleep(2)
         sock.sendall(b"b" * 1000)
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_fast_start_buys_a_trickle_only_so_long() -> None:
+    """1000 bytes with the headers are 50 s of the minimum rate: counted from
+    the body's start alone, they let a trickle of 5 bytes a second after them
+    hold the connection for 50 s (with the real rate, 8 MiB sent at once
+    held one for over two hours, on any number of connections). Only 1 s of
+    credit is kept here, so the trickle is refused within the 3 s
+    ``_trickle`` waits, and told why: its average is still high."""
+
+    class Banked(_Quick):
+        body_rate_credit = 1.0
+
+    head = b"POST /banked HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+    with (
+        serving(_app, http=Banked) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        sock.sendall(head + b"a" * 1000)
+        _trickle(sock)
+        status, body = read_json_answer(sock)
+    assert (status, body["error"]) == (408, "REQUEST_TIMEOUT")
+    assert body["message"].startswith("The request body slowed to under 20 bytes a second")
+    assert body["message"].endswith("counts what came faster before for at most 1 s")
 
 
 def test_a_body_answered_early_may_still_finish_then_the_connection_is_reused(

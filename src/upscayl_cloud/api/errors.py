@@ -16,6 +16,7 @@ signed PUT, SQLite's own "disk is full" is the database's): the same 503.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -126,6 +127,13 @@ def validation_error_body(
 _FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
 
+def number_too_long(exc: BaseException) -> bool:
+    """Python's refusal to read an integer of more digits than
+    ``sys.get_int_max_str_digits()`` (4300 by default): a plain ValueError,
+    not the JSON decoder's own error, so it says nothing of JSON."""
+    return isinstance(exc, ValueError) and "integer string conversion" in str(exc)
+
+
 def _unparsable_body(cause: BaseException | None) -> str | None:
     """What FastAPI's "There was an error parsing the body" was, when the
     reason is one the caller can fix (it hides the parser's exception)."""
@@ -134,6 +142,11 @@ def _unparsable_body(cause: BaseException | None) -> str | None:
     if isinstance(cause, UnicodeDecodeError):
         return (
             f"The request body is not valid UTF-8 (byte {cause.start}); {JSON_OBJECT_HINT} in UTF-8"
+        )
+    if cause is not None and number_too_long(cause):
+        return (
+            "The request body holds a number too long to parse (more than "
+            f"{sys.get_int_max_str_digits()} digits); no field takes a number that long"
         )
     return None
 

@@ -1,24 +1,30 @@
 """Reading start-task's multipart/form-data: fields, the direct file, ``files``.
 
 ``files`` is accepted as one JSON array in one part, or one JSON object per
-repeated part (both are seen in the wild). The body is counted while it
-streams in, so an oversized upload is cut off at the limit rather than
-spooled to disk whole.
+repeated part (both are seen in the wild), each part plain or a file part
+(a browser's ``FormData.append("files", blob)``, ``curl -F files=@e.json``).
+The body is counted while it streams in, so an oversized upload is cut off
+at the limit rather than spooled to disk whole, and what the form keeps in
+memory is bounded while it arrives (``_StartTaskParser``): a request the
+client never finishes holds a few MiB at most, not every field it sent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from python_multipart.multipart import parse_options_header
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import Message
 
+from upscayl_cloud.api.errors import number_too_long
 from upscayl_cloud.api.schemas import unstorable
 from upscayl_cloud.config import Settings
 from upscayl_cloud.services.errors import (
@@ -26,6 +32,7 @@ from upscayl_cloud.services.errors import (
     FileSizeExceededError,
     InvalidFileTypeError,
     MissingFieldsError,
+    ServiceError,
     clip,
 )
 from upscayl_cloud.services.imagecheck import sniff
@@ -37,6 +44,19 @@ FORM_OVERHEAD_BYTES = 1024 * 1024
 #: and parsing is synchronous on the event loop, so a request must not be
 #: able to make it build millions of objects (60 parts of ``[{},{},...]``).
 _MAX_FILES_JSON_BYTES = 1024 * 1024
+_FILES_TOO_LARGE = (
+    f"files is too large: at most {_MAX_FILES_JSON_BYTES // 1024} kB of JSON in all; "
+    "list each file with its fileName and fileType only"
+)
+#: Each part but ``file`` and ``files``: an option's value is a word (the
+#: longest model name is 19 characters); a part of another name is ignored,
+#: but not kept whole.
+_MAX_FIELD_BYTES = 1024
+#: All part headers together (each is also capped by python-multipart, at
+#: 8 headers of 4 KiB): a part needs a hundred bytes or so of them.
+_MAX_HEADER_BYTES = 64 * 1024
+#: The most of the direct file held in memory before it goes to disk.
+_SPOOL_BYTES = 64 * 1024
 
 _ENUM = {"model": list(MODEL_NAMES)}
 
@@ -226,13 +246,12 @@ async def _json_part(value: str | UploadFile, budget: int) -> tuple[Any, int]:
     else:
         size = len(value.encode("utf-8", errors="surrogatepass"))
     if size > budget:
-        raise BadRequestError(
-            f"files is too large: at most {_MAX_FILES_JSON_BYTES // 1024} kB of JSON in all; "
-            "list each file with its fileName and fileType only"
-        )
+        raise BadRequestError(_FILES_TOO_LARGE)
     try:
         return json.loads(value), size
     except ValueError as exc:
+        if number_too_long(exc):  # Python's limit on an int's digits, not a JSON error
+            raise BadRequestError("files holds a number too long to parse") from exc
         raise BadRequestError("files must be JSON: an array, or one object per part") from exc
     except RecursionError as exc:  # thousands of nested arrays: the parser's stack, not ours
         raise BadRequestError(
@@ -240,8 +259,124 @@ async def _json_part(value: str | UploadFile, budget: int) -> tuple[Any, int]:
         ) from exc
 
 
-#: The single-valued options of start-task's form.
+#: The single-valued options of start-task's form, with a value of each.
 _OPTIONS = ("model", "scale", "saveImageAs", "enhanceFace")
+_EXAMPLES = {
+    "model": "upscayl-standard-4x",
+    "scale": "4",
+    "saveImageAs": "png",
+    "enhanceFace": "true",
+}
+
+
+class _StartTaskParser(MultiPartParser):
+    """Starlette's multipart parser, bounding what start-task's form keeps
+    while the body arrives.
+
+    Starlette keeps every plain field whole in memory (up to 1 MiB each,
+    by default) until the body ends, and only then did the checks below
+    run: sixty fields of 1 MiB, never finished, held 60 MiB a request. Here
+    each part is judged by its name as soon as its headers are in, and its
+    bytes are counted as they come: ``files`` (plain or file parts, at most
+    ``max_files_per_task``) share the 1 MiB budget of ``files`` JSON, an
+    option or a part of another name may hold 1 KiB, and all part headers
+    together 64 KiB. A part of another name is ignored, as in JSON bodies:
+    the spec's form may grow a field (its commented-out ``compression``),
+    and clients send an empty file part to force a multipart body; past
+    1 KiB it is a mistake (an image sent as ``image``), refused before the
+    rest of it is spooled. ``file``, the direct image, is the one large
+    part, and it goes to disk past ``_SPOOL_BYTES``. A refusal names the
+    field at fault and says what it takes; the parts already read are
+    closed by Starlette."""
+
+    spool_max_size = _SPOOL_BYTES
+
+    def __init__(
+        self, headers: Headers, stream: AsyncGenerator[bytes, None], max_files_per_task: int
+    ) -> None:
+        # Starlette's own counts stay as a backstop: ours refuse first.
+        super().__init__(
+            headers,
+            stream,
+            max_files=max_files_per_task + 10,
+            max_fields=max_files_per_task + 10,
+            max_part_size=_MAX_FILES_JSON_BYTES,
+        )
+        self._max_files_per_task = max_files_per_task
+        self._names: Counter[str] = Counter()
+        self._files_left = _MAX_FILES_JSON_BYTES
+        self._header_bytes = 0
+        self._part_bytes = 0
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise BadRequestError(
+                f"Malformed multipart body: its part headers come to more than "
+                f"{_MAX_HEADER_BYTES // 1024} KiB; a part needs only its Content-Disposition "
+                "(and Content-Type)"
+            )
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        super().on_header_field(data, start, end)
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        super().on_header_value(data, start, end)
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._current_part.content_disposition)
+        name = params.get(b"name")
+        if isinstance(name, bytes):  # without one, Starlette refuses the part
+            self._admit(name.decode("utf-8", errors="replace"), b"filename" in params)
+        super().on_headers_finished()
+
+    def _admit(self, name: str, is_file: bool) -> None:
+        """Refuse a part that cannot be right, before any of its bytes."""
+        self._names[name] += 1
+        sent = self._names[name]
+        if name == "file":
+            if not is_file:
+                raise BadRequestError("file must be a file part")
+            if sent > 1:
+                raise BadRequestError("Send one file per task in 'file'; use 'files' for a batch")
+        elif name == "files":
+            if sent > self._max_files_per_task:  # each part lists one file at least
+                raise BadRequestError(
+                    f"At most {self._max_files_per_task} files per task "
+                    f"(files was sent in more than {self._max_files_per_task} parts)"
+                )
+        elif name in _OPTIONS:
+            if is_file:
+                raise BadRequestError(f"{name} must be a plain form field")
+            if sent > 1:  # which one was meant?
+                raise BadRequestError(f"{name} was sent {sent} times; send it once")
+
+    def on_part_begin(self) -> None:
+        self._part_bytes = 0
+        super().on_part_begin()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        name = self._current_part.field_name
+        size = end - start
+        self._part_bytes += size
+        if name == "files":
+            self._files_left -= size
+            if self._files_left < 0:
+                raise BadRequestError(_FILES_TOO_LARGE)
+        elif name != "file" and self._part_bytes > _MAX_FIELD_BYTES:
+            if name in _OPTIONS:
+                raise BadRequestError(
+                    f"{name} is longer than {_MAX_FIELD_BYTES} bytes; it takes one short "
+                    f"value, e.g. {name}={_EXAMPLES[name]}"
+                )
+            raise BadRequestError(
+                f"start-task takes no field {clip(name)!r} (a part of another name is ignored "
+                f"only up to {_MAX_FIELD_BYTES} bytes); send the image as 'file', or the "
+                "uploaded files' JSON as 'files'"
+            )
+        super().on_part_data(data, start, end)
 
 
 async def parse_start_task(request: Request, settings: Settings) -> StartTaskForm:
@@ -261,11 +396,13 @@ async def parse_start_task(request: Request, settings: Settings) -> StartTaskFor
     receive = _CountingReceive(request, settings, boundary)
     limited = Request(request.scope, receive=receive)
     try:
-        form = await limited.form(max_files=2, max_fields=settings.max_files_per_task + 10)
-    except FileSizeExceededError:
+        async with aclosing(limited.stream()) as stream:
+            parser = _StartTaskParser(limited.headers, stream, settings.max_files_per_task)
+            form = await parser.parse()
+    except ServiceError:  # too large, or a part refused by name: already in words
         raise
-    except HTTPException as exc:  # Starlette's words for a malformed body, without "400:"
-        raise BadRequestError(f"Malformed multipart body: {exc.detail}") from exc
+    except MultiPartException as exc:  # Starlette's words for a malformed body
+        raise BadRequestError(f"Malformed multipart body: {exc.message}") from exc
     except Exception as exc:  # anything else the parser could not read
         raise BadRequestError("Malformed multipart body: it could not be parsed") from exc
     if not receive.closed:

@@ -20,7 +20,11 @@ then logs the accept error in a tight loop. So here:
   count runs from the body's start, so a fast upload that stalls for a
   while (a phone changing networks) keeps the credit it earned; this is
   Kestrel's ``MinRequestBodyDataRate``, with a less lenient rate since
-  every body here is an image or a small JSON object;
+  every body here is an image or a small JSON object. Unlike Kestrel's,
+  the credit is kept for at most ``body_rate_credit`` seconds ahead (a
+  leaky bucket): counted from the start alone, 8 MiB sent at once bought
+  over two hours of trickling a byte a minute, on each of any number of
+  connections. A stall the idle deadline allows never runs out of it;
 - an answer the client stops reading for ``write_stall_timeout`` seconds
   (its buffers full) is dropped and the connection aborted. Writing resumes
   only once about 48 KiB of the buffer drained, so this also asks a reader
@@ -83,6 +87,11 @@ MIN_BODY_BYTES_PER_SECOND = 1024
 #: a phone waking its radio).
 BODY_RATE_GRACE_SECONDS = 10.0
 
+#: The most seconds of credit a body may bank by arriving faster than the
+#: minimum: as long as the idle deadline, so a fast upload survives any
+#: stall that deadline allows, and no longer.
+BODY_RATE_CREDIT_SECONDS = BODY_IDLE_TIMEOUT_SECONDS
+
 #: Seconds an answer may wait for the client to read before it is dropped.
 WRITE_STALL_TIMEOUT_SECONDS = 60.0
 
@@ -125,6 +134,7 @@ class DeadlineH11Protocol(H11Protocol):
     body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS
     min_body_rate: float = MIN_BODY_BYTES_PER_SECOND
     body_rate_grace: float = BODY_RATE_GRACE_SECONDS
+    body_rate_credit: float = BODY_RATE_CREDIT_SECONDS
     write_stall_timeout: float = WRITE_STALL_TIMEOUT_SECONDS
     linger_seconds: float = LINGER_SECONDS
     #: UPSCAYL_CORS_ORIGINS: a page on one of them can read its 408 too.
@@ -154,6 +164,9 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_paused_before = 0.0
         self._body_bytes = 0
         self._body_last = 0.0
+        #: When, in the client's time (ours less the paused time), the body
+        #: falls behind the minimum rate unless more arrives.
+        self._credit_until = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
         self._lingering = False
 
@@ -211,7 +224,22 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_cycle = cycle
         self._body_since = self._body_last = self.loop.time()
         self._body_paused_before = self._timed_flow.paused_seconds()
-        self._body_bytes = len(cycle.body)
+        self._body_bytes = 0
+        self._credit_until = self._client_time() + self.body_rate_grace
+        self._earn(len(cycle.body))
+
+    def _client_time(self) -> float:
+        """Our clock less the time reading was paused: the time the client
+        could have sent in."""
+        return self.loop.time() - self._timed_flow.paused_seconds()
+
+    def _earn(self, received: int) -> None:
+        """Credit ``received`` bytes: each brings ``1 / min_body_rate``
+        seconds more, up to ``body_rate_credit`` seconds ahead of now (never
+        cutting into the start's grace)."""
+        self._body_bytes += received
+        ceiling = self._client_time() + max(self.body_rate_credit, self.body_rate_grace)
+        self._credit_until = min(self._credit_until + received / self.min_body_rate, ceiling)
 
     def _track_body(self, received: int) -> None:
         """Count what arrived for the body on its way (a new body starts its
@@ -225,7 +253,7 @@ class DeadlineH11Protocol(H11Protocol):
             self._clock_body(cycle)
             self._reschedule_rate_check(cycle)
         elif cycle is not None and received:
-            self._body_bytes += received
+            self._earn(received)
             self._body_last = self.loop.time()
         self._watch_body()
 
@@ -263,9 +291,9 @@ class DeadlineH11Protocol(H11Protocol):
         self._refuse_body(cycle, f"The request body stopped arriving for {seconds} s")
 
     def _rate_due(self) -> float:
-        """When the body falls behind the minimum rate unless more arrives."""
-        earned = self._body_bytes / self.min_body_rate
-        return self._body_since + self._paused_in_body() + self.body_rate_grace + earned
+        """When the body falls behind the minimum rate unless more arrives
+        (on our clock: later by any time reading is paused from now)."""
+        return self._credit_until + self._timed_flow.paused_seconds()
 
     def _reschedule_rate_check(self, cycle: RequestResponseCycle) -> None:
         if self._rate_timer is not None:
@@ -286,12 +314,19 @@ class DeadlineH11Protocol(H11Protocol):
         rate = self._body_bytes / max(now - self._body_since - self._paused_in_body(), 1e-9)
         silent = now - self._client_idle_since()
         lately = f" (nothing for the last {silent:.0f} s)" if silent >= 1 else ""
-        self._refuse_body(
-            cycle,
-            f"The request body arrived at {rate:.0f} bytes a second{lately}; this "
-            f"server needs at least {self.min_body_rate:g} on average (after the "
-            f"first {self.body_rate_grace:g} s)",
-        )
+        if rate < self.min_body_rate:
+            message = (
+                f"The request body arrived at {rate:.0f} bytes a second{lately}; this "
+                f"server needs at least {self.min_body_rate:g} on average (after the "
+                f"first {self.body_rate_grace:g} s)"
+            )
+        else:  # fast at first, then too slow for longer than its credit lasts
+            message = (
+                f"The request body slowed to under {self.min_body_rate:g} bytes a "
+                f"second{lately}; this server needs at least that, and counts what came "
+                f"faster before for at most {self.body_rate_credit:g} s"
+            )
+        self._refuse_body(cycle, message)
 
     def _refuse_body(self, cycle: RequestResponseCycle, message: str) -> None:
         """Answer 408 in the spec's error shape, while the app is still

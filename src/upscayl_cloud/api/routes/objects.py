@@ -22,7 +22,14 @@ from upscayl_cloud.storage.base import image_type
 from upscayl_cloud.storage.local import LINK_PATH
 
 router = APIRouter(include_in_schema=False)
-_SPOOL_BYTES = 8 * 1024 * 1024
+#: The most of a PUT body held in memory before it goes to a temporary file.
+#: Per connection, and one link may be PUT by any number of connections at
+#: once, each allowed to go slowly (api/protocol.py): at 8 MiB, twenty
+#: stalled PUTs on one link held 160 MiB. A small buffer keeps a small
+#: body (a part, an icon) off the disk and costs a large one nothing.
+SPOOL_BYTES = 64 * 1024
+#: What the store is handed at a time, read back from the spool.
+_READ_BYTES = 256 * 1024
 #: Served from the web page's origin: a browser must never sniff an object
 #: into HTML or run anything in it, even if a stored file were not an image.
 _OBJECT_HEADERS = {
@@ -45,8 +52,10 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
         request.headers.get("content-type"),
         _content_length(request),
     )
-    # Spool (bounded) while counting, so the cap holds even without Content-Length.
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+    # Spool while counting, so the cap holds even without Content-Length: at
+    # most SPOOL_BYTES in memory, the rest on disk. The store is handed the
+    # body only once it is all in, so a slow client holds no worker thread.
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         received = 0
         async for chunk in request.stream():
             received += len(chunk)
@@ -58,7 +67,7 @@ async def put_object(key: str, request: Request, ctx: ContextDep) -> Response:
         spool.seek(0)
 
         def chunks() -> Iterator[bytes]:
-            return iter(lambda: spool.read(1 << 20), b"")
+            return iter(lambda: spool.read(_READ_BYTES), b"")
 
         etag = await run_in_threadpool(objects.store_put, ctx, grant, chunks())
     return Response(status_code=200, headers={"ETag": etag})
