@@ -253,6 +253,12 @@ def test_a_limit_with_nothing_in_it_is_refused(limit: str) -> None:
         ("redis+cluster://:s3cret-pw@localhost:x", "'x'"),
         ("redis+cluster://localhost", "Missing host or port"),
         ("redis://localhost:6379/0?socket_timeout=soon", "socket_timeout"),
+        # limits drops these queries: read here, as redis-py reads a redis:// one.
+        (
+            "redis+sentinel://:s3cret-pw@h:26379/mymaster?socket_timeout=soon",
+            "invalid value for 'socket_timeout' in its query",
+        ),
+        ("redis+cluster://h:7000?socket_connect_timeout=x", "'socket_connect_timeout'"),
     ],
 )
 def test_a_counter_storage_limits_cannot_read_is_refused(uri: str, says: str) -> None:
@@ -284,6 +290,7 @@ def test_a_short_password_read_as_an_address_is_never_quoted() -> None:
         "redis+unix:///run/redis.sock",
         "redis+sentinel://:pw@h1:26379,h2:26379/mymaster",
         "redis+cluster://h1:7000,h2:7001",
+        "redis+sentinel://h1:26379/mymaster?socket_timeout=0.5&socket_connect_timeout=0.5",
     ],
 )
 def test_counter_storages_limits_can_read_are_taken_without_connecting(uri: str) -> None:
@@ -332,3 +339,40 @@ def test_an_in_memory_sqlite_database_is_refused(url: str) -> None:
 def test_a_sqlite_file_url_is_taken(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/upscayl.db"
     assert Settings(_env_file=None, database_url=url).resolved_database_url == url
+
+
+def test_a_sentinel_or_cluster_uri_query_becomes_connection_options() -> None:
+    """``limits`` builds their clients from the host list alone; a
+    Sentinel's own connections take the ``socket_*`` options too."""
+    sentinel = "redis+sentinel://h1:26379/mymaster?socket_timeout=0.5&client_name=rl"
+    assert config.counter_storage_options(sentinel) == {
+        "socket_timeout": 0.5,
+        "client_name": "rl",
+        "sentinel_kwargs": {"socket_timeout": 0.5},
+    }
+    cluster = "redis+cluster://h1:7000?socket_connect_timeout=1&max_connections=8"
+    assert config.counter_storage_options(cluster) == {
+        "socket_connect_timeout": 1.0,
+        "max_connections": 8,
+    }
+    # redis-py reads a redis:// query itself; memory:// has none.
+    assert config.counter_storage_options("redis://h:6379?socket_timeout=0.5") == {}
+    assert config.counter_storage_options("memory://") == {}
+
+
+@pytest.mark.parametrize("setting", ["s3_endpoint_url", "s3_public_endpoint_url"])
+def test_an_s3_endpoint_with_a_path_is_refused(setting: str) -> None:
+    """SigV4 signs the path: behind a proxy that strips ``/s3`` every signed
+    link was refused (403 SignatureDoesNotMatch), and the start said nothing."""
+    with pytest.raises(ValidationError, match=setting) as caught:
+        Settings(_env_file=None, **{setting: "https://cdn.example.com/s3/"})
+    message = caught.value.errors()[0]["msg"]
+    assert "must have no path (/s3)" in message and "SignatureDoesNotMatch" in message
+    taken = Settings(_env_file=None, **{setting: "https://s3.example.com:8443/"})
+    assert getattr(taken, setting) == "https://s3.example.com:8443"
+
+
+def test_the_public_url_keeps_its_prefix() -> None:
+    """The API's own links are checked by the API, behind the proxy's prefix."""
+    settings = Settings(_env_file=None, public_url="https://up.example.org/pre/")
+    assert settings.public_url == "https://up.example.org/pre"

@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import idna
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -148,6 +148,7 @@ def _counter_storage_problem(uri: str) -> str | None:
 
     storage = SCHEMES[uri.partition("://")[0]]
     try:
+        options = counter_storage_options(uri)
         if issubclass(storage, RedisClusterStorage):
             try:  # a private module of limits: should it move, the check is skipped
                 from limits._storage_scheme import parse_storage_uri
@@ -156,14 +157,50 @@ def _counter_storage_problem(uri: str) -> str | None:
             if not parse_storage_uri(uri).locations:
                 return "no host:port of a cluster node in it"
         elif issubclass(storage, RedisStorage):  # the Sentinel's too
-            storage_from_string(uri)
+            storage_from_string(uri, **options)
     except (ConfigurationError, ValueError, TypeError) as exc:
         reason = exc.__cause__ or exc  # limits wraps urllib's ValueError, the precise one
-        return _without_credentials(str(reason) or type(reason).__name__, uri)
+        return without_credentials(str(reason) or type(reason).__name__, uri)
     return None
 
 
-def _without_credentials(reason: str, uri: str) -> str:
+def counter_storage_options(uri: str) -> dict[str, object]:
+    """The connection options in the query of a Sentinel or cluster counter
+    URI (``?socket_timeout=0.5&socket_connect_timeout=0.5``), as keyword
+    arguments for ``limits``' ``storage_from_string``; empty for any other.
+
+    ``limits`` hands a ``redis://`` URI to redis-py, which reads its query,
+    but builds a Sentinel's or a cluster's clients from the host list alone:
+    their query was dropped, and with it the short timeouts the deployment
+    guide recommends. Read here as redis-py reads a ``redis://`` query (known
+    options by their type, others as text); a Sentinel's own connections get
+    the ``socket_*`` ones too, as redis-py gives them when not told otherwise
+    (``limits`` tells it otherwise). A value of the wrong type raises
+    ``ValueError`` naming the option."""
+    from limits.storage import SCHEMES, RedisClusterStorage, RedisSentinelStorage
+
+    storage = SCHEMES.get(uri.partition("://")[0])
+    if storage is None or not issubclass(storage, RedisSentinelStorage | RedisClusterStorage):
+        return {}
+    try:
+        from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+    except ImportError:  # limits says the package is missing, when it builds the storage
+        return {}
+    options: dict[str, object] = {}
+    for name, values in parse_qs(urlsplit(uri).query).items():
+        parse = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        try:
+            options[name] = parse(values[0]) if parse else values[0]
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid value for {name!r} in its query") from None
+    if issubclass(storage, RedisSentinelStorage):
+        sockets = {k: v for k, v in options.items() if k.startswith("socket_")}
+        if sockets:
+            options["sentinel_kwargs"] = sockets
+    return options
+
+
+def without_credentials(reason: str, uri: str) -> str:
     """``reason`` with the URI, and what may be its user name and password
     (all before its last ``@``), blotted out; the pieces too, as a password
     holding ``/`` is cut there, and its end read as a host or port. A piece
@@ -412,9 +449,13 @@ class Settings(BaseSettings):
 
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
-    def _base_url(cls, value: str) -> str:
-        """An http(s) URL with a host (a path is allowed: a proxy's prefix),
-        or empty; links built on anything else would point nowhere."""
+    def _base_url(cls, value: str, info: ValidationInfo) -> str:
+        """An http(s) URL with a host, or empty; links built on anything else
+        would point nowhere. ``public_url`` may have a path (a proxy's
+        prefix); the S3 endpoints may not: SigV4 signs the request's path, so
+        behind a proxy that strips a prefix every signed link was refused
+        (403 SignatureDoesNotMatch), and one that keeps it names another
+        bucket."""
         value = value.strip().rstrip("/")
         if not value:
             return value
@@ -427,6 +468,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must have no query, fragment or user name in it")
+        if parts.path and info.field_name != "public_url":
+            raise ValueError(
+                f"must have no path ({parts.path}): S3 signatures cover the path, so a "
+                "proxy that strips a prefix breaks every signed link (403 "
+                "SignatureDoesNotMatch); give the store a host name or port of its own, "
+                "e.g. https://s3.example.org"
+            )
         return value
 
     @field_validator("data_dir", mode="before")

@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from support.server import Server
+from support.redisproc import redis_process
+from support.server import Server, free_port
 from upscayl_cloud.cli.serve import listen_problem, url_host
 
 # A child process with a soft limit of 64 under a hard limit of 1000 (lowering
@@ -300,3 +301,44 @@ def test_the_service_logs_keep_client_text_on_its_line(caplog: Any) -> None:
         for handler, filters in before.items():
             handler.filters[:] = filters
     assert caplog.records[-1].getMessage() == "408 for /x\\nFORGED line"
+
+
+def test_a_redis_refusing_its_password_stops_serve_in_one_line(tmp_path: Path) -> None:
+    """A wrong password left the API serving with no limits at all, a
+    warning per request its only sign; now serve stops before anything is
+    created, and never shows the password."""
+    with redis_process(tmp_path / "redis", "--requirepass", "right-password") as port:
+        env = {
+            **os.environ,
+            "UPSCAYL_DATA_DIR": str(tmp_path / "data"),
+            "UPSCAYL_RATE_LIMIT_STORAGE_URI": f"redis://:wrong-password@127.0.0.1:{port}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", _CLI, "serve", "--host", "127.0.0.1", "--port", "0"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    said = [line for line in result.stderr.splitlines() if "Cannot start" in line]
+    assert said == [
+        f"Cannot start: the rate-limit storage redis://127.0.0.1:{port} refused its "
+        "credentials (a wrong or missing password in the URI): AuthenticationError: "
+        "invalid username-password pair or user is disabled; fix "
+        "UPSCAYL_RATE_LIMIT_STORAGE_URI, or set UPSCAYL_RATE_LIMITS_ENABLED=false to run "
+        "without limits"
+    ], result.stderr
+    assert "Traceback" not in result.stderr and "wrong-password" not in result.stderr
+    assert "Serving" not in result.stdout and "API key" not in result.stdout
+    assert not (tmp_path / "data" / "upscayl.db").exists()
+
+
+def test_a_redis_out_of_reach_is_warned_of_and_serve_starts(tmp_path: Path) -> None:
+    """An outage of Redis is let through by design: at start as later."""
+    uri = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    variables = {"UPSCAYL_RATE_LIMIT_STORAGE_URI": uri}
+    with _serving_on_any_port(tmp_path, stderr=subprocess.PIPE, **variables) as served:
+        url = served.serving.split(" on ")[1].split()[0]
+        assert _get_once_up(served.process, url + "/healthz").status_code == 200
+    assert f"WARNING upscayl_cloud.cli.serve [-] the rate-limit storage {uri} cannot be " in (
+        served.err
+    ), served.err
+    assert "starting anyway" in served.err

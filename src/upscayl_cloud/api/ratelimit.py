@@ -15,23 +15,40 @@ otherwise the limit with the fewest requests left (on a tie, the one that
 frees last). ``/capabilities`` publishes the one with the lowest sustained
 rate, which is what a client pacing itself must stay under.
 
-When the counter storage (Redis) cannot be reached, requests are let through
-without limit headers and a warning is logged: the counters only protect
-against bursts (credits still bound what a key can spend), and an outage of
-Redis should not become an outage of the API.
+When the counter storage (Redis) cannot be reached (refused or lost
+connections, timeouts), requests are let through without limit headers: the
+counters only protect against bursts (credits still bound what a key can
+spend), and an outage of Redis should not become an outage of the API. A
+warning per request flooded the log for the whole outage; now one warning
+says when counting stops, a reminder follows each minute, and one line says
+when it works again. A Redis that answers but refuses (a wrong or missing
+password, a read-only replica, an ACL user without the scripts) is a mistake,
+not an outage: requests still pass, so that the API keeps serving, but the
+same few lines are errors. ``serve`` counts once at start
+(``check_counter_storage``) and refuses to start on such a mistake, which
+otherwise turned the limits off for good without a word beyond the log.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
-from limits import RateLimitItem, WindowStats, parse_many
+from limits import RateLimitItem, RateLimitItemPerSecond, WindowStats, parse_many
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from upscayl_cloud.config import SPEC_RATE_LIMITS, Settings
+from upscayl_cloud.config import (
+    SPEC_RATE_LIMITS,
+    Settings,
+    counter_storage_options,
+    without_credentials,
+)
 from upscayl_cloud.services.errors import RateLimitExceededError
 
 log = logging.getLogger(__name__)
@@ -39,13 +56,164 @@ log = logging.getLogger(__name__)
 #: Retry-After of a refusal whose window could not be read (the storage
 #: failed between counting and reading): long enough not to hammer it.
 UNKNOWN_RESET_SECONDS = 60
+#: Seconds between two "still failing" lines while the counter storage fails.
+REMINDER_SECONDS = 60.0
+#: What the start-up check counts, as a request would: one entry, gone in a second.
+_START_CHECK = RateLimitItemPerSecond(1)
+
+#: How the counter storage fails: "unreachable" (an outage) or "refused" (it
+#: answers, and says no: a setting to fix).
+Failure = Literal["unreachable", "refused"]
+
+
+def build_storage(uri: str) -> Storage:
+    """``limits``' storage for ``uri``, a Sentinel's or a cluster's with the
+    connection options of its query (``limits`` drops them; see
+    ``config.counter_storage_options``)."""
+    options: dict[str, Any] = counter_storage_options(uri)
+    # A sync storage: the settings refuse the async+... schemes.
+    return cast(Storage, storage_from_string(uri, **options))
+
+
+def failure_of(error: BaseException) -> Failure:
+    """Whether ``error`` means the storage is out of reach ("unreachable":
+    refused or lost connections, timeouts, a Redis still loading, a cluster
+    or Sentinel without a primary just now) or that it answered and refused
+    ("refused": a wrong or missing password, a read-only replica, an ACL
+    without the commands, anything else). redis-py's authentication errors
+    are ``ConnectionError`` subclasses: they are asked first."""
+    try:
+        from redis import exceptions as rx
+    except ImportError:  # memory:// only: no Redis to tell apart
+        return "unreachable" if isinstance(error, ConnectionError | TimeoutError) else "refused"
+    auth = tuple(
+        getattr(rx, name)
+        for name in ("AuthenticationError", "AuthorizationError", "ExternalAuthProviderError")
+        if hasattr(rx, name)
+    )
+    if isinstance(error, auth):
+        return "refused"
+    outage = (
+        rx.ConnectionError,  # with BusyLoadingError, MasterNotFoundError, MaxConnectionsError
+        rx.TimeoutError,
+        rx.ClusterDownError,  # and MasterDownError: a failover in progress
+        rx.TryAgainError,
+        ConnectionError,
+        TimeoutError,
+    )
+    return "unreachable" if isinstance(error, outage) else "refused"
+
+
+def _said(error: BaseException, uri: str) -> str:
+    """``error`` in one line, for a log or a start-up message: its type and
+    first line, with nothing of the URI's user name or password."""
+    first = (str(error).splitlines() or [""])[0].strip().rstrip(".")
+    said = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return without_credentials(said, uri)
+
+
+def _shown(uri: str) -> str:
+    """``uri`` without its user name, password or query (a query may carry
+    ``password=``): scheme, hosts and path, to name the storage in a line."""
+    scheme, _, rest = uri.partition("://")
+    rest = rest.rpartition("@")[2]
+    return f"{scheme}://{rest.split('?', 1)[0].split('#', 1)[0]}"
+
+
+class _StorageFailures:
+    """Runs of failed checks, told once each: one line when counting stops,
+    a reminder a minute, one line when it works again, as the database
+    claims do (``queue/outage.py``). A line per request flooded the log for
+    the whole outage, hiding everything else. Shared by the request
+    threads, so locked; a run changes kind (an outage turning into a wrong
+    password) with a new first line."""
+
+    def __init__(self, uri: str, clock: Callable[[], float]) -> None:
+        self._uri = uri
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: The kind of the run in progress; None while counting works.
+        self.failing: Failure | None = None
+        self._since = self._told = 0.0
+        self._failures = 0
+
+    def failed(self, error: BaseException) -> None:
+        """Note a check the storage failed (the request was let through, or
+        a refusal stood unexplained)."""
+        kind = failure_of(error)
+        with self._lock:
+            now = self._clock()
+            self._failures += 1
+            if kind != self.failing:
+                self.failing, self._since, self._told, self._failures = kind, now, now, 1
+                first = True
+            elif now - self._told >= REMINDER_SECONDS:
+                self._told = now
+                first = False
+            else:
+                return
+            length, failures = now - self._since, self._failures
+        said = _said(error, self._uri)
+        if kind == "unreachable":
+            if first:
+                log.warning(
+                    "rate-limit storage unreachable (%s): requests are let through without "
+                    "limits until it answers; a reminder a minute",
+                    said,
+                )
+            else:
+                log.warning(
+                    "rate-limit storage still unreachable after %.0f s (%d requests not "
+                    "counted): %s",
+                    length,
+                    failures,
+                    said,
+                )
+        elif first:
+            log.error(
+                "rate-limit storage refuses to count (%s): requests are let through "
+                "without limits; check UPSCAYL_RATE_LIMIT_STORAGE_URI (its password, and "
+                "that it names the primary, not a read-only replica); a reminder a minute",
+                said,
+            )
+        else:
+            log.error(
+                "rate-limit storage still refuses to count after %.0f s (%d requests not "
+                "counted): %s",
+                length,
+                failures,
+                said,
+            )
+
+    def succeeded(self) -> None:
+        """Note a check the storage answered; cheap (no lock) while nothing fails."""
+        if self.failing is None:
+            return
+        with self._lock:
+            if self.failing is None:
+                return
+            length, failures = self._clock() - self._since, self._failures
+            self.failing = None
+        log.warning(
+            "rate-limit storage counts again after %.0f s (%d requests not counted)",
+            length,
+            failures,
+        )
 
 
 class RateLimits:
-    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``storage``: the counters' storage, built from the settings when
+        None; ``clock`` paces the "still failing" reminders."""
         self.enabled = settings.rate_limits_enabled
-        storage = storage or storage_from_string(settings.rate_limit_storage_uri)
+        storage = storage or build_storage(settings.rate_limit_storage_uri)
         self._limiter = MovingWindowRateLimiter(storage)
+        self._failures = _StorageFailures(settings.rate_limit_storage_uri, clock)
         # Each limit once: the same one written twice shares one counter,
         # and was counted twice a request (half its allowance).
         self._items: dict[str, list[RateLimitItem]] = {
@@ -59,6 +227,15 @@ class RateLimits:
                 "set it to redis://... to share the counters",
                 settings.rate_limit_storage_uri,
             )
+
+    @property
+    def status(self) -> str:
+        """``/readyz``'s ``rateLimits``: "off" (disabled), "counting", or how
+        the last check failed ("unreachable", "refused"). From the requests
+        checked, never a probe: it changes with the next one."""
+        if not self.enabled:
+            return "off"
+        return self._failures.failing or "counting"
 
     def published(self) -> dict[str, dict[str, int]] | None:
         """Each operation's limit as ``/capabilities`` publishes it (``requests``
@@ -81,12 +258,12 @@ class RateLimits:
         try:
             refusing = self._count(items, key_id, operation)
         except Exception as exc:  # the storage's own errors (redis.ConnectionError...)
-            log.warning("rate-limit storage unavailable, request let through: %s", exc)
+            self._failures.failed(exc)
             return {}, None
         try:
             item, stats = self._binding(refusing or items, bool(refusing), key_id, operation)
         except Exception as exc:  # lost after counting: the decision stands, unexplained
-            log.warning("rate-limit storage unavailable after counting: %s", exc)
+            self._failures.failed(exc)
             if not refusing:
                 return {}, None
             item = max(refusing, key=RateLimitItem.get_expiry)
@@ -97,6 +274,7 @@ class RateLimits:
                 f"Try again in {wait} seconds",
                 retry_after_seconds=wait,
             )
+        self._failures.succeeded()
         window = item.get_expiry()
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
@@ -152,3 +330,73 @@ def _per_process_counters_on_a_shared_database(settings: Settings) -> bool:
     return settings.rate_limit_storage_uri.startswith("memory") and (
         not settings.resolved_database_url.startswith("sqlite")
     )
+
+
+@dataclass(frozen=True)
+class StorageProblem:
+    """What ``check_counter_storage`` found: ``fatal`` stops ``serve``;
+    ``message`` is one line, without the URI's password."""
+
+    fatal: bool
+    message: str
+
+
+def check_counter_storage(
+    settings: Settings, storage: Storage | None = None
+) -> StorageProblem | None:
+    """Count once against the counter storage, as a request does (the
+    moving window's script, which writes: a read-only replica refuses it),
+    before ``serve`` starts; None when it counted, or there is nothing to
+    check (limits off, counters in memory).
+
+    A storage that refuses (a wrong or missing password, a read-only
+    replica, an ACL user without the commands) or that cannot be set up (a
+    cluster whose nodes do not answer as one: the API would fail to build
+    it too) is fatal: each request would otherwise pass unlimited, for
+    good. One out of reach is not: Redis is no start dependency, and its
+    outages are let through by design (``RateLimits``), so ``serve`` starts
+    with a warning."""
+    uri = settings.rate_limit_storage_uri
+    if not settings.rate_limits_enabled:
+        return None
+    if storage is None:
+        if uri.startswith("memory"):  # this process's own counters: nothing to reach
+            return None
+        try:
+            storage = build_storage(uri)
+        except Exception as exc:  # a cluster client connects as it is made
+            return StorageProblem(
+                True,
+                f"Cannot start: the rate-limit storage {_shown(uri)} could not be set up: "
+                f"{_said(exc, uri)}; fix UPSCAYL_RATE_LIMIT_STORAGE_URI, or set "
+                "UPSCAYL_RATE_LIMITS_ENABLED=false to run without limits",
+            )
+    try:
+        MovingWindowRateLimiter(storage).hit(_START_CHECK, "upscayl-start-check")
+    except Exception as exc:
+        said = _said(exc, uri)
+        if failure_of(exc) == "unreachable":
+            return StorageProblem(
+                False,
+                f"the rate-limit storage {_shown(uri)} cannot be reached ({said}): starting "
+                "anyway; requests are let through without limits until it answers",
+            )
+        return StorageProblem(
+            True,
+            f"Cannot start: the rate-limit storage {_shown(uri)} {_refusal(exc)}: {said}; "
+            "fix UPSCAYL_RATE_LIMIT_STORAGE_URI, or set UPSCAYL_RATE_LIMITS_ENABLED=false "
+            "to run without limits",
+        )
+    return None
+
+
+def _refusal(error: BaseException) -> str:
+    """What a storage that refused the start-up count did, in words."""
+    name = type(error).__name__
+    if name == "ReadOnlyError":
+        return "is a read-only replica (name the primary, or its Sentinels)"
+    if name == "NoPermissionError":
+        return "refused a command the counters need (see its ACL user's permissions)"
+    if "Auth" in name:
+        return "refused its credentials (a wrong or missing password in the URI)"
+    return "failed to count"

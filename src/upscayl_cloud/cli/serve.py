@@ -92,6 +92,7 @@ def serve(
 
     from upscayl_cloud.api.app import create_app
     from upscayl_cloud.api.protocol import DeadlineH11Protocol
+    from upscayl_cloud.api.ratelimit import check_counter_storage
 
     overrides = {
         name: value
@@ -110,6 +111,14 @@ def serve(
     logging.getLogger(__name__).info(
         "open-file limit: %d (each connection holds one)", raise_descriptor_limit()
     )
+    # Before a first start's key too: a wrong Redis password or a read-only
+    # replica turned the limits off for good, with a log line per request.
+    counters = check_counter_storage(settings)
+    if counters is not None and counters.fatal:
+        typer.echo(counters.message, err=True)
+        raise typer.Exit(1)
+    if counters is not None:  # out of reach: its outages are let through anyway
+        logging.getLogger(__name__).warning("%s", counters.message)
     url = settings.public_url or f"http://{url_host(settings.host)}:{settings.port}"
     key = first_start_key(settings)
     if key is not None:

@@ -26,13 +26,21 @@ async def readyz(request: Request, ctx: ContextDep) -> Any:
     """Database reachable, storage writable, and this process's workers
     alive where it has any: an API-only process (``--workers 0``) reports
     no workers check rather than a ``true`` it never checked (worker
-    processes are seen through ``upscayl_queue_depth``)."""
+    processes are seen through ``upscayl_queue_depth``).
+
+    ``rateLimits`` says whether the last request's limits were counted; it
+    is no check: requests pass while Redis fails (by design), so a process
+    should not leave the balancer for it, but its operator should see it."""
     checks = await readiness(request.app.state, ctx).checks()
     pool = getattr(request.app.state, "workers", None)
     if pool is not None:
         checks["workers"] = pool.alive()
     if all(checks.values()):
-        return {"status": "ready", "checks": checks}
+        ready: dict[str, Any] = {"status": "ready", "checks": checks}
+        limits = getattr(request.app.state, "rate_limits", None)
+        if limits is not None:
+            ready["rateLimits"] = limits.status
+        return ready
     failing = ", ".join(name for name, ok in checks.items() if not ok)
     return error_response(503, "NOT_READY", f"Not ready: {failing}")
 
