@@ -38,7 +38,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 bench: $(DEV_STAMP)
-	$(BIN)/python bench/engine.py
+	PYTHONPATH=. $(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -151,3 +151,26 @@ def test_help_fits_docstrings_to_the_terminal_and_shows_no_markup() -> None:
     # Markdown takes <...> for a tag: help text must not use it for a placeholder.
     create = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["keys", "create", "--help"])
     assert "Default: key-YYYY-MM-DD (today, UTC)." in create.output
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        (["upscale"], ["--recursive", "--cpu"]),
+        (["models", "list"], ["--json"]),
+        (["models", "backends"], ["--json"]),
+        (["models", "add"], ["--replace"]),
+        (["client", "upscale"], ["--recursive", "--face", "--thumbnails"]),
+        (["client", "status"], ["--json"]),
+        (["client", "history"], ["--failed", "--json"]),
+    ],
+)
+def test_flags_show_no_value_in_help(command: list[str], flags: list[str]) -> None:
+    """Typer 0.29 showed ``--recursive -r <bool>``, as if ``-r true`` were
+    meant (``true`` was then taken for a file to upscale). A flag's row has
+    no value (``--help``'s own row is typer's)."""
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, [*command, "--help"])
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split()[1]: line for line in shown.output.splitlines() if line.startswith("│ --")}
+    for flag in flags:
+        assert "<bool>" not in rows[flag], rows[flag]

@@ -1,5 +1,6 @@
 """``upscayl-cloud upscale`` on real files, through the real command."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ def photo() -> np.ndarray:
 
 def _photo(path, photo, size=(24, 30)):
     pixels = np.round(photo[100 : 100 + size[0], 200 : 200 + size[1]] * 255).astype(np.uint8)
-    pyvips.Image.new_from_array(pixels).write_to_file(str(path))
+    # Bytes written by Python: pyvips takes no path that is not UTF-8.
+    path.write_bytes(pyvips.Image.new_from_array(pixels).write_to_buffer(path.suffix))
     return path
 
 
@@ -207,10 +209,166 @@ def test_long_names_are_shortened_as_the_client_shortens_them(tmp_path, photo):
 
 
 def test_an_output_folder_nothing_can_be_written_in_fails_before_the_work(tmp_path, photo):
+    """A usage error naming the folder (exit 2), as client upscale makes it:
+    each file failed on its own, blamed for the folder's fault."""
     source = _photo(tmp_path / "a.png", photo)
     result = CliRunner().invoke(
         app,
         ["upscale", str(source), "-m", "quick-clear-4x", "-s", "2", "--cpu", "-o", "/proc/self"],
     )
+    assert result.exit_code == 2
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "'-o' / '--output': /proc/self: results cannot be written there:" in flat
+    assert "a.png" not in flat
+
+
+def test_an_output_folder_that_is_a_file_is_a_usage_error_before_the_work(tmp_path, photo):
+    """``-o afile`` was "✗ a.png: File exists" for every file, exit 1."""
+    source = _photo(tmp_path / "a.png", photo)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    fast = ["-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    for out in (afile, afile / "below"):
+        result = CliRunner().invoke(app, ["upscale", str(source), *fast, "-o", str(out)])
+        assert result.exit_code == 2, result.output
+        flat = " ".join(result.output.replace("│", " ").split())
+        assert f"{out}: " in flat and "is a file, not a folder" in flat
+        assert "a.png" not in flat
+    assert afile.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "afile"]
+
+
+def _odd_name(folder: Path, raw: bytes) -> Path:
+    """``folder`` / a name that is not UTF-8, as Python spells it (lone
+    surrogates); skips where the file system takes none (macOS)."""
+    path = folder / os.fsdecode(raw)
+    try:
+        path.touch()
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    return path
+
+
+def test_a_file_whose_name_is_not_utf8_is_upscaled(tmp_path, photo):
+    """pyvips names files to libvips in UTF-8: a Latin-1 ``caf\\xe9 photo.png``
+    raised UnicodeEncodeError, which ended the whole run, no file done."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    latin = _photo(_odd_name(folder, b"caf\xe9 photo.png"), photo)
+    junk = _photo(_odd_name(folder, b"\xff.png"), photo, size=(16, 16))
+    _photo(folder / "plain.png", photo, size=(20, 16))
+    result = CliRunner().invoke(
+        app, ["upscale", str(folder), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    made = {
+        path.name: pyvips.Image.new_from_file(str(path)).width
+        for path in folder.iterdir()
+        if "_upscayl_" in path.name
+    }
+    # The client's naming drops what is no character; the rest is kept.
+    assert made == {
+        "caf photo_upscayl_2x_quick-clear-4x.png": 60,
+        "image_upscayl_2x_quick-clear-4x.png": 32,
+        "plain_upscayl_2x_quick-clear-4x.png": 32,
+    }
+    assert latin.exists() and junk.exists()
+
+
+def test_a_folder_whose_name_is_not_utf8_takes_its_results_elsewhere(tmp_path, photo):
+    """A result beside such a source would fail at its encode, after the work
+    (libvips is given its path in UTF-8): the file fails at once, saying so,
+    the others are done; with ``-o`` elsewhere it is upscaled. Such an
+    ``-o`` itself is a usage error."""
+    try:
+        folder = tmp_path / os.fsdecode(b"caf\xe9")
+        folder.mkdir()
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    inside = _photo(folder / "a.png", photo)
+    other = _photo(tmp_path / "b.png", photo)
+    fast = ["-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    beside = CliRunner().invoke(app, ["upscale", str(inside), str(other), *fast])
+    assert beside.exit_code == 1
+    flat = " ".join(beside.output.split())
+    assert "a folder whose path is not UTF-8" in flat and "choose another with -o" in flat
+    assert "Traceback" not in beside.output
+    assert (tmp_path / "b_upscayl_2x_quick-clear-4x.png").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+    out = tmp_path / "out"
+    elsewhere = CliRunner().invoke(app, ["upscale", str(inside), *fast, "-o", str(out)])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert (out / "a_upscayl_2x_quick-clear-4x.png").is_file()
+    refused = CliRunner().invoke(app, ["upscale", str(other), *fast, "-o", str(folder / "o")])
+    assert refused.exit_code == 2
+    assert "not UTF-8" in refused.output
+
+
+def test_an_unforeseen_error_fails_its_file_and_the_rest_are_done(tmp_path, photo, monkeypatch):
+    """Stand-in, named so, for a failure no one foresaw (the UnicodeEncodeError
+    above was one): the pipeline raises a class the loop does not name for
+    the first file. It ended the run, the other files not done and nothing
+    said of them; now that file fails (exit 1), named with the class."""
+    from upscayl_cloud.engine import pipeline
+
+    first = _photo(tmp_path / "a.png", photo)
+    second = _photo(tmp_path / "b.png", photo)
+    real = pipeline.upscale_file
+
+    def first_fails(source, *args, **kwargs):
+        if Path(source).name == "a.png":
+            raise ValueError("a stand-in for a bug")
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upscale_file", first_fails)
+    result = CliRunner().invoke(
+        app, ["upscale", str(first), str(second), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "a.png: unexpected ValueError: a stand-in for a bug" in flat
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (tmp_path / "b_upscayl_2x_quick-clear-4x.png").is_file()
+
+
+def test_link_loops_are_skipped_in_a_folder_and_fail_when_named(tmp_path, photo):
+    """A ``self -> self`` link ended the run (RuntimeError from
+    ``Path.resolve``) before any file was done."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.png", photo)
+    (folder / "self.png").symlink_to("self.png")
+    fast = ["-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    walked = CliRunner().invoke(app, ["upscale", str(folder), *fast])
+    assert walked.exit_code == 0, walked.output
+    assert "skipped" in walked.output and "self.png: a link loop" in walked.output
+    assert (folder / "a_upscayl_2x_quick-clear-4x.png").is_file()
+    named = CliRunner().invoke(app, ["upscale", str(folder / "self.png"), *fast])
+    assert named.exit_code == 1
+    assert "self.png: a link loop" in named.output
+
+
+def test_an_image_that_cannot_be_upscaled_fails_the_run_even_in_a_folder(tmp_path, photo):
+    """What ``--help`` says is what happens: a non-image met in a folder is
+    skipped, but a truncated PNG there fails the run (the help said every
+    file met in a folder that cannot be upscaled was skipped)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    whole = _photo(folder / "a.png", photo).read_bytes()
+    (folder / "cut.png").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.png").write_text("not an image")
+    result = CliRunner().invoke(
+        app, ["upscale", str(folder), "-m", "quick-clear-4x", "-s", "2", "--cpu"]
+    )
     assert result.exit_code == 1
-    assert "a.png: /proc/self: results cannot be written there:" in " ".join(result.output.split())
+    assert "cut.png" in result.output and "truncated or corrupt" in result.output
+    assert "skipped" in result.output and "notes.png" in result.output
+    assert (folder / "a_upscayl_2x_quick-clear-4x.png").is_file()
+
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["upscale", "--help"])
+    said = " ".join(shown.output.replace("│", " ").split())
+    assert "is skipped with its reason when met in a folder" in said
+    assert "An image that cannot be upscaled (truncated, corrupt, over the image limits)" in said
+    assert "fails the run wherever it was found" in said
+    assert "one met in a folder is skipped" not in said

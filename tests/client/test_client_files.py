@@ -114,3 +114,30 @@ def test_a_folder_that_cannot_be_listed_is_reported_not_dropped(
         Skipped(locked[0], denied),
         Skipped(locked[1], denied),
     ]
+
+
+def test_link_loops_are_skipped_not_the_end_of_the_run(tmp_path: Path) -> None:
+    """``Path.resolve`` raises on a link loop: one ``self -> self`` in a
+    folder (or named) ended the collection, for ``upscale`` and ``client
+    upscale`` alike, before any file was done."""
+    write_image(tmp_path / "pics" / "a.png", 8, 8)
+    (tmp_path / "pics" / "self.png").symlink_to("self.png")
+    (tmp_path / "pics" / "x.png").symlink_to("y.png")
+    (tmp_path / "pics" / "y.png").symlink_to("x.png")
+    # An earlier result's name on a loop is looked up too (named beside it or not).
+    (tmp_path / "pics" / "b_upscayl_2x_quick-clear-4x.png").symlink_to(
+        "b_upscayl_2x_quick-clear-4x.png"
+    )
+    found = collect([tmp_path / "pics"], recursive=True)
+    assert [(type(i), i.path.name, getattr(i, "reason", None)) for i in found] == [
+        (Source, "a.png", None),
+        (EarlierResult, "b_upscayl_2x_quick-clear-4x.png", EarlierResult.reason),
+        (Skipped, "self.png", "a link loop"),
+        (Skipped, "x.png", "a link loop"),
+        (Skipped, "y.png", "a link loop"),
+    ]
+    named = collect([tmp_path / "pics" / "self.png", tmp_path / "pics" / "a.png"])
+    assert named == [
+        Skipped(tmp_path / "pics" / "self.png", "a link loop"),
+        Source(tmp_path / "pics" / "a.png", Path("a.png"), "image/png", named[1].size),
+    ]

@@ -158,6 +158,34 @@ def test_truncated_image_is_invalid(tmp_path, suffix):
     assert not list(tmp_path.glob("*.u16")), "a failed decode leaves no plane behind"
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_a_name_that_is_not_utf8_is_read_like_any_other(tmp_path, suffix):
+    """pyvips gives libvips a file's name in UTF-8, and a Latin-1 name
+    (``caf\\xe9``: a ``str`` with a lone surrogate here) raised
+    UnicodeEncodeError out of the engine: an image of the same bytes under
+    another name must decode to the same pixels, and a cut one be as
+    invalid, each error still in libvips's words."""
+    whole = write(tmp_path / f"plain{suffix}", COFFEE)
+    odd = tmp_path / os.fsdecode(b"caf\xe9" + suffix.encode())
+    try:
+        odd.write_bytes(whole.read_bytes())
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names")
+    assert imageio.probe(odd, LIMITS) == imageio.probe(whole, LIMITS)
+    ours = imageio.decode(odd, tmp_path, LIMITS)
+    theirs = imageio.decode(whole, tmp_path, LIMITS)
+    assert ours.source == theirs.source and ours.resolution == theirs.resolution
+    assert np.array_equal(ours.color.read_all(), theirs.color.read_all())
+
+    odd.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InvalidImageError, match="truncated or corrupt"):
+        imageio.decode(odd, tmp_path, LIMITS)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(odd.read_bytes())
+    with pytest.raises(InvalidImageError, match="truncated or corrupt"):
+        imageio.decode(cut, tmp_path, LIMITS)
+
+
 def test_truncated_header_is_invalid(tmp_path):
     whole = write(tmp_path / "whole.png", ASTRONAUT).read_bytes()
     path = tmp_path / "cut.png"

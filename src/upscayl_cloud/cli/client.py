@@ -75,7 +75,11 @@ Key = Annotated[
     str | None,
     typer.Option("--key", envvar="UPSCAYL_API_KEY", help="API key.", show_default=False),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
+#: A boolean flag's value in ``--help``: none, where typer 0.29 showed
+#: ``<bool>`` as if ``--recursive true`` were meant (``true`` is a path).
+FLAG = ""
+
+AsJson = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print the server's JSON.")]
 _STYLE = {"done": "green", "failed": "red", "skipped": "yellow", "completed": "green"}
 
 
@@ -193,15 +197,21 @@ def upscale_command(
         list[Path],
         typer.Argument(metavar="PATH...", help="Images and folders.", show_default=False),
     ],
-    recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Walk subfolders.")] = False,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", metavar=FLAG, help="Walk subfolders.")
+    ] = False,
     model: Annotated[str, typer.Option("-m", "--model", help="See `client models`.")] = MODELS[0],
     scale: Annotated[str, typer.Option("-s", "--scale", help="2, 4 or 8.")] = "4",
     fmt: Annotated[str, typer.Option("-f", "--format", help="png, jpg or webp.")] = "jpg",
-    face: Annotated[bool, typer.Option("--face", help="Ask for face enhancement.")] = False,
+    face: Annotated[
+        bool, typer.Option("--face", metavar=FLAG, help="Ask for face enhancement.")
+    ] = False,
     out_dir: Annotated[
         Path | None, typer.Option("-o", "--output", help="Folder for results (default: beside).")
     ] = None,
-    thumbnails: Annotated[bool, typer.Option(help="Also download WebP previews.")] = False,
+    thumbnails: Annotated[
+        bool, typer.Option(metavar=FLAG, help="Also download WebP previews.")
+    ] = False,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Most files per task (or the server's limit, if lower).")
     ] = 50,
@@ -341,7 +351,9 @@ def status_command(
 
 @client_app.command("history")
 def history_command(
-    failed: Annotated[bool, typer.Option("--failed", help="Only failed tasks.")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", metavar=FLAG, help="Only failed tasks.")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, help="How many tasks (newest first).")] = 20,
     as_json: AsJson = False,
     url: Url = None,

@@ -21,6 +21,10 @@ from upscayl_cloud.cli.startup import missing_embedded_database
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 
+#: A boolean flag's value in ``--help``: none, where typer 0.29 showed
+#: ``<bool>`` as if ``--json true`` were meant.
+FLAG = ""
+
 models_app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,
     help="List upscaling models; install face-restoration models.",
@@ -57,7 +61,9 @@ def capabilities(faces_dir: Path) -> dict[str, object]:
 
 @models_app.command("list")
 def list_models(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="Machine-readable output.")
+    ] = False,
 ) -> None:
     """Show the upscaling models, the installed face models, and whether
     face enhancement is available."""
@@ -92,7 +98,9 @@ def list_models(
 
 @models_app.command("backends")
 def backends(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="Machine-readable output.")
+    ] = False,
 ) -> None:
     """Show each inference backend, what it would run on here, and which one
     the configured ``UPSCAYL_ENGINE_BACKEND`` selects (and why)."""
@@ -212,7 +220,8 @@ def add(
         str | None, typer.Option("--name", help="Name to install it as (default: file name).")
     ] = None,
     replace: Annotated[
-        bool, typer.Option("--replace", help="Overwrite an installed model of that name.")
+        bool,
+        typer.Option("--replace", metavar=FLAG, help="Overwrite an installed model of that name."),
     ] = False,
 ) -> None:
     """Check a face-restoration model (1x3x512x512 RGB in [-1, 1] in and out)

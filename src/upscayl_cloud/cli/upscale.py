@@ -14,7 +14,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
-from upscayl_cloud.client.naming import OutputNames, local_name, unwritable_folder_problem
+from upscayl_cloud.client.naming import (
+    OutputNames,
+    local_name,
+    output_folder_problem,
+    unwritable_folder_problem,
+)
 from upscayl_cloud.config import MAX_THREADS
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
 from upscayl_cloud.engine.errors import EngineError
@@ -26,6 +31,11 @@ ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)  # type
 #: save rewrites the folder's whole manifest, and once per file grew with
 #: the square of the folder's size (5,000 files: minutes of it).
 MANIFEST_SAVE_SECONDS = 10.0
+
+#: A boolean flag's value in ``--help``: none. Typer 0.29 showed ``<bool>``
+#: (``--recursive -r <bool>``), as if ``-r true`` were meant; it takes no
+#: value, and ``true`` was then read as a file to upscale.
+FLAG = ""
 
 
 class Scale(StrEnum):
@@ -69,7 +79,8 @@ def upscale(
         ),
     ] = None,
     recursive: Annotated[
-        bool, typer.Option("-r", "--recursive", help="Also the images in subfolders.")
+        bool,
+        typer.Option("-r", "--recursive", metavar=FLAG, help="Also the images in subfolders."),
     ] = False,
     threads: Annotated[
         int | None,
@@ -80,7 +91,10 @@ def upscale(
         ),
     ] = None,
     cpu: Annotated[
-        bool, typer.Option("--cpu", help="Never use a GPU (as UPSCAYL_ENGINE_USE_GPU=false).")
+        bool,
+        typer.Option(
+            "--cpu", metavar=FLAG, help="Never use a GPU (as UPSCAYL_ENGINE_USE_GPU=false)."
+        ),
     ] = False,
     backend: Annotated[
         Backend | None,
@@ -102,9 +116,13 @@ def upscale(
     """Upscale local images with a model of the catalog.
 
     Folders are found as ``client upscale`` finds them (the same rules: files
-    recognised by their bytes, hidden files and earlier results skipped).
-    A file named on the command line that cannot be upscaled fails the run
-    (exit 1); one met in a folder is skipped with its reason.
+    recognised by their bytes, hidden files and earlier results skipped):
+    what is no JPEG, PNG or WebP image (or cannot be read) is skipped with
+    its reason when met in a folder, and fails the run (exit 1) when named
+    on the command line. An image that cannot be upscaled (truncated,
+    corrupt, over the image limits) fails the run wherever it was found;
+    the other files are still done. An output folder (``-o``) that is a
+    file or takes no file is a usage error (exit 2), before any work.
 
     The engine is configured as the service's workers are (``UPSCAYL_ENGINE_*``,
     the encoder settings, the image limits), with these flags over it."""
@@ -112,6 +130,8 @@ def upscale(
     from upscayl_cloud.engine.pipeline import upscale_file
     from upscayl_cloud.worker import configured_engine
 
+    if out_dir is not None:
+        _check_output_folder(out_dir)
     configured = configured_engine(get_settings())
     settings = replace(
         configured,
@@ -149,6 +169,8 @@ def upscale(
                     # A read-only folder failed only at the encode, after the work.
                     if (problem := unwritable_folder_problem(folder)) is not None:
                         raise OSError(problem)
+                    if (problem := _unnameable_folder_problem(folder)) is not None:
+                        raise OSError(problem)
                     # The client's naming: Upscayl's, a stem too long shortened.
                     name = local_name(found.path, int(scale.value), model.value, fmt.value)
                     target = names.claim(folder, name, found.path)
@@ -171,6 +193,17 @@ def upscale(
                     said = escape(f"{found.path}: {_why(exc)}")
                     bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
                     continue
+                except Exception as exc:
+                    # Broad on purpose: a local run of a few thousand files
+                    # ended at one file's UnicodeEncodeError from pyvips (a
+                    # name that is not UTF-8), with nothing done and no word
+                    # on the others. What no one foresaw fails that file,
+                    # named with its class so that it can be reported; the
+                    # run goes on and exits 1. Ctrl-C is no Exception.
+                    failures += 1
+                    said = escape(f"{found.path}: unexpected {type(exc).__name__}: {exc}")
+                    bar.console.print(f"[red]✗[/red] {said}", soft_wrap=True)
+                    continue
                 finally:
                     bar.remove_task(task)
                 done = escape(f"{found.path} → {target}")
@@ -183,6 +216,39 @@ def upscale(
         names.save()  # Ctrl-C and failures too: what was written is known as ours
     if failures:
         raise typer.Exit(code=1)
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """Refuse, as a usage error naming the folder (exit 2), an ``-o`` that
+    is a file (or lies below one) or takes no file (a read-only disk, no
+    permission), before any work, as ``client upscale`` refuses it. Each
+    file failed on its own instead (exit 1), the folder's fault told as the
+    input's: ``✗ in/a.png: File exists``."""
+    problem = (
+        output_folder_problem(out_dir)
+        or unwritable_folder_problem(out_dir)
+        or _unnameable_folder_problem(out_dir)
+    )
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="'-o' / '--output'")
+
+
+def _unnameable_folder_problem(folder: Path) -> str | None:
+    """Why the encoder cannot be given a path in ``folder``, or None.
+
+    pyvips passes file names to libvips as UTF-8, so a result in a folder
+    whose name is not (a Latin-1 ``caf\\xe9/`` from an old disk) failed
+    with UnicodeEncodeError at its encode, after all the upscaling. Its
+    sources are read all the same (see ``engine.decode``); their results
+    can go elsewhere with ``-o``."""
+    try:
+        str(folder.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"{folder}: results cannot be written in a folder whose path is not "
+            "UTF-8 (pyvips names files to libvips in UTF-8): choose another with -o"
+        )
+    return None
 
 
 def _why(exc: EngineError | OSError) -> str:

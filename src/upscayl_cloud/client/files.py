@@ -7,6 +7,7 @@ skipped here with a reason instead of costing an upload and a failed batch.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -20,6 +21,9 @@ STATE_SUFFIX = ".upscayl-upload.json"
 
 
 _LINKED_FOLDER = "a link to a folder, not followed (name it to include its files)"
+
+#: Why a link that leads back to itself (``self -> self``, ``a -> b -> a``) is skipped.
+LINK_LOOP = "a link loop"
 
 
 def sniff(head: bytes) -> str | None:
@@ -110,12 +114,26 @@ def collect(paths: Iterable[Path], recursive: bool = False) -> list[Source | Ski
         else:
             found.append(Skipped(arg, "no such file or folder"))
     # A result named on its own beside its folder is taken, not also skipped.
-    taken = {item.path.resolve() for item in found if isinstance(item, Source)}
+    taken = {_resolved(item.path) for item in found if isinstance(item, Source)}
     return [
         item
         for item in found
-        if not (isinstance(item, EarlierResult) and item.path.resolve() in taken)
+        if not (isinstance(item, EarlierResult) and _resolved(item.path) in taken)
     ]
+
+
+def _resolved(path: Path) -> Path | str:
+    """Where ``path`` leads, links followed; or, where they lead nowhere,
+    why. ``Path.resolve`` raises RuntimeError on a link loop (Python 3.11;
+    later versions an OSError): one such link in a folder, or named, ended
+    the whole collection, for ``upscale`` and ``client upscale`` alike,
+    before any file was done."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        return LINK_LOOP
+    except OSError as exc:
+        return LINK_LOOP if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror or exc}"
 
 
 def _walk(folder: Path, recursive: bool) -> list[tuple[Path, str | None]]:
@@ -150,7 +168,10 @@ def _add(found: list[Source | Skipped], seen: dict[Path, Path], path: Path, rela
     (``pics`` and ``./pics/../pics``), is simply taken once."""
     if path.name.endswith(STATE_SUFFIX):
         return
-    key = path.resolve()
+    key = _resolved(path)
+    if isinstance(key, str):
+        found.append(Skipped(path, key))
+        return
     first = seen.get(key)
     if first is None:
         seen[key] = path

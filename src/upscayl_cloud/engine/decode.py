@@ -50,6 +50,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -247,14 +248,7 @@ def _open(
         )
     name = _NAMES[mime_type]
     try:
-        # memory=True: a loader that cannot stream (WebP's decodes the whole
-        # frame) would otherwise copy a source over 100 MB of pixels into an
-        # unnamed file in TMPDIR, a disk the work-space check never sees, and
-        # a full one there failed the client's file as corrupt. The frame is
-        # in memory all the same; JPEG and PNG stream and ignore it.
-        image = pyvips.Operation.call(
-            _LOADERS[mime_type], str(path), access="sequential", fail_on="error", memory=True
-        )
+        image = _load(_LOADERS[mime_type], path)
     except pyvips.Error as err:
         raise InvalidImageError(
             f"The {name} header could not be read: the file is truncated or corrupt."
@@ -295,6 +289,38 @@ def _open(
         pages=max(1, int(pages)),
     )
     return image, source
+
+
+def _load(loader: str, path: Path) -> pyvips.Image:
+    """Call ``loader`` on the file at ``path``, streaming, strict.
+
+    pyvips hands libvips a file name as UTF-8, and a name that is not
+    (``caf\\xe9.png`` from a Latin-1 disk, a ``str`` with lone surrogates
+    here) raised UnicodeEncodeError: it ended a whole local run. Such a file
+    is opened here and given to the ``_source`` loader by its descriptor
+    instead. Not its name as bytes: libvips puts a file's name in some
+    messages (a file gone before libvips opened it, for one), pyvips reads
+    them as UTF-8, and the failed read left them in libvips's error buffer,
+    spoiling every later error of the process. Other names go by name, as
+    they always went: nothing changes for them.
+    """
+    # memory=True: a loader that cannot stream (WebP's decodes the whole
+    # frame) would otherwise copy a source over 100 MB of pixels into an
+    # unnamed file in TMPDIR, a disk the work-space check never sees, and
+    # a full one there failed the client's file as corrupt. The frame is
+    # in memory all the same; JPEG and PNG stream and ignore it.
+    options = {"access": "sequential", "fail_on": "error", "memory": True}
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            source = pyvips.Source.new_from_descriptor(descriptor)  # libvips keeps a dup
+        finally:
+            os.close(descriptor)
+        return pyvips.Operation.call(f"{loader}_source", source, **options)
+    return pyvips.Operation.call(loader, name, **options)
 
 
 def _check_jpeg_scans(path: Path) -> None:
