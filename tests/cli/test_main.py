@@ -163,6 +163,8 @@ def test_help_fits_docstrings_to_the_terminal_and_shows_no_markup() -> None:
         (["client", "upscale"], ["--recursive", "--face", "--thumbnails"]),
         (["client", "status"], ["--json"]),
         (["client", "history"], ["--failed", "--json"]),
+        (["keys", "create"], ["--json"]),
+        (["keys", "list"], ["--json"]),
     ],
 )
 def test_flags_show_no_value_in_help(command: list[str], flags: list[str]) -> None:

@@ -32,7 +32,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from upscayl_cloud.cli.help import HELP_MARKUP
+from upscayl_cloud.cli.help import FLAG, HELP_MARKUP
 from upscayl_cloud.client import (
     FORMATS,
     MODELS,
@@ -75,9 +75,6 @@ Key = Annotated[
     str | None,
     typer.Option("--key", envvar="UPSCAYL_API_KEY", help="API key.", show_default=False),
 ]
-#: A boolean flag's value in ``--help``: none, where typer 0.29 showed
-#: ``<bool>`` as if ``--recursive true`` were meant (``true`` is a path).
-FLAG = ""
 
 AsJson = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print the server's JSON.")]
 _STYLE = {"done": "green", "failed": "red", "skipped": "yellow", "completed": "green"}

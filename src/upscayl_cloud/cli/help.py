@@ -11,3 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 HELP_MARKUP: Literal["markdown"] = "markdown"
+
+#: A boolean flag's value in ``--help``: none. Typer 0.29 showed ``<bool>``
+#: (``--recursive -r <bool>``), as if ``-r true`` were meant; a flag takes no
+#: value, and ``true`` was then read as a file to upscale.
+FLAG = ""

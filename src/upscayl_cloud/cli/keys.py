@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from upscayl_cloud.cli.help import HELP_MARKUP
+from upscayl_cloud.cli.help import FLAG, HELP_MARKUP
 from upscayl_cloud.cli.startup import missing_embedded_database, open_context
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.services import keys as key_service
@@ -115,7 +115,8 @@ def create(
         str | None, typer.Option("--account", help="Add a key to this existing account id.")
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print one JSON object, the key in its "key".')
+        bool,
+        typer.Option("--json", metavar=FLAG, help='Print one JSON object, the key in its "key".'),
     ] = False,
 ) -> None:
     """Create a key. The key is printed once, alone on the last line (with
@@ -141,7 +142,9 @@ def create(
 
 
 @keys_app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
+) -> None:
     """List keys (their prefixes only: keys themselves are not stored)."""
     infos = key_service.list_keys(_context())
     if as_json:

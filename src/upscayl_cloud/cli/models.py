@@ -16,14 +16,10 @@ from typing import Annotated
 
 import typer
 
-from upscayl_cloud.cli.help import HELP_MARKUP
+from upscayl_cloud.cli.help import FLAG, HELP_MARKUP
 from upscayl_cloud.cli.startup import missing_embedded_database
 from upscayl_cloud.config import get_settings
 from upscayl_cloud.engine.catalog import DEFAULT_MODEL, MODELS
-
-#: A boolean flag's value in ``--help``: none, where typer 0.29 showed
-#: ``<bool>`` as if ``--json true`` were meant.
-FLAG = ""
 
 models_app = typer.Typer(
     rich_markup_mode=HELP_MARKUP,

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from upscayl_cloud.cli.help import FLAG
 from upscayl_cloud.client.files import Duplicate, EarlierResult, Skipped, collect
 from upscayl_cloud.client.naming import (
     OutputNames,
@@ -31,11 +32,6 @@ ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)  # type
 #: save rewrites the folder's whole manifest, and once per file grew with
 #: the square of the folder's size (5,000 files: minutes of it).
 MANIFEST_SAVE_SECONDS = 10.0
-
-#: A boolean flag's value in ``--help``: none. Typer 0.29 showed ``<bool>``
-#: (``--recursive -r <bool>``), as if ``-r true`` were meant; it takes no
-#: value, and ``true`` was then read as a file to upscale.
-FLAG = ""
 
 
 class Scale(StrEnum):
