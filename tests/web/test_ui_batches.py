@@ -163,8 +163,39 @@ def test_after_a_402_the_next_groups_are_not_uploaded(page: Any, capped: Server)
     assert asked == ["get-upload-url", "get-upload-url", "start-task"]
     problems = page.locator("#file-list li .file-problem").all_inner_texts()
     assert len(problems) == 4
-    assert all(p.startswith("Not started: Not enough credits") for p in problems), problems
+    # The first group was uploaded, its task refused; the second never sent.
+    assert all(p.startswith("Not started: Not enough credits") for p in problems[:2]), problems
+    assert all(p.startswith("Not sent: Not enough credits") for p in problems[2:]), problems
     said(page, "2 more images not sent.")
     # The balance shown is the real one again, and the Upscale button says so.
     page.locator("#credits", has_text="1 credit left").wait_for()
     assert page.get_by_role("button", name="Upscale", exact=True).is_disabled()
+
+
+def test_after_the_hourly_limit_on_upload_links_the_rest_is_not_sent(
+    page: Any, capped: Server
+) -> None:
+    """Once get-upload-url said the hour's links were spent, the page went on
+    asking for one for every file left (each refused alike): past ~100 files
+    a run only spent requests. The first group gets one link of the two it
+    asks for; the group after it is not asked for, and says when it can go."""
+    key = new_principal(capped.ctx, credits=5)[0]
+    api = ApiClient(capped.url, key)
+    for n in range(UPLOAD_URLS_PER_HOUR - 1):  # one byte each: far below the cap
+        api.upload_url(f"u{n}.png", "image/png", 1)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/get-upload-url") else None)
+    sign_in(page, capped, key)
+    listen(page)
+    choose(page, {f"p{n}.png": png_of_size(8 + n) for n in range(3)})  # groups of 2 and 1
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    page.locator("#model:enabled").wait_for()
+    hourly = "Too many requests this hour. You can try again in 60 minutes."
+    problems = page.locator("#file-list li .file-problem").all_inner_texts()
+    assert problems == [f"Upload failed: {hourly}", f"Not sent: {hourly}"], problems
+    assert page.locator("#file-list .file-name").all_inner_texts()[1] == "p2.png"
+    assert len(asked) == 2
+    said(page, "1 more image not sent.")
+    # The file that got its link went up, and its task started.
+    page.locator("#tasks .task[data-task-id]").wait_for()
+    assert page.locator("#tasks .task").count() == 1

@@ -74,8 +74,51 @@ async function errorFrom(response) {
 }
 
 /**
+ * How long the page waits before giving a request up as stalled (a connection
+ * that neither answers nor fails kept the page busy for good): an API call
+ * with no answer, an upload with no progress. Tests shorten them (they import
+ * this module, the page's own instance, and set the fields).
+ */
+export const timeouts = { answerMs: 60_000, uploadIdleMs: 60_000 };
+
+/** A wait in words: "45 s", "1 minute". */
+function span(ms) {
+  const seconds = Math.max(1, Math.round(ms / 1000));
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  return `${minutes} minute${minutes === 1 ? "" : "s"}`;
+}
+
+/**
+ * A signal for one request: aborted by `outer` (a sign-out, a Cancel) or
+ * once `ms` pass; `expired()` tells the two apart, `clear()` ends the watch.
+ */
+function deadline(outer, ms) {
+  const controller = new AbortController();
+  let expired = false;
+  const stop = () => controller.abort();
+  if (outer) {
+    if (outer.aborted) controller.abort();
+    else outer.addEventListener("abort", stop, { once: true });
+  }
+  const timer = setTimeout(() => {
+    expired = true;
+    controller.abort();
+  }, ms);
+  return {
+    signal: controller.signal,
+    expired: () => expired,
+    clear: () => {
+      clearTimeout(timer);
+      if (outer) outer.removeEventListener("abort", stop);
+    },
+  };
+}
+
+/**
  * Call an operation; returns the parsed body. Network failures become
- * ApiError(0, "NETWORK"); `signal` aborting cancels it (ApiError(0, "ABORTED")).
+ * ApiError(0, "NETWORK"); `signal` aborting cancels it (ApiError(0,
+ * "ABORTED")); no answer within timeouts.answerMs, ApiError(0, "TIMEOUT").
  */
 export async function request(path, { method = "POST", json, form, signal = null } = {}) {
   const headers = {};
@@ -89,22 +132,37 @@ export async function request(path, { method = "POST", json, form, signal = null
   } else if (form !== undefined) {
     body = form; // the browser writes the multipart boundary
   }
-  let response;
+  const limit = deadline(signal, timeouts.answerMs);
+  const failed = (err) => {
+    if (limit.expired()) return new ApiError(0, "TIMEOUT", `The server did not answer within ${span(timeouts.answerMs)}`);
+    if (signal && signal.aborted) return new ApiError(0, "ABORTED", "The request was cancelled");
+    return err instanceof ApiError ? err : new ApiError(0, "NETWORK", String(err && err.message ? err.message : err));
+  };
   try {
-    response = await fetch(path, { method, headers, body, cache: "no-store", signal });
-  } catch (err) {
-    if (signal && signal.aborted) throw new ApiError(0, "ABORTED", "The request was cancelled");
-    throw new ApiError(0, "NETWORK", String(err && err.message ? err.message : err));
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body, cache: "no-store", signal: limit.signal });
+    } catch (err) {
+      throw failed(err);
+    }
+    remember(path.replace(/^\//, ""), response.headers);
+    if (!response.ok) {
+      const error = await errorFrom(response);
+      // Only for the key in use: a late 401 for a call made before a sign-out
+      // (the key revoked meanwhile) signed the next person out.
+      if (response.status === 401 && sentWith && sentWith === apiKey) keyRefused(error);
+      throw error;
+    }
+    try {
+      return await response.json();
+    } catch (err) {
+      // The body cut off by the deadline or a cancel; otherwise not JSON at all.
+      if (limit.expired() || (signal && signal.aborted)) throw failed(err);
+      throw err;
+    }
+  } finally {
+    limit.clear();
   }
-  remember(path.replace(/^\//, ""), response.headers);
-  if (!response.ok) {
-    const error = await errorFrom(response);
-    // Only for the key in use: a late 401 for a call made before a sign-out
-    // (the key revoked meanwhile) signed the next person out.
-    if (response.status === 401 && sentWith && sentWith === apiKey) keyRefused(error);
-    throw error;
-  }
-  return response.json();
 }
 
 export const api = {
@@ -128,25 +186,45 @@ export const api = {
 /**
  * PUT bytes to a signed link with upload progress (fetch has no upload
  * progress events, XMLHttpRequest does). Resolves with the response's ETag;
- * `signal` aborting cancels the request (rejects with code "ABORTED").
+ * `signal` aborting cancels the request (rejects with code "ABORTED"), and so
+ * does timeouts.uploadIdleMs without progress or answer (code "TIMEOUT").
  */
 export function putWithProgress(url, blob, contentType, onProgress, signal = null) {
   return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    if (signal) {
-      if (signal.aborted) {
-        reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
-        return;
-      }
-      const abort = () => xhr.abort();
-      signal.addEventListener("abort", abort, { once: true });
-      // The signal may be a whole sign-in's (upscale.js): not kept listening for every file sent.
-      xhr.onloadend = () => signal.removeEventListener("abort", abort);
+    if (signal && signal.aborted) {
+      reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
+      return;
     }
-    xhr.onabort = () => reject(new ApiError(0, "ABORTED", "The upload was cancelled"));
+    const xhr = new XMLHttpRequest();
+    const abort = () => xhr.abort();
+    // The signal may be a whole sign-in's (upscale.js): not kept listening for every file sent.
+    if (signal) signal.addEventListener("abort", abort, { once: true });
+    let timer = null;
+    let stalled = false;
+    const idle = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        stalled = true;
+        xhr.abort();
+      }, timeouts.uploadIdleMs);
+    };
+    xhr.addEventListener("loadend", () => {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener("abort", abort);
+    });
+    xhr.onabort = () =>
+      reject(
+        stalled
+          ? new ApiError(0, "TIMEOUT", `The upload made no progress for ${span(timeouts.uploadIdleMs)}`)
+          : new ApiError(0, "ABORTED", "The upload was cancelled"),
+      );
     xhr.open("PUT", url);
     if (contentType) xhr.setRequestHeader("Content-Type", contentType);
-    xhr.upload.onprogress = (event) => onProgress(event.loaded);
+    xhr.upload.onprogress = (event) => {
+      idle();
+      onProgress(event.loaded);
+    };
+    xhr.onprogress = idle; // the answer arriving
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {
         resolve(xhr.getResponseHeader("ETag"));
@@ -161,9 +239,12 @@ export function putWithProgress(url, blob, contentType, onProgress, signal = nul
       } catch {
         // S3 answers XML; keep the status line.
       }
-      reject(new ApiError(xhr.status, code, message));
+      // Retry-After too: a busy store says how long to wait (upload.js waits it).
+      const headers = { get: (name) => xhr.getResponseHeader(name) };
+      reject(new ApiError(xhr.status, code, message, retryAfter(headers), remainingOf(headers)));
     };
     xhr.onerror = () => reject(new ApiError(0, "NETWORK", "The upload was interrupted"));
+    idle();
     xhr.send(blob);
   });
 }

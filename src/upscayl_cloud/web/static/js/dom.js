@@ -39,3 +39,22 @@ export function announce(text) {
   }
   said.push(text);
 }
+
+let placed = null; // where the page itself last put the focus
+
+/** Move the focus to `el` as the page's own move (see focusIsFree). */
+export function placeFocus(el, options = {}) {
+  placed = el;
+  el.focus(options);
+}
+
+/**
+ * Whether the page may move the focus on its own: it is nowhere (the body,
+ * or an element gone), on a disabled control, or still where the page put
+ * it. Never away from where a person moved it (a new task card took the
+ * focus, and scrolled the page, from whatever they were using).
+ */
+export function focusIsFree() {
+  const active = document.activeElement;
+  return !active || active === document.body || !active.isConnected || active.disabled === true || active === placed;
+}

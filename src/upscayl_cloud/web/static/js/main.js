@@ -7,7 +7,7 @@ import { $, announce } from "./dom.js";
 import { clearHistory, initHistory } from "./history.js";
 import { explain } from "./messages.js";
 import { setLinkLifetime } from "./results.js";
-import { forgetTasks, initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
+import { forgetRemembered, initUpscale, resetUpscale, setCapabilities, setCredits } from "./upscale.js";
 
 const KEY_STORAGE = "upscayl-cloud.apiKey";
 let signedIn = false;
@@ -50,9 +50,10 @@ async function signIn(key) {
   setKey(key);
   const caps = await api.capabilities();
   if (!caps.account) throw Object.assign(new Error("The server did not confirm this key"), { code: "UNAUTHORIZED" });
-  // The tasks this tab remembers are the stored key's (a reload while the
-  // server was away keeps both): another key signing in resumed and showed them.
-  if (sessionStorage.getItem(KEY_STORAGE) !== key) forgetTasks();
+  // The tasks (and uploads not started) this tab remembers are the stored
+  // key's (a reload while the server was away keeps both): another key
+  // signing in resumed and showed them.
+  if (sessionStorage.getItem(KEY_STORAGE) !== key) forgetRemembered();
   sessionStorage.setItem(KEY_STORAGE, key);
   signedIn = true;
   setLinkLifetime(caps.limits && caps.limits.downloadLinkSeconds);

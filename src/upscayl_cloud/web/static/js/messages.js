@@ -19,6 +19,17 @@ export function sentence(message) {
   return /[.!?]$/.test(quoted) ? quoted : `${quoted}.`;
 }
 
+/**
+ * A 503 (the server, or the store behind a signed link, busy or restarting):
+ * a Retry-After past a minute is said; the page waits out shorter ones.
+ */
+function busy(error) {
+  const wait = error.retryAfterSeconds;
+  return wait > 60
+    ? `The server is busy; try again in ${minutes(wait)}.`
+    : "The server is busy; try again in a few seconds.";
+}
+
 /** A sentence for an ApiError (or any error). */
 export function explain(error) {
   const code = error && error.code;
@@ -26,6 +37,13 @@ export function explain(error) {
   switch (code) {
     case "NETWORK":
       return "The server could not be reached. Check your connection, then try again.";
+    case "TIMEOUT":
+      // api.js says which: no answer, or an upload that stopped moving.
+      return `${sentence(message)} Check your connection, then try again.`;
+    case "ABORTED":
+      return "Cancelled.";
+    case "SERVICE_UNAVAILABLE":
+      return busy(error);
     case "UNAUTHORIZED":
       return "This API key was not accepted. Check that you pasted all of it and that it has not been revoked.";
     case "INSUFFICIENT_CREDITS":
@@ -57,6 +75,7 @@ export function explain(error) {
     case "INTERNAL_SERVER_ERROR":
       return "Something went wrong on the server. Try again; if it keeps happening, tell the server's operator.";
     default:
+      if (error && error.status === 503) return busy(error);
       if (error && error.status >= 500) {
         return "Something went wrong on the server. Try again; if it keeps happening, tell the server's operator.";
       }

@@ -1,31 +1,46 @@
-// The upscale view: pick files, choose options, upload, start, watch, compare.
+// The upscale view: pick files, choose options, upload them group by group
+// and start each group's task (tasks.js shows and watches it).
 
-import { api, ApiError } from "./api.js";
-import { $, announce, h } from "./dom.js";
+import { $, announce, h, placeFocus } from "./dom.js";
 import { inspectFile, refusal, refusalSentence } from "./inspect.js";
 import { explain, formatBytes, sentence } from "./messages.js";
-import { watchTask } from "./poll.js";
-import { resultList } from "./results.js";
-import { uploadFile } from "./upload.js";
+import { clearPending, dropPending, keepPending } from "./pending.js";
+import {
+  followTask,
+  forgetTasks,
+  onCreditsChange,
+  refusedUploads,
+  resetTasks,
+  resumeTasks,
+  startTask,
+  startUncertain,
+} from "./tasks.js";
+import { initUnstarted, offerUnstarted, withdrawOffer } from "./unstarted.js";
+import { tooLongToWait, uploadFile } from "./upload.js";
 
 const UPLOAD_CONCURRENCY = 2;
-
-const TASKS_STORAGE = "upscayl-cloud.tasks"; // tasks started in this tab, for a reload
 
 let caps = null;
 let onCreditsChanged = () => {};
 let credits = null; // the account's balance as last seen (null: not known)
-let items = []; // {file, info, problem, preview, el, entry, startError}
+// {file, info, preview, el, problem, uploadError, startError, notSent,
+//  entry (its upload, until its task starts), resume (a multipart upload
+//  whose completion failed: only that is sent again), order}
+let items = [];
 let nextId = 1;
-let busy = false; // uploading: options, the file picker, Remove and Sign out are locked
+// Each file's place in the order chosen, increasing across reloads too (pending.js sorts by it).
+let nextOrder = Date.now() * 1000;
+let busy = false; // uploading: options, the file picker, Remove and Sign out are locked; Cancel shows
 // Bumped on sign-out: work begun for the key before (files still being read)
 // finds it changed after its next await and stops, instead of listing the
 // last person's images for the next one.
 let generation = 0;
-// One per generation, aborted on sign-out: polls stop, and so do uploads
-// (a refused key signs out mid-upload: the PUTs and parts went on sending,
-// and a completion went out later with the next person's key).
+// One per generation, aborted on sign-out: uploads stop (a refused key signs
+// out mid-upload: the PUTs and parts went on sending, and a completion went
+// out later with the next person's key).
 let work = new AbortController();
+// The run going on (one press of Upscale): aborted by Cancel, and by a sign-out.
+let run = null;
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
@@ -79,10 +94,12 @@ export function setCapabilities(value, creditsChanged) {
     : `Not available: ${sentence(caps.faceEnhancementMessage || "this server has no face-restoration model")}`;
   $("#drop-help").textContent = `JPEG, PNG or WebP, up to ${formatBytes(caps.limits.maxUploadBytes)} each.`;
   credits = caps.account ? caps.account.credits : null;
+  onCreditsChange(creditsChanged);
   describeModel();
   describeQuality();
   refresh();
   resumeTasks();
+  offerUnstarted(caps);
 }
 
 /** The balance shown in the header, for the cost check before uploading. */
@@ -100,13 +117,21 @@ export function resetUpscale() {
   if (busy) setBusy(false); // signed out by a refused key while uploading
   work.abort();
   work = new AbortController();
+  run = null;
   for (const item of items) URL.revokeObjectURL(item.preview);
   items = [];
   credits = null;
   $("#file-list").replaceChildren();
-  $("#tasks").replaceChildren();
-  sessionStorage.removeItem(TASKS_STORAGE);
+  resetTasks();
+  clearPending();
+  withdrawOffer();
   refresh();
+}
+
+/** Another key signs in: what this tab remembers for the last one (tasks to watch, uploads to start) is not its. */
+export function forgetRemembered() {
+  forgetTasks();
+  clearPending();
 }
 
 function facts(item, scale) {
@@ -132,9 +157,11 @@ function refresh() {
         ? `Upload failed: ${item.uploadError}`
         : item.startError
           ? `Not started: ${item.startError}`
-          : "";
+          : item.notSent
+            ? `Not sent: ${item.notSent}`
+            : "";
     problem.hidden = !problem.textContent;
-    item.el.classList.toggle("refused", Boolean(item.problem || item.uploadError || item.startError));
+    item.el.classList.toggle("refused", Boolean(problem.textContent));
   }
   const ready = items.filter((i) => !i.problem);
   const cost = ready.length * caps.creditsPerImage;
@@ -159,6 +186,9 @@ function thumbnail(src) {
 
 function removeItem(item) {
   items = items.filter((i) => i !== item);
+  // Its upload, if any, is no longer offered after a reload (the server
+  // deletes it when it expires).
+  if (item.entry) dropPending([item.entry.fileName]);
   URL.revokeObjectURL(item.preview);
   item.el.remove();
   refresh();
@@ -179,7 +209,8 @@ async function addFiles(fileList) {
     if (mine !== generation) return; // signed out while this file was read
     const preview = URL.createObjectURL(file);
     const id = `file-${nextId++}`;
-    const item = { file, info, preview, problem: null, uploadError: null, startError: null, entry: null, el: null };
+    const item = { file, info, preview, el: null, problem: null, uploadError: null, startError: null, notSent: null };
+    Object.assign(item, { entry: null, resume: null, order: nextOrder++ });
     const remove = h("button.link", { type: "button", "aria-label": `Remove ${file.name}` }, "Remove");
     remove.addEventListener("click", () => removeItem(item));
     item.el = h(
@@ -211,199 +242,74 @@ function setBusy(value) {
   }
   // Removing a file on its way up did not stop it being sent and charged;
   // signing out mid-upload would leave the uploads running for no one.
+  // Cancel is the way out of a run (a stalled connection locked the page).
   for (const el of document.querySelectorAll("#file-list button, #sign-out")) el.disabled = busy;
   $("#drop").classList.toggle("disabled", busy);
+  const cancel = $("#cancel");
+  const focused = document.activeElement === cancel;
+  cancel.hidden = !busy;
   refresh();
+  // Cancel hidden under the focus hands it on, as the disabled Upscale did.
+  if (focused && !busy) placeFocus($("#start").disabled ? $("#upscale-title") : $("#start"));
 }
 
-/** Upload one group, two files at a time; resolves with those uploaded, in the chosen order. */
-async function uploadAll(ready) {
-  const { signal } = work;
+/**
+ * Upload one group, two files at a time. Resolves with the files uploaded
+ * (in the order chosen), and `halt`: a refusal that says to wait longer
+ * than a run should (the hourly limit on upload links, say), after which no
+ * more file is sent; the rest would meet it too.
+ */
+async function uploadAll(group, opts, signal) {
   const uploaded = [];
+  let halt = null;
   let next = 0;
   async function worker() {
-    while (next < ready.length) {
-      const item = ready[next++];
+    while (next < group.length && !halt && !signal.aborted) {
+      const item = group[next++];
       if (!items.includes(item)) continue; // removed while earlier files went up
       if (item.entry) {
         // Uploaded by an earlier press whose task was refused (no credits,
-        // say): the file is on the server still, so it is not sent again.
-        uploaded.push({ item, entry: item.entry });
+        // say) or cancelled: the file is on the server still, so it is not
+        // sent again.
+        keepPending(item.entry, item.file.name, opts, item.order);
+        uploaded.push(item);
         continue;
       }
       const bar = item.el.querySelector("progress");
       const state = item.el.querySelector(".file-state");
       bar.hidden = false;
-      item.uploadError = null;
       state.textContent = "Uploading…";
       try {
-        const entry = await uploadFile(
-          item.file,
-          item.info.type,
-          caps,
-          (sent) => {
+        const entry = await uploadFile(item.file, item.info.type, caps, {
+          onProgress: (sent) => {
             bar.value = sent;
             state.textContent = `Uploading… ${Math.floor((sent / (item.file.size || 1)) * 100)} %`;
           },
+          // A busy store's Retry-After (or the next step), counted from here.
+          onWait: (seconds) => {
+            state.textContent = `Uploading… trying again in ${seconds} s`;
+          },
           signal,
-        );
-        state.textContent = "Uploaded";
+          resume: item.resume,
+        });
+        item.resume = null;
         item.entry = entry;
-        uploaded.push({ item, entry });
+        // Until its task starts: a reload offers it (unstarted.js).
+        keepPending(entry, item.file.name, opts, item.order);
+        state.textContent = "Uploaded";
+        uploaded.push(item);
       } catch (err) {
+        item.resume = err.resume || null; // its parts are up: the next press completes it
         state.textContent = "";
         bar.hidden = true;
+        if (err.code === "ABORTED") continue; // cancelled: marked with the files not sent
         item.uploadError = explain(err);
+        if (tooLongToWait(err)) halt = err;
       }
     }
   }
   await Promise.all(Array.from({ length: UPLOAD_CONCURRENCY }, worker));
-  // Keep the order the person chose.
-  return ready.map((item) => uploaded.find((u) => u.item === item)).filter(Boolean);
-}
-
-function taskCard(title) {
-  const bar = h("progress", { max: "100", value: "0", "aria-label": `Progress of ${title}` });
-  // Only the state is live, read out when it changes; the percentage and the
-  // countdown beside it change every second or poll, and were read out each time.
-  const news = h("span", { "aria-live": "polite" }, "Waiting in the queue…");
-  const detail = h("span.task-detail");
-  const state = h("p.task-state", {}, news, " ", detail);
-  const error = h("p.error", { role: "alert" });
-  const results = h("div.task-results");
-  const heading = h("h3", { tabindex: "-1" }, title);
-  const card = h("article.task", {}, heading, bar, state, error, results);
-  $("#tasks").prepend(card);
-  // The Upscale button was disabled under the keyboard's focus: it goes to the new card.
-  heading.focus({ preventScroll: true });
-  // On a phone the card starts below the options: bring it into sight.
-  card.scrollIntoView({ block: "nearest", behavior: "smooth" });
-  return { card, bar, news, detail, error, results };
-}
-
-/** A card's state (read out if it changed) and detail (shown only). */
-function setState(view, news, detail = "") {
-  if (view.news.textContent !== news) view.news.textContent = news;
-  view.detail.textContent = detail;
-}
-
-const STATES = { pending: "Waiting in the queue…", processing: "Upscaling…", completed: "Done", failed: "Failed" };
-
-/** Why a watch waits (see poll.js, waitable). */
-function waitReason(err) {
-  if (err.status === 0) return "The server cannot be reached";
-  if (err.code === "RATE_LIMIT_EXCEEDED") return "Hourly request limit reached";
-  if (err.status === 429) return "Too many requests";
-  if (err.status === 500) return "The server met an error";
-  return "The server is busy or restarting";
-}
-
-/** Start one task for an uploaded group; resolves once start-task has answered. */
-async function startTask(group, opts) {
-  const mine = generation;
-  const count = group.length;
-  const title = `${count} image${count === 1 ? "" : "s"} · ${opts.model} · ${opts.scale}× · ${opts.format.toUpperCase()}`;
-  const view = taskCard(title);
-  const originals = new Map(group.map(({ item, entry }) => [entry.fileName, item.preview]));
-  const form = new FormData();
-  form.append("files", JSON.stringify(group.map((g) => g.entry)));
-  form.append("model", opts.model);
-  form.append("scale", opts.scale);
-  form.append("saveImageAs", opts.format);
-  form.append("enhanceFace", String(opts.enhanceFace));
-  let taskId;
-  try {
-    taskId = (await api.startTask(form)).taskId;
-  } catch (err) {
-    if (startUncertain(err)) {
-      // Its files leave the list (keepRefused): "try again" would mean
-      // choosing them again, and paying twice if it did start.
-      setState(view, "May have started");
-      view.error.textContent = `${explain(err)} The answer was lost: look in History before sending these images again.`;
-    } else {
-      setState(view, "Not started");
-      view.error.textContent = explain(err);
-    }
-    return { failed: err };
-  }
-  // Signed out while it started: not remembered (nor announced) for the next person.
-  if (mine !== generation) return null; // start() stops on it too
-  view.card.dataset.taskId = taskId;
-  remember({ taskId, title });
-  announce(`Task started: ${title}`);
-  onCreditsChanged();
-  return { view, taskId, count, originals };
-}
-
-function remembered() {
-  try {
-    return JSON.parse(sessionStorage.getItem(TASKS_STORAGE) || "[]");
-  } catch {
-    return [];
-  }
-}
-
-function remember(task) {
-  sessionStorage.setItem(TASKS_STORAGE, JSON.stringify([...remembered(), task]));
-}
-
-/** Another key signs in: the tasks remembered for the last one are not its to watch. */
-export function forgetTasks() {
-  sessionStorage.removeItem(TASKS_STORAGE);
-}
-
-function forget(taskId) {
-  sessionStorage.setItem(TASKS_STORAGE, JSON.stringify(remembered().filter((t) => t.taskId !== taskId)));
-}
-
-/**
- * After a reload, the tasks this tab started and had not seen finish get
- * their cards back and are watched again (their originals are gone with
- * the old page: no comparison, the results are still there).
- */
-function resumeTasks() {
-  const shown = new Set([...document.querySelectorAll("#tasks .task")].map((c) => c.dataset.taskId));
-  for (const { taskId, title } of remembered()) {
-    if (shown.has(taskId)) continue;
-    const view = taskCard(title);
-    view.card.dataset.taskId = taskId;
-    followTask({ view, taskId, count: null, originals: new Map() });
-  }
-}
-
-/** Watch a started task until it is done or failed, then show its results. */
-async function followTask({ view, taskId, count, originals }) {
-  const { signal } = work;
-  try {
-    const final = await watchTask(
-      taskId,
-      (data) => {
-        view.bar.value = Number(data.progress || 0);
-        setState(view, STATES[data.status] || data.status, data.status === "processing" ? `${data.progress || 0} %` : "");
-      },
-      (seconds, err) => setState(view, `${waitReason(err)};`, `trying again in ${seconds} s…`),
-      signal,
-    );
-    if (final === null) return; // signed out
-    forget(taskId);
-    if (final.error) view.error.textContent = final.error;
-    const files = final.files || [];
-    if (final.status === "completed") {
-      view.bar.value = 100;
-      view.results.append(resultList(files, originals, `upscayl-${taskId.slice(0, 8)}.zip`, taskId));
-      announce(`Done: ${files.length} ${count === null ? "" : `of ${count} `}images upscaled`);
-    } else {
-      announce(`Task failed: ${final.error || "no image could be upscaled"}`);
-    }
-  } catch (err) {
-    if (signal.aborted) return;
-    // Not the last wait's reason ("The server met an error;"), left without its countdown.
-    setState(view, "Status unknown");
-    view.error.textContent = explain(err);
-    // Gone (or not this key's): watched again, it failed again after every reload.
-    if (err.status === 404 || err.status === 401) forget(taskId);
-  }
-  onCreditsChanged();
+  return { uploaded: group.filter((item) => uploaded.includes(item)), halt };
 }
 
 /**
@@ -416,87 +322,135 @@ async function followTask({ view, taskId, count, originals }) {
 async function start(event) {
   event.preventDefault();
   const ready = items.filter((i) => !i.problem);
-  if (!ready.length) return;
+  if (!ready.length || busy) return;
   const opts = options();
   const size = caps.limits.maxFilesPerTask;
   const mine = generation;
+  const current = new AbortController();
+  const signedOut = () => current.abort();
+  work.signal.addEventListener("abort", signedOut, { once: true });
+  run = current;
+  const { signal } = current;
+  for (const item of ready) Object.assign(item, { uploadError: null, startError: null, notSent: null });
   setBusy(true);
-  ready[0].el.focus(); // the Upscale button is disabled under the keyboard's focus
+  placeFocus(ready[0].el); // the Upscale button is disabled under the keyboard's focus
   const runs = [];
   for (let first = 0; first < ready.length; first += size) {
     const group = ready.slice(first, first + size);
-    const uploaded = await uploadAll(group);
+    const later = ready.slice(first + size);
+    const { uploaded, halt } = await uploadAll(group, opts, signal);
     if (mine !== generation) return; // signed out meanwhile (the key was refused)
     refresh(); // this group's failed uploads, with their reason
     // The reasons are in the list; a screen reader hears only that there are some.
     const failed = group.filter((item) => item.uploadError).length;
     if (failed) announce(`${plural(failed, "image")} could not be uploaded: the list says why.`);
-    if (!uploaded.length) continue;
-    for (const { item } of uploaded) item.startError = null;
-    const started = await startTask(uploaded, opts);
-    if (mine !== generation) return;
-    if (started.failed) {
-      keepRefused(uploaded, started.failed);
-      // Out of credits or requests: each next group was uploaded only to be
-      // refused, most likely, the same way (a smaller last group might fit
-      // the credits left). It stays listed, not sent, for the next press.
-      if ([402, 429].includes(started.failed.status)) {
-        notSent(ready.slice(first + size), started.failed);
-        if (started.failed.status === 402) {
-          // The balance shown was out of date: Upscale stays locked until the
-          // real one is known (with the old one it came back enabled, and a
-          // quick press met another 402).
-          await onCreditsChanged();
-          if (mine !== generation) return;
-        }
-        break;
-      }
-      continue;
+    if (signal.aborted) {
+      cancelled([...group, ...later]);
+      break;
     }
-    // The group's files now belong to its task card (their previews too).
-    for (const { item } of uploaded) item.el.remove();
-    items = items.filter((i) => !uploaded.some((u) => u.item === i));
-    runs.push(followTask(started));
+    if (halt) notSent([...group.filter((item) => !item.entry), ...later], halt);
+    if (uploaded.length) {
+      const originals = new Map(uploaded.map((item) => [item.entry.fileName, item.preview]));
+      const started = await startTask(uploaded.map((item) => item.entry), opts, originals);
+      if (mine !== generation || started === null) return;
+      if (started.failed) {
+        const err = started.failed;
+        // A refusal of no file in particular (credits, a rate limit, the
+        // options) would refuse each next group alike: they are not sent.
+        // Those naming a file, or a lost answer, let the next group go.
+        if (!keepRefused(uploaded, err) && !startUncertain(err)) {
+          if (!halt) notSent(later, err);
+          if (err.status === 402) {
+            // The balance shown was out of date: Upscale stays locked until the
+            // real one is known (with the old one it came back enabled, and a
+            // quick press met another 402).
+            await onCreditsChanged();
+            if (mine !== generation) return;
+          }
+          break;
+        }
+      } else {
+        // The group's files now belong to its task card (their previews too).
+        for (const item of uploaded) item.el.remove();
+        dropPending(uploaded.map((item) => item.entry.fileName));
+        items = items.filter((i) => !uploaded.includes(i));
+        runs.push(followTask(started));
+      }
+    }
+    if (halt) break;
+    if (signal.aborted) {
+      // Cancelled while start-task was answered: that task stands.
+      cancelled(later);
+      break;
+    }
   }
+  work.signal.removeEventListener("abort", signedOut);
+  if (run === current) run = null;
   setBusy(false);
   refresh();
   await Promise.all(runs);
 }
 
-/**
- * A group whose task the server refused stays listed, with the reason: the
- * files were lost from the page before, to be chosen again. A refusal that
- * leaves the uploads usable (no credits, a rate limit) keeps them for the
- * next press; anything else sends them again. A start whose answer was lost
- * (no connection, a 5xx) may have started the task after all: those files
- * are not offered again (the history shows whether it started).
- */
-/** A start-task whose answer was lost (no connection, a 5xx): it may have started. */
-function startUncertain(err) {
-  return !(err instanceof ApiError) || err.status === 0 || err.status >= 500;
+/** Cancel: the files not sent say so; those already up keep their upload for the next press. */
+function cancelled(rest) {
+  let count = 0;
+  for (const item of rest) {
+    if (!items.includes(item) || item.uploadError) continue;
+    if (item.entry) {
+      item.startError = "Cancelled. Its upload is kept: Upscale starts it without sending it again.";
+    } else {
+      item.notSent = "Cancelled.";
+      count += 1;
+    }
+  }
+  refresh();
+  announce(`Cancelled: ${plural(count, "image")} not sent.`);
 }
 
-/** Files left unsent after `err` refused an earlier group's task. */
+/** Files left unsent after `err` (a start-task refusal, an hourly limit) made sending them pointless for now. */
 function notSent(rest, err) {
-  const left = rest.filter((item) => items.includes(item));
-  for (const item of left) item.startError = explain(err);
+  const left = rest.filter((item) => items.includes(item) && !item.uploadError);
+  for (const item of left) {
+    // Those uploaded by an earlier press wait, not started; the others were not sent.
+    if (item.entry) item.startError = explain(err);
+    else item.notSent = explain(err);
+  }
   if (left.length) announce(`${plural(left.length, "more image")} not sent.`);
 }
 
+/**
+ * A group whose task the server refused stays listed, with the reason: the
+ * files were lost from the page before, to be chosen again. Their uploads
+ * are kept for the next press, except one the refusal names (unknown to the
+ * server or expired: sent again). A start whose answer was lost (no
+ * connection, no answer in time, a 5xx) may have started the task after
+ * all: those files are not offered again (the history shows whether it
+ * started). Returns whether the refusal named a file of the group.
+ */
 function keepRefused(group, err) {
   const uncertain = startUncertain(err);
-  const reuse = err instanceof ApiError && ["INSUFFICIENT_CREDITS", "RATE_LIMIT_EXCEEDED"].includes(err.code);
-  for (const { item } of group) {
+  const refused = refusedUploads(err, group.map((item) => item.entry));
+  const refusedNames = group.filter((item) => refused.includes(item.entry)).map((item) => item.file.name);
+  for (const item of group) {
     item.el.querySelector("progress").hidden = true;
     item.el.querySelector(".file-state").textContent = "";
     if (uncertain) {
+      dropPending([item.entry.fileName]); // not offered after a reload either
       item.el.remove();
       continue;
     }
-    item.startError = explain(err);
-    if (!reuse) item.entry = null;
+    if (!refused.length) {
+      item.startError = explain(err);
+    } else if (refused.includes(item.entry)) {
+      item.startError = explain(err);
+      dropPending([item.entry.fileName]);
+      item.entry = null; // unusable: sent again by the next press
+    } else {
+      item.startError = `Its task was refused for ${refusedNames.join(", ")}; its upload is kept for the next press.`;
+    }
   }
-  if (uncertain) items = items.filter((i) => !group.some((g) => g.item === i));
+  if (uncertain) items = items.filter((i) => !group.includes(i));
+  return refused.length > 0;
 }
 
 export function initUpscale() {
@@ -535,6 +489,12 @@ export function initUpscale() {
   });
   $("#scales").addEventListener("change", refresh);
   $("#options").addEventListener("submit", start);
+  $("#cancel").addEventListener("click", () => {
+    if (!run || run.signal.aborted) return;
+    run.abort(); // a start-task already sent is answered first (its task, if any, stands)
+    announce("Cancelling…");
+  });
+  initUnstarted();
   // Leaving mid-upload loses the files not yet sent: the browser asks first.
   window.addEventListener("beforeunload", (event) => {
     if (busy) event.preventDefault();
