@@ -173,3 +173,52 @@ def test_an_s3_client_botocore_will_not_build_is_one_line(
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1
         assert lines[0].startswith("Cannot use the object store: cannot build an S3 client: ")
+
+
+def test_a_store_that_is_not_the_databases_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two local folders beside one SQLite file, as ``serve`` and ``worker``
+    open them: the second is refused in one line naming both stores. The
+    ``keys`` commands' contexts do not look (they never touch the store)."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    server = make_settings(tmp_path / "server", database_url=database)
+    open_context(server, records_secret=True).db.dispose()
+    capsys.readouterr()
+    stray = make_settings(tmp_path / "stray", database_url=database)
+    with pytest.raises(typer.Exit) as stopped:
+        open_context(stray, records_secret=True)
+    assert stopped.value.exit_code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"Cannot start: this process's object store is not the one the other processes of "
+        f"this database use, so every file it handled would be missing: local folder "
+        f"{stray.resolved_storage_dir} has no marker"
+    )
+    assert f"The database's store is local folder {server.resolved_storage_dir}." in lines[0]
+    open_context(stray).db.dispose()  # as `keys list` opens it
+
+
+def test_a_store_down_at_a_services_start_is_the_outage_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reading the store's marker meets the outage: the store's own line, not
+    a refusal for a store that is not the database's."""
+    down = make_settings(
+        tmp_path / "data",
+        storage_backend="s3",
+        s3_bucket="photos",
+        s3_endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+        s3_access_key_id="key",
+        s3_secret_access_key="secret-key",
+        s3_connect_timeout_seconds=1,
+        s3_max_attempts=1,
+    )
+    with pytest.raises(typer.Exit) as stopped:
+        open_context(down, records_secret=True)
+    assert stopped.value.exit_code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Cannot reach the object store: upscayl-cloud-store-id: ")
+    assert "secret-key" not in lines[0]

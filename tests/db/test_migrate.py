@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, func, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from upscayl_cloud.db.engine import make_engine
 from upscayl_cloud.db.migrate import alembic_config, upgrade
@@ -11,6 +13,7 @@ from upscayl_cloud.db.tables import (
     TASK_COUNT_SHARDS,
     accounts,
     metadata,
+    store_identity,
     task_counts,
     tasks,
     uploads,
@@ -210,5 +213,27 @@ def test_0005_counts_the_tasks_finished_before_it(tmp_path: Path, database_url: 
         _migrate(engine, "0004", down=True)
         assert "task_counts" not in inspect(engine).get_table_names()
         upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def test_0007_store_identity_holds_one_row_and_goes_away_on_downgrade(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The pairing's row has one possible key, so processes starting
+    together cannot record two ids; a second key is refused outright."""
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'x.db'}")
+    row = {"store_id": "a" * 32, "location": "here", "created_at": 1, "updated_at": 1}
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(store_identity).values(slot=1, **row))
+        for slot in (1, 2):
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(insert(store_identity).values(slot=slot, **row))
+        _migrate(engine, "0006", down=True)
+        assert "store_identity" not in inspect(engine).get_table_names()
+        upgrade(engine)
+        assert "store_identity" in inspect(engine).get_table_names()
     finally:
         engine.dispose()

@@ -49,6 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redact.install()
+        # Not ``checks_store``: ``serve`` checked that its store is the
+        # database's (cli/startup.open_context, in first_start_key) just
+        # before building this app, where a refusal or a store down is one
+        # line, not uvicorn's traceback; an app built here on a store that is
+        # down answers 503 until it is back, as it always did.
         ctx = build_context(settings, records_secret=True)
         app.state.ctx = ctx
         app.state.rate_limits = RateLimits(settings)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DatabaseError
 from upscayl_cloud.config import SecretFileError, Settings
 from upscayl_cloud.db.engine import database_unavailable
 from upscayl_cloud.services.context import Context, build_context, prepare_data_dir
+from upscayl_cloud.services.pairing import StoreMismatchError
 from upscayl_cloud.services.secrets import SecretMismatchError
 from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 
@@ -25,19 +26,24 @@ from upscayl_cloud.storage.base import StorageError, StorageUnavailableError
 def open_context(settings: Settings, *, records_secret: bool = False) -> Context:
     """``build_context``, or exit 1 with one line naming what failed: the
     data folder unusable, the store unreachable or refusing (no such
-    bucket, no credentials, a name S3 does not allow), or the database
+    bucket, no credentials, a name S3 does not allow), the database
     unreachable or refusing (locked, out of connections...), in their own
-    words."""
+    words, or a secret or store not the database's other processes' own.
+
+    ``records_secret`` is the service's own processes' (``serve``,
+    ``worker``): they also check that their store is the database's
+    (``services.pairing``), before any task is claimed or link handed out;
+    the ``keys`` and ``credits`` commands never touch the store."""
     prepare_folder(settings)
     try:
-        return build_context(settings, records_secret=records_secret)
+        return build_context(settings, records_secret=records_secret, checks_store=records_secret)
     except StorageUnavailableError as exc:
         typer.echo(f"Cannot reach the object store: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from None
     except StorageError as exc:
         typer.echo(f"Cannot use the object store: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from None
-    except SecretMismatchError as exc:
+    except (SecretMismatchError, StoreMismatchError) as exc:
         typer.echo(f"Cannot start: {exc}", err=True)
         raise typer.Exit(1) from None
     except SecretFileError as exc:

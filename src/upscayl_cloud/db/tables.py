@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ColumnElement,
     ForeignKey,
@@ -174,6 +175,28 @@ secret_fingerprints = Table(
     metadata,
     Column("fingerprint", String(64), primary_key=True),
     Column("created_at", BigInteger, nullable=False),
+)
+
+#: The object store this database is paired with (``services.pairing``): one
+#: row, whose ``store_id`` the store's marker object holds too. A process
+#: whose store lacks it (another bucket, a local folder where the others use
+#: S3) would fail every file it claimed, so it is refused at its start.
+store_identity = Table(
+    "store_identity",
+    metadata,
+    #: Always 1: a second row conflicts, so processes starting together agree.
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    #: Random, not secret; also the content of the store's marker object.
+    Column("store_id", String(64), nullable=False),
+    #: The store as the last process that found the marker in it named it
+    #: ("s3 bucket photos", "local folder /srv/objects"): compared when the
+    #: marker is missing and nothing else tells, and shown when refusing.
+    Column("location", Text, nullable=False),
+    #: Its S3 endpoint (or AWS region), for people only; none for a folder.
+    Column("endpoint", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    CheckConstraint("slot = 1", name="ck_store_identity_slot"),
 )
 
 #: Where a task is not finished yet: what the claim's partial index holds.

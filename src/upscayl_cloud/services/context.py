@@ -11,6 +11,7 @@ from sqlalchemy import Engine, make_url
 from upscayl_cloud.config import Settings
 from upscayl_cloud.db.engine import make_engine, sync_clock
 from upscayl_cloud.db.migrate import upgrade
+from upscayl_cloud.services.pairing import check_store_pairing
 from upscayl_cloud.services.secrets import check_shared_secret
 from upscayl_cloud.storage import build_storage
 from upscayl_cloud.storage.base import ObjectStorage
@@ -41,7 +42,11 @@ def prepare_data_dir(settings: Settings) -> None:
 
 
 def build_context(
-    settings: Settings, *, migrate: bool = True, records_secret: bool = False
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    records_secret: bool = False,
+    checks_store: bool = False,
 ) -> Context:
     """Data directory, database (migrated to head) and storage, ready to use.
 
@@ -52,17 +57,26 @@ def build_context(
     only the service's own processes (``records_secret``: ``serve``,
     ``worker``) add theirs to it, and ``create_key`` the one it hashes a key
     with, never an operator's ``keys list`` from a shell that may lack the
-    secret.
+    secret. Those processes also make sure the store is the database's own
+    (``checks_store``, ``services.pairing``): it reads the store, and pairs
+    a new one, which the other commands and the tests' contexts need not.
     """
     prepare_data_dir(settings)
     url = settings.resolved_database_url
     db = make_engine(url)
-    if migrate:
-        with _migrated_lock:
-            if url not in _migrated:
-                upgrade(db)
-                if ":memory:" not in url:
-                    _migrated.add(url)
-        sync_clock(db)
-        check_shared_secret(db, settings, record=records_secret)
-    return Context(settings=settings, db=db, storage=build_storage(settings))
+    try:
+        if migrate:
+            with _migrated_lock:
+                if url not in _migrated:
+                    upgrade(db)
+                    if ":memory:" not in url:
+                        _migrated.add(url)
+            sync_clock(db)
+            check_shared_secret(db, settings, record=records_secret)
+        storage = build_storage(settings)
+        if migrate and checks_store:
+            check_store_pairing(db, storage, settings)
+    except BaseException:
+        db.dispose()  # a refused start leaves no connection open
+        raise
+    return Context(settings=settings, db=db, storage=storage)
