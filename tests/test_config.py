@@ -360,16 +360,34 @@ def test_a_sentinel_or_cluster_uri_query_becomes_connection_options() -> None:
     assert config.counter_storage_options("memory://") == {}
 
 
-@pytest.mark.parametrize("setting", ["s3_endpoint_url", "s3_public_endpoint_url"])
-def test_an_s3_endpoint_with_a_path_is_refused(setting: str) -> None:
+def test_a_public_s3_endpoint_with_a_prefix_the_store_lacks_is_refused() -> None:
     """SigV4 signs the path: behind a proxy that strips ``/s3`` every signed
     link was refused (403 SignatureDoesNotMatch), and the start said nothing."""
-    with pytest.raises(ValidationError, match=setting) as caught:
-        Settings(_env_file=None, **{setting: "https://cdn.example.com/s3/"})
+    with pytest.raises(ValidationError) as caught:
+        Settings(
+            _env_file=None,
+            s3_endpoint_url="http://10.0.0.5:8333",
+            s3_public_endpoint_url="https://cdn.example.com/s3/",
+        )
     message = caught.value.errors()[0]["msg"]
-    assert "must have no path (/s3)" in message and "SignatureDoesNotMatch" in message
-    taken = Settings(_env_file=None, **{setting: "https://s3.example.com:8443/"})
-    assert getattr(taken, setting) == "https://s3.example.com:8443"
+    assert "path (/s3) must be UPSCAYL_S3_ENDPOINT_URL's (none)" in message
+    assert "SignatureDoesNotMatch" in message
+    taken = Settings(_env_file=None, s3_public_endpoint_url="https://s3.example.com:8443/")
+    assert taken.s3_public_endpoint_url == "https://s3.example.com:8443"
+
+
+def test_a_store_that_serves_s3_under_a_path_is_taken() -> None:
+    """Supabase serves S3 at ``/storage/v1/s3``: botocore signs that path, so
+    links work, with a public endpoint of the same path or none."""
+    endpoint = "https://proj.supabase.co/storage/v1/s3"
+    alone = Settings(_env_file=None, s3_endpoint_url=endpoint + "/")
+    assert alone.s3_endpoint_url == endpoint
+    both = Settings(
+        _env_file=None,
+        s3_endpoint_url=endpoint,
+        s3_public_endpoint_url="https://files.example.org/storage/v1/s3",
+    )
+    assert both.s3_public_endpoint_url == "https://files.example.org/storage/v1/s3"
 
 
 def test_the_public_url_keeps_its_prefix() -> None:

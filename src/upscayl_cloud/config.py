@@ -449,13 +449,12 @@ class Settings(BaseSettings):
 
     @field_validator("public_url", "s3_endpoint_url", "s3_public_endpoint_url")
     @classmethod
-    def _base_url(cls, value: str, info: ValidationInfo) -> str:
+    def _base_url(cls, value: str) -> str:
         """An http(s) URL with a host, or empty; links built on anything else
-        would point nowhere. ``public_url`` may have a path (a proxy's
-        prefix); the S3 endpoints may not: SigV4 signs the request's path, so
-        behind a proxy that strips a prefix every signed link was refused
-        (403 SignatureDoesNotMatch), and one that keeps it names another
-        bucket."""
+        would point nowhere. A path is allowed: a proxy's prefix for
+        ``public_url``, and a store that serves S3 under one (Supabase's
+        ``/storage/v1/s3``) for the endpoints, whose paths must then agree
+        (:meth:`_s3_paths_agree`)."""
         value = value.strip().rstrip("/")
         if not value:
             return value
@@ -468,13 +467,6 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("must have no query, fragment or user name in it")
-        if parts.path and info.field_name != "public_url":
-            raise ValueError(
-                f"must have no path ({parts.path}): S3 signatures cover the path, so a "
-                "proxy that strips a prefix breaks every signed link (403 "
-                "SignatureDoesNotMatch); give the store a host name or port of its own, "
-                "e.g. https://s3.example.org"
-            )
         return value
 
     @field_validator("data_dir", mode="before")
@@ -604,6 +596,27 @@ class Settings(BaseSettings):
             raise ValueError(
                 "UPSCAYL_S3_ACCESS_KEY_ID and UPSCAYL_S3_SECRET_ACCESS_KEY go together: set "
                 "both, or neither to use boto3's usual chain (environment, ~/.aws, role)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _s3_paths_agree(self) -> Settings:
+        """A public S3 endpoint's path is the store's own. SigV4 signs the
+        request's path, and links are signed for the public endpoint: one
+        with a prefix the store does not have (``https://cdn.example.com/s3``
+        in front of ``http://10.0.0.5:8333``, a proxy stripping ``/s3``)
+        made every signed link fail with 403 SignatureDoesNotMatch."""
+        if not self.s3_public_endpoint_url:
+            return self
+        public = urlsplit(self.s3_public_endpoint_url).path
+        internal = urlsplit(self.s3_endpoint_url).path if self.s3_endpoint_url else ""
+        if public != internal:
+            raise ValueError(
+                f"UPSCAYL_S3_PUBLIC_ENDPOINT_URL's path ({public or 'none'}) must be "
+                f"UPSCAYL_S3_ENDPOINT_URL's ({internal or 'none'}): S3 signatures cover the "
+                "path, so a proxy that strips or adds a prefix breaks every signed link (403 "
+                "SignatureDoesNotMatch); give the store a host name or port of its own, "
+                "e.g. https://s3.example.org"
             )
         return self
 

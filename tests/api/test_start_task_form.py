@@ -138,11 +138,11 @@ def test_each_part_is_judged_by_its_name_as_its_headers_arrive(client: TestClien
     part = f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n{padding}\r\nx\r\n'
     answer = client.post(
         "/start-task",
-        content=(part * 3 + f"--{boundary}--\r\n").encode(),
+        content=(part * 6 + f"--{boundary}--\r\n").encode(),
         headers={"X-API-Key": key, "content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert answer.json()["message"].startswith(
-        "Malformed multipart body: its part headers come to more than 64 KiB"
+        "Malformed multipart body: its part headers come to more than "
     )
 
 
@@ -360,3 +360,17 @@ def test_a_direct_file_is_kept_when_its_task_did_start_after_all(
 
     row, stored = _direct_start_meeting(client, monkeypatch, started_then_lost)
     assert row.deleted_at is None and stored is not None
+
+
+def test_a_form_of_one_files_part_per_entry_fits_its_header_budget(tmp_path: Path) -> None:
+    """The part headers' budget grows with the parts a form may have: a
+    fixed 64 KiB refused a form of ~950 plain ``files`` parts (an httpx or
+    requests form, one part per entry) that UPSCAYL_MAX_FILES_PER_TASK allowed."""
+    settings = make_settings(tmp_path, max_files_per_task=1000, rate_limits_enabled=False)
+    with client_for(settings) as client:
+        key = new_principal(client.app.state.ctx, credits=5000)[0]
+        entry = {"fileName": "u0.png", "fileType": "image/png", "fileSize": 1}
+        parts = [("files", (None, json.dumps(entry), "application/json"))] * 1000
+        answer = client.post("/start-task", files=parts, headers={"X-API-Key": key})
+    assert answer.status_code == 400
+    assert "u0.png" in answer.json()["message"]  # judged by its entries, not its headers

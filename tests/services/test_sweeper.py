@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from support.images import png_bytes
 from support.postgres import until_a_lock_is_awaited
@@ -399,6 +400,37 @@ def test_an_unexpected_error_on_one_item_is_logged_and_the_pass_goes_on(
     assert _marks(ctx, stuck)[1] is None
     assert sweep(ctx).uploads_deleted == 1
     assert ctx.storage.size(storage_key(principal.account_id, stuck)) is None
+
+
+def test_the_database_going_away_mid_pass_ends_it(
+    ctx: Context, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error is no one item's bug: the pass ends at the first,
+    as it did before the per-item catch, instead of deleting every other
+    object of the batch and waiting out the database's timeout for each
+    (with a traceback blaming the item). The database failing every new
+    transaction after the first delete stands in for its outage."""
+    keys = [f"results/a/t/1/{n}.png" for n in range(4)]
+    for key in keys:
+        _expired_result(ctx, principal, key)
+    _sweep_a_year_later(monkeypatch)
+
+    def down(_: object) -> None:
+        raise OperationalError("BEGIN", {}, Exception("the database went away"))
+
+    def outage_after_the_first(number: int, _: str) -> None:
+        if number == 2:
+            event.listen(ctx.db, "begin", down)
+
+    store = _RecordingStore(ctx, outage_after_the_first)
+    try:
+        with pytest.raises(OperationalError):
+            sweep(replace(ctx, storage=store))
+    finally:
+        if event.contains(ctx.db, "begin", down):
+            event.remove(ctx.db, "begin", down)
+    assert len(store.deleted()) == 2
+    assert sweep(ctx).results_deleted == len(keys) - 1
 
 
 def _temporary_file(store: LocalStorage, key: str, age_seconds: float) -> str:

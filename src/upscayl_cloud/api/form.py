@@ -53,8 +53,12 @@ _FILES_TOO_LARGE = (
 #: but not kept whole.
 _MAX_FIELD_BYTES = 1024
 #: All part headers together (each is also capped by python-multipart, at
-#: 8 headers of 4 KiB): a part needs a hundred bytes or so of them.
+#: 8 headers of 4 KiB): a part needs a hundred bytes or so of them, so the
+#: budget is this much plus :data:`_HEADER_BYTES_PER_PART` for each part a
+#: form may have (a fixed 64 KiB refused a valid form of ~950 ``files``
+#: parts, which ``UPSCAYL_MAX_FILES_PER_TASK`` may allow).
 _MAX_HEADER_BYTES = 64 * 1024
+_HEADER_BYTES_PER_PART = 512
 #: The most of the direct file held in memory before it goes to disk.
 _SPOOL_BYTES = 64 * 1024
 
@@ -306,14 +310,15 @@ class _StartTaskParser(MultiPartParser):
         self._names: Counter[str] = Counter()
         self._files_left = _MAX_FILES_JSON_BYTES
         self._header_bytes = 0
+        self._header_budget = _MAX_HEADER_BYTES + (max_files_per_task + 10) * _HEADER_BYTES_PER_PART
         self._part_bytes = 0
 
     def _count_header(self, size: int) -> None:
         self._header_bytes += size
-        if self._header_bytes > _MAX_HEADER_BYTES:
+        if self._header_bytes > self._header_budget:
             raise BadRequestError(
                 f"Malformed multipart body: its part headers come to more than "
-                f"{_MAX_HEADER_BYTES // 1024} KiB; a part needs only its Content-Disposition "
+                f"{self._header_budget // 1024} KiB; a part needs only its Content-Disposition "
                 "(and Content-Type)"
             )
 

@@ -81,6 +81,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from upscayl_cloud.db.engine import now_ms, reading, sync_clock
 from upscayl_cloud.db.tables import task_files, tasks, uploads
@@ -254,6 +255,11 @@ def _each(
             log.warning(
                 "sweep: could not delete an expired %s, left for the next pass: %s", what, exc
             )
+        except SQLAlchemyError:
+            # The database's, not the item's: every other item would meet it
+            # too, each after a store delete and the database's timeout (half
+            # an hour a batch, a traceback each): it ends the pass.
+            raise
         except Exception:
             log.exception("sweep: unexpected error on an expired %s, left for the next pass", what)
     return done, True
