@@ -183,7 +183,11 @@ def test_an_alter_gives_way_to_a_reader_and_goes_on_once_it_ends(
         pid = _open_reader(reader)
         prober.start()
         upgrading = pool.submit(upgrade, db)
-        time.sleep(HOLD_SECONDS)
+        # Held until the upgrade has given way twice (not for a fixed time,
+        # which a slow machine could fill with fewer tries).
+        deadline = time.monotonic() + 60
+        while _retries(caplog) < 2 and not upgrading.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not upgrading.done(), "the upgrade did not wait for the reader: nothing measured"
         reader.rollback()
         assert upgrading.result(timeout=120) == ("0002", head_revision())
@@ -198,6 +202,10 @@ def test_an_alter_gives_way_to_a_reader_and_goes_on_once_it_ends(
     with db.connect() as conn:
         purged = dict(conn.execute(text("SELECT file_name, purged_at FROM uploads")).all())
     assert purged == {"u0.png": 5, "u1.png": None, "u2.png": None}
+
+
+def _retries(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("trying again" in r.getMessage() for r in caplog.records)
 
 
 def test_an_upgrade_that_never_gets_its_lock_gives_up_in_one_line(
