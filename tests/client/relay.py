@@ -144,3 +144,13 @@ class StandIn:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def undecodable(handler: BaseHTTPRequestHandler) -> None:
+    """A body that says it is gzip and is not."""
+    body = b"this is not gzip at all"
+    handler.send_response(200)
+    handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

@@ -20,7 +20,7 @@ import httpx
 
 from support.server import Server
 from tests.client.helpers import FAST, QUICK_POLL, QUICK_RETRY, dimensions, write_image
-from tests.client.relay import Relay, Reply, Seen, StandIn, edit_json
+from tests.client.relay import Relay, Reply, Seen, StandIn, edit_json, undecodable
 from upscayl_cloud.client import Client, upscale
 
 #: Downloads that fail for want of a store are ridden out this long, not 10 minutes.
@@ -96,16 +96,6 @@ def _results_via(
     return edit
 
 
-def _undecodable(handler: BaseHTTPRequestHandler) -> None:
-    """A body that says it is gzip and is not."""
-    body = b"this is not gzip at all"
-    handler.send_response(200)
-    handler.send_header("Content-Encoding", "gzip")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
 def test_a_result_that_does_not_decode_fails_that_file_only(
     server: Server, api_key: str, tmp_path: Path
 ) -> None:
@@ -116,7 +106,7 @@ def test_a_result_that_does_not_decode_fails_that_file_only(
     write_image(tmp_path / "a.png", 16, 16)
     write_image(tmp_path / "b.png", 16, 16, seed=1)
     with (
-        StandIn(_undecodable) as store,
+        StandIn(undecodable) as store,
         Relay(server.url, _results_via(store, {"b.png"})) as relay,
         Client(relay.url, api_key, poll=QUICK_POLL, retry=QUICK_RETRY) as api,
     ):

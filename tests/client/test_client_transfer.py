@@ -22,7 +22,7 @@ import pytest
 
 from support.server import Server
 from tests.client.helpers import FAST, write_image
-from tests.client.relay import Relay, Reply, Seen, StandIn
+from tests.client.relay import Relay, Reply, Seen, StandIn, undecodable
 from upscayl_cloud.client import (
     ApiError,
     AsyncClient,
@@ -214,15 +214,6 @@ def test_a_body_shorter_than_the_size_given_is_no_result(
     assert unchecked.read_bytes() == real[: len(real) // 2]
 
 
-def _undecodable(handler: BaseHTTPRequestHandler) -> None:
-    body = b"this is not gzip at all"
-    handler.send_response(200)
-    handler.send_header("Content-Encoding", "gzip")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
 @pytest.mark.parametrize("link", ["store", "ftp://127.0.0.1/r.png", "http://[::1/r.png"])
 def test_an_unusable_answer_or_link_is_a_bad_response_not_retried(
     link: str, tmp_path: Path
@@ -232,7 +223,7 @@ def test_an_unusable_answer_or_link_is_a_bad_response_not_retried(
     ``except UpscaylError`` (an unsupported scheme was retried as a lost
     connection, then ridden out as an outage). Asking again cannot help."""
     events: list[RetryEvent] = []
-    with StandIn(_undecodable) as store:
+    with StandIn(undecodable) as store:
         url = store.url + "/r.png" if link == "store" else link
         with (
             Client("http://127.0.0.1:9", "k", on_retry=events.append) as api,

@@ -9,14 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, event, insert, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from support.early_rows import early_uploads
 from support.postgres import Postgres
 from upscayl_cloud.db import ddl
 from upscayl_cloud.db.engine import make_engine
 from upscayl_cloud.db.migrate import alembic_config, head_revision, upgrade
-from upscayl_cloud.db.tables import accounts, metadata, uploads
+from upscayl_cloud.db.tables import metadata
 
 
 @pytest.fixture
@@ -37,26 +38,7 @@ def _migrate(engine: Engine, revision: str) -> None:
 def _with_uploads(engine: Engine, count: int) -> None:
     """An account and ``count`` uploads as revision 0002 knows them; those
     of even number marked deleted (at their number plus 100)."""
-    with engine.begin() as conn:
-        conn.execute(insert(accounts).values(id="a", name="a", created_at=1))
-        conn.execute(
-            insert(uploads),
-            [
-                {
-                    "file_name": f"u{n}.png",
-                    "account_id": "a",
-                    "original_file_name": f"u{n}.png",
-                    "file_type": "image/png",
-                    "file_size": 1,
-                    "storage_key": f"uploads/a/u{n}.png",
-                    "created_at": 1,
-                    "url_expires_at": 2,
-                    "expires_at": 3,
-                    "deleted_at": 100 + n if n % 2 == 0 else None,
-                }
-                for n in range(count)
-            ],
-        )
+    early_uploads(engine, count, lambda n: 100 + n if n % 2 == 0 else None)
 
 
 def _invalid_indexes(engine: Engine) -> set[str]:

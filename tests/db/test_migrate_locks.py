@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, Engine, insert, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
+from support.early_rows import early_uploads
 from support.postgres import Postgres, until_a_lock_is_awaited
 from upscayl_cloud.db import migrate
 from upscayl_cloud.db.engine import make_engine
 from upscayl_cloud.db.migrate import alembic_config, head_revision, upgrade
-from upscayl_cloud.db.tables import accounts, uploads
 
 #: How long the reader keeps its transaction open in the tests where it ends:
 #: several of the shortened lock timeouts, and far above the longest read the
@@ -69,26 +69,7 @@ def _with_uploads(engine: Engine, revision: str) -> None:
     """The schema at ``revision`` (0002 or 0003), with an account and three
     uploads, one of them marked deleted."""
     _migrate(engine, revision)
-    with engine.begin() as conn:
-        conn.execute(insert(accounts).values(id="a", name="a", created_at=1))
-        conn.execute(
-            insert(uploads),
-            [
-                {
-                    "file_name": f"u{n}.png",
-                    "account_id": "a",
-                    "original_file_name": f"u{n}.png",
-                    "file_type": "image/png",
-                    "file_size": 1,
-                    "storage_key": f"uploads/a/u{n}.png",
-                    "created_at": 1,
-                    "url_expires_at": 2,
-                    "expires_at": 3,
-                    "deleted_at": 5 if n == 0 else None,
-                }
-                for n in range(3)
-            ],
-        )
+    early_uploads(engine, 3, lambda n: 5 if n == 0 else None)
 
 
 def _open_reader(conn: Connection) -> int:

@@ -253,19 +253,22 @@ def test_a_discarded_direct_upload_is_recorded_purged(ctx: Context, principal: P
 
 
 class _RefusesOneKey:
-    """The real store, except that it refuses to delete one key. A stand-in
-    (a mock, named so): as root, no file permission makes a real unlink fail,
-    and a store's per-object AccessDenied cannot be set up on loopback."""
+    """The real store, except that deleting one key raises ``error`` (by
+    default a store's AccessDenied). A stand-in (a mock, named so): as root,
+    no file permission makes a real unlink fail, a store's per-object
+    AccessDenied cannot be set up on loopback, and an unknown bug in a store
+    (the errors found that escaped one are fixed) cannot be provoked."""
 
-    def __init__(self, ctx: Context, key: str) -> None:
+    def __init__(self, ctx: Context, key: str, error: Exception | None = None) -> None:
         self._ctx, self._key = ctx, key
+        self._error = error or StorageError(f"{key}: AccessDenied")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx.storage, name)
 
     def delete(self, key: str) -> None:
         if key == self._key:
-            raise StorageError(f"{key}: AccessDenied")
+            raise self._error
         self._ctx.storage.delete(key)
 
 
@@ -360,23 +363,6 @@ def test_an_upload_the_local_store_cannot_abort_stops_neither_the_pass_nor_reten
     assert list((ctx.storage.root / ".multipart").iterdir()) == []
 
 
-class _BreaksOnOneKey:
-    """The real store, except that deleting one key raises what no store is
-    meant to raise: a bug. A stand-in (named so): the errors found that
-    escaped a store are fixed, and an unknown bug cannot be provoked."""
-
-    def __init__(self, ctx: Context, key: str) -> None:
-        self._ctx, self._key = ctx, key
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx.storage, name)
-
-    def delete(self, key: str) -> None:
-        if key == self._key:
-            raise RuntimeError("a bug in the store")
-        self._ctx.storage.delete(key)
-
-
 def test_an_unexpected_error_on_one_item_is_logged_and_the_pass_goes_on(
     ctx: Context,
     principal: Principal,
@@ -389,7 +375,9 @@ def test_an_unexpected_error_on_one_item_is_logged_and_the_pass_goes_on(
     stuck, other = uploaded(ctx, principal), uploaded(ctx, principal)
     _expired_result(ctx, principal, "results/a/t/1/0.png")
     _sweep_a_year_later(monkeypatch)
-    breaking = _BreaksOnOneKey(ctx, storage_key(principal.account_id, stuck))
+    breaking = _RefusesOneKey(
+        ctx, storage_key(principal.account_id, stuck), RuntimeError("a bug in the store")
+    )
     with caplog.at_level(logging.ERROR, logger=sweeper.__name__):
         report = sweep(replace(ctx, storage=breaking))
     assert (report.uploads_deleted, report.results_deleted) == (1, 1)
