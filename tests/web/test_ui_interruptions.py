@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from support.context import new_principal
 from support.images import png_bytes
 from support.server import Server
 from tests.web.conftest import SERVER_ENV, listen, said
 from tests.web.test_ui_batches import choose, sign_in
-from upscayl_cloud.db.tables import uploads
+from upscayl_cloud.db.tables import tasks, uploads
+from upscayl_cloud.services.keys import account_credits
 
 UNSTARTED = "upscayl-cloud.unstarted"
 BIG = 6 * 1024 * 1024  # padding for a file of two parts (SERVER_ENV)
@@ -41,16 +42,17 @@ def pairs(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     running.stop()
 
 
-def shorten_timeouts(page: Any, ms: int) -> None:
-    """The page gives up on an API call without an answer, or an upload
-    without progress, after ``ms`` (a minute otherwise)."""
+def shorten_timeouts(page: Any, ms: int, *, answers: bool = True, uploads: bool = True) -> None:
+    """The page gives up on an API call without an answer (``answers``), or
+    an upload without progress (``uploads``), after ``ms`` (a minute
+    otherwise)."""
     page.evaluate(
-        """async (ms) => {
+        """async ([ms, answers, uploads]) => {
             const { timeouts } = await import("/web/js/api.js");
-            timeouts.answerMs = ms;
-            timeouts.uploadIdleMs = ms;
+            if (answers) timeouts.answerMs = ms;
+            if (uploads) timeouts.uploadIdleMs = ms;
         }""",
-        ms,
+        [ms, answers, uploads],
     )
 
 
@@ -101,24 +103,47 @@ def _upload_names(page: Any) -> dict[str, str]:
     return names
 
 
-def _reload_before_the_start(page: Any, files: dict[str, bytes], first: str = "") -> None:
-    """Upload ``files`` and reload the page before its start-task reaches the
-    server: start-task is held (a stand-in for a slow answer) until the page
-    has reloaded, and the held one is dropped with the old page. ``first``'s
-    PUT, if named, is held until the other files are up (a stand-in for a
-    slower upload): the uploads end in another order than chosen."""
-    held: list[Any] = []
+def _reload(page: Any) -> list[str]:
+    """Reload the page (leaving mid-run asks first: accepted); the kinds of
+    the dialogs it met."""
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.type)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_role("heading", name="Upscale images").wait_for()
+    page.remove_listener("dialog", accept)
+    return dialogs
+
+
+def _reload_before_the_start(
+    page: Any, files: dict[str, bytes], first: str = "", hours_later: float = 0
+) -> None:
+    """Upload ``files`` and reload the page before their start-task is sent:
+    one more file, chosen last in the same group, is held on its way up (a
+    stand-in for a slow upload), so the group's start-task never goes.
+    ``first``'s PUT, if named, is held until the other files are up (a
+    stand-in for a slower upload): the uploads end in another order than
+    chosen. ``hours_later``: the reloaded page's clock (Date.now()) runs
+    that much ahead."""
     late: list[Any] = []
-    reloaded: list[bool] = []
-    page.route("**/start-task", lambda route: route.continue_() if reloaded else held.append(route))
+    stalled: list[Any] = []
     hold = f"-{first}?" if first else None
-    page.route(
-        "**/objects/uploads/**",
-        lambda route: (
-            late.append(route) if hold and hold in route.request.url else route.continue_()
-        ),
-    )
-    choose(page, files)
+
+    def route(route: Any) -> None:
+        if "-stalled.png?" in route.request.url:
+            stalled.append(route)
+        elif hold and hold in route.request.url and not late:
+            late.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/objects/uploads/**", route)
+    choose(page, {**files, "stalled.png": png_bytes(7, 7)})
     page.get_by_role("button", name="Upscale", exact=True).click()
     if first:
         _until(page, lambda: bool(late))
@@ -126,12 +151,19 @@ def _reload_before_the_start(page: Any, files: dict[str, bytes], first: str = ""
             item = page.locator("#file-list li", has_text=name)
             item.locator(".file-state", has_text="Uploaded").wait_for()
         late[0].continue_()
-    _until(page, lambda: bool(held))
-    page.on("dialog", lambda dialog: dialog.accept())  # leaving mid-run asks first
-    page.reload()
-    page.wait_for_selector("body[data-ready=true]")
-    page.get_by_role("heading", name="Upscale images").wait_for()
-    reloaded.append(True)
+    for name in files:
+        page.locator("#file-list li", has_text=name).locator(
+            ".file-state", has_text="Uploaded"
+        ).wait_for()
+    _until(page, lambda: bool(stalled))  # dropped with the old page
+    if hours_later:
+        # This page's Date.now() only (page.clock would stay on the browser
+        # context that the next tests' pages share).
+        page.add_init_script(
+            "((ms) => { const now = Date.now; Date.now = () => now() + ms; })"
+            f"({hours_later * 3600 * 1000})"
+        )
+    _reload(page)
 
 
 # -- 1. A stalled connection: Cancel, and timeouts -------------------------------------------
@@ -180,9 +212,11 @@ def test_cancel_stops_a_stalled_run_and_keeps_the_task_already_started(
 
 def test_an_upload_without_progress_is_given_up_and_reported(page: Any, server: Server) -> None:
     """The PUT is held (a stand-in for a stalled connection): each try is given
-    up once no byte has moved for the timeout, and the file fails in words."""
+    up once no byte has moved for the timeout, and the file fails in words.
+    Only the uploads' timeout is shortened: a real get-upload-url slower than
+    a second failed the file with another reason."""
     sign_in(page, server, new_principal(server.ctx, credits=5)[0])
-    shorten_timeouts(page, 1000)
+    shorten_timeouts(page, 1000, answers=False)
     held: list[Any] = []
     page.route("**/objects/uploads/**", lambda route: held.append(route))
     given_up = _failed_requests(page, "/objects/uploads/")
@@ -221,21 +255,23 @@ def test_an_api_call_without_an_answer_is_given_up_and_reported(page: Any, serve
 # -- 2. Uploads left by a reload before their task started -----------------------------------
 
 
-def test_uploads_left_by_a_reload_are_offered_and_started(page: Any, pairs: Server) -> None:
+def test_uploads_left_by_a_reload_are_offered_and_started(page: Any, server: Server) -> None:
     """A reload between the uploads and start-task left them counting against
     the account's cap on waiting uploads for a day, with nothing on the page
     to start them. They are offered in the order chosen, a.png's upload
-    ending last."""
-    sign_in(page, pairs, new_principal(pairs.ctx, credits=10)[0])
+    ending last. The reload comes two hours later by the page's clock: the
+    upload link's hour (get-upload-url's expiresAt) is over, the upload's
+    day on the server is not (they were dropped as expired)."""
+    sign_in(page, server, new_principal(server.ctx, credits=10)[0])
     files = {"a.png": png_bytes(8, 8), "b.png": png_bytes(9, 8)}
-    _reload_before_the_start(page, files, first="a.png")
+    _reload_before_the_start(page, files, first="a.png", hours_later=2)
     asked = _requests(page, "/get-upload-url")
 
     offer = page.get_by_role("region", name="Uploaded, not started")
     offer.wait_for()
     text = offer.locator("#unstarted-text").inner_text()
     assert text.startswith("2 images were uploaded but not started (a.png, b.png).")
-    assert "the server deletes uploads no task names by itself when they expire" in text
+    assert text.endswith("the server deletes uploads no task names by itself when they expire.")
     offer.get_by_role("button", name="Start").click()
     card = page.locator("#tasks .task[data-task-id]")
     card.locator(".task-state", has_text="Done").wait_for(timeout=90_000)
@@ -246,12 +282,14 @@ def test_uploads_left_by_a_reload_are_offered_and_started(page: Any, pairs: Serv
 
 
 def test_an_expired_upload_on_offer_is_dropped_and_the_rest_started(
-    page: Any, pairs: Server
+    page: Any, server: Server
 ) -> None:
-    sign_in(page, pairs, new_principal(pairs.ctx, credits=10)[0])
+    """The server refuses the expired upload by name; the page drops it and
+    starts the rest."""
+    sign_in(page, server, new_principal(server.ctx, credits=10)[0])
     names = _upload_names(page)
     _reload_before_the_start(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(9, 8)})
-    _expire(pairs, names["a.png"])
+    _expire(server, names["a.png"])
 
     offer = page.get_by_role("region", name="Uploaded, not started")
     offer.get_by_role("button", name="Start").click()
@@ -267,8 +305,8 @@ def test_an_expired_upload_on_offer_is_dropped_and_the_rest_started(
     assert page.evaluate(f"sessionStorage.getItem('{UNSTARTED}')") is None
 
 
-def test_uploads_on_offer_can_be_discarded(page: Any, pairs: Server) -> None:
-    sign_in(page, pairs, new_principal(pairs.ctx, credits=10)[0])
+def test_uploads_on_offer_can_be_discarded(page: Any, server: Server) -> None:
+    sign_in(page, server, new_principal(server.ctx, credits=10)[0])
     _reload_before_the_start(page, {"a.png": png_bytes(8, 8)})
     listen(page)
     started = _requests(page, "/start-task")
@@ -282,10 +320,77 @@ def test_uploads_on_offer_can_be_discarded(page: Any, pairs: Server) -> None:
     said(page, "1 upload forgotten here; the server deletes it when it expires.")
     assert offer.is_hidden()
     assert page.evaluate(f"sessionStorage.getItem('{UNSTARTED}')") is None
-    page.reload()
-    page.wait_for_selector("body[data-ready=true]")
-    page.get_by_role("heading", name="Upscale images").wait_for()
+    _reload(page)
     assert offer.is_hidden() and started == []
+
+
+def _tasks_and_credits(server: Server, principal: Any) -> tuple[int, int]:
+    with server.ctx.db.begin() as conn:
+        count = conn.execute(
+            select(func.count())
+            .select_from(tasks)
+            .where(tasks.c.account_id == principal.account_id)
+        ).scalar_one()
+    return count, account_credits(server.ctx, principal.account_id)
+
+
+def _withhold_start_answers(page: Any) -> list[int]:
+    """start-task reaches the real server (the task is created and charged)
+    but its answer never reaches the page (a stand-in for a reload or a
+    crash before it came); the statuses the server gave."""
+    answered: list[int] = []
+    page.route("**/start-task", lambda route: answered.append(route.fetch().status))
+    return answered
+
+
+def test_a_reload_while_a_start_is_on_its_way_does_not_start_it_twice(
+    page: Any, server: Server
+) -> None:
+    """The uploads stayed remembered until start-task's answer: a reload after
+    the task had started, before its answer, offered them to Start again, and
+    a second task was started and charged for the same images."""
+    key, principal = new_principal(server.ctx, credits=10)
+    sign_in(page, server, key)
+    answered = _withhold_start_answers(page)
+    choose(page, {"a.png": png_bytes(8, 8)})
+    page.get_by_role("button", name="Upscale", exact=True).click()
+    _until(page, lambda: bool(answered))
+    assert answered == [200]
+    assert _reload(page) == ["beforeunload"]
+
+    offer = page.get_by_role("region", name="Uploaded, not started")
+    offer.wait_for()
+    assert offer.locator("#unstarted-error").inner_text() == (
+        "a.png: a task may have started for it before the page reloaded: "
+        "look in History before sending it again."
+    )
+    assert not offer.get_by_role("button", name="Start").is_visible()
+    assert page.evaluate(f"sessionStorage.getItem('{UNSTARTED}')") is None
+    assert _tasks_and_credits(server, principal) == (1, 9)
+    offer.get_by_role("button", name="Close").click()
+    assert offer.is_hidden()
+
+
+def test_a_reload_while_the_offer_starts_does_not_start_it_twice(page: Any, server: Server) -> None:
+    """The same for the offer's Start, which did not ask before the page was
+    left either."""
+    key, principal = new_principal(server.ctx, credits=10)
+    sign_in(page, server, key)
+    _reload_before_the_start(page, {"a.png": png_bytes(8, 8), "b.png": png_bytes(9, 8)})
+    offer = page.get_by_role("region", name="Uploaded, not started")
+    answered = _withhold_start_answers(page)
+    offer.get_by_role("button", name="Start").click()
+    _until(page, lambda: bool(answered))
+    assert answered == [200]
+    assert _reload(page) == ["beforeunload"]
+
+    offer.locator("#unstarted-error").filter(has_text="a task may have started").wait_for()
+    assert offer.locator("#unstarted-error").inner_text() == (
+        "a.png, b.png: a task may have started for them before the page reloaded: "
+        "look in History before sending them again."
+    )
+    assert not offer.get_by_role("button", name="Start").is_visible()
+    assert _tasks_and_credits(server, principal) == (1, 8)
 
 
 # -- 3 and 4. A completion refused for a while; Retry-After ------------------------------------
@@ -454,6 +559,9 @@ def test_a_new_task_card_leaves_the_focus_where_a_person_put_it(page: Any, pairs
     started. The second group's PUTs are held until then (a stand-in for a
     slow connection)."""
     sign_in(page, pairs, new_principal(pairs.ctx, credits=10)[0])
+    # The first task may take longer than the minute after which a held PUT
+    # is given up and sent again: not here.
+    shorten_timeouts(page, 24 * 3600 * 1000, answers=False)
     puts: list[str] = []
     held: list[Any] = []
     released: list[bool] = []
@@ -477,6 +585,7 @@ def test_a_new_task_card_leaves_the_focus_where_a_person_put_it(page: Any, pairs
     slider = first.get_by_label("Divider position: original on the left, upscaled on the right")
     slider.focus()
     _until(page, lambda: len(held) == 2)
+    assert len(puts) == 4  # none given up and sent again
     listen(page)
     released.append(True)
     for route in held:

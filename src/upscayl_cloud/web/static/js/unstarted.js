@@ -1,11 +1,12 @@
 // After a reload (or a crash) between an upload and its task's start: the
 // uploads the last page left (pending.js), offered to Start or Discard. Left
 // alone they held the account's cap on waiting uploads for a day, and the
-// page could neither start nor forget them.
+// page could neither start nor forget them. Those a start-task was on its way
+// for are not offered: that task may have started (and been charged).
 
 import { $, announce, placeFocus } from "./dom.js";
-import { explain, formatDate, sentence } from "./messages.js";
-import { dropPending, pendingUploads } from "./pending.js";
+import { explain, sentence } from "./messages.js";
+import { dropPending, markSent, pendingUploads } from "./pending.js";
 import { refusedUploads, startUncertain, startWithoutCard } from "./tasks.js";
 
 let offered = []; // the uploads on offer (not those this page sends meanwhile)
@@ -37,34 +38,42 @@ function render(notes = []) {
   box.hidden = !count && !notes.length;
   $("#unstarted-start").hidden = !count;
   $("#unstarted-discard").textContent = count ? "Discard" : "Close";
-  const expiry = Math.max(0, ...offered.map((u) => u.expiresAt || 0));
   $("#unstarted-text").textContent = count
     ? `${plural(count, "image")} ${count === 1 ? "was" : "were"} uploaded but not started (${offered
         .map((u) => u.originalName)
         .join(", ")}). Start uses ${plural(count * caps.creditsPerImage, "credit")}. Discard only forgets ${
         count === 1 ? "it" : "them"
-      } here: the server deletes uploads no task names by itself when they expire${
-        expiry ? ` (by ${formatDate(expiry)})` : ""
-      }.`
+      } here: the server deletes uploads no task names by itself when they expire.`
     : "";
   $("#unstarted-error").textContent = notes.join(" ");
 }
 
 /**
  * Offer the uploads remembered from before this page loaded (called once
- * signed in). Those past their expiry are gone from the server: forgotten.
+ * signed in). Those a start-task was on its way for when the last page went
+ * may have started: forgotten, pointing to History. One expired on the
+ * server meanwhile is refused by name on Start (and dropped then).
  */
 export function offerUnstarted(capabilities) {
   caps = capabilities;
   const all = pendingUploads();
-  const expired = all.filter((u) => u.expiresAt && u.expiresAt <= Date.now());
-  dropPending(names(expired));
-  offered = without(all, expired);
+  const sent = all.filter((u) => u.sent);
+  dropPending(names(sent));
+  offered = without(all, sent);
   render(
-    expired.length
-      ? [`${expired.map((u) => u.originalName).join(", ")}: uploaded but expired on the server before a task named it.`]
+    sent.length
+      ? [
+          `${sent.map((u) => u.originalName).join(", ")}: a task may have started for ${
+            sent.length === 1 ? "it" : "them"
+          } before the page reloaded: look in History before sending ${sent.length === 1 ? "it" : "them"} again.`,
+        ]
       : [],
   );
+}
+
+/** Whether a Start of the offer is under way (leaving would lose its answer). */
+export function offerStarting() {
+  return starting;
 }
 
 /** Sign-out: nothing of it for the next person (pending.js forgets the uploads). */
@@ -91,6 +100,7 @@ async function startOffered() {
     let left = group;
     let stop = false;
     while (left.length) {
+      markSent(names(left)); // a reload before the answer: not offered again
       const answer = await startWithoutCard(left, left[0].options);
       if (answer === null || !starting) return; // signed out meanwhile
       if (!answer.failed) {
@@ -113,6 +123,7 @@ async function startOffered() {
         dropPending(names(left));
         offered = without(offered, left);
       } else {
+        markSent(names(left), false); // refused for sure: still on offer, after a reload too
         notes.push(explain(err));
       }
       stop = true;

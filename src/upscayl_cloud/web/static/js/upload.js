@@ -146,14 +146,17 @@ async function uploadParts(file, link, onProgress, onWait, signal) {
   await complete(link, done, onWait, signal);
 }
 
-/** What start-task needs of an upload, and when the server forgets it. */
+/**
+ * What start-task needs of an upload. (get-upload-url's expiresAt is when
+ * the signed link stops working, not when the server forgets the upload.)
+ */
 function uploaded(link, type, size) {
-  return { fileName: link.fileName, fileType: type, fileSize: size, expiresAt: link.expiresAt ?? null };
+  return { fileName: link.fileName, fileType: type, fileSize: size };
 }
 
 /**
  * Upload `file` (whose sniffed type is `type`); resolves with the upload
- * ({fileName, fileType, fileSize, expiresAt}). Multipart from the server's
+ * ({fileName, fileType, fileSize}). Multipart from the server's
  * threshold on. onProgress(bytes) as it goes; onWait(seconds) before a try
  * again. `signal` aborting (a sign-out, a Cancel) cancels every request of
  * it, sent or to come. `resume` (a failed completion's err.resume) sends

@@ -4,7 +4,7 @@
 import { $, announce, h, placeFocus } from "./dom.js";
 import { inspectFile, refusal, refusalSentence } from "./inspect.js";
 import { explain, formatBytes, sentence } from "./messages.js";
-import { clearPending, dropPending, keepPending } from "./pending.js";
+import { clearPending, dropPending, keepPending, markSent } from "./pending.js";
 import {
   followTask,
   forgetTasks,
@@ -15,7 +15,7 @@ import {
   startTask,
   startUncertain,
 } from "./tasks.js";
-import { initUnstarted, offerUnstarted, withdrawOffer } from "./unstarted.js";
+import { initUnstarted, offerStarting, offerUnstarted, withdrawOffer } from "./unstarted.js";
 import { tooLongToWait, uploadFile } from "./upload.js";
 
 const UPLOAD_CONCURRENCY = 2;
@@ -351,6 +351,9 @@ async function start(event) {
     if (halt) notSent([...group.filter((item) => !item.entry), ...later], halt);
     if (uploaded.length) {
       const originals = new Map(uploaded.map((item) => [item.entry.fileName, item.preview]));
+      // A reload from here until the answer may leave the task started and
+      // charged: those uploads are then not offered to Start again.
+      markSent(uploaded.map((item) => item.entry.fileName));
       const started = await startTask(uploaded.map((item) => item.entry), opts, originals);
       if (mine !== generation || started === null) return;
       if (started.failed) {
@@ -448,6 +451,7 @@ function keepRefused(group, err) {
     } else {
       item.startError = `Its task was refused for ${refusedNames.join(", ")}; its upload is kept for the next press.`;
     }
+    if (item.entry) markSent([item.entry.fileName], false); // refused for sure: offered after a reload
   }
   if (uncertain) items = items.filter((i) => !group.includes(i));
   return refused.length > 0;
@@ -495,8 +499,9 @@ export function initUpscale() {
     announce("Cancelling…");
   });
   initUnstarted();
-  // Leaving mid-upload loses the files not yet sent: the browser asks first.
+  // Leaving mid-upload loses the files not yet sent, and leaving while a
+  // start-task is on its way loses its answer: the browser asks first.
   window.addEventListener("beforeunload", (event) => {
-    if (busy) event.preventDefault();
+    if (busy || offerStarting()) event.preventDefault();
   });
 }
