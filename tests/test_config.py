@@ -366,6 +366,8 @@ def test_a_public_s3_endpoint_with_a_prefix_the_store_lacks_is_refused() -> None
     with pytest.raises(ValidationError) as caught:
         Settings(
             _env_file=None,
+            storage_backend="s3",
+            s3_bucket="photos",
             s3_endpoint_url="http://10.0.0.5:8333",
             s3_public_endpoint_url="https://cdn.example.com/s3/",
         )
@@ -374,6 +376,19 @@ def test_a_public_s3_endpoint_with_a_prefix_the_store_lacks_is_refused() -> None
     assert "SignatureDoesNotMatch" in message
     taken = Settings(_env_file=None, s3_public_endpoint_url="https://s3.example.com:8443/")
     assert taken.s3_public_endpoint_url == "https://s3.example.com:8443"
+
+
+def test_a_local_install_with_a_leftover_public_s3_endpoint_starts() -> None:
+    """The endpoints' paths matter to S3 links only: a local store ignores
+    both, so an env file kept from an S3 setup must not stop the start."""
+    endpoints = {
+        "s3_endpoint_url": "http://10.0.0.5:8333",
+        "s3_public_endpoint_url": "https://cdn.example.com/s3",
+    }
+    local = Settings(_env_file=None, storage_backend="local", **endpoints)
+    assert local.s3_public_endpoint_url == "https://cdn.example.com/s3"
+    with pytest.raises(ValidationError, match="path"):  # the same endpoints with s3 stop it
+        Settings(_env_file=None, storage_backend="s3", s3_bucket="b", **endpoints)
 
 
 def test_a_store_that_serves_s3_under_a_path_is_taken() -> None:

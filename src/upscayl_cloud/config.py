@@ -605,8 +605,9 @@ class Settings(BaseSettings):
         request's path, and links are signed for the public endpoint: one
         with a prefix the store does not have (``https://cdn.example.com/s3``
         in front of ``http://10.0.0.5:8333``, a proxy stripping ``/s3``)
-        made every signed link fail with 403 SignatureDoesNotMatch."""
-        if not self.s3_public_endpoint_url:
+        made every signed link fail with 403 SignatureDoesNotMatch. Only with
+        ``s3``: a leftover public endpoint on a local install links nothing."""
+        if self.storage_backend is not StorageBackend.s3 or not self.s3_public_endpoint_url:
             return self
         public = urlsplit(self.s3_public_endpoint_url).path
         internal = urlsplit(self.s3_endpoint_url).path if self.s3_endpoint_url else ""

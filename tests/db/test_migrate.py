@@ -221,11 +221,14 @@ def test_0007_store_identity_holds_one_row_and_goes_away_on_downgrade(
     tmp_path: Path, database_url: str
 ) -> None:
     """The pairing's row has one possible key, so processes starting
-    together cannot record two ids; a second key is refused outright."""
+    together cannot record two ids; a second key is refused outright. Its
+    ``paired_at`` starts empty: a row is made before its marker is written."""
     engine = make_engine(database_url or f"sqlite:///{tmp_path / 'x.db'}")
     row = {"store_id": "a" * 32, "location": "here", "created_at": 1, "updated_at": 1}
     try:
         upgrade(engine)
+        columns = {c["name"]: c for c in inspect(engine).get_columns("store_identity")}
+        assert columns["paired_at"]["nullable"] is True
         with engine.begin() as conn:
             conn.execute(insert(store_identity).values(slot=1, **row))
         for slot in (1, 2):

@@ -196,6 +196,12 @@ store_identity = Table(
     Column("endpoint", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    #: When this id was first in a store (written as its marker, or taken
+    #: from one). None: the start that made the row stopped before writing
+    #: the marker; only then may a store be paired by its name alone, since
+    #: from then on a store without the marker may be an empty stand-in (a
+    #: share not mounted) that only its name ties to the database.
+    Column("paired_at", BigInteger, nullable=True),
     CheckConstraint("slot = 1", name="ck_store_identity_slot"),
 )
 

@@ -6,6 +6,9 @@ and failed each one in under a second, draining the queue faster than the
 healthy workers. The database and its store now share a random id (this
 row, and a marker object in the store), and a process whose store does not
 hold it refuses to start. The first process after this migration pairs them.
+paired_at is set once the row's id is in a store (written there as its
+marker, or taken from one): a row without it was made by a start cut short
+before it wrote the marker, which a later start at the same store finishes.
 
 Revision ID: 0007
 Revises: 0006
@@ -31,6 +34,7 @@ def upgrade() -> None:
         sa.Column("endpoint", sa.Text(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("paired_at", sa.BigInteger(), nullable=True),
         sa.CheckConstraint("slot = 1", name="ck_store_identity_slot"),
         sa.PrimaryKeyConstraint("slot", name="pk_store_identity"),
     )
