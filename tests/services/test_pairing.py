@@ -68,6 +68,22 @@ def _row(ctx: Context) -> tuple[str, str, str | None]:
     return row.store_id, row.location, row.endpoint
 
 
+def _restored_from_before_its_pairing(settings: Settings) -> tuple[Context, str]:
+    """A paired deployment with a task, whose database then loses its
+    pairing (restored from a backup made before it): its context, and the
+    id its store holds."""
+    ctx = _start(_shared(settings))
+    try:
+        queued_task(ctx, new_principal(ctx)[1])
+        store_id = _row(ctx)[0]
+        with ctx.db.begin() as conn:
+            conn.execute(delete(store_identity))
+    except BaseException:
+        ctx.db.dispose()
+        raise
+    return ctx, store_id
+
+
 def _paired_at(ctx: Context) -> int | None:
     with ctx.db.begin() as conn:
         return conn.execute(select(store_identity.c.paired_at)).scalar_one()
@@ -333,12 +349,8 @@ def test_a_database_restored_from_before_the_pairing_takes_the_stores_id(
 ) -> None:
     """Its row is missing, the store beside it holds its files and the
     pairing's marker: the store's id is the database's again."""
-    ctx = _start(_shared(settings))
+    ctx, store_id = _restored_from_before_its_pairing(settings)
     try:
-        queued_task(ctx, new_principal(ctx)[1])
-        store_id = _row(ctx)[0]
-        with ctx.db.begin() as conn:
-            conn.execute(delete(store_identity))
         _start(ctx.settings).db.dispose()
         assert _row(ctx)[0] == store_id == read_marker(ctx.storage)
     finally:
@@ -355,12 +367,8 @@ def test_a_restored_database_whose_first_start_met_an_outage_takes_the_id_next_t
     (A stand-in for the outage: one read of the marker fails as the real
     store's does when it is down; ``test_a_store_down_at_start...`` is the
     real one, which has no marker to restore to.)"""
-    ctx = _start(_shared(settings))
+    ctx, store_id = _restored_from_before_its_pairing(settings)
     try:
-        queued_task(ctx, new_principal(ctx)[1])
-        store_id = _row(ctx)[0]
-        with ctx.db.begin() as conn:
-            conn.execute(delete(store_identity))
         real_read = pairing.read_marker
 
         def down(storage: Any) -> str | None:
@@ -384,12 +392,8 @@ def test_processes_starting_together_on_a_restored_database_take_the_stores_id(
     """Two processes of a database restored from before its pairing, lined
     up after reading the store's marker: neither reads the other's new id
     and takes it for the database's. Both start, with the store's id."""
-    ctx = _start(_shared(settings))
+    ctx, store_id = _restored_from_before_its_pairing(settings)
     try:
-        queued_task(ctx, new_principal(ctx)[1])
-        store_id = _row(ctx)[0]
-        with ctx.db.begin() as conn:
-            conn.execute(delete(store_identity))
         have_read = threading.Barrier(2, timeout=60)
         real_read = pairing.read_marker
 
