@@ -114,6 +114,11 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.stop()
 
 
+#: The most a bounded wait below may take: far under the minute (or more)
+#: each overrun took, far over what a slow 2-core machine adds to its
+#: deadline of 1-2 s.
+BOUNDED = 20
+
 #: Two tries: without a deadline, the one retry sleeps out the whole minute.
 TWO_TRIES = RetryPolicy(attempts=2, backoff_base=0.05, backoff_cap=0.2)
 
@@ -144,7 +149,7 @@ def test_wait_timeout_is_not_overrun_by_a_retry_after(throttled: Server) -> None
         asyncio.run(wait_async())
     waited_async = time.monotonic() - began
     assert timed_out.value.task_id == timed_out_async.value.task_id == task_id
-    assert waited < 4 and waited_async < 4, (waited, waited_async)
+    assert waited < BOUNDED and waited_async < BOUNDED, (waited, waited_async)
 
 
 def test_wait_timeout_caps_a_request_the_server_never_answers(throttled: Server) -> None:
@@ -176,7 +181,7 @@ def test_wait_timeout_caps_a_request_the_server_never_answers(throttled: Server)
         waited_async = time.monotonic() - began
     finally:
         os.killpg(throttled.process.pid, signal.SIGCONT)
-    assert 1.5 < waited < 5 and 1.5 < waited_async < 5, (waited, waited_async)
+    assert 1.5 < waited < BOUNDED and 1.5 < waited_async < BOUNDED, (waited, waited_async)
 
 
 def test_upscale_timeout_is_not_overrun_by_a_retry_after(throttled: Server, tmp_path: Path) -> None:
@@ -189,7 +194,7 @@ def test_upscale_timeout_is_not_overrun_by_a_retry_after(throttled: Server, tmp_
     began = time.monotonic()
     with Client(throttled.url, key, poll=QUICK_POLL, retry=TWO_TRIES) as api:
         report = upscale([image], model=FAST, client=api, timeout=3)
-    assert time.monotonic() - began < 8
+    assert time.monotonic() - began < BOUNDED
     [result] = report.results
     assert result.status == "failed" and result.task_id is not None
     assert f"task {result.task_id} still pending after waiting 3 s" in (result.reason or "")
@@ -205,7 +210,7 @@ def test_upscale_timeout_is_not_overrun_by_history_pages(throttled: Server, tmp_
     began = time.monotonic()
     with Client(throttled.url, key, poll=QUICK_POLL, retry=TWO_TRIES) as api:
         report = upscale([tmp_path], model=FAST, client=api, timeout=3, batch_size=1)
-    assert time.monotonic() - began < 8
+    assert time.monotonic() - began < BOUNDED
     assert len({r.task_id for r in report.results}) == 2
     for result in report.results:
         assert f"task {result.task_id} still pending after waiting 3 s" in (result.reason or "")
