@@ -7,11 +7,10 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 import pyvips
 
 from support.images import png_bytes
+from tests.client.relay import LoopbackHTTP
 from upscayl_cloud.client import PollSchedule, RetryPolicy
 
 MIB = 1024 * 1024
@@ -59,7 +59,7 @@ def dimensions(path: Path) -> tuple[int, int]:
 _VIA = "/via-proxy"
 
 
-class RenamingProxy:
+class RenamingProxy(LoopbackHTTP):
     """A proxy in front of the real server that answers hostile ``processedFileName``s
     (and, with ``status_outage``, stands for a server that is down for a while).
 
@@ -241,8 +241,7 @@ class RenamingProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._listen(Handler)
 
     def _down(self) -> bool:
         """Whether status calls fail: for ``status_outage`` seconds from the first."""
@@ -281,13 +280,7 @@ class RenamingProxy:
                     entry["processedFileName"] = self.names[original]
         return json.dumps(body).encode()
 
-    def __enter__(self) -> RenamingProxy:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def _closed(self) -> None:
         self._http.close()
 
 

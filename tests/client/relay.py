@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -52,7 +52,29 @@ def _unchanged(seen: Seen, forward: Callable[[], httpx.Response]) -> httpx.Respo
     return forward()
 
 
-class Relay:
+class LoopbackHTTP:
+    """An ``http.server`` on a free loopback port, served on a daemon thread
+    while entered: what the stand-in servers below share."""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._closed()
+
+    def _closed(self) -> None:
+        """What a subclass releases once its server has stopped."""
+
+
+class Relay(LoopbackHTTP):
     """A loopback proxy in front of ``upstream`` (the real server): the
     stand-in is only what ``edit`` changes. ``seen`` lists every request."""
 
@@ -97,16 +119,9 @@ class Relay:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._listen(Handler)
 
-    def __enter__(self) -> Relay:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def _closed(self) -> None:
         self._http.close()
 
 
@@ -117,7 +132,7 @@ def edit_json(answer: httpx.Response, change: Callable[[dict[str, Any]], None]) 
     return Reply.json(answer.status_code, body)
 
 
-class StandIn:
+class StandIn(LoopbackHTTP):
     """A bare HTTP server whose GETs ``answer(handler)`` writes in full
     (status line, headers, body); it records each GET's headers."""
 
@@ -133,17 +148,7 @@ class StandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> StandIn:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listen(Handler)
 
 
 def undecodable(handler: BaseHTTPRequestHandler) -> None:
