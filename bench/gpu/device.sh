@@ -9,7 +9,8 @@
 #                                        joins + checks the wheel, installs it and ncnn into
 #                                        /tmp/site, unpacks .gl, finds the CUDA libraries and
 #                                        the Vulkan driver, probes, then runs
-#                                        bench/gpu_check.py ARGS (through bench/gpu/check.py)
+#                                        bench/gpu_check.py ARGS (through bench/gpu/check.py;
+#                                        KIT_SCRIPT=bench/gpu/breakdown.py runs that instead)
 #   bash bench/gpu/device.sh status      what this machine holds; carries nothing
 #
 # Logs and results go to $OUT: device.log, env.txt, probe.json, gpu.json.
@@ -183,9 +184,12 @@ print(int(r.get("session_providers", [""])[0] == "CUDAExecutionProvider"))' "$OU
     echo "onnxruntime's CUDA provider did not run the probe's graph (probe.json): ncnn only"
     args+=(--backends ncnn)
   fi
-  step "bench/gpu_check.py ${args[*]}"
-  "$PY" bench/gpu/check.py --out "$OUTDIR/gpu.json" "${args[@]}"
-  step "done: $OUTDIR/gpu.json"
+  # KIT_SCRIPT: another measurement (bench/gpu/breakdown.py) instead of gpu_check.
+  local script=${KIT_SCRIPT:-bench/gpu/check.py} result
+  result=$OUTDIR/$([[ $script == bench/gpu/check.py ]] && echo gpu || basename "$script" .py).json
+  step "$script ${args[*]}"
+  "$PY" "$script" --out "$result" "${args[@]}"
+  step "done: $result"
 }
 
 case ${1:-} in
