@@ -8,13 +8,15 @@ for each network, backend and tile size:
 
 - ``call_s``: one ``Network.run`` on a tile of that shape, host memory in
   and out (what the pipeline calls), median of a few after a first call;
-- ``first_call_s``: that first call (ONNX Runtime's CUDA provider searches
-  cuDNN's convolution algorithms for each new shape, its default);
+- ``first_call_s``: that first call (with ONNX Runtime's default, its CUDA
+  provider searched cuDNN's convolution algorithms at each new shape);
 - ``device_only_s`` (ONNX Runtime): the same session with the input already
   on the GPU and the output left there (IO binding), i.e. without the host
   copies, the fp32 casts' transfers and the engine's numpy work;
-- ``heuristic_*`` (ONNX Runtime): a session with
-  ``cudnn_conv_algo_search=HEURISTIC``, which skips that search;
+- ``nhwc_*``, ``exhaustive_*`` (ONNX Runtime, ``--variants``): a session
+  with other CUDA provider options: channels-last convolutions
+  (``prefer_nhwc``), or the default exhaustive cuDNN search that the
+  engine's ``CUDA_OPTIONS`` replace by cuDNN's heuristic;
 - ``pipeline_s``: ``upscale_plane`` over the whole 1024² input, median of 2;
 - ``network_share``: ``tiles x call_s / pipeline_s``, how much of the pass
   the network calls are.
@@ -116,24 +118,32 @@ def bound_run_time(
     return median_time(once, repeats)
 
 
-def heuristic_row(network: Network, chw: np.ndarray, repeats: int) -> dict[str, float]:
-    """First call and device-only time of a session that skips cuDNN's search."""
+def variant_row(
+    network: Network, chw: np.ndarray, repeats: int, name: str, options: dict[str, str]
+) -> dict[str, float]:
+    """First call and device-only time of a session with other CUDA options."""
     spec = network.spec
     data = onnx_bytes(spec.key, (spec.output_blob,), (), half=network._half)
-    providers = [
-        ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
-        "CPUExecutionProvider",
-    ]
+    providers = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
     session = ort.InferenceSession(data, ort.SessionOptions(), providers=providers)
     feeds = onnx_feeds(spec.input_blob, chw, {})
     start = time.perf_counter()
     session.run([spec.output_blob], feeds)
     first = time.perf_counter() - start
     device = bound_run_time(session, spec.input_blob, spec.output_blob, chw, repeats)
-    return {"heuristic_first_call_s": first, "heuristic_device_only_s": device}
+    return {f"{name}_first_call_s": first, f"{name}_device_only_s": device}
 
 
-def measure(network: Network, edge: int, tile: int, work: Path, repeats: int) -> dict:
+#: CUDA provider options tried beside the engine's own (``CUDA_OPTIONS``).
+VARIANTS = {
+    "exhaustive": {"cudnn_conv_algo_search": "EXHAUSTIVE"},
+    "nhwc": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"},
+}
+
+
+def measure(
+    network: Network, edge: int, tile: int, work: Path, repeats: int, variants: list[str]
+) -> dict:
     count, chw = tile_input(network, edge, tile)
     row: dict = {"tiles": count, "tile_input": list(chw.shape[1:]), "device": network.device}
     start = time.perf_counter()
@@ -146,10 +156,11 @@ def measure(network: Network, edge: int, tile: int, work: Path, repeats: int) ->
             row["device_only_s"] = onnx_device_only(network, chw, repeats)
         except Exception as exc:
             row["device_only_error"] = f"{type(exc).__name__}: {exc}"
-        try:
-            row |= heuristic_row(network, chw, repeats)
-        except Exception as exc:
-            row["heuristic_error"] = f"{type(exc).__name__}: {exc}"
+        for name in variants:
+            try:
+                row |= variant_row(network, chw, repeats, name, VARIANTS[name])
+            except Exception as exc:
+                row[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
     plane = Plane.from_array(work / "in.raw", photo(edge))
     upscale_plane(network, plane, work / "warm.raw", tile)
     row["pipeline_s"] = median_time(lambda: upscale_plane(network, plane, work / "o.raw", tile), 2)
@@ -170,11 +181,13 @@ def main() -> None:
     parser.add_argument("--tiles", default="256,512,1024")
     parser.add_argument("--edge", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", default="nhwc", help=f"of {sorted(VARIANTS)}, or none")
     args = parser.parse_args()
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
     # As bench/gpu/check.py: the lent machines have no TensorRT libraries.
     engine_ort.GPU_PROVIDERS = ("CUDAExecutionProvider",)
+    variants = [name for name in args.variants.split(",") if name in VARIANTS]
     report: dict = {"date": time.strftime("%F"), "edge": args.edge, "rows": {}}
     cores = available_cores()
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +198,7 @@ def main() -> None:
                 for tile in (int(t) for t in args.tiles.split(",")):
                     name = f"{key} {backend} tile {tile}"
                     try:
-                        row = measure(network, args.edge, tile, Path(tmp), args.repeats)
+                        row = measure(network, args.edge, tile, Path(tmp), args.repeats, variants)
                     except Exception as exc:  # one failing shape is a result, not the end
                         row = {"error": f"{type(exc).__name__}: {exc}"}
                     report["rows"][name] = row

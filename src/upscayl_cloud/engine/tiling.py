@@ -31,7 +31,7 @@ from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.errors import CancelledError
 from upscayl_cloud.engine.geometry import Tile, TileRule, mirror_indices, plan_tiles
 from upscayl_cloud.engine.options import EngineSettings
-from upscayl_cloud.engine.planes import Plane, to_float, to_samples
+from upscayl_cloud.engine.planes import Plane, chw_to_samples, to_float
 
 TileDone = Callable[[], None]
 ShouldCancel = Callable[[], bool]
@@ -205,4 +205,4 @@ def _from_network(chw: np.ndarray, bands: int) -> np.ndarray:
     if bands == 1:
         # Clip each channel before averaging, as each is an image of its own.
         chw = np.clip(chw, 0.0, 1.0).mean(axis=0, keepdims=True)
-    return to_samples(chw.transpose(1, 2, 0))
+    return chw_to_samples(chw)

@@ -133,3 +133,20 @@ def test_a_tensorrt_cache_folder_that_cannot_be_made_costs_only_the_cache(tmp_pa
         record.getMessage() for record in caplog.records if str(folder) in record.getMessage()
     ]
     assert len(warnings) == 1 and "Not a directory" in warnings[0]
+
+
+def test_cuda_sessions_choose_convolutions_by_heuristic_not_search():
+    """ONNX Runtime's default times every cuDNN algorithm at each new input
+    shape: 8-10 s for realesrgan-x4plus's first tile on an H200, against
+    1.2-1.5 s by heuristic, with calls as fast after (bench/README.md). No
+    GPU here: the provider options are what is checked."""
+    network = OnnxRuntimeNetwork(NETWORKS["span-x2-ch48"], threads=1, use_gpu=False)
+    network._provider = "CUDAExecutionProvider"  # as on an NVIDIA GPU
+    assert network._providers() == [
+        ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+        "CPUExecutionProvider",
+    ]
+    network._provider = "TensorrtExecutionProvider"  # CUDA as TensorRT's fallback too
+    assert ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}) in (
+        network._providers()
+    )

@@ -45,6 +45,31 @@ def test_auto_prefers_ncnn_on_a_vulkan_gpu(monkeypatch):
     )
 
 
+def test_auto_prefers_onnxruntime_where_it_runs_on_an_nvidia_gpu(monkeypatch):
+    """Fake: no GPU here, so the provider probe's answer and ncnn's device
+    count are faked. ONNX Runtime's CUDA path beat ncnn's Vulkan path on
+    the same GPU (bench/README.md), so it wins where it really runs; where
+    it does not (no onnxruntime-gpu, or its libraries fail), ncnn's Vulkan
+    path stays; without ``use_gpu`` neither is asked."""
+    from upscayl_cloud.engine.backends import ncnn, onnxruntime
+
+    monkeypatch.setattr(ncnn, "gpu_count", lambda: 1)
+    monkeypatch.setattr(onnxruntime, "gpu_provider", lambda: "CUDAExecutionProvider")
+    choice = select.resolve("auto", use_gpu=True)
+    assert choice.backend == "onnxruntime" and "CUDAExecutionProvider" in choice.reason
+    select._auto.cache_clear()
+    assert select.resolve("auto", use_gpu=False).backend == (
+        "openvino" if native_bf16() else "ncnn"
+    )
+
+    def broken() -> str:
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(onnxruntime, "gpu_provider", broken)
+    select._auto.cache_clear()
+    assert select.resolve("auto", use_gpu=True).backend == "ncnn"
+
+
 def test_a_missing_package_is_reported_not_crashed_on(monkeypatch):
     """Fake: the package is installed here, so its import is made to fail."""
     monkeypatch.setitem(sys.modules, "openvino", None)

@@ -7,9 +7,11 @@ Without a GPU provider the CPU provider runs, which is correct but slower
 than ncnn there (bench/README.md): ``auto`` never picks this backend for a
 CPU.
 
-Not yet measured on a real GPU by this project (see bench/README.md): the
-``onnxruntime-gpu`` wheel is an optional install (``pip install
-upscayl-cloud[cuda]``).
+Measured on an NVIDIA H200 (bench/README.md, "GPU check"): the CUDA
+provider in fp16 ran a 1024² pass at 4x 1.3-1.8x as fast as ncnn's Vulkan
+path on the same GPU, closer to the CPU's fp32 result; TensorRT has not met
+a GPU here. The ``onnxruntime-gpu`` wheel is an optional install (``pip
+install upscayl-cloud[cuda]``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from upscayl_cloud.engine.networks import NetworkSpec
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: cuDNN's heuristic choice of convolution algorithms instead of ONNX
+#: Runtime's default exhaustive search, which times every algorithm at each
+#: new input shape: on an H200 that first call took 8.3-10.5 s for
+#: realesrgan-x4plus (every image size with one tile is a new shape), the
+#: heuristic's 1.2-1.5 s, and its calls were as fast or faster afterwards
+#: (bench/README.md, "GPU time breakdown").
+CUDA_OPTIONS: dict[str, object] = {"cudnn_conv_algo_search": "HEURISTIC"}
 
 
 @cache
@@ -194,6 +203,6 @@ class OnnxRuntimeNetwork(Network):
                 }
             chosen.append(("TensorrtExecutionProvider", trt))
         if self._provider is not None:
-            chosen.append("CUDAExecutionProvider")
+            chosen.append(("CUDAExecutionProvider", CUDA_OPTIONS))
         chosen.append("CPUExecutionProvider")
         return chosen

@@ -2,15 +2,17 @@
 
 The rule follows the measurements in bench/README.md:
 
-1. A GPU that ncnn sees through Vulkan (and ``use_gpu``): ncnn, Upscayl's
-   own GPU path, which works on every vendor's GPU.
-2. A CPU with bf16 instructions (AMX or AVX-512-BF16), which OpenVINO uses
+1. An NVIDIA GPU that ONNX Runtime really runs on (the ``cuda`` extra's
+   ``onnxruntime-gpu``, and ``use_gpu``): ONNX Runtime, in fp16. On an H200
+   its CUDA provider ran a 1024² pass at 4x 1.3-1.8x as fast as ncnn's
+   Vulkan path on the same GPU, and nearer the CPU's fp32 result
+   (bench/README.md, "GPU check").
+2. Any other GPU that ncnn sees through Vulkan (and ``use_gpu``): ncnn,
+   Upscayl's own GPU path, which works on every vendor's GPU.
+3. A CPU with bf16 instructions (AMX or AVX-512-BF16), which OpenVINO uses
    by default: OpenVINO, several times faster than ncnn's fp32 there.
-3. Otherwise ncnn on the CPU: without bf16 it was the fastest of all the
+4. Otherwise ncnn on the CPU: without bf16 it was the fastest of all the
    runtimes measured (issue #8's table), and it has the smallest footprint.
-
-ONNX Runtime on an NVIDIA GPU is chosen only by name until it has been
-measured against ncnn's Vulkan path on the same GPU.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def resolve(backend: str, use_gpu: bool) -> Choice:
 def _auto(use_gpu: bool) -> Choice:
     from upscayl_cloud.engine.backends.ncnn import gpu_count
 
+    if use_gpu:
+        provider = _onnxruntime_gpu()
+        if provider is not None:
+            return Choice(
+                "onnxruntime",
+                f"onnxruntime runs on this NVIDIA GPU ({provider}): in fp16, 1.3-1.8x "
+                "ncnn's Vulkan path on the same GPU",
+            )
     if use_gpu and gpu_count() > 0:
         return Choice("ncnn", "ncnn sees a Vulkan GPU (Upscayl's own GPU path)")
     if _openvino_bf16():
@@ -69,6 +79,18 @@ def _auto(use_gpu: bool) -> Choice:
             "there, several times faster than ncnn's fp32",
         )
     return Choice("ncnn", "no GPU and no bf16 instructions: ncnn's fp32 CPU path is fastest")
+
+
+def _onnxruntime_gpu() -> str | None:
+    """The NVIDIA provider ONNX Runtime really runs on here, if any; None,
+    with the reason logged, where onnxruntime is missing or broken."""
+    try:
+        from upscayl_cloud.engine.backends.onnxruntime import gpu_provider
+
+        return gpu_provider()
+    except Exception:
+        log.warning("onnxruntime is unusable here; auto does not use it", exc_info=True)
+        return None
 
 
 def _openvino_bf16() -> bool:

@@ -1,0 +1,87 @@
+"""The tiling pipeline's own cost: a pass whose network costs nothing.
+
+On a GPU the compact networks' calls are a small part of a pass: on an H200,
+ONNX Runtime's CUDA calls of realesr-animevideov3-x4 were 9-13 % of a 1024²
+pass at 4x, the rest the tiles' reads, conversions and writes on the CPU
+(bench/README.md, "GPU time breakdown"). This times ``upscale_plane`` with a
+stand-in network that returns a constant tile, so only that rest is left,
+once with the engine's output conversion (``planes.chw_to_samples``) and once
+with the whole-tile conversion it replaced, alternating in one process, and
+prints the ratio.
+
+    PYTHONPATH=src python bench/tile_io.py [--edge 1024] [--tiles 256,512,1024] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from upscayl_cloud.engine import tiling
+from upscayl_cloud.engine.backends.base import Network
+from upscayl_cloud.engine.networks import NETWORKS
+from upscayl_cloud.engine.planes import Plane, chw_to_samples, to_samples
+
+
+class ConstantNetwork(Network):
+    """Returns a mid-grey tile of the right shape: the pass without a network."""
+
+    backend = "constant"
+
+    @property
+    def device(self) -> str:
+        return "none"
+
+    def _forward(
+        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        spec = self.spec
+        height, width = (spec.scale * (edge - 2 * spec.context) for edge in chw.shape[1:])
+        return np.full((3, height, width), 0.5, dtype=np.float32)
+
+    def release_memory(self) -> None:
+        pass
+
+
+def whole_tile(chw: np.ndarray) -> np.ndarray:
+    """The conversion before ``chw_to_samples``: one pass per step over the tile."""
+    return to_samples(chw.transpose(1, 2, 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--network", default="realesr-animevideov3-x4")
+    parser.add_argument("--edge", type=int, default=1024)
+    parser.add_argument("--tiles", default="256,512,1024")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    network = ConstantNetwork(NETWORKS[args.network])
+    rng = np.random.default_rng(0)
+    image = rng.random((args.edge, args.edge, 3), dtype=np.float32)
+    print(f"{args.network} stand-in, {args.edge}² input at {network.spec.scale}x")
+    print("tile | whole-tile conversion s | banded s | ratio")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        source = Plane.from_array(work / "in.raw", image)
+        for tile in (int(t) for t in args.tiles.split(",")):
+            times: dict[str, list[float]] = {"whole": [], "banded": []}
+            for _ in range(args.repeats):
+                for name, convert in (("whole", whole_tile), ("banded", chw_to_samples)):
+                    tiling.chw_to_samples = convert
+                    start = time.perf_counter()
+                    tiling.upscale_plane(network, source, work / "out.raw", tile)
+                    times[name].append(time.perf_counter() - start)
+            tiling.chw_to_samples = chw_to_samples
+            whole = statistics.median(times["whole"])
+            banded = statistics.median(times["banded"])
+            print(f"{tile} | {whole:.3f} | {banded:.3f} | {whole / banded:.2f}")
+
+
+if __name__ == "__main__":
+    main()
