@@ -8,9 +8,9 @@ than ncnn there (bench/README.md): ``auto`` never picks this backend for a
 CPU.
 
 Measured on an NVIDIA H200 (bench/README.md, "GPU check"): the CUDA
-provider in fp16 ran a 1024² pass at 4x 1.3-1.8x as fast as ncnn's Vulkan
-path on the same GPU, closer to the CPU's fp32 result; TensorRT has not met
-a GPU here. The ``onnxruntime-gpu`` wheel is an optional install (``pip
+provider in fp16 ran a 1024² pass at 4x 1.7-2.6x as fast as ncnn's Vulkan
+path on the same GPU, as close to the CPU's fp32 result or closer;
+TensorRT has not met a GPU here. The ``onnxruntime-gpu`` wheel is an optional install (``pip
 install upscayl-cloud[cuda]``).
 """
 

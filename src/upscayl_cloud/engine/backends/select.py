@@ -4,8 +4,8 @@ The rule follows the measurements in bench/README.md:
 
 1. An NVIDIA GPU that ONNX Runtime really runs on (the ``cuda`` extra's
    ``onnxruntime-gpu``, and ``use_gpu``): ONNX Runtime, in fp16. On an H200
-   its CUDA provider ran a 1024² pass at 4x 1.3-1.8x as fast as ncnn's
-   Vulkan path on the same GPU, and nearer the CPU's fp32 result
+   its CUDA provider ran a 1024² pass at 4x 1.7-2.6x as fast as ncnn's
+   Vulkan path on the same GPU, as near the CPU's fp32 result or nearer
    (bench/README.md, "GPU check").
 2. Any other GPU that ncnn sees through Vulkan (and ``use_gpu``): ncnn,
    Upscayl's own GPU path, which works on every vendor's GPU.
@@ -67,8 +67,8 @@ def _auto(use_gpu: bool) -> Choice:
         if provider is not None:
             return Choice(
                 "onnxruntime",
-                f"onnxruntime runs on this NVIDIA GPU ({provider}): in fp16, 1.3-1.8x "
-                "ncnn's Vulkan path on the same GPU",
+                f"onnxruntime runs on this NVIDIA GPU ({provider}): in fp16, 1.7-2.6x "
+                "ncnn's Vulkan path on the same GPU (measured on an H200)",
             )
     if use_gpu and gpu_count() > 0:
         return Choice("ncnn", "ncnn sees a Vulkan GPU (Upscayl's own GPU path)")
