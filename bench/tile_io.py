@@ -1,15 +1,17 @@
 """The tiling pipeline's own cost: a pass whose network costs nothing.
 
 On a GPU the compact networks' calls are a small part of a pass: on an H200,
-ONNX Runtime's CUDA calls of realesr-animevideov3-x4 were 9-13 % of a 1024²
+ONNX Runtime's CUDA calls of realesr-animevideov3-x4 were 9-11 % of a 1024²
 pass at 4x, the rest the tiles' reads, conversions and writes on the CPU
 (bench/README.md, "GPU time breakdown"). This times ``upscale_plane`` with a
 stand-in network that returns a constant tile, so only that rest is left,
-once with the engine's output conversion (``planes.chw_to_samples``) and once
-with the whole-tile conversion it replaced, alternating in one process, and
-prints the ratio.
+once with the whole-tile conversion that ``planes.chw_to_samples`` replaced
+and then with ``chw_to_samples`` and each ``--writes`` number of tile writes
+in flight (``tiling.WRITES_IN_FLIGHT``), alternating in one process, and
+prints the ratios to the first.
 
-    PYTHONPATH=src python bench/tile_io.py [--edge 1024] [--tiles 256,512,1024] [--repeats 5]
+    PYTHONPATH=src python bench/tile_io.py [--edge 1024] [--tiles 256,512,1024]
+        [--repeats 5] [--writes 1,2,4]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Mapping
+from os import cpu_count
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from upscayl_cloud.engine import tiling
 from upscayl_cloud.engine.backends.base import Network
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.planes import Plane, chw_to_samples, to_samples
+from upscayl_cloud.engine.tiling import WRITES_IN_FLIGHT
 
 
 class ConstantNetwork(Network):
@@ -60,27 +64,37 @@ def main() -> None:
     parser.add_argument("--edge", type=int, default=1024)
     parser.add_argument("--tiles", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--writes", default="1", help="tiling.WRITES_IN_FLIGHT values to time, banded (1,2,4)"
+    )
     args = parser.parse_args()
     network = ConstantNetwork(NETWORKS[args.network])
     rng = np.random.default_rng(0)
     image = rng.random((args.edge, args.edge, 3), dtype=np.float32)
-    print(f"{args.network} stand-in, {args.edge}² input at {network.spec.scale}x")
-    print("tile | whole-tile conversion s | banded s | ratio")
+    variants = [("whole, 1 write", whole_tile, 1)] + [
+        (f"banded, {n} write{'s' if n > 1 else ''}", chw_to_samples, n)
+        for n in (int(w) for w in args.writes.split(","))
+    ]
+    base = variants[0][0]
+    print(
+        f"{args.network} stand-in, {args.edge}² input at {network.spec.scale}x, {cpu_count()} CPUs"
+    )
+    print(f"tile | {' | '.join(name + ' s' for name, _, _ in variants)} | ratios to {base}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = Plane.from_array(work / "in.raw", image)
         for tile in (int(t) for t in args.tiles.split(",")):
-            times: dict[str, list[float]] = {"whole": [], "banded": []}
+            times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
             for _ in range(args.repeats):
-                for name, convert in (("whole", whole_tile), ("banded", chw_to_samples)):
-                    tiling.chw_to_samples = convert
+                for name, convert, writes in variants:
+                    tiling.chw_to_samples, tiling.WRITES_IN_FLIGHT = convert, writes
                     start = time.perf_counter()
                     tiling.upscale_plane(network, source, work / "out.raw", tile)
                     times[name].append(time.perf_counter() - start)
-            tiling.chw_to_samples = chw_to_samples
-            whole = statistics.median(times["whole"])
-            banded = statistics.median(times["banded"])
-            print(f"{tile} | {whole:.3f} | {banded:.3f} | {whole / banded:.2f}")
+            tiling.chw_to_samples, tiling.WRITES_IN_FLIGHT = chw_to_samples, WRITES_IN_FLIGHT
+            medians = [statistics.median(times[name]) for name, _, _ in variants]
+            ratios = " | ".join(f"{medians[0] / m:.2f}" for m in medians[1:])
+            print(f"{tile} | {' | '.join(f'{m:.3f}' for m in medians)} | {ratios}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ def test_banded_conversion_equals_the_whole_tile_one(monkeypatch, channels, heig
     monkeypatch.setattr(planes, "BAND_BYTES", channels * width * 4 * 4)  # 4 rows a band
     rng = np.random.default_rng(7)
     values = rng.uniform(-0.2, 1.2, (channels, height + 2, width + 3)).astype(np.float32)
-    values[:, 0, 0] = np.float32(0.5 / planes.MAX_VALUE)  # a sample that rounds up
     view = values[:, 1 : height + 1, 2 : width + 2]
+    view[:, 0, 0] = np.float32(0.5 / planes.MAX_VALUE)  # a sample that rounds up to 1
     before = view.copy()
 
     samples = chw_to_samples(view)
@@ -26,3 +26,4 @@ def test_banded_conversion_equals_the_whole_tile_one(monkeypatch, channels, heig
     assert samples.flags.c_contiguous
     np.testing.assert_array_equal(samples, to_samples(view.transpose(1, 2, 0)))
     np.testing.assert_array_equal(view, before)  # the network's result is left as it was
+    assert (samples[0, 0] == 1).all()

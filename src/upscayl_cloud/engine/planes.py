@@ -119,7 +119,7 @@ def chw_to_samples(chw: np.ndarray) -> np.ndarray:
     """
     channels, height, width = chw.shape
     out = np.empty((height, width, channels), dtype=DTYPE)
-    rows = max(1, BAND_BYTES // (channels * width * 4))
+    rows = max(1, BAND_BYTES // max(1, channels * width * 4))
     for y in range(0, height, rows):
         band = np.clip(chw[:, y : y + rows], 0.0, 1.0)
         band *= MAX_VALUE

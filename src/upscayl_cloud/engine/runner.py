@@ -11,7 +11,7 @@ import logging
 import threading
 
 from upscayl_cloud.engine.backends.base import Network
-from upscayl_cloud.engine.backends.select import resolve
+from upscayl_cloud.engine.backends.select import Choice, resolve
 from upscayl_cloud.engine.networks import NETWORKS
 from upscayl_cloud.engine.options import EngineSettings
 
@@ -27,6 +27,7 @@ def load_network(key: str, settings: EngineSettings) -> Network:
     cache_key = (
         key,
         choice.backend,
+        choice.provider,
         settings.threads,
         settings.concurrency,
         settings.use_gpu,
@@ -37,14 +38,15 @@ def load_network(key: str, settings: EngineSettings) -> Network:
     with _lock:
         network = _loaded.get(cache_key)
         if network is None:
-            network = _create(key, choice.backend, settings)
+            network = _create(key, choice, settings)
             _loaded[cache_key] = network
             log.info("%s runs on %s (%s: %s)", key, choice.backend, network.device, choice.reason)
         return network
 
 
-def _create(key: str, backend: str, settings: EngineSettings) -> Network:
+def _create(key: str, choice: Choice, settings: EngineSettings) -> Network:
     spec = NETWORKS[key]
+    backend = choice.backend
     if backend == "openvino":
         from upscayl_cloud.engine.backends.openvino import OpenVinoNetwork
 
@@ -63,7 +65,7 @@ def _create(key: str, backend: str, settings: EngineSettings) -> Network:
 
         cache = settings.cache_dir / "tensorrt" if settings.cache_dir else None
         return OnnxRuntimeNetwork(
-            spec, settings.threads, settings.use_gpu, settings.precision, cache
+            spec, settings.threads, settings.use_gpu, settings.precision, cache, choice.provider
         )
     from upscayl_cloud.engine.backends.ncnn import NcnnNetwork
 

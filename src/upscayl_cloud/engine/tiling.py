@@ -21,6 +21,7 @@ steps would otherwise be a large share of a pass. The look-ahead is bounded
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,15 @@ ShouldCancel = Callable[[], bool]
 
 #: Names the helper threads that read and write tiles, for logs and tests.
 TILE_THREAD_PREFIX = "upscayl-tiles"
+#: Tile writes (conversion to samples, then ``pwrite``) that may run at once
+#: while the network goes on. On a GPU the compact networks' calls are a few
+#: milliseconds and one writer thread was the pass: on an H200 machine's 16
+#: cores, 4 writes took a 1024² pass at 4x without its network from 0.27 to
+#: 0.15 s (tile 512; 8 gained nothing more; bench/README.md, "Tile output
+#: conversion"). On a CPU each write ends long before the next tile's call,
+#: so no more than one is alive; where writes lag, each holds one tile's
+#: result, so memory stays bounded by tiles, never by the image.
+WRITES_IN_FLIGHT = 4
 
 
 def auto_tile_size(runner: Network, memory_mb: int) -> int:
@@ -121,20 +131,23 @@ def _run_tiles(
     """Every network call of one pass, with reads and writes on helper threads.
 
     The network runs on the calling thread, so ``call`` (cancellation and
-    progress) keeps running there. Two helpers let the next tile's read and
-    the previous tile's write run at the same time as the network call; they
-    touch different files, and writes go one at a time in tile order, so the
-    output is the serial loop's, byte for byte. Whatever ends the pass, the
-    helpers are stopped here: work not started is dropped, work started is
-    waited for, so no write happens after this returns and the first error
-    is the one raised.
+    progress) keeps running there. Helpers let the next tile's read and up
+    to ``WRITES_IN_FLIGHT`` earlier tiles' writes run at the same time as
+    the network call; reads and writes touch different files, and the tiles'
+    targets partition the output (geometry.py), so in whatever order the
+    writes end the output is the serial loop's, byte for byte. Whatever ends
+    the pass, the helpers are stopped here: work not started is dropped, work
+    started is waited for, so no write happens after this returns; the
+    error raised is the network's, or the oldest failed write's.
     """
     # Every tile of a pass has one shape (geometry.py). That also keeps
     # ncnn's pools from growing: with tiles of several sizes, a slightly
     # larger one allocated anew and the pool kept both (measured: 1.7 -> 3.9
     # GB over four tile sizes of one image, bench/README.md "Memory").
     injected: dict[str, np.ndarray] = {}
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=TILE_THREAD_PREFIX)
+    pool = ThreadPoolExecutor(
+        max_workers=1 + WRITES_IN_FLIGHT, thread_name_prefix=TILE_THREAD_PREFIX
+    )
     try:
         if syncs_global_pools(runner, tiles):
             for blob in runner.spec.global_pools:
@@ -145,15 +158,20 @@ def _run_tiles(
                     total = weighted if total is None else total + weighted
                 injected[blob] = total / (source.width * source.height)
 
-        pending: Future[None] | None = None
+        pending: deque[Future[None]] = deque()
         for tile, chw in _read_ahead(pool, source, tiles):
             result = call(lambda chw=chw: runner.run(chw, injected))
-            if pending is not None:
-                # Raises the previous write's error, if any, before the next starts.
-                pending.result()
-            pending = pool.submit(_write_tile, out, tile, result, source.bands)
-        if pending is not None:
-            pending.result()
+            # A failed write (a full disk) ends the pass at the next call, not
+            # WRITES_IN_FLIGHT calls later: done writes are collected, and any
+            # that failed raises, the oldest first.
+            while pending and (len(pending) == WRITES_IN_FLIGHT or pending[0].done()):
+                pending.popleft().result()
+            for write in pending:
+                if write.done():
+                    write.result()
+            pending.append(pool.submit(_write_tile, out, tile, result, source.bands))
+        while pending:
+            pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -1,7 +1,8 @@
 """ONNX Runtime runs the converted graphs, tiles and injected means included.
 
-Only its CPU provider exists here; the CUDA and TensorRT providers share
-this code path but are unmeasured until a GPU session runs bench/.
+Only its CPU provider exists here; the CUDA provider shares this code path
+and was measured on an H200 by bench/gpu/ (bench/README.md, "GPU check");
+TensorRT has not met a GPU.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ import sys
 
 import pytest
 
+from upscayl_cloud.engine import runner
 from upscayl_cloud.engine.backends import select
 from upscayl_cloud.engine.backends.openvino import native_bf16
+from upscayl_cloud.engine.options import EngineSettings
+from upscayl_cloud.engine.runner import load_network
 
 
 @pytest.fixture(autouse=True)
@@ -34,40 +37,54 @@ def test_auto_on_this_cpu_follows_its_bf16_support():
 
 
 def test_auto_prefers_ncnn_on_a_vulkan_gpu(monkeypatch):
-    """Fake: no GPU can be provided here, so ncnn's device count is faked."""
-    from upscayl_cloud.engine.backends import ncnn
-
-    monkeypatch.setattr(ncnn, "gpu_count", lambda: 1)
-    assert select.resolve("auto", use_gpu=True).backend == "ncnn"
-    select._auto.cache_clear()
-    assert select.resolve("auto", use_gpu=False).backend == (
-        "openvino" if native_bf16() else "ncnn"
-    )
-
-
-def test_auto_prefers_onnxruntime_where_it_runs_on_an_nvidia_gpu(monkeypatch):
-    """Fake: no GPU here, so the provider probe's answer and ncnn's device
-    count are faked. ONNX Runtime's CUDA path beat ncnn's Vulkan path on
-    the same GPU (bench/README.md), so it wins where it really runs; where
-    it does not (no onnxruntime-gpu, or its libraries fail), ncnn's Vulkan
-    path stays; without ``use_gpu`` neither is asked."""
+    """Fake: no GPU can be provided here, so ncnn's device count is faked
+    (and ONNX Runtime's CUDA made absent, as on a GPU of another vendor)."""
     from upscayl_cloud.engine.backends import ncnn, onnxruntime
 
     monkeypatch.setattr(ncnn, "gpu_count", lambda: 1)
-    monkeypatch.setattr(onnxruntime, "gpu_provider", lambda: "CUDAExecutionProvider")
-    choice = select.resolve("auto", use_gpu=True)
-    assert choice.backend == "onnxruntime" and "CUDAExecutionProvider" in choice.reason
+    monkeypatch.setattr(onnxruntime, "cuda_runs", lambda: False)
+    assert select.resolve("auto", use_gpu=True).backend == "ncnn"
     select._auto.cache_clear()
     assert select.resolve("auto", use_gpu=False).backend == (
         "openvino" if native_bf16() else "ncnn"
     )
 
-    def broken() -> str:
+
+def test_auto_runs_onnxruntime_on_cuda_where_cuda_runs(monkeypatch):
+    """Fake: no GPU here, so the CUDA probe's answer and ncnn's device count
+    are faked. ONNX Runtime's CUDA path beat ncnn's Vulkan path on the same
+    GPU (bench/README.md), so ``auto`` takes it where it really runs, on
+    CUDA even where TensorRT would load (TensorRT is not measured); where
+    it does not run (no onnxruntime-gpu, or its libraries fail), ncnn's
+    Vulkan path stays; without ``use_gpu`` neither is asked."""
+    from upscayl_cloud.engine.backends import ncnn, onnxruntime
+
+    monkeypatch.setattr(runner, "_loaded", {})  # these fakes' networks stay in this test
+    monkeypatch.setattr(ncnn, "gpu_count", lambda: 1)
+    monkeypatch.setattr(onnxruntime, "cuda_runs", lambda: True)
+    monkeypatch.setattr(onnxruntime, "gpu_provider", lambda: "TensorrtExecutionProvider")
+    choice = select.resolve("auto", use_gpu=True)
+    assert (choice.backend, choice.provider) == ("onnxruntime", "CUDAExecutionProvider")
+    assert "CUDA" in choice.reason and "TensorRT, not measured" in choice.reason
+    network = load_network("span-x2-ch48", EngineSettings(threads=1, use_gpu=True))
+    assert network.backend == "onnxruntime" and network._provider == "CUDAExecutionProvider"
+    assert "TensorrtExecutionProvider" not in str(network._providers())
+    named = load_network("span-x2-ch48", EngineSettings(threads=1, backend="onnxruntime"))
+    assert named is not network and named._provider == "TensorrtExecutionProvider"
+
+    select._auto.cache_clear()
+    assert select.resolve("auto", use_gpu=False).backend == (
+        "openvino" if native_bf16() else "ncnn"
+    )
+
+    def broken() -> bool:
         raise OSError("libcudnn.so.9: cannot open shared object file")
 
-    monkeypatch.setattr(onnxruntime, "gpu_provider", broken)
+    monkeypatch.setattr(onnxruntime, "cuda_runs", broken)
     select._auto.cache_clear()
-    assert select.resolve("auto", use_gpu=True).backend == "ncnn"
+    assert select.resolve("auto", use_gpu=True) == select.Choice(
+        "ncnn", "ncnn sees a Vulkan GPU (Upscayl's own GPU path)"
+    )
 
 
 def test_a_missing_package_is_reported_not_crashed_on(monkeypatch):

@@ -9,9 +9,11 @@ CPU.
 
 Measured on an NVIDIA H200 (bench/README.md, "GPU check"): the CUDA
 provider in fp16 ran a 1024² pass at 4x 1.7-2.6x as fast as ncnn's Vulkan
-path on the same GPU, as close to the CPU's fp32 result or closer;
-TensorRT has not met a GPU here. The ``onnxruntime-gpu`` wheel is an optional install (``pip
-install upscayl-cloud[cuda]``).
+path on the same GPU, within 1.3 dB of it against the CPU's fp32 result
+(nearer for x4plus and AnimeVideo v3); ``auto`` uses it. TensorRT has not
+met a GPU here: it runs only where the backend is named. The
+``onnxruntime-gpu`` wheel is an optional install (``pip install
+upscayl-cloud[cuda]``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def gpu_provider() -> str | None:
     return next((name for name in GPU_PROVIDERS if name in available and runs_on(name)), None)
 
 
+@cache
+def cuda_runs() -> bool:
+    """Whether the CUDA provider really runs here, TensorRT or not (what
+    ``auto`` uses: the measured path)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    return gpu_provider() == "CUDAExecutionProvider" or runs_on("CUDAExecutionProvider")
+
+
 def runs_on(provider: str) -> bool:
     """Whether a session asked for ``provider`` really gets it."""
     one_conv = helper.make_model(
@@ -107,10 +118,13 @@ class OnnxRuntimeNetwork(Network):
         use_gpu: bool = True,
         precision: str = "auto",
         cache_dir: Path | None = None,
+        provider: str | None = None,
     ) -> None:
+        """``provider``: the GPU provider to use (``auto`` asks for CUDA);
+        None: the best that runs here, TensorRT first."""
         super().__init__(spec)
         self._threads = threads
-        self._provider = gpu_provider() if use_gpu else None
+        self._provider = (provider or gpu_provider()) if use_gpu else None
         self._fp16 = precision != "fp32"
         self._cache_dir = cache_dir
         self._lock = threading.Lock()

@@ -2,11 +2,14 @@
 
 The rule follows the measurements in bench/README.md:
 
-1. An NVIDIA GPU that ONNX Runtime really runs on (the ``cuda`` extra's
-   ``onnxruntime-gpu``, and ``use_gpu``): ONNX Runtime, in fp16. On an H200
-   its CUDA provider ran a 1024² pass at 4x 1.7-2.6x as fast as ncnn's
-   Vulkan path on the same GPU, as near the CPU's fp32 result or nearer
-   (bench/README.md, "GPU check").
+1. An NVIDIA GPU that ONNX Runtime's CUDA provider really runs on (the
+   ``cuda`` extra's ``onnxruntime-gpu``, and ``use_gpu``): ONNX Runtime on
+   CUDA. On an H200 it ran a 1024² pass at 4x (fp16) 1.7-2.6x as fast as
+   ncnn's Vulkan path on the same GPU, within 1.3 dB of it against the
+   CPU's fp32 result, 5-12 dB nearer for x4plus and AnimeVideo v3
+   (bench/README.md, "GPU check"). TensorRT, which builds an engine per
+   tile shape, has not been measured: it runs only where ``onnxruntime``
+   is named.
 2. Any other GPU that ncnn sees through Vulkan (and ``use_gpu``): ncnn,
    Upscayl's own GPU path, which works on every vendor's GPU.
 3. A CPU with bf16 instructions (AMX or AVX-512-BF16), which OpenVINO uses
@@ -37,6 +40,9 @@ class BackendUnavailableError(RuntimeError):
 class Choice:
     backend: str
     reason: str
+    #: ONNX Runtime's provider, where ``auto`` chose it: the one measured.
+    #: None: the backend's own choice (for ONNX Runtime, TensorRT first).
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,14 +68,14 @@ def resolve(backend: str, use_gpu: bool) -> Choice:
 def _auto(use_gpu: bool) -> Choice:
     from upscayl_cloud.engine.backends.ncnn import gpu_count
 
-    if use_gpu:
-        provider = _onnxruntime_gpu()
-        if provider is not None:
-            return Choice(
-                "onnxruntime",
-                f"onnxruntime runs on this NVIDIA GPU ({provider}): in fp16, 1.7-2.6x "
-                "ncnn's Vulkan path on the same GPU (measured on an H200)",
-            )
+    if use_gpu and _onnxruntime_cuda():
+        return Choice(
+            "onnxruntime",
+            "onnxruntime's CUDA provider runs on this NVIDIA GPU: 1.7-2.6x ncnn's "
+            "Vulkan path on the same GPU (measured on an H200); TensorRT, not "
+            "measured here, only with the backend named onnxruntime",
+            provider="CUDAExecutionProvider",
+        )
     if use_gpu and gpu_count() > 0:
         return Choice("ncnn", "ncnn sees a Vulkan GPU (Upscayl's own GPU path)")
     if _openvino_bf16():
@@ -81,16 +87,16 @@ def _auto(use_gpu: bool) -> Choice:
     return Choice("ncnn", "no GPU and no bf16 instructions: ncnn's fp32 CPU path is fastest")
 
 
-def _onnxruntime_gpu() -> str | None:
-    """The NVIDIA provider ONNX Runtime really runs on here, if any; None,
-    with the reason logged, where onnxruntime is missing or broken."""
+def _onnxruntime_cuda() -> bool:
+    """Whether ONNX Runtime's CUDA provider really runs here; False, with
+    the reason logged, where onnxruntime is missing or broken."""
     try:
-        from upscayl_cloud.engine.backends.onnxruntime import gpu_provider
+        from upscayl_cloud.engine.backends.onnxruntime import cuda_runs
 
-        return gpu_provider()
+        return cuda_runs()
     except Exception:
         log.warning("onnxruntime is unusable here; auto does not use it", exc_info=True)
-        return None
+        return False
 
 
 def _openvino_bf16() -> bool:
