@@ -15,7 +15,8 @@ Reading a tile (``pread`` plus conversion to float) and writing one back
 (conversion to samples plus ``pwrite``) overlap with the network call: both
 runtimes release the GIL while they infer, and with the faster backends these
 steps would otherwise be a large share of a pass. The look-ahead is bounded
-(one tile read ahead, one write pending), so memory stays a couple of tiles.
+(one tile read ahead, ``WRITES_IN_FLIGHT`` writes pending), so memory stays
+a few tiles.
 """
 
 from __future__ import annotations
