@@ -2,6 +2,7 @@
 the output, the errors, the cancellation and the progress are the serial
 loop's."""
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -222,24 +223,106 @@ def test_cancellation_mid_image_stops_before_the_next_call(photo, tmp_path, monk
     assert set(writes.targets) <= set(_targets_in_order(runner, source, 32)[:4])
 
 
-def test_every_tile_is_written_once_before_the_pass_returns(photo, tmp_path, monkeypatch):
-    """Writes slower than the network (as on a GPU) overlap, never more than
-    ``WRITES_IN_FLIGHT`` at once, and the output is the one of writes made
-    one at a time: the tiles' targets do not overlap."""
+class _OnGpu(Network):
+    """Fake: no GPU can be provided here. A real network that says it runs
+    on one, which is all the tiler asks of a GPU network."""
+
+    backend = "ncnn"
+
+    def __init__(self, inner: Network) -> None:
+        super().__init__(inner.spec)
+        self.inner = inner
+
+    @property
+    def device(self) -> str:
+        return "a GPU (stand-in)"
+
+    @property
+    def on_gpu(self) -> bool:
+        return True
+
+    def _forward(
+        self, chw: np.ndarray, blob: str, injected: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        return self.inner._forward(chw, blob, injected)
+
+    def release_memory(self) -> None:
+        self.inner.release_memory()
+
+
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_every_tile_is_written_once_before_the_pass_returns(photo, tmp_path, monkeypatch, on_gpu):
+    """On a GPU, writes overlap (the first one waits until a second one
+    starts), never more than ``WRITES_IN_FLIGHT`` at once; on a CPU they go
+    one at a time (the first one waits in vain). Either way each tile is
+    written once, before the pass returns, and the output is the one of
+    writes made in order: the tiles' targets do not overlap."""
     source = Plane.from_array(tmp_path / "in.raw", photo[:96, :128])
-    runner = load_network("span-x2-ch48", NCNN)
-    in_flight = tiling.WRITES_IN_FLIGHT
-    monkeypatch.setattr(tiling, "WRITES_IN_FLIGHT", 1)
-    serial = upscale_plane(runner, source, tmp_path / "serial.raw", 32)
-    monkeypatch.setattr(tiling, "WRITES_IN_FLIGHT", in_flight)
+    cpu = load_network("span-x2-ch48", NCNN)
+    runner = _OnGpu(cpu) if on_gpu else cpu
+    serial = upscale_plane(cpu, source, tmp_path / "serial.raw", 32)
     destination = tmp_path / "out.raw"
-    writes = _Writes(monkeypatch, destination)
+    targets: list[tuple[int, int]] = []
+    active = most_active = 0
+    second_started = threading.Event()
+    lock = threading.Lock()
+    original = Plane.write
+
+    def write(plane: Plane, x0: int, y0: int, data: np.ndarray) -> None:
+        nonlocal active, most_active
+        if plane.path == destination:
+            with lock:
+                first = not targets and active == 0
+                active += 1
+                most_active = max(most_active, active)
+            if first:
+                second_started.wait(5 if on_gpu else 0.3)
+            else:
+                second_started.set()
+            with lock:
+                targets.append((x0, y0))
+                active -= 1
+        original(plane, x0, y0, data)
+
+    monkeypatch.setattr(Plane, "write", write)
     out = upscale_plane(runner, source, destination, 32)
-    writes.returned = True
-    assert sorted(writes.targets) == sorted(_targets_in_order(runner, source, 32))
-    assert 2 <= writes.most_active <= in_flight
+    assert sorted(targets) == sorted(_targets_in_order(cpu, source, 32))
+    if on_gpu:
+        assert 2 <= most_active <= tiling.WRITES_IN_FLIGHT
+    else:
+        assert most_active == 1
     assert _helpers_alive() == []
+    monkeypatch.undo()
     assert np.array_equal(out.read_all(), serial.read_all())
+
+
+def test_a_write_failing_as_the_network_fails_is_logged_not_lost(
+    photo, tmp_path, monkeypatch, caplog
+):
+    """On a GPU several writes are pending when the network fails: the
+    network's error is the one raised, and a write that failed meanwhile
+    (here: each write fails once the network has) is logged."""
+    source = Plane.from_array(tmp_path / "in.raw", photo[:96, :128])
+    failing = _FailsOnThirdCall(load_network("span-x2-ch48", NCNN))
+    runner = _OnGpu(failing)
+    destination = tmp_path / "out.raw"
+    original = Plane.write
+
+    def write(plane: Plane, x0: int, y0: int, data: np.ndarray) -> None:
+        if plane.path == destination:
+            deadline = time.monotonic() + 5
+            while failing.calls < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)  # the network's error is raised meanwhile
+            raise OSError(28, "No space left on device")
+        original(plane, x0, y0, data)
+
+    monkeypatch.setattr(Plane, "write", write)
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="third tile"):
+        upscale_plane(runner, source, destination, 32)
+    logged = [r.getMessage() for r in caplog.records if "tile write failed" in r.getMessage()]
+    assert logged and all("No space left" in message for message in logged)
+    assert _helpers_alive() == []
 
 
 def test_a_failing_write_is_the_error_raised(photo, tmp_path, monkeypatch):

@@ -105,17 +105,20 @@ def backends(
 
     settings = get_settings()
     threads = threads_per_worker(settings)
-    rows = report(threads, settings.engine_use_gpu, streams=max(1, settings.workers))
     try:
         choice = resolve(settings.engine_backend, settings.engine_use_gpu)
-        selected, reason = choice.backend, choice.reason
+        selected, reason, provider = choice.backend, choice.reason, choice.provider
     except BackendUnavailableError as exc:
-        selected, reason = None, str(exc)
+        choice, selected, reason, provider = None, None, str(exc), None
+    rows = report(
+        threads, settings.engine_use_gpu, streams=max(1, settings.workers), selected=choice
+    )
     if as_json:
         info = {
             "configured": settings.engine_backend,
             "precision": settings.engine_precision,
             "selected": selected,
+            "provider": provider,
             "reason": reason,
             "backends": [
                 {"name": r.backend, "available": r.available, "device": r.device} for r in rows

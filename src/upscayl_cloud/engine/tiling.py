@@ -15,12 +15,13 @@ Reading a tile (``pread`` plus conversion to float) and writing one back
 (conversion to samples plus ``pwrite``) overlap with the network call: both
 runtimes release the GIL while they infer, and with the faster backends these
 steps would otherwise be a large share of a pass. The look-ahead is bounded
-(one tile read ahead, ``WRITES_IN_FLIGHT`` writes pending), so memory stays
-a few tiles.
+(one tile read ahead; one write pending on a CPU, ``WRITES_IN_FLIGHT`` on a
+GPU), so memory stays a few tiles.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,19 +36,21 @@ from upscayl_cloud.engine.geometry import Tile, TileRule, mirror_indices, plan_t
 from upscayl_cloud.engine.options import EngineSettings
 from upscayl_cloud.engine.planes import Plane, chw_to_samples, to_float
 
+log = logging.getLogger(__name__)
+
 TileDone = Callable[[], None]
 ShouldCancel = Callable[[], bool]
 
 #: Names the helper threads that read and write tiles, for logs and tests.
 TILE_THREAD_PREFIX = "upscayl-tiles"
 #: Tile writes (conversion to samples, then ``pwrite``) that may run at once
-#: while the network goes on. On a GPU the compact networks' calls are a few
-#: milliseconds and one writer thread was the pass: on an H200 machine's 16
-#: cores, 4 writes took a 1024² pass at 4x without its network from 0.27 to
-#: 0.15 s (tile 512; 8 gained nothing more; bench/README.md, "Tile output
-#: conversion"). On a CPU each write ends long before the next tile's call,
-#: so no more than one is alive; where writes lag, each holds one tile's
-#: result, so memory stays bounded by tiles, never by the image.
+#: while a network on a GPU goes on. There the compact networks' calls are a
+#: few milliseconds and one writer thread was the pass: on an H200 machine's
+#: 16 cores, 4 writes took a 1024² pass at 4x without its network from 0.27
+#: to 0.15 s (tile 512; 8 gained nothing more; bench/README.md, "Tile output
+#: conversion"). Each pending write holds one tile's result in host memory
+#: (docs/deployment.md, "Sizing"). On a CPU the network is the pass and
+#: writes go one at a time, as they always did.
 WRITES_IN_FLIGHT = 4
 
 
@@ -132,11 +135,12 @@ def _run_tiles(
     """Every network call of one pass, with reads and writes on helper threads.
 
     The network runs on the calling thread, so ``call`` (cancellation and
-    progress) keeps running there. Helpers let the next tile's read and up
-    to ``WRITES_IN_FLIGHT`` earlier tiles' writes run at the same time as
-    the network call; reads and writes touch different files, and the tiles'
-    targets partition the output (geometry.py), so in whatever order the
-    writes end the output is the serial loop's, byte for byte. Whatever ends
+    progress) keeps running there. Helpers let the next tile's read and
+    earlier tiles' writes (one on a CPU, up to ``WRITES_IN_FLIGHT`` on a
+    GPU) run at the same time as the network call; reads and writes touch
+    different files, and the tiles' targets partition the output
+    (geometry.py), so in whatever order the writes end the output is the
+    serial loop's, byte for byte. Whatever ends
     the pass, the helpers are stopped here: work not started is dropped, work
     started is waited for, so no write happens after this returns; the
     error raised is the network's, or the oldest failed write's.
@@ -146,9 +150,9 @@ def _run_tiles(
     # larger one allocated anew and the pool kept both (measured: 1.7 -> 3.9
     # GB over four tile sizes of one image, bench/README.md "Memory").
     injected: dict[str, np.ndarray] = {}
-    pool = ThreadPoolExecutor(
-        max_workers=1 + WRITES_IN_FLIGHT, thread_name_prefix=TILE_THREAD_PREFIX
-    )
+    in_flight = WRITES_IN_FLIGHT if runner.on_gpu else 1
+    pending: deque[Future[None]] = deque()
+    pool = ThreadPoolExecutor(max_workers=1 + in_flight, thread_name_prefix=TILE_THREAD_PREFIX)
     try:
         if syncs_global_pools(runner, tiles):
             for blob in runner.spec.global_pools:
@@ -159,22 +163,27 @@ def _run_tiles(
                     total = weighted if total is None else total + weighted
                 injected[blob] = total / (source.width * source.height)
 
-        pending: deque[Future[None]] = deque()
         for tile, chw in _read_ahead(pool, source, tiles):
             result = call(lambda chw=chw: runner.run(chw, injected))
-            # A failed write (a full disk) ends the pass at the next call, not
-            # WRITES_IN_FLIGHT calls later: done writes are collected, and any
-            # that failed raises, the oldest first.
-            while pending and (len(pending) == WRITES_IN_FLIGHT or pending[0].done()):
+            # A failed write (a full disk) ends the pass at the first call
+            # after it failed, not when its turn comes: done writes are
+            # collected, and the oldest that failed raises.
+            while pending and (len(pending) == in_flight or pending[0].done()):
                 pending.popleft().result()
-            for write in pending:
-                if write.done():
-                    write.result()
+            failed = next((w for w in pending if w.done() and w.exception() is not None), None)
+            if failed is not None:
+                pending.remove(failed)
+                failed.result()
             pending.append(pool.submit(_write_tile, out, tile, result, source.bands))
         while pending:
             pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # Another error ends the pass (the network's, or an older write's):
+        # a write that failed as well is not raised, but not lost either.
+        for write in pending:
+            if not write.cancelled() and write.exception() is not None:
+                log.warning("a tile write failed as the pass ended: %s", write.exception())
 
 
 def _read_ahead(

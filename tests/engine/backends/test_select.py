@@ -71,6 +71,11 @@ def test_auto_runs_onnxruntime_on_cuda_where_cuda_runs(monkeypatch):
     assert "TensorrtExecutionProvider" not in str(network._providers())
     named = load_network("span-x2-ch48", EngineSettings(threads=1, backend="onnxruntime"))
     assert named is not network and named._provider == "TensorrtExecutionProvider"
+    # `models backends`: the selected row says what auto runs, not what naming it would.
+    devices = {r.backend: r.device for r in select.report(1, use_gpu=True, selected=choice)}
+    assert devices["onnxruntime"] == "NVIDIA GPU (CUDAExecutionProvider)"
+    devices = {r.backend: r.device for r in select.report(1, use_gpu=True)}
+    assert devices["onnxruntime"] == "NVIDIA GPU (TensorrtExecutionProvider)"
 
     select._auto.cache_clear()
     assert select.resolve("auto", use_gpu=False).backend == (

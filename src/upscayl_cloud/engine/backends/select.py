@@ -123,8 +123,12 @@ def check_available(backend: str) -> None:
         ) from exc
 
 
-def report(threads: int, use_gpu: bool, streams: int = 1) -> list[BackendReport]:
-    """What each backend would run on here (nothing is loaded or compiled)."""
+def report(
+    threads: int, use_gpu: bool, streams: int = 1, selected: Choice | None = None
+) -> list[BackendReport]:
+    """What each backend would run on here (nothing is loaded or compiled):
+    named, or as ``selected`` runs it (``auto`` asks ONNX Runtime for CUDA
+    even where TensorRT would load)."""
     rows = []
     for backend in BACKENDS:
         try:
@@ -132,7 +136,11 @@ def report(threads: int, use_gpu: bool, streams: int = 1) -> list[BackendReport]
         except BackendUnavailableError as exc:
             rows.append(BackendReport(backend, False, str(exc)))
             continue
-        rows.append(BackendReport(backend, True, _device(backend, threads, use_gpu, streams)))
+        if selected is not None and selected.backend == backend and selected.provider:
+            device = f"NVIDIA GPU ({selected.provider})"
+        else:
+            device = _device(backend, threads, use_gpu, streams)
+        rows.append(BackendReport(backend, True, device))
     return rows
 
 
