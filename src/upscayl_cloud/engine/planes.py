@@ -104,7 +104,7 @@ def to_samples(values: np.ndarray) -> np.ndarray:
     return (np.clip(values, 0.0, 1.0) * MAX_VALUE + 0.5).astype(DTYPE)
 
 
-#: Floats per band of ``chw_to_samples``: a band's temporaries stay in cache.
+#: Bytes of floats per band of ``chw_to_samples``: a band's temporaries stay in cache.
 BAND_BYTES = 1 << 20
 
 

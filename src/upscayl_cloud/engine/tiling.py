@@ -140,10 +140,10 @@ def _run_tiles(
     GPU) run at the same time as the network call; reads and writes touch
     different files, and the tiles' targets partition the output
     (geometry.py), so in whatever order the writes end the output is the
-    serial loop's, byte for byte. Whatever ends
-    the pass, the helpers are stopped here: work not started is dropped, work
-    started is waited for, so no write happens after this returns; the
-    error raised is the network's, or the oldest failed write's.
+    serial loop's, byte for byte. Whatever ends the pass, the helpers are
+    stopped here: work not started is dropped, work started is waited for,
+    so no write happens after this returns; the error raised is the
+    network's, or the oldest failed write's.
     """
     # Every tile of a pass has one shape (geometry.py). That also keeps
     # ncnn's pools from growing: with tiles of several sizes, a slightly

@@ -150,3 +150,31 @@ def test_cuda_sessions_choose_convolutions_by_heuristic_in_channels_last():
     ]
     network._provider = "TensorrtExecutionProvider"  # CUDA as TensorRT's fallback too
     assert ("CUDAExecutionProvider", onnxruntime_backend.CUDA_OPTIONS) in network._providers()
+
+
+@pytest.mark.parametrize(
+    ("found", "probed", "runs"),
+    [
+        ("CUDAExecutionProvider", [], True),
+        ("TensorrtExecutionProvider", ["CUDAExecutionProvider"], True),
+        (None, [], False),
+    ],
+)
+def test_auto_asks_whether_cuda_itself_runs(monkeypatch, found, probed, runs):
+    """Fake: no GPU here, so the provider probe's answers are faked. Where
+    the probe stopped at TensorRT, CUDA is probed on its own; where it found
+    nothing, CUDA is not probed twice."""
+    asked: list[str] = []
+
+    def fake_runs_on(provider: str) -> bool:
+        asked.append(provider)
+        return True
+
+    monkeypatch.setattr(onnxruntime_backend, "gpu_provider", lambda: found)
+    monkeypatch.setattr(onnxruntime_backend, "runs_on", fake_runs_on)
+    onnxruntime_backend.cuda_runs.cache_clear()
+    try:
+        assert onnxruntime_backend.cuda_runs() is runs
+    finally:
+        onnxruntime_backend.cuda_runs.cache_clear()
+    assert asked == probed
